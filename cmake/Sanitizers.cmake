@@ -1,0 +1,7 @@
+# ROSTER_SANITIZE=address,undefined builds everything (and so every test) with
+# ASan+UBSan; any report aborts the process, which fails the test.
+if(ROSTER_SANITIZE)
+    set(_san "-fsanitize=${ROSTER_SANITIZE}" -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    add_compile_options(${_san})
+    add_link_options(${_san})
+endif()
