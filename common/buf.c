@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * buf.c - see buf.h.
+ */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+buf_init(struct buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void
+buf_cleanup(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void
+buf_reset(struct buf *b)
+{
+    b->len = 0;
+    if (b->data) {
+        b->data[0] = '\0';
+    }
+}
+
+static int
+reserve(struct buf *b, size_t extra)
+{
+    size_t need;
+    size_t ncap;
+    char *p;
+
+    if (extra > b->max || b->len > b->max - extra) {
+        return -1;
+    }
+    need = b->len + extra + 1;
+    if (need <= b->cap) {
+        return 0;
+    }
+    ncap = b->cap ? b->cap : 64;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    if (ncap > b->max + 1) {
+        ncap = b->max + 1;
+    }
+    p = realloc(b->data, ncap);
+    if (!p) {
+        return -1;
+    }
+    b->data = p;
+    b->cap = ncap;
+    return 0;
+}
+
+int
+buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (reserve(b, n) != 0) {
+        return -1;
+    }
+    if (n) {
+        memcpy(b->data + b->len, p, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int
+buf_puts(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int
+buf_putc(struct buf *b, char c)
+{
+    return buf_append(b, &c, 1);
+}
+
+int
+buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    int n;
+
+    va_copy(ap2, ap);
+    n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0 || reserve(b, (size_t)n) != 0) {
+        return -1;
+    }
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    va_start(ap, fmt);
+    r = buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+char *
+buf_take(struct buf *b)
+{
+    char *p;
+
+    if (reserve(b, 0) != 0) {
+        return NULL;
+    }
+    b->data[b->len] = '\0';
+    p = b->data;
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    return p;
+}
+
+const char *
+buf_str(const struct buf *b)
+{
+    return b->data ? b->data : "";
+}

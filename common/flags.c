@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * flags.c - see flags.h.
+ */
+#include "flags.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static void
+normalize(const char *in, size_t n, char *out, size_t cap)
+{
+    size_t i = 0;
+
+    for (; i < n && i + 1 < cap; i++) {
+        out[i] = in[i] == '-' ? '_' : in[i];
+    }
+    out[i] = '\0';
+}
+
+static const struct flag_def *
+find(const struct flag_def *defs, const char *name, size_t *index)
+{
+    for (size_t i = 0; defs[i].name; i++) {
+        if (strcmp(defs[i].name, name) == 0) {
+            *index = i;
+            return &defs[i];
+        }
+    }
+    return NULL;
+}
+
+static int
+set_value(const struct flag_def *d, void *cfg, const char *value, char *err, size_t errcap)
+{
+    char *field = (char *)cfg + d->offset;
+    bool ranged = d->min <= d->max;
+
+    switch (d->type) {
+    case FLAG_STR: {
+        char **sp = (char **)(void *)field;
+        char *copy = value ? strdup(value) : NULL;
+        if (value && !copy) {
+            snprintf(err, errcap, "out of memory");
+            return -1;
+        }
+        free(*sp);
+        *sp = copy;
+        return 0;
+    }
+    case FLAG_INT: {
+        int64_t v = 0;
+        if (value && util_parse_i64(value, ranged ? (int64_t)d->min : INT64_MIN,
+                                    ranged ? (int64_t)d->max : INT64_MAX, &v) != 0) {
+            if (ranged) {
+                snprintf(err, errcap, "--%s: '%s' is not an integer in [%.0f, %.0f]", d->name,
+                         value, d->min, d->max);
+            } else {
+                snprintf(err, errcap, "--%s: '%s' is not an integer", d->name, value);
+            }
+            return -1;
+        }
+        memcpy(field, &v, sizeof(v));
+        return 0;
+    }
+    case FLAG_DOUBLE: {
+        double v = 0;
+        if (value && util_parse_double(value, ranged ? d->min : -1e308, ranged ? d->max : 1e308,
+                                       &v) != 0) {
+            snprintf(err, errcap, "--%s: '%s' is not a number in [%g, %g]", d->name, value,
+                     d->min, d->max);
+            return -1;
+        }
+        memcpy(field, &v, sizeof(v));
+        return 0;
+    }
+    case FLAG_BOOL: {
+        bool v = false;
+        if (value && util_parse_bool(value, &v) != 0) {
+            snprintf(err, errcap, "--%s: '%s' is not true or false", d->name, value);
+            return -1;
+        }
+        memcpy(field, &v, sizeof(v));
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static const char *
+env_value(const struct flag_def *d)
+{
+    char name[128] = "ROSTER_";
+    size_t n = strlen(name);
+    const char *v;
+
+    for (const char *p = d->name; *p && n + 1 < sizeof(name); p++) {
+        name[n++] = (char)toupper((unsigned char)*p);
+    }
+    name[n] = '\0';
+    v = getenv(name);
+    if (v) {
+        return v;
+    }
+    if (d->env) {
+        const char *p = d->env;
+        while (*p) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            if (len < sizeof(name)) {
+                memcpy(name, p, len);
+                name[len] = '\0';
+                v = getenv(name);
+                if (v) {
+                    return v;
+                }
+            }
+            p += len + (comma ? 1 : 0);
+        }
+    }
+    return NULL;
+}
+
+int
+flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
+            enum flag_source *sources, char *err, size_t errcap)
+{
+    for (size_t i = 0; defs[i].name; i++) {
+        const char *env = env_value(&defs[i]);
+        if (set_value(&defs[i], cfg, defs[i].def, err, errcap) != 0) {
+            return -1;
+        }
+        if (sources) {
+            sources[i] = FLAG_FROM_DEFAULT;
+        }
+        if (env) {
+            if (set_value(&defs[i], cfg, env, err, errcap) != 0) {
+                return -1;
+            }
+            if (sources) {
+                sources[i] = FLAG_FROM_ENV;
+            }
+        }
+    }
+    for (int a = 0; a < argc; a++) {
+        const char *arg = argv[a];
+        const char *eq;
+        const char *value = NULL;
+        const struct flag_def *d;
+        char name[96];
+        size_t idx = 0;
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            snprintf(err, errcap, "unexpected argument '%s' (options start with --)", arg);
+            return -1;
+        }
+        arg += 2;
+        eq = strchr(arg, '=');
+        normalize(arg, eq ? (size_t)(eq - arg) : strlen(arg), name, sizeof(name));
+        d = find(defs, name, &idx);
+        if (!d) {
+            snprintf(err, errcap, "unknown option --%s (see --help)", name);
+            return -1;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (d->type == FLAG_BOOL) {
+            bool tmp;
+            value = "true";
+            if (a + 1 < argc && util_parse_bool(argv[a + 1], &tmp) == 0) {
+                value = argv[++a]; /* "--register true", as DB-GPT's docs write it */
+            }
+        } else if (a + 1 < argc) {
+            value = argv[++a];
+        } else {
+            snprintf(err, errcap, "option --%s needs a value", name);
+            return -1;
+        }
+        if (set_value(d, cfg, value, err, errcap) != 0) {
+            return -1;
+        }
+        if (sources) {
+            sources[idx] = FLAG_FROM_ARGV;
+        }
+    }
+    return 0;
+}
+
+void
+flags_cleanup(const struct flag_def *defs, void *cfg)
+{
+    for (size_t i = 0; defs[i].name; i++) {
+        if (defs[i].type == FLAG_STR) {
+            char **sp = (char **)(void *)((char *)cfg + defs[i].offset);
+            free(*sp);
+            *sp = NULL;
+        }
+    }
+}
+
+static void
+env_names(const struct flag_def *d, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "ROSTER_");
+
+    for (const char *p = d->name; *p && n + 1 < cap; p++) {
+        out[n++] = (char)toupper((unsigned char)*p);
+    }
+    out[n] = '\0';
+    if (d->env && n + 3 < cap) {
+        snprintf(out + n, cap - n, ", %s", d->env);
+    }
+}
+
+void
+flags_print_help(FILE *out, const char *usage, const char *summary, const struct flag_def *defs)
+{
+    fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, summary);
+    for (size_t i = 0; defs[i].name; i++) {
+        const struct flag_def *d = &defs[i];
+        char left[96];
+        char env[160];
+
+        if (d->flags & FLAG_HIDDEN) {
+            continue;
+        }
+        snprintf(left, sizeof(left), "--%s%s%s", d->name, d->metavar ? " " : "",
+                 d->metavar ? d->metavar : "");
+        env_names(d, env, sizeof(env));
+        fprintf(out, "  %-34s %s\n", left, d->help);
+        if (d->def && !(d->flags & FLAG_SECRET)) {
+            fprintf(out, "  %-34s   default: %s; env: %s\n", "", d->def, env);
+        } else {
+            fprintf(out, "  %-34s   env: %s\n", "", env);
+        }
+    }
+    fprintf(out, "  %-34s %s\n", "--help", "show this help");
+}
+
+void
+flags_print_markdown(FILE *out, const char *title, const char *summary,
+                     const struct flag_def *defs)
+{
+    fprintf(out, "## %s\n\n%s\n\n| flag | default | environment | meaning |\n|---|---|---|---|\n",
+            title, summary);
+    for (size_t i = 0; defs[i].name; i++) {
+        const struct flag_def *d = &defs[i];
+        char env[160];
+
+        if (d->flags & FLAG_HIDDEN) {
+            continue;
+        }
+        env_names(d, env, sizeof(env));
+        fprintf(out, "| `--%s%s%s` | %s%s%s | `%s` | %s |\n", d->name, d->metavar ? " " : "",
+                d->metavar ? d->metavar : "", d->def && *d->def ? "`" : "",
+                d->def ? (*d->def ? d->def : "(empty)") : "(unset)", d->def && *d->def ? "`" : "",
+                env, d->help);
+    }
+    fprintf(out, "\n");
+}

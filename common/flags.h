@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * flags.h - table-driven command-line and environment configuration.
+ *
+ * Each service describes its options once, as an array of flag_def (PgBouncer's
+ * CfKey, tmux's cmd_entry). The same table parses argv and the environment,
+ * prints --help, and generates docs/configuration.md, so the three cannot
+ * drift apart.
+ *
+ * Names are written with underscores; on the command line dashes and
+ * underscores are interchangeable (--registry-db-host == --registry_db_host),
+ * as DB-GPT accepts. Values come from, in increasing precedence: the
+ * default, the environment (ROSTER_<NAME> and any alias in `env`), argv.
+ */
+#ifndef ROSTER_FLAGS_H
+#define ROSTER_FLAGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum flag_type {
+    FLAG_STR,    /* char * (owned, strdup'd; NULL when unset) */
+    FLAG_INT,    /* int64_t */
+    FLAG_DOUBLE, /* double */
+    FLAG_BOOL,   /* bool; "--name" alone means true */
+};
+
+enum { FLAG_SECRET = 1, /* never printed; warn when given on argv */ FLAG_HIDDEN = 2 };
+
+struct flag_def {
+    const char *name;    /* canonical, with underscores; NULL ends the table */
+    enum flag_type type;
+    size_t offset;       /* offsetof(config struct, field) */
+    const char *def;     /* default as text, NULL = unset / 0 / false */
+    double min, max;     /* numeric range (inclusive); ignored if min > max */
+    const char *env;     /* extra environment names, comma-separated, or NULL */
+    unsigned flags;
+    const char *metavar; /* "HOST", "SECS", ...; NULL for booleans */
+    const char *help;    /* one sentence */
+};
+
+enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
+
+/* Fills `cfg` from defaults, the environment and argv[0..argc). Every argv
+ * element must be a known flag (or its value). Returns 0; 1 when --help or
+ * -h was given (nothing else done); -1 with a message in `err` on an
+ * unknown flag, a missing value or a value out of range. `sources`, if not
+ * NULL, has one slot per table entry and receives where each value came
+ * from. Call flags_cleanup() afterwards in every case. */
+int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
+                enum flag_source *sources, char *err, size_t errcap);
+
+/* Frees the strings flags_parse stored in `cfg`. */
+void flags_cleanup(const struct flag_def *defs, void *cfg);
+
+/* --help text: usage line, then one entry per flag with default and env. */
+void flags_print_help(FILE *out, const char *usage, const char *summary,
+                      const struct flag_def *defs);
+
+/* A Markdown table of the flags (docs/configuration.md). */
+void flags_print_markdown(FILE *out, const char *title, const char *summary,
+                          const struct flag_def *defs);
+
+#endif

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * http_server.h - a small HTTP/1.1 server on libevent, one event loop per
+ * thread, requests parsed with http-parser (nodejs/http-parser 2.9).
+ *
+ * Why not evhttp: libevent 2.1's evhttp answers parse-level failures
+ * (oversized body or headers, bad framing) with fixed HTML pages, has no
+ * total header deadline (slowloris), and measured well below nginx on this
+ * kind of machine. roster promises a JSON error with a 4xx for every bad
+ * input, so it owns the connection handling: docs/architecture.md.
+ *
+ * Model
+ *   - `threads` loops, each its own event_base and thread; one listening
+ *     socket shared by all loops. A connection lives on the loop that
+ *     accepted it; its requests are handled on that loop's thread.
+ *   - Routes are a table (exact path match). Unknown path -> 404 JSON,
+ *     known path with another method -> 405 JSON with Allow.
+ *   - A handler replies exactly once, either before returning or later from
+ *     the same loop thread (after work elsewhere: see http_loop_post). A
+ *     request whose client went away stays valid until it is replied to;
+ *     the reply is then dropped.
+ *   - Limits: header bytes, body bytes, header count, time to receive the
+ *     headers, idle time between requests and between body bytes, write
+ *     time, connection count. Each violation gets a JSON error (400, 408,
+ *     413, 431, 503) and the connection is closed.
+ *
+ * Threads: everything here runs on loop threads except http_server_new,
+ * http_server_run, http_server_shutdown (any thread) and http_loop_post
+ * (any thread).
+ */
+#ifndef ROSTER_HTTP_SERVER_H
+#define ROSTER_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct http_server;
+struct http_request;
+struct http_loop;
+
+typedef void http_handler(struct http_request *req, void *arg);
+
+struct http_route {
+    const char *method; /* "GET", "POST", "DELETE", ... */
+    const char *path;   /* exact match, e.g. "/api/health" */
+    http_handler *handler;
+    unsigned flags;     /* the application's; see http_req_route_flags() */
+};
+
+struct http_server_config {
+    const char *host;       /* bind address; default "127.0.0.1" */
+    int port;               /* 0 = let the kernel pick (see http_server_port) */
+    int threads;            /* event loops; default 1 */
+    size_t max_body;        /* default 1 MiB */
+    size_t max_header;      /* request line + headers; default 16 KiB */
+    int max_connections;    /* default 4096 */
+    int header_timeout_ms;  /* first byte of a request to end of its headers; default 10 s */
+    int idle_timeout_ms;    /* keep-alive idle and body inactivity; default 60 s */
+    int write_timeout_ms;   /* default 30 s */
+};
+
+/* A hook run on every loop thread: at start (before any request) and at
+ * the beginning of shutdown (to answer long-polls, etc.). */
+typedef void http_loop_hook(struct http_loop *loop, void *arg);
+
+/* Guard run before every handler (after routing). Returns true to go on;
+ * false means the guard replied (e.g. 401). */
+typedef bool http_guard(struct http_request *req, void *arg);
+
+/* Called after each response is queued (status 0 = the client was gone). */
+typedef void http_access_log(struct http_request *req, int status, size_t body_len,
+                             int64_t duration_us, void *arg);
+
+/* Binds and listens; no thread is started yet. `routes` ends with an entry
+ * whose path is NULL and must outlive the server; `arg` is passed to
+ * handlers and hooks. Returns 0, or -1 with a reason in `err`.
+ * evthread_use_pthreads() must have been called (http_server_new does it
+ * if needed). */
+int http_server_new(const struct http_server_config *cfg, const struct http_route *routes,
+                    void *arg, struct http_server **out, char *err, size_t errcap);
+
+void http_server_set_hooks(struct http_server *srv, http_loop_hook *on_start,
+                           http_loop_hook *on_drain, http_guard *guard, http_access_log *log);
+
+/* The bound port (useful with port 0). */
+int http_server_port(const struct http_server *srv);
+int http_server_nloops(const struct http_server *srv);
+struct http_loop *http_server_loop(struct http_server *srv, int i);
+
+/* Runs every loop (threads-1 new threads plus the caller's) until
+ * http_server_shutdown() has drained them. Returns 0. */
+int http_server_run(struct http_server *srv);
+
+/* Starts a graceful stop, from any thread (signal handlers included, via
+ * libevent signals): stop accepting, close idle connections, let in-flight
+ * requests finish, then make http_server_run return once no connection is
+ * left or `grace_ms` has passed. A second call with grace_ms 0 stops at once. */
+void http_server_shutdown(struct http_server *srv, int grace_ms);
+
+/* Frees a server whose run has returned (or never started). NULL-safe. */
+void http_server_free(struct http_server *srv);
+
+/* Request and connection counters summed over loops (racy but monotonic). */
+struct http_server_stats {
+    uint64_t requests;
+    uint64_t status_2xx, status_3xx, status_4xx, status_5xx;
+    uint64_t connections_accepted;
+    uint64_t connections_rejected; /* over max_connections */
+    int64_t connections_open;
+};
+void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);
+
+/* ---- loops -------------------------------------------------------------- */
+
+/* A unit of work to run on a loop thread. Embed it in your own struct (no
+ * allocation happens here) and recover the struct in `fn`. */
+struct http_task {
+    void (*fn)(struct http_task *t);
+    struct http_task *next;
+};
+
+/* Queues `t` to run on `loop`'s thread; any thread may call it. If the
+ * loop has already stopped, the task runs at http_server_free time on the
+ * freeing thread (so an owner that waits for its task never leaks). */
+void http_loop_post(struct http_loop *loop, struct http_task *t);
+
+struct event_base *http_loop_base(struct http_loop *loop);
+int http_loop_index(const struct http_loop *loop);
+/* Per-loop slot for the application's own state. */
+void http_loop_set_data(struct http_loop *loop, void *data);
+void *http_loop_get_data(const struct http_loop *loop);
+/* True once shutdown has begun. */
+bool http_loop_draining(const struct http_loop *loop);
+
+/* ---- requests (loop thread only) ------------------------------------------ */
+
+struct http_loop *http_req_loop(const struct http_request *req);
+const char *http_req_method(const struct http_request *req);
+const char *http_req_path(const struct http_request *req);  /* without the query */
+const char *http_req_query(const struct http_request *req); /* raw, "" if none */
+/* Case-insensitive lookup; NULL if absent. Valid until the reply. */
+const char *http_req_header(const struct http_request *req, const char *name);
+const char *http_req_body(const struct http_request *req, size_t *len_out);
+const struct sockaddr *http_req_peer(const struct http_request *req);
+const char *http_req_peer_str(const struct http_request *req);
+const char *http_req_id(const struct http_request *req); /* X-Request-Id, or generated */
+unsigned http_req_route_flags(const struct http_request *req);
+/* True once the client has disconnected (a reply would be dropped). */
+bool http_req_closed(const struct http_request *req);
+/* Called (once, on the loop thread) if the client disconnects before the
+ * reply; the request stays valid and must still be replied to. */
+void http_req_on_close(struct http_request *req, void (*cb)(struct http_request *, void *),
+                       void *arg);
+/* A slot for the handler's own state while the request is pending. */
+void http_req_set_data(struct http_request *req, void *data);
+void *http_req_get_data(const struct http_request *req);
+
+/* ---- replies (exactly one per request; loop thread only) --------------- */
+
+/* `extra_headers` is NULL or complete lines ("Name: value\r\n..."). The
+ * body is copied. After this call `req` is gone. */
+void http_reply(struct http_request *req, int status, const char *content_type, const void *body,
+                size_t len, const char *extra_headers);
+
+/* As http_reply, without copying: `body` must stay valid until `done(ctx)`
+ * is called (from the loop thread, once the bytes are written or dropped). */
+void http_reply_ref(struct http_request *req, int status, const char *content_type,
+                    const void *body, size_t len, const char *extra_headers,
+                    void (*done)(void *ctx), void *ctx);
+
+/* {"error":{"message":"...","type":"...","param":null,"code":"..."}}, the
+ * OpenAI error shape that every roster service uses. */
+void http_reply_error(struct http_request *req, int status, const char *type, const char *code,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The reason phrase for `status` ("Not Found"). */
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * json_check.c - see json_check.h. The scanner is a small state machine over
+ * the raw bytes; it does not validate JSON grammar (cJSON does), only the
+ * properties cJSON lets through.
+ */
+#include "json_check.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the UTF-8 sequence at p (1..4), or 0 if it is not valid
+ * (overlong forms, surrogates and code points above U+10FFFF rejected). */
+static size_t
+utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned char c = p[0];
+
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        return (avail >= 2 && (p[1] & 0xc0) == 0x80) ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) {
+            return 0;
+        }
+        if (c == 0xe0 && p[1] < 0xa0) {
+            return 0; /* overlong */
+        }
+        if (c == 0xed && p[1] >= 0xa0) {
+            return 0; /* surrogate */
+        }
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
+            (p[3] & 0xc0) != 0x80) {
+            return 0;
+        }
+        if (c == 0xf0 && p[1] < 0x90) {
+            return 0; /* overlong */
+        }
+        if (c == 0xf4 && p[1] >= 0x90) {
+            return 0; /* above U+10FFFF */
+        }
+        return 4;
+    }
+    return 0;
+}
+
+bool
+json_utf8_valid(const char *buf, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)buf;
+
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (n == 0 || p[i] == 0) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
+
+static int
+fail(char *err, size_t cap, const char *msg, size_t at)
+{
+    if (err && cap) {
+        snprintf(err, cap, "%s at byte %zu", msg, at);
+    }
+    return -1;
+}
+
+int
+json_check(const char *buf, size_t len, int max_depth, char *err, size_t errcap)
+{
+    const unsigned char *p = (const unsigned char *)buf;
+    bool in_string = false;
+    int depth = 0;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n = utf8_seq(p + i, len - i);
+
+        if (n == 0) {
+            return fail(err, errcap, "invalid UTF-8", i);
+        }
+        if (c == 0) {
+            return fail(err, errcap, "NUL byte", i);
+        }
+        if (in_string) {
+            if (c < 0x20) {
+                return fail(err, errcap, "control character in string", i);
+            }
+            if (c == '"') {
+                in_string = false;
+            } else if (c == '\\') {
+                if (i + 1 >= len) {
+                    return fail(err, errcap, "truncated escape", i);
+                }
+                if (p[i + 1] == 'u' && i + 5 < len && memcmp(p + i + 2, "0000", 4) == 0) {
+                    return fail(err, errcap, "\\u0000 in string", i);
+                }
+                i += 2; /* skip the escaped byte; "\"" must not end the string */
+                continue;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max_depth) {
+                return fail(err, errcap, "nesting too deep", i);
+            }
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* True when the object `node` has two members with the same key. Small
+ * objects are compared pairwise; large ones are sorted (O(n log n)) so a
+ * body full of keys cannot make this quadratic. */
+static bool
+has_duplicate_key(const cJSON *node)
+{
+    const char **keys = NULL;
+    size_t n = 0;
+    size_t i = 0;
+    bool dup = false;
+
+    for (const cJSON *a = node->child; a; a = a->next) {
+        n++;
+    }
+    if (n <= 32) {
+        for (const cJSON *a = node->child; a; a = a->next) {
+            for (const cJSON *b = a->next; b; b = b->next) {
+                if (strcmp(a->string, b->string) == 0) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+    keys = malloc(n * sizeof(*keys));
+    if (!keys) {
+        return true; /* fail closed */
+    }
+    for (const cJSON *a = node->child; a; a = a->next) {
+        keys[i++] = a->string;
+    }
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    for (i = 1; i < n && !dup; i++) {
+        dup = strcmp(keys[i - 1], keys[i]) == 0;
+    }
+    free(keys);
+    return dup;
+}
+
+static int
+check_duplicates(const cJSON *node)
+{
+    if (cJSON_IsObject(node) && has_duplicate_key(node)) {
+        return -1;
+    }
+    for (const cJSON *a = node->child; a; a = a->next) {
+        if (check_duplicates(a) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+json_parse(const char *p, size_t len, int max_depth, cJSON **out, char *err, size_t errcap)
+{
+    const char *end = NULL;
+    cJSON *root = NULL;
+    char *copy = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    if (len == 0) {
+        return fail(err, errcap, "empty body", 0);
+    }
+    if (json_check(p, len, max_depth, err, errcap) != 0) {
+        return -1;
+    }
+    /* cJSON reads one byte past a number at the very end (cJSON #800):
+     * parse a NUL-terminated copy. */
+    copy = malloc(len + 1);
+    if (!copy) {
+        return fail(err, errcap, "out of memory", 0);
+    }
+    memcpy(copy, p, len);
+    copy[len] = '\0';
+    root = cJSON_ParseWithLengthOpts(copy, len, &end, 0);
+    if (!root) {
+        fail(err, errcap, "malformed JSON", end && end >= copy ? (size_t)(end - copy) : 0);
+        goto out;
+    }
+    for (; end && *end; end++) {
+        if (!strchr(" \t\r\n", *end)) {
+            fail(err, errcap, "trailing data after JSON", (size_t)(end - copy));
+            goto out;
+        }
+    }
+    if (check_duplicates(root) != 0) {
+        fail(err, errcap, "duplicate key", 0);
+        goto out;
+    }
+    *out = root;
+    root = NULL;
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    free(copy);
+    return rc;
+}
+
+const cJSON *
+json_get(const cJSON *obj, const char *key)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return (it && !cJSON_IsNull(it)) ? it : NULL;
+}

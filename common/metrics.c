@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * metrics.c - see metrics.h.
+ */
+#include "metrics.h"
+
+#include <stdio.h>
+
+static const double bounds_s[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                 0.005,  0.01,    0.025,  0.05,  0.1,
+                                                 0.25,   0.5,     1.0,    2.5,   5.0};
+
+void
+metrics_hist_observe_us(struct metrics_hist *h, int64_t us)
+{
+    double s = (double)(us < 0 ? 0 : us) / 1e6;
+    int i = 0;
+
+    while (i < METRICS_BUCKETS && s > bounds_s[i]) {
+        i++;
+    }
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(us < 0 ? 0 : us), memory_order_relaxed);
+}
+
+int
+metrics_header(struct buf *b, const char *name, const char *type, const char *help)
+{
+    return buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+int
+metrics_sample(struct buf *b, const char *name, const char *labels, double value)
+{
+    if (labels && *labels) {
+        return buf_printf(b, "%s{%s} %.17g\n", name, labels, value);
+    }
+    return buf_printf(b, "%s %.17g\n", name, value);
+}
+
+int
+metrics_hist_write(struct buf *b, const char *name, const char *labels,
+                   const struct metrics_hist *h)
+{
+    const char *sep = labels && *labels ? "," : "";
+    const char *lab = labels ? labels : "";
+    uint64_t cum = 0;
+    int rc = 0;
+
+    for (int i = 0; i <= METRICS_BUCKETS; i++) {
+        cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        if (i < METRICS_BUCKETS) {
+            rc |= buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, lab, sep, bounds_s[i],
+                             (unsigned long long)cum);
+        } else {
+            rc |= buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, lab, sep,
+                             (unsigned long long)cum);
+        }
+    }
+    rc |= buf_printf(b, "%s_sum%s%s%s %.6f\n", name, *lab ? "{" : "", lab, *lab ? "}" : "",
+                     (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6);
+    rc |= buf_printf(b, "%s_count%s%s%s %llu\n", name, *lab ? "{" : "", lab, *lab ? "}" : "",
+                     (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * util.c - see util.h.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t
+util_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+util_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+util_sleep_ms(int64_t ms)
+{
+    struct timespec ts;
+
+    if (ms <= 0) {
+        return;
+    }
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+int
+util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    long long v;
+
+    if (!s || !*s || (*s != '-' && (*s < '0' || *s > '9'))) {
+        return -1;
+    }
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+int
+util_parse_double(const char *s, double min, double max, double *out)
+{
+    char *end = NULL;
+    double v;
+
+    if (!s || !*s || strchr(" \t\r\n", *s)) {
+        return -1;
+    }
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int
+util_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on", "t", "y"};
+    static const char *const no[] = {"false", "0", "no", "off", "f", "n"};
+
+    if (!s) {
+        return -1;
+    }
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+size_t
+util_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = strlen(src);
+
+    if (cap) {
+        size_t c = n < cap - 1 ? n : cap - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
+
+bool
+util_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    const unsigned char *pa = a;
+    const unsigned char *pb = b;
+    unsigned char diff = (unsigned char)(alen != blen);
+
+    /* Compare over the longer length so the time does not reveal where the
+     * first difference is; index the shorter one modulo its length. */
+    size_t n = alen > blen ? alen : blen;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = alen ? pa[i % alen] : 0;
+        unsigned char y = blen ? pb[i % blen] : 0;
+        diff |= (unsigned char)(x ^ y);
+    }
+    return diff == 0;
+}
+
+void
+util_random_bytes(void *p, size_t n)
+{
+    unsigned char *c = p;
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = getrandom(c + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got < n) {
+        /* Only reachable on kernels without getrandom: not for secrets. */
+        uint64_t x = (uint64_t)util_mono_ms() ^ ((uint64_t)getpid() << 32);
+        for (; got < n; got++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c[got] = (unsigned char)x;
+        }
+    }
+}
+
+uint64_t
+util_random_below(uint64_t n)
+{
+    uint64_t x;
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+
+    do {
+        util_random_bytes(&x, sizeof(x));
+    } while (x >= limit);
+    return x % n;
+}
+
+void
+util_format_double(double v, char *out, size_t cap)
+{
+    if (!isfinite(v)) {
+        snprintf(out, cap, "%s", isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity"));
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) {
+            break;
+        }
+    }
+    /* Python prints integral floats with ".0" and never a bare exponent
+     * without a dot-free mantissa marker; "%g" gives "1" or "1e+100". */
+    if (!strpbrk(out, ".eEn")) {
+        size_t n = strlen(out);
+        if (n + 2 < cap) {
+            out[n] = '.';
+            out[n + 1] = '0';
+            out[n + 2] = '\0';
+        }
+    }
+}
+
+void
+util_format_iso_ms(int64_t epoch_ms, char *out, size_t cap)
+{
+    time_t sec = (time_t)(epoch_ms / 1000);
+    int ms = (int)(epoch_ms % 1000);
+    struct tm tm;
+    size_t n;
+
+    if (ms < 0) {
+        ms += 1000;
+        sec -= 1;
+    }
+    gmtime_r(&sec, &tm);
+    n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03d000", ms);
+}
+
+int
+util_ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * util.h - small helpers every module needs: clocks, strict number parsing,
+ * bounded string copies, constant-time comparison, randomness.
+ * All functions are thread-safe and never block (except util_sleep_ms).
+ */
+#ifndef ROSTER_UTIL_H
+#define ROSTER_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic milliseconds (CLOCK_MONOTONIC): for durations and deadlines. */
+int64_t util_mono_ms(void);
+/* Wall-clock milliseconds since the epoch: for display only, never health. */
+int64_t util_wall_ms(void);
+void util_sleep_ms(int64_t ms);
+
+/* Parses all of `s` as a base-10 integer in [min, max]. Leading/trailing
+ * spaces, signs other than a leading '-', and empty input are errors.
+ * Returns 0 and stores *out, or -1. */
+int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+/* Parses all of `s` as a finite double in [min, max]. Returns 0 or -1. */
+int util_parse_double(const char *s, double min, double max, double *out);
+/* Parses true/false the way DB-GPT's clients send them: true/false, True/False,
+ * 1/0, yes/no, on/off (case-insensitive). Returns 0 or -1. */
+int util_parse_bool(const char *s, bool *out);
+
+/* Copies at most cap-1 bytes and NUL-terminates. Returns strlen(src); a
+ * result >= cap means truncation. */
+size_t util_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Constant-time equality of two byte strings (time depends only on the
+ * lengths). Returns true when equal. */
+bool util_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Fills `p` with `n` random bytes from getrandom(2); falls back to a
+ * time-seeded generator only if the kernel call fails. */
+void util_random_bytes(void *p, size_t n);
+/* A random integer in [0, n) (n > 0). */
+uint64_t util_random_below(uint64_t n);
+
+/* Formats `v` the way Python's repr(float) does ("1.0", "0.5", "1e+100"):
+ * the shortest string that reads back as the same double. `cap` >= 32. */
+void util_format_double(double v, char *out, size_t cap);
+
+/* Formats epoch milliseconds as ISO 8601 UTC without a zone, with
+ * microseconds, as Python's datetime.isoformat(): "2023-09-12T23:04:31.287000".
+ * `cap` >= 32. */
+void util_format_iso_ms(int64_t epoch_ms, char *out, size_t cap);
+
+/* Number of CPUs online (at least 1). */
+int util_ncpu(void);
+
+#define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif
