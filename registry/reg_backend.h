@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * reg_backend.h - the storage-engine interface behind registry.h (internal
+ * to registry/). One versioned struct of function pointers per backend
+ * (SQLite's sqlite3_io_methods is the model); callers go through the
+ * reg_store.c wrappers, which own retries, validation and error text.
+ *
+ * Each op is ONE attempt. It returns:
+ *   REG_OK
+ *   REG_EBUSY     lock wait, deadlock, SQLITE_BUSY/LOCKED: retry the attempt
+ *   REG_EUNAVAIL  connection failed or lost: reconnect, then retry
+ *   REG_EBACKEND  anything else: give up
+ *   REG_ESCHEMA   the table is not usable
+ * and leaves detail in st->errmsg via reg__set_err(). An op that began a
+ * transaction rolls it back before returning an error.
+ */
+#ifndef ROSTER_REG_BACKEND_H
+#define ROSTER_REG_BACKEND_H
+
+#include <stdarg.h>
+
+#include "registry.h"
+
+#define REG_BACKEND_OPS_VERSION 1
+
+/* Rows collected by a list attempt; delivered to the caller only after the
+ * attempt succeeded, so a retried attempt never shows a row twice. */
+struct reg_rows {
+    struct reg_instance *v;
+    size_t n;
+    size_t cap;
+};
+
+struct reg_store;
+
+struct reg_backend_ops {
+    int version; /* REG_BACKEND_OPS_VERSION */
+    const char *name;
+    int (*init)(struct reg_store *st);   /* allocate st->be; no I/O */
+    void (*fini)(struct reg_store *st);  /* disconnect and free st->be */
+    int (*connect)(struct reg_store *st);
+    void (*disconnect)(struct reg_store *st);
+    /* migrations (reg_migrate.c drives these) */
+    int (*migrate_lock)(struct reg_store *st);
+    int (*migrate_unlock)(struct reg_store *st, bool commit);
+    int (*migrate_exec)(struct reg_store *st, const char *sql); /* "already exists" is OK */
+    int (*migrate_applied)(struct reg_store *st, uint64_t *bitmap_out); /* versions 1..64 */
+    int (*migrate_record)(struct reg_store *st, int version, const char *name);
+    /* data */
+    int (*apply)(struct reg_store *st, struct reg_op *ops, size_t n);
+    int (*list)(struct reg_store *st, int64_t changed_since_ms, struct reg_rows *rows,
+                int64_t *db_now_ms_out);
+    int (*sweep)(struct reg_store *st, int64_t gc_after_ms, int *marked, int *deleted);
+    int (*ping)(struct reg_store *st);
+};
+
+struct reg_store {
+    struct reg_config cfg; /* strings owned (strdup'd by reg_open) */
+    const struct reg_backend_ops *ops;
+    void *be;       /* backend state */
+    bool connected; /* maintained by the wrappers */
+    int64_t next_connect_ms; /* monotonic; reconnect backoff while the database is down */
+    int connect_backoff_ms;
+    struct reg_stats stats;
+    char errmsg[512];
+};
+
+extern const struct reg_backend_ops reg_sqlite_ops;
+extern const struct reg_backend_ops reg_mysql_ops;
+
+void reg__set_err(struct reg_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int reg__rows_push(struct reg_rows *rows, const struct reg_instance *in);
+void reg__rows_cleanup(struct reg_rows *rows);
+/* Runs the migrations for st->ops over a connected store (reg_migrate.c). */
+int reg__migrate(struct reg_store *st);
+
+#endif

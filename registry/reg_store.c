@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * reg_store.c - the public registry API: configuration, validation, and the
+ * one retry policy every backend shares.
+ *
+ * DESIGN
+ * A call is a sequence of attempts until one succeeds, fails for good, or
+ * the retry budget (cfg.retry_budget_ms) is spent:
+ *   - connect if not connected; while the database is down, connection
+ *     attempts are spaced by a capped, jittered exponential backoff that
+ *     persists across calls, so a dead database costs each call at most one
+ *     connect timeout instead of a storm of them;
+ *   - run the backend op (one transaction);
+ *   - REG_EBUSY (deadlock, lock wait): back off briefly, retry;
+ *   - REG_EUNAVAIL (connection lost): disconnect, retry (reconnecting);
+ *   - REG_EBACKEND / REG_ESCHEMA / REG_EINVAL: return at once.
+ * Retrying a write whose COMMIT was lost is safe because every registry
+ * operation is idempotent (registry.h).
+ */
+#include "reg_backend.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <mysql.h>
+#include <sqlite3.h>
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms(int64_t ms)
+{
+    struct timespec ts;
+
+    if (ms <= 0) {
+        return;
+    }
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A random duration in [ms/2, ms]: full jitter would allow 0. */
+static int64_t
+jitter(int64_t ms)
+{
+    uint32_t r = 0;
+
+    if (ms <= 1) {
+        return ms;
+    }
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
+        r = (uint32_t)mono_ms();
+    }
+    return ms / 2 + (int64_t)(r % (uint32_t)(ms / 2 + 1));
+}
+
+const char *
+reg_strerror(int rc)
+{
+    switch (rc) {
+    case REG_OK: return "ok";
+    case REG_EINVAL: return "invalid argument";
+    case REG_ENOMEM: return "out of memory";
+    case REG_ENOTFOUND: return "no such instance";
+    case REG_EUNAVAIL: return "database unavailable";
+    case REG_EBUSY: return "database busy (lock contention)";
+    case REG_EBACKEND: return "database error";
+    case REG_ESCHEMA: return "registry schema error";
+    default: return "unknown error";
+    }
+}
+
+void
+reg__set_err(struct reg_store *st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(st->errmsg, sizeof(st->errmsg), fmt, ap);
+    va_end(ap);
+}
+
+const char *
+reg_errmsg(const struct reg_store *st)
+{
+    return st->errmsg;
+}
+
+void
+reg_get_stats(const struct reg_store *st, struct reg_stats *out)
+{
+    *out = st->stats;
+}
+
+int
+reg__rows_push(struct reg_rows *rows, const struct reg_instance *in)
+{
+    if (rows->n == rows->cap) {
+        size_t ncap = rows->cap ? rows->cap * 2 : 64;
+        struct reg_instance *v = realloc(rows->v, ncap * sizeof(*v));
+        if (!v) {
+            return REG_ENOMEM;
+        }
+        rows->v = v;
+        rows->cap = ncap;
+    }
+    rows->v[rows->n++] = *in;
+    return REG_OK;
+}
+
+void
+reg__rows_cleanup(struct reg_rows *rows)
+{
+    free(rows->v);
+    rows->v = NULL;
+    rows->n = rows->cap = 0;
+}
+
+double
+reg_instance_weight(const struct reg_instance *in)
+{
+    return in->has_weight_override ? in->weight_override : in->weight;
+}
+
+static bool
+bounded_text(const char *s, size_t max, bool allow_empty)
+{
+    size_t n = strnlen(s, max + 1);
+
+    if (n > max || (n == 0 && !allow_empty)) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int
+reg_instance_validate(const struct reg_instance *in)
+{
+    if (!bounded_text(in->model_name, REG_NAME_MAX, false) ||
+        !bounded_text(in->host, REG_HOST_MAX, false)) {
+        return REG_EINVAL;
+    }
+    if (in->port < 1 || in->port > 65535) {
+        return REG_EINVAL;
+    }
+    if (!isfinite(in->weight) || in->weight < 0 || in->weight > 1e9) {
+        return REG_EINVAL;
+    }
+    if (in->has_prompt_template && !bounded_text(in->prompt_template, REG_TEMPLATE_MAX, true)) {
+        return REG_EINVAL;
+    }
+    if (in->lease_ms < 0 || in->in_flight < 0 || in->queue_length < 0 || in->capacity < 0) {
+        return REG_EINVAL;
+    }
+    return REG_OK;
+}
+
+static int
+validate_op(const struct reg_op *op)
+{
+    if (op->kind < REG_OP_REGISTER || op->kind > REG_OP_ADMIN) {
+        return REG_EINVAL;
+    }
+    if (reg_instance_validate(&op->inst) != REG_OK) {
+        return REG_EINVAL;
+    }
+    if (op->kind == REG_OP_ADMIN) {
+        if (op->admin_weight == REG_WEIGHT_SET &&
+            (!isfinite(op->admin_weight_value) || op->admin_weight_value < 0 ||
+             op->admin_weight_value > 1e9)) {
+            return REG_EINVAL;
+        }
+        if (op->admin_enabled < -1 || op->admin_enabled > 1) {
+            return REG_EINVAL;
+        }
+    }
+    return REG_OK;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int
+reg_open(const struct reg_config *cfg, struct reg_store **out)
+{
+    struct reg_store *st = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!cfg || (cfg->backend != REG_SQLITE && cfg->backend != REG_MYSQL)) {
+        return REG_EINVAL;
+    }
+    if (cfg->backend == REG_SQLITE && (!cfg->sqlite_path || !*cfg->sqlite_path)) {
+        return REG_EINVAL;
+    }
+    st = calloc(1, sizeof(*st));
+    if (!st) {
+        return REG_ENOMEM;
+    }
+    st->cfg = *cfg;
+    st->cfg.sqlite_path = dup_or_null(cfg->sqlite_path);
+    st->cfg.mysql_host = dup_or_null(cfg->mysql_host);
+    st->cfg.mysql_socket = dup_or_null(cfg->mysql_socket);
+    st->cfg.mysql_user = dup_or_null(cfg->mysql_user);
+    st->cfg.mysql_password = dup_or_null(cfg->mysql_password);
+    st->cfg.mysql_database = dup_or_null(cfg->mysql_database);
+    if (st->cfg.connect_timeout_ms <= 0) {
+        st->cfg.connect_timeout_ms = 2000;
+    }
+    if (st->cfg.io_timeout_ms <= 0) {
+        st->cfg.io_timeout_ms = 3000;
+    }
+    if (st->cfg.busy_ms <= 0) {
+        st->cfg.busy_ms = 2000;
+    }
+    if (st->cfg.retry_budget_ms <= 0) {
+        st->cfg.retry_budget_ms = 5000;
+    }
+    if (st->cfg.default_lease_ms <= 0) {
+        st->cfg.default_lease_ms = 60000;
+    }
+    if (st->cfg.mysql_port <= 0) {
+        st->cfg.mysql_port = 3306;
+    }
+    st->ops = cfg->backend == REG_SQLITE ? &reg_sqlite_ops : &reg_mysql_ops;
+    st->connect_backoff_ms = 50;
+    rc = st->ops->version == REG_BACKEND_OPS_VERSION ? st->ops->init(st) : REG_EINVAL;
+    if (rc != REG_OK) {
+        reg_close(st);
+        return rc;
+    }
+    *out = st;
+    return REG_OK;
+}
+
+void
+reg_close(struct reg_store *st)
+{
+    if (!st) {
+        return;
+    }
+    if (st->be) {
+        st->ops->fini(st);
+    }
+    free((char *)st->cfg.sqlite_path);
+    free((char *)st->cfg.mysql_host);
+    free((char *)st->cfg.mysql_socket);
+    free((char *)st->cfg.mysql_user);
+    if (st->cfg.mysql_password) {
+        /* do not leave the password in freed heap memory */
+        memset((char *)st->cfg.mysql_password, 0, strlen(st->cfg.mysql_password));
+    }
+    free((char *)st->cfg.mysql_password);
+    free((char *)st->cfg.mysql_database);
+    free(st);
+}
+
+/* Connects unless connected; honours the cross-call reconnect backoff. */
+static int
+ensure_connected(struct reg_store *st, int64_t deadline)
+{
+    int64_t now = mono_ms();
+    int rc;
+
+    if (st->connected) {
+        return REG_OK;
+    }
+    if (now < st->next_connect_ms) {
+        if (st->next_connect_ms > deadline) {
+            return REG_EUNAVAIL; /* errmsg still holds the last connect error */
+        }
+        sleep_ms(st->next_connect_ms - now);
+    }
+    rc = st->ops->connect(st);
+    if (rc == REG_OK) {
+        st->connected = true;
+        st->connect_backoff_ms = 50;
+        st->next_connect_ms = 0;
+        return REG_OK;
+    }
+    st->stats.reconnects++;
+    st->next_connect_ms = mono_ms() + jitter(st->connect_backoff_ms);
+    st->connect_backoff_ms = st->connect_backoff_ms * 2 > 1000 ? 1000 : st->connect_backoff_ms * 2;
+    return rc;
+}
+
+enum call_kind { CALL_APPLY, CALL_LIST, CALL_SWEEP, CALL_PING, CALL_MIGRATE };
+
+struct call {
+    enum call_kind kind;
+    struct reg_op *ops;
+    size_t n;
+    int64_t since;
+    struct reg_rows *rows;
+    int64_t *now_out;
+    int64_t gc_after_ms;
+    int *marked;
+    int *deleted;
+};
+
+static int
+attempt(struct reg_store *st, struct call *c)
+{
+    switch (c->kind) {
+    case CALL_APPLY: return st->ops->apply(st, c->ops, c->n);
+    case CALL_LIST:
+        c->rows->n = 0;
+        return st->ops->list(st, c->since, c->rows, c->now_out);
+    case CALL_SWEEP: return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
+    case CALL_PING: return st->ops->ping(st);
+    case CALL_MIGRATE: return reg__migrate(st);
+    }
+    return REG_EINVAL;
+}
+
+static int
+run(struct reg_store *st, struct call *c)
+{
+    int64_t deadline = mono_ms() + st->cfg.retry_budget_ms;
+    int64_t backoff = 5;
+    int rc;
+
+    for (;;) {
+        rc = ensure_connected(st, deadline);
+        if (rc == REG_OK) {
+            rc = attempt(st, c);
+            st->stats.statements++;
+            if (rc == REG_EUNAVAIL) {
+                /* the connection is lost: the next attempt reconnects */
+                st->ops->disconnect(st);
+                st->connected = false;
+                st->stats.reconnects++;
+            }
+        }
+        if (rc != REG_EBUSY && rc != REG_EUNAVAIL) {
+            return rc;
+        }
+        if (mono_ms() + backoff >= deadline) {
+            return rc;
+        }
+        st->stats.retries++;
+        sleep_ms(jitter(backoff));
+        backoff = backoff * 2 > 250 ? 250 : backoff * 2;
+    }
+}
+
+int
+reg_migrate(struct reg_store *st)
+{
+    struct call c = {.kind = CALL_MIGRATE};
+
+    return run(st, &c);
+}
+
+int
+reg_apply(struct reg_store *st, struct reg_op *ops, size_t n)
+{
+    struct call c = {.kind = CALL_APPLY, .ops = ops, .n = n};
+
+    for (size_t i = 0; i < n; i++) {
+        if (validate_op(&ops[i]) != REG_OK) {
+            reg__set_err(st, "operation %zu: invalid field", i);
+            return REG_EINVAL;
+        }
+        ops[i].rc = REG_OK;
+    }
+    if (n == 0) {
+        return REG_OK;
+    }
+    return run(st, &c);
+}
+
+int
+reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
+         int64_t *db_now_ms_out)
+{
+    struct reg_rows rows = {0};
+    int64_t now = 0;
+    struct call c = {.kind = CALL_LIST, .since = changed_since_ms, .rows = &rows, .now_out = &now};
+    int rc = run(st, &c);
+
+    if (rc == REG_OK) {
+        for (size_t i = 0; i < rows.n; i++) {
+            if (cb(&rows.v[i], arg) != 0) {
+                break;
+            }
+        }
+        if (db_now_ms_out) {
+            *db_now_ms_out = now;
+        }
+    }
+    reg__rows_cleanup(&rows);
+    return rc;
+}
+
+int
+reg_sweep(struct reg_store *st, int64_t gc_after_ms, int *marked_out, int *deleted_out)
+{
+    int marked = 0;
+    int deleted = 0;
+    struct call c = {
+        .kind = CALL_SWEEP, .gc_after_ms = gc_after_ms, .marked = &marked, .deleted = &deleted};
+    int rc = run(st, &c);
+
+    if (marked_out) {
+        *marked_out = marked;
+    }
+    if (deleted_out) {
+        *deleted_out = deleted;
+    }
+    return rc;
+}
+
+int
+reg_ping(struct reg_store *st)
+{
+    struct call c = {.kind = CALL_PING};
+
+    return run(st, &c);
+}
+
+int
+reg_library_init(void)
+{
+    if (sqlite3_initialize() != SQLITE_OK) {
+        return REG_EBACKEND;
+    }
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        return REG_EBACKEND;
+    }
+    return REG_OK;
+}
+
+void
+reg_library_end(void)
+{
+    mysql_library_end();
+    sqlite3_shutdown();
+}
+
+void
+reg_thread_end(void)
+{
+    mysql_thread_end();
+}
