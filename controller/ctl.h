@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ctl.h - the controller: DB-GPT's model-controller API over the registry,
+ * stateless, any number per database (internal header of controller/).
+ *
+ * DESIGN (threads and data flow)
+ *
+ *   loop threads (http_server)      writer thread           refresher thread
+ *   parse, validate, reply          batches of ops ->       polls the table ->
+ *   reads from the view snapshot    reg_apply -> view       view (merge), sweeps
+ *            ^                           |                        |
+ *            +---- completion tasks -----+                        |
+ *            +---- "view changed" tasks (watchers) <-- view ------+
+ *
+ * - Nothing on a loop thread touches the database. Writes become ctl_job
+ *   records queued to the writer (ctl_writer.c), which commits everything
+ *   queued so far in one transaction (heartbeats that arrive together share
+ *   a commit) and posts each job back to its loop to be answered.
+ * - Reads are served from an immutable, reference-counted snapshot of the
+ *   table (ctl_view.c) with the JSON of each list pre-serialised, rebuilt
+ *   when a local write commits, when the refresher sees other controllers'
+ *   changes, and when a lease runs out.
+ * - Health is computed from the database clock: the refresher reads each
+ *   row's heartbeat age as computed by the database, the view converts it
+ *   to this process's monotonic clock, so a controller whose wall clock is
+ *   wrong computes the same health as the others.
+ */
+#ifndef ROSTER_CTL_H
+#define ROSTER_CTL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "flags.h"
+#include "http_server.h"
+#include "metrics.h"
+#include "netaddr.h"
+#include "registry.h"
+
+/* ---- configuration (ctl_config.c) ------------------------------------------ */
+
+struct ctl_config {
+    char *host;
+    int64_t port;
+    int64_t threads;
+    char *port_file;
+    char *registry_type;
+    char *registry_db_type;
+    char *registry_db_name;
+    char *registry_db_host;
+    int64_t registry_db_port;
+    char *registry_db_user;
+    char *registry_db_password;
+    char *registry_db_socket;
+    int64_t registry_db_connect_timeout_ms;
+    int64_t registry_db_timeout_ms;
+    bool registry_db_sync_full;
+    double heartbeat_interval_secs; /* sweep period (DB-GPT's meaning) */
+    double heartbeat_timeout_secs;  /* lease of instances that declare none */
+    int64_t registry_gc_secs;
+    int64_t view_refresh_ms;
+    int64_t view_poll_ms;
+    char *cluster_secret;
+    char *trusted_networks;
+    bool protect_reads;
+    char *instance_networks;
+    int64_t max_instances;
+    int64_t max_body_bytes;
+    int64_t max_queue;
+    int64_t watch_max_secs;
+    int64_t max_watchers;
+    int64_t shutdown_grace_ms;
+    char *log_level;
+    bool access_log;
+};
+
+extern const struct flag_def ctl_flag_defs[];
+extern const char ctl_usage[];
+extern const char ctl_summary[];
+
+/* Parses argv/env into `cfg` (zeroed by the caller) and checks it. Returns
+ * 0, 1 for --help (printed), or -1 after printing the error to stderr. */
+int ctl_config_load(struct ctl_config *cfg, int argc, char **argv);
+void ctl_config_cleanup(struct ctl_config *cfg);
+/* Fills a registry config from `cfg` (strings are borrowed from cfg). */
+void ctl_config_registry(const struct ctl_config *cfg, struct reg_config *out);
+
+/* ---- request bodies and JSON (ctl_instance.c: pure functions) --------------- */
+
+/* Field rules of DB-GPT's ModelInstance plus roster's extensions. Returns 0
+ * and fills `out` (key, weight, flags, template, lease, load), or -1 with a
+ * message for a 422 (or 400 for malformed JSON: *status_out). */
+int ctl_instance_parse_json(const char *body, size_t len, struct reg_instance *out,
+                            int *status_out, char *err, size_t errcap);
+
+/* DELETE /api/controller/models query: model_name, host, port,
+ * remove_from_registry. Returns 0 or -1 (422) with a message. */
+int ctl_instance_parse_delete(const char *query, struct reg_instance *out, bool *remove_out,
+                              char *err, size_t errcap);
+
+/* The admin body: {model_name, host, port, weight?: number|null,
+ * enabled?: bool}. Returns 0 or -1 with *status_out (400/422). */
+int ctl_admin_parse_json(const char *body, size_t len, struct reg_op *op, int *status_out,
+                         char *err, size_t errcap);
+
+/* Checks a "<model>@<worker_type>" name: 1..128 bytes, exactly one '@' with
+ * text on both sides, no control characters or surrounding spaces. */
+bool ctl_valid_model_name(const char *s);
+/* A host name or IP literal: no scheme, path, user info, spaces. */
+bool ctl_valid_host(const char *s);
+
+/* ---- the view (ctl_view.c) -------------------------------------------------- */
+
+/* One instance as served: the stored record plus state computed at the
+ * time the snapshot was built. */
+struct ctl_snap_inst {
+    struct reg_instance rec;
+    bool alive;
+    bool routable;
+    int64_t lease_ms;   /* effective lease */
+    int64_t age_ms;     /* heartbeat age when the snapshot was built; -1 = never */
+};
+
+enum ctl_json_variant { CTL_JSON_ALL = 0, CTL_JSON_ROUTABLE, CTL_JSON_FULL_ALL, CTL_JSON_FULL_ROUTABLE };
+
+struct ctl_json {
+    _Atomic int refs;
+    size_t len;
+    char data[];
+};
+
+struct ctl_model_snap {
+    _Atomic int refs;
+    char name[REG_NAME_MAX + 1];
+    size_t n;
+    struct ctl_snap_inst *v; /* sorted by host, port */
+    size_t n_alive;
+    size_t n_routable;
+    uint64_t etag[2]; /* [0] all instances, [1] routable only (routing fields) */
+    struct ctl_json *_Atomic json[4]; /* built on first use */
+};
+
+struct ctl_snap {
+    _Atomic int refs;
+    uint64_t version;
+    int64_t built_mono_ms;
+    size_t nmodels;
+    struct ctl_model_snap **models; /* sorted by name */
+    size_t n_instances;
+    size_t n_alive;
+    size_t n_routable;
+    uint64_t etag[2];
+    struct ctl_json *_Atomic json[4];
+};
+
+struct ctl_view;
+
+struct ctl_view_config {
+    int64_t default_lease_ms;
+    int64_t tick_ms;       /* lease-expiry check period */
+    int64_t max_instances; /* bound on the table */
+};
+
+/* `on_change(arg)` runs (on a view thread) after a snapshot whose routing
+ * state differs from the previous one is published. */
+int ctl_view_new(const struct ctl_view_config *cfg, void (*on_change)(void *), void *arg,
+                 struct ctl_view **out);
+void ctl_view_free(struct ctl_view *v);
+int ctl_view_start(struct ctl_view *v); /* starts the expiry tick thread */
+void ctl_view_stop(struct ctl_view *v);
+
+/* The current snapshot, with a reference the caller drops with
+ * ctl_snap_release(). Any thread; never blocks for long. */
+struct ctl_snap *ctl_view_acquire(struct ctl_view *v);
+void ctl_snap_release(struct ctl_snap *s);
+
+/* Looks up one model (binary search); NULL if absent. Borrowed from `s`. */
+const struct ctl_model_snap *ctl_snap_model(const struct ctl_snap *s, const char *name);
+
+/* The list JSON ('[...]') for one model or, with name NULL, all models, with
+ * a reference (release with ctl_json_release). NULL when out of memory. */
+struct ctl_json *ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var);
+void ctl_json_release(struct ctl_json *j);
+/* Appends one instance as JSON (DB-GPT's ten fields; with `full`, roster's
+ * extended record). */
+struct jw;
+void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full);
+/* The ETag for a query (routing fields only). */
+uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
+
+/* Applies committed operations to the view and publishes (writer thread).
+ * `ops` carry their per-op rc. */
+void ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n);
+/* Would applying these REGISTER/HEARTBEAT ops exceed max_instances? Counts
+ * the keys not yet in the view (a key repeated in `ops` counts each time). */
+bool ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_t n);
+
+/* Merging rows read from the database (refresher thread): call
+ * ctl_view_refresh_begin() before the query, then ctl_view_refresh_apply()
+ * with the rows, the database's clock and the monotonic time the query
+ * returned. Local writes that happened meanwhile win over the (older) rows.
+ * A `full` refresh also drops instances the database no longer has. */
+uint64_t ctl_view_refresh_begin(struct ctl_view *v);
+void ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token, const struct reg_instance *rows,
+                            size_t n, bool full, int64_t db_now_ms, int64_t query_end_mono_ms);
+/* The database became (un)reachable: freezes lease expiry while it is down
+ * and grants one lease of grace after it returns (the mass-eviction brake). */
+void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);
+/* False while the database is unreachable or during the grace period after
+ * it came back: the stored heartbeat times are stale, so the sweep must not
+ * mark instances unhealthy. */
+bool ctl_view_sweep_allowed(struct ctl_view *v);
+/* Monotonic time of the last successful refresh (0 = never). */
+int64_t ctl_view_last_refresh_mono(struct ctl_view *v);
+
+/* ---- the writer and refresher (ctl_writer.c) -------------------------------- */
+
+struct ctl_server;
+
+/* A write waiting for the database. Owned by the loop thread that made it
+ * until ctl_writer_submit, by the writer until it posts `task` back, then
+ * by the loop again, which replies and frees it. */
+struct ctl_job {
+    struct http_task task; /* completion, run on `loop` */
+    struct reg_op op;
+    struct http_request *req;
+    struct http_loop *loop;
+    struct ctl_server *srv;
+    int rc;                /* REG_OK or the batch's error */
+    char errmsg[160];      /* for the log, never for the client */
+    int64_t enqueued_us;
+    struct ctl_job *next;
+};
+
+struct ctl_writer;
+
+/* ctl_job.rc when the instance table is full (--max_instances): 503. */
+#define CTL_RC_FULL (-100)
+
+int ctl_writer_new(struct ctl_server *srv, struct ctl_writer **out);
+int ctl_writer_start(struct ctl_writer *w);
+/* Queues a job; false when the queue is full (reply 503 yourself). */
+bool ctl_writer_submit(struct ctl_writer *w, struct ctl_job *job);
+/* Stops after the queue is drained (jobs still get their completions). */
+void ctl_writer_stop(struct ctl_writer *w);
+void ctl_writer_free(struct ctl_writer *w);
+size_t ctl_writer_queue_len(struct ctl_writer *w);
+
+struct ctl_refresher;
+int ctl_refresher_new(struct ctl_server *srv, struct ctl_refresher **out);
+/* Before serving: migrate the schema and load the view, synchronously (so
+ * a restarted controller never answers from an empty table). Returns the
+ * registry rc of the first step that failed. */
+int ctl_refresher_prime(struct ctl_refresher *r);
+const char *ctl_refresher_errmsg(struct ctl_refresher *r);
+int ctl_refresher_start(struct ctl_refresher *r);
+void ctl_refresher_stop(struct ctl_refresher *r);
+void ctl_refresher_free(struct ctl_refresher *r);
+
+/* ---- the server (ctl_server.c, ctl_api.c) ----------------------------------- */
+
+struct ctl_db_state {
+    pthread_mutex_t mu;
+    bool reachable;
+    int64_t last_ok_mono_ms;
+    char last_error[256];
+};
+
+struct ctl_metrics {
+    _Atomic uint64_t writes_ok[6];   /* by reg_op_kind */
+    _Atomic uint64_t writes_failed;
+    _Atomic uint64_t batches;
+    _Atomic uint64_t batch_ops;
+    _Atomic uint64_t rejected_queue_full;
+    _Atomic uint64_t rejected_auth;
+    _Atomic uint64_t refreshes;
+    _Atomic uint64_t refresh_errors;
+    _Atomic uint64_t sweep_marked;
+    _Atomic uint64_t sweep_deleted;
+    _Atomic uint64_t db_reconnects;
+    _Atomic uint64_t db_retries;
+    _Atomic int64_t watchers;
+    struct metrics_hist commit_latency;
+    struct metrics_hist write_latency; /* enqueue to commit, per job */
+    struct metrics_hist refresh_latency;
+};
+
+struct ctl_server {
+    struct ctl_config *cfg;
+    struct reg_config regcfg;
+    struct http_server *http;
+    struct ctl_view *view;
+    struct ctl_writer *writer;
+    struct ctl_refresher *refresher;
+    struct netaddr_list trusted;
+    struct netaddr_list instance_nets;
+    struct ctl_db_state db;
+    struct ctl_metrics metrics;
+    int64_t started_mono_ms;
+    _Atomic int stopping;
+};
+
+extern const struct http_route ctl_routes[];
+
+/* Route flags */
+enum { CTL_ROUTE_WRITE = 1, CTL_ROUTE_READ = 2 };
+
+bool ctl_api_guard(struct http_request *req, void *arg);
+void ctl_api_access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg);
+void ctl_api_loop_start(struct http_loop *loop, void *arg);
+struct ctl_loop *ctl_api_loop_new(struct ctl_server *srv, struct http_loop *loop);
+void ctl_api_loop_drain(struct http_loop *loop, void *arg);
+/* Wakes every loop's watchers (view thread). */
+void ctl_api_view_changed(void *arg);
+/* Completion of a write job (loop thread). */
+void ctl_api_job_done(struct http_task *t);
+
+void ctl_db_note(struct ctl_server *srv, int rc, const char *err);
+
+/* Runs a controller until SIGTERM/SIGINT. Returns a process exit code. */
+int ctl_main(int argc, char **argv);
+
+#endif

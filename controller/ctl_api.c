@@ -1,0 +1,758 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ctl_api.c - the controller's HTTP endpoints.
+ *
+ * DB-GPT compatible (byte for byte in paths, parameters, fields, status):
+ *   GET    /api/health
+ *   GET    /api/controller/models?model_name=&healthy_only=
+ *   POST   /api/controller/models          register (body: ModelInstance) -> true
+ *   DELETE /api/controller/models?model_name=&host=&port=&remove_from_registry=  -> true
+ *   POST   /api/controller/heartbeat       (unknown instance: registered) -> true
+ * roster's own:
+ *   GET    /api/controller/models?view=full   the extended record (load, lease, ...)
+ *          + If-None-Match: "<etag>" and wait=SECS: a watch (long poll) that answers
+ *          when the routing state of the result changes, or 304 after SECS
+ *   POST   /api/roster/instance            admin: {model_name, host, port, weight?, enabled?}
+ *   GET    /metrics                        Prometheus text
+ *
+ * Every error is JSON ({"error":{"message","type","param","code"}}) with a
+ * 4xx for the client's mistakes and 503 (+ Retry-After) when the database
+ * cannot be reached. Writes go to the writer thread (ctl_writer.c) and are
+ * answered from ctl_api_job_done; reads come from the view snapshot.
+ */
+#include "ctl.h"
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+
+#define LOG_MODULE "controller"
+#include "json_write.h"
+#include "log.h"
+#include "query.h"
+#include "util.h"
+
+#define RETRY_AFTER "Retry-After: 1\r\n"
+
+/* Per-loop state: the watches parked on this loop. */
+struct ctl_loop {
+    struct ctl_server *srv;
+    struct http_loop *loop;
+    struct watcher *watchers;
+    struct http_task changed_task;
+    _Atomic bool changed_posted;
+};
+
+struct watcher {
+    struct ctl_loop *cl;
+    struct http_request *req;
+    struct event *timer;
+    char model[REG_NAME_MAX + 1];
+    bool routable_only;
+    enum ctl_json_variant var;
+    uint64_t etag;
+    struct watcher *prev;
+    struct watcher *next;
+};
+
+static struct ctl_server *
+server_of(void *arg)
+{
+    return arg;
+}
+
+/* ---- auth ------------------------------------------------------------------ */
+
+static bool
+secret_ok(const struct ctl_server *srv, struct http_request *req)
+{
+    const char *secret = srv->cfg->cluster_secret;
+    const char *given = http_req_header(req, "X-Roster-Secret");
+    const char *auth = http_req_header(req, "Authorization");
+
+    if (!secret || !*secret) {
+        return false;
+    }
+    if (!given && auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        given = auth + 7;
+    }
+    return given && util_ct_equal(given, strlen(given), secret, strlen(secret));
+}
+
+bool
+ctl_api_guard(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    unsigned flags = http_req_route_flags(req);
+    bool need = (flags & CTL_ROUTE_WRITE) || ((flags & CTL_ROUTE_READ) && srv->cfg->protect_reads);
+
+    if (!need || netaddr_list_match(&srv->trusted, http_req_peer(req)) || secret_ok(srv, req)) {
+        return true;
+    }
+    atomic_fetch_add(&srv->metrics.rejected_auth, 1);
+    http_reply_error(req, 401, "authentication_error", "unauthorized",
+                     "%s from %s needs the cluster secret (header X-Roster-Secret); configure "
+                     "--cluster_secret on the controller and its clients, or add the client's "
+                     "network to --trusted_networks",
+                     (flags & CTL_ROUTE_WRITE) ? "writes" : "reads", http_req_peer_str(req));
+    return false;
+}
+
+/* ---- writes ------------------------------------------------------------------ */
+
+static void
+reply_true(struct http_request *req)
+{
+    http_reply(req, 200, "application/json", "true", 4, NULL);
+}
+
+static void reply_instance(struct http_request *req, struct ctl_server *srv,
+                           const struct reg_instance *key);
+
+void
+ctl_api_job_done(struct http_task *t)
+{
+    struct ctl_job *job = (struct ctl_job *)t;
+    struct http_request *req = job->req;
+
+    if (job->rc == CTL_RC_FULL) {
+        http_reply_error(req, 503, "server_error", "registry_full",
+                         "the registry holds --max_instances=%lld instances; not adding %s at "
+                         "%s:%d",
+                         (long long)job->srv->cfg->max_instances, job->op.inst.model_name,
+                         job->op.inst.host, job->op.inst.port);
+    } else if (job->rc != REG_OK) {
+        log_warn("write failed: %s: %s", reg_strerror(job->rc), job->errmsg);
+        http_reply_error(req, 503, "server_error", "registry_unavailable",
+                         "the registry database is unavailable (%s); retry", reg_strerror(job->rc));
+    } else if (job->op.rc == REG_ENOTFOUND) {
+        http_reply_error(req, 404, "invalid_request_error", "instance_not_found",
+                         "no instance %s at %s:%d", job->op.inst.model_name, job->op.inst.host,
+                         job->op.inst.port);
+    } else if (job->op.kind == REG_OP_ADMIN) {
+        reply_instance(req, job->srv, &job->op.inst);
+    } else {
+        reply_true(req);
+    }
+    free(job);
+}
+
+static void
+submit(struct http_request *req, struct ctl_server *srv, struct ctl_job *job)
+{
+    job->req = req;
+    job->loop = http_req_loop(req);
+    job->srv = srv;
+    job->task.fn = ctl_api_job_done;
+    if (!ctl_writer_submit(srv->writer, job)) {
+        atomic_fetch_add(&srv->metrics.rejected_queue_full, 1);
+        http_reply_error(req, 503, "server_error", "overloaded",
+                         "too many writes waiting for the registry database; retry");
+        free(job);
+    }
+}
+
+static bool
+host_allowed(struct ctl_server *srv, struct http_request *req, const char *host)
+{
+    if (srv->instance_nets.n == 0 || netaddr_list_match_str(&srv->instance_nets, host)) {
+        return true;
+    }
+    http_reply_error(req, 403, "permission_error", "address_not_allowed",
+                     "host '%s' is not an IP address inside --instance_networks", host);
+    return false;
+}
+
+static void
+handle_upsert(struct http_request *req, void *arg, enum reg_op_kind kind)
+{
+    struct ctl_server *srv = server_of(arg);
+    struct ctl_job *job = calloc(1, sizeof(*job));
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    char err[256];
+    int status = 400;
+
+    if (!job) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    if (ctl_instance_parse_json(body, len, &job->op.inst, &status, err, sizeof(err)) != 0) {
+        http_reply_error(req, status, "invalid_request_error", "invalid_instance", "%s", err);
+        free(job);
+        return;
+    }
+    if (!host_allowed(srv, req, job->op.inst.host)) {
+        free(job);
+        return;
+    }
+    job->op.kind = kind;
+    submit(req, srv, job);
+}
+
+static void
+h_register(struct http_request *req, void *arg)
+{
+    handle_upsert(req, arg, REG_OP_REGISTER);
+}
+
+static void
+h_heartbeat(struct http_request *req, void *arg)
+{
+    handle_upsert(req, arg, REG_OP_HEARTBEAT);
+}
+
+static void
+h_deregister(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    struct ctl_job *job = calloc(1, sizeof(*job));
+    char err[256];
+    bool remove = false;
+
+    if (!job) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    if (ctl_instance_parse_delete(http_req_query(req), &job->op.inst, &remove, err, sizeof(err)) !=
+        0) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query", "%s", err);
+        free(job);
+        return;
+    }
+    job->op.kind = remove ? REG_OP_REMOVE : REG_OP_DEREGISTER;
+    submit(req, srv, job);
+}
+
+static void
+h_admin(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    struct ctl_job *job = calloc(1, sizeof(*job));
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    char err[256];
+    int status = 400;
+
+    if (!job) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    if (ctl_admin_parse_json(body, len, &job->op, &status, err, sizeof(err)) != 0) {
+        http_reply_error(req, status, "invalid_request_error", "invalid_admin", "%s", err);
+        free(job);
+        return;
+    }
+    submit(req, srv, job);
+}
+
+/* ---- reads ------------------------------------------------------------------- */
+
+static void
+json_done(void *ctx)
+{
+    ctl_json_release(ctx);
+}
+
+static void
+format_etag(uint64_t etag, char *out, size_t cap)
+{
+    snprintf(out, cap, "\"%016" PRIx64 "\"", etag);
+}
+
+/* True when If-None-Match lists `etag` (or "*"). */
+static bool
+etag_matches(const char *inm, uint64_t etag)
+{
+    char want[24];
+    size_t wl;
+
+    if (!inm) {
+        return false;
+    }
+    format_etag(etag, want, sizeof(want));
+    wl = strlen(want);
+    for (const char *p = inm; *p;) {
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        if (strncmp(p, "W/", 2) == 0) {
+            p += 2;
+        }
+        if (*p == '*' || (strncmp(p, want, wl) == 0 && (p[wl] == '\0' || p[wl] == ',' || p[wl] == ' '))) {
+            return true;
+        }
+        while (*p && *p != ',') {
+            p++;
+        }
+    }
+    return false;
+}
+
+static void
+reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
+           enum ctl_json_variant var, bool routable_only)
+{
+    struct ctl_json *json = ctl_snap_json(snap, model, var);
+    char etag[24];
+    char hdr[64];
+
+    if (!json) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    format_etag(ctl_snap_etag(snap, model, routable_only), etag, sizeof(etag));
+    snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n", etag);
+    http_reply_ref(req, 200, "application/json", json->data, json->len, hdr, json_done, json);
+}
+
+static void
+reply_not_modified(struct http_request *req, uint64_t etag_value)
+{
+    char etag[24];
+    char hdr[64];
+
+    format_etag(etag_value, etag, sizeof(etag));
+    snprintf(hdr, sizeof(hdr), "ETag: %s\r\n", etag);
+    http_reply(req, 304, "application/json", NULL, 0, hdr);
+}
+
+static void
+watcher_unlink(struct watcher *w)
+{
+    struct ctl_loop *cl = w->cl;
+
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        cl->watchers = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    }
+    event_free(w->timer);
+    atomic_fetch_sub(&cl->srv->metrics.watchers, 1);
+    free(w);
+}
+
+static void
+on_watch_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct watcher *w = arg;
+
+    (void)fd;
+    (void)what;
+    reply_not_modified(w->req, w->etag);
+    watcher_unlink(w);
+}
+
+static void
+on_watch_closed(struct http_request *req, void *arg)
+{
+    struct watcher *w = arg;
+
+    http_reply(req, 499, "application/json", NULL, 0, NULL); /* dropped: client is gone */
+    watcher_unlink(w);
+}
+
+static bool
+park_watch(struct http_request *req, struct ctl_server *srv, const char *model, bool routable_only,
+           enum ctl_json_variant var, uint64_t etag, int64_t wait_s)
+{
+    struct ctl_loop *cl = http_loop_get_data(http_req_loop(req));
+    struct watcher *w;
+    struct timeval tv = {(time_t)wait_s, 0};
+
+    if (atomic_load(&srv->metrics.watchers) >= srv->cfg->max_watchers ||
+        http_loop_draining(cl->loop)) {
+        return false;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        return false;
+    }
+    w->timer = evtimer_new(http_loop_base(cl->loop), on_watch_timeout, w);
+    if (!w->timer) {
+        free(w);
+        return false;
+    }
+    w->cl = cl;
+    w->req = req;
+    util_strlcpy(w->model, model ? model : "", sizeof(w->model));
+    w->routable_only = routable_only;
+    w->var = var;
+    w->etag = etag;
+    w->next = cl->watchers;
+    if (cl->watchers) {
+        cl->watchers->prev = w;
+    }
+    cl->watchers = w;
+    atomic_fetch_add(&srv->metrics.watchers, 1);
+    evtimer_add(w->timer, &tv);
+    http_req_on_close(req, on_watch_closed, w);
+    return true;
+}
+
+static void
+h_list(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    const char *q = http_req_query(req);
+    struct query query;
+    const char *model;
+    const char *ho;
+    const char *view;
+    const char *wait;
+    bool routable_only = false;
+    bool full = false;
+    int64_t wait_s = 0;
+    char err[160];
+    struct ctl_snap *snap;
+    enum ctl_json_variant var;
+    uint64_t etag;
+
+    if (query_parse(q, strlen(q), &query, err, sizeof(err)) != 0) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query", "%s", err);
+        return;
+    }
+    model = query_get(&query, "model_name");
+    ho = query_get(&query, "healthy_only");
+    view = query_get(&query, "view");
+    wait = query_get(&query, "wait");
+    if (model && *model && !ctl_valid_model_name(model)) {
+        query_cleanup(&query);
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query",
+                         "query parameter 'model_name' must be \"<model>@<worker_type>\"");
+        return;
+    }
+    if ((ho && *ho && util_parse_bool(ho, &routable_only) != 0) ||
+        (view && *view && strcmp(view, "full") != 0 && strcmp(view, "compat") != 0) ||
+        (wait && *wait && util_parse_i64(wait, 0, srv->cfg->watch_max_secs, &wait_s) != 0)) {
+        query_cleanup(&query);
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query",
+                         "bad query: healthy_only must be true/false, view 'full' or 'compat', "
+                         "wait 0..%lld seconds",
+                         (long long)srv->cfg->watch_max_secs);
+        return;
+    }
+    full = view && strcmp(view, "full") == 0;
+    var = full ? (routable_only ? CTL_JSON_FULL_ROUTABLE : CTL_JSON_FULL_ALL)
+               : (routable_only ? CTL_JSON_ROUTABLE : CTL_JSON_ALL);
+    if (ctl_view_last_refresh_mono(srv->view) == 0) {
+        query_cleanup(&query);
+        http_reply_error(req, 503, "server_error", "not_ready",
+                         "the controller has not loaded the registry yet (database unreachable "
+                         "since start-up); retry");
+        return;
+    }
+    snap = ctl_view_acquire(srv->view);
+    etag = ctl_snap_etag(snap, model, routable_only);
+    if (etag_matches(http_req_header(req, "If-None-Match"), etag)) {
+        if (!(wait_s > 0 && park_watch(req, srv, model, routable_only, var, etag, wait_s))) {
+            reply_not_modified(req, etag);
+        }
+    } else {
+        reply_list(req, snap, model, var, routable_only);
+    }
+    ctl_snap_release(snap);
+    query_cleanup(&query);
+}
+
+static void
+reply_instance(struct http_request *req, struct ctl_server *srv, const struct reg_instance *key)
+{
+    struct ctl_snap *snap = ctl_view_acquire(srv->view);
+    const struct ctl_model_snap *m = ctl_snap_model(snap, key->model_name);
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 64 * 1024);
+    jw_init(&w, &b);
+    for (size_t i = 0; m && i < m->n; i++) {
+        if (m->v[i].rec.port == key->port && strcmp(m->v[i].rec.host, key->host) == 0) {
+            ctl_snap_inst_json(&w, &m->v[i], true);
+            break;
+        }
+    }
+    if (b.len == 0) {
+        http_reply_error(req, 404, "invalid_request_error", "instance_not_found",
+                         "no instance %s at %s:%d", key->model_name, key->host, key->port);
+    } else if (w.err) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+    } else {
+        http_reply(req, 200, "application/json", b.data, b.len, NULL);
+    }
+    buf_cleanup(&b);
+    ctl_snap_release(snap);
+}
+
+/* ---- watches -------------------------------------------------------------- */
+
+/* Runs on a loop thread after the view's routing state changed: answers
+ * every watch on this loop whose result changed. */
+static void
+on_view_changed_task(struct http_task *t)
+{
+    struct ctl_loop *cl = (struct ctl_loop *)((char *)t - offsetof(struct ctl_loop, changed_task));
+    struct ctl_snap *snap;
+    struct watcher *next;
+
+    atomic_store(&cl->changed_posted, false);
+    snap = ctl_view_acquire(cl->srv->view);
+    for (struct watcher *w = cl->watchers; w; w = next) {
+        next = w->next;
+        if (ctl_snap_etag(snap, w->model, w->routable_only) != w->etag) {
+            http_req_on_close(w->req, NULL, NULL);
+            reply_list(w->req, snap, w->model, w->var, w->routable_only);
+            watcher_unlink(w);
+        }
+    }
+    ctl_snap_release(snap);
+}
+
+void
+ctl_api_view_changed(void *arg)
+{
+    struct ctl_server *srv = arg;
+
+    if (!srv->http) {
+        return;
+    }
+    for (int i = 0; i < http_server_nloops(srv->http); i++) {
+        struct http_loop *loop = http_server_loop(srv->http, i);
+        struct ctl_loop *cl = http_loop_get_data(loop);
+        bool expected = false;
+        if (cl && atomic_compare_exchange_strong(&cl->changed_posted, &expected, true)) {
+            http_loop_post(loop, &cl->changed_task);
+        }
+    }
+}
+
+void
+ctl_api_loop_start(struct http_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg; /* per-loop state is created before the loops start (ctl_server.c) */
+}
+
+void
+ctl_api_loop_drain(struct http_loop *loop, void *arg)
+{
+    struct ctl_loop *cl = http_loop_get_data(loop);
+    struct watcher *next;
+
+    (void)arg;
+    for (struct watcher *w = cl ? cl->watchers : NULL; w; w = next) {
+        next = w->next;
+        http_req_on_close(w->req, NULL, NULL);
+        http_reply_error(w->req, 503, "server_error", "shutting_down",
+                         "this controller is shutting down; ask another");
+        watcher_unlink(w);
+    }
+}
+
+struct ctl_loop *
+ctl_api_loop_new(struct ctl_server *srv, struct http_loop *loop)
+{
+    struct ctl_loop *cl = calloc(1, sizeof(*cl));
+
+    if (cl) {
+        cl->srv = srv;
+        cl->loop = loop;
+        cl->changed_task.fn = on_view_changed_task;
+        atomic_init(&cl->changed_posted, false);
+    }
+    return cl;
+}
+
+/* ---- health and metrics ---------------------------------------------------- */
+
+static void
+h_health(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    int64_t now = util_mono_ms();
+    int64_t refreshed = ctl_view_last_refresh_mono(srv->view);
+    struct ctl_snap *snap = ctl_view_acquire(srv->view);
+    bool reachable;
+    int64_t last_ok;
+    char last_error[256];
+    struct buf b;
+    struct jw w;
+    bool ok;
+
+    pthread_mutex_lock(&srv->db.mu);
+    reachable = srv->db.reachable;
+    last_ok = srv->db.last_ok_mono_ms;
+    util_strlcpy(last_error, srv->db.last_error, sizeof(last_error));
+    pthread_mutex_unlock(&srv->db.mu);
+    ok = reachable && refreshed != 0;
+    buf_init(&b, 16 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"status\":");
+    jw_str(&w, ok ? "ok" : "degraded");
+    jw_raw(&w, ",\"database\":{\"backend\":");
+    jw_str(&w, srv->regcfg.backend == REG_MYSQL ? "mysql" : "sqlite");
+    jw_raw(&w, ",\"reachable\":");
+    jw_bool(&w, reachable);
+    jw_raw(&w, ",\"last_ok_ms_ago\":");
+    if (last_ok) {
+        jw_i64(&w, now - last_ok);
+    } else {
+        jw_raw(&w, "null");
+    }
+    jw_raw(&w, ",\"error\":");
+    jw_str(&w, *last_error ? last_error : NULL);
+    jw_raw(&w, "},\"view\":{\"loaded\":");
+    jw_bool(&w, refreshed != 0);
+    jw_raw(&w, ",\"age_ms\":");
+    if (refreshed) {
+        jw_i64(&w, now - refreshed);
+    } else {
+        jw_raw(&w, "null");
+    }
+    jw_raw(&w, ",\"version\":");
+    jw_i64(&w, (int64_t)snap->version);
+    jw_raw(&w, ",\"models\":");
+    jw_i64(&w, (int64_t)snap->nmodels);
+    jw_raw(&w, ",\"instances\":");
+    jw_i64(&w, (int64_t)snap->n_instances);
+    jw_raw(&w, ",\"alive\":");
+    jw_i64(&w, (int64_t)snap->n_alive);
+    jw_raw(&w, ",\"routable\":");
+    jw_i64(&w, (int64_t)snap->n_routable);
+    jw_raw(&w, "},\"writes\":{\"auth\":");
+    jw_str(&w, srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? "secret or trusted network"
+                                                                        : "trusted network only");
+    jw_raw(&w, ",\"queue\":");
+    jw_i64(&w, (int64_t)ctl_writer_queue_len(srv->writer));
+    jw_raw(&w, "},\"uptime_ms\":");
+    jw_i64(&w, now - srv->started_mono_ms);
+    jw_raw(&w, "}");
+    ctl_snap_release(snap);
+    if (w.err) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+    } else {
+        http_reply(req, ok ? 200 : 503, "application/json", b.data, b.len, ok ? NULL : RETRY_AFTER);
+    }
+    buf_cleanup(&b);
+}
+
+static void
+counter(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+    (void)metrics_header(b, name, "counter", help);
+    (void)metrics_sample(b, name, NULL, (double)v);
+}
+
+static void
+gauge(struct buf *b, const char *name, const char *help, double v)
+{
+    (void)metrics_header(b, name, "gauge", help);
+    (void)metrics_sample(b, name, NULL, v);
+}
+
+static void
+h_metrics(struct http_request *req, void *arg)
+{
+    static const char *const kinds[] = {"", "register", "heartbeat", "deregister", "remove", "admin"};
+    struct ctl_server *srv = server_of(arg);
+    struct ctl_metrics *m = &srv->metrics;
+    struct http_server_stats hs;
+    struct ctl_snap *snap = ctl_view_acquire(srv->view);
+    int64_t refreshed = ctl_view_last_refresh_mono(srv->view);
+    struct buf b;
+
+    http_server_get_stats(srv->http, &hs);
+    buf_init(&b, 1024 * 1024);
+    (void)metrics_header(&b, "roster_http_requests_total", "counter", "HTTP requests by status class.");
+    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"2xx\"", (double)hs.status_2xx);
+    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"3xx\"", (double)hs.status_3xx);
+    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"4xx\"", (double)hs.status_4xx);
+    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"5xx\"", (double)hs.status_5xx);
+    counter(&b, "roster_http_connections_total", "Connections accepted.", hs.connections_accepted);
+    counter(&b, "roster_http_connections_rejected_total", "Connections refused (too many).",
+            hs.connections_rejected);
+    gauge(&b, "roster_http_connections_open", "Open connections.", (double)hs.connections_open);
+    (void)metrics_header(&b, "roster_registry_writes_total", "counter",
+                         "Committed registry writes by kind.");
+    for (int k = REG_OP_REGISTER; k <= REG_OP_ADMIN; k++) {
+        char lab[32];
+        snprintf(lab, sizeof(lab), "kind=\"%s\"", kinds[k]);
+        (void)metrics_sample(&b, "roster_registry_writes_total", lab, (double)atomic_load(&m->writes_ok[k]));
+    }
+    counter(&b, "roster_registry_write_failures_total", "Writes that failed (answered 503).",
+            atomic_load(&m->writes_failed));
+    counter(&b, "roster_registry_batches_total", "Write transactions (batches).", atomic_load(&m->batches));
+    counter(&b, "roster_registry_batch_ops_total", "Operations written in batches.",
+            atomic_load(&m->batch_ops));
+    counter(&b, "roster_registry_rejected_total", "Writes refused: queue full.",
+            atomic_load(&m->rejected_queue_full));
+    counter(&b, "roster_auth_rejected_total", "Requests refused for a missing or wrong secret.",
+            atomic_load(&m->rejected_auth));
+    counter(&b, "roster_db_reconnects_total", "Database reconnect attempts.", atomic_load(&m->db_reconnects));
+    counter(&b, "roster_db_retries_total", "Database retries (deadlock, lock wait, lost connection).",
+            atomic_load(&m->db_retries));
+    counter(&b, "roster_view_refreshes_total", "Reads of the registry table.", atomic_load(&m->refreshes));
+    counter(&b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
+            atomic_load(&m->refresh_errors));
+    counter(&b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.", atomic_load(&m->sweep_marked));
+    counter(&b, "roster_sweep_deleted_total", "Rows the sweep deleted.", atomic_load(&m->sweep_deleted));
+    gauge(&b, "roster_write_queue_length", "Writes waiting for the database.",
+          (double)ctl_writer_queue_len(srv->writer));
+    gauge(&b, "roster_watchers", "Watches (long polls) held.", (double)atomic_load(&m->watchers));
+    gauge(&b, "roster_view_instances", "Instances in the view.", (double)snap->n_instances);
+    gauge(&b, "roster_view_alive_instances", "Alive instances.", (double)snap->n_alive);
+    gauge(&b, "roster_view_routable_instances", "Routable instances.", (double)snap->n_routable);
+    gauge(&b, "roster_view_models", "Models in the view.", (double)snap->nmodels);
+    gauge(&b, "roster_view_age_seconds", "Time since the table was last read.",
+          refreshed ? (double)(util_mono_ms() - refreshed) / 1000.0 : -1);
+    (void)metrics_header(&b, "roster_registry_commit_seconds", "histogram", "Write transaction latency.");
+    (void)metrics_hist_write(&b, "roster_registry_commit_seconds", NULL, &m->commit_latency);
+    (void)metrics_header(&b, "roster_registry_write_seconds", "histogram",
+                         "Time from a write's arrival to its commit.");
+    (void)metrics_hist_write(&b, "roster_registry_write_seconds", NULL, &m->write_latency);
+    (void)metrics_header(&b, "roster_view_refresh_seconds", "histogram", "Table read latency.");
+    (void)metrics_hist_write(&b, "roster_view_refresh_seconds", NULL, &m->refresh_latency);
+    ctl_snap_release(snap);
+    http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    buf_cleanup(&b);
+}
+
+/* ---- access log ------------------------------------------------------------- */
+
+void
+ctl_api_access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    unsigned flags = http_req_route_flags(req);
+    const char *path = http_req_path(req);
+    enum log_level lvl = LOG_LVL_DEBUG;
+    char esc[256];
+
+    if (srv->cfg->access_log || (flags & CTL_ROUTE_WRITE && strcmp(path, "/api/controller/heartbeat") != 0)) {
+        lvl = LOG_LVL_INFO;
+    }
+    if (status >= 500) {
+        lvl = LOG_LVL_WARN;
+    }
+    log_at(lvl, "%s %s status=%d bytes=%zu dur_us=%lld peer=%s req=%s", http_req_method(req),
+           log_escape(path, esc, sizeof(esc)), status, len, (long long)us, http_req_peer_str(req),
+           http_req_id(req));
+}
+
+const struct http_route ctl_routes[] = {
+    {"GET", "/api/health", h_health, 0},
+    {"GET", "/metrics", h_metrics, CTL_ROUTE_READ},
+    {"GET", "/api/controller/models", h_list, CTL_ROUTE_READ},
+    {"POST", "/api/controller/models", h_register, CTL_ROUTE_WRITE},
+    {"DELETE", "/api/controller/models", h_deregister, CTL_ROUTE_WRITE},
+    {"POST", "/api/controller/heartbeat", h_heartbeat, CTL_ROUTE_WRITE},
+    {"POST", "/api/roster/instance", h_admin, CTL_ROUTE_WRITE},
+    {NULL, NULL, NULL, 0},
+};

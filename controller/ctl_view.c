@@ -1,0 +1,1067 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ctl_view.c - the controller's in-memory view of the registry table.
+ *
+ * DESIGN
+ * Two layers:
+ *   - the master table: models (sorted by name), each with its instances
+ *     (sorted by host, port), mutable, guarded by `mu`, written by the
+ *     writer thread (local commits), the refresher thread (rows from the
+ *     database) and the tick thread (lease expiry);
+ *   - snapshots: immutable, reference-counted copies that readers on loop
+ *     threads take with ctl_view_acquire() (a pointer copy under `snap_mu`).
+ *     A snapshot shares every unchanged model with its predecessor, so a
+ *     heartbeat storm on one model does not copy the others; the list JSON
+ *     of each model is serialised once per snapshot, on first use.
+ *
+ * Time: an instance's heartbeat is kept as a point on this process's
+ * monotonic clock, derived from the age the database computed
+ * (db now - last_heartbeat) when the row was read, or from the commit time
+ * of a local heartbeat. Wall clocks never enter, so a controller whose
+ * clock is minutes off agrees with the others.
+ *
+ * Database outages (the mass-eviction brake): while the refresher cannot
+ * reach the database, leases do not expire (frozen: the workers cannot
+ * heartbeat either); when it comes back, every instance that was alive
+ * gets one lease of grace to heartbeat again before it can expire.
+ *
+ * Lock order: mu, then snap_mu. on_change runs with neither held.
+ */
+#include "ctl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_write.h"
+#include "util.h"
+
+struct vinst {
+    struct reg_instance rec;
+    int64_t hb_mono_ms;       /* valid when rec.has_last_heartbeat */
+    int64_t grace_until_mono; /* alive until then after an outage (0 = none) */
+    uint64_t write_seq;       /* view seq of the last local write */
+    uint64_t seen_gen;        /* refresh generation that last saw the row */
+    bool alive;               /* as last computed */
+};
+
+struct vmodel {
+    char name[REG_NAME_MAX + 1];
+    struct vinst **v; /* sorted by (host, port) */
+    size_t n;
+    size_t cap;
+    bool dirty;
+    struct ctl_model_snap *snap; /* published; the master holds a reference */
+};
+
+struct ctl_view {
+    struct ctl_view_config cfg;
+    pthread_mutex_t mu;
+    struct vmodel **models; /* sorted by name */
+    size_t nmodels;
+    size_t cap;
+    size_t ninst;
+    uint64_t seq;
+    uint64_t gen;
+    int64_t db_offset_ms; /* db clock - monotonic clock, from the last refresh */
+    bool frozen;
+    int64_t grace_end_mono; /* latest grace_until of any instance */
+    int64_t last_refresh_mono;
+    uint64_t version;
+    bool any_dirty;
+    bool structure_dirty; /* models added or removed */
+    pthread_mutex_t snap_mu;
+    struct ctl_snap *current;
+    void (*on_change)(void *);
+    void *on_change_arg;
+    pthread_t tick;
+    bool tick_started;
+    bool stop;
+    pthread_cond_t cond;
+};
+
+/* ---- hashing (ETags) ------------------------------------------------------ */
+
+static uint64_t
+fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+#define FNV_INIT 14695981039346656037ULL
+
+/* ---- snapshots ------------------------------------------------------------ */
+
+void
+ctl_json_release(struct ctl_json *j)
+{
+    if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
+        free(j);
+    }
+}
+
+static void
+model_snap_release(struct ctl_model_snap *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        ctl_json_release(atomic_load(&m->json[i]));
+    }
+    free(m->v);
+    free(m);
+}
+
+void
+ctl_snap_release(struct ctl_snap *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (size_t i = 0; i < s->nmodels; i++) {
+        model_snap_release(s->models[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        ctl_json_release(atomic_load(&s->json[i]));
+    }
+    free(s->models);
+    free(s);
+}
+
+struct ctl_snap *
+ctl_view_acquire(struct ctl_view *v)
+{
+    struct ctl_snap *s;
+
+    pthread_mutex_lock(&v->snap_mu);
+    s = v->current;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&v->snap_mu);
+    return s;
+}
+
+const struct ctl_model_snap *
+ctl_snap_model(const struct ctl_snap *s, const char *name)
+{
+    size_t lo = 0;
+    size_t hi = s->nmodels;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->models[mid]->name, name);
+        if (c == 0) {
+            return s->models[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+uint64_t
+ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only)
+{
+    const struct ctl_model_snap *m;
+
+    if (!name || !*name) {
+        return s->etag[routable_only];
+    }
+    m = ctl_snap_model(s, name);
+    return m ? m->etag[routable_only] : fnv(FNV_INIT, "absent", 6);
+}
+
+void
+ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
+{
+    const struct reg_instance *r = &si->rec;
+    char iso[40];
+
+    jw_raw(w, "{\"model_name\":");
+    jw_str(w, r->model_name);
+    jw_raw(w, ",\"host\":");
+    jw_str(w, r->host);
+    jw_raw(w, ",\"port\":");
+    jw_i64(w, r->port);
+    jw_raw(w, ",\"weight\":");
+    jw_double(w, reg_instance_weight(r));
+    jw_raw(w, ",\"check_healthy\":");
+    jw_bool(w, r->check_healthy);
+    jw_raw(w, ",\"healthy\":");
+    jw_bool(w, si->alive);
+    jw_raw(w, ",\"enabled\":");
+    jw_bool(w, r->enabled);
+    jw_raw(w, ",\"prompt_template\":");
+    jw_str(w, r->has_prompt_template ? r->prompt_template : NULL);
+    jw_raw(w, ",\"last_heartbeat\":");
+    if (r->has_last_heartbeat) {
+        util_format_iso_ms(r->last_heartbeat_ms, iso, sizeof(iso));
+        jw_str(w, iso);
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"remove_from_registry\":false");
+    if (full) {
+        const char *at = strchr(r->model_name, '@');
+        jw_raw(w, ",\"model\":");
+        jw_strn(w, r->model_name, at ? (size_t)(at - r->model_name) : strlen(r->model_name));
+        jw_raw(w, ",\"worker_type\":");
+        jw_str(w, at ? at + 1 : "");
+        jw_raw(w, ",\"alive\":");
+        jw_bool(w, si->alive);
+        jw_raw(w, ",\"routable\":");
+        jw_bool(w, si->routable);
+        jw_raw(w, ",\"weight_declared\":");
+        jw_double(w, r->weight);
+        jw_raw(w, ",\"weight_override\":");
+        if (r->has_weight_override) {
+            jw_double(w, r->weight_override);
+        } else {
+            jw_raw(w, "null");
+        }
+        jw_raw(w, ",\"lease_ms\":");
+        jw_i64(w, si->lease_ms);
+        jw_raw(w, ",\"heartbeat_age_ms\":");
+        if (si->age_ms >= 0) {
+            jw_i64(w, si->age_ms);
+        } else {
+            jw_raw(w, "null");
+        }
+        jw_raw(w, ",\"load\":{\"in_flight\":");
+        jw_i64(w, r->in_flight);
+        jw_raw(w, ",\"queue_length\":");
+        jw_i64(w, r->queue_length);
+        jw_raw(w, ",\"capacity\":");
+        jw_i64(w, r->capacity);
+        jw_raw(w, "}");
+    }
+    jw_raw(w, "}");
+}
+
+/* Appends the model's instances (comma-separated, no brackets). */
+static void
+write_model_items(struct jw *w, const struct ctl_model_snap *m, enum ctl_json_variant var,
+                  bool *first)
+{
+    bool routable_only = var == CTL_JSON_ROUTABLE || var == CTL_JSON_FULL_ROUTABLE;
+    bool full = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
+
+    for (size_t i = 0; i < m->n; i++) {
+        if (routable_only && !m->v[i].routable) {
+            continue;
+        }
+        if (!*first) {
+            jw_raw(w, ",");
+        }
+        *first = false;
+        ctl_snap_inst_json(w, &m->v[i], full);
+    }
+}
+
+static struct ctl_json *
+json_from_buf(struct buf *b)
+{
+    struct ctl_json *j = malloc(sizeof(*j) + b->len + 1);
+
+    if (!j) {
+        return NULL;
+    }
+    atomic_init(&j->refs, 1);
+    j->len = b->len;
+    memcpy(j->data, buf_str(b), b->len + 1);
+    return j;
+}
+
+/* Returns the cached JSON in *slot, building and installing it if needed,
+ * with one extra reference for the caller. */
+static struct ctl_json *
+cached_json(struct ctl_json *_Atomic *slot, struct ctl_snap *s, const struct ctl_model_snap *m,
+            enum ctl_json_variant var)
+{
+    struct ctl_json *j = atomic_load_explicit(slot, memory_order_acquire);
+    struct ctl_json *expected = NULL;
+    struct buf b;
+    struct jw w;
+    bool first = true;
+
+    if (!j) {
+        buf_init(&b, (size_t)1 << 30);
+        jw_init(&w, &b);
+        jw_raw(&w, "[");
+        if (m) {
+            write_model_items(&w, m, var, &first);
+        } else {
+            for (size_t i = 0; i < s->nmodels; i++) {
+                write_model_items(&w, s->models[i], var, &first);
+            }
+        }
+        jw_raw(&w, "]");
+        j = w.err ? NULL : json_from_buf(&b);
+        buf_cleanup(&b);
+        if (!j) {
+            return NULL;
+        }
+        if (!atomic_compare_exchange_strong(slot, &expected, j)) {
+            ctl_json_release(j); /* another thread won the race: use its copy */
+            j = expected;
+        }
+    }
+    atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+    return j;
+}
+
+struct ctl_json *
+ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
+{
+    struct ctl_model_snap *m;
+    struct ctl_json *j;
+
+    if (!name || !*name) {
+        return cached_json(&s->json[var], s, NULL, var);
+    }
+    m = (struct ctl_model_snap *)ctl_snap_model(s, name);
+    if (m) {
+        return cached_json(&m->json[var], s, m, var);
+    }
+    j = malloc(sizeof(*j) + 3);
+    if (j) {
+        atomic_init(&j->refs, 1);
+        j->len = 2;
+        memcpy(j->data, "[]", 3);
+    }
+    return j;
+}
+
+/* ---- master table ---------------------------------------------------------- */
+
+static int64_t
+lease_of(const struct ctl_view *v, const struct vinst *in)
+{
+    return in->rec.lease_ms > 0 ? in->rec.lease_ms : v->cfg.default_lease_ms;
+}
+
+static bool
+compute_alive(const struct ctl_view *v, const struct vinst *in, int64_t now)
+{
+    if (!in->rec.healthy) {
+        return false;
+    }
+    if (!in->rec.check_healthy) {
+        return true;
+    }
+    if (v->frozen) {
+        return in->alive; /* no expiry while the database is unreachable */
+    }
+    if (in->grace_until_mono > now) {
+        return true;
+    }
+    return in->rec.has_last_heartbeat && now - in->hb_mono_ms <= lease_of(v, in);
+}
+
+static int
+key_cmp(const char *host, int port, const struct vinst *in)
+{
+    int c = strcmp(host, in->rec.host);
+
+    return c ? c : (port > in->rec.port) - (port < in->rec.port);
+}
+
+static size_t
+find_model_idx(const struct ctl_view *v, const char *name, bool *found)
+{
+    size_t lo = 0;
+    size_t hi = v->nmodels;
+
+    *found = false;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(name, v->models[mid]->name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c > 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static size_t
+find_inst_idx(const struct vmodel *m, const char *host, int port, bool *found)
+{
+    size_t lo = 0;
+    size_t hi = m->n;
+
+    *found = false;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = key_cmp(host, port, m->v[mid]);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c > 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static struct vmodel *
+get_model(struct ctl_view *v, const char *name, bool create)
+{
+    bool found;
+    size_t i = find_model_idx(v, name, &found);
+    struct vmodel *m;
+
+    if (found) {
+        return v->models[i];
+    }
+    if (!create) {
+        return NULL;
+    }
+    if (v->nmodels == v->cap) {
+        size_t ncap = v->cap ? v->cap * 2 : 16;
+        struct vmodel **nm = realloc(v->models, ncap * sizeof(*nm));
+        if (!nm) {
+            return NULL;
+        }
+        v->models = nm;
+        v->cap = ncap;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m) {
+        return NULL;
+    }
+    util_strlcpy(m->name, name, sizeof(m->name));
+    memmove(&v->models[i + 1], &v->models[i], (v->nmodels - i) * sizeof(*v->models));
+    v->models[i] = m;
+    v->nmodels++;
+    v->structure_dirty = true;
+    return m;
+}
+
+static struct vinst *
+find_inst(struct ctl_view *v, const struct reg_instance *key, struct vmodel **m_out, size_t *idx)
+{
+    struct vmodel *m = get_model(v, key->model_name, false);
+    bool found = false;
+
+    *m_out = m;
+    if (!m) {
+        return NULL;
+    }
+    *idx = find_inst_idx(m, key->host, key->port, &found);
+    return found ? m->v[*idx] : NULL;
+}
+
+/* Inserts a new instance for `rec`; NULL when the table is full or memory
+ * ran out. */
+static struct vinst *
+insert_inst(struct ctl_view *v, const struct reg_instance *rec)
+{
+    struct vmodel *m;
+    struct vinst *in;
+    bool found;
+    size_t i;
+
+    if ((int64_t)v->ninst >= v->cfg.max_instances) {
+        return NULL;
+    }
+    m = get_model(v, rec->model_name, true);
+    if (!m) {
+        return NULL;
+    }
+    i = find_inst_idx(m, rec->host, rec->port, &found);
+    if (found) {
+        return m->v[i];
+    }
+    if (m->n == m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 8;
+        struct vinst **nv = realloc(m->v, ncap * sizeof(*nv));
+        if (!nv) {
+            return NULL;
+        }
+        m->v = nv;
+        m->cap = ncap;
+    }
+    in = calloc(1, sizeof(*in));
+    if (!in) {
+        return NULL;
+    }
+    in->rec = *rec;
+    memmove(&m->v[i + 1], &m->v[i], (m->n - i) * sizeof(*m->v));
+    m->v[i] = in;
+    m->n++;
+    m->dirty = true;
+    v->ninst++;
+    v->any_dirty = true;
+    return in;
+}
+
+static void
+remove_inst(struct ctl_view *v, struct vmodel *m, size_t i)
+{
+    free(m->v[i]);
+    memmove(&m->v[i], &m->v[i + 1], (m->n - i - 1) * sizeof(*m->v));
+    m->n--;
+    m->dirty = true;
+    v->ninst--;
+    v->any_dirty = true;
+}
+
+static void
+mark(struct ctl_view *v, struct vmodel *m)
+{
+    m->dirty = true;
+    v->any_dirty = true;
+}
+
+/* ---- publishing ------------------------------------------------------------- */
+
+static struct ctl_model_snap *
+build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
+{
+    struct ctl_model_snap *s = calloc(1, sizeof(*s));
+    uint64_t h_all = FNV_INIT;
+    uint64_t h_rt = FNV_INIT;
+
+    if (!s) {
+        return NULL;
+    }
+    s->v = calloc(m->n ? m->n : 1, sizeof(*s->v));
+    if (!s->v) {
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    util_strlcpy(s->name, m->name, sizeof(s->name));
+    s->n = m->n;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct vinst *in = m->v[i];
+        struct ctl_snap_inst *si = &s->v[i];
+        double w = reg_instance_weight(&in->rec);
+        unsigned char flags[2];
+
+        si->rec = in->rec;
+        si->alive = in->alive;
+        si->routable = in->alive && in->rec.enabled && w > 0;
+        si->lease_ms = lease_of(v, in);
+        si->age_ms = in->rec.has_last_heartbeat ? (now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0)
+                                                : -1;
+        if (in->rec.has_last_heartbeat) {
+            si->rec.last_heartbeat_ms = now + v->db_offset_ms - si->age_ms;
+        }
+        s->n_alive += si->alive;
+        s->n_routable += si->routable;
+        flags[0] = (unsigned char)si->alive;
+        flags[1] = (unsigned char)in->rec.enabled;
+        h_all = fnv(h_all, in->rec.host, strlen(in->rec.host) + 1);
+        h_all = fnv(h_all, &in->rec.port, sizeof(in->rec.port));
+        h_all = fnv(h_all, &w, sizeof(w));
+        h_all = fnv(h_all, flags, sizeof(flags));
+        if (si->routable) {
+            h_rt = fnv(h_rt, in->rec.host, strlen(in->rec.host) + 1);
+            h_rt = fnv(h_rt, &in->rec.port, sizeof(in->rec.port));
+            h_rt = fnv(h_rt, &w, sizeof(w));
+        }
+    }
+    s->etag[0] = h_all;
+    s->etag[1] = h_rt;
+    return s;
+}
+
+/* Builds and installs a new snapshot from the master (mu held). Returns
+ * true when the routing state changed (the caller runs on_change). */
+static bool
+publish(struct ctl_view *v)
+{
+    int64_t now = util_mono_ms();
+    struct ctl_snap *s;
+    struct ctl_snap *old;
+    size_t keep = 0;
+    bool changed;
+
+    if (!v->any_dirty && !v->structure_dirty) {
+        return false;
+    }
+    /* rebuild dirty models; drop empty ones */
+    for (size_t i = 0; i < v->nmodels; i++) {
+        struct vmodel *m = v->models[i];
+        if (m->n == 0) {
+            model_snap_release(m->snap);
+            free(m->v);
+            free(m);
+            continue;
+        }
+        if (m->dirty || !m->snap) {
+            struct ctl_model_snap *ns = build_model_snap(v, m, now);
+            if (ns) {
+                model_snap_release(m->snap);
+                m->snap = ns;
+                m->dirty = false;
+            }
+        }
+        v->models[keep++] = m;
+    }
+    v->nmodels = keep;
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        return false; /* keep serving the old snapshot; retried on the next change */
+    }
+    s->models = calloc(v->nmodels ? v->nmodels : 1, sizeof(*s->models));
+    if (!s->models) {
+        free(s);
+        return false;
+    }
+    atomic_init(&s->refs, 1);
+    s->version = ++v->version;
+    s->built_mono_ms = now;
+    s->etag[0] = s->etag[1] = FNV_INIT;
+    for (size_t i = 0; i < v->nmodels; i++) {
+        struct ctl_model_snap *ms = v->models[i]->snap;
+        if (!ms) {
+            continue;
+        }
+        atomic_fetch_add_explicit(&ms->refs, 1, memory_order_relaxed);
+        s->models[s->nmodels++] = ms;
+        s->n_instances += ms->n;
+        s->n_alive += ms->n_alive;
+        s->n_routable += ms->n_routable;
+        for (int k = 0; k < 2; k++) {
+            s->etag[k] = fnv(s->etag[k], ms->name, strlen(ms->name) + 1);
+            s->etag[k] = fnv(s->etag[k], &ms->etag[k], sizeof(ms->etag[k]));
+        }
+    }
+    v->any_dirty = false;
+    v->structure_dirty = false;
+    pthread_mutex_lock(&v->snap_mu);
+    old = v->current;
+    v->current = s;
+    pthread_mutex_unlock(&v->snap_mu);
+    changed = !old || old->etag[0] != s->etag[0];
+    ctl_snap_release(old);
+    return changed;
+}
+
+static void
+notify(struct ctl_view *v, bool changed)
+{
+    if (changed && v->on_change) {
+        v->on_change(v->on_change_arg);
+    }
+}
+
+/* ---- local writes ------------------------------------------------------------ */
+
+static void
+apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
+{
+    struct vmodel *m = NULL;
+    size_t idx = 0;
+    struct vinst *in = find_inst(v, &op->inst, &m, &idx);
+    bool was_alive;
+
+    if (!in) {
+        in = insert_inst(v, &op->inst);
+        if (!in) {
+            return;
+        }
+        in->rec.has_weight_override = false;
+        in->rec.healthy = true;
+        m = get_model(v, op->inst.model_name, false);
+        was_alive = false;
+    } else {
+        was_alive = in->alive;
+        if (op->kind == REG_OP_REGISTER) {
+            if (in->rec.weight != op->inst.weight ||
+                (op->inst.has_prompt_template &&
+                 strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0)) {
+                mark(v, m);
+            }
+            in->rec.weight = op->inst.weight;
+            if (op->inst.has_prompt_template) {
+                in->rec.has_prompt_template = true;
+                memcpy(in->rec.prompt_template, op->inst.prompt_template,
+                       sizeof(in->rec.prompt_template));
+            }
+        }
+        in->rec.healthy = true;
+        in->rec.lease_ms = op->inst.lease_ms;
+        in->rec.in_flight = op->inst.in_flight;
+        in->rec.queue_length = op->inst.queue_length;
+        in->rec.capacity = op->inst.capacity;
+    }
+    in->rec.has_last_heartbeat = true;
+    in->hb_mono_ms = now;
+    in->grace_until_mono = 0;
+    in->write_seq = ++v->seq;
+    in->alive = compute_alive(v, in, now);
+    if (in->alive != was_alive && m) {
+        mark(v, m);
+    }
+}
+
+void
+ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n)
+{
+    int64_t now = util_mono_ms();
+    bool changed;
+
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < n; i++) {
+        const struct reg_op *op = &ops[i];
+        struct vmodel *m = NULL;
+        size_t idx = 0;
+        struct vinst *in;
+
+        if (op->kind == REG_OP_REGISTER || op->kind == REG_OP_HEARTBEAT) {
+            apply_upsert(v, op, now);
+            continue;
+        }
+        in = find_inst(v, &op->inst, &m, &idx);
+        if (!in) {
+            continue;
+        }
+        in->write_seq = ++v->seq;
+        switch (op->kind) {
+        case REG_OP_DEREGISTER:
+            in->rec.healthy = false;
+            in->alive = false;
+            break;
+        case REG_OP_REMOVE:
+            remove_inst(v, m, idx);
+            continue;
+        case REG_OP_ADMIN:
+            if (op->admin_enabled >= 0) {
+                in->rec.enabled = op->admin_enabled == 1;
+            }
+            if (op->admin_weight == REG_WEIGHT_SET) {
+                in->rec.has_weight_override = true;
+                in->rec.weight_override = op->admin_weight_value;
+            } else if (op->admin_weight == REG_WEIGHT_CLEAR) {
+                in->rec.has_weight_override = false;
+            }
+            break;
+        default:
+            break;
+        }
+        mark(v, m);
+    }
+    changed = publish(v);
+    pthread_mutex_unlock(&v->mu);
+    notify(v, changed);
+}
+
+bool
+ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_t n)
+{
+    size_t fresh = 0;
+
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct vmodel *m = NULL;
+        size_t idx = 0;
+        if ((ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
+            !find_inst(v, &ops[i].inst, &m, &idx)) {
+            fresh++; /* duplicates within the batch count twice: conservative */
+        }
+    }
+    bool over = (int64_t)(v->ninst + fresh) > v->cfg.max_instances;
+    pthread_mutex_unlock(&v->mu);
+    return over;
+}
+
+/* ---- refreshes from the database -------------------------------------------- */
+
+uint64_t
+ctl_view_refresh_begin(struct ctl_view *v)
+{
+    uint64_t seq;
+
+    pthread_mutex_lock(&v->mu);
+    seq = v->seq;
+    pthread_mutex_unlock(&v->mu);
+    return seq;
+}
+
+static bool
+displayed_fields_differ(const struct reg_instance *a, const struct reg_instance *b)
+{
+    return a->healthy != b->healthy || a->enabled != b->enabled ||
+           a->check_healthy != b->check_healthy || a->weight != b->weight ||
+           a->has_weight_override != b->has_weight_override ||
+           (a->has_weight_override && a->weight_override != b->weight_override) ||
+           a->has_prompt_template != b->has_prompt_template ||
+           strcmp(a->prompt_template, b->prompt_template) != 0 || a->lease_ms != b->lease_ms ||
+           a->in_flight != b->in_flight || a->queue_length != b->queue_length ||
+           a->capacity != b->capacity || a->has_last_heartbeat != b->has_last_heartbeat ||
+           a->last_heartbeat_ms != b->last_heartbeat_ms;
+}
+
+static void
+merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, int64_t mono_end)
+{
+    struct vmodel *m = NULL;
+    size_t idx = 0;
+    struct vinst *in = find_inst(v, row, &m, &idx);
+    int64_t hb = row->has_last_heartbeat ? mono_end - row->age_ms : 0;
+
+    if (!in) {
+        in = insert_inst(v, row);
+        if (!in) {
+            return; /* table full: the row is ignored (and counted nowhere else) */
+        }
+        in->hb_mono_ms = hb;
+        in->seen_gen = v->gen;
+        return;
+    }
+    if (in->seen_gen == v->gen && row->has_last_heartbeat && in->rec.has_last_heartbeat &&
+        hb <= in->hb_mono_ms) {
+        return; /* a second row for this key (NULL and '' sys_code): keep the fresher */
+    }
+    in->seen_gen = v->gen;
+    if (in->write_seq > token) {
+        /* written here while the query ran: local state is newer */
+        if (row->has_last_heartbeat && hb > in->hb_mono_ms) {
+            in->hb_mono_ms = hb;
+        }
+        return;
+    }
+    if (displayed_fields_differ(&in->rec, row)) {
+        mark(v, m);
+    }
+    in->rec = *row;
+    if (row->has_last_heartbeat) {
+        in->hb_mono_ms = hb;
+    }
+}
+
+void
+ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_instance *rows,
+                       size_t n, bool full, int64_t db_now_ms, int64_t mono_end)
+{
+    bool changed;
+
+    pthread_mutex_lock(&v->mu);
+    v->gen++;
+    for (size_t i = 0; i < n; i++) {
+        merge_row(v, token, &rows[i], mono_end);
+    }
+    if (full) {
+        for (size_t mi = 0; mi < v->nmodels; mi++) {
+            struct vmodel *m = v->models[mi];
+            for (size_t i = m->n; i-- > 0;) {
+                if (m->v[i]->seen_gen != v->gen && m->v[i]->write_seq <= token) {
+                    remove_inst(v, m, i);
+                }
+            }
+        }
+    }
+    v->db_offset_ms = db_now_ms - mono_end;
+    v->last_refresh_mono = mono_end;
+    for (size_t mi = 0; mi < v->nmodels; mi++) {
+        struct vmodel *m = v->models[mi];
+        for (size_t i = 0; i < m->n; i++) {
+            bool a = compute_alive(v, m->v[i], mono_end);
+            if (a != m->v[i]->alive) {
+                m->v[i]->alive = a;
+                mark(v, m);
+            }
+        }
+    }
+    changed = publish(v);
+    pthread_mutex_unlock(&v->mu);
+    notify(v, changed);
+}
+
+void
+ctl_view_set_db_reachable(struct ctl_view *v, bool reachable)
+{
+    int64_t now = util_mono_ms();
+
+    pthread_mutex_lock(&v->mu);
+    if (!reachable) {
+        v->frozen = true;
+    } else if (v->frozen) {
+        v->frozen = false;
+        for (size_t mi = 0; mi < v->nmodels; mi++) {
+            struct vmodel *m = v->models[mi];
+            for (size_t i = 0; i < m->n; i++) {
+                if (m->v[i]->alive) {
+                    m->v[i]->grace_until_mono = now + lease_of(v, m->v[i]);
+                    if (m->v[i]->grace_until_mono > v->grace_end_mono) {
+                        v->grace_end_mono = m->v[i]->grace_until_mono;
+                    }
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+bool
+ctl_view_sweep_allowed(struct ctl_view *v)
+{
+    bool ok;
+
+    pthread_mutex_lock(&v->mu);
+    ok = !v->frozen && util_mono_ms() >= v->grace_end_mono;
+    pthread_mutex_unlock(&v->mu);
+    return ok;
+}
+
+int64_t
+ctl_view_last_refresh_mono(struct ctl_view *v)
+{
+    int64_t t;
+
+    pthread_mutex_lock(&v->mu);
+    t = v->last_refresh_mono;
+    pthread_mutex_unlock(&v->mu);
+    return t;
+}
+
+/* ---- the expiry tick ------------------------------------------------------------ */
+
+static void
+tick_once(struct ctl_view *v)
+{
+    int64_t now = util_mono_ms();
+    bool changed;
+
+    pthread_mutex_lock(&v->mu);
+    for (size_t mi = 0; mi < v->nmodels; mi++) {
+        struct vmodel *m = v->models[mi];
+        for (size_t i = 0; i < m->n; i++) {
+            bool a = compute_alive(v, m->v[i], now);
+            if (a != m->v[i]->alive) {
+                m->v[i]->alive = a;
+                mark(v, m);
+            }
+        }
+    }
+    changed = publish(v);
+    pthread_mutex_unlock(&v->mu);
+    notify(v, changed);
+}
+
+static void *
+tick_main(void *arg)
+{
+    struct ctl_view *v = arg;
+
+    pthread_mutex_lock(&v->mu);
+    while (!v->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(v->cfg.tick_ms % 1000) * 1000000L;
+        ts.tv_sec += (time_t)(v->cfg.tick_ms / 1000) + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&v->cond, &v->mu, &ts);
+        if (v->stop) {
+            break;
+        }
+        pthread_mutex_unlock(&v->mu);
+        tick_once(v);
+        pthread_mutex_lock(&v->mu);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+int
+ctl_view_new(const struct ctl_view_config *cfg, void (*on_change)(void *), void *arg,
+             struct ctl_view **out)
+{
+    struct ctl_view *v = calloc(1, sizeof(*v));
+
+    *out = NULL;
+    if (!v) {
+        return -1;
+    }
+    v->cfg = *cfg;
+    if (v->cfg.tick_ms <= 0) {
+        v->cfg.tick_ms = 100;
+    }
+    v->on_change = on_change;
+    v->on_change_arg = arg;
+    pthread_mutex_init(&v->mu, NULL);
+    pthread_mutex_init(&v->snap_mu, NULL);
+    pthread_cond_init(&v->cond, NULL);
+    v->structure_dirty = true;
+    /* until the first refresh, show heartbeat times on this host's clock */
+    v->db_offset_ms = util_wall_ms() - util_mono_ms();
+    pthread_mutex_lock(&v->mu);
+    publish(v);
+    pthread_mutex_unlock(&v->mu);
+    if (!v->current) {
+        ctl_view_free(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int
+ctl_view_start(struct ctl_view *v)
+{
+    if (pthread_create(&v->tick, NULL, tick_main, v) != 0) {
+        return -1;
+    }
+    v->tick_started = true;
+    return 0;
+}
+
+void
+ctl_view_stop(struct ctl_view *v)
+{
+    if (!v->tick_started) {
+        return;
+    }
+    pthread_mutex_lock(&v->mu);
+    v->stop = true;
+    pthread_cond_signal(&v->cond);
+    pthread_mutex_unlock(&v->mu);
+    pthread_join(v->tick, NULL);
+    v->tick_started = false;
+}
+
+void
+ctl_view_free(struct ctl_view *v)
+{
+    if (!v) {
+        return;
+    }
+    ctl_view_stop(v);
+    for (size_t mi = 0; mi < v->nmodels; mi++) {
+        struct vmodel *m = v->models[mi];
+        for (size_t i = 0; i < m->n; i++) {
+            free(m->v[i]);
+        }
+        model_snap_release(m->snap);
+        free(m->v);
+        free(m);
+    }
+    free(v->models);
+    ctl_snap_release(v->current);
+    pthread_mutex_destroy(&v->mu);
+    pthread_mutex_destroy(&v->snap_mu);
+    pthread_cond_destroy(&v->cond);
+    free(v);
+}

@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ctl_writer.c - the controller's two database threads.
+ *
+ * DESIGN
+ * Writer. Loop threads queue ctl_job records (one per register, heartbeat,
+ * deregister or admin request). The writer takes everything queued (up to
+ * WRITER_MAX_BATCH) and commits it in one reg_apply transaction, so
+ * heartbeats that arrive close together share one commit (group commit
+ * without an artificial delay: while one batch commits, the next one
+ * forms). After the commit it applies the batch to the view (so a reader
+ * sees its own write at once) and posts every job back to its loop, which
+ * answers the client. A failed batch fails each of its jobs with 503; the
+ * registry layer has already retried it within its budget.
+ *
+ * Refresher. Polls the table: rows changed since the last poll every
+ * view_poll_ms (other controllers' registrations, deregistrations, admin
+ * changes), the whole table every view_refresh_ms (heartbeat times and
+ * deletions), and runs the idempotent sweep every heartbeat_interval_secs.
+ * Before its first success it applies the schema migrations.
+ *
+ * Each thread owns its own reg_store (one connection) for its lifetime.
+ */
+#include "ctl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define LOG_MODULE "controller"
+#include "log.h"
+#include "util.h"
+
+#define WRITER_MAX_BATCH 512
+#define POLL_SLACK_MS 5000 /* re-read changes this far back: slow commits */
+
+struct ctl_writer {
+    struct ctl_server *srv;
+    struct reg_store *store;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct ctl_job *head;
+    struct ctl_job *tail;
+    size_t qlen;
+    bool stop;
+    struct reg_stats last_stats;
+};
+
+static void
+add_stats(struct ctl_server *srv, struct reg_store *st, struct reg_stats *last)
+{
+    struct reg_stats now;
+
+    reg_get_stats(st, &now);
+    atomic_fetch_add(&srv->metrics.db_reconnects, now.reconnects - last->reconnects);
+    atomic_fetch_add(&srv->metrics.db_retries, now.retries - last->retries);
+    *last = now;
+}
+
+void
+ctl_db_note(struct ctl_server *srv, int rc, const char *err)
+{
+    bool was;
+
+    pthread_mutex_lock(&srv->db.mu);
+    was = srv->db.reachable;
+    if (rc == REG_OK) {
+        srv->db.reachable = true;
+        srv->db.last_ok_mono_ms = util_mono_ms();
+        srv->db.last_error[0] = '\0';
+    } else if (rc != REG_EBUSY && rc != REG_EINVAL && rc != REG_ENOTFOUND) {
+        srv->db.reachable = false;
+        util_strlcpy(srv->db.last_error, err ? err : reg_strerror(rc),
+                     sizeof(srv->db.last_error));
+    }
+    bool now = srv->db.reachable;
+    pthread_mutex_unlock(&srv->db.mu);
+    if (was && !now) {
+        log_error("registry database unreachable: %s", err ? err : reg_strerror(rc));
+    } else if (!was && now) {
+        log_info("registry database reachable");
+    }
+}
+
+/* ---- writer ---------------------------------------------------------------- */
+
+/* Fails the jobs that would add instances beyond --max_instances (they are
+ * answered 503) and compacts the rest to the front. Returns how many remain. */
+static size_t
+drop_overflow(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
+{
+    struct ctl_view *view = w->srv->view;
+    size_t keep = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct reg_op *op = &jobs[i]->op;
+        if ((op->kind == REG_OP_REGISTER || op->kind == REG_OP_HEARTBEAT) &&
+            ctl_view_would_overflow(view, op, 1)) {
+            jobs[i]->rc = CTL_RC_FULL;
+            http_loop_post(jobs[i]->loop, &jobs[i]->task);
+            continue;
+        }
+        jobs[keep++] = jobs[i];
+    }
+    return keep;
+}
+
+static void
+process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
+{
+    struct ctl_server *srv = w->srv;
+    struct reg_op *ops = NULL;
+    int64_t t0 = util_mono_ms();
+    int rc;
+
+    n = drop_overflow(w, jobs, n);
+    if (n == 0) {
+        return;
+    }
+    ops = malloc(n * sizeof(*ops));
+    if (!ops) {
+        rc = REG_ENOMEM;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            ops[i] = jobs[i]->op;
+        }
+        rc = reg_apply(w->store, ops, n);
+        add_stats(srv, w->store, &w->last_stats);
+    }
+    int64_t t1 = util_mono_ms();
+    metrics_hist_observe_us(&srv->metrics.commit_latency, (t1 - t0) * 1000);
+    atomic_fetch_add(&srv->metrics.batches, 1);
+    atomic_fetch_add(&srv->metrics.batch_ops, n);
+    if (rc == REG_OK) {
+        ctl_view_apply_ops(srv->view, ops, n);
+    }
+    ctl_db_note(srv, rc, ops ? reg_errmsg(w->store) : "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        struct ctl_job *job = jobs[i];
+        job->rc = rc;
+        if (rc == REG_OK) {
+            job->op.rc = ops[i].rc;
+            atomic_fetch_add(&srv->metrics.writes_ok[job->op.kind], 1);
+        } else {
+            util_strlcpy(job->errmsg, ops ? reg_errmsg(w->store) : "out of memory",
+                         sizeof(job->errmsg));
+            atomic_fetch_add(&srv->metrics.writes_failed, 1);
+        }
+        metrics_hist_observe_us(&srv->metrics.write_latency,
+                                (int64_t)(t1 * 1000) - job->enqueued_us);
+        http_loop_post(job->loop, &job->task);
+    }
+    free(ops);
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct ctl_writer *w = arg;
+    struct ctl_job *batch[WRITER_MAX_BATCH];
+
+    for (;;) {
+        size_t n = 0;
+
+        pthread_mutex_lock(&w->mu);
+        while (!w->head && !w->stop) {
+            pthread_cond_wait(&w->cond, &w->mu);
+        }
+        if (!w->head) {
+            pthread_mutex_unlock(&w->mu);
+            break; /* stopping, and the queue is drained */
+        }
+        while (w->head && n < WRITER_MAX_BATCH) {
+            batch[n++] = w->head;
+            w->head = w->head->next;
+        }
+        if (!w->head) {
+            w->tail = NULL;
+        }
+        w->qlen -= n;
+        pthread_mutex_unlock(&w->mu);
+        process_batch(w, batch, n);
+    }
+    reg_thread_end();
+    return NULL;
+}
+
+int
+ctl_writer_new(struct ctl_server *srv, struct ctl_writer **out)
+{
+    struct ctl_writer *w = calloc(1, sizeof(*w));
+
+    *out = NULL;
+    if (!w) {
+        return -1;
+    }
+    w->srv = srv;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    if (reg_open(&srv->regcfg, &w->store) != REG_OK) {
+        ctl_writer_free(w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+int
+ctl_writer_start(struct ctl_writer *w)
+{
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+bool
+ctl_writer_submit(struct ctl_writer *w, struct ctl_job *job)
+{
+    bool ok;
+
+    job->next = NULL;
+    job->enqueued_us = util_mono_ms() * 1000;
+    pthread_mutex_lock(&w->mu);
+    ok = !w->stop && (int64_t)w->qlen < w->srv->cfg->max_queue;
+    if (ok) {
+        if (w->tail) {
+            w->tail->next = job;
+        } else {
+            w->head = job;
+        }
+        w->tail = job;
+        w->qlen++;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return ok;
+}
+
+size_t
+ctl_writer_queue_len(struct ctl_writer *w)
+{
+    size_t n;
+
+    pthread_mutex_lock(&w->mu);
+    n = w->qlen;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+void
+ctl_writer_stop(struct ctl_writer *w)
+{
+    if (!w || !w->started) {
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void
+ctl_writer_free(struct ctl_writer *w)
+{
+    if (!w) {
+        return;
+    }
+    ctl_writer_stop(w);
+    reg_close(w->store);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
+/* ---- refresher ------------------------------------------------------------- */
+
+struct rowvec {
+    struct reg_instance *v;
+    size_t n;
+    size_t cap;
+};
+
+struct ctl_refresher {
+    struct ctl_server *srv;
+    struct reg_store *store;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stop;
+    bool migrated;
+    int64_t last_full_mono;
+    int64_t last_sweep_mono;
+    int64_t poll_since_ms; /* database time */
+    struct rowvec rows;
+    struct reg_stats last_stats;
+};
+
+static int
+collect(const struct reg_instance *in, void *arg)
+{
+    struct rowvec *rows = arg;
+
+    if (rows->n == rows->cap) {
+        size_t ncap = rows->cap ? rows->cap * 2 : 256;
+        struct reg_instance *nv = realloc(rows->v, ncap * sizeof(*nv));
+        if (!nv) {
+            return 1;
+        }
+        rows->v = nv;
+        rows->cap = ncap;
+    }
+    rows->v[rows->n++] = *in;
+    return 0;
+}
+
+static int
+do_refresh(struct ctl_refresher *r, bool full)
+{
+    struct ctl_server *srv = r->srv;
+    int64_t t0 = util_mono_ms();
+    uint64_t token = ctl_view_refresh_begin(srv->view);
+    int64_t db_now = 0;
+    int rc;
+
+    r->rows.n = 0;
+    rc = reg_list(r->store, full ? -1 : r->poll_since_ms, collect, &r->rows, &db_now);
+    add_stats(srv, r->store, &r->last_stats);
+    ctl_db_note(srv, rc, reg_errmsg(r->store));
+    atomic_fetch_add(&srv->metrics.refreshes, 1);
+    if (rc != REG_OK) {
+        atomic_fetch_add(&srv->metrics.refresh_errors, 1);
+        ctl_view_set_db_reachable(srv->view, false);
+        return rc;
+    }
+    int64_t t1 = util_mono_ms();
+    metrics_hist_observe_us(&srv->metrics.refresh_latency, (t1 - t0) * 1000);
+    ctl_view_set_db_reachable(srv->view, true);
+    ctl_view_refresh_apply(srv->view, token, r->rows.v, r->rows.n, full, db_now, t1);
+    r->poll_since_ms = db_now - POLL_SLACK_MS;
+    if (full) {
+        r->last_full_mono = t1;
+    }
+    return REG_OK;
+}
+
+static void
+do_sweep(struct ctl_refresher *r)
+{
+    struct ctl_server *srv = r->srv;
+    int marked = 0;
+    int deleted = 0;
+    int rc;
+
+    if (!ctl_view_sweep_allowed(srv->view)) {
+        return; /* during an outage or its grace period the stored times are stale */
+    }
+    rc = reg_sweep(r->store, srv->cfg->registry_gc_secs * 1000, &marked, &deleted);
+    if (rc != REG_OK) {
+        log_warn("registry sweep failed: %s", reg_errmsg(r->store));
+        return;
+    }
+    atomic_fetch_add(&srv->metrics.sweep_marked, (uint64_t)marked);
+    atomic_fetch_add(&srv->metrics.sweep_deleted, (uint64_t)deleted);
+    if (deleted > 0) {
+        log_info("registry sweep removed %d instance(s) silent for over %lld s", deleted,
+                 (long long)srv->cfg->registry_gc_secs);
+    }
+}
+
+/* One pass: migrate if still needed, refresh (full or incremental), sweep. */
+static void
+refresher_pass(struct ctl_refresher *r)
+{
+    struct ctl_server *srv = r->srv;
+    int64_t now = util_mono_ms();
+    int rc;
+
+    if (!r->migrated) {
+        rc = reg_migrate(r->store);
+        ctl_db_note(srv, rc, reg_errmsg(r->store));
+        if (rc != REG_OK) {
+            return;
+        }
+        r->migrated = true;
+        log_info("registry schema is up to date");
+    }
+    bool full = r->last_full_mono == 0 || now - r->last_full_mono >= srv->cfg->view_refresh_ms;
+    if (do_refresh(r, full) != REG_OK) {
+        return;
+    }
+    if (now - r->last_sweep_mono >= (int64_t)(srv->cfg->heartbeat_interval_secs * 1000)) {
+        r->last_sweep_mono = now;
+        do_sweep(r);
+    }
+}
+
+static void *
+refresher_main(void *arg)
+{
+    struct ctl_refresher *r = arg;
+    int64_t poll_ms = r->srv->cfg->view_poll_ms;
+
+    r->last_sweep_mono = util_mono_ms();
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        struct timespec ts;
+
+        pthread_mutex_unlock(&r->mu);
+        refresher_pass(r);
+        pthread_mutex_lock(&r->mu);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(poll_ms % 1000) * 1000000L;
+        ts.tv_sec += (time_t)(poll_ms / 1000) + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        if (!r->stop) {
+            pthread_cond_timedwait(&r->cond, &r->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    reg_thread_end();
+    return NULL;
+}
+
+int
+ctl_refresher_new(struct ctl_server *srv, struct ctl_refresher **out)
+{
+    struct ctl_refresher *r = calloc(1, sizeof(*r));
+
+    *out = NULL;
+    if (!r) {
+        return -1;
+    }
+    r->srv = srv;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    if (reg_open(&srv->regcfg, &r->store) != REG_OK) {
+        ctl_refresher_free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+int
+ctl_refresher_prime(struct ctl_refresher *r)
+{
+    int rc = reg_migrate(r->store);
+
+    ctl_db_note(r->srv, rc, reg_errmsg(r->store));
+    if (rc != REG_OK) {
+        return rc;
+    }
+    r->migrated = true;
+    return do_refresh(r, true);
+}
+
+const char *
+ctl_refresher_errmsg(struct ctl_refresher *r)
+{
+    return reg_errmsg(r->store);
+}
+
+int
+ctl_refresher_start(struct ctl_refresher *r)
+{
+    if (pthread_create(&r->thread, NULL, refresher_main, r) != 0) {
+        return -1;
+    }
+    r->started = true;
+    return 0;
+}
+
+void
+ctl_refresher_stop(struct ctl_refresher *r)
+{
+    if (!r || !r->started) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    r->started = false;
+}
+
+void
+ctl_refresher_free(struct ctl_refresher *r)
+{
+    if (!r) {
+        return;
+    }
+    ctl_refresher_stop(r);
+    reg_close(r->store);
+    free(r->rows.v);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cond);
+    free(r);
+}
