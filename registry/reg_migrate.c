@@ -19,6 +19,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+static bool
+blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Runs each ';'-terminated statement of `sql` (comment lines skipped). */
 static int
 exec_script(struct reg_store *st, const char *sql)
@@ -58,6 +69,11 @@ exec_script(struct reg_store *st, const char *sql)
             }
         }
         line = eol ? eol + 1 : line + n;
+    }
+    if (rc == REG_OK && !blank(stmt, used)) {
+        /* never record a migration as applied with its last statement unrun */
+        reg__set_err(st, "migration text ends without ';'");
+        rc = REG_ESCHEMA;
     }
     free(stmt);
     return rc;
