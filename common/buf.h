@@ -31,8 +31,9 @@ __attribute__((warn_unused_result)) int buf_append(struct buf *b, const void *p,
 __attribute__((warn_unused_result)) int buf_puts(struct buf *b, const char *s);
 __attribute__((warn_unused_result)) int buf_putc(struct buf *b, char c);
 __attribute__((warn_unused_result, format(printf, 2, 3))) int buf_printf(struct buf *b,
-                                                                          const char *fmt, ...);
-__attribute__((warn_unused_result)) int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+                                                                         const char *fmt, ...);
+__attribute__((warn_unused_result, format(printf, 2, 0))) int
+buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 
 /* Returns the heap storage (NUL-terminated, never NULL on success; caller
  * frees) and leaves `b` empty. Returns NULL only if allocation fails. */

@@ -68,10 +68,10 @@ set_value(const struct flag_def *d, void *cfg, const char *value, char *err, siz
     }
     case FLAG_DOUBLE: {
         double v = 0;
-        if (value && util_parse_double(value, ranged ? d->min : -1e308, ranged ? d->max : 1e308,
-                                       &v) != 0) {
-            snprintf(err, errcap, "--%s: '%s' is not a number in [%g, %g]", d->name, value,
-                     d->min, d->max);
+        if (value &&
+            util_parse_double(value, ranged ? d->min : -1e308, ranged ? d->max : 1e308, &v) != 0) {
+            snprintf(err, errcap, "--%s: '%s' is not a number in [%g, %g]", d->name, value, d->min,
+                     d->max);
             return -1;
         }
         memcpy(field, &v, sizeof(v));
@@ -244,8 +244,7 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
 }
 
 void
-flags_print_markdown(FILE *out, const char *title, const char *summary,
-                     const struct flag_def *defs)
+flags_print_markdown(FILE *out, const char *title, const char *summary, const struct flag_def *defs)
 {
     fprintf(out, "## %s\n\n%s\n\n| flag | default | environment | meaning |\n|---|---|---|---|\n",
             title, summary);

@@ -30,12 +30,12 @@ enum flag_type {
 enum { FLAG_SECRET = 1, /* never printed; warn when given on argv */ FLAG_HIDDEN = 2 };
 
 struct flag_def {
-    const char *name;    /* canonical, with underscores; NULL ends the table */
+    const char *name; /* canonical, with underscores; NULL ends the table */
     enum flag_type type;
-    size_t offset;       /* offsetof(config struct, field) */
-    const char *def;     /* default as text, NULL = unset / 0 / false */
-    double min, max;     /* numeric range (inclusive); ignored if min > max */
-    const char *env;     /* extra environment names, comma-separated, or NULL */
+    size_t offset;   /* offsetof(config struct, field) */
+    const char *def; /* default as text, NULL = unset / 0 / false */
+    double min, max; /* numeric range (inclusive); ignored if min > max */
+    const char *env; /* extra environment names, comma-separated, or NULL */
     unsigned flags;
     const char *metavar; /* "HOST", "SECS", ...; NULL for booleans */
     const char *help;    /* one sentence */

@@ -22,7 +22,9 @@
  *   on_close callback runs) but not parsed, and the read timeout is off
  *   (long polls).
  * - CLOSING: the response is being written; the connection is freed when
- *   the output buffer drains.
+ *   the output buffer drains. End of input outside HANDLING with responses
+ *   still queued (a client that half-closed after its requests) also leads
+ *   here, so those responses are delivered in full.
  * A connection is freed only from libevent callbacks (never inside
  * process_input), so nothing on the call stack can see it disappear.
  *
@@ -56,11 +58,12 @@
 #include <http_parser.h>
 
 #include "buf.h"
+#include "json_check.h"
 #include "json_write.h"
 #include "netaddr.h"
 #include "util.h"
 
-#define MAX_HEADERS 64
+#define MAX_HEADERS              64
 #define HANDLING_READ_HIGH_WATER (64 * 1024)
 
 enum conn_state { S_IDLE, S_READING, S_HANDLING, S_CLOSING };
@@ -87,6 +90,7 @@ struct http_request {
     char id[40];
     int64_t start_us;
     bool keepalive;
+    bool is_head; /* a HEAD whose headers were read: responses carry no body */
     void (*on_close)(struct http_request *, void *);
     void *on_close_arg;
     void *data;
@@ -159,30 +163,54 @@ const char *
 http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -435,7 +463,16 @@ set_read_timeout(struct conn *c, int ms)
     bufferevent_set_timeouts(c->bev, ms > 0 ? &rtv : NULL, &wtv);
 }
 
-/* Writes a status line and headers, and `body` (copied) unless it is NULL. */
+/* True when the request being answered on `c` is a HEAD: its response has
+ * the headers a GET would get (Content-Length included) but no body. */
+static bool
+answering_head(const struct conn *c)
+{
+    return c->req && c->req->is_head;
+}
+
+/* Writes a status line and headers, and `body` (copied) unless it is NULL
+ * or the request is a HEAD. */
 static void
 write_response(struct conn *c, int status, const char *ctype, const void *body, size_t len,
                const char *extra, bool keepalive, const char *reqid)
@@ -460,7 +497,7 @@ write_response(struct conn *c, int status, const char *ctype, const void *body, 
         evbuffer_add(out, extra, strlen(extra));
     }
     evbuffer_add(out, "\r\n", 2);
-    if (body && len) {
+    if (body && len && !answering_head(c)) {
         evbuffer_add(out, body, len);
     }
 }
@@ -492,7 +529,8 @@ close_after_write(struct conn *c)
     }
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         /* nothing to flush: free from the write callback path */
-        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        bufferevent_trigger(c->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     }
 }
 
@@ -558,7 +596,12 @@ http_reply_ref(struct http_request *req, int status, const char *content_type, c
     struct conn *c = req->conn;
     bool keepalive = req->keepalive && !req->loop->draining;
 
-    if (c) {
+    if (c && answering_head(c)) {
+        write_response(c, status, content_type, NULL, len, extra_headers, keepalive, req->id);
+        if (done) {
+            done(ctx);
+        }
+    } else if (c) {
         struct ref_ctx *r = done ? malloc(sizeof(*r)) : NULL;
         struct evbuffer *out = bufferevent_get_output(c->bev);
         write_response(c, status, content_type, NULL, len, extra_headers, keepalive, req->id);
@@ -610,7 +653,9 @@ http_reply_error(struct http_request *req, int status, const char *type, const c
     jw_raw(&w, ",\"param\":null,\"code\":");
     jw_str(&w, code);
     jw_raw(&w, "}}");
-    http_reply(req, status, "application/json", w.err ? "{}" : b.data, w.err ? 2 : b.len, NULL);
+    /* 429 and 503 are always worth retrying, a second later or elsewhere */
+    http_reply(req, status, "application/json", w.err ? "{}" : b.data, w.err ? 2 : b.len,
+               status == 429 || status == 503 ? "Retry-After: 1\r\n" : NULL);
     buf_cleanup(&b);
 }
 
@@ -657,12 +702,28 @@ on_url(http_parser *p, const char *at, size_t len)
     return head_append(p->data, at, len);
 }
 
+/* RFC 9110 5.6.2 token character. */
+static bool
+is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
 static int
 on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     struct http_request *req = c->req;
 
+    /* http-parser (not built strict) lets spaces into a name; RFC 9112 5.1
+     * says "Content-Length : 5" must be a 400, not a second opinion on
+     * framing that a proxy in front may not share. */
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)at[i])) {
+            return parse_fail(c, 400, "invalid character in header field name");
+        }
+    }
     if (req->hstate != H_FIELD) {
         if (head_end_piece(c) != 0) {
             return -1;
@@ -717,6 +778,10 @@ on_headers_complete(http_parser *p)
     const char *rid;
     char *q;
 
+    /* First, so that every response to a HEAD whose head was read (errors
+     * included) goes without a body. A request that fails earlier gets its
+     * error body: the connection closes after it, so nothing desyncs. */
+    req->is_head = p->method == HTTP_HEAD;
     if (req->hstate == H_FIELD) {
         /* a field without a value callback: an empty value */
         if (head_end_piece(c) != 0) {
@@ -823,8 +888,19 @@ dispatch(struct conn *c)
                 "\"invalid_request_error\",\"param\":null,\"code\":\"method_not_allowed\"}}";
             http_reply(req, 405, "application/json", body, sizeof(body) - 1, allow_hdr);
         } else {
-            http_reply_error(req, 404, "invalid_request_error", "not_found", "no such path: %.200s",
-                             http_req_path(req));
+            /* the path goes into JSON: whole UTF-8 characters only */
+            const char *path = http_req_path(req);
+            size_t n = strnlen(path, 200);
+            while (n > 0 && ((unsigned char)path[n] & 0xc0) == 0x80) {
+                n--;
+            }
+            if (json_utf8_valid(path, n)) {
+                http_reply_error(req, 404, "invalid_request_error", "not_found",
+                                 "no such path: %.*s", (int)n, path);
+            } else {
+                http_reply_error(req, 404, "invalid_request_error", "not_found",
+                                 "no such path (not UTF-8)");
+            }
         }
         return;
     }
@@ -874,8 +950,7 @@ process_input(struct conn *c)
                           c->error_msg);
             } else {
                 char msg[160];
-                snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
-                         http_errno_description(e));
+                snprintf(msg, sizeof(msg), "malformed HTTP request: %s", http_errno_description(e));
                 fail_conn(c, 400, "bad_request", msg);
             }
             break;
@@ -913,9 +988,16 @@ on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == S_READING) {
         fail_conn(c, 408, "request_timeout", "timed out reading the request");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && c->state != S_HANDLING &&
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        /* The client half-closed (shutdown(SHUT_WR) after its requests) but
+         * may still read: send what is queued, then close. (HANDLING keeps
+         * treating EOF as a disconnect: see the DESIGN note.) */
+        close_after_write(c);
         return;
     }
     conn_free(c); /* EOF, error, idle or write timeout */
@@ -937,7 +1019,7 @@ static void
 reject_connection(evutil_socket_t fd)
 {
 #define TOO_MANY                                                                                   \
-    "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","                    \
+    "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","                  \
     "\"param\":null,\"code\":\"too_many_connections\"}}"
     char resp[512];
     int n = snprintf(resp, sizeof(resp),
@@ -950,25 +1032,19 @@ reject_connection(evutil_socket_t fd)
     evutil_closesocket(fd);
 }
 
-static void
-on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+/* Sets up a connection on `loop` for the connected socket `fd` (owned from
+ * here on: closed on failure). Shared by on_accept and http_server_adopt. */
+static int
+conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa, size_t salen)
 {
-    struct http_loop *loop = arg;
     struct http_server *srv = loop->srv;
     struct conn *c;
     int one = 1;
 
-    (void)l;
-    if (atomic_load_explicit(&srv->open_conns, memory_order_relaxed) >= srv->cfg.max_connections ||
-        loop->draining) {
-        atomic_fetch_add_explicit(&loop->n_rejected, 1, memory_order_relaxed);
-        reject_connection(fd);
-        return;
-    }
     c = calloc(1, sizeof(*c));
     if (!c) {
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     c->loop = loop;
     c->bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -983,11 +1059,11 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
             event_free(c->deadline);
         }
         free(c);
-        return;
+        return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
-    netaddr_format(sa, c->peer_str, sizeof(c->peer_str));
+    memcpy(&c->peer, sa, salen < sizeof(c->peer) ? salen : sizeof(c->peer));
+    netaddr_format((const struct sockaddr *)&c->peer, c->peer_str, sizeof(c->peer_str));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->state = S_IDLE;
@@ -1002,6 +1078,44 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     set_read_timeout(c, srv->cfg.idle_timeout_ms);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    return 0;
+}
+
+static void
+on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct http_loop *loop = arg;
+    struct http_server *srv = loop->srv;
+
+    (void)l;
+    if (atomic_load_explicit(&srv->open_conns, memory_order_relaxed) >= srv->cfg.max_connections ||
+        loop->draining) {
+        atomic_fetch_add_explicit(&loop->n_rejected, 1, memory_order_relaxed);
+        reject_connection(fd);
+        return;
+    }
+    (void)conn_setup(loop, fd, sa, salen > 0 ? (size_t)salen : 0);
+}
+
+int
+http_server_adopt(struct http_server *srv, int loop_index, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+
+    if (loop_index < 0 || loop_index >= srv->nloops) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    memset(&ss, 0, sizeof(ss));
+    if (getpeername(fd, (struct sockaddr *)&ss, &sslen) != 0) {
+        sslen = 0;
+    }
+    if (evutil_make_socket_nonblocking(fd) != 0) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    return conn_setup(&srv->loops[loop_index], fd, (const struct sockaddr *)&ss, sslen);
 }
 
 static void

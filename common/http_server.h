@@ -47,19 +47,19 @@ struct http_route {
     const char *method; /* "GET", "POST", "DELETE", ... */
     const char *path;   /* exact match, e.g. "/api/health" */
     http_handler *handler;
-    unsigned flags;     /* the application's; see http_req_route_flags() */
+    unsigned flags; /* the application's; see http_req_route_flags() */
 };
 
 struct http_server_config {
-    const char *host;       /* bind address; default "127.0.0.1" */
-    int port;               /* 0 = let the kernel pick (see http_server_port) */
-    int threads;            /* event loops; default 1 */
-    size_t max_body;        /* default 1 MiB */
-    size_t max_header;      /* request line + headers; default 16 KiB */
-    int max_connections;    /* default 4096 */
-    int header_timeout_ms;  /* first byte of a request to end of its headers; default 10 s */
-    int idle_timeout_ms;    /* keep-alive idle and body inactivity; default 60 s */
-    int write_timeout_ms;   /* default 30 s */
+    const char *host;      /* bind address; default "127.0.0.1" */
+    int port;              /* 0 = let the kernel pick (see http_server_port) */
+    int threads;           /* event loops; default 1 */
+    size_t max_body;       /* default 1 MiB */
+    size_t max_header;     /* request line + headers; default 16 KiB */
+    int max_connections;   /* default 4096 */
+    int header_timeout_ms; /* first byte of a request to end of its headers; default 10 s */
+    int idle_timeout_ms;   /* keep-alive idle and body inactivity; default 60 s */
+    int write_timeout_ms;  /* default 30 s */
 };
 
 /* A hook run on every loop thread: at start (before any request) and at
@@ -99,6 +99,14 @@ int http_server_run(struct http_server *srv);
  * requests finish, then make http_server_run return once no connection is
  * left or `grace_ms` has passed. A second call with grace_ms 0 stops at once. */
 void http_server_shutdown(struct http_server *srv, int grace_ms);
+
+/* For tests and fuzzing: serves the already-connected socket `fd` (a
+ * socketpair end, say) as if loop `loop_index` had accepted it, bypassing
+ * the connection limit. The server owns `fd` from the call on and closes it
+ * when the connection ends (or at once on failure). Call it on that loop's
+ * thread, or while no loop runs (driving the loop's event_base yourself).
+ * Returns 0, or -1 (bad index, out of memory). */
+int http_server_adopt(struct http_server *srv, int loop_index, int fd);
 
 /* Frees a server whose run has returned (or never started). NULL-safe. */
 void http_server_free(struct http_server *srv);
@@ -172,7 +180,8 @@ void http_reply_ref(struct http_request *req, int status, const char *content_ty
                     void (*done)(void *ctx), void *ctx);
 
 /* {"error":{"message":"...","type":"...","param":null,"code":"..."}}, the
- * OpenAI error shape that every roster service uses. */
+ * OpenAI error shape that every roster service uses. 429 and 503 carry
+ * "Retry-After: 1". */
 void http_reply_error(struct http_request *req, int status, const char *type, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

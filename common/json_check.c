@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Length of the UTF-8 sequence at p (1..4), or 0 if it is not valid
  * (overlong forms, surrogates and code points above U+10FFFF rejected). */
 static size_t
@@ -37,8 +39,7 @@ utf8_seq(const unsigned char *p, size_t avail)
         return 3;
     }
     if (c >= 0xf0 && c <= 0xf4) {
-        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80) {
+        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80) {
             return 0;
         }
         if (c == 0xf0 && p[1] < 0x90) {
@@ -65,6 +66,34 @@ json_utf8_valid(const char *buf, size_t len)
         i += n;
     }
     return true;
+}
+
+/* The escape at p (p[0] is the backslash): its length (2, or 6 for \uXXXX),
+ * 0 when the input ends inside it, -1 when it is not one JSON allows, -2
+ * for \u0000. */
+static long
+escape_len(const unsigned char *p, size_t avail)
+{
+    unsigned v = 0;
+
+    if (avail < 2) {
+        return 0;
+    }
+    if (p[1] != 'u') {
+        return p[1] != '\0' && strchr("\"\\/bfnrt", p[1]) ? 2 : -1;
+    }
+    for (size_t k = 2; k < 6; k++) {
+        int h;
+        if (k >= avail) {
+            return 0;
+        }
+        h = util_hexval(p[k]);
+        if (h < 0) {
+            return -1;
+        }
+        v = v * 16 + (unsigned)h;
+    }
+    return v == 0 ? -2 : 6;
 }
 
 static int
@@ -101,13 +130,18 @@ json_check(const char *buf, size_t len, int max_depth, char *err, size_t errcap)
             if (c == '"') {
                 in_string = false;
             } else if (c == '\\') {
-                if (i + 1 >= len) {
+                /* Checked here, not left to cJSON: it reads "\u00zz" as
+                 * U+0000 (cutting the string short) and would let the byte
+                 * after "\u00\" skip the UTF-8 check above. */
+                long n_esc = escape_len(p + i, len - i);
+                if (n_esc == 0) {
                     return fail(err, errcap, "truncated escape", i);
                 }
-                if (p[i + 1] == 'u' && i + 5 < len && memcmp(p + i + 2, "0000", 4) == 0) {
-                    return fail(err, errcap, "\\u0000 in string", i);
+                if (n_esc < 0) {
+                    return fail(err, errcap,
+                                n_esc == -2 ? "\\u0000 in string" : "bad escape in string", i);
                 }
-                i += 2; /* skip the escaped byte; "\"" must not end the string */
+                i += (size_t)n_esc; /* "\"" must not end the string */
                 continue;
             }
         } else if (c == '"') {

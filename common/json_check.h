@@ -19,7 +19,8 @@
 #include <cjson/cJSON.h>
 
 /* Scans `len` bytes. Returns 0 when the bytes are valid UTF-8, every string
- * is free of raw control characters and \u0000, and nesting stays within
+ * is free of raw control characters and \u0000, every escape is one JSON
+ * allows (cJSON reads "\u00zz" as U+0000), and nesting stays within
  * `max_depth`; otherwise -1 with a short reason in `err` (cap `errcap`). */
 int json_check(const char *p, size_t len, int max_depth, char *err, size_t errcap);
 

@@ -22,12 +22,12 @@ struct jw {
 };
 
 void jw_init(struct jw *w, struct buf *b);
-void jw_raw(struct jw *w, const char *s);                /* appended as-is */
-void jw_str(struct jw *w, const char *s);                /* quoted, escaped; NULL -> null */
-void jw_strn(struct jw *w, const char *s, size_t n);     /* quoted, escaped */
-void jw_key(struct jw *w, const char *key);              /* "key": */
+void jw_raw(struct jw *w, const char *s);            /* appended as-is */
+void jw_str(struct jw *w, const char *s);            /* quoted, escaped; NULL -> null */
+void jw_strn(struct jw *w, const char *s, size_t n); /* quoted, escaped */
+void jw_key(struct jw *w, const char *key);          /* "key": */
 void jw_i64(struct jw *w, int64_t v);
-void jw_double(struct jw *w, double v);                  /* Python repr form: 1.0 */
+void jw_double(struct jw *w, double v); /* Python repr form: 1.0 */
 void jw_bool(struct jw *w, bool v);
 
 #endif

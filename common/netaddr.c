@@ -12,6 +12,8 @@
 
 #include "util.h"
 
+static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
 static int
 parse_one(const char *s, struct netaddr_cidr *c)
 {
@@ -40,6 +42,13 @@ parse_one(const char *s, struct netaddr_cidr *c)
             return -1;
         }
         c->prefix = (int)prefix;
+    }
+    if (c->family == AF_INET6 && c->prefix >= 96 && memcmp(c->addr, v4mapped, 12) == 0) {
+        /* "::ffff:10.0.0.1" means 10.0.0.1: peers are matched as IPv4 */
+        memmove(c->addr, c->addr + 12, 4);
+        memset(c->addr + 4, 0, 12);
+        c->family = AF_INET;
+        c->prefix -= 96;
     }
     return 0;
 }
@@ -114,14 +123,13 @@ prefix_match(const unsigned char *a, const unsigned char *net, int bits)
 static bool
 match_raw(const struct netaddr_list *l, int family, const unsigned char *addr)
 {
-    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
     if (family == AF_INET6 && memcmp(addr, v4mapped, 12) == 0) {
         family = AF_INET;
         addr += 12;
     }
     for (size_t i = 0; i < l->n; i++) {
-        if (l->items[i].family == family && prefix_match(addr, l->items[i].addr, l->items[i].prefix)) {
+        if (l->items[i].family == family &&
+            prefix_match(addr, l->items[i].addr, l->items[i].prefix)) {
             return true;
         }
     }

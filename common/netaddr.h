@@ -2,7 +2,8 @@
  *
  * netaddr.h - lists of CIDR networks ("127.0.0.0/8,::1/128") and membership
  * tests, for trusted-network and registered-address policies.
- * IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match as IPv4.
+ * IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match as IPv4, and a mapped
+ * entry in a list (prefix >= 96) is stored as the IPv4 network it names.
  */
 #ifndef ROSTER_NETADDR_H
 #define ROSTER_NETADDR_H
@@ -12,9 +13,9 @@
 #include <sys/socket.h>
 
 struct netaddr_cidr {
-    int family;              /* AF_INET or AF_INET6 */
-    unsigned char addr[16];  /* network byte order; 4 bytes used for IPv4 */
-    int prefix;              /* prefix length in bits */
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network byte order; 4 bytes used for IPv4 */
+    int prefix;             /* prefix length in bits */
 };
 
 struct netaddr_list {

@@ -9,21 +9,7 @@
 #include <string.h>
 
 #include "json_check.h"
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
+#include "util.h"
 
 /* Decodes src[0..n) into dst (room for n+1), NUL-terminates. Returns the
  * decoded length or -1. */
@@ -42,8 +28,8 @@ decode(const char *src, size_t n, char *dst)
             if (i + 2 >= n) {
                 return -1;
             }
-            hi = hexval(src[i + 1]);
-            lo = hexval(src[i + 2]);
+            hi = util_hexval((unsigned char)src[i + 1]);
+            lo = util_hexval((unsigned char)src[i + 2]);
             if (hi < 0 || lo < 0) {
                 return -1;
             }

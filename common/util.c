@@ -70,7 +70,10 @@ util_parse_double(const char *s, double min, double max, double *out)
     char *end = NULL;
     double v;
 
-    if (!s || !*s || strchr(" \t\r\n", *s)) {
+    /* Decimal only, no surrounding space: strtod alone would also skip any
+     * leading white space ("\v1") and read hex ("0x10", "0x1p3"), which
+     * Python's float() refuses. */
+    if (!s || !*s || !strchr("0123456789+-.", *s) || strpbrk(s, "xX")) {
         return -1;
     }
     errno = 0;
@@ -100,6 +103,21 @@ util_parse_bool(const char *s, bool *out)
             *out = false;
             return 0;
         }
+    }
+    return -1;
+}
+
+int
+util_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
     }
     return -1;
 }
@@ -178,26 +196,41 @@ util_random_below(uint64_t n)
 void
 util_format_double(double v, char *out, size_t cap)
 {
+    char sci[40];
+    char digits[20];
+    size_t nd = 0;
+    int prec = 0;
+    int exp10;
+    const char *e;
+
     if (!isfinite(v)) {
         snprintf(out, cap, "%s", isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity"));
         return;
     }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, cap, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) {
+    /* The fewest significant digits that read back as the same double... */
+    for (prec = 0; prec <= 16; prec++) {
+        snprintf(sci, sizeof(sci), "%.*e", prec, v);
+        if (prec == 16 || strtod(sci, NULL) == v) {
             break;
         }
     }
-    /* Python prints integral floats with ".0" and never a bare exponent
-     * without a dot-free mantissa marker; "%g" gives "1" or "1e+100". */
-    if (!strpbrk(out, ".eEn")) {
-        size_t n = strlen(out);
-        if (n + 2 < cap) {
-            out[n] = '.';
-            out[n + 1] = '0';
-            out[n + 2] = '\0';
+    /* ...then laid out as Python's repr does: positional when the decimal
+     * exponent is in [-4, 16), scientific otherwise ("1e-05", "1e+16"), and
+     * a positional number always has a fractional part ("100.0"). */
+    e = strchr(sci, 'e');
+    exp10 = e ? (int)strtol(e + 1, NULL, 10) : 0;
+    if (exp10 >= -4 && exp10 < 16) {
+        snprintf(out, cap, "%.*f", prec > exp10 ? prec - exp10 : 1, v);
+        return;
+    }
+    for (const char *p = sci; p < e && nd + 1 < sizeof(digits); p++) {
+        if (*p >= '0' && *p <= '9') {
+            digits[nd++] = *p;
         }
     }
+    digits[nd] = '\0';
+    snprintf(out, cap, "%s%c%s%se%c%02d", v < 0 ? "-" : "", digits[0], nd > 1 ? "." : "",
+             nd > 1 ? digits + 1 : "", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
 }
 
 void

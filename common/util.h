@@ -31,6 +31,9 @@ int util_parse_bool(const char *s, bool *out);
  * result >= cap means truncation. */
 size_t util_strlcpy(char *dst, const char *src, size_t cap);
 
+/* The value of hex digit c (0-15), or -1. */
+int util_hexval(unsigned char c);
+
 /* Constant-time equality of two byte strings (time depends only on the
  * lengths). Returns true when equal. */
 bool util_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

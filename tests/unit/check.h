@@ -21,7 +21,7 @@ static int check_case_failed;
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
             check_case_failed = 1;                                                                 \
             return;                                                                                \
         }                                                                                          \
@@ -32,7 +32,7 @@ static int check_case_failed;
         long long check_a_ = (long long)(a);                                                       \
         long long check_b_ = (long long)(b);                                                       \
         if (check_a_ != check_b_) {                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
                     #a, #b, check_a_, check_b_);                                                   \
             check_case_failed = 1;                                                                 \
             return;                                                                                \
@@ -44,8 +44,8 @@ static int check_case_failed;
         const char *check_a_ = (a);                                                                \
         const char *check_b_ = (b);                                                                \
         if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__,       \
-                    __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__,        \
+                    __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                              \
                     check_b_ ? check_b_ : "(null)");                                               \
             check_case_failed = 1;                                                                 \
             return;                                                                                \

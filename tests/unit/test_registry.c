@@ -37,8 +37,8 @@
 static long long
 n_migrations(void)
 {
-    const struct reg_migration *m = g_kind == REG_MYSQL ? reg_migrations_mysql
-                                                        : reg_migrations_sqlite;
+    const struct reg_migration *m =
+        g_kind == REG_MYSQL ? reg_migrations_mysql : reg_migrations_sqlite;
     long long n = 0;
 
     while (m[n].version) {
