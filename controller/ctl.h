@@ -162,6 +162,7 @@ struct ctl_view_config {
     int64_t default_lease_ms;
     int64_t tick_ms;       /* lease-expiry check period */
     int64_t max_instances; /* bound on the table */
+    int64_t stale_ms;      /* no lease expires on data older than this (0 = no limit) */
 };
 
 /* `on_change(arg)` runs (on a view thread) after a snapshot whose routing

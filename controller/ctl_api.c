@@ -284,7 +284,8 @@ etag_matches(const char *inm, uint64_t etag)
         if (strncmp(p, "W/", 2) == 0) {
             p += 2;
         }
-        if (*p == '*' || (strncmp(p, want, wl) == 0 && (p[wl] == '\0' || p[wl] == ',' || p[wl] == ' '))) {
+        if (*p == '*' ||
+            (strncmp(p, want, wl) == 0 && (p[wl] == '\0' || p[wl] == ',' || p[wl] == ' '))) {
             return true;
         }
         while (*p && *p != ',') {
@@ -628,7 +629,7 @@ h_health(struct http_request *req, void *arg)
     jw_i64(&w, (int64_t)snap->n_routable);
     jw_raw(&w, "},\"writes\":{\"auth\":");
     jw_str(&w, srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? "secret or trusted network"
-                                                                        : "trusted network only");
+                                                                     : "trusted network only");
     jw_raw(&w, ",\"queue\":");
     jw_i64(&w, (int64_t)ctl_writer_queue_len(srv->writer));
     jw_raw(&w, "},\"uptime_ms\":");
@@ -660,7 +661,8 @@ gauge(struct buf *b, const char *name, const char *help, double v)
 static void
 h_metrics(struct http_request *req, void *arg)
 {
-    static const char *const kinds[] = {"", "register", "heartbeat", "deregister", "remove", "admin"};
+    static const char *const kinds[] = {"",           "register", "heartbeat",
+                                        "deregister", "remove",   "admin"};
     struct ctl_server *srv = server_of(arg);
     struct ctl_metrics *m = &srv->metrics;
     struct http_server_stats hs;
@@ -670,7 +672,8 @@ h_metrics(struct http_request *req, void *arg)
 
     http_server_get_stats(srv->http, &hs);
     buf_init(&b, 1024 * 1024);
-    (void)metrics_header(&b, "roster_http_requests_total", "counter", "HTTP requests by status class.");
+    (void)metrics_header(&b, "roster_http_requests_total", "counter",
+                         "HTTP requests by status class.");
     (void)metrics_sample(&b, "roster_http_requests_total", "class=\"2xx\"", (double)hs.status_2xx);
     (void)metrics_sample(&b, "roster_http_requests_total", "class=\"3xx\"", (double)hs.status_3xx);
     (void)metrics_sample(&b, "roster_http_requests_total", "class=\"4xx\"", (double)hs.status_4xx);
@@ -684,25 +687,32 @@ h_metrics(struct http_request *req, void *arg)
     for (int k = REG_OP_REGISTER; k <= REG_OP_ADMIN; k++) {
         char lab[32];
         snprintf(lab, sizeof(lab), "kind=\"%s\"", kinds[k]);
-        (void)metrics_sample(&b, "roster_registry_writes_total", lab, (double)atomic_load(&m->writes_ok[k]));
+        (void)metrics_sample(&b, "roster_registry_writes_total", lab,
+                             (double)atomic_load(&m->writes_ok[k]));
     }
     counter(&b, "roster_registry_write_failures_total", "Writes that failed (answered 503).",
             atomic_load(&m->writes_failed));
-    counter(&b, "roster_registry_batches_total", "Write transactions (batches).", atomic_load(&m->batches));
+    counter(&b, "roster_registry_batches_total", "Write transactions (batches).",
+            atomic_load(&m->batches));
     counter(&b, "roster_registry_batch_ops_total", "Operations written in batches.",
             atomic_load(&m->batch_ops));
     counter(&b, "roster_registry_rejected_total", "Writes refused: queue full.",
             atomic_load(&m->rejected_queue_full));
     counter(&b, "roster_auth_rejected_total", "Requests refused for a missing or wrong secret.",
             atomic_load(&m->rejected_auth));
-    counter(&b, "roster_db_reconnects_total", "Database reconnect attempts.", atomic_load(&m->db_reconnects));
-    counter(&b, "roster_db_retries_total", "Database retries (deadlock, lock wait, lost connection).",
+    counter(&b, "roster_db_reconnects_total", "Database reconnect attempts.",
+            atomic_load(&m->db_reconnects));
+    counter(&b, "roster_db_retries_total",
+            "Database retries (deadlock, lock wait, lost connection).",
             atomic_load(&m->db_retries));
-    counter(&b, "roster_view_refreshes_total", "Reads of the registry table.", atomic_load(&m->refreshes));
+    counter(&b, "roster_view_refreshes_total", "Reads of the registry table.",
+            atomic_load(&m->refreshes));
     counter(&b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
             atomic_load(&m->refresh_errors));
-    counter(&b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.", atomic_load(&m->sweep_marked));
-    counter(&b, "roster_sweep_deleted_total", "Rows the sweep deleted.", atomic_load(&m->sweep_deleted));
+    counter(&b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.",
+            atomic_load(&m->sweep_marked));
+    counter(&b, "roster_sweep_deleted_total", "Rows the sweep deleted.",
+            atomic_load(&m->sweep_deleted));
     gauge(&b, "roster_write_queue_length", "Writes waiting for the database.",
           (double)ctl_writer_queue_len(srv->writer));
     gauge(&b, "roster_watchers", "Watches (long polls) held.", (double)atomic_load(&m->watchers));
@@ -712,7 +722,8 @@ h_metrics(struct http_request *req, void *arg)
     gauge(&b, "roster_view_models", "Models in the view.", (double)snap->nmodels);
     gauge(&b, "roster_view_age_seconds", "Time since the table was last read.",
           refreshed ? (double)(util_mono_ms() - refreshed) / 1000.0 : -1);
-    (void)metrics_header(&b, "roster_registry_commit_seconds", "histogram", "Write transaction latency.");
+    (void)metrics_header(&b, "roster_registry_commit_seconds", "histogram",
+                         "Write transaction latency.");
     (void)metrics_hist_write(&b, "roster_registry_commit_seconds", NULL, &m->commit_latency);
     (void)metrics_header(&b, "roster_registry_write_seconds", "histogram",
                          "Time from a write's arrival to its commit.");
@@ -735,7 +746,8 @@ ctl_api_access_log(struct http_request *req, int status, size_t len, int64_t us,
     enum log_level lvl = LOG_LVL_DEBUG;
     char esc[256];
 
-    if (srv->cfg->access_log || (flags & CTL_ROUTE_WRITE && strcmp(path, "/api/controller/heartbeat") != 0)) {
+    if (srv->cfg->access_log ||
+        (flags & CTL_ROUTE_WRITE && strcmp(path, "/api/controller/heartbeat") != 0)) {
         lvl = LOG_LVL_INFO;
     }
     if (status >= 500) {

@@ -16,7 +16,9 @@
 
 /* lo > hi means "no range" */
 #define F(name, type, def, lo, hi, env, fl, meta, help)                                            \
-    {#name, type, offsetof(struct ctl_config, name), def, lo, hi, env, fl, meta, help}
+    {                                                                                              \
+#name, type, offsetof(struct ctl_config, name), def, lo, hi, env, fl, meta, help           \
+    }
 
 const struct flag_def ctl_flag_defs[] = {
     F(host, FLAG_STR, "0.0.0.0", 1, 0, NULL, 0, "ADDR",
@@ -142,8 +144,8 @@ ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
 void
 ctl_config_registry(const struct ctl_config *cfg, struct reg_config *out)
 {
-    bool mysql = strcmp(cfg->registry_db_type, "mysql") == 0 &&
-                 strcmp(cfg->registry_type, "embedded") != 0;
+    bool mysql =
+        strcmp(cfg->registry_db_type, "mysql") == 0 && strcmp(cfg->registry_type, "embedded") != 0;
     const char *name = cfg->registry_db_name;
 
     memset(out, 0, sizeof(*out));

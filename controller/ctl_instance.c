@@ -101,6 +101,11 @@ opt_string(const cJSON *root, const char *key, char *dst, size_t max, bool *pres
         snprintf(err, errcap, "field '%s' is longer than %zu bytes", key, max);
         return -1;
     }
+    for (const char *c = it->valuestring; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            return fail(err, errcap, "field '%s' must not contain control characters", key);
+        }
+    }
     util_strlcpy(dst, it->valuestring, max + 1);
     *present = true;
     return 0;
@@ -178,8 +183,7 @@ parse_key(const cJSON *root, struct reg_instance *out, char *err, size_t errcap)
         return fail(err, errcap, "field '%s' is required", "model_name");
     }
     if (!cJSON_IsString(name) || !ctl_valid_model_name(name->valuestring)) {
-        return fail(err, errcap,
-                    "field '%s' must be \"<model>@<worker_type>\", at most 128 bytes",
+        return fail(err, errcap, "field '%s' must be \"<model>@<worker_type>\", at most 128 bytes",
                     "model_name");
     }
     if (!host) {
@@ -332,8 +336,8 @@ out:
 }
 
 int
-ctl_instance_parse_delete(const char *query, struct reg_instance *out, bool *remove_out,
-                          char *err, size_t errcap)
+ctl_instance_parse_delete(const char *query, struct reg_instance *out, bool *remove_out, char *err,
+                          size_t errcap)
 {
     struct query q;
     const char *name;

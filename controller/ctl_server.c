@@ -256,6 +256,9 @@ ctl_main(int argc, char **argv)
     vc.default_lease_ms = srv.regcfg.default_lease_ms;
     vc.tick_ms = 100;
     vc.max_instances = cfg.max_instances;
+    /* a refresh succeeds every view_poll_ms while the database answers;
+     * beyond this, the refresher is stuck (database unreachable) */
+    vc.stale_ms = cfg.view_poll_ms + 500;
     if (setup_networks(&srv) != 0) {
         code = EX_USAGE;
         goto out;

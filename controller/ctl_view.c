@@ -23,7 +23,10 @@
  * Database outages (the mass-eviction brake): while the refresher cannot
  * reach the database, leases do not expire (frozen: the workers cannot
  * heartbeat either); when it comes back, every instance that was alive
- * gets one lease of grace to heartbeat again before it can expire.
+ * gets one lease of grace to heartbeat again before it can expire. Leases
+ * also stop running once the table has not been read for cfg.stale_ms (a
+ * refresh stuck in its retry budget), so the seconds before the refresher
+ * gives up and freezes the view evict no one either.
  *
  * Lock order: mu, then snap_mu. on_change runs with neither held.
  */
@@ -176,7 +179,12 @@ ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only)
         return s->etag[routable_only];
     }
     m = ctl_snap_model(s, name);
-    return m ? m->etag[routable_only] : fnv(FNV_INIT, "absent", 6);
+    if (!m) {
+        /* an absent model and one without routable instances give the same
+         * (empty) routable list, so they share its ETag */
+        return routable_only ? FNV_INIT : fnv(FNV_INIT, "absent", 6);
+    }
+    return m->etag[routable_only];
 }
 
 void
@@ -362,6 +370,14 @@ compute_alive(const struct ctl_view *v, const struct vinst *in, int64_t now)
     }
     if (in->grace_until_mono > now) {
         return true;
+    }
+    /* The database has confirmed nothing for a while: the refresher is
+     * stuck retrying an unreachable server and heartbeats cannot commit
+     * either. Time stands still for leases until it answers (or fails and
+     * freezes the view), so the start of an outage evicts no one. */
+    if (v->cfg.stale_ms > 0 && v->last_refresh_mono > 0 &&
+        now > v->last_refresh_mono + v->cfg.stale_ms) {
+        now = v->last_refresh_mono + v->cfg.stale_ms;
     }
     return in->rec.has_last_heartbeat && now - in->hb_mono_ms <= lease_of(v, in);
 }
@@ -560,8 +576,8 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
         si->alive = in->alive;
         si->routable = in->alive && in->rec.enabled && w > 0;
         si->lease_ms = lease_of(v, in);
-        si->age_ms = in->rec.has_last_heartbeat ? (now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0)
-                                                : -1;
+        si->age_ms =
+            in->rec.has_last_heartbeat ? (now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0) : -1;
         if (in->rec.has_last_heartbeat) {
             si->rec.last_heartbeat_ms = now + v->db_offset_ms - si->age_ms;
         }
@@ -642,6 +658,9 @@ publish(struct ctl_view *v)
         s->n_alive += ms->n_alive;
         s->n_routable += ms->n_routable;
         for (int k = 0; k < 2; k++) {
+            if (k == 1 && ms->n_routable == 0) {
+                continue; /* not in the routable list: must not change its ETag */
+            }
             s->etag[k] = fnv(s->etag[k], ms->name, strlen(ms->name) + 1);
             s->etag[k] = fnv(s->etag[k], &ms->etag[k], sizeof(ms->etag[k]));
         }
@@ -673,7 +692,7 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
     struct vmodel *m = NULL;
     size_t idx = 0;
     struct vinst *in = find_inst(v, &op->inst, &m, &idx);
-    bool was_alive;
+    bool dirty = false;
 
     if (!in) {
         in = insert_inst(v, &op->inst);
@@ -683,22 +702,20 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
         in->rec.has_weight_override = false;
         in->rec.healthy = true;
         m = get_model(v, op->inst.model_name, false);
-        was_alive = false;
+        dirty = true;
     } else {
-        was_alive = in->alive;
         if (op->kind == REG_OP_REGISTER) {
-            if (in->rec.weight != op->inst.weight ||
-                (op->inst.has_prompt_template &&
-                 strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0)) {
-                mark(v, m);
-            }
+            dirty |= in->rec.weight != op->inst.weight;
             in->rec.weight = op->inst.weight;
             if (op->inst.has_prompt_template) {
+                dirty |= !in->rec.has_prompt_template ||
+                         strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0;
                 in->rec.has_prompt_template = true;
                 memcpy(in->rec.prompt_template, op->inst.prompt_template,
                        sizeof(in->rec.prompt_template));
             }
         }
+        dirty |= !in->rec.healthy || in->rec.lease_ms != op->inst.lease_ms;
         in->rec.healthy = true;
         in->rec.lease_ms = op->inst.lease_ms;
         in->rec.in_flight = op->inst.in_flight;
@@ -709,8 +726,15 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
     in->hb_mono_ms = now;
     in->grace_until_mono = 0;
     in->write_seq = ++v->seq;
-    in->alive = compute_alive(v, in, now);
-    if (in->alive != was_alive && m) {
+    bool alive = compute_alive(v, in, now);
+    dirty |= alive != in->alive;
+    in->alive = alive;
+    /* Only what routing or a registration changes rebuilds the model's
+     * snapshot at once: a new instance, a revived one, a new weight, template
+     * or lease. A plain heartbeat's last_heartbeat and load reach the list
+     * with the next full refresh (view_refresh_ms); rebuilding on every
+     * heartbeat cost a snapshot per model per batch (docs/performance.md). */
+    if (m && dirty) {
         mark(v, m);
     }
 }
@@ -869,6 +893,11 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_inst
                     remove_inst(v, m, i);
                 }
             }
+            /* heartbeat ages (view=full) are computed when a snapshot is
+             * built: rebuild every model once per full refresh so they are
+             * never older than --view_refresh_ms. No watcher wakes for
+             * this: the ETags do not change. */
+            mark(v, m);
         }
     }
     v->db_offset_ms = db_now_ms - mono_end;

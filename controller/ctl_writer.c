@@ -11,7 +11,9 @@
  * forms). After the commit it applies the batch to the view (so a reader
  * sees its own write at once) and posts every job back to its loop, which
  * answers the client. A failed batch fails each of its jobs with 503; the
- * registry layer has already retried it within its budget.
+ * registry layer has already retried it within its budget. When it failed
+ * because the database is unreachable, the jobs that queued meanwhile fail
+ * with it, so no write waits more than about one retry budget.
  *
  * Refresher. Polls the table: rows changed since the last poll every
  * view_poll_ms (other controllers' registrations, deregistrations, admin
@@ -32,7 +34,7 @@
 #include "util.h"
 
 #define WRITER_MAX_BATCH 512
-#define POLL_SLACK_MS 5000 /* re-read changes this far back: slow commits */
+#define POLL_SLACK_MS    5000 /* re-read changes this far back: slow commits */
 
 struct ctl_writer {
     struct ctl_server *srv;
@@ -72,8 +74,7 @@ ctl_db_note(struct ctl_server *srv, int rc, const char *err)
         srv->db.last_error[0] = '\0';
     } else if (rc != REG_EBUSY && rc != REG_EINVAL && rc != REG_ENOTFOUND) {
         srv->db.reachable = false;
-        util_strlcpy(srv->db.last_error, err ? err : reg_strerror(rc),
-                     sizeof(srv->db.last_error));
+        util_strlcpy(srv->db.last_error, err ? err : reg_strerror(rc), sizeof(srv->db.last_error));
     }
     bool now = srv->db.reachable;
     pthread_mutex_unlock(&srv->db.mu);
@@ -107,7 +108,7 @@ drop_overflow(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
     return keep;
 }
 
-static void
+static int
 process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
 {
     struct ctl_server *srv = w->srv;
@@ -117,7 +118,7 @@ process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
 
     n = drop_overflow(w, jobs, n);
     if (n == 0) {
-        return;
+        return REG_OK;
     }
     ops = malloc(n * sizeof(*ops));
     if (!ops) {
@@ -153,6 +154,33 @@ process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
         http_loop_post(job->loop, &job->task);
     }
     free(ops);
+    return rc;
+}
+
+/* Fails every queued job with REG_EUNAVAIL, untried: they queued while a
+ * batch spent its whole retry budget on an unreachable database, and
+ * trying them now would make them wait one more budget (clients would
+ * time out instead of getting a 503 they can act on). */
+static void
+fail_queued(struct ctl_writer *w)
+{
+    struct ctl_server *srv = w->srv;
+    struct ctl_job *job;
+
+    pthread_mutex_lock(&w->mu);
+    job = w->head;
+    w->head = w->tail = NULL;
+    w->qlen = 0;
+    pthread_mutex_unlock(&w->mu);
+    while (job) {
+        struct ctl_job *next = job->next;
+        job->rc = REG_EUNAVAIL;
+        util_strlcpy(job->errmsg, "not tried: the previous batch found the database unreachable",
+                     sizeof(job->errmsg));
+        atomic_fetch_add(&srv->metrics.writes_failed, 1);
+        http_loop_post(job->loop, &job->task);
+        job = next;
+    }
 }
 
 static void *
@@ -181,7 +209,9 @@ writer_main(void *arg)
         }
         w->qlen -= n;
         pthread_mutex_unlock(&w->mu);
-        process_batch(w, batch, n);
+        if (process_batch(w, batch, n) == REG_EUNAVAIL) {
+            fail_queued(w);
+        }
     }
     reg_thread_end();
     return NULL;
