@@ -11,7 +11,7 @@
 #include "flags.h"
 
 struct cli_cmd {
-    const char *name;    /* "start", "model" */
+    const char *name; /* "start", "model" */
     const char *usage;
     const char *summary;
     int (*run)(int argc, char **argv); /* argv[0] is the first argument after the name */

@@ -38,8 +38,11 @@ struct model_opts {
     int64_t timeout_ms;
 };
 
-#define F(name, type, def, lo, hi, env, fl, meta, help)                                            \
+/* clang-format 14 would put the stringized name on a line of its own */
+// clang-format off
+#define F(name, type, def, lo, hi, env, fl, meta, help) \
     {#name, type, offsetof(struct model_opts, name), def, lo, hi, env, fl, meta, help}
+// clang-format on
 
 const struct flag_def cli_model_flag_defs[] = {
     F(controller_addr, FLAG_STR, "http://127.0.0.1:8000", 1, 0, "CONTROLLER_ADDRESS", 0, "URLS",
@@ -152,10 +155,9 @@ display_width(const char *s)
 
 #define NCOLS 10
 
-static const char *const headers[NCOLS] = {"Model Name",      "Model Type",     "Host",
-                                           "Port",            "Healthy",        "Enabled",
-                                           "Prompt Template", "Last Heartbeat", "Weight",
-                                           "Load"};
+static const char *const headers[NCOLS] = {
+    "Model Name", "Model Type",      "Host",           "Port",   "Healthy",
+    "Enabled",    "Prompt Template", "Last Heartbeat", "Weight", "Load"};
 
 static void
 row_cells(const cJSON *it, char cells[NCOLS][160])
@@ -374,9 +376,10 @@ out:
 static void
 help(FILE *out)
 {
-    fprintf(out, "usage: roster model list [--model_name NAME] [--json]\n"
-                 "       roster model set --model_name NAME --host HOST --port PORT\n"
-                 "                        [--weight W | --clear_weight] [--enabled true|false]\n\n");
+    fprintf(out,
+            "usage: roster model list [--model_name NAME] [--json]\n"
+            "       roster model set --model_name NAME --host HOST --port PORT\n"
+            "                        [--weight W | --clear_weight] [--enabled true|false]\n\n");
     flags_print_help(out, "roster model list|set [options]", cli_model_summary,
                      cli_model_flag_defs);
 }

@@ -15,10 +15,11 @@
 #include "log.h"
 
 /* lo > hi means "no range" */
-#define F(name, type, def, lo, hi, env, fl, meta, help)                                            \
-    {                                                                                              \
-#name, type, offsetof(struct ctl_config, name), def, lo, hi, env, fl, meta, help           \
-    }
+/* clang-format 14 would put the stringized name on a line of its own */
+// clang-format off
+#define F(name, type, def, lo, hi, env, fl, meta, help) \
+    {#name, type, offsetof(struct ctl_config, name), def, lo, hi, env, fl, meta, help}
+// clang-format on
 
 const struct flag_def ctl_flag_defs[] = {
     F(host, FLAG_STR, "0.0.0.0", 1, 0, NULL, 0, "ADDR",

@@ -36,14 +36,14 @@ struct reg_store;
 struct reg_backend_ops {
     int version; /* REG_BACKEND_OPS_VERSION */
     const char *name;
-    int (*init)(struct reg_store *st);   /* allocate st->be; no I/O */
-    void (*fini)(struct reg_store *st);  /* disconnect and free st->be */
+    int (*init)(struct reg_store *st);  /* allocate st->be; no I/O */
+    void (*fini)(struct reg_store *st); /* disconnect and free st->be */
     int (*connect)(struct reg_store *st);
     void (*disconnect)(struct reg_store *st);
     /* migrations (reg_migrate.c drives these) */
     int (*migrate_lock)(struct reg_store *st);
     int (*migrate_unlock)(struct reg_store *st, bool commit);
-    int (*migrate_exec)(struct reg_store *st, const char *sql); /* "already exists" is OK */
+    int (*migrate_exec)(struct reg_store *st, const char *sql);         /* "already exists" is OK */
     int (*migrate_applied)(struct reg_store *st, uint64_t *bitmap_out); /* versions 1..64 */
     int (*migrate_record)(struct reg_store *st, int version, const char *name);
     /* data */
@@ -57,8 +57,8 @@ struct reg_backend_ops {
 struct reg_store {
     struct reg_config cfg; /* strings owned (strdup'd by reg_open) */
     const struct reg_backend_ops *ops;
-    void *be;       /* backend state */
-    bool connected; /* maintained by the wrappers */
+    void *be;                /* backend state */
+    bool connected;          /* maintained by the wrappers */
     int64_t next_connect_ms; /* monotonic; reconnect backoff while the database is down */
     int connect_backoff_ms;
     struct reg_stats stats;

@@ -7,9 +7,9 @@
 #define ROSTER_REG_MIGRATIONS_H
 
 struct reg_migration {
-    int version;       /* NNNN of the file name; 0 ends the array */
-    const char *name;  /* the file name */
-    const char *sql;   /* statements, each ending with ';' at the end of a line */
+    int version;      /* NNNN of the file name; 0 ends the array */
+    const char *name; /* the file name */
+    const char *sql;  /* statements, each ending with ';' at the end of a line */
 };
 
 extern const struct reg_migration reg_migrations_mysql[];

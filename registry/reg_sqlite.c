@@ -25,11 +25,12 @@
 
 #include <sqlite3.h>
 
-#define TABLE "dbgpt_cluster_registry_instance"
-#define NOW_MS "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+#define TABLE    "dbgpt_cluster_registry_instance"
+#define NOW_MS   "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
 #define NOW_TEXT "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-#define HB_MS "CAST(ROUND((julianday(last_heartbeat) - 2440587.5) * 86400000.0) AS INTEGER)"
-#define KEY_WHERE "model_name = ?1 AND host = ?2 AND port = ?3 AND (sys_code = '' OR sys_code IS NULL)"
+#define HB_MS    "CAST(ROUND((julianday(last_heartbeat) - 2440587.5) * 86400000.0) AS INTEGER)"
+#define KEY_WHERE                                                                                  \
+    "model_name = ?1 AND host = ?2 AND port = ?3 AND (sys_code = '' OR sys_code IS NULL)"
 /* the lease of the row being evaluated; ?12 is the default lease */
 #define ROW_LEASE "(CASE WHEN roster_lease_ms > 0 THEN roster_lease_ms ELSE ?12 END)"
 
@@ -49,7 +50,7 @@ enum stmt_id {
 #define UPSERT_HEAD                                                                                \
     "INSERT INTO " TABLE " (model_name, host, port, weight, check_healthy, healthy, enabled,"      \
     " prompt_template, last_heartbeat, user_name, sys_code, gmt_created, gmt_modified,"            \
-    " roster_lease_ms, roster_in_flight, roster_queue_length, roster_capacity,"                   \
+    " roster_lease_ms, roster_in_flight, roster_queue_length, roster_capacity,"                    \
     " roster_updated_ms)"                                                                          \
     " VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, " NOW_TEXT ", NULL, '', " NOW_TEXT ", " NOW_TEXT      \
     ", ?8, ?9, ?10, ?11, " NOW_MS ")"                                                              \
@@ -80,8 +81,8 @@ static const char *const stmt_sql[S_COUNT] = {
                 " WHEN 1 THEN ?6 ELSE NULL END,"
                 " gmt_modified = " NOW_TEXT ", roster_updated_ms = " NOW_MS " WHERE " KEY_WHERE,
 #define LIST_COLUMNS                                                                               \
-    "SELECT model_name, host, port, weight, check_healthy, healthy, enabled, prompt_template,"    \
-    " " HB_MS ", roster_lease_ms, roster_weight_override, roster_in_flight,"                      \
+    "SELECT model_name, host, port, weight, check_healthy, healthy, enabled, prompt_template,"     \
+    " " HB_MS ", roster_lease_ms, roster_weight_override, roster_in_flight,"                       \
     " roster_queue_length, roster_capacity, roster_updated_ms, " NOW_MS " FROM " TABLE
     [S_LIST_ALL] = LIST_COLUMNS,
     [S_LIST_SINCE] = LIST_COLUMNS " WHERE roster_updated_ms >= ?1",
@@ -91,8 +92,8 @@ static const char *const stmt_sql[S_COUNT] = {
                      " AND last_heartbeat IS NOT NULL AND (" NOW_MS " - " HB_MS ") > "
                      "(CASE WHEN roster_lease_ms > 0 THEN roster_lease_ms ELSE ?1 END)",
     [S_SWEEP_GC] = "DELETE FROM " TABLE " WHERE NOT (COALESCE(check_healthy, 1) = 0"
-                   " AND COALESCE(healthy, 0) = 1) AND ("
-                   NOW_MS " - CAST(ROUND((julianday(COALESCE(last_heartbeat, gmt_modified))"
+                   " AND COALESCE(healthy, 0) = 1) AND (" NOW_MS
+                   " - CAST(ROUND((julianday(COALESCE(last_heartbeat, gmt_modified))"
                    " - 2440587.5) * 86400000.0) AS INTEGER)) > ?1",
 };
 
@@ -262,11 +263,21 @@ run_op(struct reg_store *st, struct reg_op *op)
     int rc;
 
     switch (op->kind) {
-    case REG_OP_REGISTER: id = S_REGISTER; break;
-    case REG_OP_HEARTBEAT: id = S_HEARTBEAT; break;
-    case REG_OP_DEREGISTER: id = S_DEREGISTER; break;
-    case REG_OP_REMOVE: id = S_REMOVE; break;
-    default: id = S_ADMIN; break;
+    case REG_OP_REGISTER:
+        id = S_REGISTER;
+        break;
+    case REG_OP_HEARTBEAT:
+        id = S_HEARTBEAT;
+        break;
+    case REG_OP_DEREGISTER:
+        id = S_DEREGISTER;
+        break;
+    case REG_OP_REMOVE:
+        id = S_REMOVE;
+        break;
+    default:
+        id = S_ADMIN;
+        break;
     }
     rc = prep(st, id, &s);
     if (rc != REG_OK) {

@@ -72,15 +72,24 @@ const char *
 reg_strerror(int rc)
 {
     switch (rc) {
-    case REG_OK: return "ok";
-    case REG_EINVAL: return "invalid argument";
-    case REG_ENOMEM: return "out of memory";
-    case REG_ENOTFOUND: return "no such instance";
-    case REG_EUNAVAIL: return "database unavailable";
-    case REG_EBUSY: return "database busy (lock contention)";
-    case REG_EBACKEND: return "database error";
-    case REG_ESCHEMA: return "registry schema error";
-    default: return "unknown error";
+    case REG_OK:
+        return "ok";
+    case REG_EINVAL:
+        return "invalid argument";
+    case REG_ENOMEM:
+        return "out of memory";
+    case REG_ENOTFOUND:
+        return "no such instance";
+    case REG_EUNAVAIL:
+        return "database unavailable";
+    case REG_EBUSY:
+        return "database busy (lock contention)";
+    case REG_EBACKEND:
+        return "database error";
+    case REG_ESCHEMA:
+        return "registry schema error";
+    default:
+        return "unknown error";
     }
 }
 
@@ -325,13 +334,17 @@ static int
 attempt(struct reg_store *st, struct call *c)
 {
     switch (c->kind) {
-    case CALL_APPLY: return st->ops->apply(st, c->ops, c->n);
+    case CALL_APPLY:
+        return st->ops->apply(st, c->ops, c->n);
     case CALL_LIST:
         c->rows->n = 0;
         return st->ops->list(st, c->since, c->rows, c->now_out);
-    case CALL_SWEEP: return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
-    case CALL_PING: return st->ops->ping(st);
-    case CALL_MIGRATE: return reg__migrate(st);
+    case CALL_SWEEP:
+        return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
+    case CALL_PING:
+        return st->ops->ping(st);
+    case CALL_MIGRATE:
+        return reg__migrate(st);
     }
     return REG_EINVAL;
 }

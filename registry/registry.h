@@ -34,13 +34,13 @@
 #define REG_MUSTCHECK __attribute__((warn_unused_result))
 
 /* Column limits of DB-GPT's table (varchar(128)). */
-#define REG_NAME_MAX 128
-#define REG_HOST_MAX 128
+#define REG_NAME_MAX     128
+#define REG_HOST_MAX     128
 #define REG_TEMPLATE_MAX 128
 
 enum reg_rc {
     REG_OK = 0,
-    REG_EINVAL = -1,    /* a field is out of range; nothing was written */
+    REG_EINVAL = -1, /* a field is out of range; nothing was written */
     REG_ENOMEM = -2,
     REG_ENOTFOUND = -3, /* per-operation result: no such instance (admin ops) */
     REG_EUNAVAIL = -4,  /* the database could not be reached within the budget */
@@ -88,22 +88,22 @@ struct reg_instance {
     char model_name[REG_NAME_MAX + 1]; /* "<model>@<worker_type>" */
     char host[REG_HOST_MAX + 1];
     int port;
-    double weight;              /* as declared by the worker */
-    bool has_weight_override;   /* an operator set the weight (admin) */
+    double weight;            /* as declared by the worker */
+    bool has_weight_override; /* an operator set the weight (admin) */
     double weight_override;
     bool check_healthy;
-    bool healthy;               /* stored flag: false once deregistered */
+    bool healthy; /* stored flag: false once deregistered */
     bool enabled;
     bool has_prompt_template;
     char prompt_template[REG_TEMPLATE_MAX + 1];
     bool has_last_heartbeat;
-    int64_t last_heartbeat_ms;  /* epoch ms (database clock, UTC) */
-    int64_t age_ms;             /* database now - last_heartbeat, >= 0; valid if has_last_heartbeat */
-    int32_t lease_ms;           /* declared lease; 0 = use the default */
-    int32_t in_flight;          /* load report from the last heartbeat */
+    int64_t last_heartbeat_ms; /* epoch ms (database clock, UTC) */
+    int64_t age_ms;    /* database now - last_heartbeat, >= 0; valid if has_last_heartbeat */
+    int32_t lease_ms;  /* declared lease; 0 = use the default */
+    int32_t in_flight; /* load report from the last heartbeat */
     int32_t queue_length;
     int32_t capacity;
-    int64_t updated_ms;         /* database time of the last routing-relevant change */
+    int64_t updated_ms; /* database time of the last routing-relevant change */
 };
 
 /* Effective weight: the operator's override if set, else the declared one. */
