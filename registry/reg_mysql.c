@@ -60,6 +60,7 @@ enum stmt_id {
     S_LIST_ALL,
     S_LIST_SINCE,
     S_NOW,
+    S_COUNT_ROWS,
     S_SWEEP_MARK,
     S_SWEEP_GC,
     S_SESSION,
@@ -115,6 +116,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_LIST_ALL] = LIST_COLUMNS,
     [S_LIST_SINCE] = LIST_COLUMNS " WHERE roster_updated_ms >= ?",
     [S_NOW] = "SELECT " NOW_MS,
+    [S_COUNT_ROWS] = "SELECT COUNT(*) FROM " TABLE,
     /* gmt_modified = gmt_modified: no ON UPDATE CURRENT_TIMESTAMP, as in SQLite */
     [S_SWEEP_MARK] = "UPDATE " TABLE " SET healthy = 0, gmt_modified = gmt_modified"
                      " WHERE healthy = 1 AND COALESCE(check_healthy, 1) != 0"
@@ -705,11 +707,39 @@ is_upsert(enum reg_op_kind k)
     return k == REG_OP_REGISTER || k == REG_OP_HEARTBEAT;
 }
 
+/* True when the batch is one statement: upserts of one kind, at most
+ * BATCH_MAX of them (so at most BATCH_MAX rows after merging). */
+static bool
+one_statement(const struct reg_op *ops, size_t n)
+{
+    if (n > BATCH_MAX || !is_upsert(ops[0].kind)) {
+        return false;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (ops[i].kind != ops[0].kind) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int
 be_apply(struct reg_store *st, struct reg_op *ops, size_t n)
 {
-    int rc = query(st, "START TRANSACTION");
+    int rc;
     size_t i = 0;
+
+    /* The common batch, heartbeats that arrived together, is one multi-row
+     * upsert: under autocommit it is atomic on its own, and leaving out
+     * START TRANSACTION and COMMIT saves two of three round trips and about
+     * a third of the server's CPU per batch (docs/performance.md). */
+    if (one_statement(ops, n)) {
+        for (i = 0; i < n; i++) {
+            ops[i].rc = REG_OK;
+        }
+        return upsert_run(st, ops, n);
+    }
+    rc = query(st, "START TRANSACTION");
 
     while (rc == REG_OK && i < n) {
         size_t j = i + 1;
@@ -866,11 +896,13 @@ fetch_rows(struct reg_store *st, MYSQL_STMT *s, struct reg_rows *rows, int64_t *
 }
 
 static int
-be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out)
+be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out,
+        int64_t *total_out)
 {
     MYSQL_STMT *s = NULL;
     MYSQL_BIND b;
     long long now = 0;
+    long long total = 0;
     int rc = prep(st, since < 0 ? S_LIST_ALL : S_LIST_SINCE, &s);
 
     if (rc != REG_OK) {
@@ -888,6 +920,12 @@ be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now
         rc = scalar(st, S_NOW, NULL, &now);
         *now_out = now;
     }
+    if (rc == REG_OK && since >= 0) {
+        rc = scalar(st, S_COUNT_ROWS, NULL, &total);
+    } else {
+        total = (long long)rows->n;
+    }
+    *total_out = (int64_t)total;
     return rc;
 }
 

@@ -374,7 +374,8 @@ read_row(sqlite3_stmt *s, struct reg_instance *in)
 }
 
 static int
-be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out)
+be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out,
+        int64_t *total_out)
 {
     struct sqlite_be *be = st->be;
     sqlite3_stmt *s = NULL;
@@ -413,6 +414,18 @@ be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now
             return rc;
         }
         *now_out = sqlite3_column_int64(c, 0);
+        sqlite3_finalize(c);
+    }
+    *total_out = (int64_t)rows->n;
+    if (since >= 0) {
+        sqlite3_stmt *c = NULL;
+        if (sqlite3_prepare_v2(be->db, "SELECT COUNT(*) FROM " TABLE, -1, &c, NULL) != SQLITE_OK ||
+            sqlite3_step(c) != SQLITE_ROW) {
+            rc = fail(st, "count");
+            sqlite3_finalize(c);
+            return rc;
+        }
+        *total_out = sqlite3_column_int64(c, 0);
         sqlite3_finalize(c);
     }
     return REG_OK;

@@ -325,6 +325,7 @@ struct call {
     int64_t since;
     struct reg_rows *rows;
     int64_t *now_out;
+    int64_t *table_rows_out;
     int64_t gc_after_ms;
     int *marked;
     int *deleted;
@@ -338,7 +339,7 @@ attempt(struct reg_store *st, struct call *c)
         return st->ops->apply(st, c->ops, c->n);
     case CALL_LIST:
         c->rows->n = 0;
-        return st->ops->list(st, c->since, c->rows, c->now_out);
+        return st->ops->list(st, c->since, c->rows, c->now_out, c->table_rows_out);
     case CALL_SWEEP:
         return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
     case CALL_PING:
@@ -408,11 +409,16 @@ reg_apply(struct reg_store *st, struct reg_op *ops, size_t n)
 
 int
 reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
-         int64_t *db_now_ms_out)
+         int64_t *db_now_ms_out, int64_t *table_rows_out)
 {
     struct reg_rows rows = {0};
     int64_t now = 0;
-    struct call c = {.kind = CALL_LIST, .since = changed_since_ms, .rows = &rows, .now_out = &now};
+    int64_t total = 0;
+    struct call c = {.kind = CALL_LIST,
+                     .since = changed_since_ms,
+                     .rows = &rows,
+                     .now_out = &now,
+                     .table_rows_out = &total};
     int rc = run(st, &c);
 
     if (rc == REG_OK) {
@@ -423,6 +429,9 @@ reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *
         }
         if (db_now_ms_out) {
             *db_now_ms_out = now;
+        }
+        if (table_rows_out) {
+            *table_rows_out = total;
         }
     }
     reg__rows_cleanup(&rows);

@@ -175,10 +175,14 @@ typedef int reg_list_cb(const struct reg_instance *in, void *arg);
 /* Reads rows: all of them when `changed_since_ms` < 0, else only rows whose
  * updated_ms >= changed_since_ms. *db_now_ms_out receives the database's
  * clock (epoch ms) at the time of the query; each row's age_ms is relative
- * to it. Rows with a NULL and an empty sys_code for the same instance (a
- * table shared with DB-GPT) are both reported. Blocks: yes. */
+ * to it. *table_rows_out (if not NULL) receives the number of rows in the
+ * table: for a partial read it is counted by a second statement, so a
+ * concurrent write may fall between the two; a reader compares it with its
+ * own count to notice rows deleted elsewhere. Rows with a NULL and an empty
+ * sys_code for the same instance (a table shared with DB-GPT) are both
+ * reported. Blocks: yes. */
 REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb,
-                           void *arg, int64_t *db_now_ms_out);
+                           void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
 /* The idempotent sweep, safe to run from every controller at once:
  * marks `healthy = 0` on rows whose lease ran out (for DB-GPT readers of the

@@ -273,7 +273,7 @@ list_rows(struct reg_store *st, int64_t since, int64_t *now)
     int rc;
 
     g_rows.n = 0;
-    rc = reg_list(st, since, collect_cb, NULL, now ? now : &dummy);
+    rc = reg_list(st, since, collect_cb, NULL, now ? now : &dummy, NULL);
     if (rc != REG_OK) {
         fprintf(stderr, "reg_list: %s: %s\n", reg_strerror(rc), reg_errmsg(st));
     }

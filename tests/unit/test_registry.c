@@ -267,7 +267,7 @@ t_schema_missing(void)
 
     CHECK(st);
     CHECK_EQ_INT(reg_apply(st, &op, 1), REG_ESCHEMA);
-    CHECK_EQ_INT(reg_list(st, -1, collect_cb, NULL, &now), REG_ESCHEMA);
+    CHECK_EQ_INT(reg_list(st, -1, collect_cb, NULL, &now, NULL), REG_ESCHEMA);
     CHECK(strlen(reg_errmsg(st)) > 0);
     CHECK_EQ_INT(reg_migrate(st), REG_OK);
     CHECK_EQ_INT(reg_apply(st, &op, 1), REG_OK);
@@ -596,8 +596,20 @@ t_list_since(void)
     CHECK_EQ_INT(r->last_heartbeat_ms, ga.last_heartbeat_ms);
 
     /* a callback that stops early */
-    CHECK_EQ_INT(reg_list(st, -1, stop_after_one, &calls, &now), REG_OK);
+    CHECK_EQ_INT(reg_list(st, -1, stop_after_one, &calls, &now, NULL), REG_OK);
     CHECK_EQ_INT(calls, 1);
+
+    /* the table's row count, for partial reads too: a deletion shows as a
+     * count below what the reader holds */
+    int64_t total = -1;
+    CHECK_EQ_INT(reg_list(st, -1, collect_cb, NULL, &now, &total), REG_OK);
+    CHECK_EQ_INT(total, 2);
+    CHECK_EQ_INT(reg_list(st, now + 60000, collect_cb, NULL, &now, &total), REG_OK);
+    CHECK_EQ_INT(total, 2);
+    CHECK_EQ_INT(raw_exec("DELETE FROM dbgpt_cluster_registry_instance WHERE model_name = 'a@llm'"),
+                 0);
+    CHECK_EQ_INT(reg_list(st, now + 60000, collect_cb, NULL, &now, &total), REG_OK);
+    CHECK_EQ_INT(total, 1);
 }
 
 static void
