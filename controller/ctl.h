@@ -70,6 +70,7 @@ struct ctl_config {
     int64_t max_instances;
     int64_t max_body_bytes;
     int64_t max_queue;
+    int64_t write_gather_us;
     int64_t watch_max_secs;
     int64_t max_watchers;
     int64_t shutdown_grace_ms;
@@ -93,8 +94,8 @@ void ctl_config_registry(const struct ctl_config *cfg, struct reg_config *out);
 /* Field rules of DB-GPT's ModelInstance plus roster's extensions. Returns 0
  * and fills `out` (key, weight, flags, template, lease, load), or -1 with a
  * message for a 422 (or 400 for malformed JSON: *status_out). */
-int ctl_instance_parse_json(const char *body, size_t len, struct reg_instance *out,
-                            int *status_out, char *err, size_t errcap);
+int ctl_instance_parse_json(const char *body, size_t len, struct reg_instance *out, int *status_out,
+                            char *err, size_t errcap);
 
 /* DELETE /api/controller/models query: model_name, host, port,
  * remove_from_registry. Returns 0 or -1 (422) with a message. */
@@ -120,11 +121,16 @@ struct ctl_snap_inst {
     struct reg_instance rec;
     bool alive;
     bool routable;
-    int64_t lease_ms;   /* effective lease */
-    int64_t age_ms;     /* heartbeat age when the snapshot was built; -1 = never */
+    int64_t lease_ms; /* effective lease */
+    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
 };
 
-enum ctl_json_variant { CTL_JSON_ALL = 0, CTL_JSON_ROUTABLE, CTL_JSON_FULL_ALL, CTL_JSON_FULL_ROUTABLE };
+enum ctl_json_variant {
+    CTL_JSON_ALL = 0,
+    CTL_JSON_ROUTABLE,
+    CTL_JSON_FULL_ALL,
+    CTL_JSON_FULL_ROUTABLE
+};
 
 struct ctl_json {
     _Atomic int refs;
@@ -139,7 +145,7 @@ struct ctl_model_snap {
     struct ctl_snap_inst *v; /* sorted by host, port */
     size_t n_alive;
     size_t n_routable;
-    uint64_t etag[2]; /* [0] all instances, [1] routable only (routing fields) */
+    uint64_t etag[2];                 /* [0] all instances, [1] routable only (routing fields) */
     struct ctl_json *_Atomic json[4]; /* built on first use */
 };
 
@@ -205,8 +211,9 @@ bool ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_
  * returned. Local writes that happened meanwhile win over the (older) rows.
  * A `full` refresh also drops instances the database no longer has. */
 uint64_t ctl_view_refresh_begin(struct ctl_view *v);
-void ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token, const struct reg_instance *rows,
-                            size_t n, bool full, int64_t db_now_ms, int64_t query_end_mono_ms);
+void ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token,
+                            const struct reg_instance *rows, size_t n, bool full, int64_t db_now_ms,
+                            int64_t query_end_mono_ms);
 /* The database became (un)reachable: freezes lease expiry while it is down
  * and grants one lease of grace after it returns (the mass-eviction brake). */
 void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);
@@ -214,6 +221,11 @@ void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);
  * it came back: the stored heartbeat times are stale, so the sweep must not
  * mark instances unhealthy. */
 bool ctl_view_sweep_allowed(struct ctl_view *v);
+/* Instances in the view. */
+size_t ctl_view_count(struct ctl_view *v);
+/* The shortest lease of any instance in the view (0 = none): the refresher
+ * reads the whole table at least three times per shortest lease. */
+int64_t ctl_view_min_lease_ms(struct ctl_view *v);
 /* Monotonic time of the last successful refresh (0 = never). */
 int64_t ctl_view_last_refresh_mono(struct ctl_view *v);
 
@@ -230,8 +242,8 @@ struct ctl_job {
     struct http_request *req;
     struct http_loop *loop;
     struct ctl_server *srv;
-    int rc;                /* REG_OK or the batch's error */
-    char errmsg[160];      /* for the log, never for the client */
+    int rc;           /* REG_OK or the batch's error */
+    char errmsg[160]; /* for the log, never for the client */
     int64_t enqueued_us;
     struct ctl_job *next;
 };
@@ -271,13 +283,14 @@ struct ctl_db_state {
 };
 
 struct ctl_metrics {
-    _Atomic uint64_t writes_ok[6];   /* by reg_op_kind */
+    _Atomic uint64_t writes_ok[6]; /* by reg_op_kind */
     _Atomic uint64_t writes_failed;
     _Atomic uint64_t batches;
     _Atomic uint64_t batch_ops;
     _Atomic uint64_t rejected_queue_full;
     _Atomic uint64_t rejected_auth;
     _Atomic uint64_t refreshes;
+    _Atomic uint64_t full_refreshes;
     _Atomic uint64_t refresh_errors;
     _Atomic uint64_t sweep_marked;
     _Atomic uint64_t sweep_deleted;

@@ -707,6 +707,9 @@ h_metrics(struct http_request *req, void *arg)
             atomic_load(&m->db_retries));
     counter(&b, "roster_view_refreshes_total", "Reads of the registry table.",
             atomic_load(&m->refreshes));
+    counter(&b, "roster_view_full_refreshes_total",
+            "Reads of the whole registry table (the others read recent changes).",
+            atomic_load(&m->full_refreshes));
     counter(&b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
             atomic_load(&m->refresh_errors));
     counter(&b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.",

@@ -57,8 +57,9 @@ const struct flag_def ctl_flag_defs[] = {
       "workers declare theirs and get 3 intervals."),
     F(registry_gc_secs, FLAG_INT, "86400", 0, 315360000, NULL, 0, "SECS",
       "Delete rows not heard from for this long (0 = never)."),
-    F(view_refresh_ms, FLAG_INT, "1000", 50, 600000, NULL, 0, "MS",
-      "Full re-read of the table (heartbeat times, rows removed elsewhere)."),
+    F(view_refresh_ms, FLAG_INT, "5000", 50, 600000, NULL, 0, "MS",
+      "Longest time between full re-reads of the table (heartbeat times and loads in the list, "
+      "rows deleted elsewhere); sooner when a third of the shortest lease is shorter."),
     F(view_poll_ms, FLAG_INT, "200", 10, 60000, NULL, 0, "MS",
       "Poll for rows other controllers changed (registrations, deregistrations, admin)."),
     F(cluster_secret, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "SECRET",
@@ -74,6 +75,9 @@ const struct flag_def ctl_flag_defs[] = {
       "Most instances the registry holds; registrations beyond it get 503."),
     F(max_body_bytes, FLAG_INT, "65536", 1024, 16777216, NULL, 0, "BYTES",
       "Largest request body accepted (413 beyond)."),
+    F(write_gather_us, FLAG_INT, "1000", 0, 100000, NULL, 0, "US",
+      "Under load (the last commit held several writes), wait up to this long for more writes "
+      "to join the next commit (0 = never wait)."),
     F(max_queue, FLAG_INT, "100000", 1, 10000000, NULL, 0, "N",
       "Writes waiting for the database before new ones get 503."),
     F(watch_max_secs, FLAG_INT, "60", 0, 3600, NULL, 0, "SECS",

@@ -158,7 +158,7 @@ parse_load(const cJSON *load, struct reg_instance *out, char *err, size_t errcap
     }
     for (size_t i = 0; i < UTIL_ARRAY_LEN(keys); i++) {
         const cJSON *it = json_get(load, keys[i]);
-        int64_t v;
+        int64_t v = 0;
         if (!it) {
             continue;
         }
@@ -177,7 +177,7 @@ parse_key(const cJSON *root, struct reg_instance *out, char *err, size_t errcap)
     const cJSON *name = json_get(root, "model_name");
     const cJSON *host = json_get(root, "host");
     const cJSON *port = json_get(root, "port");
-    int64_t p;
+    int64_t p = 0;
 
     if (!name) {
         return fail(err, errcap, "field '%s' is required", "model_name");

@@ -69,6 +69,7 @@ struct ctl_view {
     bool frozen;
     int64_t grace_end_mono; /* latest grace_until of any instance */
     int64_t last_refresh_mono;
+    int64_t min_lease_ms; /* shortest lease in the table (0 = empty) */
     uint64_t version;
     bool any_dirty;
     bool structure_dirty; /* models added or removed */
@@ -728,6 +729,9 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
     in->write_seq = ++v->seq;
     bool alive = compute_alive(v, in, now);
     dirty |= alive != in->alive;
+    if (v->min_lease_ms == 0 || lease_of(v, in) < v->min_lease_ms) {
+        v->min_lease_ms = lease_of(v, in);
+    }
     in->alive = alive;
     /* Only what routing or a registration changes rebuilds the model's
      * snapshot at once: a new instance, a revived one, a new weight, template
@@ -902,15 +906,22 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_inst
     }
     v->db_offset_ms = db_now_ms - mono_end;
     v->last_refresh_mono = mono_end;
+    int64_t min_lease = 0;
     for (size_t mi = 0; mi < v->nmodels; mi++) {
         struct vmodel *m = v->models[mi];
         for (size_t i = 0; i < m->n; i++) {
+            if (min_lease == 0 || lease_of(v, m->v[i]) < min_lease) {
+                min_lease = lease_of(v, m->v[i]);
+            }
             bool a = compute_alive(v, m->v[i], mono_end);
             if (a != m->v[i]->alive) {
                 m->v[i]->alive = a;
                 mark(v, m);
             }
         }
+    }
+    if (full || (min_lease > 0 && min_lease < v->min_lease_ms)) {
+        v->min_lease_ms = min_lease;
     }
     changed = publish(v);
     pthread_mutex_unlock(&v->mu);
@@ -951,6 +962,28 @@ ctl_view_sweep_allowed(struct ctl_view *v)
     ok = !v->frozen && util_mono_ms() >= v->grace_end_mono;
     pthread_mutex_unlock(&v->mu);
     return ok;
+}
+
+size_t
+ctl_view_count(struct ctl_view *v)
+{
+    size_t n;
+
+    pthread_mutex_lock(&v->mu);
+    n = v->ninst;
+    pthread_mutex_unlock(&v->mu);
+    return n;
+}
+
+int64_t
+ctl_view_min_lease_ms(struct ctl_view *v)
+{
+    int64_t t;
+
+    pthread_mutex_lock(&v->mu);
+    t = v->min_lease_ms;
+    pthread_mutex_unlock(&v->mu);
+    return t;
 }
 
 int64_t
