@@ -11,6 +11,7 @@ Environment (set by ctest, see tests/CMakeLists.txt):
   ROSTER_TEST_MARIADB_ENV  KEY=VALUE file written by tests/lib/mariadb.sh
   ROSTER_TEST_KEEP=1       keep temp dirs (paths are printed)
   ROSTER_TEST_ONLY=name    run only tests whose name contains `name`
+  ROSTER_TEST_WRAPPER=cmd  run every roster process under cmd (e.g. valgrind)
 
 Processes get a clean environment: ROSTER_* option variables and
 CONTROLLER_ADDRESS inherited from the caller's shell are removed, so a
@@ -21,6 +22,7 @@ import glob
 import http.client
 import json
 import os
+import shlex
 import select
 import shutil
 import signal
@@ -272,6 +274,8 @@ class Proc:
         self.log_path = os.path.join(ctx.tmp, f"{name}.log")
         full_env = clean_env(env)
         self.log = open(self.log_path, "ab")
+        if wrapper is None and os.environ.get("ROSTER_TEST_WRAPPER"):
+            wrapper = shlex.split(os.environ["ROSTER_TEST_WRAPPER"])
         cmd = (wrapper or []) + [BIN] + argv
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=ctx.tmp, start_new_session=True)
