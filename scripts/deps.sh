@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what roster needs on Debian 12, and nothing when it is all there.
+#   scripts/deps.sh build   compilers and libraries (default)
+#   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing)
+#   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
+# Needs root (or passwordless sudo). Safe to run any number of times.
+set -euo pipefail
+
+mode=${1:-build}
+build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev libsqlite3-dev
+       libcurl4-openssl-dev libcjson-dev libhttp-parser-dev)
+test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
+      clang-format)
+bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
+
+case "$mode" in
+build) want=("${build[@]}") ;;
+test) want=("${build[@]}" "${test[@]}") ;;
+bench) want=("${build[@]}" "${bench[@]}") ;;
+*) echo "usage: $0 [build|test|bench]" >&2; exit 64 ;;
+esac
+
+# Security floors (docs/operations.md): libevent's 2026 HTTP fixes, cJSON's
+# and libcurl's Debian security updates.
+floors=("libevent-2.1-7:2.1.12-stable-8+deb12u1" "libcjson1:1.7.15-1+deb12u4")
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+
+installed_version() {
+    { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } |
+        awk '$1=="install" && $3=="installed" {print $4}'
+}
+
+missing=()
+for p in "${want[@]}"; do
+    [ -n "$(installed_version "$p")" ] || missing+=("$p")
+done
+for f in "${floors[@]}"; do
+    pkg=${f%%:*}
+    min=${f#*:}
+    have=$(installed_version "$pkg")
+    if [ -z "$have" ] || dpkg --compare-versions "$have" lt "$min"; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for f in "${floors[@]}"; do
+    pkg=${f%%:*}
+    min=${f#*:}
+    have=$(installed_version "$pkg")
+    if [ -z "$have" ] || dpkg --compare-versions "$have" lt "$min"; then
+        echo "deps: $pkg is ${have:-missing}; roster needs >= $min (apt-get upgrade)" >&2
+        exit 69
+    fi
+done

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what is missing, then builds and runs every test of roster:
+#   1. the release build (warnings are errors): unit, registry on SQLite and on
+#      a private MariaDB, service tests (real processes over loopback), replay
+#      of the fuzz corpora;
+#   2. unit and SQLite registry tests, and the controller under six service
+#      tests, in valgrind (memcheck, leaks);
+#   3. the same suite built with ASan+UBSan;
+#   4. source checks: clang-format, banned functions, generated docs current.
+# Usage: scripts/test.sh [--quick]   (--quick: steps 1 and 4 only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+scripts/deps.sh test
+jobs=$(nproc)
+start=$(date +%s)
+
+step() { printf '\n==> %s (%ds)\n' "$*" $(( $(date +%s) - start )); }
+
+step "release build"
+cmake -S . -B build -DROSTER_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+step "release tests"
+(cd build && ctest --output-on-failure --timeout 600)
+
+if [ "$quick" -eq 0 ]; then
+    # valgrind: the unit and SQLite registry suites, and the controller
+    # itself under the service tests that do not depend on timing margins
+    step "valgrind"
+    vg="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect"
+    for t in build/tests/test_*; do
+        case "$t" in *test_registry) continue ;; esac
+        $vg "$t" >/dev/null
+    done
+    $vg build/tests/test_registry sqlite >/dev/null
+    for t in smoke api bad_input watch auth cli; do
+        ROSTER_TEST_WRAPPER="$vg" ROSTER_BIN=$PWD/build/roster python3 "tests/service/test_$t.py"
+    done
+
+    step "ASan+UBSan build"
+    cmake -S . -B build-asan -DROSTER_WERROR=ON -DROSTER_SANITIZE=address,undefined \
+        -DCMAKE_BUILD_TYPE=Debug >/dev/null
+    cmake --build build-asan -j"$jobs"
+    step "ASan+UBSan tests"
+    (cd build-asan && ctest --output-on-failure --timeout 900)
+fi
+
+step "source checks"
+scripts/check-source.sh build/roster
+step "all tests passed"
