@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 static void
@@ -262,4 +263,44 @@ flags_print_markdown(FILE *out, const char *title, const char *summary, const st
                 env, d->help);
     }
     fprintf(out, "\n");
+}
+
+int
+flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv, const char *usage,
+                const char *summary, size_t log_level_offset)
+{
+    enum flag_source src[128];
+    char err[256];
+    size_t n = 0;
+    int rc;
+
+    while (defs[n].name) {
+        n++;
+    }
+    if (n > sizeof(src) / sizeof(src[0])) {
+        fprintf(stderr, "roster: internal error: option table too long\n");
+        return -1;
+    }
+    rc = flags_parse(defs, cfg, argc, argv, src, err, sizeof(err));
+    if (rc == 1) {
+        flags_print_help(stdout, usage, summary, defs);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "roster: %s\n", err);
+        return -1;
+    }
+    const char *level = *(char **)((char *)cfg + log_level_offset);
+    if (log_set_level_name(level) != 0) {
+        fprintf(stderr, "roster: --log_level: unknown level '%s'\n", level);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
+            log_warn("--%s was given on the command line, where other users can read it; "
+                     "use the environment variable instead",
+                     defs[i].name);
+        }
+    }
+    return 0;
 }

@@ -52,6 +52,14 @@ enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
 int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
                 enum flag_source *sources, char *err, size_t errcap);
 
+/* What every `roster start <role>` does with its options: flags_parse;
+ * --help printed to stdout (returns 1); an error printed to stderr (returns
+ * -1); `log_level_offset` (offsetof the role's char *log_level) applied to
+ * the logger; a warning logged for each FLAG_SECRET option given on the
+ * command line, where other users can read it. Returns 0 otherwise. */
+int flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv,
+                    const char *usage, const char *summary, size_t log_level_offset);
+
 /* Frees the strings flags_parse stored in `cfg`. */
 void flags_cleanup(const struct flag_def *defs, void *cfg);
 

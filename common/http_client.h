@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * http_client.h - a blocking HTTP request with libcurl's easy interface,
- * for the command-line tools (never for an event-loop thread: services use
+ * for the command-line tools and for threads of their own such as the
+ * worker's registrar (never for an event-loop thread: request paths use
  * libcurl's multi interface on their loop).
  */
 #ifndef ROSTER_HTTP_CLIENT_H

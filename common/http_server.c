@@ -39,6 +39,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -153,6 +154,9 @@ struct http_server {
     http_access_log *access_log;
     _Atomic int64_t open_conns;
     _Atomic int shutdown_grace_ms;
+    struct event *sig_ev[2]; /* SIGTERM, SIGINT (http_server_catch_signals) */
+    http_signal_fn *sig_fn;
+    void *sig_arg;
 };
 
 static http_parser_settings parser_settings;
@@ -1384,6 +1388,32 @@ init_parser_settings(void)
     parser_settings.on_message_complete = on_message_complete;
 }
 
+static void
+on_os_signal(evutil_socket_t signo, short what, void *arg)
+{
+    struct http_server *srv = arg;
+
+    (void)what;
+    srv->sig_fn((int)signo, srv->sig_arg);
+}
+
+int
+http_server_catch_signals(struct http_server *srv, http_signal_fn *fn, void *arg)
+{
+    struct event_base *base = srv->loops[0].base;
+    static const int signos[2] = {SIGTERM, SIGINT};
+
+    srv->sig_fn = fn;
+    srv->sig_arg = arg;
+    for (int i = 0; i < 2; i++) {
+        srv->sig_ev[i] = evsignal_new(base, signos[i], on_os_signal, srv);
+        if (!srv->sig_ev[i] || evsignal_add(srv->sig_ev[i], NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 http_server_new(const struct http_server_config *cfg, const struct http_route *routes, void *arg,
                 struct http_server **out, char *err, size_t errcap)
@@ -1495,6 +1525,11 @@ http_server_free(struct http_server *srv)
 {
     if (!srv) {
         return;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (srv->sig_ev[i]) {
+            event_free(srv->sig_ev[i]);
+        }
     }
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         struct http_loop *loop = &srv->loops[i];

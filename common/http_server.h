@@ -111,6 +111,12 @@ int http_server_adopt(struct http_server *srv, int loop_index, int fd);
 /* Frees a server whose run has returned (or never started). NULL-safe. */
 void http_server_free(struct http_server *srv);
 
+/* Calls fn(signo, arg) on loop 0's thread, as an ordinary callback, when
+ * SIGTERM or SIGINT arrives, until http_server_free. Returns 0, or -1 (the
+ * handlers could not be installed). */
+typedef void http_signal_fn(int signo, void *arg);
+int http_server_catch_signals(struct http_server *srv, http_signal_fn *fn, void *arg);
+
 /* Request and connection counters summed over loops (racy but monotonic). */
 struct http_server_stats {
     uint64_t requests;

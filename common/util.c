@@ -122,6 +122,31 @@ util_hexval(unsigned char c)
     return -1;
 }
 
+bool
+util_next_item(const char **p, const char **item, size_t *n)
+{
+    const char *s = *p;
+    const char *end;
+    size_t len;
+
+    if (!*s) {
+        return false;
+    }
+    end = strchr(s, ',');
+    len = end ? (size_t)(end - s) : strlen(s);
+    *p = end ? end + 1 : s + len;
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t')) {
+        len--;
+    }
+    *item = s;
+    *n = len;
+    return true;
+}
+
 size_t
 util_strlcpy(char *dst, const char *src, size_t cap)
 {
@@ -255,4 +280,33 @@ util_ncpu(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+int
+util_write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    f = fopen(tmp, "w");
+    if (!f) {
+        return -1;
+    }
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+void
+util_deadline_us(int64_t us, struct timespec *out)
+{
+    clock_gettime(CLOCK_REALTIME, out);
+    out->tv_sec += (time_t)(us / 1000000);
+    out->tv_nsec += (long)(us % 1000000) * 1000L;
+    out->tv_sec += out->tv_nsec / 1000000000L;
+    out->tv_nsec %= 1000000000L;
 }

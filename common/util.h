@@ -16,6 +16,14 @@ int64_t util_mono_ms(void);
 /* Wall-clock milliseconds since the epoch: for display only, never health. */
 int64_t util_wall_ms(void);
 void util_sleep_ms(int64_t ms);
+/* The CLOCK_REALTIME time `us` microseconds from now: the deadline for
+ * pthread_cond_timedwait (whose condition variables use that clock). */
+struct timespec;
+void util_deadline_us(int64_t us, struct timespec *out);
+
+/* Writes "PORT\n" to path atomically (a temp file, then rename). Returns 0,
+ * or -1 with errno set. */
+int util_write_port_file(const char *path, int port);
 
 /* Parses all of `s` as a base-10 integer in [min, max]. Leading/trailing
  * spaces, signs other than a leading '-', and empty input are errors.
@@ -30,6 +38,11 @@ int util_parse_bool(const char *s, bool *out);
 /* Copies at most cap-1 bytes and NUL-terminates. Returns strlen(src); a
  * result >= cap means truncation. */
 size_t util_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Steps through a comma-separated list: sets *item and *n to the next
+ * element without surrounding blanks (n may be 0 for an empty element) and
+ * advances *p past it. Returns false when the list is exhausted. */
+bool util_next_item(const char **p, const char **item, size_t *n);
 
 /* The value of hex digit c (0-15), or -1. */
 int util_hexval(unsigned char c);

@@ -112,21 +112,11 @@ one_of(const char *v, const char *a, const char *b)
 int
 ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
 {
-    enum flag_source src[64];
-    char err[256];
-    int rc = flags_parse(ctl_flag_defs, cfg, argc, argv, src, err, sizeof(err));
+    int rc = flags_load_role(ctl_flag_defs, cfg, argc, argv, ctl_usage, ctl_summary,
+                             offsetof(struct ctl_config, log_level));
 
-    if (rc == 1) {
-        flags_print_help(stdout, ctl_usage, ctl_summary, ctl_flag_defs);
-        return 1;
-    }
     if (rc != 0) {
-        fprintf(stderr, "roster: %s\n", err);
-        return -1;
-    }
-    if (log_set_level_name(cfg->log_level) != 0) {
-        fprintf(stderr, "roster: --log_level: unknown level '%s'\n", cfg->log_level);
-        return -1;
+        return rc;
     }
     if (!one_of(cfg->registry_type, "database", "embedded")) {
         fprintf(stderr, "roster: --registry_type must be 'database' or 'embedded'\n");
@@ -135,13 +125,6 @@ ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
     if (!one_of(cfg->registry_db_type, "sqlite", "mysql")) {
         fprintf(stderr, "roster: --registry_db_type must be 'sqlite' or 'mysql'\n");
         return -1;
-    }
-    for (int i = 0; ctl_flag_defs[i].name; i++) {
-        if ((ctl_flag_defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
-            log_warn("--%s was given on the command line, where other users can read it; "
-                     "use the environment variable instead",
-                     ctl_flag_defs[i].name);
-        }
     }
     return 0;
 }

@@ -33,48 +33,19 @@
 #include "log.h"
 #include "util.h"
 
-struct signals {
-    struct ctl_server *srv;
-    struct event *term;
-    struct event *intr;
-    int count;
-};
-
 static void
-on_signal(evutil_socket_t sig, short what, void *arg)
+on_signal(int sig, void *arg)
 {
-    struct signals *s = arg;
+    struct ctl_server *srv = arg;
 
-    (void)what;
-    s->count++;
-    if (s->count == 1) {
+    if (atomic_fetch_add(&srv->stopping, 1) == 0) {
         log_info("received %s: draining (up to %lld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                 (long long)s->srv->cfg->shutdown_grace_ms);
-        atomic_store(&s->srv->stopping, 1);
-        http_server_shutdown(s->srv->http, (int)s->srv->cfg->shutdown_grace_ms);
+                 (long long)srv->cfg->shutdown_grace_ms);
+        http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
     } else {
         log_warn("second signal: stopping now");
-        http_server_shutdown(s->srv->http, 0);
+        http_server_shutdown(srv->http, 0);
     }
-}
-
-static int
-write_port_file(const char *path, int port)
-{
-    char tmp[4096];
-    FILE *f;
-
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    f = fopen(tmp, "w");
-    if (!f) {
-        return -1;
-    }
-    fprintf(f, "%d\n", port);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 static void
@@ -175,35 +146,20 @@ bind_http(struct ctl_server *srv)
 static int
 serve(struct ctl_server *srv)
 {
-    struct event_base *base = http_loop_base(http_server_loop(srv->http, 0));
-    struct signals sig = {.srv = srv};
-    int code = 0;
-
-    sig.term = evsignal_new(base, SIGTERM, on_signal, &sig);
-    sig.intr = evsignal_new(base, SIGINT, on_signal, &sig);
-    if (!sig.term || !sig.intr || evsignal_add(sig.term, NULL) != 0 ||
-        evsignal_add(sig.intr, NULL) != 0) {
+    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
         log_error("cannot install signal handlers");
-        code = EX_OSERR;
-        goto out;
+        return EX_OSERR;
     }
-    if (srv->cfg->port_file && write_port_file(srv->cfg->port_file, http_server_port(srv->http))) {
+    if (srv->cfg->port_file &&
+        util_write_port_file(srv->cfg->port_file, http_server_port(srv->http))) {
         log_error("cannot write --port_file %s: %s", srv->cfg->port_file, strerror(errno));
-        code = EX_CANTCREAT;
-        goto out;
+        return EX_CANTCREAT;
     }
     log_info("controller listening on %s:%d (%lld thread%s)", srv->cfg->host,
              http_server_port(srv->http), (long long)srv->cfg->threads,
              srv->cfg->threads == 1 ? "" : "s");
     http_server_run(srv->http);
-out:
-    if (sig.term) {
-        event_free(sig.term);
-    }
-    if (sig.intr) {
-        event_free(sig.intr);
-    }
-    return code;
+    return 0;
 }
 
 static void

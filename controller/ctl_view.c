@@ -1029,10 +1029,7 @@ tick_main(void *arg)
     pthread_mutex_lock(&v->mu);
     while (!v->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(v->cfg.tick_ms % 1000) * 1000000L;
-        ts.tv_sec += (time_t)(v->cfg.tick_ms / 1000) + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        util_deadline_us(v->cfg.tick_ms * 1000, &ts);
         pthread_cond_timedwait(&v->cond, &v->mu, &ts);
         if (v->stop) {
             break;

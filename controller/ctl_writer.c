@@ -200,10 +200,7 @@ gather(struct ctl_writer *w)
     if (us <= 0 || w->last_n < 2 || w->qlen >= WRITER_MAX_BATCH) {
         return;
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)us * 1000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    util_deadline_us(us, &ts);
     w->gathering = true;
     while (!w->stop && w->qlen < WRITER_MAX_BATCH &&
            pthread_cond_timedwait(&w->cond, &w->mu, &ts) == 0) {
@@ -504,10 +501,7 @@ refresher_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         refresher_pass(r);
         pthread_mutex_lock(&r->mu);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(poll_ms % 1000) * 1000000L;
-        ts.tv_sec += (time_t)(poll_ms / 1000) + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        util_deadline_us(poll_ms * 1000, &ts);
         if (!r->stop) {
             pthread_cond_timedwait(&r->cond, &r->mu, &ts);
         }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "util.h"
@@ -316,6 +317,44 @@ test_clocks(void)
     CHECK(util_ncpu() >= 1);
 }
 
+static void
+test_next_item(void)
+{
+    const char *rest = " a , b,,\tc d\t,";
+    const char *item;
+    size_t n;
+    const char *want[] = {"a", "b", "", "c d", NULL};
+    int i = 0;
+
+    while (util_next_item(&rest, &item, &n)) {
+        CHECK(want[i] != NULL);
+        CHECK_EQ_INT(n, strlen(want[i]));
+        CHECK(memcmp(item, want[i], n) == 0);
+        i++;
+    }
+    CHECK_EQ_INT(i, 4); /* a trailing comma ends the list */
+    rest = "";
+    CHECK(!util_next_item(&rest, &item, &n));
+    rest = "only";
+    CHECK(util_next_item(&rest, &item, &n));
+    CHECK_EQ_INT(n, 4);
+    CHECK(!util_next_item(&rest, &item, &n));
+}
+
+static void
+test_deadline(void)
+{
+    struct timespec now, d;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    util_deadline_us(1500000, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    int64_t diff_us = (int64_t)(d.tv_sec - now.tv_sec) * 1000000 + (d.tv_nsec - now.tv_nsec) / 1000;
+    CHECK(diff_us >= 1500000 && diff_us < 1600000);
+    util_deadline_us(999999, &d);
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+}
+
 int
 main(void)
 {
@@ -331,5 +370,7 @@ main(void)
     CHECK_RUN(test_format_iso_ms);
     CHECK_RUN(test_random);
     CHECK_RUN(test_clocks);
+    CHECK_RUN(test_next_item);
+    CHECK_RUN(test_deadline);
     return check_summary();
 }
