@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "ctl.h"
+#include "wrk.h"
 
 struct role {
     const char *name;
@@ -17,7 +18,7 @@ struct role {
 
 static const struct role roles[] = {
     {"controller", "the model controller (registry API over SQLite or MySQL)", ctl_main},
-    {"worker", "a model worker (not in this build yet)", NULL},
+    {"worker", "a model worker (builtin embedder; language models come next)", wrk_main},
     {"apiserver", "the OpenAI-compatible API server (not in this build yet)", NULL},
     {"webserver", "the API server plus dashboard (not in this build yet)", NULL},
 };
@@ -45,8 +46,8 @@ run(int argc, char **argv)
         }
         if (!roles[i].main) {
             fprintf(stderr,
-                    "roster: 'start %s' is not available in this build yet; only the "
-                    "controller is (see README.md, 'Status')\n",
+                    "roster: 'start %s' is not available in this build yet (see README.md, "
+                    "'Status')\n",
                     roles[i].name);
             return EX_UNAVAILABLE;
         }
@@ -60,7 +61,7 @@ run(int argc, char **argv)
 const struct cli_cmd cli_cmd_start = {
     .name = "start",
     .usage = "roster start <role> [options]",
-    .summary = "run a controller (workers, apiserver and webserver come next)",
+    .summary = "run a controller or a worker (apiserver and webserver come next)",
     .run = run,
     .help = help,
 };
@@ -77,6 +78,7 @@ cli_config_doc(int argc, char **argv)
            "underscores (`--registry-db-host` = `--registry_db_host`), or in the environment\n"
            "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n\n");
     flags_print_markdown(stdout, "roster start controller", ctl_summary, ctl_flag_defs);
+    flags_print_markdown(stdout, "roster start worker", wrk_summary, wrk_flag_defs);
     flags_print_markdown(stdout, "roster model list / set", cli_model_summary, cli_model_flag_defs);
     return 0;
 }

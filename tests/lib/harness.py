@@ -11,6 +11,7 @@ Environment (set by ctest, see tests/CMakeLists.txt):
   ROSTER_TEST_MARIADB_ENV  KEY=VALUE file written by tests/lib/mariadb.sh
   ROSTER_TEST_KEEP=1       keep temp dirs (paths are printed)
   ROSTER_TEST_ONLY=name    run only tests whose name contains `name`
+  ROSTER_TEST_SKIP=a,b     skip tests whose name contains a or b
   ROSTER_TEST_WRAPPER=cmd  run every roster process under cmd (e.g. valgrind)
 
 Processes get a clean environment: ROSTER_* option variables and
@@ -659,6 +660,8 @@ def main(ns):
     only = os.environ.get("ROSTER_TEST_ONLY")
     if only:
         tests = [(n, f) for n, f in tests if only in n]
+    skip = [s for s in os.environ.get("ROSTER_TEST_SKIP", "").split(",") if s]
+    tests = [(n, f) for n, f in tests if not any(s in n for s in skip)]
     failed = 0
     t_all = time.monotonic()
     for name, fn in tests:

@@ -1,0 +1,231 @@
+"""Workers as real processes: registration through any controller of a list,
+failover when the controller in use is killed, start-up with every
+controller down, deregistration on SIGTERM, and the builtin embedder over
+OpenAI's and DB-GPT's endpoints."""
+import base64
+import math
+import os
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import harness as h  # noqa: E402
+
+DIM = 32
+
+
+def worker(t, controllers, name="wrk", models="emb", args=(), wait=True):
+    argv = ["start", "worker", "--model_name", models, "--worker_type", "text2vec",
+            "--host", "127.0.0.1", "--controller_addr", ",".join(controllers),
+            "--embed_dim", str(DIM)] + list(args)
+    return t.start(name, argv, wait=wait)
+
+
+def health(w):
+    r = h.request("GET", w.url + "/api/health")
+    h.eq(r.status, 200)
+    return r.json()
+
+
+def rows(ctl_url, port):
+    """{model_name: healthy} of the instances at 127.0.0.1:port."""
+    return {i["model_name"]: i["healthy"] for i in h.list_models(ctl_url)
+            if i["host"] == "127.0.0.1" and i["port"] == port}
+
+
+def registered_on(ctl_url, w, models=("emb@text2vec",)):
+    r = rows(ctl_url, w.port)
+    return all(r.get(m) is True for m in list(models) + ["WorkerManager@service"])
+
+
+def embed(w, inp, **extra):
+    r = h.request("POST", w.url + "/v1/embeddings", dict(model="emb", input=inp, **extra))
+    h.eq(r.status, 200, f"{r}")
+    return r.json()
+
+
+def norm(v):
+    return math.sqrt(sum(x * x for x in v))
+
+
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
+
+
+def test_embeddings(t):
+    c = t.controller()
+    w = worker(t, [c.url], models="emb, emb2")
+    texts = ["the cat sat on the mat", "the cat sat on a mat", "quantum chromodynamics lecture",
+             "", "日本語のテキスト"]
+    doc = embed(w, texts)
+    h.eq(doc["object"], "list")
+    h.eq(doc["model"], "emb")
+    h.eq([d["index"] for d in doc["data"]], list(range(len(texts))))
+    vecs = [d["embedding"] for d in doc["data"]]
+    for v in vecs:
+        h.eq(len(v), DIM, "dimension:")
+        h.check(abs(norm(v) - 1) < 1e-5, f"unit norm, got {norm(v)}")
+    h.check(cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]) + 0.3,
+            "texts sharing words are closer than unrelated ones")
+    h.eq(doc["usage"]["prompt_tokens"], doc["usage"]["total_tokens"])
+    h.check(doc["usage"]["prompt_tokens"] >= 12, f"usage: {doc['usage']}")
+    # deterministic: the same text, another request, another process
+    h.eq(embed(w, texts[0])["data"][0]["embedding"], vecs[0], "same text, same vector:")
+    w2 = worker(t, [c.url], name="wrk2")
+    h.eq(embed(w2, texts[0])["data"][0]["embedding"], vecs[0], "same vector in another process:")
+    # base64: little-endian float32, the same numbers
+    b = embed(w, texts[0], encoding_format="base64")["data"][0]["embedding"]
+    raw = base64.b64decode(b)
+    h.eq(len(raw), 4 * DIM)
+    h.check(all(abs(x - y) < 1e-6 for x, y in zip(struct.unpack(f"<{DIM}f", raw), vecs[0])),
+            "base64 decodes to the float vector")
+    # dimensions: the leading components, renormalised
+    v8 = embed(w, texts[0], dimensions=8)["data"][0]["embedding"]
+    h.eq(len(v8), 8)
+    h.check(abs(norm(v8) - 1) < 1e-5)
+    h.check(cos(v8, vecs[0][:8]) > 0.9999, "dimensions keeps the direction of the prefix")
+    # DB-GPT's endpoint: a bare list of vectors
+    r = h.request("POST", w.url + "/api/worker/embeddings", {"model": "emb2", "input": texts[:2]})
+    h.eq(r.status, 200)
+    h.eq(r.json(), vecs[:2], "DB-GPT embeddings equal the OpenAI ones:")
+    r = h.request("POST", w.url + "/api/worker/count_token", {"model": "emb", "prompt": "a b, c"})
+    h.eq((r.status, r.json()), (200, 3))
+    r = h.request("POST", w.url + "/api/worker/model_metadata", {"model": "emb"})
+    h.eq(r.status, 200)
+    h.eq((r.json()["model"], r.json()["metadata"]["dimension"]), ("emb", DIM))
+    r = h.request("GET", w.url + "/v1/models")
+    h.eq([m["id"] for m in r.json()["data"]], ["emb", "emb2"])
+    h.eq(h.metric(w.url, "roster_worker_requests_total"), 7, "inference requests counted:")
+
+
+def test_bad_input(t):
+    c = t.controller()
+    w = worker(t, [c.url], args=["--max_body_bytes", "4096"])
+    url = w.url + "/v1/embeddings"
+    cases = [
+        ("malformed JSON", b'{"model": "emb", "input": ', 400),
+        ("not an object", b'["emb"]', 400),
+        ("missing model", {"input": "x"}, 400),
+        ("model not a string", {"model": 5, "input": "x"}, 400),
+        ("unknown model", {"model": "nope", "input": "x"}, 404),
+        ("missing input", {"model": "emb"}, 400),
+        ("token arrays", {"model": "emb", "input": [1, 2, 3]}, 400),
+        ("empty input list", {"model": "emb", "input": []}, 400),
+        ("input object", {"model": "emb", "input": {"a": 1}}, 400),
+        ("bad encoding_format", {"model": "emb", "input": "x", "encoding_format": "hex"}, 400),
+        ("dimensions 0", {"model": "emb", "input": "x", "dimensions": 0}, 400),
+        ("dimensions too large", {"model": "emb", "input": "x", "dimensions": DIM + 1}, 400),
+        ("dimensions fractional", {"model": "emb", "input": "x", "dimensions": 1.5}, 400),
+        ("too many inputs", {"model": "emb", "input": ["a"] * 2049}, (400, 413)),
+        ("body too large", {"model": "emb", "input": "x" * 5000}, 413),
+        ("deep nesting", b'{"model":"emb","input":' + b"[" * 40 + b"]" * 40 + b"}", 400),
+    ]
+    for label, body, status in cases:
+        r = h.request("POST", url, body)
+        h.check_error(r.status, r.body, status, label, r.header("Content-Type"))
+    r = h.request("POST", w.url + "/api/worker/count_token", {"model": "emb"})
+    h.check_error(r.status, r.body, 400, "count_token without prompt")
+    r = h.request("GET", w.url + "/v1/nothing")
+    h.check_error(r.status, r.body, 404, "unknown path")
+    # the worker still serves after all that
+    h.eq(len(embed(w, "ok")["data"][0]["embedding"]), DIM)
+
+
+def test_registers_through_second_when_first_is_down(t):
+    c = t.controller()
+    sock, port = h.dead_port()
+    try:
+        for i in range(3):  # the starting controller is random: try a few starts
+            w = worker(t, [f"http://127.0.0.1:{port}", c.url], name=f"wrk{i}",
+                       args=["--heartbeat_interval", "1", "--control_timeout_ms", "500"])
+            h.wait_until(lambda: registered_on(c.url, w), 5,
+                         what="registration through the live controller")
+            h.eq(health(w)["controller"], c.url)
+            h.check(health(w)["registered"] is True)
+            h.eq(w.stop(), 0)
+    finally:
+        sock.close()
+
+
+def test_failover_keeps_instance_healthy(t):
+    db = t.mysql_database()
+    ctls = [t.controller(f"ctl{i}", db=db) for i in range(2)]
+    w = worker(t, [c.url for c in ctls], args=["--heartbeat_interval", "0.5",
+                                               "--control_timeout_ms", "500"])
+    for c in ctls:
+        h.wait_until(lambda c=c: registered_on(c.url, w), 5, what=f"registration on {c.name}")
+    used = health(w)["controller"]
+    victim = next(c for c in ctls if c.url == used)
+    survivor = next(c for c in ctls if c.url != used)
+    victim.kill()
+    t_kill = time.monotonic()
+    # the lease is 1.5 s: watch for three of them that it never lapses
+    moved = None
+    while time.monotonic() - t_kill < 4.5:
+        h.check(registered_on(survivor.url, w),
+                f"instance unhealthy on {survivor.name} {time.monotonic() - t_kill:.2f}s after "
+                f"killing {victim.name}: {rows(survivor.url, w.port)}")
+        if moved is None and health(w)["controller"] == survivor.url:
+            moved = time.monotonic() - t_kill
+        time.sleep(0.05)
+    h.check(moved is not None and moved < 0.5 + 0.5 + 0.5,
+            f"heartbeats moved to {survivor.name} after {moved}s (interval 0.5 s, timeout 0.5 s)")
+
+
+def test_starts_with_every_controller_down(t):
+    sock, port = h.dead_port()
+    sock.close()  # nothing listens there until the controller below starts
+    w = worker(t, [f"http://127.0.0.1:{port}"], args=["--heartbeat_interval", "1"])
+    time.sleep(1.0)
+    h.check(w.alive(), "the worker keeps running while no controller answers")
+    hl = health(w)
+    h.eq((hl["registered"], hl["controller"]), (False, None))
+    h.eq(len(embed(w, "served meanwhile")["data"][0]["embedding"]), DIM)
+    port_file = os.path.join(t.tmp, "late.port")
+    c = h.Proc(t, "late", ["start", "controller", "--host", "127.0.0.1", "--port", str(port),
+                           "--port_file", port_file, "--registry_db_name", t.sqlite_path],
+               port_file=port_file)
+    t.procs.append(c)
+    c.wait_port()
+    t_up = time.monotonic()
+    h.wait_until(lambda: registered_on(c.url, w), 5, what="registration once a controller is up")
+    # backoff is capped at the heartbeat interval (1 s) plus jitter
+    h.check(time.monotonic() - t_up < 2.5, "registered within the capped backoff")
+
+
+def test_sigterm_deregisters(t):
+    c = t.controller()
+    w = worker(t, [c.url], models="emb,emb2", args=["--heartbeat_interval", "0.5"])
+    h.wait_until(lambda: registered_on(c.url, w, ("emb@text2vec", "emb2@text2vec")), 5,
+                 what="registration")
+    h.eq(w.stop(), 0, "exit code after SIGTERM:")
+    h.eq(rows(c.url, w.port), {"emb@text2vec": False, "emb2@text2vec": False,
+                               "WorkerManager@service": False}, "rows after SIGTERM:")
+    h.eq([i for i in h.list_models(c.url, healthy_only="true") if i["port"] == w.port], [])
+    h.check("deregistered emb@text2vec" in w.logs())
+
+
+def test_cli(t):
+    r = h.cli(["start", "worker", "--help"])
+    h.eq(r.returncode, 0)
+    for flag in ("--model_name", "--controller_addr", "--worker_register_host",
+                 "--heartbeat_interval", "--concurrency", "--embed_dim"):
+        h.check(flag in r.stdout, f"{flag} in --help")
+    for args, needle in [
+        ([], "--model_name is required"),
+        (["--model_name", "m", "--worker_type", "llm"], "not in this build yet"),
+        (["--model_name", "m", "--worker_type", "chat"], "--worker_type"),
+        (["--model_name", "m", "--worker_type", "text2vec", "--backend", "openai"],
+         "not in this build yet"),
+        (["--model_name", "a@b", "--worker_type", "text2vec"], "no '@'"),
+        (["--model_name", "m", "--worker_type", "text2vec", "--controller_addr", "ftp://x",
+          "--port", "0"], "not an http"),
+    ]:
+        r = h.cli(["start", "worker"] + args, timeout=10)
+        h.eq(r.returncode, 64, f"exit code of {args}: {r.stderr}")
+        h.check(needle in r.stderr, f"{args}: stderr {r.stderr!r} lacks {needle!r}")
+
+
+if __name__ == "__main__":
+    h.main(globals())

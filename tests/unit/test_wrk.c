@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_wrk.c - worker/: the builtin embedder (dimension, unit norm,
+ * determinism, case folding, similarity, empty and odd input, pinned
+ * values) and the parsing of --controller_addr lists.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "wrk.h"
+
+static double
+norm(const float *v, size_t n)
+{
+    double s = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        s += (double)v[i] * v[i];
+    }
+    return sqrt(s);
+}
+
+static double
+cosine(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        s += (double)a[i] * b[i];
+    }
+    return s / (norm(a, n) * norm(b, n));
+}
+
+static void
+embed_s(const char *s, float *out, size_t dim)
+{
+    wrk_embed(s, strlen(s), out, dim);
+}
+
+static void
+test_unit_norm_every_dimension(void)
+{
+    static const char *const texts[] = {
+        "hello", "", "   ,,, ", "a", "日本語", "x y z w v u", "\xff\xfe broken utf-8 \xc3"};
+    static const size_t dims[] = {8, 13, 384, 4096};
+    float v[4096];
+
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++) {
+        for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+            embed_s(texts[t], v, dims[d]);
+            CHECK(fabs(norm(v, dims[d]) - 1.0) < 1e-5);
+        }
+    }
+}
+
+static void
+test_deterministic_and_case_folded(void)
+{
+    float a[64], b[64], c[64];
+
+    embed_s("The Quick Brown Fox", a, 64);
+    embed_s("the quick brown fox", b, 64);
+    embed_s("the quick brown fox", c, 64);
+    CHECK(memcmp(b, c, sizeof(b)) == 0);
+    CHECK(memcmp(a, b, sizeof(a)) == 0);
+    /* punctuation and spacing do not make words */
+    embed_s("the, quick -- brown\tfox!", c, 64);
+    CHECK(memcmp(b, c, sizeof(b)) == 0);
+}
+
+static void
+test_similarity(void)
+{
+    float a[256], b[256], c[256], d[256];
+
+    embed_s("the cat sat on the mat", a, 256);
+    embed_s("the cat sat on a mat", b, 256);
+    embed_s("quantum chromodynamics lecture notes", c, 256);
+    embed_s("mat on the sat cat the", d, 256); /* same words, other order */
+    CHECK(cosine(a, b, 256) > 0.8);
+    CHECK(cosine(a, c, 256) < 0.3);
+    CHECK(cosine(a, d, 256) > cosine(a, c, 256));
+    CHECK(cosine(a, d, 256) < 0.999); /* bigrams tell the orders apart */
+}
+
+static void
+test_pinned_values(void)
+{
+    /* the hashing is part of the contract: vectors stored by a client must
+     * stay comparable across releases, so a change here is a breaking one */
+    static const float want[8] = {0,           0.485071242f,  0.12126781f,  -0.606339037f,
+                                  0.12126781f, -0.363803446f, 0.485071242f, 0};
+    float v[8];
+    int nonzero = 0;
+
+    embed_s("hello world", v, 8);
+    for (int i = 0; i < 8; i++) {
+        CHECK(fabsf(v[i] - want[i]) < 1e-6f);
+    }
+    embed_s("", v, 8);
+    for (int i = 0; i < 8; i++) {
+        nonzero += v[i] != 0;
+        CHECK(v[i] == 0 || fabsf(fabsf(v[i]) - 1.0f) < 1e-6f);
+    }
+    CHECK_EQ_INT(nonzero, 1);
+}
+
+static void
+test_count_words(void)
+{
+    CHECK_EQ_INT(wrk_count_words("", 0), 0);
+    CHECK_EQ_INT(wrk_count_words("a b, c", 6), 3);
+    CHECK_EQ_INT(wrk_count_words("  leading and trailing  ", 24), 3);
+    CHECK_EQ_INT(wrk_count_words("日本語 text", strlen("日本語 text")), 2);
+    CHECK_EQ_INT(wrk_count_words("a\0b", 3), 2); /* lengths, not C strings */
+}
+
+static void
+test_parse_controllers(void)
+{
+    struct wrk_registrar_config c;
+    char err[256];
+
+    memset(&c, 0, sizeof(c));
+    CHECK_EQ_INT(
+        wrk_parse_controllers("http://a:8000, http://b:8000/ ,https://c", &c, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.nurls, 3);
+    CHECK_EQ_STR(c.urls[0], "http://a:8000");
+    CHECK_EQ_STR(c.urls[1], "http://b:8000");
+    CHECK_EQ_STR(c.urls[2], "https://c");
+    CHECK_EQ_INT(wrk_parse_controllers("http://a,,", &c, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.nurls, 1);
+    CHECK_EQ_INT(wrk_parse_controllers("", &c, err, sizeof(err)), -1);
+    CHECK(strstr(err, "no controller"));
+    CHECK_EQ_INT(wrk_parse_controllers(" , ", &c, err, sizeof(err)), -1);
+    CHECK_EQ_INT(wrk_parse_controllers("a:8000", &c, err, sizeof(err)), -1);
+    CHECK(strstr(err, "not an http"));
+    CHECK_EQ_INT(wrk_parse_controllers("http://a,ftp://b", &c, err, sizeof(err)), -1);
+    char many[2000];
+    size_t off = 0;
+    for (int i = 0; i <= WRK_MAX_CTLS; i++) {
+        memcpy(many + off, "http://x,", 9);
+        off += 9;
+    }
+    many[off] = '\0';
+    CHECK_EQ_INT(wrk_parse_controllers(many, &c, err, sizeof(err)), -1);
+    CHECK(strstr(err, "more than"));
+}
+
+int
+main(void)
+{
+    CHECK_RUN(test_unit_norm_every_dimension);
+    CHECK_RUN(test_deterministic_and_case_folded);
+    CHECK_RUN(test_similarity);
+    CHECK_RUN(test_pinned_values);
+    CHECK_RUN(test_count_words);
+    CHECK_RUN(test_parse_controllers);
+    return check_summary();
+}

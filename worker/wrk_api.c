@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * wrk_api.c - the worker's HTTP endpoints.
+ *
+ * OpenAI-style, what the apiserver proxies without translation:
+ *   GET  /v1/models                  the models this worker serves
+ *   POST /v1/embeddings              input: a string or a list of strings;
+ *                                    encoding_format float|base64; dimensions
+ * DB-GPT's worker API, so DB-GPT tooling can drive a roster worker:
+ *   POST /api/worker/embeddings      {model, input: [str]} -> [[float]]
+ *   POST /api/worker/count_token     {model, prompt} -> int
+ *   POST /api/worker/model_metadata  {model} -> ModelMetadata
+ * And GET /api/health, GET /metrics.
+ *
+ * Errors are OpenAI's shape with the right status: 400 bad JSON or field,
+ * 404 unknown model, 413 (the HTTP layer) body too large.
+ */
+#include "wrk.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#define LOG_MODULE "worker"
+#include "json_check.h"
+#include "json_write.h"
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_JSON_DEPTH 16
+#define MAX_RESPONSE   (256u * 1024 * 1024)
+
+static struct wrk_server *
+server_of(void *arg)
+{
+    return arg;
+}
+
+static void
+bad_request(struct http_request *req, const char *code, const char *msg)
+{
+    http_reply_error(req, 400, "invalid_request_error", code ? code : "invalid_request", "%s", msg);
+}
+
+/* Parses the body as a JSON object and finds the served model named by its
+ * "model" field. Replies and returns NULL on any failure. */
+static cJSON *
+parse_request(struct http_request *req, struct wrk_server *srv, const char **model_out)
+{
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    char err[256];
+    cJSON *root = NULL;
+    const cJSON *m;
+
+    atomic_fetch_add(&srv->requests, 1);
+    if (json_parse(body, len, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_json", "invalid JSON body: %s",
+                         err);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        bad_request(req, NULL, "the body must be a JSON object");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    m = json_get(root, "model");
+    if (!cJSON_IsString(m)) {
+        bad_request(req, "model", "field 'model' (a string) is required");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    for (size_t i = 0; i < srv->nmodels; i++) {
+        if (strcmp(srv->models[i], m->valuestring) == 0) {
+            *model_out = srv->models[i];
+            return root;
+        }
+    }
+    http_reply_error(req, 404, "invalid_request_error", "model_not_found",
+                     "the model '%.200s' is not served by this worker", m->valuestring);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+/* Collects the input texts: a string or a non-empty array of strings.
+ * Returns the count, or -1 after replying. */
+static int
+inputs_of(struct http_request *req, const cJSON *in, const cJSON **items, int max)
+{
+    int n = 0;
+
+    if (cJSON_IsString(in)) {
+        items[0] = in;
+        return 1;
+    }
+    if (!cJSON_IsArray(in)) {
+        bad_request(req, "input", "field 'input' must be a string or an array of strings");
+        return -1;
+    }
+    for (const cJSON *it = in->child; it; it = it->next) {
+        if (!cJSON_IsString(it)) {
+            bad_request(req, "input",
+                        "field 'input' must hold strings (token arrays are not supported)");
+            return -1;
+        }
+        if (n == max) {
+            http_reply_error(req, 400, "invalid_request_error", "input",
+                             "field 'input' holds more than %d texts", max);
+            return -1;
+        }
+        items[n++] = it;
+    }
+    if (n == 0) {
+        bad_request(req, "input", "field 'input' must not be empty");
+        return -1;
+    }
+    return n;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Appends the base64 of v[0..n) as little-endian float32 (OpenAI's form). */
+static void
+jw_base64_floats(struct jw *w, const float *v, size_t n)
+{
+    size_t len = n * 4;
+    char chunk[4];
+    unsigned char in[3];
+    size_t i = 0;
+
+    jw_raw(w, "\"");
+    while (i < len && !w->err) {
+        size_t k = 0;
+        for (; k < 3 && i + k < len; k++) {
+            uint32_t bits;
+            memcpy(&bits, &v[(i + k) / 4], 4);
+            in[k] = (unsigned char)(bits >> (8 * ((i + k) % 4)));
+        }
+        chunk[0] = b64[in[0] >> 2];
+        chunk[1] = b64[((in[0] & 3) << 4) | (k > 1 ? in[1] >> 4 : 0)];
+        chunk[2] = k > 1 ? b64[((in[1] & 15) << 2) | (k > 2 ? in[2] >> 6 : 0)] : '=';
+        chunk[3] = k > 2 ? b64[in[2] & 63] : '=';
+        if (buf_append(w->b, chunk, 4) != 0) {
+            w->err = 1;
+        }
+        i += k;
+    }
+    jw_raw(w, "\"");
+}
+
+static void
+jw_floats(struct jw *w, const float *v, size_t n)
+{
+    char num[32];
+
+    jw_raw(w, "[");
+    for (size_t i = 0; i < n && !w->err; i++) {
+        snprintf(num, sizeof(num), "%s%.9g", i ? "," : "", (double)v[i]);
+        jw_raw(w, num);
+    }
+    jw_raw(w, "]");
+}
+
+static void
+reply_json(struct http_request *req, struct wrk_server *srv, struct buf *b, struct jw *w)
+{
+    if (w->err) {
+        atomic_fetch_add(&srv->errors, 1);
+        http_reply_error(req, 500, "server_error", "response_too_large",
+                         "the response does not fit in %u bytes", MAX_RESPONSE);
+    } else {
+        http_reply(req, 200, "application/json", b->data, b->len, NULL);
+    }
+}
+
+/* POST /v1/embeddings and POST /api/worker/embeddings (dbgpt = true). */
+static void
+embeddings(struct http_request *req, void *arg, bool dbgpt)
+{
+    struct wrk_server *srv = server_of(arg);
+    const cJSON *items[WRK_MAX_INPUTS];
+    const char *model = NULL;
+    cJSON *root = parse_request(req, srv, &model);
+    size_t dim = (size_t)srv->cfg->embed_dim;
+    bool base64 = false;
+    float *vec = NULL;
+    size_t tokens = 0;
+    struct buf b;
+    struct jw w;
+    int n;
+
+    if (!root) {
+        return;
+    }
+    if (!srv->embeddings) {
+        http_reply_error(req, 400, "invalid_request_error", "model_not_embedding",
+                         "the model '%s' is not an embedding model", model);
+        goto out;
+    }
+    n = inputs_of(req, json_get(root, "input"), items, WRK_MAX_INPUTS);
+    if (n < 0) {
+        goto out;
+    }
+    const cJSON *fmt = json_get(root, "encoding_format");
+    if (fmt && !cJSON_IsNull(fmt)) {
+        if (!cJSON_IsString(fmt) ||
+            (strcmp(fmt->valuestring, "float") != 0 && strcmp(fmt->valuestring, "base64") != 0)) {
+            bad_request(req, "encoding_format",
+                        "field 'encoding_format' must be 'float' or "
+                        "'base64'");
+            goto out;
+        }
+        base64 = strcmp(fmt->valuestring, "base64") == 0;
+    }
+    const cJSON *dims = json_get(root, "dimensions");
+    if (dims && !cJSON_IsNull(dims)) {
+        if (!cJSON_IsNumber(dims) || dims->valuedouble != floor(dims->valuedouble) ||
+            dims->valuedouble < 1 || dims->valuedouble > (double)dim) {
+            http_reply_error(req, 400, "invalid_request_error", "dimensions",
+                             "field 'dimensions' must be an integer in [1, %zu]", dim);
+            goto out;
+        }
+        dim = (size_t)dims->valuedouble;
+    }
+    vec = malloc((size_t)srv->cfg->embed_dim * sizeof(*vec));
+    if (!vec) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        goto out;
+    }
+    buf_init(&b, MAX_RESPONSE);
+    jw_init(&w, &b);
+    jw_raw(&w, dbgpt ? "[" : "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < n && !w.err; i++) {
+        const char *t = items[i]->valuestring;
+        size_t len = strlen(t);
+        wrk_embed(t, len, vec, (size_t)srv->cfg->embed_dim);
+        if (dim < (size_t)srv->cfg->embed_dim) {
+            /* OpenAI's `dimensions`: the leading components, renormalised */
+            double norm = 0;
+            for (size_t k = 0; k < dim; k++) {
+                norm += (double)vec[k] * vec[k];
+            }
+            norm = norm > 0 ? sqrt(norm) : 1;
+            for (size_t k = 0; k < dim; k++) {
+                vec[k] = (float)(vec[k] / norm);
+            }
+        }
+        tokens += wrk_count_words(t, len);
+        if (i) {
+            jw_raw(&w, ",");
+        }
+        if (dbgpt) {
+            jw_floats(&w, vec, dim);
+            continue;
+        }
+        jw_raw(&w, "{\"object\":\"embedding\",\"index\":");
+        jw_i64(&w, i);
+        jw_raw(&w, ",\"embedding\":");
+        if (base64) {
+            jw_base64_floats(&w, vec, dim);
+        } else {
+            jw_floats(&w, vec, dim);
+        }
+        jw_raw(&w, "}");
+    }
+    if (dbgpt) {
+        jw_raw(&w, "]");
+    } else {
+        jw_raw(&w, "],\"model\":");
+        jw_str(&w, model);
+        jw_raw(&w, ",\"usage\":{\"prompt_tokens\":");
+        jw_i64(&w, (int64_t)tokens);
+        jw_raw(&w, ",\"total_tokens\":");
+        jw_i64(&w, (int64_t)tokens);
+        jw_raw(&w, "}}");
+    }
+    reply_json(req, srv, &b, &w);
+    buf_cleanup(&b);
+out:
+    free(vec);
+    cJSON_Delete(root);
+}
+
+static void
+h_v1_embeddings(struct http_request *req, void *arg)
+{
+    atomic_fetch_add(&server_of(arg)->load.in_flight, 1);
+    embeddings(req, arg, false);
+    atomic_fetch_sub(&server_of(arg)->load.in_flight, 1);
+}
+
+static void
+h_worker_embeddings(struct http_request *req, void *arg)
+{
+    atomic_fetch_add(&server_of(arg)->load.in_flight, 1);
+    embeddings(req, arg, true);
+    atomic_fetch_sub(&server_of(arg)->load.in_flight, 1);
+}
+
+static void
+h_count_token(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = server_of(arg);
+    const char *model = NULL;
+    cJSON *root = parse_request(req, srv, &model);
+    char num[32];
+
+    if (!root) {
+        return;
+    }
+    const cJSON *p = json_get(root, "prompt");
+    if (!cJSON_IsString(p)) {
+        bad_request(req, "prompt", "field 'prompt' (a string) is required");
+    } else {
+        snprintf(num, sizeof(num), "%zu", wrk_count_words(p->valuestring, strlen(p->valuestring)));
+        http_reply(req, 200, "application/json", num, strlen(num), NULL);
+    }
+    cJSON_Delete(root);
+}
+
+static void
+h_model_metadata(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = server_of(arg);
+    const char *model = NULL;
+    cJSON *root = parse_request(req, srv, &model);
+    struct buf b;
+    struct jw w;
+
+    if (!root) {
+        return;
+    }
+    buf_init(&b, 64 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"model\":");
+    jw_str(&w, model);
+    jw_raw(&w, ",\"label\":");
+    jw_str(&w, model);
+    jw_raw(&w, ",\"context_length\":8192,\"max_output_length\":0,\"description\":");
+    jw_str(&w, "roster's builtin embedder: feature hashing, for trying roster out and for tests");
+    jw_raw(&w, ",\"link\":null,\"chat_model\":false,\"function_calling\":false,\"metadata\":{"
+               "\"dimension\":");
+    jw_i64(&w, srv->cfg->embed_dim);
+    jw_raw(&w, "},\"ext_metadata\":{}}");
+    reply_json(req, srv, &b, &w);
+    buf_cleanup(&b);
+    cJSON_Delete(root);
+}
+
+static void
+h_models(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = server_of(arg);
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 1024 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < srv->nmodels; i++) {
+        jw_raw(&w, i ? ",{\"id\":" : "{\"id\":");
+        jw_str(&w, srv->models[i]);
+        jw_raw(&w, ",\"object\":\"model\",\"created\":");
+        jw_i64(&w, srv->started_wall_s);
+        jw_raw(&w, ",\"owned_by\":\"roster\"}");
+    }
+    jw_raw(&w, "]}");
+    reply_json(req, srv, &b, &w);
+    buf_cleanup(&b);
+}
+
+static void
+h_health(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = server_of(arg);
+    bool registered = srv->registrar && wrk_registrar_registered(srv->registrar);
+    int cur = srv->registrar ? wrk_registrar_current(srv->registrar) : -1;
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 64 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"status\":\"ok\",\"registered\":");
+    jw_bool(&w, registered);
+    jw_raw(&w, ",\"controller\":");
+    jw_str(&w, cur >= 0 ? srv->rcfg.urls[cur] : NULL);
+    jw_raw(&w, ",\"in_flight\":");
+    jw_i64(&w, atomic_load(&srv->load.in_flight));
+    jw_raw(&w, ",\"capacity\":");
+    jw_i64(&w, srv->load.capacity);
+    jw_raw(&w, "}");
+    reply_json(req, srv, &b, &w);
+    buf_cleanup(&b);
+}
+
+static void
+h_metrics(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = server_of(arg);
+    struct buf b;
+
+    buf_init(&b, 64 * 1024);
+    int rc = metrics_header(&b, "roster_worker_requests_total", "counter",
+                            "Inference requests received.");
+    rc |= metrics_sample(&b, "roster_worker_requests_total", NULL,
+                         (double)atomic_load(&srv->requests));
+    rc |= metrics_header(&b, "roster_worker_errors_total", "counter",
+                         "Requests that failed on the worker's side (5xx).");
+    rc |= metrics_sample(&b, "roster_worker_errors_total", NULL, (double)atomic_load(&srv->errors));
+    rc |= metrics_header(&b, "roster_worker_in_flight", "gauge", "Requests being served.");
+    rc |= metrics_sample(&b, "roster_worker_in_flight", NULL,
+                         (double)atomic_load(&srv->load.in_flight));
+    rc |= metrics_header(&b, "roster_worker_registered", "gauge",
+                         "1 when every instance is accepted by a controller.");
+    rc |= metrics_sample(&b, "roster_worker_registered", NULL,
+                         srv->registrar && wrk_registrar_registered(srv->registrar) ? 1 : 0);
+    if (rc != 0) {
+        http_reply_error(req, 500, "server_error", "metrics", "cannot format the metrics");
+    } else {
+        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    }
+    buf_cleanup(&b);
+}
+
+const struct http_route wrk_routes[] = {
+    {"GET", "/api/health", h_health, 0},
+    {"GET", "/metrics", h_metrics, 0},
+    {"GET", "/v1/models", h_models, 0},
+    {"POST", "/v1/embeddings", h_v1_embeddings, 0},
+    {"POST", "/api/worker/embeddings", h_worker_embeddings, 0},
+    {"POST", "/api/worker/count_token", h_count_token, 0},
+    {"POST", "/api/worker/model_metadata", h_model_metadata, 0},
+    {0},
+};

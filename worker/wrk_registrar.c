@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * wrk_registrar.c - the worker's control plane: one thread that keeps the
+ * worker's instances registered through any live controller.
+ *
+ * Controller choice. The thread starts at a random controller of the list
+ * (so a fleet of workers spreads over the controllers) and stays with one
+ * that answers. A call that fails (refused, timed out, 5xx) moves it to the
+ * next controller at once, within the same heartbeat period, so a dead
+ * controller costs one call timeout, not a period. When every controller
+ * failed, it waits with capped exponential backoff (100 ms doubling, capped
+ * at the heartbeat interval, with ±50 % jitter) and tries again; it never
+ * gives up and never exits the process (DB-GPT's worker exits when its first
+ * registration fails).
+ *
+ * Calls. An instance not yet accepted is registered (POST
+ * /api/controller/models, DB-GPT's body plus heartbeat_interval_secs, so
+ * the registry gives it a lease of three intervals, and the load report);
+ * afterwards each period sends a heartbeat with the same fields. A 404 or a
+ * body other than `true` marks the instance for registration again. Every
+ * call carries the cluster secret (X-Roster-Secret) and the control timeout.
+ *
+ * Stop. wrk_registrar_stop() ends the loop; with `deregister` it then sends
+ * DELETE /api/controller/models?...&remove_from_registry=false for every
+ * instance (the row stays, healthy = 0: out of the routable set at once).
+ */
+#include "wrk.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#define LOG_MODULE "worker"
+#include "http_client.h"
+#include "json_write.h"
+#include "log.h"
+#include "util.h"
+
+#define BACKOFF_MIN_MS 100
+
+struct wrk_registrar {
+    struct wrk_registrar_config cfg;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stop;
+    bool stopped; /* the loop has ended (deregistration done or skipped) */
+    bool accepted[WRK_MAX_MODELS + 1];
+    int cur;       /* controller in use */
+    bool all_good; /* every instance accepted in the last period */
+    bool warned;   /* "no controller answers" logged since the last success */
+};
+
+int
+wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *err, size_t errcap)
+{
+    const char *rest = list;
+    const char *p;
+    size_t n;
+
+    cfg->nurls = 0;
+    while (util_next_item(&rest, &p, &n)) {
+        while (n > 0 && p[n - 1] == '/') {
+            n--;
+        }
+        if (n > 0) {
+            if (cfg->nurls == WRK_MAX_CTLS) {
+                snprintf(err, errcap, "more than %d controllers", WRK_MAX_CTLS);
+                return -1;
+            }
+            if (n >= sizeof(cfg->urls[0]) ||
+                (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)) {
+                snprintf(err, errcap, "'%.*s' is not an http:// or https:// URL",
+                         (int)(n > 200 ? 200 : n), p);
+                return -1;
+            }
+            memcpy(cfg->urls[cfg->nurls], p, n);
+            cfg->urls[cfg->nurls][n] = '\0';
+            cfg->nurls++;
+        }
+    }
+    if (cfg->nurls == 0) {
+        snprintf(err, errcap, "no controller address given");
+        return -1;
+    }
+    return 0;
+}
+
+/* The JSON body of a register or heartbeat call for instance i. */
+static int
+instance_body(const struct wrk_registrar *r, size_t i, struct buf *b)
+{
+    const struct wrk_registrar_config *c = &r->cfg;
+    struct jw w;
+
+    jw_init(&w, b);
+    jw_raw(&w, "{\"model_name\":");
+    jw_str(&w, c->inst[i].model_name);
+    jw_raw(&w, ",\"host\":");
+    jw_str(&w, c->host);
+    jw_raw(&w, ",\"port\":");
+    jw_i64(&w, c->port);
+    jw_raw(&w, ",\"weight\":");
+    jw_double(&w, c->inst[i].weight);
+    jw_raw(&w, ",\"check_healthy\":true,\"healthy\":true,\"enabled\":true,"
+               "\"prompt_template\":null,\"last_heartbeat\":null,"
+               "\"remove_from_registry\":false,\"heartbeat_interval_secs\":");
+    jw_double(&w, (double)c->interval_ms / 1000.0);
+    jw_raw(&w, ",\"load\":{\"in_flight\":");
+    jw_i64(&w, c->load ? atomic_load(&c->load->in_flight) : 0);
+    jw_raw(&w, ",\"queue_length\":0,\"capacity\":");
+    jw_i64(&w, c->load ? c->load->capacity : 0);
+    jw_raw(&w, "}}");
+    return w.err ? -1 : 0;
+}
+
+enum outcome { OK, REJECTED, FAILED };
+
+/* One control-plane call to controller `ctl`. OK: 200 with `true`;
+ * REJECTED: the controller answered but refused (4xx, or not `true`);
+ * FAILED: no answer, a timeout or a 5xx (try another controller). */
+static enum outcome
+call(struct wrk_registrar *r, int ctl, const char *method, const char *path, const char *body,
+     size_t len)
+{
+    char url[1024];
+    char secret[600];
+    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
+    struct http_client_response resp;
+    char err[256];
+    enum outcome o;
+
+    snprintf(url, sizeof(url), "%s%s", r->cfg.urls[ctl], path);
+    if (r->cfg.secret) {
+        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", r->cfg.secret);
+        headers[1] = secret;
+    }
+    if (http_client_request(method, url, body, len, headers, (int)r->cfg.timeout_ms, 64 * 1024,
+                            &resp, err, sizeof(err)) != 0) {
+        log_debug("%s %s: %s", method, url, err);
+        return FAILED;
+    }
+    if (resp.status >= 500 || resp.status == 0) {
+        log_debug("%s %s: HTTP %ld", method, url, resp.status);
+        o = FAILED;
+    } else if (resp.status == 200 && resp.body.len >= 4 && memcmp(resp.body.data, "true", 4) == 0) {
+        o = OK;
+    } else {
+        log_warn("%s %s: HTTP %ld: %.*s", method, url, resp.status,
+                 (int)(resp.body.len > 300 ? 300 : resp.body.len),
+                 resp.body.data ? resp.body.data : "");
+        o = REJECTED;
+    }
+    http_client_response_cleanup(&resp);
+    return o;
+}
+
+/* Register or heartbeat every instance through one controller. Returns
+ * FAILED as soon as a call fails (the caller moves on), else OK. */
+static enum outcome
+beat_all(struct wrk_registrar *r, int ctl)
+{
+    struct buf b;
+    enum outcome worst = OK;
+
+    buf_init(&b, 16 * 1024);
+    for (size_t i = 0; i < r->cfg.ninst; i++) {
+        bool reg = !r->accepted[i];
+        buf_reset(&b);
+        if (instance_body(r, i, &b) != 0) {
+            continue;
+        }
+        enum outcome o =
+            call(r, ctl, "POST", reg ? "/api/controller/models" : "/api/controller/heartbeat",
+                 b.data, b.len);
+        if (o == FAILED) {
+            worst = FAILED;
+            break;
+        }
+        if (o == OK && reg) {
+            log_info("registered %s at %s:%d through %s", r->cfg.inst[i].model_name, r->cfg.host,
+                     r->cfg.port, r->cfg.urls[ctl]);
+        }
+        r->accepted[i] = o == OK; /* refused: register again next time */
+        if (o == REJECTED) {
+            worst = REJECTED;
+        }
+    }
+    buf_cleanup(&b);
+    return worst;
+}
+
+/* Waits ms or until stopped; returns true when stopped. Called with mu held. */
+static bool
+wait_ms(struct wrk_registrar *r, int64_t ms)
+{
+    struct timespec ts;
+
+    util_deadline_us(ms * 1000, &ts);
+    while (!r->stop) {
+        if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    return r->stop;
+}
+
+static int64_t
+jitter(int64_t ms)
+{
+    /* uniform in [ms/2, 3ms/2) */
+    return ms / 2 + (int64_t)util_random_below((uint64_t)(ms > 0 ? ms : 1));
+}
+
+static void *
+registrar_main(void *arg)
+{
+    struct wrk_registrar *r = arg;
+    int64_t backoff = BACKOFF_MIN_MS;
+
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        int start = r->cur;
+        enum outcome o = FAILED;
+        int64_t t0 = util_mono_ms();
+
+        pthread_mutex_unlock(&r->mu);
+        for (size_t k = 0; k < r->cfg.nurls; k++) {
+            int ctl = (int)((size_t)(start + (int)k) % r->cfg.nurls);
+            o = beat_all(r, ctl);
+            if (o != FAILED) {
+                if (ctl != r->cur || r->warned) {
+                    log_info("using controller %s", r->cfg.urls[ctl]);
+                }
+                pthread_mutex_lock(&r->mu);
+                r->cur = ctl;
+                r->warned = false;
+                pthread_mutex_unlock(&r->mu);
+                break;
+            }
+        }
+        pthread_mutex_lock(&r->mu);
+        if (o == FAILED) {
+            r->all_good = false;
+            if (!r->warned) {
+                log_warn("no controller of %zu answers; retrying with backoff", r->cfg.nurls);
+                r->warned = true;
+            }
+            /* once the controllers are lost, treat every instance as new */
+            memset(r->accepted, 0, sizeof(r->accepted));
+            int64_t cap = r->cfg.interval_ms;
+            if (wait_ms(r, jitter(backoff < cap ? backoff : cap))) {
+                break;
+            }
+            backoff = backoff * 2;
+            continue;
+        }
+        backoff = BACKOFF_MIN_MS;
+        r->all_good = o == OK;
+        if (o == REJECTED) {
+            /* a refusal (a bad secret, a full registry): retry after a period */
+            if (wait_ms(r, r->cfg.interval_ms)) {
+                break;
+            }
+            continue;
+        }
+        int64_t spent = util_mono_ms() - t0;
+        if (wait_ms(r, r->cfg.interval_ms > spent ? r->cfg.interval_ms - spent : 0)) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+static void
+deregister_all(struct wrk_registrar *r)
+{
+    char path[1024];
+    char *m, *h;
+    CURL *esc = curl_easy_init();
+
+    if (!esc) {
+        return;
+    }
+    h = curl_easy_escape(esc, r->cfg.host, 0);
+    for (size_t i = 0; i < r->cfg.ninst && h; i++) {
+        m = curl_easy_escape(esc, r->cfg.inst[i].model_name, 0);
+        if (!m) {
+            continue;
+        }
+        snprintf(path, sizeof(path),
+                 "/api/controller/models?model_name=%s&host=%s&port=%d&remove_from_registry=false",
+                 m, h, r->cfg.port);
+        curl_free(m);
+        bool done = false;
+        for (size_t k = 0; k < r->cfg.nurls && !done; k++) {
+            int ctl = (int)((size_t)(r->cur + (int)k) % r->cfg.nurls);
+            done = call(r, ctl, "DELETE", path, NULL, 0) != FAILED;
+        }
+        if (done) {
+            log_info("deregistered %s", r->cfg.inst[i].model_name);
+        } else {
+            log_warn("could not deregister %s: no controller answers (its lease ends it)",
+                     r->cfg.inst[i].model_name);
+        }
+    }
+    curl_free(h);
+    curl_easy_cleanup(esc);
+}
+
+int
+wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar **out)
+{
+    struct wrk_registrar *r = calloc(1, sizeof(*r));
+
+    *out = NULL;
+    if (!r) {
+        return -1;
+    }
+    r->cfg = *cfg;
+    r->cur = (int)util_random_below(cfg->nurls);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    if (pthread_create(&r->thread, NULL, registrar_main, r) != 0) {
+        wrk_registrar_free(r);
+        return -1;
+    }
+    r->started = true;
+    *out = r;
+    return 0;
+}
+
+bool
+wrk_registrar_registered(struct wrk_registrar *r)
+{
+    bool ok;
+
+    pthread_mutex_lock(&r->mu);
+    ok = r->all_good;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+int
+wrk_registrar_current(struct wrk_registrar *r)
+{
+    int c;
+
+    pthread_mutex_lock(&r->mu);
+    c = r->warned ? -1 : r->cur;
+    pthread_mutex_unlock(&r->mu);
+    return c;
+}
+
+void
+wrk_registrar_stop(struct wrk_registrar *r, bool deregister)
+{
+    if (!r || r->stopped) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+    if (r->started) {
+        pthread_join(r->thread, NULL);
+        r->started = false;
+    }
+    if (deregister) {
+        deregister_all(r);
+    }
+    r->stopped = true;
+}
+
+void
+wrk_registrar_free(struct wrk_registrar *r)
+{
+    if (!r) {
+        return;
+    }
+    wrk_registrar_stop(r, false);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}

@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * wrk_server.c - `roster start worker`: wiring, signals and the drain.
+ *
+ * Start: parse options, bind the port, then start the registrar (it needs
+ * the bound port), then serve. The port answers at once; the registrar
+ * registers as soon as a controller does, and keeps trying until one does.
+ *
+ * SIGTERM (or SIGINT): a drain thread stops the heartbeats and deregisters
+ * every instance first (out of the routable set at once), then asks the
+ * HTTP server to stop accepting and to finish in-flight requests within
+ * --shutdown_grace_ms; the process exits 0. A second signal stops at once.
+ * The drain runs off the event loop because deregistering makes blocking
+ * control-plane calls.
+ */
+#include "wrk.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#define LOG_MODULE "worker"
+#include "log.h"
+#include "util.h"
+
+static void *
+drain_main(void *arg)
+{
+    struct wrk_server *srv = arg;
+
+    wrk_registrar_stop(srv->registrar, true);
+    log_info("deregistered; finishing in-flight requests (up to %lld ms)",
+             (long long)srv->cfg->shutdown_grace_ms);
+    http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
+    return NULL;
+}
+
+static void
+on_signal(int sig, void *arg)
+{
+    struct wrk_server *srv = arg;
+
+    if (!srv->draining) {
+        log_info("received %s: deregistering, then draining",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (pthread_create(&srv->drainer, NULL, drain_main, srv) == 0) {
+            srv->draining = true;
+            return;
+        }
+        log_error("cannot start the drain thread: stopping now");
+    } else {
+        log_warn("second signal: stopping now");
+    }
+    http_server_shutdown(srv->http, 0);
+}
+
+/* Splits --model_name into srv->models. Returns 0, or -1 after printing. */
+static int
+parse_models(struct wrk_server *srv)
+{
+    const char *rest = srv->cfg->model_name;
+    const char *p;
+    size_t n;
+    size_t suffix = 1 + strlen(srv->cfg->worker_type); /* "@type" */
+
+    while (util_next_item(&rest, &p, &n)) {
+        if (n > 0) {
+            if (srv->nmodels == WRK_MAX_MODELS) {
+                fprintf(stderr, "roster: more than %d models in --model_name\n", WRK_MAX_MODELS);
+                return -1;
+            }
+            if (n + suffix > WRK_NAME_MAX || memchr(p, '@', n)) {
+                fprintf(stderr,
+                        "roster: --model_name '%.*s' must have no '@' and at most %zu bytes\n",
+                        (int)(n > 200 ? 200 : n), p, WRK_NAME_MAX - suffix);
+                return -1;
+            }
+            for (size_t i = 0; i < n; i++) {
+                if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f) {
+                    fprintf(stderr, "roster: --model_name has a control character\n");
+                    return -1;
+                }
+            }
+            for (size_t i = 0; i < srv->nmodels; i++) {
+                if (strlen(srv->models[i]) == n && memcmp(srv->models[i], p, n) == 0) {
+                    fprintf(stderr, "roster: --model_name lists '%.*s' twice\n", (int)n, p);
+                    return -1;
+                }
+            }
+            memcpy(srv->models[srv->nmodels], p, n);
+            srv->models[srv->nmodels][n] = '\0';
+            srv->nmodels++;
+        }
+    }
+    if (srv->nmodels == 0) {
+        fprintf(stderr, "roster: --model_name names no model\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The address to register: --worker_register_host, else --host unless it
+ * is a wildcard, else the primary interface's address (the source address
+ * of a route outward; a UDP connect sends nothing), else 127.0.0.1. */
+static void
+advertised_host(const struct wrk_config *cfg, char *out, size_t cap)
+{
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(1)};
+    struct sockaddr_in src;
+    socklen_t len = sizeof(src);
+    int fd;
+
+    if (cfg->worker_register_host && *cfg->worker_register_host) {
+        util_strlcpy(out, cfg->worker_register_host, cap);
+        return;
+    }
+    if (strcmp(cfg->host, "0.0.0.0") != 0 && strcmp(cfg->host, "::") != 0) {
+        util_strlcpy(out, cfg->host, cap);
+        return;
+    }
+    util_strlcpy(out, "127.0.0.1", cap);
+    inet_pton(AF_INET, "10.254.254.254", &dst.sin_addr);
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return;
+    }
+    if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&src, &len) == 0) {
+        inet_ntop(AF_INET, &src.sin_addr, out, (socklen_t)cap);
+    }
+    close(fd);
+}
+
+static int
+start_registrar(struct wrk_server *srv)
+{
+    struct wrk_registrar_config *rc = &srv->rcfg;
+    static char host[256];
+    char err[256];
+
+    if (wrk_parse_controllers(srv->cfg->controller_addr, rc, err, sizeof(err)) != 0) {
+        log_error("--controller_addr: %s", err);
+        return EX_USAGE;
+    }
+    advertised_host(srv->cfg, host, sizeof(host));
+    rc->host = host;
+    rc->port = http_server_port(srv->http);
+    rc->secret =
+        srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? srv->cfg->cluster_secret : NULL;
+    rc->interval_ms = (int64_t)(srv->cfg->heartbeat_interval * 1000.0);
+    rc->timeout_ms = srv->cfg->control_timeout_ms;
+    rc->load = &srv->load;
+    for (size_t i = 0; i < srv->nmodels; i++) {
+        int n = snprintf(rc->inst[i].model_name, sizeof(rc->inst[i].model_name), "%s@%s",
+                         srv->models[i], srv->cfg->worker_type);
+        if (n < 0 || (size_t)n >= sizeof(rc->inst[i].model_name)) {
+            log_error("model name '%s@%s' is too long", srv->models[i], srv->cfg->worker_type);
+            return EX_USAGE; /* parse_models prevents it */
+        }
+        rc->inst[i].weight = srv->cfg->weight;
+    }
+    /* as DB-GPT's worker manager does: the service entry beside the models */
+    snprintf(rc->inst[srv->nmodels].model_name, sizeof(rc->inst[0].model_name),
+             "WorkerManager@service");
+    rc->inst[srv->nmodels].weight = srv->cfg->weight;
+    rc->ninst = srv->nmodels + 1;
+    if (wrk_registrar_start(rc, &srv->registrar) != 0) {
+        log_error("cannot start the registrar thread");
+        return EX_OSERR;
+    }
+    log_info("worker for %zu model%s at %s:%d; controllers: %s", srv->nmodels,
+             srv->nmodels == 1 ? "" : "s", host, rc->port, srv->cfg->controller_addr);
+    return 0;
+}
+
+static int
+serve(struct wrk_server *srv)
+{
+    int code = 0;
+
+    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
+        log_error("cannot install signal handlers");
+        code = EX_OSERR;
+        goto out;
+    }
+    code = start_registrar(srv);
+    if (code != 0) {
+        goto out;
+    }
+    if (srv->cfg->port_file && util_write_port_file(srv->cfg->port_file, srv->rcfg.port) != 0) {
+        log_error("cannot write --port_file %s", srv->cfg->port_file);
+        code = EX_CANTCREAT;
+        goto out;
+    }
+    log_info("worker listening on %s:%d", srv->cfg->host, srv->rcfg.port);
+    http_server_run(srv->http);
+out:
+    if (srv->draining) {
+        pthread_join(srv->drainer, NULL);
+        srv->draining = false;
+    }
+    return code;
+}
+
+int
+wrk_main(int argc, char **argv)
+{
+    struct wrk_config cfg;
+    struct wrk_server *srv = calloc(1, sizeof(*srv));
+    char err[256];
+    int code = 0;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    if (!srv) {
+        fprintf(stderr, "roster: out of memory\n");
+        return EX_OSERR;
+    }
+    rc = wrk_config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        code = rc == 1 ? 0 : EX_USAGE;
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    srv->cfg = &cfg;
+    srv->embeddings = strcmp(cfg.worker_type, "text2vec") == 0;
+    srv->load.capacity = cfg.concurrency;
+    srv->started_wall_s = util_wall_ms() / 1000;
+    if (parse_models(srv) != 0) {
+        code = EX_USAGE;
+        goto out;
+    }
+    struct http_server_config hc = {
+        .host = cfg.host,
+        .port = (int)cfg.port,
+        .threads = 1,
+        .max_body = (size_t)cfg.max_body_bytes,
+    };
+    if (http_server_new(&hc, wrk_routes, srv, &srv->http, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        code = EX_OSERR;
+        goto out;
+    }
+    code = serve(srv);
+    if (code == 0) {
+        log_info("worker stopped");
+    }
+out:
+    wrk_registrar_free(srv->registrar); /* stops (without deregistering) if still running */
+    http_server_free(srv->http);
+    wrk_config_cleanup(&cfg);
+    free(srv);
+    return code;
+}
