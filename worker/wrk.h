@@ -80,6 +80,7 @@ size_t wrk_count_words(const char *text, size_t len);
 /* ---- the registrar (wrk_registrar.c) ---------------------------------------- */
 
 struct wrk_registrar;
+struct wrk_lm;
 
 struct wrk_instance {
     char model_name[WRK_NAME_MAX + 1]; /* "name@type" */
@@ -126,7 +127,8 @@ struct wrk_server {
     struct wrk_config *cfg;
     char models[WRK_MAX_MODELS][WRK_NAME_MAX + 1]; /* names without @type */
     size_t nmodels;
-    bool embeddings; /* worker_type text2vec */
+    bool embeddings;   /* worker_type text2vec */
+    struct wrk_lm *lm; /* worker_type llm: the builtin language model */
     struct http_server *http;
     struct wrk_registrar_config rcfg; /* fixed once the registrar runs */
     struct wrk_registrar *registrar;

@@ -4,9 +4,12 @@
  *
  * OpenAI-style, what the apiserver proxies without translation:
  *   GET  /v1/models                  the models this worker serves
+ *   POST /v1/chat/completions        the builtin language model (stream: not
+ *   POST /v1/completions             in this build yet)
  *   POST /v1/embeddings              input: a string or a list of strings;
  *                                    encoding_format float|base64; dimensions
  * DB-GPT's worker API, so DB-GPT tooling can drive a roster worker:
+ *   POST /api/worker/generate        PromptRequest -> ModelOutput
  *   POST /api/worker/embeddings      {model, input: [str]} -> [[float]]
  *   POST /api/worker/count_token     {model, prompt} -> int
  *   POST /api/worker/model_metadata  {model} -> ModelMetadata
@@ -16,6 +19,7 @@
  * 404 unknown model, 413 (the HTTP layer) body too large.
  */
 #include "wrk.h"
+#include "wrk_lm.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -30,6 +34,7 @@
 #include "json_write.h"
 #include "log.h"
 #include "metrics.h"
+#include "util.h"
 
 #define MAX_JSON_DEPTH 16
 #define MAX_RESPONSE   (256u * 1024 * 1024)
@@ -316,7 +321,10 @@ h_count_token(struct http_request *req, void *arg)
     if (!cJSON_IsString(p)) {
         bad_request(req, "prompt", "field 'prompt' (a string) is required");
     } else {
-        snprintf(num, sizeof(num), "%zu", wrk_count_words(p->valuestring, strlen(p->valuestring)));
+        size_t len = strlen(p->valuestring);
+        snprintf(num, sizeof(num), "%zu",
+                 srv->lm ? wrk_lm_count_tokens(p->valuestring, len)
+                         : wrk_count_words(p->valuestring, len));
         http_reply(req, 200, "application/json", num, strlen(num), NULL);
     }
     cJSON_Delete(root);
@@ -340,11 +348,19 @@ h_model_metadata(struct http_request *req, void *arg)
     jw_str(&w, model);
     jw_raw(&w, ",\"label\":");
     jw_str(&w, model);
-    jw_raw(&w, ",\"context_length\":8192,\"max_output_length\":0,\"description\":");
-    jw_str(&w, "roster's builtin embedder: feature hashing, for trying roster out and for tests");
-    jw_raw(&w, ",\"link\":null,\"chat_model\":false,\"function_calling\":false,\"metadata\":{"
-               "\"dimension\":");
-    jw_i64(&w, srv->cfg->embed_dim);
+    jw_raw(&w, ",\"context_length\":8192,\"max_output_length\":");
+    jw_i64(&w, srv->lm ? 4096 : 0);
+    jw_raw(&w, ",\"description\":");
+    jw_str(&w, srv->lm ? "roster's builtin trigram model: for trying roster out and for tests"
+                       : "roster's builtin embedder: feature hashing, for trying roster out and "
+                         "for tests");
+    jw_raw(&w, ",\"link\":null,\"chat_model\":");
+    jw_bool(&w, srv->lm != NULL);
+    jw_raw(&w, ",\"function_calling\":false,\"metadata\":{");
+    if (!srv->lm) {
+        jw_raw(&w, "\"dimension\":");
+        jw_i64(&w, srv->cfg->embed_dim);
+    }
     jw_raw(&w, "},\"ext_metadata\":{}}");
     reply_json(req, srv, &b, &w);
     buf_cleanup(&b);
@@ -426,11 +442,309 @@ h_metrics(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
+/* ---- text generation (the builtin language model) ------------------------------ */
+
+#define MAX_STOPS      4
+#define MAX_STOP_LEN   256
+#define MAX_GEN_TOKENS 4096
+
+struct gen_request {
+    struct wrk_gen_params p;
+    const char *stops[MAX_STOPS];
+    size_t nstops;
+    struct buf prompt;
+};
+
+/* Reads an optional number field in [lo, hi] into *out. Returns 0, or -1
+ * after replying. */
+static int
+opt_number(struct http_request *req, const cJSON *root, const char *key, double lo, double hi,
+           bool integer, double *out)
+{
+    const cJSON *it = json_get(root, key);
+
+    if (!it || cJSON_IsNull(it)) {
+        return 0;
+    }
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < lo ||
+        it->valuedouble > hi || (integer && it->valuedouble != floor(it->valuedouble))) {
+        http_reply_error(req, 400, "invalid_request_error", key,
+                         "field '%s' must be %s in [%g, %g]", key,
+                         integer ? "an integer" : "a number", lo, hi);
+        return -1;
+    }
+    *out = it->valuedouble;
+    return 0;
+}
+
+/* Appends a message's content (a string, or an array of {type: text,
+ * text}) to the prompt. Returns 0, or -1 after replying. */
+static int
+append_content(struct http_request *req, const cJSON *content, struct buf *prompt)
+{
+    if (cJSON_IsString(content)) {
+        return buf_printf(prompt, "%s\n", content->valuestring) == 0 ? 0 : -1;
+    }
+    if (cJSON_IsArray(content)) {
+        for (const cJSON *part = content->child; part; part = part->next) {
+            const cJSON *text = json_get(part, "text");
+            if (!cJSON_IsObject(part) || !cJSON_IsString(text)) {
+                bad_request(req, "messages",
+                            "a content part must be an object with a string 'text'");
+                return -1;
+            }
+            if (buf_printf(prompt, "%s\n", text->valuestring) != 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (cJSON_IsNull(content)) {
+        return 0;
+    }
+    bad_request(req, "messages", "a message's 'content' must be a string or an array of parts");
+    return -1;
+}
+
+/* Parses the sampling fields shared by every generation endpoint, and the
+ * prompt: `messages` (chat, DB-GPT) or `prompt`. Returns 0, or -1 after
+ * replying. `dbgpt` reads max_new_tokens instead of max_tokens. */
+static int
+parse_generation(struct http_request *req, const cJSON *root, bool chat, bool dbgpt,
+                 struct gen_request *g)
+{
+    double temperature = 1, top_p = 1, max_tokens = 256, seed = -1, n = 1;
+    const cJSON *it;
+
+    if (opt_number(req, root, "temperature", 0, 2, false, &temperature) != 0 ||
+        opt_number(req, root, "top_p", 0, 1, false, &top_p) != 0 ||
+        opt_number(req, root, dbgpt ? "max_new_tokens" : "max_tokens", 1, MAX_GEN_TOKENS, true,
+                   &max_tokens) != 0 ||
+        (chat && opt_number(req, root, "max_completion_tokens", 1, MAX_GEN_TOKENS, true,
+                            &max_tokens) != 0) ||
+        opt_number(req, root, "seed", -9.2e18, 9.2e18, true, &seed) != 0 ||
+        opt_number(req, root, "n", 1, 1, true, &n) != 0) {
+        return -1;
+    }
+    if (top_p == 0) {
+        bad_request(req, "top_p", "field 'top_p' must be greater than 0");
+        return -1;
+    }
+    it = json_get(root, "stream");
+    if (it && !cJSON_IsNull(it) && !cJSON_IsBool(it)) {
+        bad_request(req, "stream", "field 'stream' must be a boolean");
+        return -1;
+    }
+    if (cJSON_IsTrue(it)) {
+        bad_request(req, "stream",
+                    "streaming is not in this build of the worker yet; send "
+                    "\"stream\": false");
+        return -1;
+    }
+    it = json_get(root, "stop");
+    if (it && !cJSON_IsNull(it)) {
+        const cJSON *one = cJSON_IsString(it) ? it : NULL;
+        const cJSON *list = cJSON_IsArray(it) ? it->child : one;
+        if (!one && !cJSON_IsArray(it)) {
+            bad_request(req, "stop", "field 'stop' must be a string or an array of strings");
+            return -1;
+        }
+        for (const cJSON *s = list; s; s = one ? NULL : s->next) {
+            if (!cJSON_IsString(s) || !*s->valuestring || strlen(s->valuestring) > MAX_STOP_LEN ||
+                g->nstops == MAX_STOPS) {
+                http_reply_error(req, 400, "invalid_request_error", "stop",
+                                 "field 'stop' takes at most %d non-empty strings of at most %d "
+                                 "bytes",
+                                 MAX_STOPS, MAX_STOP_LEN);
+                return -1;
+            }
+            g->stops[g->nstops++] = s->valuestring;
+        }
+    }
+    if (chat || (dbgpt && json_get(root, "messages"))) {
+        it = json_get(root, "messages");
+        if (!cJSON_IsArray(it) || !it->child) {
+            bad_request(req, "messages", "field 'messages' must be a non-empty array");
+            return -1;
+        }
+        for (const cJSON *m = it->child; m; m = m->next) {
+            if (!cJSON_IsObject(m) || !cJSON_IsString(json_get(m, "role"))) {
+                bad_request(req, "messages", "each message must be an object with a string 'role'");
+                return -1;
+            }
+            if (append_content(req, json_get(m, "content"), &g->prompt) != 0) {
+                return -1;
+            }
+        }
+    } else {
+        it = json_get(root, "prompt");
+        if (cJSON_IsArray(it) && it->child && !it->child->next) {
+            it = it->child; /* a one-element list, as the SDKs may send */
+        }
+        if (!cJSON_IsString(it)) {
+            bad_request(req, "prompt", "field 'prompt' must be a string");
+            return -1;
+        }
+        if (buf_printf(&g->prompt, "%s", it->valuestring) != 0) {
+            return -1;
+        }
+    }
+    g->p.temperature = temperature;
+    g->p.top_p = top_p;
+    g->p.max_tokens = (int)max_tokens;
+    if (seed == -1 && !json_get(root, "seed")) {
+        util_random_bytes(&g->p.seed, sizeof(g->p.seed));
+    } else {
+        g->p.seed = (uint64_t)(int64_t)seed;
+    }
+    return 0;
+}
+
+/* Runs the model to the end. Returns the finish reason. */
+static const char *
+generate(const struct wrk_server *srv, struct gen_request *g, struct buf *out, int *ptoks,
+         int *ctoks)
+{
+    struct wrk_gen gen;
+    char tok[160];
+    const char *t;
+
+    wrk_gen_init(&gen, srv->lm, g->prompt.data ? g->prompt.data : "", g->prompt.len, &g->p);
+    while ((t = wrk_gen_next(&gen, tok, sizeof(tok))) != NULL) {
+        size_t before = out->len;
+        if (buf_append(out, t, strlen(t)) != 0) {
+            break;
+        }
+        for (size_t i = 0; i < g->nstops; i++) {
+            size_t sl = strlen(g->stops[i]);
+            size_t from = before >= sl ? before - sl + 1 : 0;
+            for (size_t k = from; k + sl <= out->len; k++) {
+                if (memcmp(out->data + k, g->stops[i], sl) == 0) {
+                    out->len = k; /* the stop sequence is not part of the text */
+                    *ptoks = gen.prompt_tokens;
+                    *ctoks = gen.completion_tokens;
+                    return "stop";
+                }
+            }
+        }
+    }
+    *ptoks = gen.prompt_tokens;
+    *ctoks = gen.completion_tokens;
+    return gen.completion_tokens >= g->p.max_tokens ? "length" : "stop";
+}
+
+static void
+jw_usage(struct jw *w, int p, int c)
+{
+    jw_raw(w, "\"usage\":{\"prompt_tokens\":");
+    jw_i64(w, p);
+    jw_raw(w, ",\"completion_tokens\":");
+    jw_i64(w, c);
+    jw_raw(w, ",\"total_tokens\":");
+    jw_i64(w, (int64_t)p + c);
+    jw_raw(w, "}");
+}
+
+enum gen_api { API_CHAT, API_COMPLETIONS, API_DBGPT };
+
+static void
+generation(struct http_request *req, void *arg, enum gen_api api)
+{
+    struct wrk_server *srv = server_of(arg);
+    const char *model = NULL;
+    cJSON *root = parse_request(req, srv, &model);
+    struct gen_request g;
+    struct buf text, b;
+    struct jw w;
+    int ptoks = 0, ctoks = 0;
+
+    if (!root) {
+        return;
+    }
+    memset(&g, 0, sizeof(g));
+    buf_init(&g.prompt, 4 * 1024 * 1024);
+    buf_init(&text, 4 * 1024 * 1024);
+    buf_init(&b, 8 * 1024 * 1024);
+    if (!srv->lm) {
+        http_reply_error(req, 400, "invalid_request_error", "model_not_generative",
+                         "the model '%s' is an embedding model", model);
+        goto out;
+    }
+    if (parse_generation(req, root, api == API_CHAT, api == API_DBGPT, &g) != 0) {
+        goto out;
+    }
+    atomic_fetch_add(&srv->load.in_flight, 1);
+    const char *finish = generate(srv, &g, &text, &ptoks, &ctoks);
+    atomic_fetch_sub(&srv->load.in_flight, 1);
+    jw_init(&w, &b);
+    if (api == API_DBGPT) {
+        /* DB-GPT's ModelOutput (asdict): the text twice, as its v1 and v2
+         * readers expect */
+        jw_raw(&w, "{\"text\":");
+        jw_strn(&w, text.data ? text.data : "", text.len);
+        jw_raw(&w, ",\"error_code\":0,\"incremental\":false,\"model_context\":null,"
+                   "\"finish_reason\":");
+        jw_str(&w, finish);
+        jw_raw(&w, ",");
+        jw_usage(&w, ptoks, ctoks);
+        jw_raw(&w, ",\"metrics\":null,\"content\":{\"type\":\"text\",\"object\":{\"data\":");
+        jw_strn(&w, text.data ? text.data : "", text.len);
+        jw_raw(&w, ",\"format\":\"text\"}}}");
+    } else {
+        char id[80];
+        snprintf(id, sizeof(id), "%s-%s", api == API_CHAT ? "chatcmpl" : "cmpl", http_req_id(req));
+        jw_raw(&w, "{\"id\":");
+        jw_str(&w, id);
+        jw_raw(&w, api == API_CHAT ? ",\"object\":\"chat.completion\",\"created\":"
+                                   : ",\"object\":\"text_completion\",\"created\":");
+        jw_i64(&w, util_wall_ms() / 1000);
+        jw_raw(&w, ",\"model\":");
+        jw_str(&w, model);
+        jw_raw(&w, api == API_CHAT ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                                     "\"assistant\",\"content\":"
+                                   : ",\"choices\":[{\"index\":0,\"text\":");
+        jw_strn(&w, text.data ? text.data : "", text.len);
+        jw_raw(&w, api == API_CHAT ? "},\"logprobs\":null,\"finish_reason\":"
+                                   : ",\"logprobs\":null,\"finish_reason\":");
+        jw_str(&w, finish);
+        jw_raw(&w, "}],");
+        jw_usage(&w, ptoks, ctoks);
+        jw_raw(&w, "}");
+    }
+    reply_json(req, srv, &b, &w);
+out:
+    buf_cleanup(&b);
+    buf_cleanup(&text);
+    buf_cleanup(&g.prompt);
+    cJSON_Delete(root);
+}
+
+static void
+h_chat(struct http_request *req, void *arg)
+{
+    generation(req, arg, API_CHAT);
+}
+
+static void
+h_completions(struct http_request *req, void *arg)
+{
+    generation(req, arg, API_COMPLETIONS);
+}
+
+static void
+h_generate(struct http_request *req, void *arg)
+{
+    generation(req, arg, API_DBGPT);
+}
+
 const struct http_route wrk_routes[] = {
     {"GET", "/api/health", h_health, 0},
     {"GET", "/metrics", h_metrics, 0},
     {"GET", "/v1/models", h_models, 0},
     {"POST", "/v1/embeddings", h_v1_embeddings, 0},
+    {"POST", "/v1/chat/completions", h_chat, 0},
+    {"POST", "/v1/completions", h_completions, 0},
+    {"POST", "/api/worker/generate", h_generate, 0},
     {"POST", "/api/worker/embeddings", h_worker_embeddings, 0},
     {"POST", "/api/worker/count_token", h_count_token, 0},
     {"POST", "/api/worker/model_metadata", h_model_metadata, 0},

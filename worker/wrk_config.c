@@ -23,7 +23,7 @@ const struct flag_def wrk_flag_defs[] = {
     F(model_path, FLAG_STR, NULL, 1, 0, NULL, 0, "PATH",
       "Model files (unused by the builtin backend; accepted for DB-GPT compatibility)."),
     F(worker_type, FLAG_STR, "llm", 1, 0, NULL, 0, "TYPE",
-      "'text2vec' (embeddings) or 'llm' (text generation; not in this build yet)."),
+      "'llm' (text generation) or 'text2vec' (embeddings)."),
     F(host, FLAG_STR, "0.0.0.0", 1, 0, NULL, 0, "ADDR", "Address to listen on."),
     F(port, FLAG_INT, "8001", 0, 65535, NULL, 0, "PORT", "Port to listen on (0 = any free port)."),
     F(worker_register_host, FLAG_STR, NULL, 1, 0, NULL, 0, "HOST",
@@ -88,11 +88,6 @@ wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
                 "roster: --backend %s is not in this build yet; only 'builtin' is (README.md, "
                 "'Status')\n",
                 cfg->backend);
-        return -1;
-    }
-    if (strcmp(cfg->worker_type, "llm") == 0) {
-        fprintf(stderr, "roster: the builtin language model is not in this build yet; run "
-                        "--worker_type text2vec (README.md, 'Status')\n");
         return -1;
     }
     return 0;

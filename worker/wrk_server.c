@@ -14,6 +14,7 @@
  * control-plane calls.
  */
 #include "wrk.h"
+#include "wrk_lm.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -240,6 +241,17 @@ wrk_main(int argc, char **argv)
         code = EX_USAGE;
         goto out;
     }
+    if (!srv->embeddings) {
+        int64_t t0 = util_mono_ms();
+        if (wrk_lm_train(wrk_lm_corpus, strlen(wrk_lm_corpus), &srv->lm) != 0) {
+            log_error("cannot train the builtin language model (out of memory)");
+            code = EX_OSERR;
+            goto out;
+        }
+        log_info("builtin language model: %zu words, trained in %lld ms (for trying roster "
+                 "out, not for real answers)",
+                 wrk_lm_vocab(srv->lm), (long long)(util_mono_ms() - t0));
+    }
     struct http_server_config hc = {
         .host = cfg.host,
         .port = (int)cfg.port,
@@ -258,6 +270,7 @@ wrk_main(int argc, char **argv)
 out:
     wrk_registrar_free(srv->registrar); /* stops (without deregistering) if still running */
     http_server_free(srv->http);
+    wrk_lm_free(srv->lm);
     wrk_config_cleanup(&cfg);
     free(srv);
     return code;

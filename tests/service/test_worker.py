@@ -1,6 +1,6 @@
 """Workers as real processes: registration through any controller of a list,
 failover when the controller in use is killed, start-up with every
-controller down, deregistration on SIGTERM, and the builtin embedder over
+controller down, deregistration on SIGTERM, and the builtin embedder and language model over
 OpenAI's and DB-GPT's endpoints."""
 import base64
 import math
@@ -206,6 +206,87 @@ def test_sigterm_deregisters(t):
     h.check("deregistered emb@text2vec" in w.logs())
 
 
+def chat(w, **body):
+    body.setdefault("model", "tiny")
+    body.setdefault("messages", [{"role": "user", "content": "How does a worker register?"}])
+    r = h.request("POST", w.url + "/v1/chat/completions", body)
+    h.eq(r.status, 200, f"{r}")
+    return r.json()
+
+
+def test_builtin_language_model(t):
+    c = t.controller()
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", c.url])
+    h.wait_until(lambda: registered_on(c.url, w, ("tiny@llm",)), 5, what="registration")
+    d = chat(w, temperature=0, max_tokens=20)
+    h.eq((d["object"], d["model"], d["choices"][0]["message"]["role"]),
+         ("chat.completion", "tiny", "assistant"))
+    h.check(d["id"].startswith("chatcmpl-"))
+    text = d["choices"][0]["message"]["content"]
+    h.check(len(text.split()) >= 5, f"some text: {text!r}")
+    u = d["usage"]
+    h.eq((u["completion_tokens"], d["choices"][0]["finish_reason"]), (20, "length"),
+         "max_tokens is honoured:")
+    h.eq(u["total_tokens"], u["prompt_tokens"] + u["completion_tokens"])
+    # temperature 0 is deterministic whatever the seed
+    h.eq(chat(w, temperature=0, max_tokens=20, seed=99)["choices"][0]["message"]["content"], text)
+    # a seed makes sampling repeatable
+    a = chat(w, temperature=1, seed=1234, max_tokens=30)["choices"][0]["message"]["content"]
+    b = chat(w, temperature=1, seed=1234, max_tokens=30)["choices"][0]["message"]["content"]
+    h.eq(a, b, "same seed, same text:")
+    seen = {chat(w, temperature=1.5, seed=s, max_tokens=30)["choices"][0]["message"]["content"]
+            for s in range(8)}
+    h.check(len(seen) > 1, "different seeds sample differently")
+    # a stop sequence ends the text before it
+    words = text.split()
+    stop = words[len(words) // 2]
+    d = chat(w, temperature=0, max_tokens=20, stop=[stop, "zzz-never"])
+    got = d["choices"][0]["message"]["content"]
+    h.eq((got, d["choices"][0]["finish_reason"]), (text[:text.index(stop)], "stop"),
+         f"stop {stop!r}:")
+    # completions and DB-GPT's generate use the same model
+    r = h.request("POST", w.url + "/v1/completions",
+                  {"model": "tiny", "prompt": "The controller", "temperature": 0, "max_tokens": 12})
+    h.eq(r.status, 200)
+    h.eq(r.json()["object"], "text_completion")
+    comp = r.json()["choices"][0]["text"]
+    r = h.request("POST", w.url + "/api/worker/generate",
+                  {"model": "tiny", "prompt": "The controller", "temperature": 0,
+                   "max_new_tokens": 12})
+    h.eq(r.status, 200)
+    g = r.json()
+    h.eq((g["text"], g["error_code"], g["content"]["object"]["data"]), (comp, 0, comp))
+    r = h.request("POST", w.url + "/api/worker/model_metadata", {"model": "tiny"})
+    h.check(r.json()["chat_model"] is True)
+    # bad requests
+    url = w.url + "/v1/chat/completions"
+    msgs = [{"role": "user", "content": "hi"}]
+    for label, body in [
+        ("temperature too high", {"model": "tiny", "messages": msgs, "temperature": 3}),
+        ("max_tokens 0", {"model": "tiny", "messages": msgs, "max_tokens": 0}),
+        ("max_tokens fractional", {"model": "tiny", "messages": msgs, "max_tokens": 1.5}),
+        ("top_p 0", {"model": "tiny", "messages": msgs, "top_p": 0}),
+        ("n 2", {"model": "tiny", "messages": msgs, "n": 2}),
+        ("stream (not in this build)", {"model": "tiny", "messages": msgs, "stream": True}),
+        ("stream not a bool", {"model": "tiny", "messages": msgs, "stream": "yes"}),
+        ("no messages", {"model": "tiny"}),
+        ("empty messages", {"model": "tiny", "messages": []}),
+        ("message without role", {"model": "tiny", "messages": [{"content": "x"}]}),
+        ("content a number", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}),
+        ("five stops", {"model": "tiny", "messages": msgs, "stop": ["a", "b", "c", "d", "e"]}),
+        ("empty stop", {"model": "tiny", "messages": msgs, "stop": ""}),
+        ("unknown model", {"model": "nope", "messages": msgs}),
+    ]:
+        r = h.request("POST", url, body)
+        h.check_error(r.status, r.body, 404 if label == "unknown model" else 400, label)
+    r = h.request("POST", w.url + "/v1/embeddings", {"model": "tiny", "input": "x"})
+    h.check_error(r.status, r.body, 400, "embeddings from a language model")
+    e = worker(t, [c.url])
+    r = h.request("POST", e.url + "/v1/chat/completions", {"model": "emb", "messages": msgs})
+    h.check_error(r.status, r.body, 400, "chat with an embedding model")
+
+
 def test_cli(t):
     r = h.cli(["start", "worker", "--help"])
     h.eq(r.returncode, 0)
@@ -214,7 +295,6 @@ def test_cli(t):
         h.check(flag in r.stdout, f"{flag} in --help")
     for args, needle in [
         ([], "--model_name is required"),
-        (["--model_name", "m", "--worker_type", "llm"], "not in this build yet"),
         (["--model_name", "m", "--worker_type", "chat"], "--worker_type"),
         (["--model_name", "m", "--worker_type", "text2vec", "--backend", "openai"],
          "not in this build yet"),

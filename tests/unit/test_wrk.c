@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "wrk.h"
+#include "wrk_lm.h"
 
 static double
 norm(const float *v, size_t n)
@@ -148,6 +149,70 @@ test_parse_controllers(void)
     CHECK(strstr(err, "more than"));
 }
 
+static const char corpus[] = "# Title\n\nThe cat sat on the mat. The cat ate the fish.\n"
+                             "The dog sat on the log.\n\n```\ncode is left out\n```\n"
+                             "| a | table |\n";
+
+static void
+gen_all(const struct wrk_lm *lm, const char *prompt, struct wrk_gen_params p, char *out, size_t cap,
+        int *ntok)
+{
+    struct wrk_gen g;
+    char tok[128];
+    const char *t;
+    size_t o = 0;
+
+    wrk_gen_init(&g, lm, prompt, strlen(prompt), &p);
+    out[0] = '\0';
+    while ((t = wrk_gen_next(&g, tok, sizeof(tok))) != NULL) {
+        size_t n = strlen(t);
+        if (o + n + 1 < cap) {
+            memcpy(out + o, t, n + 1);
+            o += n;
+        }
+    }
+    *ntok = g.completion_tokens;
+}
+
+static void
+test_lm_train_and_generate(void)
+{
+    struct wrk_lm *lm = NULL;
+    struct wrk_gen_params p = {.temperature = 0, .top_p = 1, .seed = 1, .max_tokens = 5};
+    char a[1024], b[1024];
+    int na, nb;
+
+    CHECK_EQ_INT(wrk_lm_train("too short", 9, &lm), -1);
+    CHECK_EQ_INT(wrk_lm_train(corpus, strlen(corpus), &lm), 0);
+    CHECK(wrk_lm_vocab(lm) >= 12);
+    /* temperature 0: the most frequent continuation, every time */
+    gen_all(lm, "The cat", p, a, sizeof(a), &na);
+    gen_all(lm, "The cat", p, b, sizeof(b), &nb);
+    CHECK_EQ_STR(a, b);
+    CHECK_EQ_INT(na, 5);
+    CHECK(strncmp(a, "sat on the", 10) == 0 || strncmp(a, "ate the", 7) == 0);
+    CHECK(strstr(a, "code") == NULL && strstr(b, "table") == NULL);
+    /* seeds: the same seed gives the same text, sampling varies across seeds */
+    p.temperature = 1.5;
+    p.max_tokens = 40;
+    gen_all(lm, "The", p, a, sizeof(a), &na);
+    gen_all(lm, "The", p, b, sizeof(b), &nb);
+    CHECK_EQ_STR(a, b);
+    int differ = 0;
+    for (uint64_t seed = 2; seed < 12; seed++) {
+        p.seed = seed;
+        gen_all(lm, "The", p, b, sizeof(b), &nb);
+        differ += strcmp(a, b) != 0;
+    }
+    CHECK(differ > 0);
+    /* max_tokens is a hard bound */
+    p.max_tokens = 3;
+    gen_all(lm, "The", p, a, sizeof(a), &na);
+    CHECK(na <= 3);
+    CHECK_EQ_INT(wrk_lm_count_tokens("DB-GPT's worker_type, ok.", 25), 5);
+    wrk_lm_free(lm);
+}
+
 int
 main(void)
 {
@@ -157,5 +222,6 @@ main(void)
     CHECK_RUN(test_pinned_values);
     CHECK_RUN(test_count_words);
     CHECK_RUN(test_parse_controllers);
+    CHECK_RUN(test_lm_train_and_generate);
     return check_summary();
 }
