@@ -91,7 +91,11 @@ struct http_request {
     char id[40];
     int64_t start_us;
     bool keepalive;
-    bool is_head; /* a HEAD whose headers were read: responses carry no body */
+    bool is_head;   /* a HEAD whose headers were read: responses carry no body */
+    bool streaming; /* http_stream_start ran: chunks until http_stream_end */
+    bool chunked;   /* the stream is chunked (HTTP/1.1), else ends with the connection */
+    int stream_status;
+    size_t stream_bytes;
     void (*on_close)(struct http_request *, void *);
     void *on_close_arg;
     void *data;
@@ -627,6 +631,69 @@ http_reply_ref(struct http_request *req, int status, const char *content_type, c
         done(ctx);
     }
     finish_request(req, status, len);
+}
+
+void
+http_stream_start(struct http_request *req, int status, const char *content_type,
+                  const char *extra_headers)
+{
+    struct conn *c = req->conn;
+
+    req->streaming = true;
+    req->stream_status = status;
+    req->chunked = c && !(c->parser.http_major == 1 && c->parser.http_minor == 0);
+    if (!req->chunked) {
+        req->keepalive = false; /* HTTP/1.0: the end of the body is the end of the connection */
+    }
+    if (!c) {
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool keepalive = req->keepalive && !req->loop->draining;
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
+                        req->chunked ? 1 : 0, status, http_status_text(status), loop_date(c->loop),
+                        content_type ? content_type : "application/json");
+    if (req->chunked) {
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    }
+    if (!keepalive) {
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    }
+    evbuffer_add_printf(out, "Cache-Control: no-cache\r\nX-Request-Id: %s\r\n", req->id);
+    if (extra_headers) {
+        evbuffer_add(out, extra_headers, strlen(extra_headers));
+    }
+    evbuffer_add(out, "\r\n", 2);
+}
+
+void
+http_stream_write(struct http_request *req, const void *data, size_t len)
+{
+    struct conn *c = req->conn;
+
+    req->stream_bytes += len;
+    if (!c || len == 0 || answering_head(c)) {
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (req->chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+}
+
+void
+http_stream_end(struct http_request *req)
+{
+    struct conn *c = req->conn;
+
+    if (c && req->chunked && !answering_head(c)) {
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    }
+    finish_request(req, req->stream_status, req->stream_bytes);
 }
 
 void

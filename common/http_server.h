@@ -185,6 +185,18 @@ void http_reply_ref(struct http_request *req, int status, const char *content_ty
                     const void *body, size_t len, const char *extra_headers,
                     void (*done)(void *ctx), void *ctx);
 
+/* A streamed reply (server-sent events, DB-GPT's NUL-framed stream): the
+ * status line and headers now, with Transfer-Encoding: chunked (for an
+ * HTTP/1.0 client: no length, and the connection closes at the end); then
+ * http_stream_write() any number of times, each write one chunk; then
+ * http_stream_end() exactly once, after which `req` is gone. If the client
+ * disconnects meanwhile, the on_close callback runs and writes are dropped;
+ * the handler must still call http_stream_end. Loop thread only. */
+void http_stream_start(struct http_request *req, int status, const char *content_type,
+                       const char *extra_headers);
+void http_stream_write(struct http_request *req, const void *data, size_t len);
+void http_stream_end(struct http_request *req);
+
 /* {"error":{"message":"...","type":"...","param":null,"code":"..."}}, the
  * OpenAI error shape that every roster service uses. 429 and 503 carry
  * "Retry-After: 1". */

@@ -49,6 +49,7 @@ struct wrk_config {
     double weight;
     char *backend; /* "builtin" (openai, exec: later) */
     int64_t embed_dim;
+    int64_t decode_delay_ms;
     char *cluster_secret;
     char *port_file;
     int64_t control_timeout_ms;
@@ -138,6 +139,7 @@ struct wrk_server {
     bool draining;
     _Atomic uint64_t requests;
     _Atomic uint64_t errors;
+    _Atomic uint64_t cancelled; /* streams whose client went away */
 };
 
 extern const struct http_route wrk_routes[];

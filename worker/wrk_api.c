@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <event2/event.h>
 
 #define LOG_MODULE "worker"
 #include "json_check.h"
@@ -427,6 +428,10 @@ h_metrics(struct http_request *req, void *arg)
     rc |= metrics_header(&b, "roster_worker_errors_total", "counter",
                          "Requests that failed on the worker's side (5xx).");
     rc |= metrics_sample(&b, "roster_worker_errors_total", NULL, (double)atomic_load(&srv->errors));
+    rc |= metrics_header(&b, "roster_worker_cancelled_total", "counter",
+                         "Streams stopped because the client disconnected.");
+    rc |= metrics_sample(&b, "roster_worker_cancelled_total", NULL,
+                         (double)atomic_load(&srv->cancelled));
     rc |= metrics_header(&b, "roster_worker_in_flight", "gauge", "Requests being served.");
     rc |= metrics_sample(&b, "roster_worker_in_flight", NULL,
                          (double)atomic_load(&srv->load.in_flight));
@@ -450,8 +455,10 @@ h_metrics(struct http_request *req, void *arg)
 
 struct gen_request {
     struct wrk_gen_params p;
-    const char *stops[MAX_STOPS];
+    char stops[MAX_STOPS][MAX_STOP_LEN + 1];
     size_t nstops;
+    bool stream;
+    bool include_usage; /* stream_options.include_usage */
     struct buf prompt;
 };
 
@@ -511,7 +518,7 @@ append_content(struct http_request *req, const cJSON *content, struct buf *promp
  * replying. `dbgpt` reads max_new_tokens instead of max_tokens. */
 static int
 parse_generation(struct http_request *req, const cJSON *root, bool chat, bool dbgpt,
-                 struct gen_request *g)
+                 bool dbgpt_stream, struct gen_request *g)
 {
     double temperature = 1, top_p = 1, max_tokens = 256, seed = -1, n = 1;
     const cJSON *it;
@@ -535,11 +542,16 @@ parse_generation(struct http_request *req, const cJSON *root, bool chat, bool db
         bad_request(req, "stream", "field 'stream' must be a boolean");
         return -1;
     }
-    if (cJSON_IsTrue(it)) {
-        bad_request(req, "stream",
-                    "streaming is not in this build of the worker yet; send "
-                    "\"stream\": false");
-        return -1;
+    g->stream = cJSON_IsTrue(it) || dbgpt_stream;
+    it = json_get(root, "stream_options");
+    if (it && !cJSON_IsNull(it)) {
+        const cJSON *u = json_get(it, "include_usage");
+        if (!cJSON_IsObject(it) || (u && !cJSON_IsBool(u))) {
+            bad_request(req, "stream_options",
+                        "field 'stream_options' must be an object with a boolean include_usage");
+            return -1;
+        }
+        g->include_usage = cJSON_IsTrue(u);
     }
     it = json_get(root, "stop");
     if (it && !cJSON_IsNull(it)) {
@@ -558,7 +570,7 @@ parse_generation(struct http_request *req, const cJSON *root, bool chat, bool db
                                  MAX_STOPS, MAX_STOP_LEN);
                 return -1;
             }
-            g->stops[g->nstops++] = s->valuestring;
+            memcpy(g->stops[g->nstops++], s->valuestring, strlen(s->valuestring) + 1);
         }
     }
     if (chat || (dbgpt && json_get(root, "messages"))) {
@@ -600,37 +612,56 @@ parse_generation(struct http_request *req, const cJSON *root, bool chat, bool db
     return 0;
 }
 
+/* If the text ends in a stop sequence that ends after byte `from` of it,
+ * cuts the text there and returns true. */
+static bool
+cut_at_stop(const struct gen_request *g, struct buf *text, size_t from)
+{
+    for (size_t i = 0; i < g->nstops; i++) {
+        size_t sl = strlen(g->stops[i]);
+        size_t k = from >= sl ? from - sl + 1 : 0;
+        for (; k + sl <= text->len; k++) {
+            if (memcmp(text->data + k, g->stops[i], sl) == 0) {
+                text->len = k; /* the stop sequence is not part of the text */
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Adds the next token to `text`. Returns NULL while generation goes on,
+ * else the finish reason. */
+static const char *
+step(struct wrk_gen *gen, const struct gen_request *g, struct buf *text)
+{
+    char tok[160];
+    const char *t = wrk_gen_next(gen, tok, sizeof(tok));
+    size_t before = text->len;
+
+    if (!t) {
+        return gen->completion_tokens >= g->p.max_tokens ? "length" : "stop";
+    }
+    if (buf_append(text, t, strlen(t)) != 0) {
+        return "length";
+    }
+    return cut_at_stop(g, text, before) ? "stop" : NULL;
+}
+
 /* Runs the model to the end. Returns the finish reason. */
 static const char *
 generate(const struct wrk_server *srv, struct gen_request *g, struct buf *out, int *ptoks,
          int *ctoks)
 {
     struct wrk_gen gen;
-    char tok[160];
-    const char *t;
+    const char *finish;
 
     wrk_gen_init(&gen, srv->lm, g->prompt.data ? g->prompt.data : "", g->prompt.len, &g->p);
-    while ((t = wrk_gen_next(&gen, tok, sizeof(tok))) != NULL) {
-        size_t before = out->len;
-        if (buf_append(out, t, strlen(t)) != 0) {
-            break;
-        }
-        for (size_t i = 0; i < g->nstops; i++) {
-            size_t sl = strlen(g->stops[i]);
-            size_t from = before >= sl ? before - sl + 1 : 0;
-            for (size_t k = from; k + sl <= out->len; k++) {
-                if (memcmp(out->data + k, g->stops[i], sl) == 0) {
-                    out->len = k; /* the stop sequence is not part of the text */
-                    *ptoks = gen.prompt_tokens;
-                    *ctoks = gen.completion_tokens;
-                    return "stop";
-                }
-            }
-        }
+    while ((finish = step(&gen, g, out)) == NULL) {
     }
     *ptoks = gen.prompt_tokens;
     *ctoks = gen.completion_tokens;
-    return gen.completion_tokens >= g->p.max_tokens ? "length" : "stop";
+    return finish;
 }
 
 static void
@@ -645,7 +676,250 @@ jw_usage(struct jw *w, int p, int c)
     jw_raw(w, "}");
 }
 
-enum gen_api { API_CHAT, API_COMPLETIONS, API_DBGPT };
+enum gen_api { API_CHAT, API_COMPLETIONS, API_DBGPT, API_DBGPT_STREAM };
+
+/* ---- streaming: one token per loop turn (or per --decode_delay_ms) ----------- */
+
+struct stream {
+    struct wrk_server *srv;
+    struct http_request *req;
+    enum gen_api api;
+    struct event *timer;
+    struct gen_request g; /* owns g.prompt */
+    struct wrk_gen gen;
+    struct buf text; /* everything generated so far */
+    size_t sent;     /* bytes of text already sent */
+    size_t holdback; /* bytes kept back: they may start a stop sequence */
+    char id[80];
+    char model[WRK_NAME_MAX + 1];
+    int64_t created;
+};
+
+static void
+stream_free(struct stream *s)
+{
+    atomic_fetch_sub(&s->srv->load.in_flight, 1);
+    if (s->timer) {
+        event_free(s->timer);
+    }
+    buf_cleanup(&s->text);
+    buf_cleanup(&s->g.prompt);
+    free(s);
+}
+
+/* Writes one SSE event (`data: <json>\n\n`), or one DB-GPT frame (JSON and a
+ * NUL byte), built in b. */
+static void
+stream_send(struct stream *s, struct buf *b, struct jw *w)
+{
+    if (w->err) {
+        return;
+    }
+    if (s->api == API_DBGPT_STREAM) {
+        if (buf_append(b, "", 1) == 0) { /* the NUL that ends a frame */
+            http_stream_write(s->req, b->data, b->len);
+        }
+        return;
+    }
+    http_stream_write(s->req, "data: ", 6);
+    http_stream_write(s->req, b->data, b->len);
+    http_stream_write(s->req, "\n\n", 2);
+}
+
+/* The head of an OpenAI chunk, up to the choice's own fields. */
+static void
+chunk_head(struct stream *s, struct jw *w, bool usage_slot)
+{
+    jw_raw(w, "{\"id\":");
+    jw_str(w, s->id);
+    jw_raw(w, s->api == API_CHAT ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+                                 : ",\"object\":\"text_completion\",\"created\":");
+    jw_i64(w, s->created);
+    jw_raw(w, ",\"model\":");
+    jw_str(w, s->model);
+    if (usage_slot && s->g.include_usage) {
+        jw_raw(w, ",\"usage\":null");
+    }
+}
+
+/* Sends text[from..to) as one chunk, with `finish` (NULL: not yet). */
+static void
+send_piece(struct stream *s, size_t from, size_t to, const char *finish)
+{
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 4 * 1024 * 1024);
+    jw_init(&w, &b);
+    if (s->api == API_DBGPT_STREAM) {
+        /* DB-GPT's frames carry the whole text so far */
+        jw_raw(&w, "{\"text\":");
+        jw_strn(&w, s->text.data ? s->text.data : "", to);
+        jw_raw(&w, ",\"error_code\":0,\"incremental\":false,\"model_context\":null,"
+                   "\"finish_reason\":");
+        jw_str(&w, finish);
+        jw_raw(&w, ",\"usage\":");
+        if (finish) {
+            jw_raw(&w, "{\"prompt_tokens\":");
+            jw_i64(&w, s->gen.prompt_tokens);
+            jw_raw(&w, ",\"completion_tokens\":");
+            jw_i64(&w, s->gen.completion_tokens);
+            jw_raw(&w, ",\"total_tokens\":");
+            jw_i64(&w, (int64_t)s->gen.prompt_tokens + s->gen.completion_tokens);
+            jw_raw(&w, "}");
+        } else {
+            jw_raw(&w, "null");
+        }
+        jw_raw(&w, ",\"metrics\":null,\"content\":{\"type\":\"text\",\"object\":{\"data\":");
+        jw_strn(&w, s->text.data ? s->text.data : "", to);
+        jw_raw(&w, ",\"format\":\"text\"}}}");
+    } else {
+        chunk_head(s, &w, true);
+        jw_raw(&w, ",\"choices\":[{\"index\":0,");
+        jw_raw(&w, s->api == API_CHAT ? "\"delta\":" : "\"text\":");
+        if (s->api == API_CHAT) {
+            jw_raw(&w, finish ? "{}" : "{\"content\":");
+            if (!finish) {
+                jw_strn(&w, s->text.data + from, to - from);
+                jw_raw(&w, "}");
+            }
+        } else {
+            jw_strn(&w, s->text.data ? s->text.data + from : "", to - from);
+        }
+        jw_raw(&w, ",\"logprobs\":null,\"finish_reason\":");
+        jw_str(&w, finish);
+        jw_raw(&w, "}]}");
+    }
+    stream_send(s, &b, &w);
+    buf_cleanup(&b);
+}
+
+static void
+stream_finish(struct stream *s, const char *finish)
+{
+    if (s->sent < s->text.len) {
+        send_piece(s, s->sent, s->text.len, NULL);
+        s->sent = s->text.len;
+    }
+    send_piece(s, s->sent, s->sent, finish);
+    if (s->api != API_DBGPT_STREAM) {
+        if (s->g.include_usage) {
+            struct buf b;
+            struct jw w;
+            buf_init(&b, 64 * 1024);
+            jw_init(&w, &b);
+            chunk_head(s, &w, false);
+            jw_raw(&w, ",\"choices\":[],");
+            jw_usage(&w, s->gen.prompt_tokens, s->gen.completion_tokens);
+            jw_raw(&w, "}");
+            stream_send(s, &b, &w);
+            buf_cleanup(&b);
+        }
+        http_stream_write(s->req, "data: [DONE]\n\n", 14);
+    }
+    http_req_on_close(s->req, NULL, NULL);
+    http_stream_end(s->req);
+    stream_free(s);
+}
+
+static void schedule(struct stream *s);
+
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+    const char *finish = step(&s->gen, &s->g, &s->text);
+    size_t end;
+
+    (void)fd;
+    (void)what;
+    if (finish) {
+        stream_finish(s, finish);
+        return;
+    }
+    end = s->text.len > s->holdback ? s->text.len - s->holdback : 0;
+    while (end > s->sent && ((unsigned char)s->text.data[end] & 0xC0) == 0x80) {
+        end--; /* never split a UTF-8 sequence between two chunks */
+    }
+    if (end > s->sent) {
+        send_piece(s, s->sent, end, NULL);
+        s->sent = end;
+    }
+    schedule(s);
+}
+
+static void
+schedule(struct stream *s)
+{
+    int64_t ms = s->srv->cfg->decode_delay_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+    evtimer_add(s->timer, &tv);
+}
+
+/* The client went away: stop generating at once. */
+static void
+on_client_gone(struct http_request *req, void *arg)
+{
+    struct stream *s = arg;
+
+    atomic_fetch_add(&s->srv->cancelled, 1);
+    log_debug("request %s: client disconnected after %d tokens; generation cancelled",
+              http_req_id(req), s->gen.completion_tokens);
+    http_stream_end(req);
+    stream_free(s);
+}
+
+/* Takes over g (its prompt buffer included) and streams the generation. */
+static void
+start_stream(struct http_request *req, struct wrk_server *srv, enum gen_api api, const char *model,
+             struct gen_request *g)
+{
+    struct stream *s = calloc(1, sizeof(*s));
+    struct event_base *base = http_loop_base(http_req_loop(req));
+
+    if (!s || !(s->timer = evtimer_new(base, on_tick, s))) {
+        free(s);
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    atomic_fetch_add(&srv->load.in_flight, 1);
+    s->srv = srv;
+    s->req = req;
+    s->api = api;
+    s->g = *g;
+    memset(&g->prompt, 0, sizeof(g->prompt)); /* moved */
+    buf_init(&s->text, 4 * 1024 * 1024);
+    for (size_t i = 0; i < s->g.nstops; i++) {
+        size_t n = strlen(s->g.stops[i]);
+        if (n - 1 > s->holdback) {
+            s->holdback = n - 1;
+        }
+    }
+    snprintf(s->id, sizeof(s->id), "%s-%s", api == API_CHAT ? "chatcmpl" : "cmpl",
+             http_req_id(req));
+    util_strlcpy(s->model, model, sizeof(s->model));
+    s->created = util_wall_ms() / 1000;
+    wrk_gen_init(&s->gen, srv->lm, s->g.prompt.data ? s->g.prompt.data : "", s->g.prompt.len,
+                 &s->g.p);
+    http_req_on_close(req, on_client_gone, s);
+    http_stream_start(req, 200,
+                      api == API_DBGPT_STREAM ? "text/plain; charset=utf-8" : "text/event-stream",
+                      NULL);
+    if (api == API_CHAT) {
+        /* OpenAI's first chunk names the role */
+        struct buf b;
+        struct jw w;
+        buf_init(&b, 64 * 1024);
+        jw_init(&w, &b);
+        chunk_head(s, &w, true);
+        jw_raw(&w, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                   "\"logprobs\":null,\"finish_reason\":null}]}");
+        stream_send(s, &b, &w);
+        buf_cleanup(&b);
+    }
+    schedule(s);
+}
 
 static void
 generation(struct http_request *req, void *arg, enum gen_api api)
@@ -670,7 +944,12 @@ generation(struct http_request *req, void *arg, enum gen_api api)
                          "the model '%s' is an embedding model", model);
         goto out;
     }
-    if (parse_generation(req, root, api == API_CHAT, api == API_DBGPT, &g) != 0) {
+    if (parse_generation(req, root, api == API_CHAT, api >= API_DBGPT, api == API_DBGPT_STREAM,
+                         &g) != 0) {
+        goto out;
+    }
+    if (g.stream) {
+        start_stream(req, srv, api == API_DBGPT ? API_DBGPT_STREAM : api, model, &g);
         goto out;
     }
     atomic_fetch_add(&srv->load.in_flight, 1);
@@ -737,6 +1016,12 @@ h_generate(struct http_request *req, void *arg)
     generation(req, arg, API_DBGPT);
 }
 
+static void
+h_generate_stream(struct http_request *req, void *arg)
+{
+    generation(req, arg, API_DBGPT_STREAM);
+}
+
 const struct http_route wrk_routes[] = {
     {"GET", "/api/health", h_health, 0},
     {"GET", "/metrics", h_metrics, 0},
@@ -745,6 +1030,7 @@ const struct http_route wrk_routes[] = {
     {"POST", "/v1/chat/completions", h_chat, 0},
     {"POST", "/v1/completions", h_completions, 0},
     {"POST", "/api/worker/generate", h_generate, 0},
+    {"POST", "/api/worker/generate_stream", h_generate_stream, 0},
     {"POST", "/api/worker/embeddings", h_worker_embeddings, 0},
     {"POST", "/api/worker/count_token", h_count_token, 0},
     {"POST", "/api/worker/model_metadata", h_model_metadata, 0},

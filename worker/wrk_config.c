@@ -39,6 +39,9 @@ const struct flag_def wrk_flag_defs[] = {
       "'builtin' (needs no download); 'openai' and 'exec' come with the next builds."),
     F(embed_dim, FLAG_INT, "384", 8, WRK_MAX_EMB_DIM, NULL, 0, "N",
       "Dimension of the builtin embedder's vectors."),
+    F(decode_delay_ms, FLAG_INT, "0", 0, 60000, NULL, 0, "MS",
+      "Builtin language model: pause between streamed tokens, to behave like an engine under "
+      "load (0 = as fast as the loop turns)."),
     F(cluster_secret, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "SECRET",
       "Sent to the controllers with every control-plane call (X-Roster-Secret)."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, FLAG_HIDDEN, "PATH",

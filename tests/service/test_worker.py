@@ -3,8 +3,11 @@ failover when the controller in use is killed, start-up with every
 controller down, deregistration on SIGTERM, and the builtin embedder and language model over
 OpenAI's and DB-GPT's endpoints."""
 import base64
+import json
 import math
 import os
+import signal
+import socket
 import struct
 import sys
 import time
@@ -268,8 +271,9 @@ def test_builtin_language_model(t):
         ("max_tokens fractional", {"model": "tiny", "messages": msgs, "max_tokens": 1.5}),
         ("top_p 0", {"model": "tiny", "messages": msgs, "top_p": 0}),
         ("n 2", {"model": "tiny", "messages": msgs, "n": 2}),
-        ("stream (not in this build)", {"model": "tiny", "messages": msgs, "stream": True}),
         ("stream not a bool", {"model": "tiny", "messages": msgs, "stream": "yes"}),
+        ("stream_options not an object", {"model": "tiny", "messages": msgs, "stream": True,
+                                          "stream_options": 5}),
         ("no messages", {"model": "tiny"}),
         ("empty messages", {"model": "tiny", "messages": []}),
         ("message without role", {"model": "tiny", "messages": [{"content": "x"}]}),
@@ -285,6 +289,120 @@ def test_builtin_language_model(t):
     e = worker(t, [c.url])
     r = h.request("POST", e.url + "/v1/chat/completions", {"model": "emb", "messages": msgs})
     h.check_error(r.status, r.body, 400, "chat with an embedding model")
+
+
+def sse_events(r):
+    """The JSON payloads of an SSE body, and whether it ended with [DONE]."""
+    h.check(r.header("Content-Type").startswith("text/event-stream"), "SSE content type")
+    parts = [p for p in r.body.decode().split("\n\n") if p]
+    h.check(all(p.startswith("data: ") for p in parts), f"SSE framing: {parts[:3]}")
+    payloads = [p[len("data: "):] for p in parts]
+    done = payloads[-1] == "[DONE]"
+    return [json.loads(p) for p in payloads if p != "[DONE]"], done
+
+
+def stream_text(events, chat=True):
+    if chat:
+        return "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    return "".join(e["choices"][0]["text"] for e in events if e["choices"])
+
+
+def test_streaming(t):
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", "http://127.0.0.1:1"])
+    msgs = [{"role": "user", "content": "What does the registrar do?"}]
+    for params in [dict(temperature=0, max_tokens=25), dict(temperature=1, seed=42, max_tokens=25),
+                   dict(temperature=0, max_tokens=40, stop=["the", "zz"])]:
+        full = chat(w, messages=msgs, **params)
+        r = h.request("POST", w.url + "/v1/chat/completions",
+                      dict(model="tiny", messages=msgs, stream=True,
+                           stream_options={"include_usage": True}, **params))
+        h.eq(r.status, 200)
+        h.eq(r.header("Transfer-Encoding"), "chunked")
+        events, done = sse_events(r)
+        h.check(done, "the stream ends with data: [DONE]")
+        h.eq(events[0]["choices"][0]["delta"], {"role": "assistant", "content": ""})
+        h.check(all(e["object"] == "chat.completion.chunk" and e["id"] == events[0]["id"]
+                    for e in events), "one id, chunk objects")
+        h.eq(stream_text(events), full["choices"][0]["message"]["content"],
+             f"streamed text equals the whole answer ({params}):")
+        h.eq(events[-2]["choices"][0]["finish_reason"], full["choices"][0]["finish_reason"])
+        h.eq(events[-1]["choices"], [])
+        h.eq(events[-1]["usage"], full["usage"], "the usage chunk:")
+        h.check(len(events) >= 4, "token by token")
+    # an HTTP/1.0 client gets no chunked encoding: the stream ends with the connection
+    body = json.dumps({"model": "tiny", "messages": msgs, "stream": True, "max_tokens": 5,
+                       "temperature": 0}).encode()
+    raw = h.raw(w.port, b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    h.check(head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), f"{head!r}")
+    h.check(payload.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream body: {payload[-80:]!r}")
+    # completions
+    full = h.request("POST", w.url + "/v1/completions",
+                     {"model": "tiny", "prompt": "The worker", "temperature": 0, "max_tokens": 15})
+    r = h.request("POST", w.url + "/v1/completions",
+                  {"model": "tiny", "prompt": "The worker", "temperature": 0, "max_tokens": 15,
+                   "stream": True})
+    events, done = sse_events(r)
+    h.check(done)
+    h.eq(stream_text(events, chat=False), full.json()["choices"][0]["text"])
+    # DB-GPT: NUL-terminated JSON frames with cumulative text
+    body = {"model": "tiny", "prompt": "The worker", "temperature": 0, "max_new_tokens": 15}
+    whole = h.request("POST", w.url + "/api/worker/generate", body).json()["text"]
+    r = h.request("POST", w.url + "/api/worker/generate_stream", body)
+    h.eq(r.status, 200)
+    h.check(r.body.endswith(b"\0"), "every frame ends with a NUL byte")
+    frames = [json.loads(f) for f in r.body.split(b"\0") if f]
+    h.check(len(frames) >= 3, "several frames")
+    for a, b in zip(frames, frames[1:]):
+        h.check(b["text"].startswith(a["text"]), f"cumulative: {a['text']!r} -> {b['text']!r}")
+    h.eq((frames[-1]["text"], frames[-1]["finish_reason"], frames[-1]["error_code"]),
+         (whole, "length", 0))
+
+
+def test_stream_cancelled_when_client_disconnects(t):
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", "http://127.0.0.1:1",
+                        "--decode_delay_ms", "50"])
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                       "stream": True, "max_tokens": 1000}).encode()
+    s = socket.create_connection(("127.0.0.1", w.port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += s.recv(65536)
+    h.eq(h.metric(w.url, "roster_worker_in_flight"), 1.0)
+    s.close()
+    t0 = time.monotonic()
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_cancelled_total") == 1.0, 1.0,
+                 interval=0.02, what="the worker to see the cancellation")
+    h.check(time.monotonic() - t0 < 1.0)
+    h.eq(h.metric(w.url, "roster_worker_in_flight"), 0.0, "nothing left in flight:")
+
+
+def test_sigterm_finishes_streams(t):
+    c = t.controller()
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", c.url,
+                        "--heartbeat_interval", "0.5", "--decode_delay_ms", "20"])
+    h.wait_until(lambda: registered_on(c.url, w, ("tiny@llm",)), 5, what="registration")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 60, "temperature": 0}
+    bg = h.Background(lambda: h.request("POST", w.url + "/v1/chat/completions", body,
+                                        timeout=20))
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 1.0, 5,
+                 what="the stream to start")
+    w.signal(signal.SIGTERM)
+    h.wait_until(lambda: [i for i in h.list_models(c.url, healthy_only="true")
+                          if i["port"] == w.port] == [], 2,
+                 what="the instance to leave the routable set")
+    r = bg.result(20)
+    events, done = sse_events(r)
+    h.check(done, "the stream in flight at SIGTERM finished")
+    h.eq(events[-1]["choices"][0]["finish_reason"], "length")
+    h.eq(w.wait_exit(15), 0, "exit code:")
 
 
 def test_cli(t):
