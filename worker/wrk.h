@@ -50,6 +50,8 @@ struct wrk_config {
     char *backend; /* "builtin" (openai, exec: later) */
     int64_t embed_dim;
     int64_t decode_delay_ms;
+    int64_t max_queue;
+    int64_t queue_timeout_ms;
     char *cluster_secret;
     char *port_file;
     int64_t control_timeout_ms;
@@ -90,6 +92,7 @@ struct wrk_instance {
 
 struct wrk_load {
     _Atomic int64_t in_flight;
+    _Atomic int64_t queue_length;
     int64_t capacity;
 };
 
@@ -122,12 +125,24 @@ int wrk_registrar_current(struct wrk_registrar *r);
 void wrk_registrar_stop(struct wrk_registrar *r, bool deregister);
 void wrk_registrar_free(struct wrk_registrar *r);
 
-/* ---- the server (wrk_api.c, wrk_server.c) ------------------------------------- */
+/* ---- the server (wrk_api.c, wrk_gen.c, wrk_server.c) --------------------------- */
+
+struct wrk_job; /* a generation request (wrk_gen.c) */
+
+/* A model's capacity (loop thread only): running jobs and the FIFO of
+ * waiting ones. */
+struct wrk_slot {
+    int active;
+    int queued;
+    struct wrk_job *head, *tail;
+};
 
 struct wrk_server {
     struct wrk_config *cfg;
     char models[WRK_MAX_MODELS][WRK_NAME_MAX + 1]; /* names without @type */
     size_t nmodels;
+    struct wrk_slot slots[WRK_MAX_MODELS];
+    int concurrency;   /* per model: --concurrency, or 5 (llm) / 100 (text2vec) */
     bool embeddings;   /* worker_type text2vec */
     struct wrk_lm *lm; /* worker_type llm: the builtin language model */
     struct http_server *http;
@@ -139,10 +154,28 @@ struct wrk_server {
     bool draining;
     _Atomic uint64_t requests;
     _Atomic uint64_t errors;
-    _Atomic uint64_t cancelled; /* streams whose client went away */
+    _Atomic uint64_t cancelled; /* jobs whose client went away */
+    _Atomic uint64_t rejected;  /* 429 at capacity, 503 after waiting in the queue */
 };
 
 extern const struct http_route wrk_routes[];
+
+/* Shared by the handlers (wrk_api.c). */
+struct wrk_server *wrk_server_of(void *arg);
+void wrk_bad_request(struct http_request *req, const char *code, const char *msg);
+/* Parses the body as a JSON object naming a served model in "model" (set
+ * to srv->models[i]); replies and returns NULL on failure. */
+struct cJSON *wrk_parse_request(struct http_request *req, struct wrk_server *srv,
+                                const char **model_out);
+struct buf;
+struct jw;
+void wrk_reply_json(struct http_request *req, struct wrk_server *srv, struct buf *b, struct jw *w);
+
+/* Generation handlers (wrk_gen.c). */
+void wrk_h_chat(struct http_request *req, void *arg);
+void wrk_h_completions(struct http_request *req, void *arg);
+void wrk_h_generate(struct http_request *req, void *arg);
+void wrk_h_generate_stream(struct http_request *req, void *arg);
 
 int wrk_main(int argc, char **argv);
 

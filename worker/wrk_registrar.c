@@ -114,7 +114,9 @@ instance_body(const struct wrk_registrar *r, size_t i, struct buf *b)
     jw_double(&w, (double)c->interval_ms / 1000.0);
     jw_raw(&w, ",\"load\":{\"in_flight\":");
     jw_i64(&w, c->load ? atomic_load(&c->load->in_flight) : 0);
-    jw_raw(&w, ",\"queue_length\":0,\"capacity\":");
+    jw_raw(&w, ",\"queue_length\":");
+    jw_i64(&w, c->load ? atomic_load(&c->load->queue_length) : 0);
+    jw_raw(&w, ",\"capacity\":");
     jw_i64(&w, c->load ? c->load->capacity : 0);
     jw_raw(&w, "}}");
     return w.err ? -1 : 0;

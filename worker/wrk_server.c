@@ -235,12 +235,13 @@ wrk_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     srv->cfg = &cfg;
     srv->embeddings = strcmp(cfg.worker_type, "text2vec") == 0;
-    srv->load.capacity = cfg.concurrency;
+    srv->concurrency = cfg.concurrency > 0 ? (int)cfg.concurrency : srv->embeddings ? 100 : 5;
     srv->started_wall_s = util_wall_ms() / 1000;
     if (parse_models(srv) != 0) {
         code = EX_USAGE;
         goto out;
     }
+    srv->load.capacity = (int64_t)srv->concurrency * (int64_t)srv->nmodels;
     if (!srv->embeddings) {
         int64_t t0 = util_mono_ms();
         if (wrk_lm_train(wrk_lm_corpus, strlen(wrk_lm_corpus), &srv->lm) != 0) {

@@ -405,6 +405,55 @@ def test_sigterm_finishes_streams(t):
     h.eq(w.wait_exit(15), 0, "exit code:")
 
 
+def test_back_pressure(t):
+    c = t.controller()
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", c.url,
+                        "--heartbeat_interval", "0.5", "--decode_delay_ms", "20",
+                        "--concurrency", "2", "--max_queue", "1"])
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 50, "temperature": 0}
+    bgs = [h.Background(lambda: h.request("POST", w.url + "/v1/chat/completions", body,
+                                          timeout=20)) for _ in range(3)]
+    h.wait_until(lambda: (h.metric(w.url, "roster_worker_in_flight"),
+                          h.metric(w.url, "roster_worker_queued")) == (2.0, 1.0), 5,
+                 what="two running and one queued")
+    t0 = time.monotonic()
+    r = h.request("POST", w.url + "/v1/chat/completions", dict(body, stream=False))
+    h.check(time.monotonic() - t0 < 0.5, "the refusal is immediate")
+    err = h.check_error(r.status, r.body, 429, "over capacity", r.header("Content-Type"))
+    h.eq((err["type"], err["code"], r.header("Retry-After")),
+         ("rate_limit_exceeded", "model_at_capacity", "1"))
+    # the heartbeats carry the load report to the registry
+    h.wait_until(lambda: h.find(h.list_models(c.url, view="full"), model="tiny@llm",
+                                port=w.port)["load"] == {"in_flight": 2, "queue_length": 1,
+                                                         "capacity": 2}, 3,
+                 what="the load report in view=full")
+    for bg in bgs:
+        events, done = sse_events(bg.result(20))
+        h.check(done and events[-1]["choices"][0]["finish_reason"] == "length",
+                "every admitted request completes, the queued one too")
+    h.eq(h.metric(w.url, "roster_worker_rejected_total"), 1.0)
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 0.0, 2, what="idle")
+
+
+def test_queue_wait_is_bounded(t):
+    w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", "http://127.0.0.1:1",
+                        "--decode_delay_ms", "50", "--concurrency", "1",
+                        "--queue_timeout_ms", "300"])
+    body = {"model": "tiny", "prompt": "The worker", "max_tokens": 40, "temperature": 0}
+    bg = h.Background(lambda: h.request("POST", w.url + "/v1/completions", body, timeout=20))
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 1.0, 5, what="busy")
+    t0 = time.monotonic()
+    r = h.request("POST", w.url + "/v1/completions", body)
+    waited = time.monotonic() - t0
+    err = h.check_error(r.status, r.body, 503, "queue timeout")
+    h.eq((err["code"], r.header("Retry-After")), ("queue_timeout", "1"))
+    h.check(0.25 <= waited < 1.5, f"503 after the queue timeout (0.3 s), got {waited:.2f}s")
+    h.eq(bg.result(20).status, 200, "the running request is unaffected:")
+
+
 def test_cli(t):
     r = h.cli(["start", "worker", "--help"])
     h.eq(r.returncode, 0)
