@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -682,6 +683,31 @@ http_stream_write(struct http_request *req, const void *data, size_t len)
         evbuffer_add(out, "\r\n", 2);
     } else {
         evbuffer_add(out, data, len);
+    }
+}
+
+void
+http_stream_writev(struct http_request *req, const struct iovec *iov, int n)
+{
+    struct conn *c = req->conn;
+    size_t len = 0;
+
+    for (int i = 0; i < n; i++) {
+        len += iov[i].iov_len;
+    }
+    req->stream_bytes += len;
+    if (!c || len == 0 || answering_head(c)) {
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (req->chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    }
+    for (int i = 0; i < n; i++) {
+        evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
+    }
+    if (req->chunked) {
+        evbuffer_add(out, "\r\n", 2);
     }
 }
 

@@ -195,6 +195,9 @@ void http_reply_ref(struct http_request *req, int status, const char *content_ty
 void http_stream_start(struct http_request *req, int status, const char *content_type,
                        const char *extra_headers);
 void http_stream_write(struct http_request *req, const void *data, size_t len);
+/* One chunk made of n pieces (an SSE event: "data: ", the JSON, "\n\n"). */
+struct iovec;
+void http_stream_writev(struct http_request *req, const struct iovec *iov, int n);
 void http_stream_end(struct http_request *req);
 
 /* {"error":{"message":"...","type":"...","param":null,"code":"..."}}, the

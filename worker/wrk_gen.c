@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -338,9 +339,8 @@ job_send(struct wrk_job *j, struct buf *b, struct jw *w)
         }
         return;
     }
-    http_stream_write(j->req, "data: ", 6);
-    http_stream_write(j->req, b->data, b->len);
-    http_stream_write(j->req, "\n\n", 2);
+    struct iovec iov[3] = {{(void *)"data: ", 6}, {b->data, b->len}, {(void *)"\n\n", 2}};
+    http_stream_writev(j->req, iov, 3);
 }
 
 /* The head of an OpenAI response or chunk, up to "choices"; with
