@@ -397,6 +397,21 @@ http_req_closed(const struct http_request *req)
     return req->conn == NULL;
 }
 
+bool
+http_req_has_secret(const struct http_request *req, const char *secret)
+{
+    const char *given = http_req_header(req, "X-Roster-Secret");
+    const char *auth = http_req_header(req, "Authorization");
+
+    if (!secret || !*secret) {
+        return false;
+    }
+    if (!given && auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        given = auth + 7;
+    }
+    return given && util_ct_equal(given, strlen(given), secret, strlen(secret));
+}
+
 void
 http_req_on_close(struct http_request *req, void (*cb)(struct http_request *, void *), void *arg)
 {

@@ -162,6 +162,9 @@ const struct sockaddr *http_req_peer(const struct http_request *req);
 const char *http_req_peer_str(const struct http_request *req);
 const char *http_req_id(const struct http_request *req); /* X-Request-Id, or generated */
 unsigned http_req_route_flags(const struct http_request *req);
+/* True when the request carries `secret` (non-empty) in X-Roster-Secret or
+ * as "Authorization: Bearer <secret>"; compared in constant time. */
+bool http_req_has_secret(const struct http_request *req, const char *secret);
 /* True once the client has disconnected (a reply would be dropped). */
 bool http_req_closed(const struct http_request *req);
 /* Called (once, on the loop thread) if the client disconnects before the

@@ -68,22 +68,6 @@ server_of(void *arg)
 
 /* ---- auth ------------------------------------------------------------------ */
 
-static bool
-secret_ok(const struct ctl_server *srv, struct http_request *req)
-{
-    const char *secret = srv->cfg->cluster_secret;
-    const char *given = http_req_header(req, "X-Roster-Secret");
-    const char *auth = http_req_header(req, "Authorization");
-
-    if (!secret || !*secret) {
-        return false;
-    }
-    if (!given && auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        given = auth + 7;
-    }
-    return given && util_ct_equal(given, strlen(given), secret, strlen(secret));
-}
-
 bool
 ctl_api_guard(struct http_request *req, void *arg)
 {
@@ -91,7 +75,8 @@ ctl_api_guard(struct http_request *req, void *arg)
     unsigned flags = http_req_route_flags(req);
     bool need = (flags & CTL_ROUTE_WRITE) || ((flags & CTL_ROUTE_READ) && srv->cfg->protect_reads);
 
-    if (!need || netaddr_list_match(&srv->trusted, http_req_peer(req)) || secret_ok(srv, req)) {
+    if (!need || netaddr_list_match(&srv->trusted, http_req_peer(req)) ||
+        http_req_has_secret(req, srv->cfg->cluster_secret)) {
         return true;
     }
     atomic_fetch_add(&srv->metrics.rejected_auth, 1);

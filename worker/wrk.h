@@ -27,6 +27,7 @@
 
 #include "flags.h"
 #include "http_server.h"
+#include "netaddr.h"
 
 #define WRK_MAX_MODELS  16
 #define WRK_MAX_CTLS    16
@@ -115,6 +116,10 @@ int wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, ch
                           size_t errcap);
 
 int wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar **out);
+/* Instance i from now on: serving (heartbeated, with `weight`) or not
+ * (deregistered once, then left alone). Acted on at once, on the
+ * registrar's thread; never blocks the caller. */
+void wrk_registrar_set(struct wrk_registrar *r, size_t i, bool serving, double weight);
 /* True once every instance has been accepted by some controller. */
 bool wrk_registrar_registered(struct wrk_registrar *r);
 /* The controller in use (index into urls), or -1 while none answers. */
@@ -142,9 +147,12 @@ struct wrk_server {
     char models[WRK_MAX_MODELS][WRK_NAME_MAX + 1]; /* names without @type */
     size_t nmodels;
     struct wrk_slot slots[WRK_MAX_MODELS];
-    int concurrency;   /* per model: --concurrency, or 5 (llm) / 100 (text2vec) */
-    bool embeddings;   /* worker_type text2vec */
-    struct wrk_lm *lm; /* worker_type llm: the builtin language model */
+    bool stopped[WRK_MAX_MODELS];  /* /api/worker/apply stop (loop thread) */
+    double weight[WRK_MAX_MODELS]; /* registered weight (update_params) */
+    struct netaddr_list loopback;  /* who may apply without a secret */
+    int concurrency;               /* per model: --concurrency, or 5 (llm) / 100 (text2vec) */
+    bool embeddings;               /* worker_type text2vec */
+    struct wrk_lm *lm;             /* worker_type llm: the builtin language model */
     struct http_server *http;
     struct wrk_registrar_config rcfg; /* fixed once the registrar runs */
     struct wrk_registrar *registrar;

@@ -34,6 +34,7 @@
 #include "json_write.h"
 #include "log.h"
 #include "metrics.h"
+#include "netaddr.h"
 #include "util.h"
 #include "wrk_lm.h"
 
@@ -82,6 +83,14 @@ wrk_parse_request(struct http_request *req, struct wrk_server *srv, const char *
     }
     for (size_t i = 0; i < srv->nmodels; i++) {
         if (strcmp(srv->models[i], m->valuestring) == 0) {
+            if (srv->stopped[i]) {
+                http_reply_error(req, 503, "server_error", "model_stopped",
+                                 "the model '%s' is stopped on this worker (POST "
+                                 "/api/worker/apply with apply_type 'start')",
+                                 srv->models[i]);
+                cJSON_Delete(root);
+                return NULL;
+            }
             *model_out = srv->models[i];
             return root;
         }
@@ -493,6 +502,115 @@ h_metrics(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
+/* DB-GPT's WorkerApplyOutput: {message, success, timecost (seconds)}. */
+static void
+reply_apply(struct http_request *req, bool success, int64_t t0_us, const char *msg)
+{
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 4096);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"message\":");
+    jw_str(&w, msg);
+    jw_raw(&w, ",\"success\":");
+    jw_bool(&w, success);
+    jw_raw(&w, ",\"timecost\":");
+    jw_double(&w, (double)(util_mono_ms() * 1000 - t0_us) / 1e6);
+    jw_raw(&w, "}");
+    http_reply(req, 200, "application/json", w.err ? "{}" : b.data, w.err ? 2 : b.len, NULL);
+    buf_cleanup(&b);
+}
+
+/* POST /api/worker/apply: start, stop, restart or update_params (weight)
+ * of one model. Needs the cluster secret, or a loopback client when the
+ * worker has none. Takes effect at once here; the registrar (de)registers
+ * on its own thread. */
+static void
+h_apply(struct http_request *req, void *arg)
+{
+    struct wrk_server *srv = wrk_server_of(arg);
+    int64_t t0 = util_mono_ms() * 1000;
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    const char *secret = srv->cfg->cluster_secret;
+    char err[256];
+    char msg[512];
+    cJSON *root = NULL;
+    size_t i;
+
+    if (secret && *secret ? !http_req_has_secret(req, secret)
+                          : !netaddr_list_match(&srv->loopback, http_req_peer(req))) {
+        http_reply_error(req, 401, "authentication_error", "unauthorized",
+                         "/api/worker/apply needs the cluster secret (X-Roster-Secret)%s",
+                         secret && *secret ? "" : "; without --cluster_secret, only from loopback");
+        return;
+    }
+    if (json_parse(body, len, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0 ||
+        !cJSON_IsObject(root)) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_json",
+                         "the body must be a JSON object: %s", root ? "not an object" : err);
+        cJSON_Delete(root);
+        return;
+    }
+    const cJSON *model = json_get(root, "model");
+    const cJSON *type = json_get(root, "apply_type");
+    const cJSON *wtype = json_get(root, "worker_type");
+    const cJSON *params = json_get(root, "params");
+    if (!cJSON_IsString(model) || !cJSON_IsString(type) ||
+        (wtype && !cJSON_IsNull(wtype) && !cJSON_IsString(wtype)) ||
+        (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_request",
+                         "fields: model (string), apply_type (string), worker_type (string), "
+                         "params (object)");
+        goto out;
+    }
+    for (i = 0; i < srv->nmodels && strcmp(srv->models[i], model->valuestring) != 0; i++) {
+    }
+    if (i == srv->nmodels ||
+        (cJSON_IsString(wtype) && strcmp(wtype->valuestring, srv->cfg->worker_type) != 0)) {
+        snprintf(msg, sizeof(msg), "this worker serves no model '%.200s' of type '%s'",
+                 model->valuestring,
+                 cJSON_IsString(wtype) ? wtype->valuestring : srv->cfg->worker_type);
+        reply_apply(req, false, t0, msg);
+        goto out;
+    }
+    const char *t = type->valuestring;
+    if (strcmp(t, "stop") == 0 || strcmp(t, "start") == 0 || strcmp(t, "restart") == 0) {
+        srv->stopped[i] = strcmp(t, "stop") == 0;
+        if (strcmp(t, "restart") == 0) {
+            wrk_registrar_set(srv->registrar, i, false, srv->weight[i]);
+        }
+        wrk_registrar_set(srv->registrar, i, !srv->stopped[i], srv->weight[i]);
+        log_info("apply %s %s", t, srv->models[i]);
+        snprintf(msg, sizeof(msg), "%s %s", t, srv->models[i]);
+        reply_apply(req, true, t0, msg);
+        goto out;
+    }
+    if (strcmp(t, "update_params") == 0) {
+        const cJSON *wt = params ? json_get(params, "weight") : NULL;
+        if (!cJSON_IsNumber(wt) || !isfinite(wt->valuedouble) || wt->valuedouble < 0 ||
+            wt->valuedouble > 1e6) {
+            reply_apply(req, false, t0,
+                        "update_params takes params.weight, a number in [0, 1000000]");
+            goto out;
+        }
+        srv->weight[i] = wt->valuedouble;
+        if (!srv->stopped[i]) {
+            wrk_registrar_set(srv->registrar, i, true, srv->weight[i]);
+        }
+        log_info("apply update_params %s weight=%g", srv->models[i], srv->weight[i]);
+        snprintf(msg, sizeof(msg), "%s: weight %g", srv->models[i], srv->weight[i]);
+        reply_apply(req, true, t0, msg);
+        goto out;
+    }
+    snprintf(msg, sizeof(msg), "unknown apply_type '%.64s' (start, stop, restart, update_params)",
+             t);
+    reply_apply(req, false, t0, msg);
+out:
+    cJSON_Delete(root);
+}
+
 const struct http_route wrk_routes[] = {
     {"GET", "/api/health", h_health, 0},
     {"GET", "/metrics", h_metrics, 0},
@@ -505,5 +623,6 @@ const struct http_route wrk_routes[] = {
     {"POST", "/api/worker/embeddings", h_worker_embeddings, 0},
     {"POST", "/api/worker/count_token", h_count_token, 0},
     {"POST", "/api/worker/model_metadata", h_model_metadata, 0},
+    {"POST", "/api/worker/apply", h_apply, 0},
     {0},
 };

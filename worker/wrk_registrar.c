@@ -52,6 +52,12 @@ struct wrk_registrar {
     bool stop;
     bool stopped; /* the loop has ended (deregistration done or skipped) */
     bool accepted[WRK_MAX_MODELS + 1];
+    /* wrk_registrar_set: serving instances heartbeat, the others are
+     * deregistered once; dirty means "act on the change at once" */
+    bool serving[WRK_MAX_MODELS + 1];
+    double weight[WRK_MAX_MODELS + 1];
+    bool dirty[WRK_MAX_MODELS + 1];
+    bool kick;     /* wake up now: an instance changed */
     int cur;       /* controller in use */
     bool all_good; /* every instance accepted in the last period */
     bool warned;   /* "no controller answers" logged since the last success */
@@ -94,7 +100,7 @@ wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *
 
 /* The JSON body of a register or heartbeat call for instance i. */
 static int
-instance_body(const struct wrk_registrar *r, size_t i, struct buf *b)
+instance_body(const struct wrk_registrar *r, size_t i, double weight, struct buf *b)
 {
     const struct wrk_registrar_config *c = &r->cfg;
     struct jw w;
@@ -107,7 +113,7 @@ instance_body(const struct wrk_registrar *r, size_t i, struct buf *b)
     jw_raw(&w, ",\"port\":");
     jw_i64(&w, c->port);
     jw_raw(&w, ",\"weight\":");
-    jw_double(&w, c->inst[i].weight);
+    jw_double(&w, weight);
     jw_raw(&w, ",\"check_healthy\":true,\"healthy\":true,\"enabled\":true,"
                "\"prompt_template\":null,\"last_heartbeat\":null,"
                "\"remove_from_registry\":false,\"heartbeat_interval_secs\":");
@@ -163,6 +169,8 @@ call(struct wrk_registrar *r, int ctl, const char *method, const char *path, con
     return o;
 }
 
+static bool deregister_one(struct wrk_registrar *r, size_t i, int ctl);
+
 /* Register or heartbeat every instance through one controller. Returns
  * FAILED as soon as a call fails (the caller moves on), else OK. */
 static enum outcome
@@ -173,9 +181,21 @@ beat_all(struct wrk_registrar *r, int ctl)
 
     buf_init(&b, 16 * 1024);
     for (size_t i = 0; i < r->cfg.ninst; i++) {
-        bool reg = !r->accepted[i];
+        pthread_mutex_lock(&r->mu);
+        bool serving = r->serving[i], dirty = r->dirty[i];
+        double weight = r->weight[i];
+        r->dirty[i] = false;
+        pthread_mutex_unlock(&r->mu);
+        if (!serving) {
+            if (dirty) {
+                (void)deregister_one(r, i, ctl);
+            }
+            r->accepted[i] = false;
+            continue;
+        }
+        bool reg = !r->accepted[i] || dirty; /* a new weight goes with a registration */
         buf_reset(&b);
-        if (instance_body(r, i, &b) != 0) {
+        if (instance_body(r, i, weight, &b) != 0) {
             continue;
         }
         enum outcome o =
@@ -205,11 +225,12 @@ wait_ms(struct wrk_registrar *r, int64_t ms)
     struct timespec ts;
 
     util_deadline_us(ms * 1000, &ts);
-    while (!r->stop) {
+    while (!r->stop && !r->kick) {
         if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) == ETIMEDOUT) {
             break;
         }
     }
+    r->kick = false;
     return r->stop;
 }
 
@@ -281,40 +302,48 @@ registrar_main(void *arg)
     return NULL;
 }
 
-static void
-deregister_all(struct wrk_registrar *r)
+/* Marks instance i unhealthy (remove_from_registry=false) through
+ * controller `ctl`, or any other that answers. Returns true when one did. */
+static bool
+deregister_one(struct wrk_registrar *r, size_t i, int ctl)
 {
     char path[1024];
     char *m, *h;
+    bool done = false;
     CURL *esc = curl_easy_init();
 
     if (!esc) {
-        return;
+        return false;
     }
     h = curl_easy_escape(esc, r->cfg.host, 0);
-    for (size_t i = 0; i < r->cfg.ninst && h; i++) {
-        m = curl_easy_escape(esc, r->cfg.inst[i].model_name, 0);
-        if (!m) {
-            continue;
-        }
+    m = curl_easy_escape(esc, r->cfg.inst[i].model_name, 0);
+    if (h && m) {
         snprintf(path, sizeof(path),
                  "/api/controller/models?model_name=%s&host=%s&port=%d&remove_from_registry=false",
                  m, h, r->cfg.port);
-        curl_free(m);
-        bool done = false;
         for (size_t k = 0; k < r->cfg.nurls && !done; k++) {
-            int ctl = (int)((size_t)(r->cur + (int)k) % r->cfg.nurls);
-            done = call(r, ctl, "DELETE", path, NULL, 0) != FAILED;
-        }
-        if (done) {
-            log_info("deregistered %s", r->cfg.inst[i].model_name);
-        } else {
-            log_warn("could not deregister %s: no controller answers (its lease ends it)",
-                     r->cfg.inst[i].model_name);
+            done = call(r, (int)((size_t)(ctl + (int)k) % r->cfg.nurls), "DELETE", path, NULL, 0) !=
+                   FAILED;
         }
     }
+    curl_free(m);
     curl_free(h);
     curl_easy_cleanup(esc);
+    if (done) {
+        log_info("deregistered %s", r->cfg.inst[i].model_name);
+    } else {
+        log_warn("could not deregister %s: no controller answers (its lease ends it)",
+                 r->cfg.inst[i].model_name);
+    }
+    return done;
+}
+
+static void
+deregister_all(struct wrk_registrar *r)
+{
+    for (size_t i = 0; i < r->cfg.ninst; i++) {
+        (void)deregister_one(r, i, r->cur);
+    }
 }
 
 int
@@ -328,6 +357,10 @@ wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar
     }
     r->cfg = *cfg;
     r->cur = (int)util_random_below(cfg->nurls);
+    for (size_t i = 0; i < cfg->ninst; i++) {
+        r->serving[i] = true;
+        r->weight[i] = cfg->inst[i].weight;
+    }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);
     if (pthread_create(&r->thread, NULL, registrar_main, r) != 0) {
@@ -337,6 +370,21 @@ wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar
     r->started = true;
     *out = r;
     return 0;
+}
+
+void
+wrk_registrar_set(struct wrk_registrar *r, size_t i, bool serving, double weight)
+{
+    if (!r || i >= r->cfg.ninst) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->serving[i] = serving;
+    r->weight[i] = weight;
+    r->dirty[i] = true;
+    r->kick = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
 }
 
 bool

@@ -242,6 +242,14 @@ wrk_main(int argc, char **argv)
         goto out;
     }
     srv->load.capacity = (int64_t)srv->concurrency * (int64_t)srv->nmodels;
+    for (size_t i = 0; i < srv->nmodels; i++) {
+        srv->weight[i] = cfg.weight;
+    }
+    if (netaddr_list_parse("127.0.0.0/8,::1", &srv->loopback, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        code = EX_SOFTWARE;
+        goto out;
+    }
     if (!srv->embeddings) {
         int64_t t0 = util_mono_ms();
         if (wrk_lm_train(wrk_lm_corpus, strlen(wrk_lm_corpus), &srv->lm) != 0) {
@@ -272,6 +280,7 @@ out:
     wrk_registrar_free(srv->registrar); /* stops (without deregistering) if still running */
     http_server_free(srv->http);
     wrk_lm_free(srv->lm);
+    netaddr_list_cleanup(&srv->loopback);
     wrk_config_cleanup(&cfg);
     free(srv);
     return code;

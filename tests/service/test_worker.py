@@ -454,6 +454,59 @@ def test_queue_wait_is_bounded(t):
     h.eq(bg.result(20).status, 200, "the running request is unaffected:")
 
 
+def test_apply(t):
+    secret = "s3cr3t-apply"
+    c = t.controller()
+    w = t.start("llm", ["start", "worker", "--model_name", "a,b", "--worker_type", "llm",
+                        "--host", "127.0.0.1", "--controller_addr", c.url,
+                        "--heartbeat_interval", "0.5"], env={"ROSTER_CLUSTER_SECRET": secret})
+    h.wait_until(lambda: registered_on(c.url, w, ("a@llm", "b@llm")), 5, what="registration")
+    url = w.url + "/api/worker/apply"
+    good = {"X-Roster-Secret": secret}
+
+    def apply(body, headers=good):
+        r = h.request("POST", url, body, headers=headers)
+        return r
+
+    for hdrs in ({}, {"X-Roster-Secret": "wrong"}, {"Authorization": "Bearer nope"}):
+        r = apply({"model": "a", "apply_type": "stop"}, hdrs)
+        h.check_error(r.status, r.body, 401, f"apply with {hdrs}")
+    h.eq(rows(c.url, w.port)["a@llm"], True, "a rejected apply changes nothing:")
+    r = apply({"model": "a", "apply_type": "stop", "worker_type": "llm", "params": {}})
+    h.eq(r.status, 200)
+    doc = r.json()
+    h.eq((sorted(doc), doc["success"]), (["message", "success", "timecost"], True))
+    h.wait_until(lambda: rows(c.url, w.port).get("a@llm") is False, 2,
+                 what="the stopped model to leave the registry's healthy set")
+    h.eq(rows(c.url, w.port)["b@llm"], True, "the other model keeps serving:")
+    msgs = [{"role": "user", "content": "hi"}]
+    r = h.request("POST", w.url + "/v1/chat/completions", {"model": "a", "messages": msgs})
+    err = h.check_error(r.status, r.body, 503, "a stopped model")
+    h.eq(err["code"], "model_stopped")
+    time.sleep(1.2)  # two heartbeat periods: a stopped model is not heartbeated back
+    h.eq(rows(c.url, w.port)["a@llm"], False, "still stopped after heartbeats:")
+    h.eq(chat(w, model="b", max_tokens=3)["object"], "chat.completion")
+    h.eq(apply({"model": "a", "apply_type": "start"}, {"Authorization": "Bearer " + secret})
+         .json()["success"], True)
+    h.wait_until(lambda: rows(c.url, w.port).get("a@llm") is True, 2, what="a back")
+    h.eq(chat(w, model="a", max_tokens=3)["object"], "chat.completion")
+    h.eq(apply({"model": "b", "apply_type": "update_params", "params": {"weight": 3}})
+         .json()["success"], True)
+    h.wait_until(lambda: h.find(h.list_models(c.url), model="b@llm", port=w.port)["weight"] == 3.0,
+                 2, what="the new weight in the registry")
+    for body, what in [({"model": "zz", "apply_type": "stop"}, "unknown model"),
+                       ({"model": "a", "apply_type": "explode"}, "unknown apply_type"),
+                       ({"model": "a", "apply_type": "stop", "worker_type": "text2vec"},
+                        "wrong worker_type"),
+                       ({"model": "a", "apply_type": "update_params", "params": {"weight": -1}},
+                        "bad weight")]:
+        r = apply(body)
+        h.eq((r.status, r.json()["success"]), (200, False), f"{what}:")
+    r = h.request("POST", url, b"{not json", headers=good)
+    h.check_error(r.status, r.body, 400, "bad JSON")
+    h.eq(rows(c.url, w.port)["a@llm"], True, "failed applies change nothing:")
+
+
 def test_cli(t):
     r = h.cli(["start", "worker", "--help"])
     h.eq(r.returncode, 0)
