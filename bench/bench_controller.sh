@@ -30,34 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 hb_conns=${ROSTER_BENCH_HB_CONNS:-128} # per controller
-scripts/deps.sh bench >&2
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-bin=$PWD/build-bench/roster
-
-work=$(mktemp -d /tmp/roster-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    tests/lib/mariadb.sh stop "$work/mariadb" >/dev/null 2>&1 || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port_file() {
-    for _ in $(seq 1 200); do
-        [ -s "$1" ] && { cat "$1"; return 0; }
-        sleep 0.05
-    done
-    echo "bench: $1 never appeared" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # ---- MariaDB -------------------------------------------------------------------
 tests/lib/mariadb.sh start "$work/mariadb" >/dev/null
@@ -83,30 +57,7 @@ for i in 1 2 3; do
 done
 
 # ---- nginx -----------------------------------------------------------------------
-nport=$(free_port)
-cat >"$work/nginx.conf" <<EOF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$nport; location / { return 200 'ok'; } }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work"
-sleep 0.3
-
-# wrk summary -> "rps p50_ms p99_ms non2xx"
-summarize() {
-    awk '
-      /Requests\/sec/ {rps=$2}
-      /^ +50%/ {p50=$2}
-      /^ +99%/ {p99=$2}
-      /Non-2xx/ {bad=$NF}
-      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-      END {printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), bad+0}'
-}
+start_nginx
 
 echo "bench: $(nproc) CPUs, ${secs}s per run, work dir $work" >&2
 
@@ -140,7 +91,6 @@ read -r nl_rps nl_p50 nl_p99 _ < <(wrk -t1 -c4 -d"${secs}s" --latency "http://12
 read -r ll_rps ll_p50 ll_p99 ll_bad < <(wrk -t1 -c4 -d"${secs}s" --latency "$list_url" | summarize)
 items=$(curl -s "$list_url" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 printf '\n%-34s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
 printf '%-34s %10d %9.3f %9.3f %s\n' "nginx return 200, -c32" "$ng_rps" "$ng_p50" "$ng_p99" "baseline"
 printf '%-34s %10d %9.3f %9.3f %s\n' "nginx return 200, -c$((3 * hb_conns))" "$nh_rps" "$nh_p50" "$nh_p99" "baseline"

@@ -20,53 +20,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-scripts/deps.sh bench >&2
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-bin=$PWD/build-bench/roster
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-work=$(mktemp -d /tmp/roster-bench.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port_file() {
-    for _ in $(seq 1 200); do
-        [ -s "$1" ] && { cat "$1"; return 0; }
-        sleep 0.05
-    done
-    echo "bench: $1 never appeared" >&2
-    return 1
-}
-
-start_worker() { # name type model
+start_worker() { # name type model (not in a subshell: pids must reach the cleanup)
     "$bin" start worker --model_name "$3" --worker_type "$2" --host 127.0.0.1 --port 0 \
         --port_file "$work/$1.port" --controller_addr http://127.0.0.1:1 --concurrency 64 \
         --log_level error >"$work/$1.log" 2>&1 &
     pids+=($!)
-    wait_port_file "$work/$1.port"
 }
-llm=$(start_worker llm llm tiny)
-emb=$(start_worker emb text2vec emb)
+start_worker llm llm tiny
+start_worker emb text2vec emb
+llm=$(wait_port_file "$work/llm.port")
+emb=$(wait_port_file "$work/emb.port")
 
-nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/nginx.conf" <<EOF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$nport; location / { return 200 'ok'; } }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work"
-sleep 0.3
+start_nginx
 
 post_lua() { # file body
     cat >"$1" <<EOF
@@ -83,15 +51,6 @@ post_lua "$work/chat.lua" "$chat"
 post_lua "$work/stream.lua" "${chat%\}},\"stream\":true}"
 post_lua "$work/emb.lua" '{"model":"emb","input":"roster keeps model instances in a shared registry table"}'
 
-summarize() {
-    awk '
-      /Requests\/sec/ {rps=$2}
-      /^ +50%/ {p50=$2}
-      /^ +99%/ {p99=$2}
-      /Non-2xx/ {bad=$NF}
-      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-      END {printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), bad+0}'
-}
 run() { # url [script]
     wrk -t2 -c32 -d"${secs}s" --latency ${2:+-s "$2"} "$1" | summarize
 }
@@ -106,7 +65,6 @@ read -r ch_rps ch_p50 ch_p99 ch_bad < <(run "http://127.0.0.1:$llm/v1/chat/compl
 read -r em_rps em_p50 em_p99 em_bad < <(run "http://127.0.0.1:$emb/v1/embeddings" "$work/emb.lua")
 read -r st_rps st_p50 st_p99 st_bad < <(run "http://127.0.0.1:$llm/v1/chat/completions" "$work/stream.lua")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 printf '\n%-34s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
 printf '%-34s %10d %9.3f %9.3f %s\n' "nginx return 200 (2 workers)" "$ng_rps" "$ng_p50" "$ng_p99" "baseline"
 printf '%-34s %10d %9.3f %9.3f %s\n' "chat, non-stream, 16 tokens" "$ch_rps" "$ch_p50" "$ch_p99" \

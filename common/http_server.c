@@ -685,20 +685,9 @@ http_stream_start(struct http_request *req, int status, const char *content_type
 void
 http_stream_write(struct http_request *req, const void *data, size_t len)
 {
-    struct conn *c = req->conn;
+    struct iovec iov = {(void *)data, len};
 
-    req->stream_bytes += len;
-    if (!c || len == 0 || answering_head(c)) {
-        return;
-    }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (req->chunked) {
-        evbuffer_add_printf(out, "%zx\r\n", len);
-        evbuffer_add(out, data, len);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, data, len);
-    }
+    http_stream_writev(req, &iov, 1);
 }
 
 void

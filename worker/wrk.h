@@ -72,6 +72,14 @@ void wrk_config_cleanup(struct wrk_config *cfg);
 
 /* ---- the builtin embedder (wrk_embed.c) --------------------------------------- */
 
+/* A byte of a word for the builtin models: ASCII letters and digits, and
+ * every byte >= 0x80 (so UTF-8 text in any script forms words). */
+static inline bool
+wrk_word_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
 /* Writes the embedding of text[0..len) into out[0..dim): signed feature
  * hashing of lower-cased words, word bigrams and character trigrams,
  * L2-normalised (an empty text embeds a fixed marker feature, so every
@@ -154,6 +162,7 @@ struct wrk_server {
     bool embeddings;               /* worker_type text2vec */
     struct wrk_lm *lm;             /* worker_type llm: the builtin language model */
     struct http_server *http;
+    char host[256];                   /* the advertised address (rcfg.host) */
     struct wrk_registrar_config rcfg; /* fixed once the registrar runs */
     struct wrk_registrar *registrar;
     struct wrk_load load;

@@ -21,12 +21,6 @@
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME  0x100000001b3ULL
 
-static bool
-word_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
-}
-
 static unsigned char
 lower(unsigned char c)
 {
@@ -66,7 +60,7 @@ next_word(const char *t, size_t len, size_t *pos, size_t *start, size_t *n)
 {
     size_t i = *pos;
 
-    while (i < len && !word_byte((unsigned char)t[i])) {
+    while (i < len && !wrk_word_byte((unsigned char)t[i])) {
         i++;
     }
     if (i == len) {
@@ -74,7 +68,7 @@ next_word(const char *t, size_t len, size_t *pos, size_t *start, size_t *n)
         return false;
     }
     *start = i;
-    while (i < len && word_byte((unsigned char)t[i])) {
+    while (i < len && wrk_word_byte((unsigned char)t[i])) {
         i++;
     }
     *n = i - *start;

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wrk.h"
+
 #define BOS 0u /* start-of-text token id */
 
 struct gram3 {
@@ -48,12 +50,6 @@ struct wrk_lm {
     uint32_t *by_freq; /* ids by unigram count, descending (backoff to unigrams) */
 };
 
-static bool
-word_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
-}
-
 /* The next token of text[*pos..len): sets *start, *n; false at the end. */
 static bool
 next_token(const char *t, size_t len, size_t *pos, size_t *start, size_t *n)
@@ -68,12 +64,12 @@ next_token(const char *t, size_t len, size_t *pos, size_t *start, size_t *n)
         return false;
     }
     *start = i;
-    if (word_byte((unsigned char)t[i])) {
+    if (wrk_word_byte((unsigned char)t[i])) {
         /* words run through inner hyphens, apostrophes and underscores:
          * "DB-GPT's", "worker_type" */
-        while (i < len && (word_byte((unsigned char)t[i]) ||
+        while (i < len && (wrk_word_byte((unsigned char)t[i]) ||
                            ((t[i] == '-' || t[i] == '\'' || t[i] == '_') && i + 1 < len &&
-                            word_byte((unsigned char)t[i + 1])))) {
+                            wrk_word_byte((unsigned char)t[i + 1])))) {
             i++;
         }
     } else {

@@ -146,15 +146,14 @@ static int
 start_registrar(struct wrk_server *srv)
 {
     struct wrk_registrar_config *rc = &srv->rcfg;
-    static char host[256];
     char err[256];
 
     if (wrk_parse_controllers(srv->cfg->controller_addr, rc, err, sizeof(err)) != 0) {
         log_error("--controller_addr: %s", err);
         return EX_USAGE;
     }
-    advertised_host(srv->cfg, host, sizeof(host));
-    rc->host = host;
+    advertised_host(srv->cfg, srv->host, sizeof(srv->host));
+    rc->host = srv->host;
     rc->port = http_server_port(srv->http);
     rc->secret =
         srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? srv->cfg->cluster_secret : NULL;
@@ -180,7 +179,7 @@ start_registrar(struct wrk_server *srv)
         return EX_OSERR;
     }
     log_info("worker for %zu model%s at %s:%d; controllers: %s", srv->nmodels,
-             srv->nmodels == 1 ? "" : "s", host, rc->port, srv->cfg->controller_addr);
+             srv->nmodels == 1 ? "" : "s", srv->host, rc->port, srv->cfg->controller_addr);
     return 0;
 }
 

@@ -1,0 +1,63 @@
+# Shared by the bench/*.sh scripts (source it from the repository root):
+# a Release build in build-bench, a work dir cleaned up on exit with every
+# process in `pids` (and nginx, and a MariaDB in $work/mariadb if any),
+# nginx as the baseline, and wrk output as "rps p50_ms p99_ms non2xx".
+
+scripts/deps.sh bench >&2
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-bench -j"$(nproc)" >/dev/null
+bin=$PWD/build-bench/roster
+
+work=$(mktemp -d /tmp/roster-bench.XXXXXX)
+pids=()
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    [ -d "$work/mariadb" ] && tests/lib/mariadb.sh stop "$work/mariadb" >/dev/null 2>&1 || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port_file() {
+    for _ in $(seq 1 200); do
+        [ -s "$1" ] && { cat "$1"; return 0; }
+        sleep 0.05
+    done
+    echo "bench: $1 never appeared" >&2
+    return 1
+}
+
+# Starts nginx (2 workers, access log off) answering `return 200`; sets nport.
+start_nginx() {
+    nport=$(free_port)
+    cat >"$work/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$nport; location / { return 200 'ok'; } }
+}
+NGINX
+    nginx -c "$work/nginx.conf" -p "$work"
+    sleep 0.3
+}
+
+# wrk --latency output -> "rps p50_ms p99_ms non2xx"
+summarize() {
+    awk '
+      /Requests\/sec/ {rps=$2}
+      /^ +50%/ {p50=$2}
+      /^ +99%/ {p99=$2}
+      /Non-2xx/ {bad=$NF}
+      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+      END {printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), bad+0}'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
