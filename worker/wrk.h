@@ -48,7 +48,17 @@ struct wrk_config {
     double heartbeat_interval;
     int64_t concurrency;
     double weight;
-    char *backend; /* "builtin" (openai, exec: later) */
+    char *backend;  /* "builtin", "openai" or "exec" */
+    char *upstream; /* openai, exec: the engine's OpenAI base URL (".../v1") */
+    char *upstream_api_key_env;
+    char *upstream_model;
+    int64_t upstream_connect_timeout_ms;
+    int64_t upstream_timeout_ms;
+    int64_t upstream_idle_timeout_ms;
+    char *engine_cmd; /* exec */
+    int64_t engine_start_timeout_ms;
+    int64_t engine_probe_interval_ms;
+    int64_t engine_stop_timeout_ms;
     int64_t embed_dim;
     int64_t decode_delay_ms;
     int64_t max_queue;
@@ -93,10 +103,15 @@ size_t wrk_count_words(const char *text, size_t len);
 
 struct wrk_registrar;
 struct wrk_lm;
+struct event;
+struct wrk_proxy_job;
+struct wrk_engine;
+struct curl_loop;
 
 struct wrk_instance {
     char model_name[WRK_NAME_MAX + 1]; /* "name@type" */
     double weight;
+    bool held; /* not serving at start (until wrk_registrar_set) */
 };
 
 struct wrk_load {
@@ -140,15 +155,34 @@ void wrk_registrar_free(struct wrk_registrar *r);
 
 /* ---- the server (wrk_api.c, wrk_gen.c, wrk_server.c) --------------------------- */
 
-struct wrk_job; /* a generation request (wrk_gen.c) */
+/* A request that holds, or waits for, one of its model's slots
+ * (wrk_admit.c). Embedded in the request's own job; the owner fills the
+ * first five fields. */
+struct wrk_ticket {
+    struct wrk_server *srv;
+    size_t model; /* index into srv->models */
+    struct http_request *req;
+    void (*run)(struct wrk_ticket *t);     /* the slot is granted (now or later) */
+    void (*dropped)(struct wrk_ticket *t); /* waited too long: 503 sent; free the job */
+    bool running;                          /* false while queued */
+    struct wrk_ticket *next;               /* in the queue */
+    struct event *timer;                   /* the queue timeout while queued */
+};
 
-/* A model's capacity (loop thread only): running jobs and the FIFO of
+/* A model's capacity (loop thread only): running tickets and the FIFO of
  * waiting ones. */
 struct wrk_slot {
     int active;
     int queued;
-    struct wrk_job *head, *tail;
+    struct wrk_ticket *head, *tail;
 };
+
+/* Runs the ticket (returns 1, run() called), queues it (0), or refuses it
+ * (-1, after replying 429, or 503 when out of memory). */
+int wrk_admit(struct wrk_ticket *t);
+/* The ticket's request is done (running: the next queued ticket runs) or
+ * abandoned (queued: it leaves the queue). */
+void wrk_admit_leave(struct wrk_ticket *t);
 
 struct wrk_server {
     struct wrk_config *cfg;
@@ -160,7 +194,13 @@ struct wrk_server {
     struct netaddr_list loopback;  /* who may apply without a secret */
     int concurrency;               /* per model: --concurrency, or 5 (llm) / 100 (text2vec) */
     bool embeddings;               /* worker_type text2vec */
-    struct wrk_lm *lm;             /* worker_type llm: the builtin language model */
+    struct wrk_lm *lm;             /* builtin llm: the language model */
+    bool proxy;                    /* backend openai or exec: requests go upstream */
+    struct curl_loop *curl;        /* proxy: upstream transfers on the loop */
+    struct wrk_proxy_job *proxies; /* proxy: transfers in progress (loop thread) */
+    char *auth_header;             /* proxy: "Authorization: Bearer <key>", or NULL */
+    struct wrk_engine *engine;     /* exec: the supervised engine */
+    bool engine_up;                /* exec: the engine answers (loop thread) */
     struct http_server *http;
     char host[256];                   /* the advertised address (rcfg.host) */
     struct wrk_registrar_config rcfg; /* fixed once the registrar runs */
@@ -171,11 +211,23 @@ struct wrk_server {
     bool draining;
     _Atomic uint64_t requests;
     _Atomic uint64_t errors;
-    _Atomic uint64_t cancelled; /* jobs whose client went away */
-    _Atomic uint64_t rejected;  /* 429 at capacity, 503 after waiting in the queue */
+    _Atomic uint64_t cancelled;       /* jobs whose client went away */
+    _Atomic uint64_t rejected;        /* 429 at capacity, 503 after waiting in the queue */
+    _Atomic uint64_t upstream_errors; /* proxy: transfers that failed or got a 5xx */
+    _Atomic uint64_t engine_restarts; /* exec */
+    _Atomic int engine_pid;           /* exec: the engine's process (0: none) */
 };
 
 extern const struct http_route wrk_routes[];
+
+/* Whether model i should be in the routable set: not stopped through
+ * /api/worker/apply and, with the exec backend, its engine answering.
+ * Loop thread. */
+static inline bool
+wrk_serving(const struct wrk_server *srv, size_t i)
+{
+    return !srv->stopped[i] && (!srv->engine || srv->engine_up);
+}
 
 /* Shared by the handlers (wrk_api.c). */
 struct wrk_server *wrk_server_of(void *arg);
@@ -193,6 +245,29 @@ void wrk_h_chat(struct http_request *req, void *arg);
 void wrk_h_completions(struct http_request *req, void *arg);
 void wrk_h_generate(struct http_request *req, void *arg);
 void wrk_h_generate_stream(struct http_request *req, void *arg);
+
+/* DB-GPT's ModelOutput (asdict) with text[0..len): the text twice, as its
+ * v1 and v2 readers expect; usage once finished. */
+void wrk_dbgpt_output(struct jw *w, const char *text, size_t len, const char *finish,
+                      int error_code, int prompt_tokens, int completion_tokens);
+
+/* The openai and exec backends (wrk_proxy.c): the same endpoints, served
+ * by the upstream engine. */
+void wrk_proxy_chat(struct http_request *req, struct wrk_server *srv);
+void wrk_proxy_completions(struct http_request *req, struct wrk_server *srv);
+void wrk_proxy_embeddings(struct http_request *req, struct wrk_server *srv, bool dbgpt);
+void wrk_proxy_generate(struct http_request *req, struct wrk_server *srv, bool stream);
+/* After the loop has stopped: ends every transfer still in progress. */
+void wrk_proxy_cancel_all(struct wrk_server *srv);
+
+/* The exec backend's supervisor (wrk_engine.c): a thread that starts
+ * --engine_cmd, probes GET <upstream>/models until it answers, then tells
+ * the loop (srv->engine_up and the registrar); restarts the engine with
+ * backoff when it exits or stops answering. */
+int wrk_engine_start(struct wrk_server *srv);
+/* Stops the engine (SIGTERM to its process group, SIGKILL after
+ * --engine_stop_timeout_ms) and joins the thread. NULL-safe. */
+void wrk_engine_stop(struct wrk_engine *e);
 
 int wrk_main(int argc, char **argv);
 

@@ -342,6 +342,10 @@ out:
 static void
 h_v1_embeddings(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_embeddings(req, wrk_server_of(arg), false);
+        return;
+    }
     atomic_fetch_add(&wrk_server_of(arg)->load.in_flight, 1);
     embeddings(req, arg, false);
     atomic_fetch_sub(&wrk_server_of(arg)->load.in_flight, 1);
@@ -350,6 +354,10 @@ h_v1_embeddings(struct http_request *req, void *arg)
 static void
 h_worker_embeddings(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_embeddings(req, wrk_server_of(arg), true);
+        return;
+    }
     atomic_fetch_add(&wrk_server_of(arg)->load.in_flight, 1);
     embeddings(req, arg, true);
     atomic_fetch_sub(&wrk_server_of(arg)->load.in_flight, 1);
@@ -457,6 +465,17 @@ h_health(struct http_request *req, void *arg)
     jw_i64(&w, atomic_load(&srv->load.in_flight));
     jw_raw(&w, ",\"capacity\":");
     jw_i64(&w, srv->load.capacity);
+    jw_raw(&w, ",\"backend\":");
+    jw_str(&w, srv->cfg->backend);
+    if (srv->engine) {
+        jw_raw(&w, ",\"engine\":{\"state\":");
+        jw_str(&w, srv->engine_up ? "up" : "down");
+        jw_raw(&w, ",\"pid\":");
+        jw_i64(&w, atomic_load(&srv->engine_pid));
+        jw_raw(&w, ",\"restarts\":");
+        jw_i64(&w, (int64_t)atomic_load(&srv->engine_restarts));
+        jw_raw(&w, "}");
+    }
     jw_raw(&w, "}");
     wrk_reply_json(req, srv, &b, &w);
     buf_cleanup(&b);
@@ -484,6 +503,15 @@ h_metrics(struct http_request *req, void *arg)
                          "Requests refused at capacity (429) or after waiting too long (503).");
     rc |= metrics_sample(&b, "roster_worker_rejected_total", NULL,
                          (double)atomic_load(&srv->rejected));
+    rc |= metrics_header(&b, "roster_worker_upstream_errors_total", "counter",
+                         "openai/exec backends: transfers to the engine that failed or got an "
+                         "error status other than the client's own 4xx.");
+    rc |= metrics_sample(&b, "roster_worker_upstream_errors_total", NULL,
+                         (double)atomic_load(&srv->upstream_errors));
+    rc |= metrics_header(&b, "roster_worker_engine_restarts_total", "counter",
+                         "exec backend: times the engine was started again.");
+    rc |= metrics_sample(&b, "roster_worker_engine_restarts_total", NULL,
+                         (double)atomic_load(&srv->engine_restarts));
     rc |= metrics_header(&b, "roster_worker_queued", "gauge", "Requests waiting for capacity.");
     rc |= metrics_sample(&b, "roster_worker_queued", NULL,
                          (double)atomic_load(&srv->load.queue_length));
@@ -581,7 +609,7 @@ h_apply(struct http_request *req, void *arg)
         if (strcmp(t, "restart") == 0) {
             wrk_registrar_set(srv->registrar, i, false, srv->weight[i]);
         }
-        wrk_registrar_set(srv->registrar, i, !srv->stopped[i], srv->weight[i]);
+        wrk_registrar_set(srv->registrar, i, wrk_serving(srv, i), srv->weight[i]);
         log_info("apply %s %s", t, srv->models[i]);
         snprintf(msg, sizeof(msg), "%s %s", t, srv->models[i]);
         reply_apply(req, true, t0, msg);
@@ -596,7 +624,7 @@ h_apply(struct http_request *req, void *arg)
             goto out;
         }
         srv->weight[i] = wt->valuedouble;
-        if (!srv->stopped[i]) {
+        if (wrk_serving(srv, i)) {
             wrk_registrar_set(srv->registrar, i, true, srv->weight[i]);
         }
         log_info("apply update_params %s weight=%g", srv->models[i], srv->weight[i]);

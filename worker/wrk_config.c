@@ -6,6 +6,7 @@
  */
 #include "wrk.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +42,37 @@ const struct flag_def wrk_flag_defs[] = {
       "Longest wait in the queue; then 503 with Retry-After (never an unbounded wait)."),
     F(weight, FLAG_DOUBLE, "1", 0, 1000000, NULL, 0, "W", "Routing weight of the instances."),
     F(backend, FLAG_STR, "builtin", 1, 0, NULL, 0, "NAME",
-      "'builtin' (needs no download); 'openai' and 'exec' come with the next builds."),
+      "'builtin' (a small model trained at start-up on roster's docs: for trying roster out "
+      "and for tests); 'openai' (proxy to the OpenAI-compatible engine at --upstream); 'exec' "
+      "(start --engine_cmd, supervise it, and proxy to it at --upstream)."),
+    F(upstream, FLAG_STR, NULL, 1, 0, NULL, 0, "URL",
+      "openai, exec: the engine's OpenAI base URL, as given to an OpenAI SDK (e.g. "
+      "http://127.0.0.1:8080/v1); the worker calls URL/chat/completions, URL/completions, "
+      "URL/embeddings and (exec) URL/models."),
+    F(upstream_api_key_env, FLAG_STR, NULL, 1, 0, NULL, 0, "NAME",
+      "openai, exec: the environment variable holding the engine's API key, sent as "
+      "'Authorization: Bearer'; never logged."),
+    F(upstream_model, FLAG_STR, NULL, 1, 0, NULL, 0, "NAME",
+      "openai, exec: the model name sent to the engine (default: the name the client used)."),
+    F(upstream_connect_timeout_ms, FLAG_INT, "2000", 1, 600000, NULL, 0, "MS",
+      "openai, exec: connecting to the engine (503 beyond)."),
+    F(upstream_timeout_ms, FLAG_INT, "600000", 1, 86400000, NULL, 0, "MS",
+      "openai, exec: a whole request to the engine, streaming included (504 beyond)."),
+    F(upstream_idle_timeout_ms, FLAG_INT, "60000", 100, 86400000, NULL, 0, "MS",
+      "openai, exec: longest silence from the engine during a streamed request, before the "
+      "first chunk or between two (504, or an error event once the stream has begun). A "
+      "request that does not stream has only --upstream_timeout_ms."),
+    F(engine_cmd, FLAG_STR, NULL, 1, 0, NULL, 0, "CMD",
+      "exec: the engine's command line, run with bash -c in a process group of its own, "
+      "stopped with SIGTERM (then SIGKILL) when the worker stops or dies."),
+    F(engine_start_timeout_ms, FLAG_INT, "600000", 100, 86400000, NULL, 0, "MS",
+      "exec: how long a starting engine may take to answer GET URL/models before it is "
+      "restarted."),
+    F(engine_probe_interval_ms, FLAG_INT, "5000", 50, 3600000, NULL, 0, "MS",
+      "exec: time between health probes of a running engine; three failures in a row restart "
+      "it."),
+    F(engine_stop_timeout_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
+      "exec: after SIGTERM, how long the engine may take to exit before SIGKILL."),
     F(embed_dim, FLAG_INT, "384", 8, WRK_MAX_EMB_DIM, NULL, 0, "N",
       "Dimension of the builtin embedder's vectors."),
     F(decode_delay_ms, FLAG_INT, "0", 0, 60000, NULL, 0, "MS",
@@ -91,11 +122,34 @@ wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
         fprintf(stderr, "roster: --worker_type must be 'llm' or 'text2vec'\n");
         return -1;
     }
-    if (strcmp(cfg->backend, "builtin") != 0) {
-        fprintf(stderr,
-                "roster: --backend %s is not in this build yet; only 'builtin' is (README.md, "
-                "'Status')\n",
-                cfg->backend);
+    bool builtin = strcmp(cfg->backend, "builtin") == 0;
+    bool exec = strcmp(cfg->backend, "exec") == 0;
+    if (!builtin && !exec && strcmp(cfg->backend, "openai") != 0) {
+        fprintf(stderr, "roster: --backend must be 'builtin', 'openai' or 'exec'\n");
+        return -1;
+    }
+    if (builtin && (cfg->upstream || cfg->engine_cmd || cfg->upstream_api_key_env)) {
+        fprintf(stderr, "roster: --upstream, --upstream_api_key_env and --engine_cmd need "
+                        "--backend openai or exec\n");
+        return -1;
+    }
+    if (!builtin) {
+        size_t n = cfg->upstream ? strlen(cfg->upstream) : 0;
+        if (n == 0 || (strncmp(cfg->upstream, "http://", 7) != 0 &&
+                       strncmp(cfg->upstream, "https://", 8) != 0)) {
+            fprintf(stderr,
+                    "roster: --backend %s needs --upstream http(s)://HOST:PORT/v1 (the "
+                    "engine's OpenAI base URL)\n",
+                    cfg->backend);
+            return -1;
+        }
+        while (n > 0 && cfg->upstream[n - 1] == '/') {
+            cfg->upstream[--n] = '\0';
+        }
+    }
+    if (exec != (cfg->engine_cmd != NULL && *cfg->engine_cmd)) {
+        fprintf(stderr, exec ? "roster: --backend exec needs --engine_cmd\n"
+                             : "roster: --engine_cmd needs --backend exec\n");
         return -1;
     }
     return 0;

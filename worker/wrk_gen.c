@@ -10,11 +10,8 @@
  * a client that disconnects stops its job at once, and capacity means
  * something:
  *
- * Back-pressure. Each model runs at most --concurrency jobs; up to
- * --max_queue more wait in a FIFO, each for at most --queue_timeout_ms
- * (then 503 with Retry-After); beyond that a request gets 429 with
- * Retry-After at once, in OpenAI's error shape. Never an unbounded wait.
- * The heartbeats report running and queued jobs and the capacity.
+ * Back-pressure: each job holds a ticket for one of its model's slots, or
+ * waits in the model's queue, or is refused with 429 (wrk_admit.c).
  *
  * Streams: SSE `data:` chunks (chat.completion.chunk or text_completion; a
  * role chunk first, a finish chunk, a usage chunk with
@@ -257,13 +254,12 @@ jw_usage(struct jw *w, int p, int c)
 enum gen_api { API_CHAT, API_COMPLETIONS, API_DBGPT, API_DBGPT_STREAM };
 
 struct wrk_job {
+    struct wrk_ticket t; /* first: the admission ticket */
     struct wrk_server *srv;
     struct http_request *req;
     enum gen_api api;
-    size_t model; /* index into srv->models */
-    struct event *timer;
-    bool running;         /* false while queued */
-    struct wrk_job *next; /* in the model's queue */
+    size_t model;         /* index into srv->models */
+    struct event *timer;  /* the next token */
     struct gen_request g; /* owns g.prompt */
     struct wrk_gen gen;
     struct buf text; /* everything generated so far */
@@ -273,8 +269,6 @@ struct wrk_job {
     char id[80];
     int64_t created;
 };
-
-static void job_run(struct wrk_job *j);
 
 static void
 job_free(struct wrk_job *j)
@@ -287,42 +281,12 @@ job_free(struct wrk_job *j)
     free(j);
 }
 
-static void
-queue_remove(struct wrk_job *j)
-{
-    struct wrk_slot *m = &j->srv->slots[j->model];
-
-    for (struct wrk_job **p = &m->head; *p; p = &(*p)->next) {
-        if (*p == j) {
-            *p = j->next;
-            if (m->tail == j) {
-                m->tail = NULL;
-                for (struct wrk_job *q = m->head; q; q = q->next) {
-                    m->tail = q;
-                }
-            }
-            m->queued--;
-            atomic_fetch_sub(&j->srv->load.queue_length, 1);
-            return;
-        }
-    }
-}
-
 /* A running job is done: free its slot for the next queued one. */
 static void
 job_release(struct wrk_job *j)
 {
-    struct wrk_server *srv = j->srv;
-    struct wrk_slot *m = &srv->slots[j->model];
-    struct wrk_job *next = m->head;
-
-    m->active--;
-    atomic_fetch_sub(&srv->load.in_flight, 1);
+    wrk_admit_leave(&j->t);
     job_free(j);
-    if (next) {
-        queue_remove(next);
-        job_run(next);
-    }
 }
 
 /* Writes one SSE event (`data: <json>\n\n`), or one DB-GPT frame (JSON and a
@@ -363,27 +327,32 @@ openai_head(struct wrk_job *j, struct jw *w, bool chunk, bool usage_null)
     }
 }
 
-/* DB-GPT's ModelOutput (asdict) with text[0..len): the text twice, as its
- * v1 and v2 readers expect. */
-static void
-dbgpt_output(struct wrk_job *j, struct jw *w, size_t len, const char *finish)
+void
+wrk_dbgpt_output(struct jw *w, const char *text, size_t len, const char *finish, int error_code,
+                 int prompt_tokens, int completion_tokens)
 {
-    const char *t = j->text.data ? j->text.data : "";
-
     jw_raw(w, "{\"text\":");
-    jw_strn(w, t, len);
-    jw_raw(w, ",\"error_code\":0,\"incremental\":false,\"model_context\":null,"
-              "\"finish_reason\":");
+    jw_strn(w, text, len);
+    jw_raw(w, ",\"error_code\":");
+    jw_i64(w, error_code);
+    jw_raw(w, ",\"incremental\":false,\"model_context\":null,\"finish_reason\":");
     jw_str(w, finish);
     jw_raw(w, ",");
     if (finish) {
-        jw_usage(w, j->gen.prompt_tokens, j->gen.completion_tokens);
+        jw_usage(w, prompt_tokens, completion_tokens);
     } else {
         jw_raw(w, "\"usage\":null");
     }
     jw_raw(w, ",\"metrics\":null,\"content\":{\"type\":\"text\",\"object\":{\"data\":");
-    jw_strn(w, t, len);
+    jw_strn(w, text, len);
     jw_raw(w, ",\"format\":\"text\"}}}");
+}
+
+static void
+dbgpt_output(struct wrk_job *j, struct jw *w, size_t len, const char *finish)
+{
+    wrk_dbgpt_output(w, j->text.data ? j->text.data : "", len, finish, 0, j->gen.prompt_tokens,
+                     j->gen.completion_tokens);
 }
 
 /* Streams text[from..to) as one chunk, with `finish` (NULL: not yet). */
@@ -499,17 +468,6 @@ on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!j->running) {
-        /* waited --queue_timeout_ms in the queue */
-        queue_remove(j);
-        http_req_on_close(j->req, NULL, NULL);
-        atomic_fetch_add(&j->srv->rejected, 1);
-        http_reply_error(j->req, 503, "server_error", "queue_timeout",
-                         "the model '%s' stayed at capacity for %lld ms; retry",
-                         j->srv->models[j->model], (long long)j->srv->cfg->queue_timeout_ms);
-        job_free(j);
-        return;
-    }
     finish = step(&j->gen, &j->g, &j->text);
     if (finish) {
         job_finish(j, finish);
@@ -537,8 +495,8 @@ on_client_gone(struct http_request *req, void *arg)
     atomic_fetch_add(&j->srv->cancelled, 1);
     log_debug("request %s: client disconnected after %d tokens; cancelled", http_req_id(req),
               j->gen.completion_tokens);
-    if (!j->running) {
-        queue_remove(j);
+    if (!j->t.running) {
+        wrk_admit_leave(&j->t);
         http_reply_error(req, 503, "server_error", "cancelled", "client disconnected");
         job_free(j);
     } else if (j->g.stream) {
@@ -551,14 +509,10 @@ on_client_gone(struct http_request *req, void *arg)
 }
 
 static void
-job_run(struct wrk_job *j)
+job_run(struct wrk_ticket *t)
 {
-    struct wrk_slot *m = &j->srv->slots[j->model];
+    struct wrk_job *j = (struct wrk_job *)t;
 
-    m->active++;
-    atomic_fetch_add(&j->srv->load.in_flight, 1);
-    j->running = true;
-    event_del(j->timer);
     if (j->g.stream) {
         http_stream_start(
             j->req, 200,
@@ -579,22 +533,18 @@ job_run(struct wrk_job *j)
     schedule(j, j->srv->cfg->decode_delay_ms);
 }
 
+static void
+job_dropped(struct wrk_ticket *t)
+{
+    job_free((struct wrk_job *)t);
+}
+
 /* Runs the job, queues it, or refuses it (429). Takes over g. */
 static void
 admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t model,
       struct gen_request *g)
 {
-    struct wrk_slot *m = &srv->slots[model];
-    struct wrk_job *j;
-
-    if (m->active >= srv->concurrency && m->queued >= srv->cfg->max_queue) {
-        atomic_fetch_add(&srv->rejected, 1);
-        http_reply_error(req, 429, "rate_limit_exceeded", "model_at_capacity",
-                         "the model '%s' is at capacity (%d running, %d queued); retry",
-                         srv->models[model], m->active, m->queued);
-        return;
-    }
-    j = calloc(1, sizeof(*j));
+    struct wrk_job *j = calloc(1, sizeof(*j));
     if (!j || !(j->timer = evtimer_new(http_loop_base(http_req_loop(req)), on_tick, j))) {
         free(j);
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
@@ -618,20 +568,13 @@ admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t
     j->created = util_wall_ms() / 1000;
     wrk_gen_init(&j->gen, srv->lm, j->g.prompt.data ? j->g.prompt.data : "", j->g.prompt.len,
                  &j->g.p);
-    http_req_on_close(req, on_client_gone, j);
-    if (m->active < srv->concurrency) {
-        job_run(j);
+    j->t = (struct wrk_ticket){
+        .srv = srv, .model = model, .req = req, .run = job_run, .dropped = job_dropped};
+    if (wrk_admit(&j->t) < 0) {
+        job_free(j);
         return;
     }
-    if (m->tail) {
-        m->tail->next = j;
-    } else {
-        m->head = j;
-    }
-    m->tail = j;
-    m->queued++;
-    atomic_fetch_add(&srv->load.queue_length, 1);
-    schedule(j, srv->cfg->queue_timeout_ms);
+    http_req_on_close(req, on_client_gone, j);
 }
 
 static void
@@ -664,23 +607,39 @@ generation(struct http_request *req, void *arg, enum gen_api api)
 void
 wrk_h_chat(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_chat(req, wrk_server_of(arg));
+        return;
+    }
     generation(req, arg, API_CHAT);
 }
 
 void
 wrk_h_completions(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_completions(req, wrk_server_of(arg));
+        return;
+    }
     generation(req, arg, API_COMPLETIONS);
 }
 
 void
 wrk_h_generate(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_generate(req, wrk_server_of(arg), false);
+        return;
+    }
     generation(req, arg, API_DBGPT);
 }
 
 void
 wrk_h_generate_stream(struct http_request *req, void *arg)
 {
+    if (wrk_server_of(arg)->proxy) {
+        wrk_proxy_generate(req, wrk_server_of(arg), true);
+        return;
+    }
     generation(req, arg, API_DBGPT_STREAM);
 }

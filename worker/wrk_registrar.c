@@ -358,7 +358,7 @@ wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar
     r->cfg = *cfg;
     r->cur = (int)util_random_below(cfg->nurls);
     for (size_t i = 0; i < cfg->ninst; i++) {
-        r->serving[i] = true;
+        r->serving[i] = !cfg->inst[i].held;
         r->weight[i] = cfg->inst[i].weight;
     }
     pthread_mutex_init(&r->mu, NULL);

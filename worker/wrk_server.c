@@ -15,6 +15,7 @@
  */
 #include "wrk.h"
 #include "wrk_lm.h"
+#include "curl_loop.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -142,6 +143,42 @@ advertised_host(const struct wrk_config *cfg, char *out, size_t cap)
     close(fd);
 }
 
+/* The upstream API key from the environment variable --upstream_api_key_env
+ * names, as an Authorization header. Returns 0, or -1 after printing. */
+static int
+load_api_key(struct wrk_server *srv)
+{
+    const char *name = srv->cfg->upstream_api_key_env;
+    const char *key;
+    size_t n;
+
+    if (!name || !*name) {
+        return 0;
+    }
+    key = getenv(name);
+    if (!key || !*key) {
+        fprintf(stderr,
+                "roster: --upstream_api_key_env names %s, which is not set in the "
+                "environment\n",
+                name);
+        return -1;
+    }
+    for (const char *p = key; *p; p++) {
+        if ((unsigned char)*p < 0x21 || *p == 0x7f) {
+            fprintf(stderr, "roster: the API key in %s has a space or control character\n", name);
+            return -1;
+        }
+    }
+    n = strlen("Authorization: Bearer ") + strlen(key) + 1;
+    srv->auth_header = malloc(n);
+    if (!srv->auth_header) {
+        fprintf(stderr, "roster: out of memory\n");
+        return -1;
+    }
+    snprintf(srv->auth_header, n, "Authorization: Bearer %s", key);
+    return 0;
+}
+
 static int
 start_registrar(struct wrk_server *srv)
 {
@@ -168,6 +205,7 @@ start_registrar(struct wrk_server *srv)
             return EX_USAGE; /* parse_models prevents it */
         }
         rc->inst[i].weight = srv->cfg->weight;
+        rc->inst[i].held = srv->engine != NULL; /* until the engine answers */
     }
     /* as DB-GPT's worker manager does: the service entry beside the models */
     snprintf(rc->inst[srv->nmodels].model_name, sizeof(rc->inst[0].model_name),
@@ -193,6 +231,11 @@ serve(struct wrk_server *srv)
         code = EX_OSERR;
         goto out;
     }
+    if (strcmp(srv->cfg->backend, "exec") == 0 && wrk_engine_start(srv) != 0) {
+        log_error("cannot start the engine's supervisor thread");
+        code = EX_OSERR;
+        goto out;
+    }
     code = start_registrar(srv);
     if (code != 0) {
         goto out;
@@ -204,6 +247,9 @@ serve(struct wrk_server *srv)
     }
     log_info("worker listening on %s:%d", srv->cfg->host, srv->rcfg.port);
     http_server_run(srv->http);
+    if (srv->proxy) {
+        wrk_proxy_cancel_all(srv); /* transfers still running after the grace period */
+    }
 out:
     if (srv->draining) {
         pthread_join(srv->drainer, NULL);
@@ -249,7 +295,12 @@ wrk_main(int argc, char **argv)
         code = EX_SOFTWARE;
         goto out;
     }
-    if (!srv->embeddings) {
+    srv->proxy = strcmp(cfg.backend, "builtin") != 0;
+    if (srv->proxy && load_api_key(srv) != 0) {
+        code = EX_USAGE;
+        goto out;
+    }
+    if (!srv->proxy && !srv->embeddings) {
         int64_t t0 = util_mono_ms();
         if (wrk_lm_train(wrk_lm_corpus, strlen(wrk_lm_corpus), &srv->lm) != 0) {
             log_error("cannot train the builtin language model (out of memory)");
@@ -271,13 +322,30 @@ wrk_main(int argc, char **argv)
         code = EX_OSERR;
         goto out;
     }
+    if (srv->proxy) {
+        srv->curl = curl_loop_new(http_loop_base(http_server_loop(srv->http, 0)));
+        if (!srv->curl) {
+            log_error("cannot create the upstream transfer loop (out of memory)");
+            code = EX_OSERR;
+            goto out;
+        }
+        log_info("backend %s: requests go to %s", cfg.backend, cfg.upstream);
+    }
     code = serve(srv);
     if (code == 0) {
         log_info("worker stopped");
     }
 out:
+    wrk_engine_stop(srv->engine); /* the engine outlives in-flight requests, not the worker */
+    srv->engine = NULL;
     wrk_registrar_free(srv->registrar); /* stops (without deregistering) if still running */
+    srv->registrar = NULL;              /* engine notes may still run in http_server_free */
+    curl_loop_free(srv->curl);
     http_server_free(srv->http);
+    if (srv->auth_header) {
+        explicit_bzero(srv->auth_header, strlen(srv->auth_header));
+        free(srv->auth_header);
+    }
     wrk_lm_free(srv->lm);
     netaddr_list_cleanup(&srv->loopback);
     wrk_config_cleanup(&cfg);

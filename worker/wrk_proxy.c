@@ -1,0 +1,894 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * wrk_proxy.c - the openai and exec backends: the worker's endpoints served
+ * by an OpenAI-compatible engine (vLLM, llama.cpp's server, Ollama, a
+ * hosted API) at --upstream, through libcurl's multi interface on the
+ * worker's event loop (curl_loop.h).
+ *
+ *   /v1/chat/completions, /v1/completions, /v1/embeddings
+ *       passed through: the body goes upstream unchanged (only "model" is
+ *       replaced when --upstream_model is set) and the answer comes back
+ *       unchanged; a stream is forwarded chunk by chunk as it arrives.
+ *   /api/worker/generate, /api/worker/generate_stream
+ *       DB-GPT's PromptRequest becomes a streamed chat completion upstream;
+ *       its SSE events become DB-GPT's NUL-framed cumulative ModelOutput
+ *       (or one ModelOutput at the end).
+ *   /api/worker/embeddings
+ *       {model, input} upstream; the vectors come back as [[float]].
+ *
+ * Every request holds a ticket for one of its model's slots (wrk_admit.c),
+ * so --concurrency and --max_queue bound what reaches the engine. A client
+ * that disconnects cancels its transfer (the engine sees the connection
+ * close). Upstream failures become clear errors: refused connection 503
+ * (with Retry-After), timeout 504 (--upstream_timeout_ms for a whole
+ * request; --upstream_idle_timeout_ms of silence for a streamed one, the
+ * DB-GPT ones included since they stream upstream), the engine's 5xx 502, its 4xx on the
+ * request 400, its refusal of the key or an unknown path/model 502 naming
+ * the flag to check; a failure after a stream has begun ends it with an
+ * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
+ * The API key is only ever put in the Authorization header.
+ */
+#include "wrk.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#define LOG_MODULE "worker"
+#include "curl_loop.h"
+#include "json_check.h"
+#include "json_write.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_UPSTREAM_BODY (256u * 1024 * 1024) /* a whole (non-streamed) answer */
+#define MAX_ERROR_BODY    (64u * 1024)         /* what is kept of an error answer */
+#define MAX_SSE_LINE      (4u * 1024 * 1024)
+#define MAX_JSON_DEPTH    64
+
+enum px_api { PX_CHAT, PX_COMPLETIONS, PX_EMBEDDINGS, PX_DBGPT_EMBED, PX_DBGPT, PX_DBGPT_STREAM };
+
+struct wrk_proxy_job {
+    struct wrk_ticket t; /* first: the admission ticket */
+    struct wrk_server *srv;
+    struct http_request *req;
+    enum px_api api;
+    bool pass_stream; /* forward the upstream stream as it comes */
+    CURL *easy;
+    bool in_loop;       /* easy is in srv->curl */
+    struct event *idle; /* streamed: --upstream_idle_timeout_ms without a byte */
+    struct curl_slist *headers;
+    char *url;
+    char *body; /* the upstream request */
+    size_t body_len;
+    long status;  /* the upstream's, once its headers are in */
+    bool started; /* our streamed reply has begun */
+    struct buf resp;
+    struct buf line; /* DB-GPT translation: an SSE line not yet complete */
+    struct buf text; /* DB-GPT translation: the text so far */
+    char finish[32];
+    char err[512]; /* why the answer cannot be used */
+    char curl_err[CURL_ERROR_SIZE];
+    int prompt_tokens, completion_tokens;
+    struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
+};
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+static void
+job_free(struct wrk_proxy_job *j)
+{
+    if (j->idle) {
+        event_free(j->idle);
+    }
+    if (j->easy) {
+        if (j->in_loop) {
+            curl_loop_remove(j->srv->curl, j->easy);
+        }
+        curl_easy_cleanup(j->easy);
+    }
+    curl_slist_free_all(j->headers);
+    free(j->url);
+    free(j->body);
+    buf_cleanup(&j->resp);
+    buf_cleanup(&j->line);
+    buf_cleanup(&j->text);
+    free(j);
+}
+
+/* The request is answered: give back the slot, forget the job. */
+static void
+job_end(struct wrk_proxy_job *j)
+{
+    struct wrk_server *srv = j->srv;
+
+    if (j->t.running) {
+        if (j->prev) {
+            j->prev->next = j->next;
+        } else {
+            srv->proxies = j->next;
+        }
+        if (j->next) {
+            j->next->prev = j->prev;
+        }
+    }
+    wrk_admit_leave(&j->t);
+    job_free(j);
+}
+
+static void
+job_dropped(struct wrk_ticket *t)
+{
+    job_free((struct wrk_proxy_job *)t);
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* The message of an error answer: OpenAI's error.message, FastAPI's detail,
+ * a top-level message, or the start of the body; printable ASCII only. */
+static void
+error_message(const struct buf *body, char *out, size_t cap)
+{
+    cJSON *root = NULL;
+    char err[64];
+    const char *msg = NULL;
+    size_t n = 0;
+
+    if (body->len &&
+        json_parse(body->data, body->len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0) {
+        const cJSON *e = json_get(root, "error");
+        const cJSON *m = cJSON_IsObject(e) ? json_get(e, "message") : e;
+        if (!cJSON_IsString(m)) {
+            m = json_get(root, "detail");
+        }
+        if (!cJSON_IsString(m)) {
+            m = json_get(root, "message");
+        }
+        msg = cJSON_IsString(m) ? m->valuestring : NULL;
+    }
+    if (!msg) {
+        msg = body->len ? body->data : "no details";
+    }
+    for (; *msg && n + 1 < cap && n < 300; msg++) {
+        out[n++] = isprint((unsigned char)*msg) ? *msg : ' ';
+    }
+    out[n] = '\0';
+    cJSON_Delete(root);
+}
+
+/* After a stream has begun: an error event or frame, then the end. */
+static void
+stream_error(struct wrk_proxy_job *j, const char *msg)
+{
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, 64 * 1024);
+    jw_init(&w, &b);
+    if (j->api == PX_DBGPT_STREAM) {
+        wrk_dbgpt_output(&w, msg, strlen(msg), "error", 1, j->prompt_tokens, j->completion_tokens);
+        if (!w.err && buf_append(&b, "", 1) == 0) {
+            http_stream_write(j->req, b.data, b.len);
+        }
+    } else {
+        jw_raw(&w, "data: {\"error\":{\"message\":");
+        jw_str(&w, msg);
+        jw_raw(&w, ",\"type\":\"server_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\n");
+        if (!w.err) {
+            http_stream_write(j->req, b.data, b.len);
+        }
+    }
+    buf_cleanup(&b);
+    http_stream_end(j->req);
+}
+
+/* The transfer failed (no usable answer). */
+static void
+transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
+{
+    const char *why = j->err[0] ? j->err : j->curl_err[0] ? j->curl_err : curl_easy_strerror(rc);
+    const char *up = j->srv->cfg->upstream;
+
+    atomic_fetch_add(&j->srv->upstream_errors, 1);
+    log_warn("request %s: upstream %s: %s", http_req_id(j->req), up, why);
+    if (j->started) {
+        char msg[768];
+        snprintf(msg, sizeof(msg), "the engine failed mid-stream: %s", why);
+        stream_error(j, msg);
+        return;
+    }
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+        http_reply_error(j->req, 503, "server_error", "upstream_unavailable",
+                         "the engine at %s does not accept connections: %s", up, why);
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        http_reply_error(j->req, 504, "server_error", "upstream_timeout",
+                         "the engine at %s did not answer in time: %s", up, why);
+        return;
+    default:
+        http_reply_error(j->req, 502, "server_error", "upstream_error",
+                         "the engine at %s failed: %s", up, why);
+    }
+}
+
+/* The engine answered with an error status. */
+static void
+upstream_status(struct wrk_proxy_job *j)
+{
+    char msg[320];
+    long st = j->status;
+
+    error_message(&j->resp, msg, sizeof(msg));
+    log_info("request %s: the engine answered %ld: %s", http_req_id(j->req), st, msg);
+    if (st == 400 || st == 422) {
+        http_reply_error(j->req, 400, "invalid_request_error", "upstream_rejected",
+                         "the engine rejected the request: %s", msg);
+    } else if (st == 413) {
+        http_reply_error(j->req, 413, "invalid_request_error", "upstream_too_large",
+                         "the engine says the request is too large: %s", msg);
+    } else if (st == 429) {
+        http_reply_error(j->req, 429, "rate_limit_exceeded", "upstream_busy",
+                         "the engine is at capacity: %s", msg);
+    } else if (st == 401 || st == 403) {
+        atomic_fetch_add(&j->srv->upstream_errors, 1);
+        http_reply_error(j->req, 502, "server_error", "upstream_auth",
+                         "the engine refused the worker's credentials (%ld: %s); check "
+                         "--upstream_api_key_env",
+                         st, msg);
+    } else if (st == 404) {
+        atomic_fetch_add(&j->srv->upstream_errors, 1);
+        http_reply_error(j->req, 502, "server_error", "upstream_not_found",
+                         "the engine answered 404 (%s); check --upstream and --upstream_model",
+                         msg);
+    } else {
+        atomic_fetch_add(&j->srv->upstream_errors, 1);
+        http_reply_error(j->req, 502, "server_error", "upstream_error",
+                         "the engine answered %ld: %s", st, msg);
+    }
+}
+
+/* ---- DB-GPT translation ------------------------------------------------- */
+
+/* One frame of DB-GPT's stream: the whole text so far and a NUL. */
+static void
+dbgpt_frame(struct wrk_proxy_job *j, const char *finish)
+{
+    struct buf b;
+    struct jw w;
+
+    buf_init(&b, MAX_UPSTREAM_BODY);
+    jw_init(&w, &b);
+    wrk_dbgpt_output(&w, j->text.data ? j->text.data : "", j->text.len, finish, 0, j->prompt_tokens,
+                     j->completion_tokens);
+    if (!w.err && buf_append(&b, "", 1) == 0) {
+        http_stream_write(j->req, b.data, b.len);
+    }
+    buf_cleanup(&b);
+}
+
+/* One SSE line of the upstream's chat stream. Returns 0, or -1 with j->err. */
+static int
+sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
+{
+    cJSON *root = NULL;
+    char err[128];
+    const cJSON *c, *it;
+    bool grew = false;
+
+    if (n >= 5 && memcmp(p, "data:", 5) == 0) {
+        p += 5;
+        n -= 5;
+    } else {
+        return 0; /* comments, event names, blank lines */
+    }
+    while (n && *p == ' ') {
+        p++;
+        n--;
+    }
+    if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
+        return 0;
+    }
+    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
+        snprintf(j->err, sizeof(j->err), "an event of the engine's stream is not JSON: %s", err);
+        return -1;
+    }
+    it = json_get(root, "error");
+    if (it) {
+        char msg[320];
+        struct buf one = {.data = (char *)p, .len = n};
+        error_message(&one, msg, sizeof(msg));
+        snprintf(j->err, sizeof(j->err), "the engine reported: %s", msg);
+        cJSON_Delete(root);
+        return -1;
+    }
+    it = json_get(root, "usage");
+    if (cJSON_IsObject(it)) {
+        const cJSON *pt = json_get(it, "prompt_tokens"), *ct = json_get(it, "completion_tokens");
+        j->prompt_tokens = cJSON_IsNumber(pt) ? (int)pt->valuedouble : j->prompt_tokens;
+        j->completion_tokens = cJSON_IsNumber(ct) ? (int)ct->valuedouble : j->completion_tokens;
+    }
+    it = json_get(root, "choices");
+    c = cJSON_IsArray(it) ? it->child : NULL;
+    if (cJSON_IsObject(c)) {
+        const cJSON *delta = json_get(c, "delta");
+        const cJSON *content = cJSON_IsObject(delta) ? json_get(delta, "content") : NULL;
+        const cJSON *fin = json_get(c, "finish_reason");
+        if (cJSON_IsString(content) && *content->valuestring) {
+            if (buf_puts(&j->text, content->valuestring) != 0) {
+                snprintf(j->err, sizeof(j->err), "the answer exceeds %u bytes", MAX_UPSTREAM_BODY);
+                cJSON_Delete(root);
+                return -1;
+            }
+            grew = true;
+        }
+        if (cJSON_IsString(fin)) {
+            util_strlcpy(j->finish, fin->valuestring, sizeof(j->finish));
+        }
+    }
+    cJSON_Delete(root);
+    if (grew && j->api == PX_DBGPT_STREAM) {
+        dbgpt_frame(j, NULL);
+    }
+    return 0;
+}
+
+/* Feeds bytes of the upstream's SSE stream. Returns 0, or -1 with j->err. */
+static int
+sse_feed(struct wrk_proxy_job *j, const char *p, size_t n)
+{
+    size_t start = 0;
+    char *nl;
+
+    if (buf_append(&j->line, p, n) != 0) {
+        snprintf(j->err, sizeof(j->err), "an event of the engine's stream exceeds %u bytes",
+                 MAX_SSE_LINE);
+        return -1;
+    }
+    while ((nl = memchr(j->line.data + start, '\n', j->line.len - start))) {
+        size_t len = (size_t)(nl - (j->line.data + start));
+        if (len && j->line.data[start + len - 1] == '\r') {
+            len--;
+        }
+        if (sse_line(j, j->line.data + start, len) != 0) {
+            return -1;
+        }
+        start = (size_t)(nl - j->line.data) + 1;
+    }
+    memmove(j->line.data, j->line.data + start, j->line.len - start);
+    j->line.len -= start;
+    j->line.data[j->line.len] = '\0';
+    return 0;
+}
+
+/* DB-GPT's embeddings answer, [[float]], from OpenAI's. */
+static void
+reply_dbgpt_embeddings(struct wrk_proxy_job *j)
+{
+    cJSON *root = NULL, *out = cJSON_CreateArray();
+    char err[128];
+    const cJSON *data;
+    char *text = NULL;
+
+    if (!out ||
+        json_parse(j->resp.data, j->resp.len, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
+        http_reply_error(j->req, 502, "server_error", "upstream_bad_response",
+                         "the engine's embeddings answer is not JSON");
+        goto out;
+    }
+    data = json_get(root, "data");
+    for (const cJSON *d = cJSON_IsArray(data) ? data->child : NULL; d; d = d->next) {
+        const cJSON *e = json_get(d, "embedding");
+        cJSON *copy = cJSON_IsArray(e) ? cJSON_Duplicate(e, true) : NULL;
+        if (!copy) {
+            http_reply_error(j->req, 502, "server_error", "upstream_bad_response",
+                             "the engine's embeddings answer has no float vectors (is "
+                             "encoding_format honoured?)");
+            goto out;
+        }
+        cJSON_AddItemToArray(out, copy);
+    }
+    text = cJSON_PrintUnformatted(out);
+    if (!text) {
+        http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+        goto out;
+    }
+    http_reply(j->req, 200, "application/json", text, strlen(text), NULL);
+out:
+    free(text);
+    cJSON_Delete(out);
+    cJSON_Delete(root);
+}
+
+/* ---- the transfer ---------------------------------------------------------- */
+
+static void
+arm_idle(struct wrk_proxy_job *j)
+{
+    int64_t ms = j->srv->cfg->upstream_idle_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+    if (j->idle) {
+        evtimer_add(j->idle, &tv);
+    }
+}
+
+static size_t
+on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct wrk_proxy_job *j = arg;
+    size_t len = size * n;
+
+    arm_idle(j);
+
+    if (!j->status) {
+        curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+        if (j->status / 100 == 2 && j->pass_stream) {
+            char *ct = NULL;
+            curl_easy_getinfo(j->easy, CURLINFO_CONTENT_TYPE, &ct);
+            http_stream_start(j->req, (int)j->status, ct ? ct : "text/event-stream", NULL);
+            j->started = true;
+        } else if (j->status / 100 == 2 && j->api == PX_DBGPT_STREAM) {
+            http_stream_start(j->req, 200, "text/plain; charset=utf-8", NULL);
+            j->started = true;
+        } else if (j->status / 100 != 2) {
+            j->resp.max = MAX_ERROR_BODY;
+        }
+    }
+    if (http_req_closed(j->req)) {
+        return 0; /* on_client_gone follows */
+    }
+    if (j->status / 100 != 2) {
+        size_t room = j->resp.max - j->resp.len;
+        if (buf_append(&j->resp, p, len < room ? len : room) != 0) {
+            j->resp.len = 0; /* out of memory: the status alone tells */
+        }
+        return len;
+    }
+    if (j->pass_stream) {
+        http_stream_write(j->req, p, len);
+        return len;
+    }
+    if (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) {
+        return sse_feed(j, p, len) == 0 ? len : 0;
+    }
+    if (buf_append(&j->resp, p, len) != 0) {
+        snprintf(j->err, sizeof(j->err), "the answer exceeds %u bytes", MAX_UPSTREAM_BODY);
+        return 0;
+    }
+    return len;
+}
+
+static void
+on_done(CURL *easy, CURLcode rc, void *arg)
+{
+    struct wrk_proxy_job *j = arg;
+
+    j->in_loop = false;
+    if (j->idle) {
+        evtimer_del(j->idle);
+    }
+    if (!j->status) {
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &j->status);
+    }
+    http_req_on_close(j->req, NULL, NULL);
+    if (rc == CURLE_OK && j->line.len && sse_feed(j, "\n", 1) != 0) {
+        rc = CURLE_WEIRD_SERVER_REPLY; /* the last line had no newline */
+    }
+    if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
+        rc = CURLE_WEIRD_SERVER_REPLY;
+    }
+    if (rc != CURLE_OK) {
+        transfer_failed(j, rc);
+    } else if (j->status / 100 != 2) {
+        upstream_status(j);
+    } else if (j->started && j->api == PX_DBGPT_STREAM) {
+        dbgpt_frame(j, j->finish[0] ? j->finish : "stop");
+        http_stream_end(j->req);
+    } else if (j->started) {
+        http_stream_end(j->req);
+    } else if (j->api == PX_DBGPT) {
+        struct buf b;
+        struct jw w;
+        buf_init(&b, MAX_UPSTREAM_BODY);
+        jw_init(&w, &b);
+        wrk_dbgpt_output(&w, j->text.data ? j->text.data : "", j->text.len,
+                         j->finish[0] ? j->finish : "stop", 0, j->prompt_tokens,
+                         j->completion_tokens);
+        wrk_reply_json(j->req, j->srv, &b, &w);
+        buf_cleanup(&b);
+    } else if (j->api == PX_DBGPT_EMBED) {
+        reply_dbgpt_embeddings(j);
+    } else {
+        char *ct = NULL;
+        curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ct);
+        http_reply(j->req, (int)j->status, ct ? ct : "application/json",
+                   j->resp.data ? j->resp.data : "", j->resp.len, NULL);
+    }
+    job_end(j);
+}
+
+/* A streamed transfer went silent for --upstream_idle_timeout_ms. */
+static void
+on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct wrk_proxy_job *j = arg;
+
+    (void)fd;
+    (void)what;
+    curl_loop_remove(j->srv->curl, j->easy);
+    j->in_loop = false;
+    snprintf(j->err, sizeof(j->err),
+             "no data from the engine for %lld ms (--upstream_idle_timeout_ms)",
+             (long long)j->srv->cfg->upstream_idle_timeout_ms);
+    http_req_on_close(j->req, NULL, NULL);
+    if (j->status && j->status / 100 != 2) {
+        upstream_status(j); /* an error answer that stalled: its status says enough */
+    } else {
+        transfer_failed(j, CURLE_OPERATION_TIMEDOUT);
+    }
+    job_end(j);
+}
+
+/* The client went away: cancel the transfer (the engine sees the close). */
+static void
+on_client_gone(struct http_request *req, void *arg)
+{
+    struct wrk_proxy_job *j = arg;
+
+    atomic_fetch_add(&j->srv->cancelled, 1);
+    log_debug("request %s: client disconnected; upstream transfer cancelled", http_req_id(req));
+    if (j->started) {
+        http_stream_end(req);
+    } else {
+        http_reply_error(req, 503, "server_error", "cancelled", "client disconnected");
+    }
+    job_end(j);
+}
+
+/* The slot is ours: start the transfer. */
+static void
+job_run(struct wrk_ticket *t)
+{
+    struct wrk_proxy_job *j = (struct wrk_proxy_job *)t;
+    struct wrk_server *srv = j->srv;
+    const struct wrk_config *cfg = srv->cfg;
+
+    j->next = srv->proxies;
+    if (srv->proxies) {
+        srv->proxies->prev = j;
+    }
+    srv->proxies = j;
+    j->easy = curl_easy_init();
+    if (j->pass_stream || j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) {
+        j->idle = evtimer_new(http_loop_base(http_req_loop(j->req)), on_idle, j);
+    }
+    if (!j->easy ||
+        ((j->pass_stream || j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && !j->idle)) {
+        http_req_on_close(j->req, NULL, NULL);
+        http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+        job_end(j);
+        return;
+    }
+    curl_easy_setopt(j->easy, CURLOPT_URL, j->url);
+    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(j->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->headers);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->curl_err);
+    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
+    if (curl_loop_add(srv->curl, j->easy, on_done, j) != 0) {
+        http_req_on_close(j->req, NULL, NULL);
+        http_reply_error(j->req, 503, "server_error", "out_of_memory", "cannot start a transfer");
+        job_end(j);
+        return;
+    }
+    j->in_loop = true;
+    arm_idle(j);
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+/* DB-GPT's roles (ModelMessageRoleType) in OpenAI's words. */
+static const char *
+openai_role(const char *r)
+{
+    if (strcmp(r, "human") == 0) {
+        return "user";
+    }
+    if (strcmp(r, "ai") == 0) {
+        return "assistant";
+    }
+    return r;
+}
+
+/* An OpenAI chat request (streamed) for DB-GPT's PromptRequest. Returns
+ * the object, or NULL after replying. */
+static cJSON *
+chat_for_dbgpt(struct http_request *req, const cJSON *root, const char *model)
+{
+    cJSON *out = cJSON_CreateObject(), *msgs = cJSON_CreateArray(), *opts;
+    const cJSON *in = json_get(root, "messages"), *prompt = json_get(root, "prompt");
+    static const char *const copy[][2] = {{"temperature", "temperature"},
+                                          {"top_p", "top_p"},
+                                          {"max_new_tokens", "max_tokens"},
+                                          {"stop", "stop"},
+                                          {"seed", "seed"}};
+
+    if (!out || !msgs) {
+        goto oom;
+    }
+    cJSON_AddItemToObject(out, "messages", msgs);
+    if (cJSON_IsArray(in) && in->child) {
+        for (const cJSON *m = in->child; m; m = m->next) {
+            const cJSON *role = json_get(m, "role"), *content = json_get(m, "content");
+            cJSON *o = cJSON_CreateObject();
+            if (!cJSON_IsString(role) || !content) {
+                cJSON_Delete(o);
+                cJSON_Delete(out);
+                wrk_bad_request(req, "messages",
+                                "each message must be an object with a string 'role' and "
+                                "a 'content'");
+                return NULL;
+            }
+            if (!o) {
+                goto oom;
+            }
+            cJSON_AddItemToArray(msgs, o);
+            if (!cJSON_AddStringToObject(o, "role", openai_role(role->valuestring)) ||
+                !cJSON_AddItemToObject(o, "content", cJSON_Duplicate(content, true))) {
+                goto oom;
+            }
+        }
+    } else if (cJSON_IsString(prompt)) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o) {
+            goto oom;
+        }
+        cJSON_AddItemToArray(msgs, o);
+        if (!cJSON_AddStringToObject(o, "role", "user") ||
+            !cJSON_AddStringToObject(o, "content", prompt->valuestring)) {
+            goto oom;
+        }
+    } else {
+        cJSON_Delete(out);
+        wrk_bad_request(req, "messages",
+                        "field 'messages' (a non-empty array) or 'prompt' (a string) is required");
+        return NULL;
+    }
+    if (!cJSON_AddStringToObject(out, "model", model) || !cJSON_AddTrueToObject(out, "stream") ||
+        !(opts = cJSON_AddObjectToObject(out, "stream_options")) ||
+        !cJSON_AddTrueToObject(opts, "include_usage")) {
+        goto oom;
+    }
+    for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
+        const cJSON *v = json_get(root, copy[i][0]);
+        if (v && !cJSON_IsNull(v) &&
+            !cJSON_AddItemToObject(out, copy[i][1], cJSON_Duplicate(v, true))) {
+            goto oom;
+        }
+    }
+    return out;
+oom:
+    cJSON_Delete(out);
+    http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+    return NULL;
+}
+
+/* Builds the job's upstream body from the parsed request. Returns 0, or -1
+ * after replying. */
+static int
+upstream_body(struct wrk_proxy_job *j, cJSON *root, const char *model)
+{
+    const char *up_model = j->srv->cfg->upstream_model ? j->srv->cfg->upstream_model : model;
+    cJSON *out = NULL;
+
+    if (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) {
+        out = chat_for_dbgpt(j->req, root, up_model);
+        if (!out) {
+            return -1;
+        }
+    } else if (j->api == PX_DBGPT_EMBED) {
+        const cJSON *in = json_get(root, "input");
+        if (!cJSON_IsArray(in) || !in->child) {
+            wrk_bad_request(j->req, "input", "field 'input' must be a non-empty array of strings");
+            return -1;
+        }
+        for (const cJSON *s = in->child; s; s = s->next) {
+            if (!cJSON_IsString(s)) {
+                wrk_bad_request(j->req, "input",
+                                "field 'input' must be a non-empty array of strings");
+                return -1;
+            }
+        }
+        out = cJSON_CreateObject();
+        if (!out || !cJSON_AddStringToObject(out, "model", up_model) ||
+            !cJSON_AddItemToObject(out, "input", cJSON_Duplicate(in, true)) ||
+            !cJSON_AddStringToObject(out, "encoding_format", "float")) {
+            cJSON_Delete(out);
+            http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+            return -1;
+        }
+    } else if (j->srv->cfg->upstream_model) {
+        cJSON *m = cJSON_CreateString(up_model);
+        if (!m || !cJSON_ReplaceItemInObject(root, "model", m)) {
+            cJSON_Delete(m);
+            http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+            return -1;
+        }
+        out = root; /* printed below, not freed here */
+    } else {
+        size_t len;
+        const char *body = http_req_body(j->req, &len);
+        j->body = malloc(len + 1);
+        if (!j->body) {
+            http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+            return -1;
+        }
+        memcpy(j->body, body, len);
+        j->body[len] = '\0';
+        j->body_len = len;
+        return 0;
+    }
+    j->body = cJSON_PrintUnformatted(out);
+    if (out != root) {
+        cJSON_Delete(out);
+    }
+    if (!j->body) {
+        http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+        return -1;
+    }
+    j->body_len = strlen(j->body);
+    return 0;
+}
+
+static const char *
+upstream_path(enum px_api api)
+{
+    switch (api) {
+    case PX_COMPLETIONS:
+        return "/completions";
+    case PX_EMBEDDINGS:
+    case PX_DBGPT_EMBED:
+        return "/embeddings";
+    default:
+        return "/chat/completions";
+    }
+}
+
+/* The headers of every upstream request. Returns 0 or -1 (out of memory). */
+static int
+upstream_headers(struct wrk_proxy_job *j)
+{
+    char rid[160];
+    const char *lines[] = {"Content-Type: application/json", "Expect:", rid, j->srv->auth_header};
+
+    snprintf(rid, sizeof(rid), "X-Request-Id: %s", http_req_id(j->req));
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        struct curl_slist *n = lines[i] ? curl_slist_append(j->headers, lines[i]) : j->headers;
+        if (!n) {
+            return -1;
+        }
+        j->headers = n;
+    }
+    return 0;
+}
+
+static void
+proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
+{
+    const char *model = NULL;
+    cJSON *root = wrk_parse_request(req, srv, &model);
+    bool embedding_api = api == PX_EMBEDDINGS || api == PX_DBGPT_EMBED;
+    struct wrk_proxy_job *j = NULL;
+    const cJSON *stream;
+
+    if (!root) {
+        return;
+    }
+    if (embedding_api != srv->embeddings) {
+        http_reply_error(req, 400, "invalid_request_error",
+                         srv->embeddings ? "model_not_generative" : "model_not_embedding",
+                         srv->embeddings ? "the model '%s' is an embedding model"
+                                         : "the model '%s' is not an embedding model",
+                         model);
+        goto out;
+    }
+    stream = json_get(root, "stream");
+    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream)) {
+        wrk_bad_request(req, "stream", "field 'stream' must be a boolean");
+        goto out;
+    }
+    if (srv->engine && !srv->engine_up) {
+        http_reply_error(req, 503, "server_error", "engine_unavailable",
+                         "the engine of this worker is not answering yet (starting or "
+                         "restarting); retry");
+        goto out;
+    }
+    j = calloc(1, sizeof(*j));
+    if (!j) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        goto out;
+    }
+    j->srv = srv;
+    j->req = req;
+    j->api = api;
+    j->pass_stream = (api == PX_CHAT || api == PX_COMPLETIONS) && cJSON_IsTrue(stream);
+    buf_init(&j->resp, MAX_UPSTREAM_BODY);
+    buf_init(&j->line, MAX_SSE_LINE);
+    buf_init(&j->text, MAX_UPSTREAM_BODY);
+    if (upstream_body(j, root, model) != 0) {
+        job_free(j);
+        goto out;
+    }
+    size_t ulen = strlen(srv->cfg->upstream) + 32;
+    j->url = malloc(ulen);
+    if (!j->url || upstream_headers(j) != 0) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        job_free(j);
+        goto out;
+    }
+    snprintf(j->url, ulen, "%s%s", srv->cfg->upstream, upstream_path(api));
+    j->t = (struct wrk_ticket){.srv = srv,
+                               .model = (size_t)(model - srv->models[0]) / sizeof(srv->models[0]),
+                               .req = req,
+                               .run = job_run,
+                               .dropped = job_dropped};
+    http_req_on_close(req, on_client_gone, j); /* before: job_run may end the job */
+    if (wrk_admit(&j->t) < 0) {
+        job_free(j); /* refused: replied, and req is gone */
+    }
+out:
+    cJSON_Delete(root);
+}
+
+void
+wrk_proxy_chat(struct http_request *req, struct wrk_server *srv)
+{
+    proxy(req, srv, PX_CHAT);
+}
+
+void
+wrk_proxy_completions(struct http_request *req, struct wrk_server *srv)
+{
+    proxy(req, srv, PX_COMPLETIONS);
+}
+
+void
+wrk_proxy_embeddings(struct http_request *req, struct wrk_server *srv, bool dbgpt)
+{
+    proxy(req, srv, dbgpt ? PX_DBGPT_EMBED : PX_EMBEDDINGS);
+}
+
+void
+wrk_proxy_generate(struct http_request *req, struct wrk_server *srv, bool stream)
+{
+    proxy(req, srv, stream ? PX_DBGPT_STREAM : PX_DBGPT);
+}
+
+void
+wrk_proxy_cancel_all(struct wrk_server *srv)
+{
+    while (srv->proxies) {
+        struct wrk_proxy_job *j = srv->proxies;
+        http_req_on_close(j->req, NULL, NULL);
+        if (j->started) {
+            stream_error(j, "the worker is shutting down");
+        } else {
+            http_reply_error(j->req, 503, "server_error", "shutting_down",
+                             "the worker is shutting down; retry");
+        }
+        job_end(j);
+    }
+}
