@@ -361,18 +361,27 @@ def test_streaming(t):
          (whole, "length", 0))
 
 
+def open_stream(port, body):
+    """A raw connection with a streamed chat request under way (three SSE
+    events read), for closing it mid-stream."""
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    got = b""
+    while got.count(b"data: ") < 3:
+        chunk = s.recv(65536)
+        h.check(chunk, f"the stream ended early: {got[-300:]!r}")
+        got += chunk
+    return s
+
+
 def test_stream_cancelled_when_client_disconnects(t):
     w = t.start("llm", ["start", "worker", "--model_name", "tiny", "--worker_type", "llm",
                         "--host", "127.0.0.1", "--controller_addr", "http://127.0.0.1:1",
                         "--decode_delay_ms", "50"])
-    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-                       "stream": True, "max_tokens": 1000}).encode()
-    s = socket.create_connection(("127.0.0.1", w.port), timeout=5)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    got = b""
-    while got.count(b"data: ") < 3:
-        got += s.recv(65536)
+    s = open_stream(w.port, {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                             "stream": True, "max_tokens": 1000})
     h.eq(h.metric(w.url, "roster_worker_in_flight"), 1.0)
     s.close()
     t0 = time.monotonic()
@@ -511,13 +520,14 @@ def test_cli(t):
     r = h.cli(["start", "worker", "--help"])
     h.eq(r.returncode, 0)
     for flag in ("--model_name", "--controller_addr", "--worker_register_host",
-                 "--heartbeat_interval", "--concurrency", "--embed_dim"):
+                 "--heartbeat_interval", "--concurrency", "--embed_dim", "--upstream",
+                 "--engine_cmd", "--upstream_api_key_env"):
         h.check(flag in r.stdout, f"{flag} in --help")
     for args, needle in [
         ([], "--model_name is required"),
         (["--model_name", "m", "--worker_type", "chat"], "--worker_type"),
         (["--model_name", "m", "--worker_type", "text2vec", "--backend", "openai"],
-         "not in this build yet"),
+         "needs --upstream"),
         (["--model_name", "a@b", "--worker_type", "text2vec"], "no '@'"),
         (["--model_name", "m", "--worker_type", "text2vec", "--controller_addr", "ftp://x",
           "--port", "0"], "not an http"),
