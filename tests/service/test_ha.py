@@ -150,7 +150,11 @@ def test_controller_killed_and_restarted(t):
     h.check(n_rows >= want, f"{n_rows} rows < {want} acknowledged")
     h.eq(int(h.sql(f"SELECT COUNT(*) FROM {TABLE} WHERE port IN ({','.join(map(str, acked))})",
                    db)[0][0]), len(acked), "acknowledged writes in the table:")
-    # a restarted controller lists everything in its very first answer
+    # a restarted controller lists everything in its very first answer (the
+    # reference: c1 once it lists every row, including a write the killed
+    # controller committed without acknowledging, which c1 sees a poll later)
+    h.wait_until(lambda: len(h.list_models(ctls[0].url)) == n_rows, 5,
+                 what="c1 to list every row of the table")
     everything = h.keys(h.list_models(ctls[0].url))
     c4 = t.controller("c2-restarted", db=db)
     first = h.list_models(c4.url)
