@@ -134,6 +134,7 @@ struct http_loop {
     struct event *mbox_ev;
     bool stopped; /* loop has exited: posts run at free time */
     bool draining;
+    bool expired; /* the grace period is over: flushing last replies */
     struct event *grace_ev;
     /* cached Date header */
     time_t date_sec;
@@ -155,6 +156,7 @@ struct http_server {
     struct http_loop *loops;
     http_loop_hook *on_start;
     http_loop_hook *on_drain;
+    http_loop_hook *on_expire;
     http_guard *guard;
     http_access_log *access_log;
     _Atomic int64_t open_conns;
@@ -955,6 +957,19 @@ on_message_complete(http_parser *p)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* A route's path matches exactly, or, ending in '*', as a prefix followed
+ * by at least one byte. */
+static bool
+route_matches(const char *pattern, const char *path)
+{
+    size_t n = strlen(pattern);
+
+    if (n > 0 && pattern[n - 1] == '*') {
+        return strncmp(pattern, path, n - 1) == 0 && path[n - 1] != '\0';
+    }
+    return strcmp(pattern, path) == 0;
+}
+
 static void
 dispatch(struct conn *c)
 {
@@ -970,7 +985,7 @@ dispatch(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_READ, 0, HANDLING_READ_HIGH_WATER);
     pending_add(req);
     for (const struct http_route *r = srv->routes; r->path; r++) {
-        if (strcmp(r->path, http_req_path(req)) != 0) {
+        if (!route_matches(r->path, http_req_path(req))) {
             continue;
         }
         path_known = true;
@@ -1319,13 +1334,29 @@ http_loop_draining(const struct http_loop *loop)
     return loop->draining;
 }
 
+/* The grace period is over: the application answers what is still in
+ * flight (on_expire), then the loop gives those last replies up to
+ * FLUSH_MS to leave before it stops. */
+#define FLUSH_MS 200
 static void
 on_grace_expired(evutil_socket_t fd, short what, void *arg)
 {
     struct http_loop *loop = arg;
+    struct http_server *srv = loop->srv;
+    struct timeval tv = {0, FLUSH_MS * 1000};
 
     (void)fd;
     (void)what;
+    if (!loop->expired) {
+        loop->expired = true;
+        if (srv->on_expire) {
+            srv->on_expire(loop, srv->arg);
+        }
+        if (loop->nconns > 0) {
+            evtimer_add(loop->grace_ev, &tv);
+            return;
+        }
+    }
     event_base_loopexit(loop->base, NULL);
 }
 
@@ -1570,6 +1601,12 @@ http_server_new(const struct http_server_config *cfg, const struct http_route *r
     }
     *out = srv;
     return 0;
+}
+
+void
+http_server_set_expire_hook(struct http_server *srv, http_loop_hook *on_expire)
+{
+    srv->on_expire = on_expire;
 }
 
 void

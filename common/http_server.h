@@ -13,7 +13,8 @@
  *   - `threads` loops, each its own event_base and thread; one listening
  *     socket shared by all loops. A connection lives on the loop that
  *     accepted it; its requests are handled on that loop's thread.
- *   - Routes are a table (exact path match). Unknown path -> 404 JSON,
+ *   - Routes are a table (exact path match, or a prefix for a path that
+ *     ends in '*', as "/v1/models/" followed by '*'). Unknown path -> 404 JSON,
  *     known path with another method -> 405 JSON with Allow.
  *   - A handler replies exactly once, either before returning or later from
  *     the same loop thread (after work elsewhere: see http_loop_post). A
@@ -45,7 +46,7 @@ typedef void http_handler(struct http_request *req, void *arg);
 
 struct http_route {
     const char *method; /* "GET", "POST", "DELETE", ... */
-    const char *path;   /* exact match, e.g. "/api/health" */
+    const char *path;   /* exact match ("/api/health"), or a prefix ending in '*' */
     http_handler *handler;
     unsigned flags; /* the application's; see http_req_route_flags() */
 };
@@ -84,6 +85,12 @@ int http_server_new(const struct http_server_config *cfg, const struct http_rout
 
 void http_server_set_hooks(struct http_server *srv, http_loop_hook *on_start,
                            http_loop_hook *on_drain, http_guard *guard, http_access_log *log);
+
+/* A hook run on every loop thread when a graceful shutdown's grace period
+ * ends with requests still in flight: the place to answer them (an error,
+ * or an error event to end a stream) before the connections close; those
+ * last replies get a short time to leave. */
+void http_server_set_expire_hook(struct http_server *srv, http_loop_hook *on_expire);
 
 /* The bound port (useful with port 0). */
 int http_server_port(const struct http_server *srv);

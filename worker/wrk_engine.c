@@ -119,28 +119,40 @@ static pid_t
 spawn(const char *cmd)
 {
     pid_t parent = getpid();
-    pid_t pid = fork();
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    sigset_t all, old;
+    pid_t pid;
 
+    /* No signal may be handled between fork and exec: the child still has
+     * the worker's handlers (and libevent's signal pipe) until it resets
+     * them. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
     if (pid == 0) {
         /* the child: async-signal-safe calls only, then exec */
         struct sigaction dfl;
-        sigset_t none;
         memset(&dfl, 0, sizeof(dfl));
         dfl.sa_handler = SIG_DFL;
         for (int s = 1; s < NSIG; s++) {
             (void)sigaction(s, &dfl, NULL); /* ignored ones would stay ignored */
         }
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) {
             _exit(127); /* the worker died meanwhile */
         }
-        syscall(SYS_close_range, 3U, ~0U, 0U);
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
+            for (long fd = 3; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++) {
+                close((int)fd); /* kernels before 5.9 */
+            }
+        }
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
         execl("/bin/bash", "bash", "-c", cmd, (char *)NULL);
         _exit(127);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid > 0) {
         setpgid(pid, pid); /* the same as the child's own call, whichever runs first */
     }
@@ -159,27 +171,34 @@ describe_exit(int status, char *out, size_t cap)
     }
 }
 
-/* Stops the engine's process group: SIGTERM, then SIGKILL. */
+/* Stops the engine's process group: SIGTERM, then SIGKILL; never waits
+ * more than KILL_WAIT_MS after SIGKILL (a process stuck in the kernel, in
+ * a GPU driver say, is left to init). */
+#define KILL_WAIT_MS 5000
 static void
 terminate(struct wrk_engine *e, pid_t pid, bool reaped)
 {
     int64_t deadline = util_mono_ms() + e->srv->cfg->engine_stop_timeout_ms;
+    bool killed = false;
     int status;
 
-    if (!reaped) {
-        kill(-pid, SIGTERM);
-        while (waitpid(pid, &status, WNOHANG) == 0) {
-            if (util_mono_ms() >= deadline) {
-                log_warn("engine (pid %d) still running %lld ms after SIGTERM: SIGKILL", (int)pid,
-                         (long long)e->srv->cfg->engine_stop_timeout_ms);
-                kill(-pid, SIGKILL);
-                waitpid(pid, &status, 0);
-                break;
-            }
-            util_sleep_ms(20);
+    kill(-pid, reaped ? SIGKILL : SIGTERM); /* reaped: whatever it left in its group */
+    while (!reaped && waitpid(pid, &status, WNOHANG) == 0) {
+        if (!killed && util_mono_ms() >= deadline) {
+            log_warn("engine (pid %d) still running %lld ms after SIGTERM: SIGKILL", (int)pid,
+                     (long long)e->srv->cfg->engine_stop_timeout_ms);
+            kill(-pid, SIGKILL);
+            killed = true;
+            deadline = util_mono_ms() + KILL_WAIT_MS;
+        } else if (killed && util_mono_ms() >= deadline) {
+            log_error("engine (pid %d) survives SIGKILL; leaving it", (int)pid);
+            return;
         }
+        util_sleep_ms(20);
     }
-    kill(-pid, SIGKILL); /* whatever the engine left behind in its group */
+    if (!reaped) {
+        kill(-pid, SIGKILL); /* the rest of its group */
+    }
 }
 
 static bool

@@ -75,6 +75,7 @@ struct wrk_proxy_job {
     char err[512]; /* why the answer cannot be used */
     char curl_err[CURL_ERROR_SIZE];
     int prompt_tokens, completion_tokens;
+    bool released;                     /* the slot is given back */
     struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
 };
 
@@ -101,12 +102,16 @@ job_free(struct wrk_proxy_job *j)
     free(j);
 }
 
-/* The request is answered: give back the slot, forget the job. */
+/* Gives back the job's slot (the next queued request may start), once. */
 static void
-job_end(struct wrk_proxy_job *j)
+release(struct wrk_proxy_job *j)
 {
     struct wrk_server *srv = j->srv;
 
+    if (j->released) {
+        return;
+    }
+    j->released = true;
     if (j->t.running) {
         if (j->prev) {
             j->prev->next = j->next;
@@ -118,6 +123,13 @@ job_end(struct wrk_proxy_job *j)
         }
     }
     wrk_admit_leave(&j->t);
+}
+
+/* The request is answered: give back the slot, forget the job. */
+static void
+job_end(struct wrk_proxy_job *j)
+{
+    release(j);
     job_free(j);
 }
 
@@ -137,7 +149,7 @@ error_message(const struct buf *body, char *out, size_t cap)
     cJSON *root = NULL;
     char err[64];
     const char *msg = NULL;
-    size_t n = 0;
+    size_t avail, n = 0;
 
     if (body->len &&
         json_parse(body->data, body->len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0) {
@@ -151,11 +163,13 @@ error_message(const struct buf *body, char *out, size_t cap)
         }
         msg = cJSON_IsString(m) ? m->valuestring : NULL;
     }
+    avail = msg ? strlen(msg) : body->len; /* a raw body need not end in NUL */
     if (!msg) {
         msg = body->len ? body->data : "no details";
+        avail = body->len ? body->len : strlen(msg);
     }
-    for (; *msg && n + 1 < cap && n < 300; msg++) {
-        out[n++] = isprint((unsigned char)*msg) ? *msg : ' ';
+    for (; n < avail && n + 1 < cap && n < 300; n++) {
+        out[n] = isprint((unsigned char)msg[n]) ? msg[n] : ' ';
     }
     out[n] = '\0';
     cJSON_Delete(root);
@@ -201,6 +215,11 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
         snprintf(msg, sizeof(msg), "the engine failed mid-stream: %s", why);
         stream_error(j, msg);
         return;
+    }
+    curl_off_t connected = 0;
+    curl_easy_getinfo(j->easy, CURLINFO_CONNECT_TIME_T, &connected);
+    if (rc == CURLE_OPERATION_TIMEDOUT && connected == 0) {
+        rc = CURLE_COULDNT_CONNECT; /* never connected: unavailable, not slow */
     }
     switch (rc) {
     case CURLE_COULDNT_CONNECT:
@@ -273,6 +292,12 @@ dbgpt_frame(struct wrk_proxy_job *j, const char *finish)
     buf_cleanup(&b);
 }
 
+static int
+clamp_tokens(double v)
+{
+    return v >= 0 && v < 1e9 ? (int)v : 0;
+}
+
 /* One SSE line of the upstream's chat stream. Returns 0, or -1 with j->err. */
 static int
 sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
@@ -311,8 +336,9 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     it = json_get(root, "usage");
     if (cJSON_IsObject(it)) {
         const cJSON *pt = json_get(it, "prompt_tokens"), *ct = json_get(it, "completion_tokens");
-        j->prompt_tokens = cJSON_IsNumber(pt) ? (int)pt->valuedouble : j->prompt_tokens;
-        j->completion_tokens = cJSON_IsNumber(ct) ? (int)ct->valuedouble : j->completion_tokens;
+        j->prompt_tokens = cJSON_IsNumber(pt) ? clamp_tokens(pt->valuedouble) : j->prompt_tokens;
+        j->completion_tokens =
+            cJSON_IsNumber(ct) ? clamp_tokens(ct->valuedouble) : j->completion_tokens;
     }
     it = json_get(root, "choices");
     c = cJSON_IsArray(it) ? it->child : NULL;
@@ -441,9 +467,6 @@ on_body(char *p, size_t size, size_t n, void *arg)
             j->resp.max = MAX_ERROR_BODY;
         }
     }
-    if (http_req_closed(j->req)) {
-        return 0; /* on_client_gone follows */
-    }
     if (j->status / 100 != 2) {
         size_t room = j->resp.max - j->resp.len;
         if (buf_append(&j->resp, p, len < room ? len : room) != 0) {
@@ -484,6 +507,9 @@ on_done(CURL *easy, CURLcode rc, void *arg)
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
         rc = CURLE_WEIRD_SERVER_REPLY;
     }
+    /* the slot first: a request pipelined behind this one on the same
+     * connection is read during the reply and must find it free */
+    release(j);
     if (rc != CURLE_OK) {
         transfer_failed(j, rc);
     } else if (j->status / 100 != 2) {
@@ -600,17 +626,22 @@ job_run(struct wrk_ticket *t)
 
 /* ---- requests ------------------------------------------------------------------ */
 
-/* DB-GPT's roles (ModelMessageRoleType) in OpenAI's words. */
+/* DB-GPT's roles (ModelMessageRoleType) in OpenAI's words; NULL for the
+ * ones an engine would refuse ("view": DB-GPT's display-only messages),
+ * which are left out as DB-GPT's own OpenAI conversion does. */
 static const char *
 openai_role(const char *r)
 {
-    if (strcmp(r, "human") == 0) {
-        return "user";
+    static const char *const map[][2] = {{"human", "user"},    {"user", "user"},
+                                         {"ai", "assistant"},  {"assistant", "assistant"},
+                                         {"system", "system"}, {"tool", "tool"}};
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcmp(r, map[i][0]) == 0) {
+            return map[i][1];
+        }
     }
-    if (strcmp(r, "ai") == 0) {
-        return "assistant";
-    }
-    return r;
+    return NULL;
 }
 
 /* An OpenAI chat request (streamed) for DB-GPT's PromptRequest. Returns
@@ -633,20 +664,23 @@ chat_for_dbgpt(struct http_request *req, const cJSON *root, const char *model)
     if (cJSON_IsArray(in) && in->child) {
         for (const cJSON *m = in->child; m; m = m->next) {
             const cJSON *role = json_get(m, "role"), *content = json_get(m, "content");
-            cJSON *o = cJSON_CreateObject();
+            const char *r = cJSON_IsString(role) ? openai_role(role->valuestring) : NULL;
+            cJSON *o;
             if (!cJSON_IsString(role) || !content) {
-                cJSON_Delete(o);
                 cJSON_Delete(out);
                 wrk_bad_request(req, "messages",
                                 "each message must be an object with a string 'role' and "
                                 "a 'content'");
                 return NULL;
             }
-            if (!o) {
+            if (!r) {
+                continue; /* "view" and other display-only roles */
+            }
+            if (!(o = cJSON_CreateObject())) {
                 goto oom;
             }
             cJSON_AddItemToArray(msgs, o);
-            if (!cJSON_AddStringToObject(o, "role", openai_role(role->valuestring)) ||
+            if (!cJSON_AddStringToObject(o, "role", r) ||
                 !cJSON_AddItemToObject(o, "content", cJSON_Duplicate(content, true))) {
                 goto oom;
             }

@@ -179,6 +179,32 @@ load_api_key(struct wrk_server *srv)
     return 0;
 }
 
+/* The grace period is over: upstream transfers still running get their
+ * error reply now, while their connections can still carry it. */
+static void
+on_grace_expired(struct http_loop *loop, void *arg)
+{
+    struct wrk_server *srv = arg;
+
+    (void)loop;
+    if (srv->proxy) {
+        wrk_proxy_cancel_all(srv);
+    }
+}
+
+/* One line per request (info; 5xx at warn). */
+static void
+access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg)
+{
+    char esc[256];
+
+    (void)arg;
+    log_at(status >= 500 ? LOG_LVL_WARN : LOG_LVL_INFO,
+           "%s %s status=%d bytes=%zu dur_us=%lld req=%s", http_req_method(req),
+           log_escape(http_req_path(req), esc, sizeof(esc)), status, len, (long long)us,
+           http_req_id(req));
+}
+
 static int
 start_registrar(struct wrk_server *srv)
 {
@@ -322,6 +348,8 @@ wrk_main(int argc, char **argv)
         code = EX_OSERR;
         goto out;
     }
+    http_server_set_hooks(srv->http, NULL, NULL, NULL, access_log);
+    http_server_set_expire_hook(srv->http, on_grace_expired);
     if (srv->proxy) {
         srv->curl = curl_loop_new(http_loop_base(http_server_loop(srv->http, 0)));
         if (!srv->curl) {
