@@ -7,6 +7,7 @@
 #include <sysexits.h>
 
 #include "cli.h"
+#include "api.h"
 #include "ctl.h"
 #include "wrk.h"
 
@@ -18,8 +19,10 @@ struct role {
 
 static const struct role roles[] = {
     {"controller", "the model controller (registry API over SQLite or MySQL)", ctl_main},
-    {"worker", "a model worker (builtin embedder; language models come next)", wrk_main},
-    {"apiserver", "the OpenAI-compatible API server (not in this build yet)", NULL},
+    {"worker", "a model worker (builtin models, or an OpenAI-compatible engine it proxies or runs)",
+     wrk_main},
+    {"apiserver", "the OpenAI-compatible API server (routes to healthy, weighted instances)",
+     api_main},
     {"webserver", "the API server plus dashboard (not in this build yet)", NULL},
 };
 
@@ -61,7 +64,7 @@ run(int argc, char **argv)
 const struct cli_cmd cli_cmd_start = {
     .name = "start",
     .usage = "roster start <role> [options]",
-    .summary = "run a controller or a worker (apiserver and webserver come next)",
+    .summary = "run a controller, a worker or the apiserver (the webserver comes next)",
     .run = run,
     .help = help,
 };
@@ -79,6 +82,7 @@ cli_config_doc(int argc, char **argv)
            "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n\n");
     flags_print_markdown(stdout, "roster start controller", ctl_summary, ctl_flag_defs);
     flags_print_markdown(stdout, "roster start worker", wrk_summary, wrk_flag_defs);
+    flags_print_markdown(stdout, "roster start apiserver", api_summary, api_flag_defs);
     flags_print_markdown(stdout, "roster model list / set", cli_model_summary, cli_model_flag_defs);
     return 0;
 }

@@ -24,6 +24,15 @@ util_mono_ms(void)
 }
 
 int64_t
+util_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
 util_wall_ms(void)
 {
     struct timespec ts;
@@ -309,4 +318,39 @@ util_deadline_us(int64_t us, struct timespec *out)
     out->tv_nsec += (long)(us % 1000000) * 1000L;
     out->tv_sec += out->tv_nsec / 1000000000L;
     out->tv_nsec %= 1000000000L;
+}
+
+int
+util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *err, size_t errcap)
+{
+    const char *rest = list;
+    const char *p;
+    size_t n, count = 0;
+
+    while (util_next_item(&rest, &p, &n)) {
+        while (n > 0 && p[n - 1] == '/') {
+            n--;
+        }
+        if (n == 0) {
+            continue;
+        }
+        if (count == max) {
+            snprintf(err, errcap, "more than %zu addresses", max);
+            return -1;
+        }
+        if (n >= UTIL_URL_MAX ||
+            (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)) {
+            snprintf(err, errcap, "'%.*s' is not an http:// or https:// URL",
+                     (int)(n > 200 ? 200 : n), p);
+            return -1;
+        }
+        memcpy(out[count], p, n);
+        out[count][n] = '\0';
+        count++;
+    }
+    if (count == 0) {
+        snprintf(err, errcap, "no address given");
+        return -1;
+    }
+    return (int)count;
 }

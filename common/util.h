@@ -13,6 +13,7 @@
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC): for durations and deadlines. */
 int64_t util_mono_ms(void);
+int64_t util_mono_us(void);
 /* Wall-clock milliseconds since the epoch: for display only, never health. */
 int64_t util_wall_ms(void);
 void util_sleep_ms(int64_t ms);
@@ -46,6 +47,13 @@ bool util_next_item(const char **p, const char **item, size_t *n);
 
 /* The value of hex digit c (0-15), or -1. */
 int util_hexval(unsigned char c);
+
+/* Parses a comma-separated list of http:// or https:// URLs (spaces around
+ * items and trailing slashes dropped, empty items skipped) into
+ * out[0..max). Returns the count (at least 1), or -1 with a reason in err. */
+#define UTIL_URL_MAX 512
+int util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *err,
+                    size_t errcap);
 
 /* Constant-time equality of two byte strings (time depends only on the
  * lengths). Returns true when equal. */

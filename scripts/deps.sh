@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what roster needs on Debian 12, and nothing when it is all there.
 #   scripts/deps.sh build   compilers and libraries (default)
-#   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing)
+#   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing),
+#                           and the openai npm package for the real-client tests
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
 # Needs root (or passwordless sudo). Safe to run any number of times.
 set -euo pipefail
@@ -63,3 +64,19 @@ for f in "${floors[@]}"; do
         exit 69
     fi
 done
+
+# The real-client tests run the official openai npm package (pinned in
+# tests/node/package-lock.json) under Node.js.
+if [ "$mode" = test ]; then
+    if ! command -v npm >/dev/null; then
+        echo "deps: installing nodejs npm" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+    fi
+    node_dir="$(dirname "$0")/../tests/node"
+    if [ ! -f "$node_dir/node_modules/openai/package.json" ]; then
+        echo "deps: npm ci in tests/node" >&2
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+fi

@@ -66,36 +66,10 @@ struct wrk_registrar {
 int
 wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *err, size_t errcap)
 {
-    const char *rest = list;
-    const char *p;
-    size_t n;
+    int n = util_parse_urls(list, cfg->urls, WRK_MAX_CTLS, err, errcap);
 
-    cfg->nurls = 0;
-    while (util_next_item(&rest, &p, &n)) {
-        while (n > 0 && p[n - 1] == '/') {
-            n--;
-        }
-        if (n > 0) {
-            if (cfg->nurls == WRK_MAX_CTLS) {
-                snprintf(err, errcap, "more than %d controllers", WRK_MAX_CTLS);
-                return -1;
-            }
-            if (n >= sizeof(cfg->urls[0]) ||
-                (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)) {
-                snprintf(err, errcap, "'%.*s' is not an http:// or https:// URL",
-                         (int)(n > 200 ? 200 : n), p);
-                return -1;
-            }
-            memcpy(cfg->urls[cfg->nurls], p, n);
-            cfg->urls[cfg->nurls][n] = '\0';
-            cfg->nurls++;
-        }
-    }
-    if (cfg->nurls == 0) {
-        snprintf(err, errcap, "no controller address given");
-        return -1;
-    }
-    return 0;
+    cfg->nurls = n > 0 ? (size_t)n : 0;
+    return n > 0 ? 0 : -1;
 }
 
 /* The JSON body of a register or heartbeat call for instance i. */

@@ -133,7 +133,7 @@ test_parse_controllers(void)
     CHECK_EQ_INT(wrk_parse_controllers("http://a,,", &c, err, sizeof(err)), 0);
     CHECK_EQ_INT(c.nurls, 1);
     CHECK_EQ_INT(wrk_parse_controllers("", &c, err, sizeof(err)), -1);
-    CHECK(strstr(err, "no controller"));
+    CHECK(strstr(err, "no address"));
     CHECK_EQ_INT(wrk_parse_controllers(" , ", &c, err, sizeof(err)), -1);
     CHECK_EQ_INT(wrk_parse_controllers("a:8000", &c, err, sizeof(err)), -1);
     CHECK(strstr(err, "not an http"));

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * api.h - the API server (`roster start apiserver`): the OpenAI-compatible
+ * front door. It resolves a model name to a routable, weighted instance
+ * from a local table and proxies the request, streams included, retrying
+ * elsewhere before the first byte has reached the client.
+ *
+ *   api_config.c  options
+ *   api_table.c   the instance table: a watcher thread long-polls the
+ *                 controllers (failing over between them) and hands each
+ *                 new table to every event loop; no controller call is
+ *                 ever made on a request's path
+ *   api_route.c   the routing policies and passive ejection
+ *   api_proxy.c   the request path: libcurl multi on each loop, retries,
+ *                 timeouts, streaming, cancellation
+ *   api_server.c  api_main: wiring, models, health, metrics, access log
+ *
+ * Threads: --threads event loops serve requests, each with its own curl
+ * multi handle (keep-alive connections to workers) and its own reference
+ * to the current table; the watcher thread makes blocking control-plane
+ * calls and never touches a loop's state except through http_loop_post.
+ */
+#ifndef ROSTER_API_H
+#define ROSTER_API_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api_route.h"
+#include "flags.h"
+#include "http_server.h"
+#include "metrics.h"
+
+#define API_MAX_CTLS     16
+#define API_NAME_MAX     128 /* model_name and host, as in the registry table */
+#define API_MAX_ATTEMPTS 8
+
+/* ---- configuration (api_config.c) ----------------------------------------- */
+
+struct api_config {
+    char *controller_addr; /* comma-separated */
+    char *host;
+    int64_t port;
+    char *api_keys; /* comma-separated; empty: no client authentication */
+    char *routing;
+    int64_t threads;
+    int64_t max_body_bytes;
+    int64_t connect_timeout_ms;
+    int64_t first_byte_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t request_timeout_ms;
+    int64_t max_attempts;
+    int64_t eject_ms;
+    int64_t watch_wait_secs;
+    int64_t control_timeout_ms;
+    char *cluster_secret;
+    bool access_log;
+    char *port_file;
+    int64_t shutdown_grace_ms;
+    char *log_level;
+};
+
+extern const struct flag_def api_flag_defs[];
+extern const char api_usage[];
+extern const char api_summary[];
+
+/* Parses options. Returns 0, 1 after --help (printed), -1 after a usage
+ * error (printed). */
+int api_config_load(struct api_config *cfg, int argc, char **argv);
+void api_config_cleanup(struct api_config *cfg);
+
+/* ---- the instance table (api_table.c) ----------------------------------------- */
+
+/* Counters of one model or one instance (any thread; relaxed atomics). */
+struct api_stats {
+    _Atomic uint64_t requests;  /* attempts sent to an instance (model: client requests) */
+    _Atomic uint64_t errors[6]; /* by enum api_error_class */
+    _Atomic uint64_t retries;
+    _Atomic uint64_t ejections;
+    struct metrics_hist latency; /* request start to the end of the answer */
+    struct metrics_hist ttfb;    /* request start to the instance's first byte */
+};
+
+enum api_error_class {
+    API_ERR_CONNECT, /* refused, reset, unreachable */
+    API_ERR_TIMEOUT, /* first byte, idle or total */
+    API_ERR_UPSTREAM_5XX,
+    API_ERR_CLIENT_4XX,  /* the instance's 4xx answer, passed on */
+    API_ERR_NO_INSTANCE, /* nothing routable (or everything busy) */
+    API_ERR_CANCELLED,   /* the client went away */
+};
+#define API_ERR_CLASSES 6
+extern const char *const api_error_class_names[API_ERR_CLASSES];
+
+/* Per-model statistics, kept for the life of the process (models come and
+ * go in the table; their counters stay). */
+struct api_mstats {
+    char model[API_NAME_MAX + 1]; /* "name@type" */
+    struct api_stats s;
+    struct api_mstats *next;
+};
+
+/* One instance: routing state and counters, shared by tables (refcounted). */
+struct api_inst {
+    struct route_inst rt; /* first */
+    _Atomic int refs;
+    char host[API_NAME_MAX + 1];
+    int port;
+    char base[API_NAME_MAX + 32];  /* "http://host:port" ([host] for IPv6) */
+    char label[API_NAME_MAX + 16]; /* "host:port", for logs and metrics */
+    struct api_mstats *model;
+    struct api_stats s;
+};
+
+struct api_model {
+    char name[API_NAME_MAX + 1]; /* without "@type" */
+    char type[32];               /* "llm", "text2vec", ... */
+    struct route_set set;        /* the routable instances */
+    struct api_inst **inst;      /* parallel to set.e; the table holds a reference each */
+    size_t known;                /* instances of any health (0 routable: 503, not 404) */
+    struct api_mstats *stats;
+};
+
+/* An immutable snapshot of the registry, as routing needs it. */
+struct api_table {
+    _Atomic int refs;
+    struct api_model *models; /* sorted by (name, type) */
+    size_t nmodels;
+    uint64_t version;
+    int64_t built_mono_ms;
+    size_t instances, routable;
+};
+
+struct api_table *api_table_ref(struct api_table *t);
+void api_table_unref(struct api_table *t); /* NULL-safe */
+/* The model `name` of worker type `type`, or NULL. */
+struct api_model *api_table_find(struct api_table *t, const char *name, const char *type);
+/* True when the table has the model under some other worker type. */
+bool api_table_has_name(struct api_table *t, const char *name);
+
+void api_inst_unref(struct api_inst *i);
+
+struct api_server;
+
+/* Starts the watcher thread. Returns 0, or -1 with a reason in err. */
+int api_watch_start(struct api_server *srv, char *err, size_t errcap);
+/* Stops and joins it (aborting a long-poll in flight). NULL-safe. */
+void api_watch_stop(struct api_server *srv);
+
+/* Controller reachability as the watcher last saw it (any thread). */
+struct api_watch_status {
+    bool loaded;    /* a table has been received */
+    bool reachable; /* the last call succeeded */
+    int64_t last_ok_mono_ms;
+    char current[512]; /* the controller in use */
+    char error[256];
+};
+void api_watch_status(struct api_server *srv, struct api_watch_status *out);
+
+/* ---- the server (api_proxy.c, api_server.c) ---------------------------------- */
+
+struct api_watch;
+struct curl_loop;
+struct api_px;
+
+/* Per event loop. */
+struct api_loop {
+    struct api_server *srv;
+    struct http_loop *loop;
+    struct curl_loop *curl;
+    struct api_table *table; /* this loop's reference; NULL until loaded */
+    struct api_px *active;   /* requests in progress (cancelled at shutdown) */
+};
+
+struct api_server {
+    struct api_config *cfg;
+    enum route_policy policy;
+    char **keys; /* --api_keys, split */
+    size_t nkeys;
+    char ctl[API_MAX_CTLS][512]; /* UTIL_URL_MAX */
+    size_t nctl;
+    struct http_server *http;
+    struct api_loop *loops; /* one per http loop */
+    int nloops;
+    struct api_watch *watch;
+    pthread_mutex_t mstats_mu; /* guards the list (the counters are atomics) */
+    struct api_mstats *mstats;
+    int64_t started_mono_ms;
+    bool draining;
+    struct api_stats total;
+};
+
+/* The per-model counters of "name@type" (created on first use). NULL when
+ * out of memory. Any thread. */
+struct api_mstats *api_mstats_get(struct api_server *srv, const char *model);
+
+/* Request handlers (api_proxy.c). */
+void api_h_chat(struct http_request *req, void *arg);
+void api_h_completions(struct http_request *req, void *arg);
+void api_h_embeddings(struct http_request *req, void *arg);
+/* After the loops have stopped: ends every request still in progress. */
+void api_proxy_cancel_all(struct api_loop *l);
+/* The instance that served the request ("host:port"), or NULL. */
+const char *api_px_instance(struct http_request *req);
+
+int api_main(int argc, char **argv);
+
+#endif

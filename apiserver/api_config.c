@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * api_config.c - options of `roster start apiserver`: DB-GPT's apiserver
+ * flags (controller_addr, host, port, api_keys) plus roster's own routing,
+ * timeouts and limits.
+ */
+#include "api.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* clang-format 14 would put the stringized name on a line of its own */
+// clang-format off
+#define F(name, type, def, lo, hi, env, fl, meta, help) \
+    {#name, type, offsetof(struct api_config, name), def, lo, hi, env, fl, meta, help}
+// clang-format on
+
+const struct flag_def api_flag_defs[] = {
+    F(controller_addr, FLAG_STR, "http://127.0.0.1:8000", 1, 0, "CONTROLLER_ADDRESS", 0, "URLS",
+      "Controllers, comma-separated; the instance table is watched from one of them, failing "
+      "over to the next."),
+    F(host, FLAG_STR, "0.0.0.0", 1, 0, NULL, 0, "ADDR", "Address to listen on."),
+    F(port, FLAG_INT, "8100", 0, 65535, NULL, 0, "PORT", "Port to listen on (0 = any free port)."),
+    F(api_keys, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "KEYS",
+      "Client API keys, comma-separated (Authorization: Bearer KEY); none: no authentication."),
+    F(routing, FLAG_STR, "p2c", 1, 0, NULL, 0, "POLICY",
+      "p2c (power of two choices on in-flight requests per weight), weighted_random, "
+      "round_robin (smooth weighted), least_inflight, or session (consistent hashing of the "
+      "request's 'user' or X-Session-Id, with bounded load)."),
+    F(threads, FLAG_INT, "1", 1, 64, NULL, 0, "N", "HTTP event-loop threads."),
+    F(max_body_bytes, FLAG_INT, "8388608", 1024, 268435456, NULL, 0, "BYTES",
+      "Largest request body accepted (413 beyond)."),
+    F(connect_timeout_ms, FLAG_INT, "1000", 1, 600000, NULL, 0, "MS",
+      "Connecting to an instance; beyond it the instance is ejected and the request retried "
+      "elsewhere."),
+    F(first_byte_timeout_ms, FLAG_INT, "120000", 1, 86400000, NULL, 0, "MS",
+      "From sending a request to an instance to its first response byte (a non-streamed "
+      "answer's comes when the whole generation is done): 504, and the instance is ejected."),
+    F(idle_timeout_ms, FLAG_INT, "60000", 1, 86400000, NULL, 0, "MS",
+      "Longest silence between two chunks of a streamed answer (the stream then ends with an "
+      "error event)."),
+    F(request_timeout_ms, FLAG_INT, "600000", 1, 86400000, NULL, 0, "MS",
+      "A whole request to an instance, streaming included."),
+    F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
+      "Instances tried per request (retries happen only before the first byte reaches the "
+      "client, and never twice on one instance)."),
+    F(eject_ms, FLAG_INT, "5000", 1, 3600000, NULL, 0, "MS",
+      "How long an instance that failed (connect error, timeout, 5xx) gets no requests; then "
+      "one trial request decides."),
+    F(watch_wait_secs, FLAG_INT, "30", 1, 60, NULL, 0, "SECS",
+      "Long-poll duration of the controller watch."),
+    F(control_timeout_ms, FLAG_INT, "2000", 50, 60000, NULL, 0, "MS",
+      "Timeout of a controller call, on top of the long-poll duration."),
+    F(cluster_secret, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "SECRET",
+      "Sent to the controllers (X-Roster-Secret), for those that protect reads."),
+    F(access_log, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
+      "Log one line per request at info (method, path, status, duration, request id, "
+      "instance)."),
+    F(port_file, FLAG_STR, NULL, 1, 0, NULL, FLAG_HIDDEN, "PATH",
+      "Write the bound port to PATH once listening (for tests and supervisors)."),
+    F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
+      "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
+    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    {0},
+};
+
+const char api_usage[] = "roster start apiserver [options]";
+const char api_summary[] =
+    "Runs the OpenAI-compatible API server: /v1 and /api/v1 chat/completions, completions, "
+    "embeddings and models, routed to routable, weighted instances from a local table that "
+    "the controllers keep current (no controller call per request).";
+
+void
+api_config_cleanup(struct api_config *cfg)
+{
+    flags_cleanup(api_flag_defs, cfg);
+}
+
+int
+api_config_load(struct api_config *cfg, int argc, char **argv)
+{
+    int rc = flags_load_role(api_flag_defs, cfg, argc, argv, api_usage, api_summary,
+                             offsetof(struct api_config, log_level));
+    enum route_policy p;
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (route_policy_parse(cfg->routing, &p) != 0) {
+        fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
+                        "least_inflight or session\n");
+        return -1;
+    }
+    return 0;
+}

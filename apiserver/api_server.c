@@ -1,0 +1,531 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * api_server.c - `roster start apiserver`: wiring, client authentication,
+ * the models endpoints, health, metrics and the access log.
+ *
+ * Routes (each under /v1/ and DB-GPT's /api/v1/):
+ *   GET  models, models/{id}      the models with a routable instance
+ *   POST chat/completions, completions, embeddings  (api_proxy.c)
+ *   GET  /api/health, /metrics    (no key needed)
+ *
+ * Start: parse options, bind, start the watcher (the first table arrives
+ * as soon as a controller answers; until then requests get 503), serve.
+ * SIGTERM stops accepting and lets requests in flight finish within
+ * --shutdown_grace_ms; a second signal stops at once.
+ */
+#include "api.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+
+#define LOG_MODULE "apiserver"
+#include "buf.h"
+#include "curl_loop.h"
+#include "json_write.h"
+#include "log.h"
+#include "util.h"
+
+#define ROUTE_AUTH 1u /* needs a client key when --api_keys is set */
+
+const char *const api_error_class_names[API_ERR_CLASSES] = {
+    "connect", "timeout", "upstream_5xx", "client_4xx", "no_instance", "cancelled"};
+
+struct api_mstats *
+api_mstats_get(struct api_server *srv, const char *model)
+{
+    struct api_mstats *m;
+
+    pthread_mutex_lock(&srv->mstats_mu);
+    for (m = srv->mstats; m && strcmp(m->model, model) != 0; m = m->next) {
+    }
+    if (!m && (m = calloc(1, sizeof(*m)))) {
+        util_strlcpy(m->model, model, sizeof(m->model));
+        m->next = srv->mstats;
+        srv->mstats = m;
+    }
+    pthread_mutex_unlock(&srv->mstats_mu);
+    return m;
+}
+
+/* ---- authentication --------------------------------------------------------------- */
+
+static bool
+guard(struct http_request *req, void *arg)
+{
+    struct api_server *srv = arg;
+    const char *auth;
+    const char *key = NULL;
+
+    if (!(http_req_route_flags(req) & ROUTE_AUTH) || srv->nkeys == 0) {
+        return true;
+    }
+    auth = http_req_header(req, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        key = auth + 7;
+    }
+    for (size_t i = 0; key && i < srv->nkeys; i++) {
+        if (util_ct_equal(key, strlen(key), srv->keys[i], strlen(srv->keys[i]))) {
+            return true;
+        }
+    }
+    http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
+                     key ? "incorrect API key provided"
+                         : "no API key provided (Authorization: Bearer KEY)");
+    return false;
+}
+
+/* ---- models ------------------------------------------------------------------- */
+
+/* Serves the model of a type clients ask for (not the WorkerManager entry). */
+static bool
+listed(const struct api_model *m)
+{
+    return m->set.n > 0 && strcmp(m->type, "service") != 0;
+}
+
+static void
+model_json(struct jw *w, const struct api_model *m, int64_t created)
+{
+    jw_raw(w, "{\"id\":");
+    jw_str(w, m->name);
+    jw_raw(w, ",\"object\":\"model\",\"created\":");
+    jw_i64(w, created);
+    jw_raw(w, ",\"owned_by\":\"roster\",\"worker_type\":");
+    jw_str(w, m->type);
+    jw_raw(w, ",\"instances\":");
+    jw_i64(w, (int64_t)m->set.n);
+    jw_raw(w, "}");
+}
+
+static void
+reply_json(struct http_request *req, struct buf *b, struct jw *w)
+{
+    if (w->err) {
+        http_reply_error(req, 500, "server_error", "response_too_large", "response too large");
+    } else {
+        http_reply(req, 200, "application/json", b->data, b->len, NULL);
+    }
+}
+
+static int64_t
+created_s(void)
+{
+    return util_wall_ms() / 1000;
+}
+
+static void
+h_models(struct http_request *req, void *arg)
+{
+    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_table *t = l->table;
+    struct buf b;
+    struct jw w;
+    bool first = true;
+
+    (void)arg;
+    buf_init(&b, 64 * 1024 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; t && i < t->nmodels; i++) {
+        if (!listed(&t->models[i])) {
+            continue;
+        }
+        /* a name served as two types is listed once */
+        if (i > 0 && listed(&t->models[i - 1]) &&
+            strcmp(t->models[i - 1].name, t->models[i].name) == 0) {
+            continue;
+        }
+        jw_raw(&w, first ? "" : ",");
+        model_json(&w, &t->models[i], created_s());
+        first = false;
+    }
+    jw_raw(&w, "]}");
+    reply_json(req, &b, &w);
+    buf_cleanup(&b);
+}
+
+static void
+h_model(struct http_request *req, void *arg)
+{
+    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    const char *path = http_req_path(req);
+    const char *id;
+    struct buf b;
+    struct jw w;
+    char name[API_NAME_MAX + 1];
+    size_t n = 0;
+
+    (void)arg;
+    /* everything after "models/", %-decoded (model names may hold '/') */
+    id = strstr(path, "/models/") + strlen("/models/");
+    for (const char *p = id; *p && n < API_NAME_MAX; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = util_hexval((unsigned char)p[1])) >= 0 &&
+            (lo = util_hexval((unsigned char)p[2])) >= 0) {
+            name[n++] = (char)(hi * 16 + lo);
+            p += 2;
+        } else {
+            name[n++] = *p;
+        }
+    }
+    name[n] = '\0';
+    for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
+        const struct api_model *m = &l->table->models[i];
+        if (listed(m) && strcmp(m->name, name) == 0) {
+            buf_init(&b, 64 * 1024);
+            jw_init(&w, &b);
+            model_json(&w, m, created_s());
+            reply_json(req, &b, &w);
+            buf_cleanup(&b);
+            return;
+        }
+    }
+    http_reply_error(req, 404, "invalid_request_error", "model_not_found",
+                     "the model '%.128s' does not exist or has no routable instance", name);
+}
+
+/* ---- health and metrics ----------------------------------------------------------- */
+
+static void
+h_health(struct http_request *req, void *arg)
+{
+    struct api_server *srv = arg;
+    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_table *t = l->table;
+    struct api_watch_status ws;
+    struct buf b;
+    struct jw w;
+    int64_t now = util_mono_ms();
+
+    api_watch_status(srv, &ws);
+    buf_init(&b, 64 * 1024);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"status\":");
+    jw_str(&w, !t ? "starting" : ws.reachable ? "ok" : "stale");
+    jw_raw(&w, ",\"controllers\":{\"reachable\":");
+    jw_bool(&w, ws.reachable);
+    jw_raw(&w, ",\"current\":");
+    jw_str(&w, ws.current);
+    jw_raw(&w, ",\"last_ok_ms_ago\":");
+    if (ws.last_ok_mono_ms) {
+        jw_i64(&w, now - ws.last_ok_mono_ms);
+    } else {
+        jw_raw(&w, "null");
+    }
+    jw_raw(&w, ",\"error\":");
+    jw_str(&w, ws.error[0] ? ws.error : NULL);
+    jw_raw(&w, "},\"table\":{\"loaded\":");
+    jw_bool(&w, t != NULL);
+    jw_raw(&w, ",\"version\":");
+    jw_i64(&w, t ? (int64_t)t->version : 0);
+    jw_raw(&w, ",\"models\":");
+    jw_i64(&w, t ? (int64_t)t->nmodels : 0);
+    jw_raw(&w, ",\"instances\":");
+    jw_i64(&w, t ? (int64_t)t->instances : 0);
+    jw_raw(&w, ",\"routable\":");
+    jw_i64(&w, t ? (int64_t)t->routable : 0);
+    jw_raw(&w, ",\"age_ms\":");
+    jw_i64(&w, t ? now - t->built_mono_ms : 0);
+    jw_raw(&w, "},\"routing\":");
+    jw_str(&w, route_policy_name(srv->policy));
+    jw_raw(&w, ",\"uptime_ms\":");
+    jw_i64(&w, now - srv->started_mono_ms);
+    jw_raw(&w, "}");
+    if (w.err) {
+        http_reply_error(req, 500, "server_error", "health", "cannot format the health report");
+    } else {
+        http_reply(req, t ? 200 : 503, "application/json", b.data, b.len, NULL);
+    }
+    buf_cleanup(&b);
+}
+
+/* Writes one group of counters with labels `lab` (`{...}` without braces). */
+static int
+write_stats(struct buf *b, const char *prefix, const char *lab, const struct api_stats *s,
+            bool errors_only)
+{
+    char name[96], l2[512];
+    int rc = 0;
+
+    for (int c = 0; c < API_ERR_CLASSES; c++) {
+        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, api_error_class_names[c]);
+        snprintf(name, sizeof(name), "%s_errors_total", prefix);
+        rc |= metrics_sample(b, name, l2, (double)atomic_load(&s->errors[c]));
+    }
+    if (errors_only) {
+        return rc;
+    }
+    snprintf(name, sizeof(name), "%s_requests_total", prefix);
+    rc |= metrics_sample(b, name, lab, (double)atomic_load(&s->requests));
+    snprintf(name, sizeof(name), "%s_ejections_total", prefix);
+    rc |= metrics_sample(b, name, lab, (double)atomic_load(&s->ejections));
+    snprintf(name, sizeof(name), "%s_request_seconds", prefix);
+    rc |= metrics_hist_write(b, name, lab, &s->latency);
+    snprintf(name, sizeof(name), "%s_ttfb_seconds", prefix);
+    rc |= metrics_hist_write(b, name, lab, &s->ttfb);
+    return rc;
+}
+
+static void
+h_metrics(struct http_request *req, void *arg)
+{
+    struct api_server *srv = arg;
+    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct http_server_stats hs;
+    struct buf b;
+    char lab[512], esc[300], esc2[300];
+    int rc = 0;
+
+    http_server_get_stats(srv->http, &hs);
+    buf_init(&b, 64 * 1024 * 1024);
+    rc |= metrics_header(&b, "roster_http_requests_total", "counter", "HTTP requests answered.");
+    rc |= metrics_sample(&b, "roster_http_requests_total", NULL, (double)hs.requests);
+    rc |= metrics_header(&b, "roster_http_connections_open", "gauge", "Open client connections.");
+    rc |= metrics_sample(&b, "roster_http_connections_open", NULL, (double)hs.connections_open);
+    rc |= metrics_header(&b, "roster_api_model_requests_total", "counter",
+                         "Client requests per model (name@type).");
+    rc |= metrics_header(&b, "roster_api_model_retries_total", "counter",
+                         "Attempts on another instance after a failure, per model.");
+    pthread_mutex_lock(&srv->mstats_mu);
+    for (struct api_mstats *m = srv->mstats; m; m = m->next) {
+        snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
+        rc |= write_stats(&b, "roster_api_model", lab, &m->s, false);
+        rc |= metrics_sample(&b, "roster_api_model_retries_total", lab,
+                             (double)atomic_load(&m->s.retries));
+    }
+    pthread_mutex_unlock(&srv->mstats_mu);
+    rc |= metrics_header(&b, "roster_api_instance_requests_total", "counter",
+                         "Attempts sent to each routable instance.");
+    rc |= metrics_header(&b, "roster_api_instance_in_flight", "gauge",
+                         "Requests in progress on each instance (all loops).");
+    for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
+        const struct api_model *m = &l->table->models[i];
+        for (size_t k = 0; k < m->set.n; k++) {
+            const struct api_inst *in = m->inst[k];
+            snprintf(lab, sizeof(lab), "model=\"%s\",instance=\"%s\"",
+                     log_escape(in->model->model, esc, sizeof(esc)),
+                     log_escape(in->label, esc2, sizeof(esc2)));
+            rc |= write_stats(&b, "roster_api_instance", lab, &in->s, false);
+            rc |= metrics_sample(&b, "roster_api_instance_in_flight", lab,
+                                 (double)atomic_load(&in->rt.in_flight));
+            rc |= metrics_sample(&b, "roster_api_instance_ejected", lab,
+                                 atomic_load(&in->rt.ejected_until_ms) > util_mono_ms() ? 1 : 0);
+        }
+    }
+    rc |= write_stats(&b, "roster_api", "model=\"\"", &srv->total, true);
+    if (rc != 0) {
+        http_reply_error(req, 500, "server_error", "metrics", "cannot format the metrics");
+    } else {
+        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    }
+    buf_cleanup(&b);
+}
+
+static void
+access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg)
+{
+    struct api_server *srv = arg;
+    const char *inst = api_px_instance(req);
+    char esc[256];
+
+    if (!srv->cfg->access_log && status < 500) {
+        return;
+    }
+    log_at(status >= 500 ? LOG_LVL_WARN : LOG_LVL_INFO,
+           "%s %s status=%d bytes=%zu dur_us=%lld req=%s instance=%s", http_req_method(req),
+           log_escape(http_req_path(req), esc, sizeof(esc)), status, len, (long long)us,
+           http_req_id(req), inst ? inst : "-");
+}
+
+static const struct http_route routes[] = {
+    {"GET", "/api/health", h_health, 0},
+    {"GET", "/metrics", h_metrics, 0},
+    {"GET", "/v1/models", h_models, ROUTE_AUTH},
+    {"GET", "/api/v1/models", h_models, ROUTE_AUTH},
+    {"GET", "/v1/models/*", h_model, ROUTE_AUTH},
+    {"GET", "/api/v1/models/*", h_model, ROUTE_AUTH},
+    {"POST", "/v1/chat/completions", api_h_chat, ROUTE_AUTH},
+    {"POST", "/api/v1/chat/completions", api_h_chat, ROUTE_AUTH},
+    {"POST", "/v1/completions", api_h_completions, ROUTE_AUTH},
+    {"POST", "/api/v1/completions", api_h_completions, ROUTE_AUTH},
+    {"POST", "/v1/embeddings", api_h_embeddings, ROUTE_AUTH},
+    {"POST", "/api/v1/embeddings", api_h_embeddings, ROUTE_AUTH},
+    {NULL, NULL, NULL, 0},
+};
+
+/* ---- start-up and shutdown --------------------------------------------------------- */
+
+static void
+on_signal(int sig, void *arg)
+{
+    struct api_server *srv = arg;
+
+    if (!srv->draining) {
+        srv->draining = true;
+        log_info("received %s: finishing requests in flight (up to %lld ms)",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)srv->cfg->shutdown_grace_ms);
+        http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
+    } else {
+        log_warn("second signal: stopping now");
+        http_server_shutdown(srv->http, 0);
+    }
+}
+
+/* The grace period is over: requests still in flight get their error (or
+ * error event) now, while their connections can still carry it. */
+static void
+on_grace_expired(struct http_loop *loop, void *arg)
+{
+    (void)arg;
+    api_proxy_cancel_all(http_loop_get_data(loop));
+}
+
+/* Splits a comma-separated list into srv->keys. Returns 0 or -1. */
+static int
+split_keys(struct api_server *srv, const char *list)
+{
+    const char *rest = list, *p;
+    size_t n;
+
+    while (list && util_next_item(&rest, &p, &n)) {
+        if (n == 0) {
+            continue;
+        }
+        char **k = realloc(srv->keys, (srv->nkeys + 1) * sizeof(*k));
+        if (!k) {
+            return -1;
+        }
+        srv->keys = k;
+        if (!(srv->keys[srv->nkeys] = strndup(p, n))) {
+            return -1;
+        }
+        srv->nkeys++;
+    }
+    return 0;
+}
+
+static int
+serve(struct api_server *srv)
+{
+    char err[256];
+    int port = http_server_port(srv->http);
+
+    srv->nloops = http_server_nloops(srv->http);
+    srv->loops = calloc((size_t)srv->nloops, sizeof(*srv->loops));
+    if (!srv->loops) {
+        log_error("out of memory");
+        return EX_OSERR;
+    }
+    for (int i = 0; i < srv->nloops; i++) {
+        struct api_loop *l = &srv->loops[i];
+        l->srv = srv;
+        l->loop = http_server_loop(srv->http, i);
+        l->curl = curl_loop_new(http_loop_base(l->loop));
+        if (!l->curl) {
+            log_error("out of memory");
+            return EX_OSERR;
+        }
+        http_loop_set_data(l->loop, l);
+    }
+    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
+        log_error("cannot install signal handlers");
+        return EX_OSERR;
+    }
+    if (api_watch_start(srv, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return EX_OSERR;
+    }
+    if (srv->cfg->port_file && util_write_port_file(srv->cfg->port_file, port) != 0) {
+        log_error("cannot write --port_file %s", srv->cfg->port_file);
+        return EX_CANTCREAT;
+    }
+    log_info("apiserver listening on %s:%d; routing %s; controllers: %s; %s", srv->cfg->host, port,
+             route_policy_name(srv->policy), srv->cfg->controller_addr,
+             srv->nkeys ? "API keys required" : "no API keys (open to every client)");
+    http_server_run(srv->http);
+    return 0;
+}
+
+int
+api_main(int argc, char **argv)
+{
+    struct api_config cfg;
+    struct api_server *srv = calloc(1, sizeof(*srv));
+    char err[256];
+    int code = 0;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    if (!srv) {
+        fprintf(stderr, "roster: out of memory\n");
+        return EX_OSERR;
+    }
+    pthread_mutex_init(&srv->mstats_mu, NULL);
+    rc = api_config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        code = rc == 1 ? 0 : EX_USAGE;
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    srv->cfg = &cfg;
+    srv->started_mono_ms = util_mono_ms();
+    route_policy_parse(cfg.routing, &srv->policy);
+    rc = util_parse_urls(cfg.controller_addr, srv->ctl, API_MAX_CTLS, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "roster: --controller_addr: %s\n", err);
+        code = EX_USAGE;
+        goto out;
+    }
+    srv->nctl = (size_t)rc;
+    if (split_keys(srv, cfg.api_keys) != 0) {
+        fprintf(stderr, "roster: out of memory\n");
+        code = EX_OSERR;
+        goto out;
+    }
+    struct http_server_config hc = {
+        .host = cfg.host,
+        .port = (int)cfg.port,
+        .threads = (int)cfg.threads,
+        .max_body = (size_t)cfg.max_body_bytes,
+    };
+    if (http_server_new(&hc, routes, srv, &srv->http, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        code = EX_OSERR;
+        goto out;
+    }
+    http_server_set_hooks(srv->http, NULL, NULL, guard, access_log);
+    http_server_set_expire_hook(srv->http, on_grace_expired);
+    code = serve(srv);
+    if (code == 0) {
+        log_info("apiserver stopped");
+    }
+out:
+    api_watch_stop(srv); /* no more tables posted from here on */
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        api_proxy_cancel_all(&srv->loops[i]);
+        curl_loop_free(srv->loops[i].curl);
+    }
+    http_server_free(srv->http); /* runs table swaps still queued */
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        api_table_unref(srv->loops[i].table);
+    }
+    free(srv->loops);
+    while (srv->mstats) {
+        struct api_mstats *m = srv->mstats;
+        srv->mstats = m->next;
+        free(m);
+    }
+    for (size_t i = 0; i < srv->nkeys; i++) {
+        explicit_bzero(srv->keys[i], strlen(srv->keys[i]));
+        free(srv->keys[i]);
+    }
+    free(srv->keys);
+    pthread_mutex_destroy(&srv->mstats_mu);
+    api_config_cleanup(&cfg);
+    free(srv);
+    return code;
+}

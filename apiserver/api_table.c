@@ -1,0 +1,675 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * api_table.c - the apiserver's instance table and the watcher thread that
+ * keeps it current.
+ *
+ * The watcher long-polls a controller: GET /api/controller/models?view=full
+ * (every instance, with `routable` and the effective weight), then the same
+ * with If-None-Match and wait=--watch_wait_secs, which the controller holds
+ * until the routing state changes. Each answer becomes an immutable
+ * api_table, handed to every event loop with http_loop_post; a loop swaps
+ * its pointer and drops its reference to the old table. So a request never
+ * waits for, or calls, a controller, and a registration reaches routing as
+ * soon as the controller's watch fires.
+ *
+ * Failover: on an error, a timeout or a 5xx the watcher moves to the next
+ * controller of --controller_addr at once; once every controller has
+ * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
+ * round again, forever. Meanwhile the loops keep routing on the last table
+ * they got, and /api/health says the table is stale.
+ *
+ * Instances keep their identity across tables (model, host, port): the
+ * watcher reuses the api_inst of the previous table, so in-flight counts,
+ * ejections and counters survive updates.
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#define LOG_MODULE "apiserver"
+#include "buf.h"
+#include "json_check.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_LIST_BYTES (256u * 1024 * 1024)
+#define MAX_JSON_DEPTH 16
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+struct api_watch {
+    struct api_server *srv;
+    pthread_t thread;
+    bool started;
+    _Atomic bool stop;
+    pthread_mutex_t mu; /* guards st, and cond's waits */
+    pthread_cond_t cond;
+    struct api_watch_status st;
+    int cur;
+    char etag[128];
+    struct api_inst **known; /* sorted by (model, host, port); one reference each */
+    size_t nknown;
+    uint64_t version;
+};
+
+/* ---- tables and instances ---------------------------------------------------- */
+
+void
+api_inst_unref(struct api_inst *i)
+{
+    if (i && atomic_fetch_sub(&i->refs, 1) == 1) {
+        free(i);
+    }
+}
+
+struct api_table *
+api_table_ref(struct api_table *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+    return t;
+}
+
+static void
+table_free(struct api_table *t)
+{
+    for (size_t m = 0; m < t->nmodels; m++) {
+        struct api_model *am = &t->models[m];
+        for (size_t i = 0; i < am->set.n; i++) {
+            api_inst_unref(am->inst[i]);
+        }
+        free(am->inst);
+        route_set_cleanup(&am->set);
+    }
+    free(t->models);
+    free(t);
+}
+
+void
+api_table_unref(struct api_table *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1) {
+        table_free(t);
+    }
+}
+
+static int
+model_cmp(const char *name, const char *type, const struct api_model *m)
+{
+    int c = strcmp(name, m->name);
+    return c ? c : strcmp(type, m->type);
+}
+
+struct api_model *
+api_table_find(struct api_table *t, const char *name, const char *type)
+{
+    size_t lo = 0, hi = t ? t->nmodels : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = model_cmp(name, type, &t->models[mid]);
+        if (c == 0) {
+            return &t->models[mid];
+        }
+        if (c < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return NULL;
+}
+
+bool
+api_table_has_name(struct api_table *t, const char *name)
+{
+    for (size_t i = 0; t && i < t->nmodels; i++) {
+        if (strcmp(t->models[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- building a table from the controller's list ------------------------------ */
+
+struct row {
+    const char *model; /* "name@type" */
+    const char *host;
+    int port;
+    double weight;
+    bool routable;
+};
+
+static int
+row_cmp(const void *a, const void *b)
+{
+    const struct row *x = a, *y = b;
+    int c = strcmp(x->model, y->model);
+
+    if (c == 0) {
+        c = strcmp(x->host, y->host);
+    }
+    return c ? c : (x->port > y->port) - (x->port < y->port);
+}
+
+static int
+inst_cmp_key(const char *model, const char *host, int port, const struct api_inst *i)
+{
+    int c = strcmp(model, i->model->model);
+
+    if (c == 0) {
+        c = strcmp(host, i->host);
+    }
+    return c ? c : (port > i->port) - (port < i->port);
+}
+
+/* The watcher's instance for a row: the one it already knows, or a new one. */
+static struct api_inst *
+inst_for(struct api_watch *w, const struct row *r)
+{
+    size_t lo = 0, hi = w->nknown;
+    struct api_inst *i;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = inst_cmp_key(r->model, r->host, r->port, w->known[mid]);
+        if (c == 0) {
+            atomic_fetch_add(&w->known[mid]->refs, 1); /* the new list's */
+            return w->known[mid];
+        }
+        if (c < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    i = calloc(1, sizeof(*i));
+    if (!i) {
+        return NULL;
+    }
+    atomic_store(&i->refs, 1); /* the new list's */
+    util_strlcpy(i->host, r->host, sizeof(i->host));
+    i->port = r->port;
+    bool v6 = strchr(r->host, ':') != NULL;
+    snprintf(i->base, sizeof(i->base), v6 ? "http://[%s]:%d" : "http://%s:%d", r->host, r->port);
+    snprintf(i->label, sizeof(i->label), v6 ? "[%s]:%d" : "%s:%d", r->host, r->port);
+    i->rt.hash = route_hash(i->label, strlen(i->label));
+    i->model = api_mstats_get(w->srv, r->model);
+    if (!i->model) {
+        free(i);
+        return NULL;
+    }
+    return i;
+}
+
+/* Reads the rows of the controller's view=full list. Returns the count, or
+ * -1 with a reason in err. *rows_out points into `root`. */
+static long
+parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
+{
+    size_t n = (size_t)cJSON_GetArraySize(root), k = 0;
+    struct row *rows = calloc(n ? n : 1, sizeof(*rows));
+
+    if (!rows) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    for (const cJSON *it = root->child; it; it = it->next) {
+        const cJSON *m = json_get(it, "model_name"), *h = json_get(it, "host");
+        const cJSON *p = json_get(it, "port"), *wt = json_get(it, "weight");
+        const cJSON *rt = json_get(it, "routable");
+        if (!cJSON_IsString(m) || !strchr(m->valuestring, '@') || !cJSON_IsString(h) ||
+            strlen(h->valuestring) > API_NAME_MAX || strlen(m->valuestring) > API_NAME_MAX ||
+            !cJSON_IsNumber(p) || p->valuedouble < 1 || p->valuedouble > 65535 ||
+            !cJSON_IsNumber(wt)) {
+            free(rows);
+            snprintf(err, errcap, "the controller's list has a malformed instance");
+            return -1;
+        }
+        rows[k++] = (struct row){m->valuestring, h->valuestring, (int)p->valuedouble,
+                                 wt->valuedouble, cJSON_IsTrue(rt)};
+    }
+    qsort(rows, k, sizeof(*rows), row_cmp);
+    *rows_out = rows;
+    return (long)k;
+}
+
+/* Builds the table for rows[0..n) and makes `known` its instances. Returns
+ * the table (one reference per loop), or NULL when out of memory. */
+static struct api_table *
+build(struct api_watch *w, const struct row *rows, size_t n)
+{
+    struct api_table *t = calloc(1, sizeof(*t));
+    struct api_inst **next = calloc(n ? n : 1, sizeof(*next));
+    struct route_entry *ent = calloc(n ? n : 1, sizeof(*ent));
+    size_t nm = 0;
+
+    if (!t || !next || !ent) {
+        goto oom;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nm += i == 0 || strcmp(rows[i].model, rows[i - 1].model) != 0;
+    }
+    t->models = calloc(nm ? nm : 1, sizeof(*t->models));
+    if (!t->models) {
+        goto oom;
+    }
+    for (size_t i = 0; i < n; i++) {
+        next[i] = inst_for(w, &rows[i]);
+        if (!next[i]) {
+            goto oom;
+        }
+    }
+    for (size_t i = 0, j; i < n; i = j) {
+        struct api_model *m = &t->models[t->nmodels];
+        const char *at = strrchr(rows[i].model, '@');
+        size_t ne = 0;
+        for (j = i; j < n && strcmp(rows[j].model, rows[i].model) == 0; j++) {
+        }
+        snprintf(m->name, sizeof(m->name), "%.*s", (int)(at - rows[i].model), rows[i].model);
+        util_strlcpy(m->type, at + 1, sizeof(m->type));
+        m->known = j - i;
+        m->stats = next[i]->model;
+        m->inst = calloc(j - i, sizeof(*m->inst));
+        if (!m->inst) {
+            goto oom;
+        }
+        for (size_t k = i; k < j; k++) {
+            if (rows[k].routable && rows[k].weight > 0) {
+                ent[ne] = (struct route_entry){&next[k]->rt, rows[k].weight};
+                m->inst[ne++] = next[k];
+                atomic_fetch_add(&next[k]->refs, 1); /* the table's */
+            }
+        }
+        t->nmodels++;
+        if (route_set_build(&m->set, ent, ne) != 0) {
+            for (size_t k = 0; k < ne; k++) {
+                api_inst_unref(m->inst[k]);
+            }
+            m->set.n = 0;
+            goto oom;
+        }
+        t->routable += ne;
+    }
+    /* sorted by (name, type): "name@type" order can differ when a name is
+     * a prefix of another */
+    for (size_t a = 1; a < t->nmodels; a++) {
+        for (size_t b = a;
+             b > 0 && model_cmp(t->models[b].name, t->models[b].type, &t->models[b - 1]) < 0; b--) {
+            struct api_model tmp = t->models[b];
+            t->models[b] = t->models[b - 1];
+            t->models[b - 1] = tmp;
+        }
+    }
+    t->instances = n;
+    t->version = ++w->version;
+    t->built_mono_ms = util_mono_ms();
+    atomic_store(&t->refs, w->srv->nloops);
+    for (size_t i = 0; i < w->nknown; i++) {
+        api_inst_unref(w->known[i]);
+    }
+    free(w->known);
+    w->known = next;
+    w->nknown = n;
+    free(ent);
+    return t;
+oom:
+    for (size_t i = 0; next && i < n && next[i]; i++) {
+        api_inst_unref(next[i]); /* the ones created here go away */
+    }
+    if (t) {
+        atomic_store(&t->refs, 1);
+        table_free(t);
+    }
+    free(next);
+    free(ent);
+    return NULL;
+}
+
+/* ---- handing tables to the loops ------------------------------------------------ */
+
+struct swap_task {
+    struct http_task task; /* first */
+    struct api_loop *loop;
+    struct api_table *table;
+};
+
+static void
+swap_table(struct http_task *task)
+{
+    struct swap_task *s = (struct swap_task *)task;
+    struct api_table *old = s->loop->table;
+
+    s->loop->table = s->table;
+    api_table_unref(old);
+    free(s);
+}
+
+static void
+publish(struct api_watch *w, struct api_table *t)
+{
+    struct api_server *srv = w->srv;
+
+    for (int i = 0; i < srv->nloops; i++) {
+        struct swap_task *s = calloc(1, sizeof(*s));
+        if (!s) {
+            api_table_unref(t); /* that loop keeps its old table */
+            log_error("out of memory: loop %d keeps table version %" PRIu64 "", i, t->version - 1);
+            continue;
+        }
+        s->task.fn = swap_table;
+        s->loop = &srv->loops[i];
+        s->table = t;
+        http_loop_post(srv->loops[i].loop, &s->task);
+    }
+}
+
+/* ---- the watch call ------------------------------------------------------------- */
+
+struct call {
+    struct api_watch *w;
+    struct buf body;
+    char etag[128];
+};
+
+static size_t
+on_header(char *p, size_t size, size_t n, void *arg)
+{
+    struct call *c = arg;
+    size_t len = size * n;
+
+    if (len > 5 && strncasecmp(p, "ETag:", 5) == 0) {
+        size_t a = 5, b = len;
+        while (a < b && (p[a] == ' ' || p[a] == '\t')) {
+            a++;
+        }
+        while (b > a && (p[b - 1] == '\r' || p[b - 1] == '\n' || p[b - 1] == ' ')) {
+            b--;
+        }
+        snprintf(c->etag, sizeof(c->etag), "%.*s", (int)(b - a), p + a);
+    }
+    return len;
+}
+
+static size_t
+on_data(char *p, size_t size, size_t n, void *arg)
+{
+    struct call *c = arg;
+
+    return buf_append(&c->body, p, size * n) == 0 ? size * n : 0;
+}
+
+static int
+on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    struct call *call = arg;
+
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
+    return atomic_load(&call->w->stop) ? 1 : 0; /* nonzero aborts the transfer */
+}
+
+/* One list call to controller `ctl`: a long-poll when we hold an ETag.
+ * Returns the HTTP status (200, 304, ...), or -1 with a reason in err. */
+static long
+watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errcap)
+{
+    const struct api_config *cfg = w->srv->cfg;
+    struct curl_slist *hl = NULL, *n;
+    char url[700], inm[160], secret[600];
+    long status = -1;
+    CURL *h = curl_easy_init();
+    CURLcode cc;
+
+    if (!h) {
+        snprintf(err, errcap, "cannot create a curl handle");
+        return -1;
+    }
+    if (w->etag[0]) {
+        snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld", w->srv->ctl[ctl],
+                 (long long)cfg->watch_wait_secs);
+    } else {
+        snprintf(url, sizeof(url), "%s/api/controller/models?view=full", w->srv->ctl[ctl]);
+    }
+    snprintf(inm, sizeof(inm), "If-None-Match: %s", w->etag);
+    if (w->etag[0] && (n = curl_slist_append(hl, inm))) {
+        hl = n;
+    }
+    if (cfg->cluster_secret && *cfg->cluster_secret) {
+        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", cfg->cluster_secret);
+        if ((n = curl_slist_append(hl, secret))) {
+            hl = n;
+        }
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->control_timeout_ms);
+    curl_easy_setopt(
+        h, CURLOPT_TIMEOUT_MS,
+        (long)(cfg->control_timeout_ms + (w->etag[0] ? cfg->watch_wait_secs * 1000 : 0)));
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    cc = curl_easy_perform(h);
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    } else {
+        snprintf(err, errcap, "%s", curl_easy_strerror(cc));
+    }
+    explicit_bzero(secret, sizeof(secret));
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* Turns a 200 answer into a table and publishes it. Returns 0, or -1 with
+ * a reason in err. */
+static int
+take_list(struct api_watch *w, struct call *c, char *err, size_t errcap)
+{
+    cJSON *root = NULL;
+    struct row *rows = NULL;
+    struct api_table *t;
+    char jerr[128];
+    long n;
+
+    if (json_parse(c->body.data, c->body.len, MAX_JSON_DEPTH, &root, jerr, sizeof(jerr)) != 0 ||
+        !cJSON_IsArray(root)) {
+        snprintf(err, errcap, "the controller's list is not a JSON array");
+        cJSON_Delete(root);
+        return -1;
+    }
+    n = parse_rows(root, &rows, err, errcap);
+    if (n < 0) {
+        cJSON_Delete(root);
+        return -1;
+    }
+    t = build(w, rows, (size_t)n);
+    if (!t) {
+        snprintf(err, errcap, "out of memory building the table");
+        free(rows);
+        cJSON_Delete(root);
+        return -1;
+    }
+    log_debug("table version %" PRIu64 ": %zu models, %zu instances, %zu routable", t->version,
+              t->nmodels, t->instances, t->routable);
+    publish(w, t);
+    free(rows);
+    cJSON_Delete(root);
+    return 0;
+}
+
+/* Waits ms or until stopped; returns true when stopped. */
+static bool
+wait_ms(struct api_watch *w, int64_t ms)
+{
+    struct timespec ts;
+
+    util_deadline_us(ms * 1000, &ts);
+    pthread_mutex_lock(&w->mu);
+    while (!atomic_load(&w->stop)) {
+        if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return atomic_load(&w->stop);
+}
+
+static void
+set_status(struct api_watch *w, bool ok, const char *error)
+{
+    pthread_mutex_lock(&w->mu);
+    w->st.reachable = ok;
+    util_strlcpy(w->st.current, w->srv->ctl[w->cur], sizeof(w->st.current));
+    if (ok) {
+        w->st.last_ok_mono_ms = util_mono_ms();
+        w->st.error[0] = '\0';
+    } else {
+        util_strlcpy(w->st.error, error, sizeof(w->st.error));
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *
+watch_main(void *arg)
+{
+    struct api_watch *w = arg;
+    int64_t backoff = BACKOFF_MIN_MS;
+    size_t failed_in_a_row = 0;
+    bool warned = false;
+
+    while (!atomic_load(&w->stop)) {
+        struct call c = {.w = w};
+        char err[256] = "";
+        long st;
+
+        buf_init(&c.body, MAX_LIST_BYTES);
+        st = watch_call(w, w->cur, &c, err, sizeof(err));
+        if (atomic_load(&w->stop)) {
+            buf_cleanup(&c.body);
+            break;
+        }
+        if (st == 200 && take_list(w, &c, err, sizeof(err)) == 0) {
+            util_strlcpy(w->etag, c.etag, sizeof(w->etag));
+            pthread_mutex_lock(&w->mu);
+            w->st.loaded = true;
+            pthread_mutex_unlock(&w->mu);
+        } else if (st == 200 || (st != 304 && st >= 0)) {
+            if (!err[0]) {
+                snprintf(err, sizeof(err), "status %ld", st);
+            }
+            st = -1;
+        }
+        buf_cleanup(&c.body);
+        if (st == 200 || st == 304) {
+            if (warned) {
+                log_info("watching %s again", w->srv->ctl[w->cur]);
+            }
+            warned = false;
+            failed_in_a_row = 0;
+            backoff = BACKOFF_MIN_MS;
+            set_status(w, true, NULL);
+            if (!w->etag[0] && wait_ms(w, 1000)) {
+                break; /* a controller without watches (DB-GPT's): poll every second */
+            }
+            continue;
+        }
+        set_status(w, false, err);
+        if (!warned) {
+            log_warn("controller %s: %s; trying the next one (routing goes on with the last "
+                     "table)",
+                     w->srv->ctl[w->cur], err);
+            warned = true;
+        }
+        w->cur = (w->cur + 1) % (int)w->srv->nctl;
+        if (++failed_in_a_row < w->srv->nctl) {
+            continue; /* the next controller at once */
+        }
+        failed_in_a_row = 0;
+        int64_t d = backoff / 2 + (int64_t)util_random_below((uint64_t)backoff);
+        if (wait_ms(w, d)) {
+            break;
+        }
+        backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
+    }
+    return NULL;
+}
+
+int
+api_watch_start(struct api_server *srv, char *err, size_t errcap)
+{
+    struct api_watch *w = calloc(1, sizeof(*w));
+
+    if (!w) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    w->srv = srv;
+    w->cur = (int)util_random_below(srv->nctl);
+    util_strlcpy(w->st.current, srv->ctl[w->cur], sizeof(w->st.current));
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    srv->watch = w;
+    if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
+        snprintf(err, errcap, "cannot start the watcher thread");
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+void
+api_watch_stop(struct api_server *srv)
+{
+    struct api_watch *w = srv->watch;
+
+    if (!w) {
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->stop, true);
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    if (w->started) {
+        pthread_join(w->thread, NULL);
+    }
+    for (size_t i = 0; i < w->nknown; i++) {
+        api_inst_unref(w->known[i]);
+    }
+    free(w->known);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    srv->watch = NULL;
+}
+
+void
+api_watch_status(struct api_server *srv, struct api_watch_status *out)
+{
+    struct api_watch *w = srv->watch;
+
+    memset(out, 0, sizeof(*out));
+    if (!w) {
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    *out = w->st;
+    pthread_mutex_unlock(&w->mu);
+}

@@ -1,0 +1,376 @@
+"""The apiserver as a real process in front of real controllers and workers:
+the official openai npm package against it, the routing policies (weights,
+weight 0, sessions), failover (kill -9, SIGSTOP, every controller killed),
+cancellation, and bad input."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import harness as h  # noqa: E402
+from test_worker import open_stream  # noqa: E402
+
+NODE_DIR = os.path.join(os.path.dirname(__file__), "..", "node")
+MSGS = [{"role": "user", "content": "How does a worker register?"}]
+CHAT = {"model": "tiny", "messages": MSGS, "max_tokens": 2, "temperature": 0}
+
+
+def worker(t, c, name, model="tiny", wtype="llm", weight=1, args=()):
+    return t.start(name, ["start", "worker", "--model_name", model, "--worker_type", wtype,
+                          "--host", "127.0.0.1", "--controller_addr", c.url,
+                          "--heartbeat_interval", "0.5", "--weight", str(weight),
+                          "--embed_dim", "32"] + list(args))
+
+
+def apiserver(t, controllers, args=(), env=None, name="api", wait=True):
+    return t.start(name, ["start", "apiserver", "--host", "127.0.0.1", "--controller_addr",
+                          ",".join(c.url for c in controllers)] + list(args), env=env, wait=wait)
+
+
+def instances(a, model="tiny", headers=None):
+    r = h.request("GET", a.url + "/v1/models", headers=headers)
+    if r.status != 200:
+        return 0
+    return {m["id"]: m["instances"] for m in r.json()["data"]}.get(model, 0)
+
+
+def wait_instances(a, n, model="tiny", headers=None):
+    h.wait_until(lambda: instances(a, model, headers) == n, 10,
+                 what=f"{n} routable instances of {model} at the apiserver")
+
+
+def served(w):
+    return int(h.metric(w.url, "roster_worker_requests_total"))
+
+
+class Client:
+    """One keep-alive connection."""
+
+    def __init__(self, port, timeout=10):
+        self.port, self.timeout = port, timeout
+        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def post(self, path, body, headers=None):
+        hdrs = {"Content-Type": "application/json"}
+        hdrs.update(headers or {})
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        try:
+            self.c.request("POST", path, data, hdrs)
+            r = self.c.getresponse()
+            return r.status, r.read(), {k.lower(): v for k, v in r.getheaders()}
+        except (OSError, http.client.HTTPException):
+            self.c.close()
+            self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            raise
+
+
+def test_openai_sdk(t):
+    if not shutil.which("node"):
+        raise h.Failure("node is not installed (scripts/deps.sh test installs it)")
+    c = t.controller()
+    w = worker(t, c, "llm")
+    worker(t, c, "emb", model="emb", wtype="text2vec")
+    worker(t, c, "zero", model="zero", weight=0)
+    a = apiserver(t, [c], env={"ROSTER_API_KEYS": "sk-roster-1,sk-roster-2"})
+    auth = {"Authorization": "Bearer sk-roster-2"}
+    wait_instances(a, 1, headers=auth)
+    wait_instances(a, 1, model="emb", headers=auth)
+    env = dict(os.environ, ROSTER_BASE_URL=a.url + "/v1", ROSTER_API_KEY="sk-roster-1",
+               ROSTER_CHAT_MODEL="tiny", ROSTER_EMB_MODEL="emb", ROSTER_ZERO_MODEL="zero")
+    p = subprocess.run(["node", os.path.join(NODE_DIR, "openai_client.mjs")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    h.eq(p.returncode, 0, f"node: {p.stderr[-3000:]}")
+    out = json.loads(p.stdout)
+    h.eq(out["models"], ["emb", "tiny"], "models.list (zero has no routable instance):")
+    h.eq(out["model"], "tiny")
+    direct = h.request("POST", w.url + "/v1/chat/completions",
+                       {"model": "tiny", "messages": MSGS, "temperature": 0, "max_tokens": 20,
+                        "seed": 7}).json()
+    want = direct["choices"][0]["message"]["content"]
+    h.eq((out["chat"]["object"], out["chat"]["text"], out["chat"]["finish"]),
+         ("chat.completion", want, "length"))
+    h.eq(out["chat"]["usage"]["completion_tokens"], 20)
+    h.eq(out["stream"]["text"], want, "streamed text reassembled by the SDK:")
+    h.check(out["stream"]["chunks"] >= 20, f"chunk by chunk: {out['stream']['chunks']}")
+    h.eq(out["stream"]["usage"]["completion_tokens"], 20)
+    h.eq(out["completion"]["object"], "text_completion")
+    h.check(len(out["completion"]["text"]) > 0)
+    h.eq((out["embeddings"]["n"], out["embeddings"]["dims"]), (2, [32, 32]))
+    h.check(abs(out["embeddings"]["norm"] - 1) < 1e-5)
+    h.check(out["embeddings"]["same"], "base64 (the SDK's default) and float agree")
+    h.eq((out["bad_key"]["class"], out["bad_key"]["status"]), ("AuthenticationError", 401))
+    h.eq((out["unknown_model"]["class"], out["unknown_model"]["status"]), ("NotFoundError", 404))
+    h.eq((out["no_instance"]["class"], out["no_instance"]["status"]),
+         ("InternalServerError", 503))
+    h.check("sk-roster" not in a.logs(), "keys never logged")
+
+
+def test_weights(t):
+    c = t.controller()
+    w1 = worker(t, c, "w1", weight=1)
+    w3 = worker(t, c, "w3", weight=3)
+    w0 = worker(t, c, "w0", weight=0)
+    a = apiserver(t, [c])
+    wait_instances(a, 2)
+    cl = Client(a.port)
+    n = 10000
+    for _ in range(n):
+        st, body, _ = cl.post("/v1/chat/completions", CHAT)
+        h.eq(st, 200, f"{body[:200]!r}")
+    got1, got3 = served(w1), served(w3)
+    h.eq(got1 + got3, n, "every request served once:")
+    h.eq(served(w0), 0, "weight 0 gets nothing:")
+    share = got3 / n
+    h.check(abs(share - 0.75) <= 0.03, f"weights 1:3 -> {got1}:{got3} ({share:.3f} on weight 3)")
+    # the other weighted policies, fewer requests each
+    for policy in ["weighted_random", "round_robin", "least_inflight"]:
+        b = apiserver(t, [c], args=["--routing", policy], name=f"api-{policy}")
+        wait_instances(b, 2)
+        before1, before3 = served(w1), served(w3)
+        cl = Client(b.port)
+        for _ in range(2000):
+            h.eq(cl.post("/v1/chat/completions", CHAT)[0], 200)
+        d1, d3 = served(w1) - before1, served(w3) - before3
+        h.eq(d1 + d3, 2000)
+        if policy != "least_inflight":  # sequential requests: every instance idle, ties random
+            h.check(abs(d3 / 2000 - 0.75) <= 0.05, f"{policy}: {d1}:{d3}")
+        h.eq(served(w0), 0, f"{policy}: weight 0 gets nothing")
+
+
+def test_session_affinity(t):
+    c = t.controller()
+    ws = [worker(t, c, f"s{i}") for i in range(3)]
+    a = apiserver(t, [c], args=["--routing", "session"])
+    wait_instances(a, 3)
+    cl = Client(a.port)
+
+    def served_if_alive(w):
+        return served(w) if w.alive() else 0
+
+    def where(session, use_user):
+        before = [served_if_alive(w) for w in ws]
+        for _ in range(4):
+            body = dict(CHAT, user=session) if use_user else CHAT
+            hdrs = {} if use_user else {"X-Session-Id": session}
+            h.eq(cl.post("/v1/chat/completions", body, hdrs)[0], 200)
+        moved = [served_if_alive(w) - b for w, b in zip(ws, before)]
+        h.eq(sorted(moved), [0, 0, 4], f"session {session}: one instance serves it all")
+        return moved.index(4)
+
+    sessions = [f"user-{i}" for i in range(24)]
+    first = {s: where(s, i % 2 == 0) for i, s in enumerate(sessions)}
+    h.check(len(set(first.values())) == 3, f"sessions spread over the instances: {first}")
+    h.eq({s: where(s, i % 2 == 0) for i, s in enumerate(sessions)}, first, "sticky:")
+    gone = first[sessions[0]]
+    ws[gone].stop()
+    wait_instances(a, 2)
+    ws_alive = [i for i in range(3) if i != gone]
+    for i, s in enumerate(sessions):
+        now = where(s, i % 2 == 0)
+        if first[s] != gone:
+            h.eq(now, first[s], f"session {s} on a surviving instance stays put")
+        else:
+            h.check(now in ws_alive)
+
+
+def load(a, stop, results, body=CHAT):
+    cl = Client(a.port, timeout=10)
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            st = cl.post("/v1/chat/completions", body)[0]
+        except OSError as e:
+            st = f"error {e}"
+        results.append((t0, st))
+
+
+def test_kill9_under_load(t):
+    c = t.controller()
+    w1 = worker(t, c, "k1")
+    worker(t, c, "k2")
+    a = apiserver(t, [c])
+    wait_instances(a, 2)
+    stop, results = threading.Event(), []
+    threads = [threading.Thread(target=load, args=(a, stop, results)) for _ in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(1)
+    w1.kill()
+    killed = time.monotonic()
+    time.sleep(2)
+    stop.set()
+    for th in threads:
+        th.join(15)
+    after = [st for t0, st in results if t0 > killed]
+    h.check(len(after) > 100, f"steady load after the kill: {len(after)} requests")
+    h.eq([st for st in after if st != 200], [], "no failed request started after the kill:")
+    ej = h.metric(a.url, 'roster_api_model_ejections_total{model="tiny@llm"}')
+    h.check(ej is not None and ej >= 1, f"the dead instance was ejected ({ej})")
+
+
+def test_sigstop_gives_bounded_504_and_ejects(t):
+    c = t.controller()
+    w1 = worker(t, c, "st1")
+    w2 = worker(t, c, "st2")
+    a = apiserver(t, [c], args=["--first_byte_timeout_ms", "500", "--eject_ms", "30000"])
+    wait_instances(a, 2)
+    w1.signal(signal.SIGSTOP)
+    try:
+        cl = Client(a.port)
+        statuses = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            st, body, _ = cl.post("/v1/chat/completions", CHAT)
+            dt = time.monotonic() - t0
+            statuses.append(st)
+            if st == 504:
+                h.check(dt < 1.5, f"504 after {dt:.2f}s: bounded by the first-byte timeout")
+                h.eq(json.loads(body)["error"]["code"], "upstream_timeout")
+        h.eq(statuses.count(504), 1, f"one 504, then the instance is ejected: {statuses}")
+        h.check(all(st == 200 for st in statuses if st != 504))
+        before = served(w2)
+        for _ in range(10):
+            h.eq(cl.post("/v1/chat/completions", CHAT)[0], 200)
+        h.eq(served(w2) - before, 10, "the stopped worker gets nothing while ejected")
+    finally:
+        w1.signal(signal.SIGCONT)
+
+
+def test_serves_from_last_table_when_controllers_die(t):
+    c1, c2 = t.controller("c1"), t.controller("c2")
+    worker(t, c1, "w")
+    a = apiserver(t, [c1, c2])
+    wait_instances(a, 1)
+    c1.kill()
+    c2.kill()
+    h.wait_until(lambda: h.request("GET", a.url + "/api/health").json()["status"] == "stale",
+                 40, what="the apiserver to notice")
+    hl = h.request("GET", a.url + "/api/health")
+    h.eq(hl.status, 200, "still serving: 200")
+    h.eq(hl.json()["controllers"]["reachable"], False)
+    cl = Client(a.port)
+    for _ in range(20):
+        h.eq(cl.post("/v1/chat/completions", CHAT)[0], 200, "served from the last table")
+
+
+def test_new_instance_gets_traffic_within_a_second(t):
+    c = t.controller()
+    worker(t, c, "old")
+    a = apiserver(t, [c], args=["--routing", "round_robin"])
+    wait_instances(a, 1)
+    new = worker(t, c, "new", args=["--heartbeat_interval", "5"])
+    h.wait_until(lambda: any(i["port"] == new.port and i["healthy"]
+                             for i in h.list_models(c.url)), 5, interval=0.01,
+                 what="registration")
+    registered = time.monotonic()
+    cl = Client(a.port)
+    while served(new) == 0:
+        h.check(time.monotonic() - registered < 1.0, "traffic within 1 s of registration")
+        h.eq(cl.post("/v1/chat/completions", CHAT)[0], 200)
+
+
+def test_client_disconnect_cancels(t):
+    c = t.controller()
+    w = worker(t, c, "slow", args=["--decode_delay_ms", "50"])
+    a = apiserver(t, [c])
+    wait_instances(a, 1)
+    s = open_stream(a.port, {"model": "tiny", "messages": MSGS, "stream": True,
+                             "max_tokens": 1000})
+    h.eq(h.metric(w.url, "roster_worker_in_flight"), 1.0)
+    s.close()
+    t0 = time.monotonic()
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_cancelled_total") == 1.0, 1.0,
+                 interval=0.02, what="the worker to see the cancellation")
+    h.check(time.monotonic() - t0 < 1.0)
+
+
+def test_failure_mid_stream_ends_with_an_error_event(t):
+    c = t.controller()
+    w = worker(t, c, "dies", args=["--decode_delay_ms", "30"])
+    a = apiserver(t, [c])
+    wait_instances(a, 1)
+    s = open_stream(a.port, {"model": "tiny", "messages": MSGS, "stream": True,
+                             "max_tokens": 1000})
+    w.kill()
+    got = b""
+    s.settimeout(5)
+    while not got.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    h.check(b'"code":"upstream_error"' in got, f"an error event: {got[-400:]!r}")
+    h.check(b"[DONE]" not in got)
+
+
+def test_request_id_and_added_time(t):
+    c = t.controller()
+    w = worker(t, c, "rid")
+    a = apiserver(t, [c])
+    wait_instances(a, 1)
+    st, body, hdrs = Client(a.port).post("/v1/chat/completions", CHAT,
+                                         {"X-Request-Id": "trace-7"})
+    h.eq(st, 200)
+    h.eq(json.loads(body)["id"], "chatcmpl-trace-7", "the worker got the request id:")
+    h.eq(hdrs["x-request-id"], "trace-7")
+    h.check(0 <= float(hdrs["x-roster-added-ms"]) < 50, f"added time: {hdrs}")
+    h.wait_until(lambda: "req=trace-7" in w.logs(), 2, what="the worker's log line")
+    line = [x for x in a.logs().splitlines() if "req=trace-7" in x][0]
+    h.check("status=200" in line and f"instance=127.0.0.1:{w.port}" in line, line)
+
+
+def test_bad_input(t):
+    c = t.controller()
+    worker(t, c, "w")
+    a = apiserver(t, [c], args=["--max_body_bytes", "2048"],
+                  env={"ROSTER_API_KEYS": "k1"})
+    auth = {"Authorization": "Bearer k1"}
+    wait_instances(a, 1, headers=auth)
+    cl = Client(a.port)
+    for label, body, hdrs, want in [
+        ("no key", CHAT, {}, 401),
+        ("wrong key", CHAT, {"Authorization": "Bearer k2"}, 401),
+        ("bad JSON", b"{nope", auth, 400),
+        ("not an object", b"[1]", auth, 400),
+        ("no model", {"messages": MSGS}, auth, 400),
+        ("model not a string", {"model": 5, "messages": MSGS}, auth, 400),
+        ("stream not a boolean", dict(CHAT, stream="yes"), auth, 400),
+        ("unknown model", dict(CHAT, model="nope"), auth, 404),
+        ("too large", dict(CHAT, pad="x" * 4000), auth, 413),
+        ("the worker's own 400", dict(CHAT, temperature=9), auth, 400),
+    ]:
+        st, body, _ = cl.post("/v1/chat/completions", body, hdrs)
+        h.check_error(st, body, want, label)
+    r = h.request("GET", a.url + "/v1/nothing", headers=auth)
+    h.check_error(r.status, r.body, 404, "unknown path")
+    r = h.request("GET", a.url + "/v1/chat/completions", headers=auth)
+    h.check_error(r.status, r.body, 405, "GET on a POST route")
+    h.eq(h.request("GET", a.url + "/api/health").status, 200, "health needs no key")
+
+
+def test_no_controller_yet(t):
+    dead, port = h.dead_port()
+    try:
+        a = apiserver(t, [type("C", (), {"url": f"http://127.0.0.1:{port}"})])
+        r = h.request("GET", a.url + "/api/health")
+        h.eq((r.status, r.json()["status"]), (503, "starting"))
+        st, body, hdrs = Client(a.port).post("/v1/chat/completions", CHAT)
+        h.check_error(st, body, 503, "no table yet")
+        h.eq(hdrs.get("retry-after"), "1")
+        r = h.cli(["start", "apiserver", "--routing", "fastest"])
+        h.eq(r.returncode, 64)
+        h.check("--routing" in r.stderr)
+    finally:
+        dead.close()
+
+
+if __name__ == "__main__":
+    h.main(globals())
