@@ -13,6 +13,7 @@ pids=()
 bench_cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    [ -f "$work/nginx-proxy.pid" ] && kill "$(cat "$work/nginx-proxy.pid")" 2>/dev/null || true
     [ -d "$work/mariadb" ] && tests/lib/mariadb.sh stop "$work/mariadb" >/dev/null 2>&1 || true
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -46,6 +47,34 @@ http {
 }
 NGINX
     nginx -c "$work/nginx.conf" -p "$work"
+    sleep 0.3
+}
+
+# Starts nginx (2 workers) as a reverse proxy to 127.0.0.1:$1 with upstream
+# keep-alive and no response buffering (chunks pass as they come, as
+# roster's do); sets pport.
+start_nginx_proxy() {
+    pport=$(free_port)
+    cat >"$work/nginx-proxy.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx-proxy.pid;
+error_log $work/nginx-proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream worker { server 127.0.0.1:$1; keepalive 128; }
+  server {
+    listen 127.0.0.1:$pport;
+    location / {
+      proxy_pass http://worker;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+    nginx -c "$work/nginx-proxy.conf" -p "$work"
     sleep 0.3
 }
 
