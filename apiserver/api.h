@@ -11,12 +11,13 @@
  *                 new table to every event loop; no controller call is
  *                 ever made on a request's path
  *   api_route.c   the routing policies and passive ejection
- *   api_proxy.c   the request path: libcurl multi on each loop, retries,
- *                 timeouts, streaming, cancellation
+ *   api_proxy.c   the request path: keep-alive HTTP to the workers on each
+ *                 loop (http_upstream.h), retries, timeouts, streaming,
+ *                 cancellation
  *   api_server.c  api_main: wiring, models, health, metrics, access log
  *
- * Threads: --threads event loops serve requests, each with its own curl
- * multi handle (keep-alive connections to workers) and its own reference
+ * Threads: --threads event loops serve requests, each with its own pool of
+ * keep-alive connections to workers and its own reference
  * to the current table; the watcher thread makes blocking control-plane
  * calls and never touches a loop's state except through http_loop_post.
  */
@@ -24,6 +25,7 @@
 #define ROSTER_API_H
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -109,7 +111,9 @@ struct api_inst {
     char host[API_NAME_MAX + 1];
     int port;
     char base[API_NAME_MAX + 32];  /* "http://host:port" ([host] for IPv6) */
-    char label[API_NAME_MAX + 16]; /* "host:port", for logs and metrics */
+    char label[API_NAME_MAX + 16]; /* "host:port", for logs, metrics and Host */
+    struct sockaddr_storage sa;    /* resolved by the watcher; salen 0: did not resolve */
+    unsigned salen;
     struct api_mstats *model;
     struct api_stats s;
 };
@@ -162,17 +166,22 @@ void api_watch_status(struct api_server *srv, struct api_watch_status *out);
 /* ---- the server (api_proxy.c, api_server.c) ---------------------------------- */
 
 struct api_watch;
-struct curl_loop;
+struct hu_pool;
 struct api_px;
 
 /* Per event loop. */
 struct api_loop {
     struct api_server *srv;
     struct http_loop *loop;
-    struct curl_loop *curl;
+    struct hu_pool *hu;      /* keep-alive connections to the instances */
     struct api_table *table; /* this loop's reference; NULL until loaded */
     struct api_px *active;   /* requests in progress (cancelled at shutdown) */
 };
+
+/* Sets up and tears down a loop's request-path state (api_proxy.c).
+ * api_loop_init returns 0, or -1 when out of memory. */
+int api_loop_init(struct api_loop *l);
+void api_loop_cleanup(struct api_loop *l);
 
 struct api_server {
     struct api_config *cfg;

@@ -8,7 +8,8 @@
  *
  *   parse (model, stream, session key) -> look up the model (404, 503)
  *     -> attempt: pick an instance (api_route.c), send the body unchanged
- *        with libcurl multi on this loop (keep-alive to the workers)
+ *        over this loop's keep-alive connections to the workers
+ *        (http_upstream.h)
  *          - refused/reset/no answer, 5xx, 429, 404: nothing has reached
  *            the client yet, so try another instance (never the same one,
  *            at most --max_attempts); refused/reset/5xx eject the instance
@@ -32,12 +33,12 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #define LOG_MODULE "apiserver"
 #include "buf.h"
-#include "curl_loop.h"
+#include "http_upstream.h"
 #include "json_check.h"
 #include "log.h"
 #include "util.h"
@@ -67,21 +68,24 @@ struct api_px {
     struct api_inst *inst; /* the instance of the current attempt */
     bool trial;            /* ... is a half-open trial */
     bool counted;          /* ... has our in-flight count */
-    CURL *easy;
-    bool in_loop;
-    struct curl_slist *headers;
-    struct event *timer; /* first byte, then (streams) idle */
-    long status;         /* the current attempt's */
+    struct hu_req *up;     /* the current attempt's transfer */
+    char headers[200];     /* X-Request-Id and Content-Type lines */
+    struct event timer_ev; /* first byte, idle (streams), the whole request */
+    struct event *timer;   /* &timer_ev once assigned */
+    int status;            /* the current attempt's */
+    char ct[128];          /* ... and its Content-Type */
     bool got_header;
-    bool started; /* our streamed reply has begun */
+    bool started;   /* our streamed reply has begun */
+    bool too_large; /* a whole answer beyond MAX_ANSWER */
     struct buf resp;
-    int64_t start_us;   /* arrival */
-    int64_t attempt_us; /* the current attempt's start */
+    int64_t start_us;     /* arrival */
+    int64_t attempt_us;   /* the current attempt's start */
+    int64_t deadline_us;  /* ... and its end (--request_timeout_ms) */
+    int64_t last_data_us; /* streams: the last chunk's arrival */
     bool saw_429;
     int fail_status; /* what to answer if every attempt fails (0: nothing yet) */
     char fail_code[32];
     char fail_msg[640];
-    char curl_err[CURL_ERROR_SIZE];
     struct api_px *prev, *next; /* l->active */
 };
 
@@ -108,9 +112,9 @@ count_error(struct api_px *px, enum api_error_class c)
 static void
 end_attempt(struct api_px *px)
 {
-    if (px->in_loop) {
-        curl_loop_remove(px->l->curl, px->easy);
-        px->in_loop = false;
+    if (px->up) {
+        hu_cancel(px->up);
+        px->up = NULL;
     }
     if (px->timer) {
         evtimer_del(px->timer);
@@ -162,12 +166,8 @@ px_free(struct api_px *px)
         px->next->prev = px->prev;
     }
     if (px->timer) {
-        event_free(px->timer);
+        event_del(px->timer);
     }
-    if (px->easy) {
-        curl_easy_cleanup(px->easy);
-    }
-    curl_slist_free_all(px->headers);
     buf_cleanup(&px->resp);
     api_table_unref(px->table);
     free(px);
@@ -247,33 +247,17 @@ remember(struct api_px *px, int status, const char *code, const char *what, cons
 static void
 arm(struct api_px *px, int64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    int64_t left = px->deadline_us - now_us();
 
+    if (left < ms * 1000) {
+        ms = left > 0 ? (left + 999) / 1000 : 0; /* the whole request's deadline comes first */
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     evtimer_add(px->timer, &tv);
 }
 
-static size_t
-on_header(char *p, size_t size, size_t n, void *arg)
-{
-    struct api_px *px = arg;
-
-    (void)p;
-    if (!px->got_header) {
-        int64_t ttfb = now_us() - px->attempt_us;
-        px->got_header = true;
-        metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
-        metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
-        if (px->stream) {
-            arm(px, px->srv->cfg->idle_timeout_ms);
-        } else {
-            evtimer_del(px->timer); /* the rest is bounded by --request_timeout_ms */
-        }
-    }
-    return size * n;
-}
-
-/* X-Roster-Added-Ms: the time roster added, i.e. the request's time so
- * far minus the instance's share (`upstream_us`). */
+/* X-Roster-Added-Ms: the request's time so far minus the instance's share
+ * (`upstream_us`). */
 static void
 added_header(struct api_px *px, int64_t upstream_us, char *out, size_t cap)
 {
@@ -282,41 +266,52 @@ added_header(struct api_px *px, int64_t upstream_us, char *out, size_t cap)
     snprintf(out, cap, "X-Roster-Added-Ms: %.3f\r\n", (double)(added > 0 ? added : 0) / 1000.0);
 }
 
-static size_t
-on_body(char *p, size_t size, size_t n, void *arg)
+static void
+up_head(void *arg, int status, const char *content_type)
 {
     struct api_px *px = arg;
-    size_t len = size * n;
+    int64_t ttfb = now_us() - px->attempt_us;
 
-    if (!px->status) {
-        curl_easy_getinfo(px->easy, CURLINFO_RESPONSE_CODE, &px->status);
-        if (px->status / 100 != 2) {
-            px->resp.max = MAX_ERROR_BODY;
-        }
+    px->got_header = true;
+    px->status = status;
+    util_strlcpy(px->ct, content_type ? content_type : "application/json", sizeof(px->ct));
+    metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
+    metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
+    if (status / 100 != 2) {
+        px->resp.max = MAX_ERROR_BODY;
     }
-    if (px->status / 100 == 2 && px->stream) {
-        if (!px->started) {
-            char *ct = NULL;
-            char hdr[64];
-            curl_off_t st = 0;
-            curl_easy_getinfo(px->easy, CURLINFO_CONTENT_TYPE, &ct);
-            curl_easy_getinfo(px->easy, CURLINFO_STARTTRANSFER_TIME_T, &st);
-            added_header(px, (int64_t)st, hdr, sizeof(hdr));
-            http_stream_start(px->req, (int)px->status, ct ? ct : "text/event-stream", hdr);
-            px->started = true;
-        }
-        http_stream_write(px->req, p, len);
+    if (status / 100 == 2 && px->stream) {
+        char hdr[64];
+        added_header(px, ttfb, hdr, sizeof(hdr));
+        http_stream_start(px->req, status, px->ct, hdr);
+        px->started = true;
+        px->last_data_us = now_us();
         arm(px, px->srv->cfg->idle_timeout_ms);
-        return len;
+    } else {
+        arm(px, px->srv->cfg->request_timeout_ms); /* the rest of the answer */
+    }
+}
+
+static void
+up_data(void *arg, const char *p, size_t len)
+{
+    struct api_px *px = arg;
+
+    if (px->started) {
+        http_stream_write(px->req, p, len);
+        px->last_data_us = now_us(); /* the idle timer checks it when it fires */
+        return;
     }
     if (px->status / 100 != 2) {
         size_t room = px->resp.max - px->resp.len;
         if (buf_append(&px->resp, p, len < room ? len : room) != 0) {
             px->resp.len = 0;
         }
-        return len;
+        return;
     }
-    return buf_append(&px->resp, p, len) == 0 ? len : 0;
+    if (!px->too_large && buf_append(&px->resp, p, len) != 0) {
+        px->too_large = true;
+    }
 }
 
 /* The message of an instance's error answer (OpenAI's error.message), or
@@ -326,84 +321,103 @@ answer_message(const struct buf *b, char *out, size_t cap)
 {
     cJSON *root = NULL;
     char err[64];
-    const char *msg = b->len ? b->data : "no details";
+    const char *msg = "no details";
+    size_t avail = strlen(msg), n = 0;
 
     if (b->len && json_parse(b->data, b->len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0) {
         const cJSON *e = json_get(root, "error");
         const cJSON *m = cJSON_IsObject(e) ? json_get(e, "message") : NULL;
         if (cJSON_IsString(m)) {
             msg = m->valuestring;
+            avail = strlen(msg);
         }
+    } else if (b->len) {
+        msg = b->data;
+        avail = b->len;
     }
-    size_t n = 0;
-    for (; *msg && n + 1 < cap && n < 200; msg++) {
-        out[n++] = (unsigned char)*msg < 0x20 ? ' ' : *msg;
+    for (; n < avail && n + 1 < cap && n < 200; n++) {
+        out[n] = (unsigned char)msg[n] < 0x20 ? ' ' : msg[n];
     }
     out[n] = '\0';
     cJSON_Delete(root);
 }
 
+static const char *
+result_text(enum hu_result r)
+{
+    switch (r) {
+    case HU_CONNECT:
+        return "connection refused or timed out";
+    case HU_RESET:
+        return "connection closed before an answer";
+    case HU_BROKEN:
+        return "connection closed mid-answer";
+    case HU_PROTOCOL:
+        return "the answer is not valid HTTP";
+    default:
+        return "ok";
+    }
+}
+
+/* A transfer that failed at the connection level. */
 static void
-on_done(CURL *easy, CURLcode rc, void *arg)
+transfer_failed(struct api_px *px, enum hu_result res)
+{
+    char msg[640];
+    const char *why = result_text(res);
+
+    count_error(px, API_ERR_CONNECT);
+    eject(px);
+    if (px->started) {
+        snprintf(msg, sizeof(msg), "instance %.150s failed mid-stream: %s", px->inst->label, why);
+        stream_error(px, msg);
+    } else if (res == HU_CONNECT || res == HU_RESET) {
+        /* nothing reached the client, and (HU_RESET) the worker answered
+         * nothing: another instance may serve it */
+        remember(px, 503, "upstream_unavailable", "is unreachable", why);
+        attempt(px);
+    } else {
+        snprintf(msg, sizeof(msg), "instance %.150s: %s", px->inst->label, why);
+        finish_error(px, 502, "server_error", "upstream_error", msg);
+    }
+}
+
+static void
+up_done(void *arg, enum hu_result res)
 {
     struct api_px *px = arg;
     char msg[640];
 
-    px->in_loop = false;
-    if (!px->status) {
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &px->status);
-    }
+    px->up = NULL; /* gone with this call */
     end_attempt(px);
-    if (rc != CURLE_OK) {
-        const char *why = px->curl_err[0] ? px->curl_err : curl_easy_strerror(rc);
-        curl_off_t connected = 0;
-        curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connected);
-        /* a connect timeout is a connect failure: retried elsewhere */
-        bool timeout = rc == CURLE_OPERATION_TIMEDOUT && connected > 0;
-        count_error(px, timeout ? API_ERR_TIMEOUT : API_ERR_CONNECT);
-        eject(px);
-        if (px->started) {
-            snprintf(msg, sizeof(msg), "instance %.150s failed mid-stream: %.300s", px->inst->label,
-                     why);
-            stream_error(px, msg);
-        } else if (timeout) {
-            snprintf(msg, sizeof(msg), "instance %.150s timed out: %.300s", px->inst->label, why);
-            finish_error(px, 504, "server_error", "upstream_timeout", msg);
-        } else if (px->status / 100 == 2) {
-            snprintf(msg, sizeof(msg), "instance %.150s: %.300s", px->inst->label, why);
-            finish_error(px, 502, "server_error", "upstream_error", msg);
-        } else {
-            remember(px, 503, "upstream_unavailable", "is unreachable", why);
-            attempt(px);
-        }
+    if (res != HU_OK) {
+        transfer_failed(px, res);
         return;
     }
     if (px->status / 100 == 2) {
         instance_ok(px);
-        if (px->started) {
-            http_req_on_close(px->req, NULL, NULL);
-            http_stream_end(px->req);
-            px_free(px);
-            return;
-        }
-        char *ct = NULL;
-        char hdr[64];
-        curl_off_t total = 0;
-        curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ct);
-        curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total);
-        added_header(px, (int64_t)total, hdr, sizeof(hdr));
         http_req_on_close(px->req, NULL, NULL);
-        http_reply(px->req, (int)px->status, ct ? ct : "application/json",
-                   px->resp.data ? px->resp.data : "", px->resp.len, hdr);
+        if (px->started) {
+            http_stream_end(px->req);
+        } else if (px->too_large) {
+            http_reply_error(px->req, 502, "server_error", "upstream_too_large",
+                             "the answer of instance %.150s exceeds %u bytes", px->inst->label,
+                             MAX_ANSWER);
+        } else {
+            char hdr[64];
+            added_header(px, now_us() - px->attempt_us, hdr, sizeof(hdr));
+            http_reply(px->req, px->status, px->ct, px->resp.data ? px->resp.data : "",
+                       px->resp.len, hdr);
+        }
         px_free(px);
         return;
     }
     answer_message(&px->resp, msg, sizeof(msg));
     if (px->status >= 500) {
+        char what[32];
         count_error(px, API_ERR_UPSTREAM_5XX);
         eject(px);
-        char what[32];
-        snprintf(what, sizeof(what), "answered %ld", px->status);
+        snprintf(what, sizeof(what), "answered %d", px->status);
         remember(px, 502, "upstream_error", what, msg);
         attempt(px);
         return;
@@ -422,31 +436,46 @@ on_done(CURL *easy, CURLcode rc, void *arg)
     }
     /* the client's own mistake: the worker's answer as it is */
     count_error(px, API_ERR_CLIENT_4XX);
-    char *ct = NULL;
-    curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ct);
     http_req_on_close(px->req, NULL, NULL);
-    http_reply(px->req, (int)px->status, ct ? ct : "application/json",
-               px->resp.data ? px->resp.data : "", px->resp.len, NULL);
+    http_reply(px->req, px->status, px->ct, px->resp.data ? px->resp.data : "", px->resp.len, NULL);
     px_free(px);
 }
 
-/* No first byte in time, or (streams) silence for too long. */
+static const struct hu_callbacks up_callbacks = {up_head, up_data, up_done};
+
+/* No first byte in time, silence in a stream, or the whole request's
+ * deadline. */
 static void
 on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct api_px *px = arg;
-    char msg[240];
+    char msg[320];
     bool first = !px->got_header;
-    int64_t ms = first ? px->srv->cfg->first_byte_timeout_ms : px->srv->cfg->idle_timeout_ms;
+    bool total = now_us() >= px->deadline_us;
+    int64_t ms = total   ? px->srv->cfg->request_timeout_ms
+                 : first ? px->srv->cfg->first_byte_timeout_ms
+                         : px->srv->cfg->idle_timeout_ms;
 
     (void)fd;
     (void)what;
+    if (px->started && !total) {
+        int64_t quiet_ms = (now_us() - px->last_data_us) / 1000;
+        if (quiet_ms < px->srv->cfg->idle_timeout_ms) {
+            arm(px, px->srv->cfg->idle_timeout_ms - quiet_ms); /* data came meanwhile */
+            return;
+        }
+    }
     end_attempt(px);
     count_error(px, API_ERR_TIMEOUT);
     eject(px);
-    snprintf(msg, sizeof(msg), "instance %s sent %s for %lld ms (%s)", px->inst->label,
-             first ? "no first byte" : "nothing", (long long)ms,
-             first ? "--first_byte_timeout_ms" : "--idle_timeout_ms");
+    snprintf(msg, sizeof(msg), "instance %.150s %s %lld ms (%s)", px->inst->label,
+             total   ? "did not finish within"
+             : first ? "sent no first byte for"
+                     : "sent nothing for",
+             (long long)ms,
+             total   ? "--request_timeout_ms"
+             : first ? "--first_byte_timeout_ms"
+                     : "--idle_timeout_ms");
     if (px->started) {
         stream_error(px, msg);
     } else {
@@ -457,43 +486,25 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 static int
 start_transfer(struct api_px *px)
 {
-    const struct api_config *cfg = px->srv->cfg;
     size_t len;
     const char *body = http_req_body(px->req, &len);
-    char url[API_NAME_MAX + 64];
 
-    if (px->easy) {
-        curl_easy_reset(px->easy);
-    } else if (!(px->easy = curl_easy_init())) {
-        return -1;
-    }
-    snprintf(url, sizeof(url), "%s%s", px->inst->base, upstream_paths[px->kind]);
-    curl_easy_setopt(px->easy, CURLOPT_URL, url);
-    curl_easy_setopt(px->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(px->easy, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(px->easy, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(px->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(px->easy, CURLOPT_HTTPHEADER, px->headers);
-    curl_easy_setopt(px->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(px->easy, CURLOPT_HEADERDATA, px);
-    curl_easy_setopt(px->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(px->easy, CURLOPT_WRITEDATA, px);
-    curl_easy_setopt(px->easy, CURLOPT_ERRORBUFFER, px->curl_err);
-    curl_easy_setopt(px->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
-    curl_easy_setopt(px->easy, CURLOPT_TIMEOUT_MS, (long)cfg->request_timeout_ms);
-    px->curl_err[0] = '\0';
     px->status = 0;
     px->got_header = false;
+    px->too_large = false;
     buf_reset(&px->resp);
     px->resp.max = MAX_ANSWER;
     atomic_fetch_add(&px->inst->rt.in_flight, 1);
     px->counted = true;
     px->attempt_us = now_us();
-    if (curl_loop_add(px->l->curl, px->easy, on_done, px) != 0) {
+    px->deadline_us = px->attempt_us + px->srv->cfg->request_timeout_ms * 1000;
+    px->up =
+        hu_post(px->l->hu, (const struct sockaddr *)&px->inst->sa, px->inst->salen, px->inst->label,
+                upstream_paths[px->kind], px->headers, body, len, &up_callbacks, px);
+    if (!px->up) {
         return -1;
     }
-    px->in_loop = true;
-    arm(px, cfg->first_byte_timeout_ms);
+    arm(px, px->srv->cfg->first_byte_timeout_ms);
     return 0;
 }
 
@@ -522,6 +533,13 @@ attempt(struct api_px *px)
         px->inst = px->model->inst[i];
         px->trial = trial;
         atomic_fetch_add_explicit(&px->inst->s.requests, 1, memory_order_relaxed);
+        if (px->inst->salen == 0) {
+            /* its host name did not resolve (api_table.c) */
+            count_error(px, API_ERR_CONNECT);
+            remember(px, 503, "upstream_unavailable", "has no address", "unresolved host");
+            eject(px);
+            continue;
+        }
         if (start_transfer(px) == 0) {
             return;
         }
@@ -608,7 +626,6 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     struct api_px *px = calloc(1, sizeof(*px));
     cJSON *root = NULL;
     const char *name;
-    char rid[160];
 
     if (!px) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
@@ -646,26 +663,16 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->table = api_table_ref(l->table);
     atomic_fetch_add_explicit(&px->model->stats->s.requests, 1, memory_order_relaxed);
     buf_init(&px->resp, MAX_ANSWER);
-    px->timer = evtimer_new(http_loop_base(l->loop), on_timer, px);
-    snprintf(rid, sizeof(rid), "X-Request-Id: %s", http_req_id(req));
-    const char *lines[] = {"Content-Type: application/json", "Expect:", rid};
-    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-        struct curl_slist *n = curl_slist_append(px->headers, lines[i]);
-        if (!n) {
-            break;
-        }
-        px->headers = n;
-    }
+    evtimer_assign(&px->timer_ev, http_loop_base(l->loop), on_timer, px);
+    px->timer = &px->timer_ev;
+    snprintf(px->headers, sizeof(px->headers),
+             "Content-Type: application/json\r\nX-Request-Id: %.120s\r\n", http_req_id(req));
     px->next = l->active;
     if (l->active) {
         l->active->prev = px;
     }
     l->active = px;
     http_req_set_data(req, px);
-    if (!px->timer || !px->headers) {
-        finish_error(px, 503, "server_error", "out_of_memory", "out of memory");
-        return;
-    }
     http_req_on_close(req, on_client_gone, px);
     attempt(px);
     return;
@@ -713,4 +720,19 @@ api_proxy_cancel_all(struct api_loop *l)
                          "the apiserver is shutting down; retry");
         }
     }
+}
+
+int
+api_loop_init(struct api_loop *l)
+{
+    l->hu = hu_pool_new(http_loop_base(l->loop), (int)l->srv->cfg->connect_timeout_ms, 256);
+    return l->hu ? 0 : -1;
+}
+
+void
+api_loop_cleanup(struct api_loop *l)
+{
+    api_proxy_cancel_all(l);
+    hu_pool_free(l->hu);
+    l->hu = NULL;
 }

@@ -24,7 +24,6 @@
 
 #define LOG_MODULE "apiserver"
 #include "buf.h"
-#include "curl_loop.h"
 #include "json_write.h"
 #include "log.h"
 #include "util.h"
@@ -424,8 +423,7 @@ serve(struct api_server *srv)
         struct api_loop *l = &srv->loops[i];
         l->srv = srv;
         l->loop = http_server_loop(srv->http, i);
-        l->curl = curl_loop_new(http_loop_base(l->loop));
-        if (!l->curl) {
+        if (api_loop_init(l) != 0) {
             log_error("out of memory");
             return EX_OSERR;
         }
@@ -506,8 +504,7 @@ api_main(int argc, char **argv)
 out:
     api_watch_stop(srv); /* no more tables posted from here on */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
-        api_proxy_cancel_all(&srv->loops[i]);
-        curl_loop_free(srv->loops[i].curl);
+        api_loop_cleanup(&srv->loops[i]);
     }
     http_server_free(srv->http); /* runs table swaps still queued */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {

@@ -25,6 +25,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,32 @@ inst_cmp_key(const char *model, const char *host, int port, const struct api_ins
     return c ? c : (port > i->port) - (port < i->port);
 }
 
+/* The instance's address, looked up here on the watcher's thread (host
+ * names are allowed in the registry; the loops never block on a lookup).
+ * Looked up once per instance identity; a failure leaves salen 0 (every
+ * attempt then fails over as a connect error). */
+static void
+resolve(struct api_inst *i)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port[16];
+    int rc;
+
+    snprintf(port, sizeof(port), "%d", i->port);
+    rc = getaddrinfo(i->host, port, &hints, &res);
+    if (rc != 0 || !res || res->ai_addrlen > sizeof(i->sa)) {
+        log_warn("instance %s: cannot resolve '%s': %s", i->label, i->host,
+                 rc ? gai_strerror(rc) : "no address");
+    } else {
+        memcpy(&i->sa, res->ai_addr, res->ai_addrlen);
+        i->salen = (unsigned)res->ai_addrlen;
+    }
+    if (res) {
+        freeaddrinfo(res);
+    }
+}
+
 /* The watcher's instance for a row: the one it already knows, or a new one. */
 static struct api_inst *
 inst_for(struct api_watch *w, const struct row *r)
@@ -202,6 +229,7 @@ inst_for(struct api_watch *w, const struct row *r)
     snprintf(i->base, sizeof(i->base), v6 ? "http://[%s]:%d" : "http://%s:%d", r->host, r->port);
     snprintf(i->label, sizeof(i->label), v6 ? "[%s]:%d" : "%s:%d", r->host, r->port);
     i->rt.hash = route_hash(i->label, strlen(i->label));
+    resolve(i);
     i->model = api_mstats_get(w->srv, r->model);
     if (!i->model) {
         free(i);
