@@ -245,9 +245,13 @@ def test_sigstop_gives_bounded_504_and_ejects(t):
 
 def test_serves_from_last_table_when_controllers_die(t):
     c1, c2 = t.controller("c1"), t.controller("c2")
-    worker(t, c1, "w")
+    w = worker(t, c1, "w")
     a = apiserver(t, [c1, c2])
     wait_instances(a, 1)
+    # both controllers know the instance (c2 reads c1's write within a poll),
+    # so whichever the apiserver asks last gives the same table
+    h.wait_until(lambda: any(i["port"] == w.port and i["healthy"] for i in h.list_models(c2.url)),
+                 5, what="c2 to list the instance")
     c1.kill()
     c2.kill()
     h.wait_until(lambda: h.request("GET", a.url + "/api/health").json()["status"] == "stale",
