@@ -10,7 +10,8 @@
 #
 # Measurements (POST /v1/chat/completions, 16 tokens, temperature 0):
 #   throughput  wrk -t2 -c32: direct to the worker, through nginx, through
-#               roster (non-stream), and roster streaming (19 SSE events)
+#               roster (non-stream); streaming (19 SSE events) direct and
+#               through roster
 #   latency     wrk -t1 -c4 (a moderate load): direct and through roster;
 #               roster's added latency = its p50/p99 minus direct's
 # Targets (issue 4): roster >= 0.8x nginx through the same worker; added
@@ -67,6 +68,7 @@ path=/v1/chat/completions
 read -r d_rps d_p50 d_p99 d_bad < <(run 32 2 "http://127.0.0.1:$wport$path" "$work/chat.lua")
 read -r n_rps n_p50 n_p99 n_bad < <(run 32 2 "http://127.0.0.1:$pport$path" "$work/chat.lua")
 read -r r_rps r_p50 r_p99 r_bad < <(run 32 2 "http://127.0.0.1:$aport$path" "$work/chat.lua")
+read -r ds_rps ds_p50 ds_p99 _ < <(run 32 2 "http://127.0.0.1:$wport$path" "$work/stream.lua")
 read -r s_rps s_p50 s_p99 s_bad < <(run 32 2 "http://127.0.0.1:$aport$path" "$work/stream.lua")
 read -r dl_rps dl_p50 dl_p99 _ < <(run 4 1 "http://127.0.0.1:$wport$path" "$work/chat.lua")
 read -r rl_rps rl_p50 rl_p99 rl_bad < <(run 4 1 "http://127.0.0.1:$aport$path" "$work/chat.lua")
@@ -79,8 +81,10 @@ printf '%-38s %10d %9.3f %9.3f %s\n' "nginx proxy_pass, keepalive (-c32)" "$n_rp
     "$n_p99" "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
 printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c32)" "$r_rps" "$r_p50" "$r_p99" \
     "x$(ratio "$r_rps" "$n_rps") nginx (target 0.8); non-2xx $r_bad"
+printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker, stream (-c32)" "$ds_rps" "$ds_p50" \
+    "$ds_p99" ""
 printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver, stream (-c32)" "$s_rps" "$s_p50" \
-    "$s_p99" "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5); non-2xx $s_bad"
+    "$s_p99" "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5), x$(ratio "$s_rps" "$ds_rps") direct; non-2xx $s_bad"
 printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker (-c4)" "$dl_rps" "$dl_p50" "$dl_p99" ""
 printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c4)" "$rl_rps" "$rl_p50" "$rl_p99" \
     "added p50 $(sub "$rl_p50" "$dl_p50") ms (target 0.2), p99 $(sub "$rl_p99" "$dl_p99") ms (target 2); non-2xx $rl_bad"
