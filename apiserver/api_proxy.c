@@ -78,6 +78,7 @@ struct api_px {
     bool started;   /* our streamed reply has begun */
     bool too_large; /* a whole answer beyond MAX_ANSWER */
     struct buf resp;
+    struct buf pending;   /* streams: what one read brought, forwarded as one chunk */
     int64_t start_us;     /* arrival */
     int64_t attempt_us;   /* the current attempt's start */
     int64_t deadline_us;  /* ... and its end (--request_timeout_ms) */
@@ -169,6 +170,7 @@ px_free(struct api_px *px)
         event_del(px->timer);
     }
     buf_cleanup(&px->resp);
+    buf_cleanup(&px->pending);
     api_table_unref(px->table);
     free(px);
 }
@@ -292,14 +294,30 @@ up_head(void *arg, int status, const char *content_type)
     }
 }
 
+/* Forwards what the last read of the instance's stream brought, as one
+ * chunk (the worker's events arrive a few per read). */
+static void
+up_flush(void *arg)
+{
+    struct api_px *px = arg;
+
+    if (px->pending.len) {
+        http_stream_write(px->req, px->pending.data, px->pending.len);
+        buf_reset(&px->pending);
+        px->last_data_us = now_us(); /* the idle timer checks it when it fires */
+    }
+}
+
 static void
 up_data(void *arg, const char *p, size_t len)
 {
     struct api_px *px = arg;
 
     if (px->started) {
-        http_stream_write(px->req, p, len);
-        px->last_data_us = now_us(); /* the idle timer checks it when it fires */
+        if (buf_append(&px->pending, p, len) != 0) {
+            up_flush(px); /* over the gathering cap: forward what there is */
+            http_stream_write(px->req, p, len);
+        }
         return;
     }
     if (px->status / 100 != 2) {
@@ -389,6 +407,7 @@ up_done(void *arg, enum hu_result res)
     char msg[640];
 
     px->up = NULL; /* gone with this call */
+    up_flush(px);
     end_attempt(px);
     if (res != HU_OK) {
         transfer_failed(px, res);
@@ -441,7 +460,7 @@ up_done(void *arg, enum hu_result res)
     px_free(px);
 }
 
-static const struct hu_callbacks up_callbacks = {up_head, up_data, up_done};
+static const struct hu_callbacks up_callbacks = {up_head, up_data, up_flush, up_done};
 
 /* No first byte in time, silence in a stream, or the whole request's
  * deadline. */
@@ -663,6 +682,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->table = api_table_ref(l->table);
     atomic_fetch_add_explicit(&px->model->stats->s.requests, 1, memory_order_relaxed);
     buf_init(&px->resp, MAX_ANSWER);
+    buf_init(&px->pending, 1024 * 1024);
     evtimer_assign(&px->timer_ev, http_loop_base(l->loop), on_timer, px);
     px->timer = &px->timer_ev;
     snprintf(px->headers, sizeof(px->headers),

@@ -706,9 +706,37 @@ http_stream_writev(struct http_request *req, const struct iovec *iov, int n)
         return;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    char small[4096];
+    size_t k = 0;
+
     if (req->chunked) {
-        evbuffer_add_printf(out, "%zx\r\n", len);
+        /* the chunk's size line, in hex, without printf */
+        char hex[20];
+        size_t h = sizeof(hex);
+        size_t v = len;
+        do {
+            hex[--h] = "0123456789abcdef"[v & 15];
+            v >>= 4;
+        } while (v);
+        memcpy(small, hex + h, sizeof(hex) - h);
+        k = sizeof(hex) - h;
+        small[k++] = '\r';
+        small[k++] = '\n';
     }
+    if (k + len + 2 <= sizeof(small)) {
+        /* an SSE event or a token: one copy into the output buffer */
+        for (int i = 0; i < n; i++) {
+            memcpy(small + k, iov[i].iov_base, iov[i].iov_len);
+            k += iov[i].iov_len;
+        }
+        if (req->chunked) {
+            small[k++] = '\r';
+            small[k++] = '\n';
+        }
+        evbuffer_add(out, small, k);
+        return;
+    }
+    evbuffer_add(out, small, k);
     for (int i = 0; i < n; i++) {
         evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
     }

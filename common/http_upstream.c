@@ -318,6 +318,8 @@ on_read(struct bufferevent *bev, void *arg)
     }
     if (c->complete) {
         finish(r, HU_OK, http_should_keep_alive(&c->parser) != 0);
+    } else if (r->cb->on_flush) {
+        r->cb->on_flush(r->arg);
     }
 }
 

@@ -43,6 +43,10 @@ struct hu_callbacks {
     void (*on_head)(void *arg, int status, const char *content_type);
     /* Body bytes, de-chunked, as they arrive. */
     void (*on_data)(void *arg, const char *p, size_t n);
+    /* Optional (may be NULL): the bytes read from the socket at once have
+     * all been handed over and more will follow (a place to forward what
+     * on_data gathered in one write). Not called before on_done. */
+    void (*on_flush)(void *arg);
     /* The end, exactly once (not after hu_cancel). The request is gone
      * when this is called. */
     void (*on_done)(void *arg, enum hu_result r);

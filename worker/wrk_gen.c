@@ -265,6 +265,7 @@ struct wrk_job {
     struct gen_request g; /* owns g.prompt */
     struct wrk_gen gen;
     struct buf text; /* everything generated so far */
+    struct buf out;  /* the chunk being built (reused: no allocation per token) */
     size_t sent;     /* bytes of text already streamed */
     size_t holdback; /* bytes kept back: they may start a stop sequence */
     int64_t enqueued_ms;
@@ -279,6 +280,7 @@ job_free(struct wrk_job *j)
         event_free(j->timer);
     }
     buf_cleanup(&j->text);
+    buf_cleanup(&j->out);
     buf_cleanup(&j->g.prompt);
     free(j);
 }
@@ -362,11 +364,11 @@ static void
 send_piece(struct wrk_job *j, size_t from, size_t to, const char *finish)
 {
     const char *t = j->text.data ? j->text.data : "";
-    struct buf b;
+    struct buf *b = &j->out;
     struct jw w;
 
-    buf_init(&b, 4 * 1024 * 1024);
-    jw_init(&w, &b);
+    buf_reset(b);
+    jw_init(&w, b);
     if (j->api == API_DBGPT_STREAM) {
         dbgpt_output(j, &w, to, finish); /* DB-GPT's frames carry the whole text so far */
     } else {
@@ -386,8 +388,7 @@ send_piece(struct wrk_job *j, size_t from, size_t to, const char *finish)
         jw_str(&w, finish);
         jw_raw(&w, "}]}");
     }
-    job_send(j, &b, &w);
-    buf_cleanup(&b);
+    job_send(j, b, &w);
 }
 
 /* The whole answer of a request that did not ask to stream. */
@@ -436,16 +437,14 @@ job_finish(struct wrk_job *j, const char *finish)
     send_piece(j, j->sent, j->sent, finish);
     if (j->api != API_DBGPT_STREAM) {
         if (j->g.include_usage) {
-            struct buf b;
             struct jw w;
-            buf_init(&b, 64 * 1024);
-            jw_init(&w, &b);
+            buf_reset(&j->out);
+            jw_init(&w, &j->out);
             openai_head(j, &w, true, false);
             jw_raw(&w, ",\"choices\":[],");
             jw_usage(&w, j->gen.prompt_tokens, j->gen.completion_tokens);
             jw_raw(&w, "}");
-            job_send(j, &b, &w);
-            buf_cleanup(&b);
+            job_send(j, &j->out, &w);
         }
         http_stream_write(j->req, "data: [DONE]\n\n", 14);
     }
@@ -526,15 +525,13 @@ job_run(struct wrk_ticket *t)
             j->api == API_DBGPT_STREAM ? "text/plain; charset=utf-8" : "text/event-stream", NULL);
         if (j->api == API_CHAT) {
             /* OpenAI's first chunk names the role */
-            struct buf b;
             struct jw w;
-            buf_init(&b, 64 * 1024);
-            jw_init(&w, &b);
+            buf_reset(&j->out);
+            jw_init(&w, &j->out);
             openai_head(j, &w, true, true);
             jw_raw(&w, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
                        "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}");
-            job_send(j, &b, &w);
-            buf_cleanup(&b);
+            job_send(j, &j->out, &w);
         }
     }
     schedule(j, j->srv->cfg->decode_delay_ms);
@@ -564,6 +561,7 @@ admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t
     j->g = *g;
     memset(&g->prompt, 0, sizeof(g->prompt)); /* moved */
     buf_init(&j->text, 4 * 1024 * 1024);
+    buf_init(&j->out, 8 * 1024 * 1024);
     for (size_t i = 0; i < j->g.nstops; i++) {
         size_t n = strlen(j->g.stops[i]);
         if (n - 1 > j->holdback) {
