@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_upstream.c - common/http_upstream.c against a scripted server on
+ * loopback, in the same event loop: keep-alive reuse, chunked and
+ * connection-delimited bodies, a pooled connection the server closed,
+ * refused connections, answers cut short or malformed, and cancellation.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "buf.h"
+#include "check.h"
+#include "http_upstream.h"
+
+/* ---- the scripted server ----------------------------------------------------- */
+
+enum script {
+    S_LENGTH,     /* Content-Length answer, keep-alive */
+    S_CHUNKED,    /* chunked answer, keep-alive */
+    S_EOF,        /* no length, the connection closes at the end */
+    S_CLOSE_IDLE, /* answer, then close the connection (keep-alive announced) */
+    S_NO_ANSWER,  /* close without a byte */
+    S_CUT,        /* half the body, then close */
+    S_GARBAGE,    /* not HTTP */
+    S_SLOW,       /* headers and one chunk, then nothing */
+};
+
+struct server {
+    struct event_base *base;
+    struct evconnlistener *lis;
+    int port;
+    enum script script;
+    int accepts;
+    int requests;
+    int closed; /* connections the client closed */
+};
+
+static const char *
+answer(enum script s)
+{
+    switch (s) {
+    case S_LENGTH:
+        return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+               "{\"ok\":true}";
+    case S_CHUNKED:
+        return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked"
+               "\r\n\r\n6\r\ndata: \r\n5\r\nhello\r\n0\r\n\r\n";
+    case S_EOF:
+        return "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\nbusy";
+    case S_CLOSE_IDLE:
+        return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    case S_CUT:
+        return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part";
+    case S_GARBAGE:
+        return "SMTP ready\r\n\r\n";
+    case S_SLOW:
+        return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    default:
+        return "";
+    }
+}
+
+static void
+srv_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct server *s = arg;
+
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        s->closed++;
+        bufferevent_free(bev);
+    }
+}
+
+static void
+srv_written(struct bufferevent *bev, void *arg)
+{
+    struct server *s = arg;
+
+    if (s->script == S_EOF || s->script == S_CLOSE_IDLE || s->script == S_CUT ||
+        s->script == S_GARBAGE) {
+        bufferevent_free(bev);
+    }
+}
+
+/* A request is complete once its headers and Content-Length bytes are in. */
+static void
+srv_read(struct bufferevent *bev, void *arg)
+{
+    struct server *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    size_t head, len = 0;
+    char *h;
+
+    if (end.pos < 0) {
+        return;
+    }
+    head = (size_t)end.pos + 4;
+    h = (char *)evbuffer_pullup(in, (ev_ssize_t)head);
+    char *cl = strstr(h, "Content-Length: ");
+    if (cl && cl < h + head) {
+        len = (size_t)strtoul(cl + 16, NULL, 10);
+    }
+    if (evbuffer_get_length(in) < head + len) {
+        return;
+    }
+    evbuffer_drain(in, head + len);
+    s->requests++;
+    if (s->script == S_NO_ANSWER) {
+        bufferevent_free(bev);
+        return;
+    }
+    bufferevent_write(bev, answer(s->script), strlen(answer(s->script)));
+}
+
+static void
+srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct server *s = arg;
+    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+    (void)l;
+    (void)sa;
+    (void)salen;
+    s->accepts++;
+    bufferevent_setcb(bev, srv_read, srv_written, srv_event, s);
+    bufferevent_enable(bev, EV_READ);
+}
+
+static void
+server_start(struct server *s, struct event_base *base)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+
+    memset(s, 0, sizeof(*s));
+    s->base = base;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->lis = evconnlistener_new_bind(base, srv_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                     16, (struct sockaddr *)&sin, sizeof(sin));
+    getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&sin, &len);
+    s->port = ntohs(sin.sin_port);
+}
+
+/* ---- the client side ---------------------------------------------------------- */
+
+struct result {
+    struct event_base *base;
+    int status;
+    char ct[64];
+    struct buf body;
+    int flushes;
+    bool done;
+    enum hu_result r;
+};
+
+static void
+on_head(void *arg, int status, const char *ct)
+{
+    struct result *x = arg;
+
+    x->status = status;
+    snprintf(x->ct, sizeof(x->ct), "%s", ct ? ct : "-");
+}
+
+static void
+on_data(void *arg, const char *p, size_t n)
+{
+    struct result *x = arg;
+
+    if (buf_append(&x->body, p, n) != 0) {
+        x->body.len = 0; /* a test failure: the body check catches it */
+    }
+}
+
+static void
+on_flush(void *arg)
+{
+    ((struct result *)arg)->flushes++;
+}
+
+static void
+on_done(void *arg, enum hu_result r)
+{
+    struct result *x = arg;
+
+    x->done = true;
+    x->r = r;
+    event_base_loopbreak(x->base);
+}
+
+static const struct hu_callbacks cbs = {on_head, on_data, on_flush, on_done};
+
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+/* Runs the loop until the request ends or `ms` pass. */
+static void
+run(struct event_base *base, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct event *t = evtimer_new(base, on_deadline, base);
+
+    evtimer_add(t, &tv);
+    event_base_dispatch(base);
+    event_free(t);
+}
+
+/* Frees the pool, lets the server see its connections close, frees it. */
+static void
+teardown(struct hu_pool *p, struct server *s, struct event_base *base)
+{
+    hu_pool_free(p);
+    run(base, 100);
+    evconnlistener_free(s->lis);
+    event_base_free(base);
+}
+
+static struct sockaddr_in
+addr(int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sin;
+}
+
+static struct hu_req *
+post(struct hu_pool *p, int port, struct result *x, struct event_base *base)
+{
+    struct sockaddr_in sin = addr(port);
+
+    memset(x, 0, sizeof(*x));
+    x->base = base;
+    buf_init(&x->body, 1 << 20);
+    return hu_post(p, (struct sockaddr *)&sin, sizeof(sin), "127.0.0.1", "/v1/x",
+                   "X-Request-Id: t\r\n", "{}", 2, &cbs, x);
+}
+
+static void
+test_keepalive_reuse(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+
+    server_start(&s, base);
+    for (int i = 0; i < 3; i++) {
+        CHECK(post(p, s.port, &x, base));
+        run(base, 2000);
+        CHECK(x.done);
+        CHECK_EQ_INT(x.r, HU_OK);
+        CHECK_EQ_INT(x.status, 200);
+        CHECK_EQ_STR(x.ct, "application/json");
+        CHECK_EQ_STR(buf_str(&x.body), "{\"ok\":true}");
+        buf_cleanup(&x.body);
+    }
+    CHECK_EQ_INT(s.requests, 3);
+    CHECK_EQ_INT(s.accepts, 1); /* one connection, kept alive */
+    teardown(p, &s, base);
+}
+
+static void
+test_chunked_and_eof_bodies(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+
+    server_start(&s, base);
+    s.script = S_CHUNKED;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_STR(x.ct, "text/event-stream");
+    CHECK_EQ_STR(buf_str(&x.body), "data: hello"); /* de-chunked */
+    buf_cleanup(&x.body);
+    s.script = S_EOF;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_OK);
+    CHECK_EQ_INT(x.status, 503);
+    CHECK_EQ_STR(x.ct, "-");
+    CHECK_EQ_STR(buf_str(&x.body), "busy");
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
+static void
+test_pooled_connection_closed_by_server(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+
+    server_start(&s, base);
+    s.script = S_CLOSE_IDLE; /* answers with keep-alive, then closes */
+    for (int i = 0; i < 3; i++) {
+        CHECK(post(p, s.port, &x, base));
+        run(base, 2000);
+        CHECK(x.done);
+        CHECK_EQ_INT(x.r, HU_OK);
+        CHECK_EQ_STR(buf_str(&x.body), "ok");
+        buf_cleanup(&x.body);
+    }
+    CHECK_EQ_INT(s.requests, 3);
+    CHECK_EQ_INT(s.accepts, 3); /* a new connection each time, never a failure */
+    teardown(p, &s, base);
+}
+
+/* A reused connection that fails before any answer is tried once more on a
+ * new connection (the server may have closed it as we reused it). */
+static void
+test_retry_on_a_fresh_connection(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+
+    server_start(&s, base);
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done && x.r == HU_OK);
+    buf_cleanup(&x.body);
+    s.script = S_NO_ANSWER;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_RESET);
+    CHECK_EQ_INT(s.accepts, 2);  /* the pooled connection, then one new one */
+    CHECK_EQ_INT(s.requests, 3); /* sent twice, no more */
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
+static void
+test_failures(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+    int refused_port;
+
+    server_start(&s, base);
+    /* refused: a port bound but not listening */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = addr(0);
+    socklen_t len = sizeof(sin);
+    bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    refused_port = ntohs(sin.sin_port);
+    CHECK(post(p, refused_port, &x, base));
+    run(base, 2000);
+    close(fd);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_CONNECT);
+    buf_cleanup(&x.body);
+    s.script = S_NO_ANSWER;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_RESET);
+    buf_cleanup(&x.body);
+    s.script = S_CUT;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_BROKEN);
+    CHECK_EQ_STR(buf_str(&x.body), "only a part");
+    buf_cleanup(&x.body);
+    s.script = S_GARBAGE;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_PROTOCOL);
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
+static void
+test_cancel_mid_answer(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+    struct hu_req *r;
+
+    server_start(&s, base);
+    s.script = S_SLOW;
+    r = post(p, s.port, &x, base);
+    CHECK(r);
+    run(base, 300); /* the head and one chunk arrive, then nothing */
+    CHECK(!x.done);
+    CHECK_EQ_INT(x.status, 200);
+    CHECK_EQ_STR(buf_str(&x.body), "abc");
+    CHECK(x.flushes >= 1);
+    CHECK(hu_ttfb_us(r) > 0);
+    hu_cancel(r);
+    run(base, 300);
+    CHECK(!x.done);            /* no callback after a cancel */
+    CHECK_EQ_INT(s.closed, 1); /* the server saw the connection close */
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
+int
+main(void)
+{
+    CHECK_RUN(test_keepalive_reuse);
+    CHECK_RUN(test_chunked_and_eof_bodies);
+    CHECK_RUN(test_pooled_connection_closed_by_server);
+    CHECK_RUN(test_retry_on_a_fresh_connection);
+    CHECK_RUN(test_failures);
+    CHECK_RUN(test_cancel_mid_answer);
+    return check_summary();
+}
