@@ -53,6 +53,7 @@ struct api_config {
     int64_t first_byte_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t request_timeout_ms;
+    int64_t stream_buffer_bytes;
     int64_t max_attempts;
     int64_t eject_ms;
     int64_t watch_wait_secs;
@@ -81,6 +82,7 @@ struct api_stats {
     _Atomic uint64_t errors[6]; /* by enum api_error_class */
     _Atomic uint64_t retries;
     _Atomic uint64_t ejections;
+    _Atomic uint64_t paused;     /* streams held back for a slow client */
     struct metrics_hist latency; /* request start to the end of the answer */
     struct metrics_hist ttfb;    /* request start to the instance's first byte */
 };

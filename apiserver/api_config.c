@@ -42,6 +42,9 @@ const struct flag_def api_flag_defs[] = {
       "error event)."),
     F(request_timeout_ms, FLAG_INT, "600000", 1, 86400000, NULL, 0, "MS",
       "A whole request to an instance, streaming included."),
+    F(stream_buffer_bytes, FLAG_INT, "524288", 4096, 268435456, NULL, 0, "BYTES",
+      "How far a slow client may fall behind a stream before the instance is no longer read "
+      "(back-pressure through TCP); reading resumes when a quarter of it is left."),
     F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
       "Instances tried per request (retries happen only before the first byte reaches the "
       "client, and never twice on one instance)."),

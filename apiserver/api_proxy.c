@@ -77,6 +77,7 @@ struct api_px {
     bool got_header;
     bool started;   /* our streamed reply has begun */
     bool too_large; /* a whole answer beyond MAX_ANSWER */
+    bool paused;    /* not reading the instance: the client is behind */
     struct buf resp;
     struct buf pending;   /* streams: what one read brought, forwarded as one chunk */
     int64_t start_us;     /* arrival */
@@ -294,8 +295,23 @@ up_head(void *arg, int status, const char *content_type)
     }
 }
 
+/* The slow client has caught up: read the instance again. */
+static void
+on_drained(struct http_request *req, void *arg)
+{
+    struct api_px *px = arg;
+
+    (void)req;
+    px->paused = false;
+    px->last_data_us = now_us();
+    if (px->up) {
+        hu_pause(px->up, 0);
+    }
+}
+
 /* Forwards what the last read of the instance's stream brought, as one
- * chunk (the worker's events arrive a few per read). */
+ * chunk (the worker's events arrive a few per read); stops reading the
+ * instance while the client is far behind. */
 static void
 up_flush(void *arg)
 {
@@ -305,6 +321,13 @@ up_flush(void *arg)
         http_stream_write(px->req, px->pending.data, px->pending.len);
         buf_reset(&px->pending);
         px->last_data_us = now_us(); /* the idle timer checks it when it fires */
+    }
+    size_t high = (size_t)px->srv->cfg->stream_buffer_bytes;
+    if (px->up && !px->paused && http_req_output_pending(px->req) > high) {
+        px->paused = true;
+        atomic_fetch_add(&px->model->stats->s.paused, 1);
+        hu_pause(px->up, 1);
+        http_req_on_drain(px->req, high / 4, on_drained, px);
     }
 }
 
@@ -477,6 +500,10 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (px->started && !total && px->paused) {
+        arm(px, px->srv->cfg->idle_timeout_ms); /* waiting for the client, not the instance */
+        return;
+    }
     if (px->started && !total) {
         int64_t quiet_ms = (now_us() - px->last_data_us) / 1000;
         if (quiet_ms < px->srv->cfg->idle_timeout_ms) {

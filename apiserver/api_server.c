@@ -289,12 +289,17 @@ h_metrics(struct http_request *req, void *arg)
                          "Client requests per model (name@type).");
     rc |= metrics_header(&b, "roster_api_model_retries_total", "counter",
                          "Attempts on another instance after a failure, per model.");
+    rc |= metrics_header(&b, "roster_api_model_stream_pauses_total", "counter",
+                         "Streams whose instance was not read for a while: the client was "
+                         "--stream_buffer_bytes behind.");
     pthread_mutex_lock(&srv->mstats_mu);
     for (struct api_mstats *m = srv->mstats; m; m = m->next) {
         snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
         rc |= write_stats(&b, "roster_api_model", lab, &m->s, false);
         rc |= metrics_sample(&b, "roster_api_model_retries_total", lab,
                              (double)atomic_load(&m->s.retries));
+        rc |= metrics_sample(&b, "roster_api_model_stream_pauses_total", lab,
+                             (double)atomic_load(&m->s.paused));
     }
     pthread_mutex_unlock(&srv->mstats_mu);
     rc |= metrics_header(&b, "roster_api_instance_requests_total", "counter",

@@ -99,6 +99,9 @@ struct http_request {
     size_t stream_bytes;
     void (*on_close)(struct http_request *, void *);
     void *on_close_arg;
+    void (*on_drain)(struct http_request *, void *); /* http_req_on_drain */
+    void *on_drain_arg;
+    size_t drain_low;
     void *data;
     struct http_request *prev, *next; /* loop->pending while HANDLING */
 };
@@ -421,6 +424,25 @@ http_req_on_close(struct http_request *req, void (*cb)(struct http_request *, vo
     req->on_close_arg = arg;
 }
 
+size_t
+http_req_output_pending(const struct http_request *req)
+{
+    return req->conn ? evbuffer_get_length(bufferevent_get_output(req->conn->bev)) : 0;
+}
+
+void
+http_req_on_drain(struct http_request *req, size_t low, void (*cb)(struct http_request *, void *),
+                  void *arg)
+{
+    if (!req->conn) {
+        return; /* the client is gone: on_close runs instead */
+    }
+    req->on_drain = cb;
+    req->on_drain_arg = arg;
+    req->drain_low = low;
+    bufferevent_setwatermark(req->conn->bev, EV_WRITE, low, 0);
+}
+
 void
 http_req_set_data(struct http_request *req, void *data)
 {
@@ -601,6 +623,9 @@ finish_request(struct http_request *req, int status, size_t len)
         return;
     }
     c->req = NULL;
+    if (req->on_drain) {
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    }
     bool keepalive = req->keepalive && !req->loop->draining;
     req_free(req);
     if (!keepalive) {
@@ -1121,7 +1146,16 @@ static void
 on_write(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    struct http_request *req = c->req;
 
+    if (req && req->on_drain &&
+        evbuffer_get_length(bufferevent_get_output(bev)) <= req->drain_low) {
+        void (*cb)(struct http_request *, void *) = req->on_drain;
+        req->on_drain = NULL;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        cb(req, req->on_drain_arg);
+        return;
+    }
     if (c->state == S_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         conn_free(c);
     }

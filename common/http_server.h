@@ -178,6 +178,15 @@ bool http_req_closed(const struct http_request *req);
  * reply; the request stays valid and must still be replied to. */
 void http_req_on_close(struct http_request *req, void (*cb)(struct http_request *, void *),
                        void *arg);
+/* Bytes of the reply queued for the client and not yet written: a stream
+ * that forwards a faster producer watches it to apply back-pressure. */
+size_t http_req_output_pending(const struct http_request *req);
+/* Calls cb(req, arg) once, on the loop thread, when the queued output has
+ * drained to at most `low` bytes. Not called if the client goes away (the
+ * on_close callback runs) or the request ends first. */
+void http_req_on_drain(struct http_request *req, size_t low,
+                       void (*cb)(struct http_request *, void *), void *arg);
+
 /* A slot for the handler's own state while the request is pending. */
 void http_req_set_data(struct http_request *req, void *data);
 void *http_req_get_data(const struct http_request *req);

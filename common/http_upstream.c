@@ -524,6 +524,19 @@ hu_cancel(struct hu_req *r)
     req_free(r);
 }
 
+void
+hu_pause(struct hu_req *r, int paused)
+{
+    if (!r->conn) {
+        return;
+    }
+    if (paused) {
+        bufferevent_disable(r->conn->bev, EV_READ);
+    } else {
+        bufferevent_enable(r->conn->bev, EV_READ);
+    }
+}
+
 long long
 hu_ttfb_us(const struct hu_req *r)
 {

@@ -75,6 +75,10 @@ struct hu_req *hu_post(struct hu_pool *p, const struct sockaddr *sa, unsigned sa
  * client go away); no callback follows. */
 void hu_cancel(struct hu_req *r);
 
+/* Stops reading the response (back-pressure: the TCP window then slows
+ * the server) or resumes it. Safe from inside the callbacks. */
+void hu_pause(struct hu_req *r, int paused);
+
 /* Time from hu_post to the first response byte, in microseconds (0 before). */
 long long hu_ttfb_us(const struct hu_req *r);
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -313,6 +314,54 @@ def test_failure_mid_stream_ends_with_an_error_event(t):
     s.close()
     h.check(b'"code":"upstream_error"' in got, f"an error event: {got[-400:]!r}")
     h.check(b"[DONE]" not in got)
+
+
+def read_stream(port, body, rcvbuf=None, pause=0.0):
+    """The text of a streamed chat read from a raw socket (optionally with a
+    small receive buffer, read only after `pause` seconds)."""
+    data = json.dumps(body).encode()
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    time.sleep(pause)
+    got = b""
+    while not got.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    _, _, payload = got.partition(b"\r\n\r\n")
+    out = b""
+    while payload:
+        n, _, rest = payload.partition(b"\r\n")
+        n = int(n, 16)
+        if n == 0:
+            break
+        out += rest[:n]
+        payload = rest[n + 2:]
+    events = [json.loads(e[6:]) for e in out.decode().split("\n\n") if e.startswith("data: {")]
+    h.check(out.endswith(b"data: [DONE]\n\n"), "the stream ends with [DONE]")
+    return "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+
+
+def test_slow_client_back_pressure(t):
+    c = t.controller()
+    w = worker(t, c, "fast")
+    a = apiserver(t, [c], args=["--stream_buffer_bytes", "4096"])
+    wait_instances(a, 1)
+    body = {"model": "tiny", "messages": MSGS, "max_tokens": 4096, "temperature": 0,
+            "stream": True}
+    want = read_stream(w.port, body)
+    h.check(len(want) > 10000, "a long stream")
+    got = read_stream(a.port, body, rcvbuf=4096, pause=1.5)
+    h.eq(got, want, "a client that fell behind gets every byte:")
+    paused = h.metric(a.url, 'roster_api_model_stream_pauses_total{model="tiny@llm"}')
+    h.check(paused and paused >= 1, f"the instance was not read meanwhile ({paused} pauses)")
 
 
 def test_request_id_and_added_time(t):
