@@ -296,6 +296,17 @@ def test_client_disconnect_cancels(t):
     h.check(time.monotonic() - t0 < 1.0)
 
 
+def recv_to_end(s):
+    """Bytes from s until a chunked body's last chunk, or the connection's end."""
+    got = b""
+    while not got.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def test_failure_mid_stream_ends_with_an_error_event(t):
     c = t.controller()
     w = worker(t, c, "dies", args=["--decode_delay_ms", "30"])
@@ -304,13 +315,8 @@ def test_failure_mid_stream_ends_with_an_error_event(t):
     s = open_stream(a.port, {"model": "tiny", "messages": MSGS, "stream": True,
                              "max_tokens": 1000})
     w.kill()
-    got = b""
     s.settimeout(5)
-    while not got.endswith(b"0\r\n\r\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = recv_to_end(s)
     s.close()
     h.check(b'"code":"upstream_error"' in got, f"an error event: {got[-400:]!r}")
     h.check(b"[DONE]" not in got)
@@ -328,12 +334,7 @@ def read_stream(port, body, rcvbuf=None, pause=0.0):
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
               b"application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
     time.sleep(pause)
-    got = b""
-    while not got.endswith(b"0\r\n\r\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = recv_to_end(s)
     s.close()
     _, _, payload = got.partition(b"\r\n\r\n")
     out = b""
