@@ -534,6 +534,12 @@ job_run(struct wrk_ticket *t)
             job_send(j, &j->out, &w);
         }
     }
+    if (j->srv->cfg->decode_delay_ms == 0) {
+        /* the first tokens in this same turn of the loop: they leave with
+         * the head and the role chunk, in one write */
+        event_active(j->timer, EV_TIMEOUT, 0);
+        return;
+    }
     schedule(j, j->srv->cfg->decode_delay_ms);
 }
 
