@@ -2,13 +2,17 @@
  *
  * http_upstream.c - see http_upstream.h.
  *
- * A connection is either busy (one request: HTTP/1.1 without pipelining)
- * or idle in its host's list, read-enabled so that a server closing it is
- * noticed and the connection dropped. Parsing happens in on_read with the
- * parser paused at the end of each response; completion, the return to the
- * pool and every callback that may free things run after the parser has
- * returned, never inside it. A cancel requested from inside a callback is
- * deferred the same way.
+ * A connection is a non-blocking socket with two events of its own: one
+ * persistent read event (kept while the connection idles in its host's
+ * list, so that a server closing it is noticed and the connection dropped)
+ * and a write event armed only while connecting or when the socket is full.
+ * Reads go straight from the socket into the parser, with no intermediate
+ * buffer (libevent's bufferevents size every read with ioctl(FIONREAD) and
+ * arm and disarm events per write); a request is written with one writev
+ * of its head and the caller's body. The parser is paused at the end of
+ * each response; completion, the return to the pool and every callback
+ * that may free things run after the parser has returned, never inside it.
+ * A cancel requested from inside a callback is deferred the same way.
  */
 #include "http_upstream.h"
 
@@ -23,9 +27,13 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <http_parser.h>
 
 struct hu_host {
@@ -39,14 +47,19 @@ struct hu_host {
 struct hu_conn {
     struct hu_pool *pool;
     struct hu_host *host;
-    struct bufferevent *bev;
-    struct event *connect_timer;
+    int fd;
+    struct event rev; /* readable: the answer, or an idle connection closing */
+    struct event wev; /* writable: connect done, or room for the rest of a request */
+    bool rev_on;      /* rev is added (off while paused) */
+    int connect_err;  /* a connect that failed at once, reported from wev */
     http_parser parser;
     struct hu_req *req; /* NULL while idle */
+    size_t sent;        /* bytes of the request written */
     bool connected;
     bool reused; /* has completed a response before */
     bool parsing;
     bool complete; /* the current response has ended */
+    bool extra;    /* bytes came after the end of the response */
     /* header capture: only Content-Type matters */
     char field[16];
     size_t flen;
@@ -96,11 +109,10 @@ mono_us(void)
 static void
 conn_free(struct hu_conn *c)
 {
-    if (c->connect_timer) {
-        event_free(c->connect_timer);
-    }
-    if (c->bev) {
-        bufferevent_free(c->bev);
+    event_del(&c->rev);
+    event_del(&c->wev);
+    if (c->fd >= 0) {
+        close(c->fd);
     }
     free(c);
 }
@@ -119,9 +131,8 @@ idle_remove(struct hu_conn *c)
     }
 }
 
-static void on_read(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short what, void *arg);
-static void on_connect_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void on_writable(evutil_socket_t fd, short what, void *arg);
 
 static struct hu_conn *
 conn_new(struct hu_pool *p, struct hu_host *h)
@@ -135,22 +146,22 @@ conn_new(struct hu_pool *p, struct hu_host *h)
     }
     c->pool = p;
     c->host = h;
-    c->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    c->connect_timer = evtimer_new(p->base, on_connect_timeout, c);
-    if (!c->bev || !c->connect_timer) {
-        conn_free(c);
+    c->fd = socket(h->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        free(c);
         return NULL;
     }
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&h->sa, (int)h->salen) != 0) {
-        conn_free(c);
-        return NULL;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    event_assign(&c->rev, p->base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
+    event_assign(&c->wev, p->base, c->fd, EV_WRITE, on_writable, c);
+    if (connect(c->fd, (struct sockaddr *)&h->sa, h->salen) == 0) {
+        c->connected = true;
+    } else if (errno != EINPROGRESS) {
+        c->connect_err = errno ? errno : ECONNREFUSED;
+        event_active(&c->wev, EV_WRITE, 0); /* reported from the loop, not from here */
+        return c;
     }
-    if (bufferevent_getfd(c->bev) >= 0) {
-        setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    evtimer_add(c->connect_timer, &tv);
-    bufferevent_enable(c->bev, EV_READ);
+    event_add(&c->wev, c->connected ? NULL : &tv);
     return c;
 }
 
@@ -163,24 +174,60 @@ req_free(struct hu_req *r)
     free(r);
 }
 
-/* Puts the request on connection c and writes it. Returns 0 or -1. */
+static void fail(struct hu_conn *c);
+
+/* Writes what is left of the request; waits for room when the socket is
+ * full. Returns 0, or -1 after failing the connection. */
 static int
+flush_out(struct hu_conn *c)
+{
+    struct hu_req *r = c->req;
+
+    while (r && c->sent < r->headlen + r->len) {
+        struct iovec iov[2];
+        int n = 0;
+        if (c->sent < r->headlen) {
+            iov[n++] = (struct iovec){r->head + c->sent, r->headlen - c->sent};
+        }
+        size_t boff = c->sent > r->headlen ? c->sent - r->headlen : 0;
+        if (r->len > boff) {
+            iov[n++] = (struct iovec){(void *)(r->body + boff), r->len - boff};
+        }
+        ssize_t w = writev(c->fd, iov, n);
+        if (w > 0) {
+            c->sent += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            event_add(&c->wev, NULL);
+            return 0;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else {
+            fail(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Puts the request on connection c and, once connected, writes it. */
+static void
 req_start(struct hu_req *r, struct hu_conn *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-
     r->conn = c;
     c->req = r;
-    c->complete = false;
+    c->sent = 0;
+    c->complete = c->extra = false;
     c->flen = c->ctlen = 0;
     c->field_done = c->in_ct = false;
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
-    if (evbuffer_add(out, r->head, r->headlen) != 0 ||
-        (r->len && evbuffer_add_reference(out, r->body, r->len, NULL, NULL) != 0)) {
-        return -1;
+    if (!c->rev_on) {
+        event_add(&c->rev, NULL);
+        c->rev_on = true;
     }
-    return 0;
+    if (c->connected) {
+        (void)flush_out(c); /* a failure is reported through on_done */
+    }
 }
 
 /* Ends the request with `res` and calls back. The connection is closed
@@ -196,9 +243,12 @@ finish(struct hu_req *r, enum hu_result res, bool reusable)
 
     if (c) {
         c->req = NULL;
-        if (reusable && h->nidle < c->pool->max_idle &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        if (reusable && !c->extra && h->nidle < c->pool->max_idle) {
             c->reused = true;
+            if (!c->rev_on) { /* paused at the end: watch for the server closing */
+                event_add(&c->rev, NULL);
+                c->rev_on = true;
+            }
             c->next = h->idle;
             h->idle = c;
             h->nidle++;
@@ -229,12 +279,9 @@ fail(struct hu_conn *c)
         c->req = NULL;
         conn_free(c);
         r->retried = true;
-        if (n && req_start(r, n) == 0) {
-            return;
-        }
         if (n) {
-            n->req = NULL;
-            conn_free(n);
+            req_start(r, n);
+            return;
         }
         r->conn = NULL;
         finish(r, HU_RESET, false);
@@ -244,83 +291,99 @@ fail(struct hu_conn *c)
 }
 
 static void
-on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct hu_conn *c = arg;
+    int err = c->connect_err;
+    socklen_t len = sizeof(err);
 
-    (void)fd;
-    (void)what;
-    c->connected = false;
-    fail(c);
-}
-
-static void
-on_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct hu_conn *c = arg;
-
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (!c->connected) {
+        if (what & EV_TIMEOUT) {
+            fail(c); /* connect timeout */
+            return;
+        }
+        if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+        }
+        if (err) {
+            fail(c);
+            return;
+        }
         c->connected = true;
-        evtimer_del(c->connect_timer);
-        return;
     }
-    if ((what & BEV_EVENT_EOF) && c->req && c->connected && c->req->got_byte) {
-        /* a response delimited by the end of the connection */
-        c->parsing = true;
-        http_parser_execute(&c->parser, &settings, NULL, 0);
-        c->parsing = false;
-        if (c->complete) {
-            finish(c->req, HU_OK, false);
-            return;
-        }
-    }
-    fail(c);
+    (void)flush_out(c);
 }
 
-static void
-on_read(struct bufferevent *bev, void *arg)
+/* Feeds n bytes of the answer to the parser. Returns false when the
+ * request has ended (finished or failed) here. */
+static bool
+feed(struct hu_conn *c, const char *p, size_t n)
 {
-    struct hu_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     struct hu_req *r = c->req;
+    size_t used;
 
-    if (!r) {
-        fail(c); /* bytes on an idle connection: not ours to read */
-        return;
-    }
-    if (!r->got_byte && evbuffer_get_length(in) > 0) {
-        r->got_byte = true;
-        r->ttfb_us = mono_us() - r->start_us;
-    }
     c->parsing = true;
-    while (evbuffer_get_length(in) > 0 && !c->complete && !r->cancelled) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) {
-            break;
-        }
-        size_t n = http_parser_execute(&c->parser, &settings, v.iov_base, v.iov_len);
-        evbuffer_drain(in, n);
-        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK &&
-            HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
-            c->parsing = false;
-            finish(r, HU_PROTOCOL, false);
-            return;
-        }
-        if (n < v.iov_len && !c->complete) {
-            break;
-        }
-    }
+    used = http_parser_execute(&c->parser, &settings, p, n);
     c->parsing = false;
     if (r->cancelled) {
         finish(r, HU_OK, false); /* no callback: cancelled */
-        return;
+        return false;
+    }
+    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK && HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+        finish(r, HU_PROTOCOL, false);
+        return false;
     }
     if (c->complete) {
+        c->extra = used < n;
         finish(r, HU_OK, http_should_keep_alive(&c->parser) != 0);
-    } else if (r->cb->on_flush) {
-        r->cb->on_flush(r->arg);
+        return false;
     }
+    return true;
+}
+
+/* The answer's body runs to the end of the connection: neither chunked nor
+ * of a known length (http-parser keeps ULLONG_MAX for "no length"). */
+static bool
+needs_eof(const http_parser *p)
+{
+    return !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX && p->status_code >= 200 &&
+           p->status_code != 204 && p->status_code != 304;
+}
+
+static void
+on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct hu_conn *c = arg;
+    struct hu_req *r = c->req;
+    char buf[65536];
+    ssize_t n;
+
+    (void)what;
+    n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (!r || !c->connected) {
+        fail(c); /* an idle connection closing (or talking out of turn) */
+        return;
+    }
+    if (n > 0 && !r->got_byte) {
+        r->got_byte = true;
+        r->ttfb_us = mono_us() - r->start_us;
+    }
+    if (n > 0) {
+        if (feed(c, buf, (size_t)n) && r->cb->on_flush) {
+            r->cb->on_flush(r->arg);
+        }
+        return;
+    }
+    if (n == 0 && r->got_byte && needs_eof(&c->parser)) {
+        /* an answer delimited by the end of the connection */
+        if (!feed(c, NULL, 0)) {
+            return;
+        }
+    }
+    fail(c);
 }
 
 /* ---- the parser's callbacks ------------------------------------------------------ */
@@ -500,12 +563,7 @@ hu_post(struct hu_pool *p, const struct sockaddr *sa, unsigned salen, const char
         req_free(r);
         return NULL;
     }
-    if (req_start(r, c) != 0) {
-        c->req = NULL;
-        conn_free(c);
-        req_free(r);
-        return NULL;
-    }
+    req_start(r, c);
     return r;
 }
 
@@ -527,14 +585,17 @@ hu_cancel(struct hu_req *r)
 void
 hu_pause(struct hu_req *r, int paused)
 {
-    if (!r->conn) {
+    struct hu_conn *c = r->conn;
+
+    if (!c || (bool)paused != c->rev_on) {
         return;
     }
     if (paused) {
-        bufferevent_disable(r->conn->bev, EV_READ);
+        event_del(&c->rev);
     } else {
-        bufferevent_enable(r->conn->bev, EV_READ);
+        event_add(&c->rev, NULL);
     }
+    c->rev_on = !paused;
 }
 
 long long

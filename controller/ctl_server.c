@@ -171,15 +171,23 @@ teardown(struct ctl_server *srv)
         ctl_view_stop(srv->view);
     }
     ctl_writer_stop(srv->writer); /* commits what is queued; completions wait */
-    for (int i = 0; srv->http && i < http_server_nloops(srv->http); i++) {
+    int nloops = srv->http ? http_server_nloops(srv->http) : 0;
+    void **cls = calloc(nloops > 0 ? (size_t)nloops : 1, sizeof(*cls));
+    for (int i = 0; i < nloops; i++) {
         struct http_loop *loop = http_server_loop(srv->http, i);
-        void *cl = http_loop_get_data(loop);
         ctl_api_loop_drain(loop, srv); /* watches left by a forced stop */
-        http_loop_set_data(loop, NULL);
-        free(cl);
+        if (cls) {
+            cls[i] = http_loop_get_data(loop);
+        }
     }
-    http_server_free(srv->http); /* runs the completions still queued */
+    /* runs the completions and view-change tasks still queued, which use
+     * the loops' state: freed only after */
+    http_server_free(srv->http);
     srv->http = NULL;
+    for (int i = 0; cls && i < nloops; i++) {
+        free(cls[i]);
+    }
+    free(cls);
     ctl_refresher_free(srv->refresher);
     ctl_writer_free(srv->writer);
     ctl_view_free(srv->view);
