@@ -114,8 +114,8 @@ struct api_inst {
     int port;
     char base[API_NAME_MAX + 32];  /* "http://host:port" ([host] for IPv6) */
     char label[API_NAME_MAX + 16]; /* "host:port", for logs, metrics and Host */
-    struct sockaddr_storage sa;    /* resolved by the watcher; salen 0: did not resolve */
-    unsigned salen;
+    struct sockaddr_storage sa;    /* resolved by the watcher, written once */
+    _Atomic unsigned salen;        /* 0: not resolved (yet); set after sa */
     struct api_mstats *model;
     struct api_stats s;
 };

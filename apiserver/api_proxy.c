@@ -127,9 +127,14 @@ end_attempt(struct api_px *px)
     }
 }
 
+/* Takes the instance out for --eject_ms. A request that is not the
+ * instance's half-open trial leaves a running trial alone (it decides). */
 static void
 eject(struct api_px *px)
 {
+    if (!px->trial && atomic_load(&px->inst->rt.trial)) {
+        return;
+    }
     route_eject(&px->inst->rt, util_mono_ms(), px->srv->cfg->eject_ms);
     px->trial = false;
     atomic_fetch_add(&px->inst->s.ejections, 1);
@@ -138,11 +143,15 @@ eject(struct api_px *px)
              (long long)px->srv->cfg->eject_ms);
 }
 
+/* The instance answered. Only its trial brings an ejected instance back (a
+ * request sent before the ejection proves nothing about now). */
 static void
 instance_ok(struct api_px *px)
 {
-    route_success(&px->inst->rt);
-    px->trial = false;
+    if (px->trial) {
+        route_success(&px->inst->rt);
+        px->trial = false;
+    }
 }
 
 /* The request is answered: forget it. */
@@ -280,9 +289,7 @@ up_head(void *arg, int status, const char *content_type)
     util_strlcpy(px->ct, content_type ? content_type : "application/json", sizeof(px->ct));
     metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
-    if (status / 100 != 2) {
-        px->resp.max = MAX_ERROR_BODY;
-    }
+    px->resp.max = status / 100 == 2 ? MAX_ANSWER : MAX_ERROR_BODY;
     if (status / 100 == 2 && px->stream) {
         char hdr[64];
         added_header(px, ttfb, hdr, sizeof(hdr));
@@ -543,10 +550,9 @@ start_transfer(struct api_px *px)
     atomic_fetch_add(&px->inst->rt.in_flight, 1);
     px->counted = true;
     px->attempt_us = now_us();
-    px->deadline_us = px->attempt_us + px->srv->cfg->request_timeout_ms * 1000;
-    px->up =
-        hu_post(px->l->hu, (const struct sockaddr *)&px->inst->sa, px->inst->salen, px->inst->label,
-                upstream_paths[px->kind], px->headers, body, len, &up_callbacks, px);
+    px->up = hu_post(px->l->hu, (const struct sockaddr *)&px->inst->sa,
+                     atomic_load_explicit(&px->inst->salen, memory_order_acquire), px->inst->label,
+                     upstream_paths[px->kind], px->headers, body, len, &up_callbacks, px);
     if (!px->up) {
         return -1;
     }
@@ -579,7 +585,7 @@ attempt(struct api_px *px)
         px->inst = px->model->inst[i];
         px->trial = trial;
         atomic_fetch_add_explicit(&px->inst->s.requests, 1, memory_order_relaxed);
-        if (px->inst->salen == 0) {
+        if (atomic_load_explicit(&px->inst->salen, memory_order_acquire) == 0) {
             /* its host name did not resolve (api_table.c) */
             count_error(px, API_ERR_CONNECT);
             remember(px, 503, "upstream_unavailable", "has no address", "unresolved host");
@@ -678,6 +684,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
         return;
     }
     px->start_us = now_us();
+    px->deadline_us = px->start_us + srv->cfg->request_timeout_ms * 1000; /* all attempts */
     name = parse(req, &root, &px->stream, px->key, &px->keylen);
     if (!name) {
         goto fail;

@@ -191,7 +191,8 @@ resolve(struct api_inst *i)
                  rc ? gai_strerror(rc) : "no address");
     } else {
         memcpy(&i->sa, res->ai_addr, res->ai_addrlen);
-        i->salen = (unsigned)res->ai_addrlen;
+        /* published after the address: the loops read salen first */
+        atomic_store_explicit(&i->salen, (unsigned)res->ai_addrlen, memory_order_release);
     }
     if (res) {
         freeaddrinfo(res);
@@ -210,6 +211,9 @@ inst_for(struct api_watch *w, const struct row *r)
         int c = inst_cmp_key(r->model, r->host, r->port, w->known[mid]);
         if (c == 0) {
             atomic_fetch_add(&w->known[mid]->refs, 1); /* the new list's */
+            if (atomic_load_explicit(&w->known[mid]->salen, memory_order_acquire) == 0) {
+                resolve(w->known[mid]); /* did not resolve before: try again */
+            }
             return w->known[mid];
         }
         if (c < 0) {
@@ -389,8 +393,10 @@ publish(struct api_watch *w, struct api_table *t)
     for (int i = 0; i < srv->nloops; i++) {
         struct swap_task *s = calloc(1, sizeof(*s));
         if (!s) {
+            uint64_t version = t->version;
             api_table_unref(t); /* that loop keeps its old table */
-            log_error("out of memory: loop %d keeps table version %" PRIu64 "", i, t->version - 1);
+            log_error("out of memory: loop %d keeps the table before version %" PRIu64 "", i,
+                      version);
             continue;
         }
         s->task.fn = swap_table;

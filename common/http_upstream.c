@@ -58,8 +58,9 @@ struct hu_conn {
     bool connected;
     bool reused; /* has completed a response before */
     bool parsing;
-    bool complete; /* the current response has ended */
-    bool extra;    /* bytes came after the end of the response */
+    bool complete;  /* the current response has ended */
+    bool extra;     /* bytes came after the end of the response */
+    bool head_done; /* the final response's headers are in */
     /* header capture: only Content-Type matters */
     char field[16];
     size_t flen;
@@ -94,6 +95,11 @@ struct hu_pool {
 };
 
 static http_parser_settings settings;
+
+/* A reused connection that fails this soon after the request was handed
+ * over is taken for one the server had closed while it idled (it cannot
+ * have worked on the request yet); later, the failure is the request's. */
+#define RETRY_WINDOW_US 200000
 
 static long long
 mono_us(void)
@@ -216,7 +222,7 @@ req_start(struct hu_req *r, struct hu_conn *c)
     r->conn = c;
     c->req = r;
     c->sent = 0;
-    c->complete = c->extra = false;
+    c->complete = c->extra = c->head_done = false;
     c->flen = c->ctlen = 0;
     c->field_done = c->in_ct = false;
     http_parser_init(&c->parser, HTTP_RESPONSE);
@@ -226,7 +232,9 @@ req_start(struct hu_req *r, struct hu_conn *c)
         c->rev_on = true;
     }
     if (c->connected) {
-        (void)flush_out(c); /* a failure is reported through on_done */
+        /* written from the loop, not from here: a failure must never call
+         * back from inside hu_post */
+        event_active(&c->wev, EV_WRITE, 0);
     }
 }
 
@@ -243,7 +251,9 @@ finish(struct hu_req *r, enum hu_result res, bool reusable)
 
     if (c) {
         c->req = NULL;
-        if (reusable && !c->extra && h->nidle < c->pool->max_idle) {
+        if (reusable && !c->extra && c->sent == r->headlen + r->len &&
+            h->nidle < c->pool->max_idle) {
+            event_del(&c->wev);
             c->reused = true;
             if (!c->rev_on) { /* paused at the end: watch for the server closing */
                 event_add(&c->rev, NULL);
@@ -273,7 +283,8 @@ fail(struct hu_conn *c)
         conn_free(c);
         return;
     }
-    if (c->connected && !r->got_byte && c->reused && !r->retried && !r->cancelled) {
+    if (c->connected && !r->got_byte && c->reused && !r->retried && !r->cancelled &&
+        mono_us() - r->start_us < RETRY_WINDOW_US) {
         /* a kept-alive connection the server had closed: once more, anew */
         struct hu_conn *n = conn_new(c->pool, r->host);
         c->req = NULL;
@@ -346,8 +357,10 @@ feed(struct hu_conn *c, const char *p, size_t n)
 static bool
 needs_eof(const http_parser *p)
 {
-    return !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX && p->status_code >= 200 &&
-           p->status_code != 204 && p->status_code != 304;
+    const struct hu_conn *c = p->data;
+
+    return c->head_done && !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX &&
+           p->status_code >= 200 && p->status_code != 204 && p->status_code != 304;
 }
 
 static void
@@ -432,6 +445,13 @@ p_headers_complete(http_parser *p)
     struct hu_conn *c = p->data;
     struct hu_req *r = c->req;
 
+    if (p->status_code < 200) {
+        /* an interim answer (100 Continue): the final one follows */
+        c->flen = c->ctlen = 0;
+        c->field_done = c->in_ct = false;
+        return 0;
+    }
+    c->head_done = true;
     if (!r->cancelled) {
         r->cb->on_head(r->arg, (int)p->status_code, c->ctlen ? c->ct : NULL);
     }

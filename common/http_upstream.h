@@ -18,7 +18,9 @@
  *                nothing was sent
  *   HU_RESET     the connection failed or closed before any response byte
  *                (a reused keep-alive connection that the server had closed
- *                is retried once on a new connection before this is given)
+ *                is retried once on a new connection before this is given,
+ *                when the failure comes within 200 ms: later, the server
+ *                may have worked on it, and it is not sent again)
  *   HU_BROKEN    the connection failed or closed mid-response
  *   HU_PROTOCOL  the response is not valid HTTP
  * Timeouts other than the connect timeout are the caller's (cancel the
@@ -70,6 +72,9 @@ struct sockaddr;
 struct hu_req *hu_post(struct hu_pool *p, const struct sockaddr *sa, unsigned salen,
                        const char *hostport, const char *path, const char *headers,
                        const char *body, size_t len, const struct hu_callbacks *cb, void *arg);
+
+/* Nothing is ever called back from inside hu_post: the request is written,
+ * and any failure reported, from the loop. */
 
 /* Abandons a request: its connection is closed (the server sees the
  * client go away); no callback follows. */

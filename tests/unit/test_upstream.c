@@ -33,6 +33,8 @@ enum script {
     S_CUT,        /* half the body, then close */
     S_GARBAGE,    /* not HTTP */
     S_SLOW,       /* headers and one chunk, then nothing */
+    S_INTERIM,    /* 100 Continue, then the answer */
+    S_EARLY,      /* answers once the headers are in, ignores the body */
 };
 
 struct server {
@@ -65,6 +67,11 @@ answer(enum script s)
         return "SMTP ready\r\n\r\n";
     case S_SLOW:
         return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    case S_INTERIM:
+        return "HTTP/1.1 100 Continue\r\nContent-Type: nope\r\n\r\nHTTP/1.1 200 OK\r\n"
+               "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+    case S_EARLY:
+        return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     default:
         return "";
     }
@@ -106,6 +113,14 @@ srv_read(struct bufferevent *bev, void *arg)
         return;
     }
     head = (size_t)end.pos + 4;
+    if (s->script == S_EARLY) {
+        /* answer at once; what follows on this connection is not read */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        bufferevent_setcb(bev, NULL, NULL, srv_event, s);
+        s->requests++;
+        bufferevent_write(bev, answer(s->script), strlen(answer(s->script)));
+        return;
+    }
     h = (char *)evbuffer_pullup(in, (ev_ssize_t)head);
     char *cl = strstr(h, "Content-Length: ");
     if (cl && cl < h + head) {
@@ -399,6 +414,51 @@ test_failures(void)
 }
 
 static void
+test_interim_answer_and_early_answer(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct server s;
+    struct result x;
+    struct sockaddr_in sin;
+    static char big[8 << 20];
+
+    server_start(&s, base);
+    s.script = S_INTERIM; /* the 100 is not an answer */
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_INT(x.status, 200);
+    CHECK_EQ_STR(x.ct, "text/plain");
+    CHECK_EQ_STR(buf_str(&x.body), "ok");
+    buf_cleanup(&x.body);
+    /* answered before the body was all sent: that connection is not reused */
+    s.script = S_EARLY;
+    s.accepts = 0;
+    memset(big, 'x', sizeof(big));
+    memset(&x, 0, sizeof(x));
+    x.base = base;
+    buf_init(&x.body, 1 << 20);
+    sin = addr(s.port);
+    CHECK(hu_post(p, (struct sockaddr *)&sin, sizeof(sin), "127.0.0.1", "/v1/x", "", big,
+                  sizeof(big), &cbs, &x));
+    run(base, 2000);
+    CHECK(x.done && x.r == HU_OK);
+    buf_cleanup(&x.body);
+    s.script = S_LENGTH;
+    CHECK(post(p, s.port, &x, base));
+    run(base, 2000);
+    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_STR(buf_str(&x.body), "{\"ok\":true}");
+    /* the early answer came on the pooled connection of the first request;
+     * the third needed a new one (the server no longer reads that one: had
+     * it been reused, the request would have gone unanswered) */
+    CHECK_EQ_INT(s.accepts, 1);
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
+static void
 test_cancel_mid_answer(void)
 {
     struct event_base *base = event_base_new();
@@ -433,6 +493,7 @@ main(void)
     CHECK_RUN(test_pooled_connection_closed_by_server);
     CHECK_RUN(test_retry_on_a_fresh_connection);
     CHECK_RUN(test_failures);
+    CHECK_RUN(test_interim_answer_and_early_answer);
     CHECK_RUN(test_cancel_mid_answer);
     return check_summary();
 }
