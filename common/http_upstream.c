@@ -48,10 +48,11 @@ struct hu_conn {
     struct hu_pool *pool;
     struct hu_host *host;
     int fd;
-    struct event rev; /* readable: the answer, or an idle connection closing */
-    struct event wev; /* writable: connect done, or room for the rest of a request */
-    bool rev_on;      /* rev is added (off while paused) */
-    int connect_err;  /* a connect that failed at once, reported from wev */
+    struct event rev;  /* readable: the answer, or an idle connection closing */
+    struct event wev;  /* writable: connect done, or room for the rest of a request */
+    bool rev_on;       /* rev is added (off while paused) */
+    int connect_err;   /* a connect that failed at once, reported from wev */
+    bool write_failed; /* a write failed, reported from wev */
     http_parser parser;
     struct hu_req *req; /* NULL while idle */
     size_t sent;        /* bytes of the request written */
@@ -208,7 +209,10 @@ flush_out(struct hu_conn *c)
         } else if (w < 0 && errno == EINTR) {
             continue;
         } else {
-            fail(c);
+            /* reported from the loop (on_writable): this may be inside
+             * hu_post, which must never call back */
+            c->write_failed = true;
+            event_active(&c->wev, EV_WRITE, 0);
             return -1;
         }
     }
@@ -232,9 +236,7 @@ req_start(struct hu_req *r, struct hu_conn *c)
         c->rev_on = true;
     }
     if (c->connected) {
-        /* written from the loop, not from here: a failure must never call
-         * back from inside hu_post */
-        event_active(&c->wev, EV_WRITE, 0);
+        (void)flush_out(c); /* a failure is reported from the loop */
     }
 }
 
@@ -308,6 +310,10 @@ on_writable(evutil_socket_t fd, short what, void *arg)
     int err = c->connect_err;
     socklen_t len = sizeof(err);
 
+    if (c->write_failed) {
+        fail(c);
+        return;
+    }
     if (!c->connected) {
         if (what & EV_TIMEOUT) {
             fail(c); /* connect timeout */
