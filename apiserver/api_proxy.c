@@ -198,24 +198,8 @@ finish_error(struct api_px *px, int status, const char *type, const char *code, 
 static void
 stream_error(struct api_px *px, const char *msg)
 {
-    char esc[400];
-    char line[600];
-    size_t n = 0;
-
-    for (const char *p = msg; *p && n + 2 < sizeof(esc); p++) {
-        if (*p == '"' || *p == '\\') {
-            esc[n++] = '\\';
-        }
-        esc[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
-    }
-    esc[n] = '\0';
-    int len = snprintf(line, sizeof(line),
-                       "data: {\"error\":{\"message\":\"%s\",\"type\":\"server_error\","
-                       "\"param\":null,\"code\":\"upstream_error\"}}\n\n",
-                       esc);
-    http_stream_write(px->req, line, (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
     http_req_on_close(px->req, NULL, NULL);
-    http_stream_end(px->req);
+    http_stream_error(px->req, "upstream_error", "%s", msg);
     px_free(px);
 }
 
@@ -362,34 +346,6 @@ up_data(void *arg, const char *p, size_t len)
     }
 }
 
-/* The message of an instance's error answer (OpenAI's error.message), or
- * the start of its body. */
-static void
-answer_message(const struct buf *b, char *out, size_t cap)
-{
-    cJSON *root = NULL;
-    char err[64];
-    const char *msg = "no details";
-    size_t avail = strlen(msg), n = 0;
-
-    if (b->len && json_parse(b->data, b->len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0) {
-        const cJSON *e = json_get(root, "error");
-        const cJSON *m = cJSON_IsObject(e) ? json_get(e, "message") : NULL;
-        if (cJSON_IsString(m)) {
-            msg = m->valuestring;
-            avail = strlen(msg);
-        }
-    } else if (b->len) {
-        msg = b->data;
-        avail = b->len;
-    }
-    for (; n < avail && n + 1 < cap && n < 200; n++) {
-        out[n] = (unsigned char)msg[n] < 0x20 ? ' ' : msg[n];
-    }
-    out[n] = '\0';
-    cJSON_Delete(root);
-}
-
 static const char *
 result_text(enum hu_result r)
 {
@@ -461,7 +417,7 @@ up_done(void *arg, enum hu_result res)
         px_free(px);
         return;
     }
-    answer_message(&px->resp, msg, sizeof(msg));
+    json_error_message(px->resp.data, px->resp.len, msg, sizeof(msg));
     if (px->status >= 500) {
         char what[32];
         count_error(px, API_ERR_UPSTREAM_5XX);

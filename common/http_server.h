@@ -225,6 +225,13 @@ void http_stream_end(struct http_request *req);
 void http_reply_error(struct http_request *req, int status, const char *type, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* Ends a stream that failed after it began: one SSE event
+ * `data: {"error":{...,"type":"server_error","code":code}}` (the OpenAI
+ * SDKs raise it), then http_stream_end. No [DONE]: the client must not
+ * take the stream for complete. */
+void http_stream_error(struct http_request *req, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* The reason phrase for `status` ("Not Found"). */
 const char *http_status_text(int status);
 

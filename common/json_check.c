@@ -271,3 +271,40 @@ json_get(const cJSON *obj, const char *key)
 
     return (it && !cJSON_IsNull(it)) ? it : NULL;
 }
+
+void
+json_error_message(const char *body, size_t len, char *out, size_t cap)
+{
+    cJSON *root = NULL;
+    char err[64];
+    const char *msg = NULL;
+    size_t avail = 0, n = 0;
+
+    if (cap == 0) {
+        return;
+    }
+    if (len && json_parse(body, len, 64, &root, err, sizeof(err)) == 0) {
+        const cJSON *e = json_get(root, "error");
+        const cJSON *m = cJSON_IsObject(e) ? json_get(e, "message") : e;
+        if (!cJSON_IsString(m)) {
+            m = json_get(root, "detail");
+        }
+        if (!cJSON_IsString(m)) {
+            m = json_get(root, "message");
+        }
+        if (cJSON_IsString(m)) {
+            msg = m->valuestring;
+            avail = strlen(msg);
+        }
+    }
+    if (!msg) {
+        msg = len ? body : "no details";
+        avail = len ? len : strlen(msg);
+    }
+    for (; n < avail && n + 1 < cap && n < 300; n++) {
+        unsigned char c = (unsigned char)msg[n];
+        out[n] = c >= 0x20 && c < 0x7f ? (char)c : ' ';
+    }
+    out[n] = '\0';
+    cJSON_Delete(root);
+}

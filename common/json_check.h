@@ -36,4 +36,10 @@ int json_parse(const char *p, size_t len, int max_depth, cJSON **out, char *err,
  * NULL when the key is missing or JSON null. */
 const cJSON *json_get(const cJSON *obj, const char *key);
 
+/* The human-readable message of an error answer body[0..len) (no NUL
+ * needed): OpenAI's error.message, else FastAPI's "detail", else a
+ * top-level "message", else the start of the body. Printable ASCII only
+ * (anything else becomes a space), at most 300 bytes, always terminated. */
+void json_error_message(const char *body, size_t len, char *out, size_t cap);
+
 #endif

@@ -30,7 +30,6 @@
  */
 #include "wrk.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,40 +140,6 @@ job_dropped(struct wrk_ticket *t)
 
 /* ---- errors ------------------------------------------------------------------ */
 
-/* The message of an error answer: OpenAI's error.message, FastAPI's detail,
- * a top-level message, or the start of the body; printable ASCII only. */
-static void
-error_message(const struct buf *body, char *out, size_t cap)
-{
-    cJSON *root = NULL;
-    char err[64];
-    const char *msg = NULL;
-    size_t avail, n = 0;
-
-    if (body->len &&
-        json_parse(body->data, body->len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0) {
-        const cJSON *e = json_get(root, "error");
-        const cJSON *m = cJSON_IsObject(e) ? json_get(e, "message") : e;
-        if (!cJSON_IsString(m)) {
-            m = json_get(root, "detail");
-        }
-        if (!cJSON_IsString(m)) {
-            m = json_get(root, "message");
-        }
-        msg = cJSON_IsString(m) ? m->valuestring : NULL;
-    }
-    avail = msg ? strlen(msg) : body->len; /* a raw body need not end in NUL */
-    if (!msg) {
-        msg = body->len ? body->data : "no details";
-        avail = body->len ? body->len : strlen(msg);
-    }
-    for (; n < avail && n + 1 < cap && n < 300; n++) {
-        out[n] = isprint((unsigned char)msg[n]) ? msg[n] : ' ';
-    }
-    out[n] = '\0';
-    cJSON_Delete(root);
-}
-
 /* After a stream has begun: an error event or frame, then the end. */
 static void
 stream_error(struct wrk_proxy_job *j, const char *msg)
@@ -182,20 +147,15 @@ stream_error(struct wrk_proxy_job *j, const char *msg)
     struct buf b;
     struct jw w;
 
+    if (j->api != PX_DBGPT_STREAM) {
+        http_stream_error(j->req, "upstream_error", "%s", msg);
+        return;
+    }
     buf_init(&b, 64 * 1024);
     jw_init(&w, &b);
-    if (j->api == PX_DBGPT_STREAM) {
-        wrk_dbgpt_output(&w, msg, strlen(msg), "error", 1, j->prompt_tokens, j->completion_tokens);
-        if (!w.err && buf_append(&b, "", 1) == 0) {
-            http_stream_write(j->req, b.data, b.len);
-        }
-    } else {
-        jw_raw(&w, "data: {\"error\":{\"message\":");
-        jw_str(&w, msg);
-        jw_raw(&w, ",\"type\":\"server_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\n");
-        if (!w.err) {
-            http_stream_write(j->req, b.data, b.len);
-        }
+    wrk_dbgpt_output(&w, msg, strlen(msg), "error", 1, j->prompt_tokens, j->completion_tokens);
+    if (!w.err && buf_append(&b, "", 1) == 0) {
+        http_stream_write(j->req, b.data, b.len);
     }
     buf_cleanup(&b);
     http_stream_end(j->req);
@@ -244,7 +204,7 @@ upstream_status(struct wrk_proxy_job *j)
     char msg[320];
     long st = j->status;
 
-    error_message(&j->resp, msg, sizeof(msg));
+    json_error_message(j->resp.data, j->resp.len, msg, sizeof(msg));
     log_info("request %s: the engine answered %ld: %s", http_req_id(j->req), st, msg);
     if (st == 400 || st == 422) {
         http_reply_error(j->req, 400, "invalid_request_error", "upstream_rejected",
@@ -327,8 +287,7 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     it = json_get(root, "error");
     if (it) {
         char msg[320];
-        struct buf one = {.data = (char *)p, .len = n};
-        error_message(&one, msg, sizeof(msg));
+        json_error_message(p, n, msg, sizeof(msg));
         snprintf(j->err, sizeof(j->err), "the engine reported: %s", msg);
         cJSON_Delete(root);
         return -1;

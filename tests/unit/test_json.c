@@ -445,6 +445,31 @@ test_write_sticky_error(void)
     buf_cleanup(&b);
 }
 
+static void
+test_upstream_error_message(void)
+{
+    char m[64];
+    static const char openai[] = "{\"error\":{\"message\":\"bad temperature\",\"type\":\"x\"}}";
+    static const char fastapi[] = "{\"detail\":\"Not Found\"}";
+    static const char plain[] = "{\"message\":\"busy\"}";
+    static const char text[] = "upstream connect error\r\nand more";
+
+    json_error_message(openai, strlen(openai), m, sizeof(m));
+    CHECK_EQ_STR(m, "bad temperature");
+    json_error_message(fastapi, strlen(fastapi), m, sizeof(m));
+    CHECK_EQ_STR(m, "Not Found");
+    json_error_message(plain, strlen(plain), m, sizeof(m));
+    CHECK_EQ_STR(m, "busy");
+    json_error_message(text, strlen(text), m, sizeof(m));
+    CHECK_EQ_STR(m, "upstream connect error  and more"); /* control bytes: spaces */
+    json_error_message(text, 8, m, sizeof(m));           /* only len bytes are read */
+    CHECK_EQ_STR(m, "upstream");
+    json_error_message("", 0, m, sizeof(m));
+    CHECK_EQ_STR(m, "no details");
+    json_error_message(text, strlen(text), m, 6);
+    CHECK_EQ_STR(m, "upstr"); /* truncated, terminated */
+}
+
 int
 main(void)
 {
@@ -463,5 +488,6 @@ main(void)
     CHECK_RUN(test_write_strn_nul);
     CHECK_RUN(test_write_values);
     CHECK_RUN(test_write_sticky_error);
+    CHECK_RUN(test_upstream_error_message);
     return check_summary();
 }
