@@ -788,36 +788,44 @@ http_reply(struct http_request *req, int status, const char *content_type, const
     http_reply_ref(req, status, content_type, body, len, extra_headers, NULL, NULL);
 }
 
-/* {"error":{"message":msg,"type":type,"param":null,"code":code}} */
-static void
-error_json(struct jw *w, const char *type, const char *code, const char *msg)
+/* Builds `before` {"error":{"message":<fmt...>,"type":type,"param":null,
+ * "code":code}} `after` into b (initialised here). Returns 0, or -1 when
+ * it does not fit. */
+static int
+error_body(struct buf *b, const char *before, const char *after, const char *type, const char *code,
+           const char *fmt, va_list ap)
 {
-    jw_raw(w, "{\"error\":{\"message\":");
-    jw_str(w, msg);
-    jw_raw(w, ",\"type\":");
-    jw_str(w, type);
-    jw_raw(w, ",\"param\":null,\"code\":");
-    jw_str(w, code);
-    jw_raw(w, "}}");
+    char msg[512];
+    struct jw w;
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    buf_init(b, 4096);
+    jw_init(&w, b);
+    jw_raw(&w, before);
+    jw_raw(&w, "{\"error\":{\"message\":");
+    jw_str(&w, msg);
+    jw_raw(&w, ",\"type\":");
+    jw_str(&w, type);
+    jw_raw(&w, ",\"param\":null,\"code\":");
+    jw_str(&w, code);
+    jw_raw(&w, "}}");
+    jw_raw(&w, after);
+    return w.err ? -1 : 0;
 }
 
 void
 http_reply_error(struct http_request *req, int status, const char *type, const char *code,
                  const char *fmt, ...)
 {
-    char msg[512];
     struct buf b;
-    struct jw w;
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    rc = error_body(&b, "", "", type, code, fmt, ap);
     va_end(ap);
-    buf_init(&b, 4096);
-    jw_init(&w, &b);
-    error_json(&w, type, code, msg);
     /* 429 and 503 are always worth retrying, a second later or elsewhere */
-    http_reply(req, status, "application/json", w.err ? "{}" : b.data, w.err ? 2 : b.len,
+    http_reply(req, status, "application/json", rc ? "{}" : b.data, rc ? 2 : b.len,
                status == 429 || status == 503 ? "Retry-After: 1\r\n" : NULL);
     buf_cleanup(&b);
 }
@@ -825,20 +833,14 @@ http_reply_error(struct http_request *req, int status, const char *type, const c
 void
 http_stream_error(struct http_request *req, const char *code, const char *fmt, ...)
 {
-    char msg[512];
     struct buf b;
-    struct jw w;
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    rc = error_body(&b, "data: ", "\n\n", "server_error", code, fmt, ap);
     va_end(ap);
-    buf_init(&b, 4096);
-    jw_init(&w, &b);
-    jw_raw(&w, "data: ");
-    error_json(&w, "server_error", code, msg);
-    jw_raw(&w, "\n\n");
-    if (!w.err) {
+    if (rc == 0) {
         http_stream_write(req, b.data, b.len);
     }
     buf_cleanup(&b);
