@@ -321,11 +321,7 @@ h_metrics(struct http_request *req, void *arg)
         }
     }
     rc |= write_stats(&b, "roster_api", "model=\"\"", &srv->total, true);
-    if (rc != 0) {
-        http_reply_error(req, 500, "server_error", "metrics", "cannot format the metrics");
-    } else {
-        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
-    }
+    metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
 

@@ -407,6 +407,21 @@ on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the parser's callbacks ------------------------------------------------------ */
 
+/* Appends at[0..n) to dst (holding *len bytes), as much as fits in cap
+ * with the terminating NUL: header names and values arrive in pieces. */
+static void
+append_capped(char *dst, size_t cap, size_t *len, const char *at, size_t n)
+{
+    size_t room = cap - 1 - *len;
+
+    if (n > room) {
+        n = room;
+    }
+    memcpy(dst + *len, at, n);
+    *len += n;
+    dst[*len] = '\0';
+}
+
 static int
 p_header_field(http_parser *p, const char *at, size_t n)
 {
@@ -417,10 +432,7 @@ p_header_field(http_parser *p, const char *at, size_t n)
         c->field_done = false;
         c->in_ct = false;
     }
-    size_t room = sizeof(c->field) - 1 - c->flen;
-    memcpy(c->field + c->flen, at, n < room ? n : room);
-    c->flen += n < room ? n : room;
-    c->field[c->flen] = '\0';
+    append_capped(c->field, sizeof(c->field), &c->flen, at, n);
     return 0;
 }
 
@@ -437,10 +449,7 @@ p_header_value(http_parser *p, const char *at, size_t n)
         }
     }
     if (c->in_ct) {
-        size_t room = sizeof(c->ct) - 1 - c->ctlen;
-        memcpy(c->ct + c->ctlen, at, n < room ? n : room);
-        c->ctlen += n < room ? n : room;
-        c->ct[c->ctlen] = '\0';
+        append_capped(c->ct, sizeof(c->ct), &c->ctlen, at, n);
     }
     return 0;
 }

@@ -4,6 +4,8 @@
  */
 #include "metrics.h"
 
+#include "http_server.h"
+
 #include <stdio.h>
 
 static const double bounds_s[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -63,4 +65,14 @@ metrics_hist_write(struct buf *b, const char *name, const char *labels,
     rc |= buf_printf(b, "%s_count%s%s%s %llu\n", name, *lab ? "{" : "", lab, *lab ? "}" : "",
                      (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
     return rc ? -1 : 0;
+}
+
+void
+metrics_reply(struct http_request *req, const struct buf *b, int rc)
+{
+    if (rc != 0) {
+        http_reply_error(req, 500, "server_error", "metrics", "cannot format the metrics");
+    } else {
+        http_reply(req, 200, "text/plain; version=0.0.4", b->data, b->len, NULL);
+    }
 }

@@ -31,4 +31,9 @@ int metrics_sample(struct buf *b, const char *name, const char *labels, double v
 int metrics_hist_write(struct buf *b, const char *name, const char *labels,
                        const struct metrics_hist *h);
 
+/* Replies to GET /metrics with b (Prometheus text), or 500 when `rc` says
+ * the exposition could not be written whole. */
+struct http_request;
+void metrics_reply(struct http_request *req, const struct buf *b, int rc);
+
 #endif

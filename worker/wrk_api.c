@@ -522,11 +522,7 @@ h_metrics(struct http_request *req, void *arg)
                          "1 when every instance is accepted by a controller.");
     rc |= metrics_sample(&b, "roster_worker_registered", NULL,
                          srv->registrar && wrk_registrar_registered(srv->registrar) ? 1 : 0);
-    if (rc != 0) {
-        http_reply_error(req, 500, "server_error", "metrics", "cannot format the metrics");
-    } else {
-        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
-    }
+    metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
 

@@ -267,6 +267,18 @@ post(struct hu_pool *p, int port, struct result *x, struct event_base *base)
                    "X-Request-Id: t\r\n", "{}", 2, &cbs, x);
 }
 
+/* Posts, runs the loop until the answer (2 s at most): the result, or -1
+ * when the request could not start, -2 when it did not end. */
+static int
+roundtrip(struct hu_pool *p, int port, struct result *x, struct event_base *base)
+{
+    if (!post(p, port, x, base)) {
+        return -1;
+    }
+    run(base, 2000);
+    return x->done ? (int)x->r : -2;
+}
+
 static void
 test_keepalive_reuse(void)
 {
@@ -277,10 +289,7 @@ test_keepalive_reuse(void)
 
     server_start(&s, base);
     for (int i = 0; i < 3; i++) {
-        CHECK(post(p, s.port, &x, base));
-        run(base, 2000);
-        CHECK(x.done);
-        CHECK_EQ_INT(x.r, HU_OK);
+        CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
         CHECK_EQ_INT(x.status, 200);
         CHECK_EQ_STR(x.ct, "application/json");
         CHECK_EQ_STR(buf_str(&x.body), "{\"ok\":true}");
@@ -301,17 +310,12 @@ test_chunked_and_eof_bodies(void)
 
     server_start(&s, base);
     s.script = S_CHUNKED;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
     CHECK_EQ_STR(x.ct, "text/event-stream");
     CHECK_EQ_STR(buf_str(&x.body), "data: hello"); /* de-chunked */
     buf_cleanup(&x.body);
     s.script = S_EOF;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done);
-    CHECK_EQ_INT(x.r, HU_OK);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
     CHECK_EQ_INT(x.status, 503);
     CHECK_EQ_STR(x.ct, "-");
     CHECK_EQ_STR(buf_str(&x.body), "busy");
@@ -330,10 +334,7 @@ test_pooled_connection_closed_by_server(void)
     server_start(&s, base);
     s.script = S_CLOSE_IDLE; /* answers with keep-alive, then closes */
     for (int i = 0; i < 3; i++) {
-        CHECK(post(p, s.port, &x, base));
-        run(base, 2000);
-        CHECK(x.done);
-        CHECK_EQ_INT(x.r, HU_OK);
+        CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
         CHECK_EQ_STR(buf_str(&x.body), "ok");
         buf_cleanup(&x.body);
     }
@@ -353,15 +354,10 @@ test_retry_on_a_fresh_connection(void)
     struct result x;
 
     server_start(&s, base);
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
     buf_cleanup(&x.body);
     s.script = S_NO_ANSWER;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done);
-    CHECK_EQ_INT(x.r, HU_RESET);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_RESET);
     CHECK_EQ_INT(s.accepts, 2);  /* the pooled connection, then one new one */
     CHECK_EQ_INT(s.requests, 3); /* sent twice, no more */
     buf_cleanup(&x.body);
@@ -392,23 +388,14 @@ test_failures(void)
     CHECK_EQ_INT(x.r, HU_CONNECT);
     buf_cleanup(&x.body);
     s.script = S_NO_ANSWER;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done);
-    CHECK_EQ_INT(x.r, HU_RESET);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_RESET);
     buf_cleanup(&x.body);
     s.script = S_CUT;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done);
-    CHECK_EQ_INT(x.r, HU_BROKEN);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_BROKEN);
     CHECK_EQ_STR(buf_str(&x.body), "only a part");
     buf_cleanup(&x.body);
     s.script = S_GARBAGE;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done);
-    CHECK_EQ_INT(x.r, HU_PROTOCOL);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_PROTOCOL);
     buf_cleanup(&x.body);
     teardown(p, &s, base);
 }
@@ -425,9 +412,7 @@ test_interim_answer_and_early_answer(void)
 
     server_start(&s, base);
     s.script = S_INTERIM; /* the 100 is not an answer */
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
     CHECK_EQ_INT(x.status, 200);
     CHECK_EQ_STR(x.ct, "text/plain");
     CHECK_EQ_STR(buf_str(&x.body), "ok");
@@ -446,9 +431,7 @@ test_interim_answer_and_early_answer(void)
     CHECK(x.done && x.r == HU_OK);
     buf_cleanup(&x.body);
     s.script = S_LENGTH;
-    CHECK(post(p, s.port, &x, base));
-    run(base, 2000);
-    CHECK(x.done && x.r == HU_OK);
+    CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
     CHECK_EQ_STR(buf_str(&x.body), "{\"ok\":true}");
     /* the early answer came on the pooled connection of the first request;
      * the third needed a new one (the server no longer reads that one: had
