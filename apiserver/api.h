@@ -192,16 +192,22 @@ struct api_server {
     size_t nkeys;
     char ctl[API_MAX_CTLS][512]; /* UTIL_URL_MAX */
     size_t nctl;
-    struct http_server *http;
-    struct api_loop *loops; /* one per http loop */
+    struct http_server *http; /* the server it is mounted on (not owned) */
+    struct api_loop *loops;   /* per loop of `http`, by http_loop_index */
     int nloops;
     struct api_watch *watch;
     pthread_mutex_t mstats_mu; /* guards the list (the counters are atomics) */
     struct api_mstats *mstats;
     int64_t started_mono_ms;
-    bool draining;
     struct api_stats total;
 };
+
+/* This loop's state for a request being handled (loop thread). */
+struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);
+
+/* True when the request carries one of --api_keys (or none are set);
+ * otherwise replies 401 in OpenAI's shape and returns false. Loop thread. */
+bool api_check_key(struct api_server *srv, struct http_request *req);
 
 /* The per-model counters of "name@type" (created on first use). NULL when
  * out of memory. Any thread. */
@@ -215,6 +221,24 @@ void api_h_embeddings(struct http_request *req, void *arg);
 void api_proxy_cancel_all(struct api_loop *l);
 /* The instance that served the request ("host:port"), or NULL. */
 const char *api_px_instance(struct http_request *req);
+
+/* ---- the API server as a component (api_server.c) ---------------------------- *
+ *
+ * `roster start apiserver` runs it alone (api_main); the webserver mounts it
+ * beside the controller and the dashboard. Life cycle, on the main thread:
+ *   api_server_new    keys, routing policy, controller list (cfg outlives it)
+ *   api_server_mount  routes and per-loop state on `http` (before run)
+ *   api_server_start  the watcher thread
+ *   ... http_server_run ...
+ *   api_server_stop   joins the watcher; frees the loops' connection pools
+ *   ... http_server_free (runs table swaps still queued) ...
+ *   api_server_free   NULL-safe
+ * The int functions return 0 or a sysexits code, having logged why. */
+int api_server_new(struct api_config *cfg, struct api_server **out);
+int api_server_mount(struct api_server *srv, struct http_server *http);
+int api_server_start(struct api_server *srv);
+void api_server_stop(struct api_server *srv);
+void api_server_free(struct api_server *srv);
 
 int api_main(int argc, char **argv);
 

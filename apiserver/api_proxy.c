@@ -629,7 +629,7 @@ static void
 handle(struct http_request *req, void *arg, enum px_kind kind)
 {
     struct api_server *srv = arg;
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_loop *l = api_loop_of(srv, req);
     const char *type = kind == PX_EMBEDDINGS ? "text2vec" : "llm";
     struct api_px *px = calloc(1, sizeof(*px));
     cJSON *root = NULL;

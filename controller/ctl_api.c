@@ -350,7 +350,7 @@ static bool
 park_watch(struct http_request *req, struct ctl_server *srv, const char *model, bool routable_only,
            enum ctl_json_variant var, uint64_t etag, int64_t wait_s)
 {
-    struct ctl_loop *cl = http_loop_get_data(http_req_loop(req));
+    struct ctl_loop *cl = srv->loops[http_loop_index(http_req_loop(req))];
     struct watcher *w;
     struct timeval tv = {(time_t)wait_s, 0};
 
@@ -506,33 +506,22 @@ ctl_api_view_changed(void *arg)
 {
     struct ctl_server *srv = arg;
 
-    if (!srv->http) {
-        return;
-    }
-    for (int i = 0; i < http_server_nloops(srv->http); i++) {
-        struct http_loop *loop = http_server_loop(srv->http, i);
-        struct ctl_loop *cl = http_loop_get_data(loop);
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        struct ctl_loop *cl = srv->loops[i];
         bool expected = false;
-        if (cl && atomic_compare_exchange_strong(&cl->changed_posted, &expected, true)) {
-            http_loop_post(loop, &cl->changed_task);
+        if (atomic_compare_exchange_strong(&cl->changed_posted, &expected, true)) {
+            http_loop_post(cl->loop, &cl->changed_task);
         }
     }
 }
 
 void
-ctl_api_loop_start(struct http_loop *loop, void *arg)
-{
-    (void)loop;
-    (void)arg; /* per-loop state is created before the loops start (ctl_server.c) */
-}
-
-void
 ctl_api_loop_drain(struct http_loop *loop, void *arg)
 {
-    struct ctl_loop *cl = http_loop_get_data(loop);
+    struct ctl_server *srv = arg;
+    struct ctl_loop *cl = srv->loops ? srv->loops[http_loop_index(loop)] : NULL;
     struct watcher *next;
 
-    (void)arg;
     for (struct watcher *w = cl ? cl->watchers : NULL; w; w = next) {
         next = w->next;
         http_req_on_close(w->req, NULL, NULL);
