@@ -417,6 +417,9 @@ api_server_new(struct api_config *cfg, struct api_server **out)
         return EX_OSERR;
     }
     pthread_mutex_init(&srv->mstats_mu, NULL);
+    pthread_mutex_init(&srv->ev_mu, NULL);
+    pthread_mutex_init(&srv->latest_mu, NULL);
+    srv->events = calloc(API_EVENTS_MAX, sizeof(*srv->events));
     srv->cfg = cfg;
     srv->started_mono_ms = util_mono_ms();
     route_policy_parse(cfg->routing, &srv->policy);
@@ -426,7 +429,7 @@ api_server_new(struct api_config *cfg, struct api_server **out)
         return EX_USAGE;
     }
     srv->nctl = (size_t)rc;
-    if (split_keys(srv, cfg->api_keys) != 0) {
+    if (!srv->events || split_keys(srv, cfg->api_keys) != 0) {
         log_error("out of memory");
         return EX_OSERR;
     }
@@ -512,6 +515,10 @@ api_server_free(struct api_server *srv)
         free(srv->keys[i]);
     }
     free(srv->keys);
+    api_table_unref(srv->latest);
+    free(srv->events);
+    pthread_mutex_destroy(&srv->latest_mu);
+    pthread_mutex_destroy(&srv->ev_mu);
     pthread_mutex_destroy(&srv->mstats_mu);
     free(srv);
 }
