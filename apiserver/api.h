@@ -278,6 +278,18 @@ struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);
  * otherwise replies 401 in OpenAI's shape and returns false. Loop thread. */
 bool api_check_key(struct api_server *srv, struct http_request *req);
 
+/* The API server's own /metrics samples (per model and instance), without
+ * the HTTP server's. Loop thread (it reads that loop's table). 0 or -1. */
+struct buf;
+int api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b);
+/* GET /api/health for the API server: its status ("starting" until a
+ * table arrived, "ok", or "stale" while no controller answers), and its
+ * fields ("controllers":{...},"table":{...},"routing":"...") appended
+ * inside an object being written. Loop thread. */
+struct jw;
+const char *api_health_status(struct api_server *srv, struct api_loop *l);
+void api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w);
+
 /* The per-model counters of "name@type" (created on first use). NULL when
  * out of memory. Any thread. */
 struct api_mstats *api_mstats_get(struct api_server *srv, const char *model);

@@ -194,55 +194,72 @@ h_model(struct http_request *req, void *arg)
 
 /* ---- health and metrics ----------------------------------------------------------- */
 
+const char *
+api_health_status(struct api_server *srv, struct api_loop *l)
+{
+    struct api_watch_status ws;
+
+    api_watch_status(srv, &ws);
+    return !l->table ? "starting" : ws.reachable ? "ok" : "stale";
+}
+
+void
+api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w)
+{
+    struct api_table *t = l->table;
+    struct api_watch_status ws;
+    int64_t now = util_mono_ms();
+
+    api_watch_status(srv, &ws);
+    jw_raw(w, "\"controllers\":{\"reachable\":");
+    jw_bool(w, ws.reachable);
+    jw_raw(w, ",\"current\":");
+    jw_str(w, ws.current);
+    jw_raw(w, ",\"last_ok_ms_ago\":");
+    if (ws.last_ok_mono_ms) {
+        jw_i64(w, now - ws.last_ok_mono_ms);
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"error\":");
+    jw_str(w, ws.error[0] ? ws.error : NULL);
+    jw_raw(w, "},\"table\":{\"loaded\":");
+    jw_bool(w, t != NULL);
+    jw_raw(w, ",\"version\":");
+    jw_i64(w, t ? (int64_t)t->version : 0);
+    jw_raw(w, ",\"models\":");
+    jw_i64(w, t ? (int64_t)t->nmodels : 0);
+    jw_raw(w, ",\"instances\":");
+    jw_i64(w, t ? (int64_t)t->instances : 0);
+    jw_raw(w, ",\"routable\":");
+    jw_i64(w, t ? (int64_t)t->routable : 0);
+    jw_raw(w, ",\"age_ms\":");
+    jw_i64(w, t ? now - t->built_mono_ms : 0);
+    jw_raw(w, "},\"routing\":");
+    jw_str(w, route_policy_name(srv->policy));
+}
+
 static void
 h_health(struct http_request *req, void *arg)
 {
     struct api_server *srv = arg;
     struct api_loop *l = api_loop_of(srv, req);
-    struct api_table *t = l->table;
-    struct api_watch_status ws;
     struct buf b;
     struct jw w;
-    int64_t now = util_mono_ms();
 
-    api_watch_status(srv, &ws);
     buf_init(&b, 64 * 1024);
     jw_init(&w, &b);
     jw_raw(&w, "{\"status\":");
-    jw_str(&w, !t ? "starting" : ws.reachable ? "ok" : "stale");
-    jw_raw(&w, ",\"controllers\":{\"reachable\":");
-    jw_bool(&w, ws.reachable);
-    jw_raw(&w, ",\"current\":");
-    jw_str(&w, ws.current);
-    jw_raw(&w, ",\"last_ok_ms_ago\":");
-    if (ws.last_ok_mono_ms) {
-        jw_i64(&w, now - ws.last_ok_mono_ms);
-    } else {
-        jw_raw(&w, "null");
-    }
-    jw_raw(&w, ",\"error\":");
-    jw_str(&w, ws.error[0] ? ws.error : NULL);
-    jw_raw(&w, "},\"table\":{\"loaded\":");
-    jw_bool(&w, t != NULL);
-    jw_raw(&w, ",\"version\":");
-    jw_i64(&w, t ? (int64_t)t->version : 0);
-    jw_raw(&w, ",\"models\":");
-    jw_i64(&w, t ? (int64_t)t->nmodels : 0);
-    jw_raw(&w, ",\"instances\":");
-    jw_i64(&w, t ? (int64_t)t->instances : 0);
-    jw_raw(&w, ",\"routable\":");
-    jw_i64(&w, t ? (int64_t)t->routable : 0);
-    jw_raw(&w, ",\"age_ms\":");
-    jw_i64(&w, t ? now - t->built_mono_ms : 0);
-    jw_raw(&w, "},\"routing\":");
-    jw_str(&w, route_policy_name(srv->policy));
+    jw_str(&w, api_health_status(srv, l));
+    jw_raw(&w, ",");
+    api_write_health(srv, l, &w);
     jw_raw(&w, ",\"uptime_ms\":");
-    jw_i64(&w, now - srv->started_mono_ms);
+    jw_i64(&w, util_mono_ms() - srv->started_mono_ms);
     jw_raw(&w, "}");
     if (w.err) {
         http_reply_error(req, 500, "server_error", "health", "cannot format the health report");
     } else {
-        http_reply(req, t ? 200 : 503, "application/json", b.data, b.len, NULL);
+        http_reply(req, l->table ? 200 : 503, "application/json", b.data, b.len, NULL);
     }
     buf_cleanup(&b);
 }
@@ -274,42 +291,32 @@ write_stats(struct buf *b, const char *prefix, const char *lab, const struct api
     return rc;
 }
 
-static void
-h_metrics(struct http_request *req, void *arg)
+int
+api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
 {
-    struct api_server *srv = arg;
-    struct api_loop *l = api_loop_of(srv, req);
-    struct http_server_stats hs;
-    struct buf b;
     char lab[512], esc[300], esc2[300];
     int rc = 0;
 
-    http_server_get_stats(srv->http, &hs);
-    buf_init(&b, 64 * 1024 * 1024);
-    rc |= metrics_header(&b, "roster_http_requests_total", "counter", "HTTP requests answered.");
-    rc |= metrics_sample(&b, "roster_http_requests_total", NULL, (double)hs.requests);
-    rc |= metrics_header(&b, "roster_http_connections_open", "gauge", "Open client connections.");
-    rc |= metrics_sample(&b, "roster_http_connections_open", NULL, (double)hs.connections_open);
-    rc |= metrics_header(&b, "roster_api_model_requests_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_requests_total", "counter",
                          "Client requests per model (name@type).");
-    rc |= metrics_header(&b, "roster_api_model_retries_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_retries_total", "counter",
                          "Attempts on another instance after a failure, per model.");
-    rc |= metrics_header(&b, "roster_api_model_stream_pauses_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_stream_pauses_total", "counter",
                          "Streams whose instance was not read for a while: the client was "
                          "--stream_buffer_bytes behind.");
     pthread_mutex_lock(&srv->mstats_mu);
     for (struct api_mstats *m = srv->mstats; m; m = m->next) {
         snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
-        rc |= write_stats(&b, "roster_api_model", lab, &m->s, false);
-        rc |= metrics_sample(&b, "roster_api_model_retries_total", lab,
+        rc |= write_stats(b, "roster_api_model", lab, &m->s, false);
+        rc |= metrics_sample(b, "roster_api_model_retries_total", lab,
                              (double)atomic_load(&m->s.retries));
-        rc |= metrics_sample(&b, "roster_api_model_stream_pauses_total", lab,
+        rc |= metrics_sample(b, "roster_api_model_stream_pauses_total", lab,
                              (double)atomic_load(&m->s.paused));
     }
     pthread_mutex_unlock(&srv->mstats_mu);
-    rc |= metrics_header(&b, "roster_api_instance_requests_total", "counter",
+    rc |= metrics_header(b, "roster_api_instance_requests_total", "counter",
                          "Attempts sent to each routable instance.");
-    rc |= metrics_header(&b, "roster_api_instance_in_flight", "gauge",
+    rc |= metrics_header(b, "roster_api_instance_in_flight", "gauge",
                          "Requests in progress on each instance (all loops).");
     for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
         const struct api_model *m = &l->table->models[i];
@@ -318,14 +325,27 @@ h_metrics(struct http_request *req, void *arg)
             snprintf(lab, sizeof(lab), "model=\"%s\",instance=\"%s\"",
                      log_escape(in->model->model, esc, sizeof(esc)),
                      log_escape(in->label, esc2, sizeof(esc2)));
-            rc |= write_stats(&b, "roster_api_instance", lab, &in->s, false);
-            rc |= metrics_sample(&b, "roster_api_instance_in_flight", lab,
+            rc |= write_stats(b, "roster_api_instance", lab, &in->s, false);
+            rc |= metrics_sample(b, "roster_api_instance_in_flight", lab,
                                  (double)atomic_load(&in->rt.in_flight));
-            rc |= metrics_sample(&b, "roster_api_instance_ejected", lab,
+            rc |= metrics_sample(b, "roster_api_instance_ejected", lab,
                                  atomic_load(&in->rt.ejected_until_ms) > util_mono_ms() ? 1 : 0);
         }
     }
-    rc |= write_stats(&b, "roster_api", "model=\"\"", &srv->total, true);
+    rc |= write_stats(b, "roster_api", "model=\"\"", &srv->total, true);
+    return rc ? -1 : 0;
+}
+
+static void
+h_metrics(struct http_request *req, void *arg)
+{
+    struct api_server *srv = arg;
+    struct buf b;
+    int rc;
+
+    buf_init(&b, 64 * 1024 * 1024);
+    rc = metrics_write_http(&b, srv->http);
+    rc |= api_write_metrics(srv, api_loop_of(srv, req), &b);
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }

@@ -338,6 +338,14 @@ void ctl_api_job_done(struct http_task *t);
 
 void ctl_db_note(struct ctl_server *srv, int rc, const char *err);
 
+/* The controller's own /metrics samples (registry, view, watches), without
+ * the HTTP server's (metrics_write_http). Loop thread. Returns 0 or -1. */
+int ctl_api_write_metrics(struct ctl_server *srv, struct buf *b);
+/* GET /api/health's object for the controller; its status "ok" or
+ * "degraded" is returned as *ok. Returns 0 or -1 (the buffer's cap). */
+struct jw;
+int ctl_api_write_health(struct ctl_server *srv, struct jw *w, bool *ok);
+
 /* ---- the controller as a component (ctl_server.c) ---------------------------- *
  *
  * A process runs a controller on its own (ctl_main) or mounts it beside
