@@ -207,6 +207,8 @@ void api_event_add(struct api_server *srv, const char *kind, const char *model, 
  * returns how many. *last_out (if not NULL) gets the newest seq. */
 size_t api_events_since(struct api_server *srv, uint64_t after, struct api_event *out, size_t cap,
                         uint64_t *last_out);
+/* The newest event's seq (0: none yet). */
+uint64_t api_events_seq(struct api_server *srv);
 
 struct api_server;
 

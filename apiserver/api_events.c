@@ -77,3 +77,14 @@ api_events_since(struct api_server *srv, uint64_t after, struct api_event *out, 
     }
     return n;
 }
+
+uint64_t
+api_events_seq(struct api_server *srv)
+{
+    uint64_t seq;
+
+    pthread_mutex_lock(&srv->ev_mu);
+    seq = srv->ev_seq;
+    pthread_mutex_unlock(&srv->ev_mu);
+    return seq;
+}
