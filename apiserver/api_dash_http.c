@@ -881,7 +881,9 @@ h_instance(struct http_request *req, void *arg)
     if (!action_allowed(d, req) || !(root = action_target(d, req, &model, &host, &port))) {
         return;
     }
-    const cJSON *wt = json_get(root, "weight"), *en = json_get(root, "enabled");
+    /* json_get hides JSON null, which here means "clear the override" */
+    const cJSON *wt = cJSON_GetObjectItemCaseSensitive(root, "weight");
+    const cJSON *en = json_get(root, "enabled");
     if ((!wt && !en) || (wt && !cJSON_IsNull(wt) && !cJSON_IsNumber(wt)) ||
         (cJSON_IsNumber(wt) && !(wt->valuedouble >= 0 && wt->valuedouble <= 1e6)) ||
         (en && !cJSON_IsBool(en))) {

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds roster and runs it on its embedded default:
-# a controller on SQLite (./roster.db), listening on 127.0.0.1:8000.
-# Extra arguments go to `roster start controller` (try --help).
+# Installs what is missing, builds roster and runs it on its embedded
+# default: `roster start webserver` on 127.0.0.1:5670, the whole system in
+# one process (a controller on SQLite in ./roster-data/roster.db, the builtin
+# chat model and embedder, the OpenAI-compatible API and the dashboard).
+# Extra arguments go to `roster start webserver` (try --help).
+# ROSTER_BIN=path runs that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh build
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-echo "roster: controller on http://127.0.0.1:8000 (registry: ./roster.db). Ctrl-C stops it." >&2
-exec build/roster start controller --host 127.0.0.1 --port 8000 --registry_db_name roster.db "$@"
+bin=${ROSTER_BIN:-}
+if [ -z "$bin" ]; then
+    scripts/deps.sh build
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build build -j"$(nproc)" >/dev/null
+    bin=build/roster
+fi
+echo "roster: Ctrl-C stops it." >&2
+exec "$bin" start webserver --host 127.0.0.1 --port 5670 --data_dir roster-data "$@"

@@ -262,12 +262,84 @@ def parse_raw_response(data):
     return status, hdrs, body[:n]
 
 
+class SSEStream:
+    """A server-sent-events response read incrementally over a raw socket
+    (chunked or not): read_events() returns (event, data) pairs."""
+
+    def __init__(self, port, path, headers=None, host="127.0.0.1"):
+        self.s = socket.create_connection((host, port), timeout=5)
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.raw = b""
+        self.head = None
+        self.chunked = False
+        self.text = ""   # decoded body not yet split into events
+        self.events = []
+
+    def _feed(self, data):
+        self.raw += data
+        if self.head is None:
+            head, sep, rest = self.raw.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.head = head.decode("latin-1")
+            self.status = int(self.head.split()[1])
+            self.chunked = "transfer-encoding: chunked" in self.head.lower()
+            self.raw = rest
+        if self.chunked:
+            while True:
+                size_line, sep, rest = self.raw.partition(b"\r\n")
+                if not sep:
+                    break
+                n = int(size_line.split(b";")[0], 16)
+                if len(rest) < n + 2:
+                    break
+                self.text += rest[:n].decode("utf-8")
+                self.raw = rest[n + 2:]
+        else:
+            self.text += self.raw.decode("utf-8", "ignore")
+            self.raw = b""
+        while "\n\n" in self.text:
+            block, _, self.text = self.text.partition("\n\n")
+            kind, data = "message", []
+            for line in block.split("\n"):
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+            if data:
+                self.events.append((kind, "\n".join(data)))
+
+    def read_events(self, n, timeout=5.0):
+        """Up to n events, waiting at most `timeout` for them."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) < n and time.monotonic() < deadline:
+            self.s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.s.recv(65536)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            self._feed(data)
+        out, self.events = self.events[:n], self.events[n:]
+        return out
+
+    def close(self):
+        self.s.close()
+
+
+def socket_stream(port, path, headers=None):
+    return SSEStream(port, path, headers)
+
+
 # ---- processes -----------------------------------------------------------------
 
 class Proc:
     """A roster process with its logs in the test's temp dir."""
 
-    def __init__(self, ctx, name, argv, env=None, port_file=None, wrapper=None):
+    def __init__(self, ctx, name, argv, env=None, port_file=None, wrapper=None, exe=None):
         self.ctx = ctx
         self.name = name
         self.argv = argv
@@ -277,7 +349,7 @@ class Proc:
         self.log = open(self.log_path, "ab")
         if wrapper is None and os.environ.get("ROSTER_TEST_WRAPPER"):
             wrapper = shlex.split(os.environ["ROSTER_TEST_WRAPPER"])
-        cmd = (wrapper or []) + [BIN] + argv
+        cmd = (wrapper or []) + [exe or BIN] + argv
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=ctx.tmp, start_new_session=True)
         self.expect_kill = False
@@ -365,13 +437,13 @@ class Ctx:
         self.procs = []
         self.databases = []
 
-    def start(self, name, argv, env=None, wrapper=None, wait=True):
-        """Starts `roster <argv>` with --port 0 and a port file."""
+    def start(self, name, argv, env=None, wrapper=None, wait=True, exe=None):
+        """Starts `roster <argv>` (or `exe <argv>`) with --port 0 and a port file."""
         port_file = os.path.join(self.tmp, f"{name}.port")
         if os.path.exists(port_file):
             os.unlink(port_file)
         argv = list(argv) + ["--port", "0", "--port_file", port_file]
-        p = Proc(self, name, argv, env=env, port_file=port_file, wrapper=wrapper)
+        p = Proc(self, name, argv, env=env, port_file=port_file, wrapper=wrapper, exe=exe)
         self.procs.append(p)
         if wait:
             p.wait_port()
