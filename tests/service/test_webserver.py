@@ -4,6 +4,7 @@ package), external workers joining it, cluster mode, the dashboard's data
 and actions over HTTP (the browser test is test_dashboard.py), bad options,
 and a clean SIGTERM.
 """
+import http.client
 import json
 import os
 import shutil
@@ -366,6 +367,37 @@ def test_api_keys_and_static_files(t):
     page = h.request("GET", web.url + "/").body.decode()
     h.check("http://" not in page.replace("http://www.w3.org", "") and "https://" not in page,
             "nothing fetched from elsewhere")
+
+
+def test_dashboard_10k_instances(t):
+    """10,000 instances in 100 models: the state carries one entry per model
+    (not the instances), a page of one model is 50 rows, both answer fast."""
+    web = webserver(t, ["--light"])
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    try:
+        for m in range(100):
+            for i in range(100):
+                body = json.dumps(h.instance(model=f"m{m:03d}@llm", host=f"10.1.{m}.{i + 1}",
+                                             port=8000))
+                conn.request("POST", "/api/controller/models", body,
+                             {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                h.eq((r.status, r.read()), (200, b"true"), f"register m{m} #{i}")
+    finally:
+        conn.close()
+    st = h.wait_until(lambda: (lambda s: s if s["table"]["instances"] == 10000 else None)(
+        state(web.url)), 15, what="the dashboard to hold 10,000 instances")
+    h.eq(len(st["models"]), 100)
+    raw = h.request("GET", web.url + "/api/dashboard/state").body
+    h.check(len(raw) < 100_000, f"the state is {len(raw)} bytes for 100 models")
+    t0 = time.monotonic()
+    r = instances(web.url, "m042@llm", limit=50, offset=50)
+    dt = time.monotonic() - t0
+    h.eq(r.status, 200)
+    page = r.json()
+    h.eq((page["total"], len(page["items"])), (100, 50))
+    h.check(dt < 0.5, f"a page took {dt * 1000:.0f} ms")
+    h.eq(instances(web.url, "m042@llm", q="10.1.42.7").json()["total"], 11, "q filters:")
 
 
 def test_bad_options(t):
