@@ -68,7 +68,7 @@ on_sigint(int sig)
 
 struct chat {
     const struct cli_model_opts *o;
-    char model[256]; /* the name the server gets (without "@llm") */
+    char model[256]; /* the name sent in requests: no "@llm" */
     char full[300];  /* name@llm */
     bool tty;        /* stdin is a terminal */
     cJSON *history;  /* [{role, content}], the system prompt first */
