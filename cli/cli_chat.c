@@ -587,10 +587,12 @@ turn(struct chat *c)
             t = stream_reply(c, url, body, &r, why, sizeof(why));
         }
         cJSON_Delete(it);
-        if (t != TURN_UNREACHABLE) {
+        if (t != TURN_UNREACHABLE || !targets->child) {
             break;
         }
         fprintf(stderr, "roster: %s; trying another instance\n", why);
+        t = TURN_FAILED;
+        why[0] = '\0';
     }
     if (t == TURN_FAILED && !why[0]) {
         if (c->tty) {
