@@ -2,13 +2,26 @@
  *
  * cli.h - the `roster` command: one binary, a table of commands
  * (cli_main.c), each command in its own file.
+ *
+ *   cli_start.c  roster start controller|worker|apiserver|webserver
+ *   cli_model.c  roster model list|set|start|stop|restart (and the option
+ *                table and controller client every model command shares)
+ *   cli_chat.c   roster model chat
+ *
+ * The CLI is single-threaded and blocking (libcurl's easy interface); no
+ * event loop runs in it.
  */
 #ifndef ROSTER_CLI_H
 #define ROSTER_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "flags.h"
+#include "http_client.h"
 
 struct cli_cmd {
     const char *name; /* "start", "model" */
@@ -21,13 +34,57 @@ struct cli_cmd {
 extern const struct cli_cmd cli_cmd_start;
 extern const struct cli_cmd cli_cmd_model;
 
-/* The options of `roster model` (cli_model.c). */
+/* The options of `roster model` (cli_model.c): one table for every model
+ * command; each command accepts the subset it names. */
 extern const struct flag_def cli_model_flag_defs[];
 extern const char cli_model_summary[];
 
 /* `roster start webserver` (cli_webserver.c), and its options' Markdown. */
 int cli_webserver_main(int argc, char **argv);
 void cli_webserver_doc(FILE *out);
+
+struct cli_model_opts {
+    char *controller_addr;
+    char *model_name;
+    char *model_type;
+    bool json;
+    char *host;
+    int64_t port;
+    double weight;
+    bool clear_weight;
+    char *enabled;
+    char *system;
+    double temperature; /* -1: not sent */
+    int64_t max_tokens; /* 0: not sent */
+    char *api_base;
+    char *api_key;
+    char *cluster_secret;
+    int64_t timeout_ms;
+    int64_t idle_timeout_ms;
+};
+
+/* Sends one request to the controllers of o->controller_addr in turn, with
+ * the cluster secret when one is set. Returns 0 with the answer of the
+ * first controller that answered with a status below 500 (release it with
+ * http_client_response_cleanup). Otherwise prints to stderr what each
+ * controller said (its error message, or why it could not be reached) and
+ * returns -1. Blocks (o->timeout_ms per controller). */
+int cli_ask_controllers(const struct cli_model_opts *o, const char *method, const char *path,
+                        const char *body, struct http_client_response *resp);
+
+/* The registry name of --model_name: "name@type" (--model_type added when
+ * the name has no '@'). Returns 0, or -1 when it does not fit in `cap`. */
+int cli_full_name(const struct cli_model_opts *o, char *out, size_t cap);
+
+/* The instances of --model_name the controllers list, in roster's full
+ * view (any health; with `routable_only`, the routable ones). Returns the
+ * JSON array (caller frees with cJSON_Delete), or NULL after printing why,
+ * with a sysexits code in *code. */
+cJSON *cli_model_instances(const struct cli_model_opts *o, bool routable_only, int *code);
+
+/* `roster model chat` (cli_chat.c): a streamed conversation with the model
+ * in the terminal, or over a pipe. Returns the exit code. */
+int cli_chat(const struct cli_model_opts *o);
 
 /* Prints the Markdown of every option table (docs/configuration.md). */
 int cli_config_doc(int argc, char **argv);

@@ -87,6 +87,6 @@ cli_config_doc(int argc, char **argv)
     flags_print_markdown(stdout, "roster start worker", wrk_summary, wrk_flag_defs);
     flags_print_markdown(stdout, "roster start apiserver", api_summary, api_flag_defs);
     cli_webserver_doc(stdout);
-    flags_print_markdown(stdout, "roster model list / set", cli_model_summary, cli_model_flag_defs);
+    flags_print_markdown(stdout, "roster model", cli_model_summary, cli_model_flag_defs);
     return 0;
 }

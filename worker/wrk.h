@@ -246,10 +246,36 @@ void wrk_h_completions(struct http_request *req, void *arg);
 void wrk_h_generate(struct http_request *req, void *arg);
 void wrk_h_generate_stream(struct http_request *req, void *arg);
 
-/* DB-GPT's ModelOutput (asdict) with text[0..len): the text twice, as its
- * v1 and v2 readers expect; usage once finished. */
-void wrk_dbgpt_output(struct jw *w, const char *text, size_t len, const char *finish,
-                      int error_code, int prompt_tokens, int completion_tokens);
+/* One frame of DB-GPT's worker API (/api/worker/generate answers one,
+ * generate_stream a NUL-ended series with the cumulative text). */
+struct wrk_dbgpt_frame {
+    const char *text; /* the whole text so far, or the error message */
+    size_t len;
+    int error_code;        /* 0, or 1: text is an error message */
+    const char *finish;    /* finish_reason; NULL while generating */
+    int prompt_tokens;     /* -1 while unknown: usage is null */
+    int completion_tokens; /* so far */
+    int64_t start_ms;      /* wall clock: the request was admitted */
+    int64_t first_ms;      /* wall clock of the first frame with text; 0: none yet */
+    int first_tokens;      /* completion tokens in that frame */
+    int collect_index;     /* frames written so far, this one included */
+};
+
+/* Writes the frame as DB-GPT's ModelOutput.to_dict() does: exactly the
+ * keys error_code, text, incremental, model_context, finish_reason, usage,
+ * metrics, in that order. DB-GPT's clients build ModelOutput(**frame): the
+ * current constructor takes `text` or `content` and raises "Cannot pass
+ * both text and content", and releases from before `content` existed take
+ * no other key, so this is the one shape every client version reads
+ * (reference/dbgpt-smmf.md, section 1.3). A success frame carries
+ * model_context {"prompt_echo_len_char": -1, "has_format_prompt": false,
+ * "echo": false} (the text never repeats the prompt, so DB-GPT's output
+ * parsers cut nothing), usage {prompt, completion, total tokens} when the
+ * counts are known, and metrics with the fields of DB-GPT's
+ * ModelInferenceMetrics (times in wall-clock milliseconds, GPU fields
+ * null); an error frame has null model_context, finish_reason, usage and
+ * metrics, as DB-GPT's own worker writes one. */
+void wrk_dbgpt_output(struct jw *w, const struct wrk_dbgpt_frame *f);
 
 /* The openai and exec backends (wrk_proxy.c): the same endpoints, served
  * by the upstream engine. */

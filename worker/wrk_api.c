@@ -11,7 +11,8 @@
  * DB-GPT's worker API, so DB-GPT tooling can drive a roster worker:
  *   POST /api/worker/generate        PromptRequest -> ModelOutput
  *   POST /api/worker/embeddings      {model, input: [str]} -> [[float]]
- *   POST /api/worker/count_token     {model, prompt} -> int
+ *   POST /api/worker/count_token     {model, prompt} -> int; {prompt} alone
+ *                                    when the worker serves one model
  *   POST /api/worker/model_metadata  {model} -> ModelMetadata
  * And GET /api/health, GET /metrics.
  *
@@ -363,27 +364,60 @@ h_worker_embeddings(struct http_request *req, void *arg)
     atomic_fetch_sub(&wrk_server_of(arg)->load.in_flight, 1);
 }
 
+/* POST /api/worker/count_token. DB-GPT's RemoteModelWorker posts only
+ * {"prompt": ...} (no model, which DB-GPT's own worker then rejects with
+ * 422): accepted when this worker serves a single model, a clear 400 when
+ * it serves several. */
 static void
 h_count_token(struct http_request *req, void *arg)
 {
     struct wrk_server *srv = wrk_server_of(arg);
     const char *model = NULL;
-    cJSON *root = wrk_parse_request(req, srv, &model);
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    char err[256];
     char num[32];
+    cJSON *root = NULL;
 
-    if (!root) {
-        return;
+    if (json_parse(body, len, MAX_JSON_DEPTH, &root, err, sizeof(err)) == 0 &&
+        cJSON_IsObject(root) && !json_get(root, "model")) {
+        atomic_fetch_add(&srv->requests, 1);
+        if (srv->nmodels != 1) {
+            char names[512] = "";
+            for (size_t i = 0; i < srv->nmodels; i++) {
+                size_t n = strlen(names);
+                snprintf(names + n, sizeof(names) - n, "%s'%s'", i ? ", " : "", srv->models[i]);
+            }
+            http_reply_error(req, 400, "invalid_request_error", "model",
+                             "field 'model' is required: this worker serves %zu models (%s)",
+                             srv->nmodels, names);
+            goto out;
+        }
+        if (srv->stopped[0]) {
+            http_reply_error(req, 503, "server_error", "model_stopped",
+                             "the model '%s' is stopped on this worker (POST /api/worker/apply "
+                             "with apply_type 'start')",
+                             srv->models[0]);
+            goto out;
+        }
+    } else {
+        cJSON_Delete(root);
+        root = wrk_parse_request(req, srv, &model); /* replies on any failure */
+        if (!root) {
+            return;
+        }
     }
     const cJSON *p = json_get(root, "prompt");
     if (!cJSON_IsString(p)) {
         wrk_bad_request(req, "prompt", "field 'prompt' (a string) is required");
     } else {
-        size_t len = strlen(p->valuestring);
+        size_t plen = strlen(p->valuestring);
         snprintf(num, sizeof(num), "%zu",
-                 srv->lm ? wrk_lm_count_tokens(p->valuestring, len)
-                         : wrk_count_words(p->valuestring, len));
+                 srv->lm ? wrk_lm_count_tokens(p->valuestring, plen)
+                         : wrk_count_words(p->valuestring, plen));
         http_reply(req, 200, "application/json", num, strlen(num), NULL);
     }
+out:
     cJSON_Delete(root);
 }
 

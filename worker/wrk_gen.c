@@ -20,6 +20,11 @@
  * with the cumulative text, each ended by a NUL byte. Text that may be the
  * start of a stop sequence is held back until it is known not to be, and no
  * chunk splits a UTF-8 sequence.
+ *
+ * DB-GPT's frames (and /api/worker/generate's one answer) have exactly the
+ * keys of DB-GPT's ModelOutput.to_dict(), written by wrk_dbgpt_output()
+ * here for both backends (wrk.h says why: DB-GPT's clients build
+ * ModelOutput(**frame)).
  */
 #include "wrk.h"
 
@@ -271,6 +276,10 @@ struct wrk_job {
     int64_t enqueued_ms;
     char id[80];
     int64_t created;
+    int64_t start_ms; /* DB-GPT metrics: wall clock at admission */
+    int64_t first_ms; /* DB-GPT metrics: the first frame with text */
+    int first_tokens; /* completion tokens in that frame */
+    int frames;       /* DB-GPT frames written */
 };
 
 static void
@@ -331,32 +340,87 @@ openai_head(struct wrk_job *j, struct jw *w, bool chunk, bool usage_null)
     }
 }
 
-void
-wrk_dbgpt_output(struct jw *w, const char *text, size_t len, const char *finish, int error_code,
-                 int prompt_tokens, int completion_tokens)
+/* Appends "key":v, or "key":null when v < 0. */
+static void
+jw_count(struct jw *w, const char *key, int64_t v)
 {
-    jw_raw(w, "{\"text\":");
-    jw_strn(w, text, len);
-    jw_raw(w, ",\"error_code\":");
-    jw_i64(w, error_code);
-    jw_raw(w, ",\"incremental\":false,\"model_context\":null,\"finish_reason\":");
-    jw_str(w, finish);
-    jw_raw(w, ",");
-    if (finish) {
-        jw_usage(w, prompt_tokens, completion_tokens);
+    jw_raw(w, key);
+    if (v < 0) {
+        jw_raw(w, "null");
     } else {
-        jw_raw(w, "\"usage\":null");
+        jw_i64(w, v);
     }
-    jw_raw(w, ",\"metrics\":null,\"content\":{\"type\":\"text\",\"object\":{\"data\":");
-    jw_strn(w, text, len);
-    jw_raw(w, ",\"format\":\"text\"}}}");
 }
 
+void
+wrk_dbgpt_output(struct jw *w, const struct wrk_dbgpt_frame *f)
+{
+    bool ok = f->error_code == 0;
+    bool usage = ok && f->prompt_tokens >= 0;
+    int64_t total = usage ? (int64_t)f->prompt_tokens + f->completion_tokens : -1;
+    int64_t now = util_wall_ms();
+
+    jw_raw(w, "{\"error_code\":");
+    jw_i64(w, f->error_code);
+    jw_raw(w, ",\"text\":");
+    jw_strn(w, f->text ? f->text : "", f->text ? f->len : 0);
+    jw_raw(w, ",\"incremental\":false,\"model_context\":");
+    jw_raw(w, ok ? "{\"prompt_echo_len_char\":-1,\"has_format_prompt\":false,\"echo\":false}"
+                 : "null");
+    jw_raw(w, ",\"finish_reason\":");
+    jw_str(w, ok ? f->finish : NULL);
+    jw_raw(w, ",\"usage\":");
+    if (usage) {
+        jw_count(w, "{\"prompt_tokens\":", f->prompt_tokens);
+        jw_count(w, ",\"completion_tokens\":", f->completion_tokens);
+        jw_count(w, ",\"total_tokens\":", total);
+        jw_raw(w, "}");
+    } else {
+        jw_raw(w, "null");
+    }
+    if (!ok) {
+        jw_raw(w, ",\"metrics\":null}");
+        return;
+    }
+    /* DB-GPT's ModelInferenceMetrics, the fields every release has */
+    jw_count(w, ",\"metrics\":{\"collect_index\":", f->collect_index);
+    jw_count(w, ",\"start_time_ms\":", f->start_ms);
+    jw_count(w, ",\"end_time_ms\":", now);
+    jw_count(w, ",\"current_time_ms\":", now);
+    jw_count(w, ",\"first_token_time_ms\":", f->first_ms > 0 ? f->first_ms : -1);
+    jw_count(w, ",\"first_completion_time_ms\":", f->first_ms > 0 ? f->first_ms : -1);
+    jw_count(w, ",\"first_completion_tokens\":", f->first_ms > 0 ? f->first_tokens : -1);
+    jw_count(w, ",\"prompt_tokens\":", usage ? f->prompt_tokens : -1);
+    jw_count(w, ",\"completion_tokens\":", usage ? f->completion_tokens : -1);
+    jw_count(w, ",\"total_tokens\":", total);
+    jw_raw(w, ",\"speed_per_second\":");
+    if (total > 0 && now > f->start_ms) {
+        jw_double(w, (double)total * 1000.0 / (double)(now - f->start_ms));
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"current_gpu_infos\":null,\"avg_gpu_infos\":null}}");
+}
+
+/* The job's DB-GPT frame with text[0..len). */
 static void
 dbgpt_output(struct wrk_job *j, struct jw *w, size_t len, const char *finish)
 {
-    wrk_dbgpt_output(w, j->text.data ? j->text.data : "", len, finish, 0, j->gen.prompt_tokens,
-                     j->gen.completion_tokens);
+    j->frames++;
+    if (!j->first_ms && len > 0) {
+        j->first_ms = util_wall_ms();
+        j->first_tokens = j->gen.completion_tokens;
+    }
+    struct wrk_dbgpt_frame f = {.text = j->text.data ? j->text.data : "",
+                                .len = len,
+                                .finish = finish,
+                                .prompt_tokens = j->gen.prompt_tokens,
+                                .completion_tokens = j->gen.completion_tokens,
+                                .start_ms = j->start_ms,
+                                .first_ms = j->first_ms,
+                                .first_tokens = j->first_tokens,
+                                .collect_index = j->frames};
+    wrk_dbgpt_output(w, &f);
 }
 
 /* Streams text[from..to) as one chunk, with `finish` (NULL: not yet). */
@@ -576,7 +640,8 @@ admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t
     }
     snprintf(j->id, sizeof(j->id), "%s-%s", api == API_CHAT ? "chatcmpl" : "cmpl",
              http_req_id(req));
-    j->created = util_wall_ms() / 1000;
+    j->start_ms = util_wall_ms();
+    j->created = j->start_ms / 1000;
     wrk_gen_init(&j->gen, srv->lm, j->g.prompt.data ? j->g.prompt.data : "", j->g.prompt.len,
                  &j->g.p);
     j->t = (struct wrk_ticket){

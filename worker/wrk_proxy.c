@@ -26,10 +26,13 @@
  * request 400, its refusal of the key or an unknown path/model 502 naming
  * the flag to check; a failure after a stream has begun ends it with an
  * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
+ * DB-GPT's stream gets an error frame before it has begun too (under the
+ * error status), since DB-GPT's client reads frames and never the status.
  * The API key is only ever put in the Authorization header.
  */
 #include "wrk.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +76,9 @@ struct wrk_proxy_job {
     char finish[32];
     char err[512]; /* why the answer cannot be used */
     char curl_err[CURL_ERROR_SIZE];
-    int prompt_tokens, completion_tokens;
+    int prompt_tokens, completion_tokens; /* DB-GPT: the engine's usage (-1: none yet) */
+    int64_t start_ms, first_ms;           /* DB-GPT metrics (wall clock) */
+    int first_tokens, frames;
     bool released;                     /* the slot is given back */
     struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
 };
@@ -140,24 +145,64 @@ job_dropped(struct wrk_ticket *t)
 
 /* ---- errors ------------------------------------------------------------------ */
 
-/* After a stream has begun: an error event or frame, then the end. */
+/* Writes one DB-GPT frame (and its NUL) to the stream. */
 static void
-stream_error(struct wrk_proxy_job *j, const char *msg)
+write_frame(struct wrk_proxy_job *j, const struct wrk_dbgpt_frame *f)
 {
     struct buf b;
     struct jw w;
 
-    if (j->api != PX_DBGPT_STREAM) {
-        http_stream_error(j->req, "upstream_error", "%s", msg);
-        return;
-    }
-    buf_init(&b, 64 * 1024);
+    buf_init(&b, MAX_UPSTREAM_BODY);
     jw_init(&w, &b);
-    wrk_dbgpt_output(&w, msg, strlen(msg), "error", 1, j->prompt_tokens, j->completion_tokens);
+    wrk_dbgpt_output(&w, f);
     if (!w.err && buf_append(&b, "", 1) == 0) {
         http_stream_write(j->req, b.data, b.len);
     }
     buf_cleanup(&b);
+}
+
+/* DB-GPT's error frame: error_code 1 and the message as its text. */
+static void
+error_frame(struct wrk_proxy_job *j, const char *msg)
+{
+    struct wrk_dbgpt_frame f = {.text = msg, .len = strlen(msg), .error_code = 1};
+
+    write_frame(j, &f);
+}
+
+/* After a stream has begun: an error event or frame, then the end. */
+static void
+stream_error(struct wrk_proxy_job *j, const char *msg)
+{
+    if (j->api != PX_DBGPT_STREAM) {
+        http_stream_error(j->req, "upstream_error", "%s", msg);
+        return;
+    }
+    error_frame(j, msg);
+    http_stream_end(j->req);
+}
+
+/* The request failed before any answer went out: OpenAI's error body with
+ * `status`; for DB-GPT's stream, that status with an error frame as the
+ * body instead, because DB-GPT's client never looks at the status and
+ * reads only frames (an error body without a NUL would be an empty,
+ * silent stream to it). */
+static void __attribute__((format(printf, 5, 6)))
+fail(struct wrk_proxy_job *j, int status, const char *type, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (j->api != PX_DBGPT_STREAM) {
+        http_reply_error(j->req, status, type, code, "%s", msg);
+        return;
+    }
+    http_stream_start(j->req, status, "text/plain; charset=utf-8",
+                      status == 429 || status == 503 ? "Retry-After: 1\r\n" : NULL);
+    error_frame(j, msg);
     http_stream_end(j->req);
 }
 
@@ -184,16 +229,15 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
     switch (rc) {
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
-        http_reply_error(j->req, 503, "server_error", "upstream_unavailable",
-                         "the engine at %s does not accept connections: %s", up, why);
+        fail(j, 503, "server_error", "upstream_unavailable",
+             "the engine at %s does not accept connections: %s", up, why);
         return;
     case CURLE_OPERATION_TIMEDOUT:
-        http_reply_error(j->req, 504, "server_error", "upstream_timeout",
-                         "the engine at %s did not answer in time: %s", up, why);
+        fail(j, 504, "server_error", "upstream_timeout",
+             "the engine at %s did not answer in time: %s", up, why);
         return;
     default:
-        http_reply_error(j->req, 502, "server_error", "upstream_error",
-                         "the engine at %s failed: %s", up, why);
+        fail(j, 502, "server_error", "upstream_error", "the engine at %s failed: %s", up, why);
     }
 }
 
@@ -207,49 +251,58 @@ upstream_status(struct wrk_proxy_job *j)
     json_error_message(j->resp.data, j->resp.len, msg, sizeof(msg));
     log_info("request %s: the engine answered %ld: %s", http_req_id(j->req), st, msg);
     if (st == 400 || st == 422) {
-        http_reply_error(j->req, 400, "invalid_request_error", "upstream_rejected",
-                         "the engine rejected the request: %s", msg);
+        fail(j, 400, "invalid_request_error", "upstream_rejected",
+             "the engine rejected the request: %s", msg);
     } else if (st == 413) {
-        http_reply_error(j->req, 413, "invalid_request_error", "upstream_too_large",
-                         "the engine says the request is too large: %s", msg);
+        fail(j, 413, "invalid_request_error", "upstream_too_large",
+             "the engine says the request is too large: %s", msg);
     } else if (st == 429) {
-        http_reply_error(j->req, 429, "rate_limit_exceeded", "upstream_busy",
-                         "the engine is at capacity: %s", msg);
+        fail(j, 429, "rate_limit_exceeded", "upstream_busy", "the engine is at capacity: %s", msg);
     } else if (st == 401 || st == 403) {
         atomic_fetch_add(&j->srv->upstream_errors, 1);
-        http_reply_error(j->req, 502, "server_error", "upstream_auth",
-                         "the engine refused the worker's credentials (%ld: %s); check "
-                         "--upstream_api_key_env",
-                         st, msg);
+        fail(j, 502, "server_error", "upstream_auth",
+             "the engine refused the worker's credentials (%ld: %s); check "
+             "--upstream_api_key_env",
+             st, msg);
     } else if (st == 404) {
         atomic_fetch_add(&j->srv->upstream_errors, 1);
-        http_reply_error(j->req, 502, "server_error", "upstream_not_found",
-                         "the engine answered 404 (%s); check --upstream and --upstream_model",
-                         msg);
+        fail(j, 502, "server_error", "upstream_not_found",
+             "the engine answered 404 (%s); check --upstream and --upstream_model", msg);
     } else {
         atomic_fetch_add(&j->srv->upstream_errors, 1);
-        http_reply_error(j->req, 502, "server_error", "upstream_error",
-                         "the engine answered %ld: %s", st, msg);
+        fail(j, 502, "server_error", "upstream_error", "the engine answered %ld: %s", st, msg);
     }
 }
 
 /* ---- DB-GPT translation ------------------------------------------------- */
 
+/* DB-GPT's frame with the whole text so far (finish NULL: not yet). */
+static struct wrk_dbgpt_frame
+frame_of(struct wrk_proxy_job *j, const char *finish)
+{
+    j->frames++;
+    if (!j->first_ms && j->text.len) {
+        j->first_ms = util_wall_ms();
+        j->first_tokens = j->completion_tokens;
+    }
+    return (struct wrk_dbgpt_frame){.text = j->text.data ? j->text.data : "",
+                                    .len = j->text.len,
+                                    .finish = finish,
+                                    .prompt_tokens = j->prompt_tokens,
+                                    .completion_tokens = j->completion_tokens,
+                                    .start_ms = j->start_ms,
+                                    .first_ms = j->first_ms,
+                                    .first_tokens = j->first_tokens,
+                                    .collect_index = j->frames};
+}
+
 /* One frame of DB-GPT's stream: the whole text so far and a NUL. */
 static void
 dbgpt_frame(struct wrk_proxy_job *j, const char *finish)
 {
-    struct buf b;
-    struct jw w;
+    struct wrk_dbgpt_frame f = frame_of(j, finish);
 
-    buf_init(&b, MAX_UPSTREAM_BODY);
-    jw_init(&w, &b);
-    wrk_dbgpt_output(&w, j->text.data ? j->text.data : "", j->text.len, finish, 0, j->prompt_tokens,
-                     j->completion_tokens);
-    if (!w.err && buf_append(&b, "", 1) == 0) {
-        http_stream_write(j->req, b.data, b.len);
-    }
-    buf_cleanup(&b);
+    write_frame(j, &f);
 }
 
 static int
@@ -295,9 +348,10 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     it = json_get(root, "usage");
     if (cJSON_IsObject(it)) {
         const cJSON *pt = json_get(it, "prompt_tokens"), *ct = json_get(it, "completion_tokens");
-        j->prompt_tokens = cJSON_IsNumber(pt) ? clamp_tokens(pt->valuedouble) : j->prompt_tokens;
-        j->completion_tokens =
-            cJSON_IsNumber(ct) ? clamp_tokens(ct->valuedouble) : j->completion_tokens;
+        if (cJSON_IsNumber(pt) && cJSON_IsNumber(ct)) {
+            j->prompt_tokens = clamp_tokens(pt->valuedouble);
+            j->completion_tokens = clamp_tokens(ct->valuedouble);
+        }
     }
     it = json_get(root, "choices");
     c = cJSON_IsArray(it) ? it->child : NULL;
@@ -479,13 +533,12 @@ on_done(CURL *easy, CURLcode rc, void *arg)
     } else if (j->started) {
         http_stream_end(j->req);
     } else if (j->api == PX_DBGPT) {
+        struct wrk_dbgpt_frame f = frame_of(j, j->finish[0] ? j->finish : "stop");
         struct buf b;
         struct jw w;
         buf_init(&b, MAX_UPSTREAM_BODY);
         jw_init(&w, &b);
-        wrk_dbgpt_output(&w, j->text.data ? j->text.data : "", j->text.len,
-                         j->finish[0] ? j->finish : "stop", 0, j->prompt_tokens,
-                         j->completion_tokens);
+        wrk_dbgpt_output(&w, &f);
         wrk_reply_json(j->req, j->srv, &b, &w);
         buf_cleanup(&b);
     } else if (j->api == PX_DBGPT_EMBED) {
@@ -557,7 +610,7 @@ job_run(struct wrk_ticket *t)
     if (!j->easy ||
         ((j->pass_stream || j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && !j->idle)) {
         http_req_on_close(j->req, NULL, NULL);
-        http_reply_error(j->req, 503, "server_error", "out_of_memory", "out of memory");
+        fail(j, 503, "server_error", "out_of_memory", "out of memory");
         job_end(j);
         return;
     }
@@ -575,7 +628,7 @@ job_run(struct wrk_ticket *t)
     curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
     if (curl_loop_add(srv->curl, j->easy, on_done, j) != 0) {
         http_req_on_close(j->req, NULL, NULL);
-        http_reply_error(j->req, 503, "server_error", "out_of_memory", "cannot start a transfer");
+        fail(j, 503, "server_error", "out_of_memory", "cannot start a transfer");
         job_end(j);
         return;
     }
@@ -818,6 +871,8 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
     j->req = req;
     j->api = api;
     j->pass_stream = (api == PX_CHAT || api == PX_COMPLETIONS) && cJSON_IsTrue(stream);
+    j->prompt_tokens = -1;
+    j->start_ms = util_wall_ms();
     buf_init(&j->resp, MAX_UPSTREAM_BODY);
     buf_init(&j->line, MAX_SSE_LINE);
     buf_init(&j->text, MAX_UPSTREAM_BODY);
@@ -879,8 +934,7 @@ wrk_proxy_cancel_all(struct wrk_server *srv)
         if (j->started) {
             stream_error(j, "the worker is shutting down");
         } else {
-            http_reply_error(j->req, 503, "server_error", "shutting_down",
-                             "the worker is shutting down; retry");
+            fail(j, 503, "server_error", "shutting_down", "the worker is shutting down; retry");
         }
         job_end(j);
     }

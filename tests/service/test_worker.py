@@ -259,7 +259,7 @@ def test_builtin_language_model(t):
                    "max_new_tokens": 12})
     h.eq(r.status, 200)
     g = r.json()
-    h.eq((g["text"], g["error_code"], g["content"]["object"]["data"]), (comp, 0, comp))
+    h.eq((g["text"], g["error_code"], "content" in g), (comp, 0, False))
     r = h.request("POST", w.url + "/api/worker/model_metadata", {"model": "tiny"})
     h.check(r.json()["chat_model"] is True)
     # bad requests
