@@ -347,7 +347,7 @@ class Proc:
         self.log_path = os.path.join(ctx.tmp, f"{name}.log")
         full_env = clean_env(env)
         self.log = open(self.log_path, "ab")
-        if wrapper is None and os.environ.get("ROSTER_TEST_WRAPPER"):
+        if wrapper is None and os.environ.get("ROSTER_TEST_WRAPPER"):  # [] means none
             wrapper = shlex.split(os.environ["ROSTER_TEST_WRAPPER"])
         cmd = (wrapper or []) + [exe or BIN] + argv
         self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
