@@ -750,8 +750,7 @@ watch_main(void *arg)
         buf_cleanup(&c.body);
         if (st == 200 || st == 304) {
             if (warned) {
-                api_event_add(w->srv, "controller_up", NULL, NULL, 0, "watching %s",
-                              w->srv->ctl[w->cur]);
+                log_info("watching %s", w->srv->ctl[w->cur]);
             }
             warned = false;
             failed_in_a_row = 0;
@@ -767,8 +766,9 @@ watch_main(void *arg)
             log_warn("controller %s: %s; trying the next one (routing goes on with the last "
                      "table)",
                      w->srv->ctl[w->cur], err);
-            api_event_add(w->srv, "controller_down", NULL, NULL, 0, "%s: %s", w->srv->ctl[w->cur],
-                          err);
+            api_event_add(w->srv, "failover", NULL, NULL, 0,
+                          "%s: %s; the routing table is now watched from the next controller",
+                          w->srv->ctl[w->cur], err);
             warned = true;
         }
         w->cur = (w->cur + 1) % (int)w->srv->nctl;
