@@ -26,8 +26,10 @@
 // (Authorization: Bearer) are asked for in dialogs when needed and kept in
 // sessionStorage (this tab only).
 //
-// The contract with the server is /work/notes/dashboard-api.md (docs: the
-// "Dashboard" section). No framework, no build step, nothing from outside.
+// The API it reads is described in the docs' "Dashboard" section; the
+// browser test is tests/browser/dashboard.mjs (run by
+// tests/service/test_dashboard.py). No framework, no build step, nothing
+// fetched from outside.
 
 const PAGE_SIZE = 50; // instance rows per page
 const GROUP_PAGE_SIZE = 50; // model groups per page
@@ -1110,14 +1112,15 @@ async function runAction(g, row, kind) {
     let said = "";
     if (path.endsWith("/apply")) {
       const res = r.body.result || {};
-      said = "the worker said: " + (res.message || JSON.stringify(res));
+      said = "the worker " + (r.body.worker ? r.body.worker + " " : "") + "said: " + (res.message || JSON.stringify(res));
     } else {
       said = "controller " + (r.body.controller || "?") + " answered " + JSON.stringify(r.body.result);
     }
     showResult("ok", label + ": done; " + said + ".");
   } else if (r.ok && r.body) {
     const res = r.body.result || {};
-    showResult("error", label + ": refused; the worker said: " + (res.message || JSON.stringify(r.body)));
+    showResult("error", label + ": refused; the worker " + (r.body.worker ? r.body.worker + " " : "") +
+      "said: " + (res.message || JSON.stringify(r.body)));
   } else {
     showResult("error", label + ": failed; " + describeError(r.error));
   }
@@ -1528,6 +1531,19 @@ function init() {
     e.preventDefault();
     $("f-text").focus();
   });
+  // Enter in a dialog's field means its OK button (the form's first
+  // submit button, which implicit submission would use, is Cancel)
+  for (const dlg of document.querySelectorAll("dialog")) {
+    const form = dlg.querySelector("form");
+    const ok = form && form.querySelector("button[value=ok]");
+    if (!ok) continue;
+    form.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && e.target.tagName === "INPUT") {
+        e.preventDefault();
+        form.requestSubmit(ok);
+      }
+    });
+  }
   $("pg-send").disabled = true;
   setInterval(tick, 1000);
   streamLoop();
