@@ -323,11 +323,14 @@ class SSEParser {
   }
 
   push(text) {
+    // look for line ends in the new text only (a state line can be MBs)
+    let from = this.buf.length;
     this.buf += text;
     let start = 0;
     for (;;) {
-      const nl = this.buf.indexOf("\n", start);
+      const nl = this.buf.indexOf("\n", from);
       if (nl < 0) break;
+      from = nl + 1;
       let line = this.buf.slice(start, nl);
       if (line.endsWith("\r")) line = line.slice(0, -1);
       start = nl + 1;
@@ -474,10 +477,12 @@ function onStreamEvent(type, data) {
     console.warn("dashboard: bad JSON in a " + type + " event");
     return;
   }
-  if (type === "state") {
-    applyState(doc);
-  } else if (type === "events") {
-    if (Array.isArray(doc)) addEvents(doc);
+  try {
+    if (type === "state") applyState(doc);
+    else if (type === "events" && Array.isArray(doc)) addEvents(doc);
+  } catch (e) {
+    // a bug here must not look like a network failure (and tests see it)
+    console.error("dashboard: cannot show a " + type + " event:", e);
   }
 }
 
@@ -1114,7 +1119,7 @@ async function runAction(g, row, kind) {
       const res = r.body.result || {};
       said = "the worker " + (r.body.worker ? r.body.worker + " " : "") + "said: " + (res.message || JSON.stringify(res));
     } else {
-      said = "controller " + (r.body.controller || "?") + " answered " + JSON.stringify(r.body.result);
+      said = "controller " + (r.body.controller || "?") + " answered " + describeRecord(r.body.result);
     }
     showResult("ok", label + ": done; " + said + ".");
   } else if (r.ok && r.body) {
@@ -1126,6 +1131,17 @@ async function runAction(g, row, kind) {
   }
   // the change shows when the server's table has it: fetch now
   if (S.groups.get(g.model) === g) maybeFetch(g, true);
+}
+
+/** The controller's answer to an admin change: the instance's record. */
+function describeRecord(rec) {
+  if (!rec || typeof rec !== "object") return JSON.stringify(rec);
+  const bits = [];
+  if (typeof rec.weight === "number") bits.push("weight " + fmtWeight(rec.weight));
+  if ("weight_override" in rec) bits.push(rec.weight_override == null ? "no override" : "override " + fmtWeight(rec.weight_override));
+  if (typeof rec.enabled === "boolean") bits.push(rec.enabled ? "enabled" : "disabled");
+  if (typeof rec.healthy === "boolean") bits.push(rec.healthy ? "alive" : "not alive");
+  return bits.length ? bits.join(", ") : JSON.stringify(rec).slice(0, 200);
 }
 
 let resultTimer = null;
