@@ -76,6 +76,8 @@ void api_config_cleanup(struct api_config *cfg);
 
 /* ---- the instance table (api_table.c) ----------------------------------------- */
 
+struct api_server;
+
 /* Counters of one model or one instance (any thread; relaxed atomics). */
 struct api_stats {
     _Atomic uint64_t requests;  /* attempts sent to an instance (model: client requests) */
@@ -98,11 +100,32 @@ enum api_error_class {
 #define API_ERR_CLASSES 6
 extern const char *const api_error_class_names[API_ERR_CLASSES];
 
+/* What the registry last said of an instance (the watcher's, compared
+ * from one list to the next to report changes as events). */
+struct api_seen {
+    bool listed; /* it was in a previous list */
+    bool alive, routable, enabled;
+    double weight; /* effective */
+};
+
+/* A window over a set of counters, for rates and recent percentiles (the
+ * dashboard's; only its feed thread touches it): two samples, the older
+ * 5-10 s old. */
+struct api_sample {
+    int64_t t_ms; /* 0: none */
+    uint64_t requests, failures;
+    uint64_t bucket[METRICS_BUCKETS + 1];
+};
+struct api_window {
+    struct api_sample a, b; /* a: newer */
+};
+
 /* Per-model statistics, kept for the life of the process (models come and
  * go in the table; their counters stay). */
 struct api_mstats {
     char model[API_NAME_MAX + 1]; /* "name@type" */
     struct api_stats s;
+    struct api_window win; /* the dashboard feed thread's */
     struct api_mstats *next;
 };
 
@@ -118,6 +141,10 @@ struct api_inst {
     _Atomic unsigned salen;        /* 0: not resolved (yet); set after sa */
     struct api_mstats *model;
     struct api_stats s;
+    struct api_seen seen;   /* the watcher thread's */
+    struct api_window win;  /* the dashboard feed thread's */
+    pthread_mutex_t err_mu; /* guards last_error (any loop writes, the dashboard reads) */
+    char last_error[160];   /* why it was last ejected ("" never) */
 };
 
 struct api_model {
@@ -126,6 +153,7 @@ struct api_model {
     struct route_set set;        /* the routable instances */
     struct api_inst **inst;      /* parallel to set.e; the table holds a reference each */
     size_t known;                /* instances of any health (0 routable: 503, not 404) */
+    size_t alive;                /* ... whose lease runs (and not deregistered) */
     struct api_mstats *stats;
 };
 
@@ -134,6 +162,9 @@ struct api_table {
     _Atomic int refs;
     struct api_model *models; /* sorted by (name, type) */
     size_t nmodels;
+    struct api_inst **all; /* every instance of any health, sorted by ("name@type", host,
+                              port); a reference each */
+    size_t nall;
     uint64_t version;
     int64_t built_mono_ms;
     size_t instances, routable;
@@ -147,6 +178,37 @@ struct api_model *api_table_find(struct api_table *t, const char *name, const ch
 bool api_table_has_name(struct api_table *t, const char *name);
 
 void api_inst_unref(struct api_inst *i);
+/* The instance ("name@type", host, port) of t->all, or NULL. */
+struct api_inst *api_table_inst(struct api_table *t, const char *model, const char *host, int port);
+/* The newest table the watcher built, with a reference (NULL before the
+ * first). Any thread; never blocks for long. */
+struct api_table *api_latest_table(struct api_server *srv);
+
+/* ---- events (api_events.c) ----------------------------------------------------
+ *
+ * What changed, for operators: instances that joined, left, became
+ * unhealthy or healthy, were drained or disabled (from the watcher's
+ * successive lists), ejected and readmitted by this server's passive
+ * health checks, controllers lost and found. Logged at info and kept in
+ * memory (the last API_EVENTS_MAX) for the dashboard. Any thread. */
+#define API_EVENTS_MAX 1000
+struct api_event {
+    uint64_t seq; /* 1, 2, ... */
+    int64_t t_ms; /* wall clock */
+    char kind[16];
+    char model[API_NAME_MAX + 1]; /* "name@type"; "" for controller events */
+    char host[API_NAME_MAX + 1];
+    int port;
+    char detail[256];
+};
+void api_event_add(struct api_server *srv, const char *kind, const char *model, const char *host,
+                   int port, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Copies up to `cap` events with seq > after, oldest first, into out;
+ * returns how many. *last_out (if not NULL) gets the newest seq. */
+size_t api_events_since(struct api_server *srv, uint64_t after, struct api_event *out, size_t cap,
+                        uint64_t *last_out);
+/* The newest event's seq (0: none yet). */
+uint64_t api_events_seq(struct api_server *srv);
 
 struct api_server;
 
@@ -192,16 +254,43 @@ struct api_server {
     size_t nkeys;
     char ctl[API_MAX_CTLS][512]; /* UTIL_URL_MAX */
     size_t nctl;
-    struct http_server *http;
-    struct api_loop *loops; /* one per http loop */
+    struct http_server *http; /* the server it is mounted on (not owned) */
+    struct api_loop *loops;   /* per loop of `http`, by http_loop_index */
     int nloops;
     struct api_watch *watch;
     pthread_mutex_t mstats_mu; /* guards the list (the counters are atomics) */
     struct api_mstats *mstats;
     int64_t started_mono_ms;
-    bool draining;
     struct api_stats total;
+    pthread_mutex_t ev_mu; /* guards the event ring */
+    struct api_event *events;
+    uint64_t ev_seq;
+    /* Called (any thread, no lock held) after a new table or event: the
+     * dashboard's wake-up. Set before api_server_start. */
+    void (*notify)(void *arg);
+    void *notify_arg;
+    pthread_mutex_t latest_mu; /* guards latest */
+    struct api_table *latest;
 };
+
+/* This loop's state for a request being handled (loop thread). */
+struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);
+
+/* True when the request carries one of --api_keys (or none are set);
+ * otherwise replies 401 in OpenAI's shape and returns false. Loop thread. */
+bool api_check_key(struct api_server *srv, struct http_request *req);
+
+/* The API server's own /metrics samples (per model and instance), without
+ * the HTTP server's. Loop thread (it reads that loop's table). 0 or -1. */
+struct buf;
+int api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b);
+/* GET /api/health for the API server: its status ("starting" until a
+ * table arrived, "ok", or "stale" while no controller answers), and its
+ * fields ("controllers":{...},"table":{...},"routing":"...") appended
+ * inside an object being written. Loop thread. */
+struct jw;
+const char *api_health_status(struct api_server *srv, struct api_loop *l);
+void api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w);
 
 /* The per-model counters of "name@type" (created on first use). NULL when
  * out of memory. Any thread. */
@@ -215,6 +304,24 @@ void api_h_embeddings(struct http_request *req, void *arg);
 void api_proxy_cancel_all(struct api_loop *l);
 /* The instance that served the request ("host:port"), or NULL. */
 const char *api_px_instance(struct http_request *req);
+
+/* ---- the API server as a component (api_server.c) ---------------------------- *
+ *
+ * `roster start apiserver` runs it alone (api_main); the webserver mounts it
+ * beside the controller and the dashboard. Life cycle, on the main thread:
+ *   api_server_new    keys, routing policy, controller list (cfg outlives it)
+ *   api_server_mount  routes and per-loop state on `http` (before run)
+ *   api_server_start  the watcher thread
+ *   ... http_server_run ...
+ *   api_server_stop   joins the watcher; frees the loops' connection pools
+ *   ... http_server_free (runs table swaps still queued) ...
+ *   api_server_free   NULL-safe
+ * The int functions return 0 or a sysexits code, having logged why. */
+int api_server_new(struct api_config *cfg, struct api_server **out);
+int api_server_mount(struct api_server *srv, struct http_server *http);
+int api_server_start(struct api_server *srv);
+void api_server_stop(struct api_server *srv);
+void api_server_free(struct api_server *srv);
 
 int api_main(int argc, char **argv);
 

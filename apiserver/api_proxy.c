@@ -130,17 +130,26 @@ end_attempt(struct api_px *px)
 /* Takes the instance out for --eject_ms. A request that is not the
  * instance's half-open trial leaves a running trial alone (it decides). */
 static void
-eject(struct api_px *px)
+eject(struct api_px *px, const char *why)
 {
-    if (!px->trial && atomic_load(&px->inst->rt.trial)) {
+    struct api_inst *i = px->inst;
+    bool was_out = atomic_load(&i->rt.ejected_until_ms) != 0;
+
+    if (!px->trial && atomic_load(&i->rt.trial)) {
         return;
     }
-    route_eject(&px->inst->rt, util_mono_ms(), px->srv->cfg->eject_ms);
+    route_eject(&i->rt, util_mono_ms(), px->srv->cfg->eject_ms);
     px->trial = false;
-    atomic_fetch_add(&px->inst->s.ejections, 1);
+    atomic_fetch_add(&i->s.ejections, 1);
     atomic_fetch_add(&px->model->stats->s.ejections, 1);
-    log_info("ejected %s (%s) for %lld ms", px->inst->label, px->model->name,
-             (long long)px->srv->cfg->eject_ms);
+    pthread_mutex_lock(&i->err_mu);
+    util_strlcpy(i->last_error, why, sizeof(i->last_error));
+    pthread_mutex_unlock(&i->err_mu);
+    if (!was_out) { /* a failed trial is no news */
+        api_event_add(px->srv, "ejected", i->model->model, i->host, i->port,
+                      "%s; no requests for %lld ms, then one trial", why,
+                      (long long)px->srv->cfg->eject_ms);
+    }
 }
 
 /* The instance answered. Only its trial brings an ejected instance back (a
@@ -151,6 +160,8 @@ instance_ok(struct api_px *px)
     if (px->trial) {
         route_success(&px->inst->rt);
         px->trial = false;
+        api_event_add(px->srv, "readmitted", px->inst->model->model, px->inst->host, px->inst->port,
+                      "its trial request succeeded");
     }
 }
 
@@ -218,10 +229,24 @@ fail_all(struct api_px *px)
                      px->fail_status < 500 ? "invalid_request_error" : "server_error",
                      px->fail_code, px->fail_msg);
     } else {
-        snprintf(msg, sizeof(msg),
-                 "no routable instance of '%s' (%zu registered, %zu routable, all ejected or "
-                 "tried); retry",
-                 px->model->name, px->model->known, px->model->set.n);
+        const struct api_model *m = px->model;
+        if (m->set.n > 0) {
+            snprintf(msg, sizeof(msg),
+                     "no instance of '%s' could take the request: %zu routable, all ejected after "
+                     "failures or tried; retry",
+                     m->name, m->set.n);
+        } else if (m->alive == 0) {
+            snprintf(msg, sizeof(msg),
+                     "no routable instance of '%s': %zu registered, none alive (their leases ran "
+                     "out: the workers stopped heartbeating, or deregistered); retry when a worker "
+                     "is back",
+                     m->name, m->known);
+        } else {
+            snprintf(msg, sizeof(msg),
+                     "no routable instance of '%s': %zu registered, %zu alive, but drained "
+                     "(weight 0) or disabled",
+                     m->name, m->known, m->alive);
+        }
         count_error(px, API_ERR_NO_INSTANCE);
         finish_error(px, 503, "server_error", "no_routable_instance", msg);
     }
@@ -371,7 +396,7 @@ transfer_failed(struct api_px *px, enum hu_result res)
     const char *why = result_text(res);
 
     count_error(px, API_ERR_CONNECT);
-    eject(px);
+    eject(px, why);
     if (px->started) {
         snprintf(msg, sizeof(msg), "instance %.150s failed mid-stream: %s", px->inst->label, why);
         stream_error(px, msg);
@@ -421,8 +446,8 @@ up_done(void *arg, enum hu_result res)
     if (px->status >= 500) {
         char what[32];
         count_error(px, API_ERR_UPSTREAM_5XX);
-        eject(px);
         snprintf(what, sizeof(what), "answered %d", px->status);
+        eject(px, what);
         remember(px, 502, "upstream_error", what, msg);
         attempt(px);
         return;
@@ -476,7 +501,9 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     }
     end_attempt(px);
     count_error(px, API_ERR_TIMEOUT);
-    eject(px);
+    eject(px, total   ? "did not finish in time"
+              : first ? "no first byte in time"
+                      : "stream went silent");
     snprintf(msg, sizeof(msg), "instance %.150s %s %lld ms (%s)", px->inst->label,
              total   ? "did not finish within"
              : first ? "sent no first byte for"
@@ -545,7 +572,7 @@ attempt(struct api_px *px)
             /* its host name did not resolve (api_table.c) */
             count_error(px, API_ERR_CONNECT);
             remember(px, 503, "upstream_unavailable", "has no address", "unresolved host");
-            eject(px);
+            eject(px, "its host name does not resolve");
             continue;
         }
         if (start_transfer(px) == 0) {
@@ -629,7 +656,7 @@ static void
 handle(struct http_request *req, void *arg, enum px_kind kind)
 {
     struct api_server *srv = arg;
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_loop *l = api_loop_of(srv, req);
     const char *type = kind == PX_EMBEDDINGS ? "text2vec" : "llm";
     struct api_px *px = calloc(1, sizeof(*px));
     cJSON *root = NULL;

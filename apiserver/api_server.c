@@ -52,14 +52,13 @@ api_mstats_get(struct api_server *srv, const char *model)
 
 /* ---- authentication --------------------------------------------------------------- */
 
-static bool
-guard(struct http_request *req, void *arg)
+bool
+api_check_key(struct api_server *srv, struct http_request *req)
 {
-    struct api_server *srv = arg;
     const char *auth;
     const char *key = NULL;
 
-    if (!(http_req_route_flags(req) & ROUTE_AUTH) || srv->nkeys == 0) {
+    if (srv->nkeys == 0) {
         return true;
     }
     auth = http_req_header(req, "Authorization");
@@ -75,6 +74,12 @@ guard(struct http_request *req, void *arg)
                      key ? "incorrect API key provided"
                          : "no API key provided (Authorization: Bearer KEY)");
     return false;
+}
+
+static bool
+guard(struct http_request *req, void *arg)
+{
+    return !(http_req_route_flags(req) & ROUTE_AUTH) || api_check_key(arg, req);
 }
 
 /* ---- models ------------------------------------------------------------------- */
@@ -119,13 +124,13 @@ created_s(void)
 static void
 h_models(struct http_request *req, void *arg)
 {
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_server *srv = arg;
+    struct api_loop *l = api_loop_of(srv, req);
     struct api_table *t = l->table;
     struct buf b;
     struct jw w;
     bool first = true;
 
-    (void)arg;
     buf_init(&b, 64 * 1024 * 1024);
     jw_init(&w, &b);
     jw_raw(&w, "{\"object\":\"list\",\"data\":[");
@@ -150,7 +155,8 @@ h_models(struct http_request *req, void *arg)
 static void
 h_model(struct http_request *req, void *arg)
 {
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
+    struct api_server *srv = arg;
+    struct api_loop *l = api_loop_of(srv, req);
     const char *path = http_req_path(req);
     const char *id;
     struct buf b;
@@ -158,7 +164,6 @@ h_model(struct http_request *req, void *arg)
     char name[API_NAME_MAX + 1];
     size_t n = 0;
 
-    (void)arg;
     /* everything after "models/", %-decoded (model names may hold '/') */
     id = strstr(path, "/models/") + strlen("/models/");
     for (const char *p = id; *p && n < API_NAME_MAX; p++) {
@@ -189,55 +194,72 @@ h_model(struct http_request *req, void *arg)
 
 /* ---- health and metrics ----------------------------------------------------------- */
 
+const char *
+api_health_status(struct api_server *srv, struct api_loop *l)
+{
+    struct api_watch_status ws;
+
+    api_watch_status(srv, &ws);
+    return !l->table ? "starting" : ws.reachable ? "ok" : "stale";
+}
+
+void
+api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w)
+{
+    struct api_table *t = l->table;
+    struct api_watch_status ws;
+    int64_t now = util_mono_ms();
+
+    api_watch_status(srv, &ws);
+    jw_raw(w, "\"controllers\":{\"reachable\":");
+    jw_bool(w, ws.reachable);
+    jw_raw(w, ",\"current\":");
+    jw_str(w, ws.current);
+    jw_raw(w, ",\"last_ok_ms_ago\":");
+    if (ws.last_ok_mono_ms) {
+        jw_i64(w, now - ws.last_ok_mono_ms);
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"error\":");
+    jw_str(w, ws.error[0] ? ws.error : NULL);
+    jw_raw(w, "},\"table\":{\"loaded\":");
+    jw_bool(w, t != NULL);
+    jw_raw(w, ",\"version\":");
+    jw_i64(w, t ? (int64_t)t->version : 0);
+    jw_raw(w, ",\"models\":");
+    jw_i64(w, t ? (int64_t)t->nmodels : 0);
+    jw_raw(w, ",\"instances\":");
+    jw_i64(w, t ? (int64_t)t->instances : 0);
+    jw_raw(w, ",\"routable\":");
+    jw_i64(w, t ? (int64_t)t->routable : 0);
+    jw_raw(w, ",\"age_ms\":");
+    jw_i64(w, t ? now - t->built_mono_ms : 0);
+    jw_raw(w, "},\"routing\":");
+    jw_str(w, route_policy_name(srv->policy));
+}
+
 static void
 h_health(struct http_request *req, void *arg)
 {
     struct api_server *srv = arg;
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
-    struct api_table *t = l->table;
-    struct api_watch_status ws;
+    struct api_loop *l = api_loop_of(srv, req);
     struct buf b;
     struct jw w;
-    int64_t now = util_mono_ms();
 
-    api_watch_status(srv, &ws);
     buf_init(&b, 64 * 1024);
     jw_init(&w, &b);
     jw_raw(&w, "{\"status\":");
-    jw_str(&w, !t ? "starting" : ws.reachable ? "ok" : "stale");
-    jw_raw(&w, ",\"controllers\":{\"reachable\":");
-    jw_bool(&w, ws.reachable);
-    jw_raw(&w, ",\"current\":");
-    jw_str(&w, ws.current);
-    jw_raw(&w, ",\"last_ok_ms_ago\":");
-    if (ws.last_ok_mono_ms) {
-        jw_i64(&w, now - ws.last_ok_mono_ms);
-    } else {
-        jw_raw(&w, "null");
-    }
-    jw_raw(&w, ",\"error\":");
-    jw_str(&w, ws.error[0] ? ws.error : NULL);
-    jw_raw(&w, "},\"table\":{\"loaded\":");
-    jw_bool(&w, t != NULL);
-    jw_raw(&w, ",\"version\":");
-    jw_i64(&w, t ? (int64_t)t->version : 0);
-    jw_raw(&w, ",\"models\":");
-    jw_i64(&w, t ? (int64_t)t->nmodels : 0);
-    jw_raw(&w, ",\"instances\":");
-    jw_i64(&w, t ? (int64_t)t->instances : 0);
-    jw_raw(&w, ",\"routable\":");
-    jw_i64(&w, t ? (int64_t)t->routable : 0);
-    jw_raw(&w, ",\"age_ms\":");
-    jw_i64(&w, t ? now - t->built_mono_ms : 0);
-    jw_raw(&w, "},\"routing\":");
-    jw_str(&w, route_policy_name(srv->policy));
+    jw_str(&w, api_health_status(srv, l));
+    jw_raw(&w, ",");
+    api_write_health(srv, l, &w);
     jw_raw(&w, ",\"uptime_ms\":");
-    jw_i64(&w, now - srv->started_mono_ms);
+    jw_i64(&w, util_mono_ms() - srv->started_mono_ms);
     jw_raw(&w, "}");
     if (w.err) {
         http_reply_error(req, 500, "server_error", "health", "cannot format the health report");
     } else {
-        http_reply(req, t ? 200 : 503, "application/json", b.data, b.len, NULL);
+        http_reply(req, l->table ? 200 : 503, "application/json", b.data, b.len, NULL);
     }
     buf_cleanup(&b);
 }
@@ -269,42 +291,32 @@ write_stats(struct buf *b, const char *prefix, const char *lab, const struct api
     return rc;
 }
 
-static void
-h_metrics(struct http_request *req, void *arg)
+int
+api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
 {
-    struct api_server *srv = arg;
-    struct api_loop *l = http_loop_get_data(http_req_loop(req));
-    struct http_server_stats hs;
-    struct buf b;
     char lab[512], esc[300], esc2[300];
     int rc = 0;
 
-    http_server_get_stats(srv->http, &hs);
-    buf_init(&b, 64 * 1024 * 1024);
-    rc |= metrics_header(&b, "roster_http_requests_total", "counter", "HTTP requests answered.");
-    rc |= metrics_sample(&b, "roster_http_requests_total", NULL, (double)hs.requests);
-    rc |= metrics_header(&b, "roster_http_connections_open", "gauge", "Open client connections.");
-    rc |= metrics_sample(&b, "roster_http_connections_open", NULL, (double)hs.connections_open);
-    rc |= metrics_header(&b, "roster_api_model_requests_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_requests_total", "counter",
                          "Client requests per model (name@type).");
-    rc |= metrics_header(&b, "roster_api_model_retries_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_retries_total", "counter",
                          "Attempts on another instance after a failure, per model.");
-    rc |= metrics_header(&b, "roster_api_model_stream_pauses_total", "counter",
+    rc |= metrics_header(b, "roster_api_model_stream_pauses_total", "counter",
                          "Streams whose instance was not read for a while: the client was "
                          "--stream_buffer_bytes behind.");
     pthread_mutex_lock(&srv->mstats_mu);
     for (struct api_mstats *m = srv->mstats; m; m = m->next) {
         snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
-        rc |= write_stats(&b, "roster_api_model", lab, &m->s, false);
-        rc |= metrics_sample(&b, "roster_api_model_retries_total", lab,
+        rc |= write_stats(b, "roster_api_model", lab, &m->s, false);
+        rc |= metrics_sample(b, "roster_api_model_retries_total", lab,
                              (double)atomic_load(&m->s.retries));
-        rc |= metrics_sample(&b, "roster_api_model_stream_pauses_total", lab,
+        rc |= metrics_sample(b, "roster_api_model_stream_pauses_total", lab,
                              (double)atomic_load(&m->s.paused));
     }
     pthread_mutex_unlock(&srv->mstats_mu);
-    rc |= metrics_header(&b, "roster_api_instance_requests_total", "counter",
+    rc |= metrics_header(b, "roster_api_instance_requests_total", "counter",
                          "Attempts sent to each routable instance.");
-    rc |= metrics_header(&b, "roster_api_instance_in_flight", "gauge",
+    rc |= metrics_header(b, "roster_api_instance_in_flight", "gauge",
                          "Requests in progress on each instance (all loops).");
     for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
         const struct api_model *m = &l->table->models[i];
@@ -313,14 +325,27 @@ h_metrics(struct http_request *req, void *arg)
             snprintf(lab, sizeof(lab), "model=\"%s\",instance=\"%s\"",
                      log_escape(in->model->model, esc, sizeof(esc)),
                      log_escape(in->label, esc2, sizeof(esc2)));
-            rc |= write_stats(&b, "roster_api_instance", lab, &in->s, false);
-            rc |= metrics_sample(&b, "roster_api_instance_in_flight", lab,
+            rc |= write_stats(b, "roster_api_instance", lab, &in->s, false);
+            rc |= metrics_sample(b, "roster_api_instance_in_flight", lab,
                                  (double)atomic_load(&in->rt.in_flight));
-            rc |= metrics_sample(&b, "roster_api_instance_ejected", lab,
+            rc |= metrics_sample(b, "roster_api_instance_ejected", lab,
                                  atomic_load(&in->rt.ejected_until_ms) > util_mono_ms() ? 1 : 0);
         }
     }
-    rc |= write_stats(&b, "roster_api", "model=\"\"", &srv->total, true);
+    rc |= write_stats(b, "roster_api", "model=\"\"", &srv->total, true);
+    return rc ? -1 : 0;
+}
+
+static void
+h_metrics(struct http_request *req, void *arg)
+{
+    struct api_server *srv = arg;
+    struct buf b;
+    int rc;
+
+    buf_init(&b, 64 * 1024 * 1024);
+    rc = metrics_write_http(&b, srv->http);
+    rc |= api_write_metrics(srv, api_loop_of(srv, req), &b);
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
@@ -357,22 +382,12 @@ static const struct http_route routes[] = {
     {NULL, NULL, NULL, 0},
 };
 
-/* ---- start-up and shutdown --------------------------------------------------------- */
+/* ---- the component ---------------------------------------------------------------- */
 
-static void
-on_signal(int sig, void *arg)
+struct api_loop *
+api_loop_of(struct api_server *srv, struct http_request *req)
 {
-    struct api_server *srv = arg;
-
-    if (!srv->draining) {
-        srv->draining = true;
-        log_info("received %s: finishing requests in flight (up to %lld ms)",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)srv->cfg->shutdown_grace_ms);
-        http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
-    } else {
-        log_warn("second signal: stopping now");
-        http_server_shutdown(srv->http, 0);
-    }
+    return &srv->loops[http_loop_index(http_req_loop(req))];
 }
 
 /* The grace period is over: requests still in flight get their error (or
@@ -380,8 +395,9 @@ on_signal(int sig, void *arg)
 static void
 on_grace_expired(struct http_loop *loop, void *arg)
 {
-    (void)arg;
-    api_proxy_cancel_all(http_loop_get_data(loop));
+    struct api_server *srv = arg;
+
+    api_proxy_cancel_all(&srv->loops[http_loop_index(loop)]);
 }
 
 /* Splits a comma-separated list into srv->keys. Returns 0 or -1. */
@@ -408,13 +424,51 @@ split_keys(struct api_server *srv, const char *list)
     return 0;
 }
 
-static int
-serve(struct api_server *srv)
+int
+api_server_new(struct api_config *cfg, struct api_server **out)
 {
+    struct api_server *srv = calloc(1, sizeof(*srv));
     char err[256];
-    int port = http_server_port(srv->http);
+    int rc;
 
-    srv->nloops = http_server_nloops(srv->http);
+    *out = srv;
+    if (!srv) {
+        log_error("out of memory");
+        return EX_OSERR;
+    }
+    pthread_mutex_init(&srv->mstats_mu, NULL);
+    pthread_mutex_init(&srv->ev_mu, NULL);
+    pthread_mutex_init(&srv->latest_mu, NULL);
+    srv->events = calloc(API_EVENTS_MAX, sizeof(*srv->events));
+    srv->cfg = cfg;
+    srv->started_mono_ms = util_mono_ms();
+    route_policy_parse(cfg->routing, &srv->policy);
+    rc = util_parse_urls(cfg->controller_addr, srv->ctl, API_MAX_CTLS, err, sizeof(err));
+    if (rc < 0) {
+        log_error("--controller_addr: %s", err);
+        return EX_USAGE;
+    }
+    srv->nctl = (size_t)rc;
+    if (!srv->events || split_keys(srv, cfg->api_keys) != 0) {
+        log_error("out of memory");
+        return EX_OSERR;
+    }
+    return 0;
+}
+
+int
+api_server_mount(struct api_server *srv, struct http_server *http)
+{
+    struct http_service svc = {
+        .routes = routes,
+        .arg = srv,
+        .guard = guard,
+        .access_log = access_log,
+        .on_expire = on_grace_expired,
+    };
+
+    srv->http = http;
+    srv->nloops = http_server_nloops(http);
     srv->loops = calloc((size_t)srv->nloops, sizeof(*srv->loops));
     if (!srv->loops) {
         log_error("out of memory");
@@ -423,91 +477,50 @@ serve(struct api_server *srv)
     for (int i = 0; i < srv->nloops; i++) {
         struct api_loop *l = &srv->loops[i];
         l->srv = srv;
-        l->loop = http_server_loop(srv->http, i);
+        l->loop = http_server_loop(http, i);
         if (api_loop_init(l) != 0) {
             log_error("out of memory");
             return EX_OSERR;
         }
-        http_loop_set_data(l->loop, l);
     }
-    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
-        log_error("cannot install signal handlers");
-        return EX_OSERR;
+    if (http_server_mount(http, &svc) != 0) {
+        log_error("cannot mount the API server's routes");
+        return EX_SOFTWARE;
     }
-    if (api_watch_start(srv, err, sizeof(err)) != 0) {
-        log_error("%s", err);
-        return EX_OSERR;
-    }
-    if (srv->cfg->port_file && util_write_port_file(srv->cfg->port_file, port) != 0) {
-        log_error("cannot write --port_file %s", srv->cfg->port_file);
-        return EX_CANTCREAT;
-    }
-    log_info("apiserver listening on %s:%d; routing %s; controllers: %s; %s", srv->cfg->host, port,
-             route_policy_name(srv->policy), srv->cfg->controller_addr,
-             srv->nkeys ? "API keys required" : "no API keys (open to every client)");
-    http_server_run(srv->http);
     return 0;
 }
 
 int
-api_main(int argc, char **argv)
+api_server_start(struct api_server *srv)
 {
-    struct api_config cfg;
-    struct api_server *srv = calloc(1, sizeof(*srv));
     char err[256];
-    int code = 0;
-    int rc;
 
-    memset(&cfg, 0, sizeof(cfg));
-    if (!srv) {
-        fprintf(stderr, "roster: out of memory\n");
+    if (api_watch_start(srv, err, sizeof(err)) != 0) {
+        log_error("%s", err);
         return EX_OSERR;
     }
-    pthread_mutex_init(&srv->mstats_mu, NULL);
-    rc = api_config_load(&cfg, argc, argv);
-    if (rc != 0) {
-        code = rc == 1 ? 0 : EX_USAGE;
-        goto out;
+    return 0;
+}
+
+void
+api_server_stop(struct api_server *srv)
+{
+    if (!srv) {
+        return;
     }
-    signal(SIGPIPE, SIG_IGN);
-    srv->cfg = &cfg;
-    srv->started_mono_ms = util_mono_ms();
-    route_policy_parse(cfg.routing, &srv->policy);
-    rc = util_parse_urls(cfg.controller_addr, srv->ctl, API_MAX_CTLS, err, sizeof(err));
-    if (rc < 0) {
-        fprintf(stderr, "roster: --controller_addr: %s\n", err);
-        code = EX_USAGE;
-        goto out;
-    }
-    srv->nctl = (size_t)rc;
-    if (split_keys(srv, cfg.api_keys) != 0) {
-        fprintf(stderr, "roster: out of memory\n");
-        code = EX_OSERR;
-        goto out;
-    }
-    struct http_server_config hc = {
-        .host = cfg.host,
-        .port = (int)cfg.port,
-        .threads = (int)cfg.threads,
-        .max_body = (size_t)cfg.max_body_bytes,
-    };
-    if (http_server_new(&hc, routes, srv, &srv->http, err, sizeof(err)) != 0) {
-        log_error("%s", err);
-        code = EX_OSERR;
-        goto out;
-    }
-    http_server_set_hooks(srv->http, NULL, NULL, guard, access_log);
-    http_server_set_expire_hook(srv->http, on_grace_expired);
-    code = serve(srv);
-    if (code == 0) {
-        log_info("apiserver stopped");
-    }
-out:
     api_watch_stop(srv); /* no more tables posted from here on */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         api_loop_cleanup(&srv->loops[i]);
     }
-    http_server_free(srv->http); /* runs table swaps still queued */
+}
+
+void
+api_server_free(struct api_server *srv)
+{
+    if (!srv) {
+        return;
+    }
+    /* the table swaps still queued ran in http_server_free, before this */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         api_table_unref(srv->loops[i].table);
     }
@@ -522,8 +535,100 @@ out:
         free(srv->keys[i]);
     }
     free(srv->keys);
+    api_table_unref(srv->latest);
+    free(srv->events);
+    pthread_mutex_destroy(&srv->latest_mu);
+    pthread_mutex_destroy(&srv->ev_mu);
     pthread_mutex_destroy(&srv->mstats_mu);
-    api_config_cleanup(&cfg);
     free(srv);
+}
+
+/* ---- `roster start apiserver` ------------------------------------------------------- */
+
+struct api_process {
+    struct api_server *srv;
+    struct http_server *http;
+    bool draining;
+};
+
+static void
+on_signal(int sig, void *arg)
+{
+    struct api_process *p = arg;
+
+    if (!p->draining) {
+        p->draining = true;
+        log_info("received %s: finishing requests in flight (up to %lld ms)",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)p->srv->cfg->shutdown_grace_ms);
+        http_server_shutdown(p->http, (int)p->srv->cfg->shutdown_grace_ms);
+    } else {
+        log_warn("second signal: stopping now");
+        http_server_shutdown(p->http, 0);
+    }
+}
+
+int
+api_main(int argc, char **argv)
+{
+    struct api_config cfg;
+    struct api_process p = {0};
+    struct api_server *srv = NULL;
+    struct http_server *http = NULL;
+    char err[256];
+    int code = 0;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = api_config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        api_config_cleanup(&cfg);
+        return rc == 1 ? 0 : EX_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    code = api_server_new(&cfg, &srv);
+    if (code != 0) {
+        goto out;
+    }
+    struct http_server_config hc = {
+        .host = cfg.host,
+        .port = (int)cfg.port,
+        .threads = (int)cfg.threads,
+        .max_body = (size_t)cfg.max_body_bytes,
+    };
+    if (http_server_new(&hc, &http, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        code = EX_OSERR;
+        goto out;
+    }
+    code = api_server_mount(srv, http);
+    if (code != 0) {
+        goto out;
+    }
+    p.srv = srv;
+    p.http = http;
+    if (http_server_catch_signals(http, on_signal, &p) != 0) {
+        log_error("cannot install signal handlers");
+        code = EX_OSERR;
+        goto out;
+    }
+    code = api_server_start(srv);
+    if (code != 0) {
+        goto out;
+    }
+    if (cfg.port_file && util_write_port_file(cfg.port_file, http_server_port(http)) != 0) {
+        log_error("cannot write --port_file %s", cfg.port_file);
+        code = EX_CANTCREAT;
+        goto out;
+    }
+    log_info("apiserver listening on %s:%d; routing %s; controllers: %s; %s", cfg.host,
+             http_server_port(http), route_policy_name(srv->policy), cfg.controller_addr,
+             srv->nkeys ? "API keys required" : "no API keys (open to every client)");
+    http_server_run(http);
+    log_info("apiserver stopped");
+out:
+    api_server_stop(srv);
+    http_server_free(http); /* runs table swaps still queued */
+    api_server_free(srv);
+    api_config_cleanup(&cfg);
     return code;
 }

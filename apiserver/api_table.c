@@ -45,6 +45,8 @@
 #define MAX_JSON_DEPTH 16
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
+/* beyond this many changes in one list, one summary event */
+#define MAX_EVENTS_PER_LIST 50
 
 struct api_watch {
     struct api_server *srv;
@@ -59,6 +61,8 @@ struct api_watch {
     struct api_inst **known; /* sorted by (model, host, port); one reference each */
     size_t nknown;
     uint64_t version;
+    bool first_list; /* no table built yet: no per-instance events */
+    size_t nevents;  /* events reported for the list being taken */
 };
 
 /* ---- tables and instances ---------------------------------------------------- */
@@ -67,6 +71,7 @@ void
 api_inst_unref(struct api_inst *i)
 {
     if (i && atomic_fetch_sub(&i->refs, 1) == 1) {
+        pthread_mutex_destroy(&i->err_mu);
         free(i);
     }
 }
@@ -81,6 +86,10 @@ api_table_ref(struct api_table *t)
 static void
 table_free(struct api_table *t)
 {
+    for (size_t i = 0; i < t->nall; i++) {
+        api_inst_unref(t->all[i]);
+    }
+    free(t->all);
     for (size_t m = 0; m < t->nmodels; m++) {
         struct api_model *am = &t->models[m];
         for (size_t i = 0; i < am->set.n; i++) {
@@ -147,6 +156,8 @@ struct row {
     int port;
     double weight;
     bool routable;
+    bool alive;
+    bool enabled;
 };
 
 static int
@@ -226,6 +237,7 @@ inst_for(struct api_watch *w, const struct row *r)
     if (!i) {
         return NULL;
     }
+    pthread_mutex_init(&i->err_mu, NULL);
     atomic_store(&i->refs, 1); /* the new list's */
     util_strlcpy(i->host, r->host, sizeof(i->host));
     i->port = r->port;
@@ -236,10 +248,52 @@ inst_for(struct api_watch *w, const struct row *r)
     resolve(i);
     i->model = api_mstats_get(w->srv, r->model);
     if (!i->model) {
+        pthread_mutex_destroy(&i->err_mu);
         free(i);
         return NULL;
     }
     return i;
+}
+
+/* Reports what changed for instance `i` between the previous list (its
+ * `seen`; `fresh`: it was not in that list) and row `r`. Watcher thread. */
+static void
+note_changes(struct api_watch *w, struct api_inst *i, const struct row *r)
+{
+    struct api_seen now = {true, r->alive, r->routable, r->enabled, r->weight};
+    const struct api_seen *was = &i->seen;
+    struct api_server *srv = w->srv;
+    const char *m = r->model;
+
+    bool same = was->listed && was->alive == now.alive && was->enabled == now.enabled &&
+                (was->weight > 0) == (now.weight > 0);
+
+    if (w->first_list || same || ++w->nevents > MAX_EVENTS_PER_LIST) {
+        i->seen = now; /* the first list, nothing to tell, or a flood */
+        return;
+    }
+    if (!was->listed) {
+        api_event_add(srv, "joined", m, i->host, i->port, "%s, weight %g%s",
+                      r->alive ? "alive" : "not alive", r->weight, r->enabled ? "" : ", disabled");
+    } else {
+        if (was->alive && !now.alive) {
+            api_event_add(srv, "unhealthy", m, i->host, i->port,
+                          "its lease ran out or it deregistered");
+        } else if (!was->alive && now.alive) {
+            api_event_add(srv, "healthy", m, i->host, i->port, "heartbeating again");
+        }
+        if (was->weight > 0 && now.weight <= 0) {
+            api_event_add(srv, "drained", m, i->host, i->port, "weight 0: no new requests");
+        } else if (was->weight <= 0 && now.weight > 0) {
+            api_event_add(srv, "undrained", m, i->host, i->port, "weight %g", now.weight);
+        }
+        if (was->enabled && !now.enabled) {
+            api_event_add(srv, "disabled", m, i->host, i->port, "out of rotation");
+        } else if (!was->enabled && now.enabled) {
+            api_event_add(srv, "enabled", m, i->host, i->port, "back in rotation");
+        }
+    }
+    i->seen = now;
 }
 
 /* Reads the rows of the controller's view=full list. Returns the count, or
@@ -258,6 +312,8 @@ parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
         const cJSON *m = json_get(it, "model_name"), *h = json_get(it, "host");
         const cJSON *p = json_get(it, "port"), *wt = json_get(it, "weight");
         const cJSON *rt = json_get(it, "routable");
+        const cJSON *al = json_get(it, "alive");
+        const cJSON *en = json_get(it, "enabled");
         if (!cJSON_IsString(m) || !strchr(m->valuestring, '@') || !cJSON_IsString(h) ||
             strlen(h->valuestring) > API_NAME_MAX || strlen(m->valuestring) > API_NAME_MAX ||
             !cJSON_IsNumber(p) || p->valuedouble < 1 || p->valuedouble > 65535 ||
@@ -266,8 +322,13 @@ parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
             snprintf(err, errcap, "the controller's list has a malformed instance");
             return -1;
         }
-        rows[k++] = (struct row){m->valuestring, h->valuestring, (int)p->valuedouble,
-                                 wt->valuedouble, cJSON_IsTrue(rt)};
+        /* a DB-GPT controller has no "alive": its "healthy" means the same */
+        if (!al) {
+            al = json_get(it, "healthy");
+        }
+        rows[k++] =
+            (struct row){m->valuestring,   h->valuestring,   (int)p->valuedouble, wt->valuedouble,
+                         cJSON_IsTrue(rt), cJSON_IsTrue(al), !cJSON_IsFalse(en)};
     }
     qsort(rows, k, sizeof(*rows), row_cmp);
     *rows_out = rows;
@@ -300,6 +361,15 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
     }
+    t->all = calloc(n ? n : 1, sizeof(*t->all));
+    if (!t->all) {
+        goto oom;
+    }
+    for (size_t i = 0; i < n; i++) {
+        t->all[i] = next[i];
+        atomic_fetch_add(&next[i]->refs, 1); /* the table's */
+    }
+    t->nall = n;
     for (size_t i = 0, j; i < n; i = j) {
         struct api_model *m = &t->models[t->nmodels];
         const char *at = strrchr(rows[i].model, '@');
@@ -315,6 +385,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         for (size_t k = i; k < j; k++) {
+            m->alive += rows[k].alive;
             if (rows[k].routable && rows[k].weight > 0) {
                 ent[ne] = (struct route_entry){&next[k]->rt, rows[k].weight};
                 m->inst[ne++] = next[k];
@@ -344,7 +415,31 @@ build(struct api_watch *w, const struct row *rows, size_t n)
     t->instances = n;
     t->version = ++w->version;
     t->built_mono_ms = util_mono_ms();
-    atomic_store(&t->refs, w->srv->nloops);
+    atomic_store(&t->refs, w->srv->nloops + 1); /* each loop's, and srv->latest */
+    /* what changed since the last list: instances that left, then each row */
+    w->nevents = 0;
+    for (size_t i = 0, k = 0; i < w->nknown; i++) {
+        struct api_inst *o = w->known[i];
+        while (k < n && inst_cmp_key(rows[k].model, rows[k].host, rows[k].port, o) < 0) {
+            k++;
+        }
+        if ((k == n || next[k] != o) && ++w->nevents <= MAX_EVENTS_PER_LIST) {
+            api_event_add(w->srv, "left", o->model->model, o->host, o->port,
+                          "removed from the registry");
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        note_changes(w, next[i], &rows[i]);
+    }
+    if (w->first_list) {
+        api_event_add(w->srv, "loaded", NULL, NULL, 0, "the registry: %zu instances of %zu models",
+                      n, t->nmodels);
+    } else if (w->nevents > MAX_EVENTS_PER_LIST) {
+        api_event_add(w->srv, "changes", NULL, NULL, 0,
+                      "%zu more changes in one update (not listed one by one)",
+                      w->nevents - MAX_EVENTS_PER_LIST);
+    }
+    w->first_list = false;
     for (size_t i = 0; i < w->nknown; i++) {
         api_inst_unref(w->known[i]);
     }
@@ -389,6 +484,13 @@ static void
 publish(struct api_watch *w, struct api_table *t)
 {
     struct api_server *srv = w->srv;
+    struct api_table *old;
+
+    pthread_mutex_lock(&srv->latest_mu);
+    old = srv->latest;
+    srv->latest = t; /* build() counted this reference */
+    pthread_mutex_unlock(&srv->latest_mu);
+    api_table_unref(old);
 
     for (int i = 0; i < srv->nloops; i++) {
         struct swap_task *s = calloc(1, sizeof(*s));
@@ -404,6 +506,40 @@ publish(struct api_watch *w, struct api_table *t)
         s->table = t;
         http_loop_post(srv->loops[i].loop, &s->task);
     }
+    if (srv->notify) {
+        srv->notify(srv->notify_arg);
+    }
+}
+
+struct api_table *
+api_latest_table(struct api_server *srv)
+{
+    struct api_table *t;
+
+    pthread_mutex_lock(&srv->latest_mu);
+    t = srv->latest ? api_table_ref(srv->latest) : NULL;
+    pthread_mutex_unlock(&srv->latest_mu);
+    return t;
+}
+
+struct api_inst *
+api_table_inst(struct api_table *t, const char *model, const char *host, int port)
+{
+    size_t lo = 0, hi = t ? t->nall : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = inst_cmp_key(model, host, port, t->all[mid]);
+        if (c == 0) {
+            return t->all[mid];
+        }
+        if (c < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return NULL;
 }
 
 /* ---- the watch call ------------------------------------------------------------- */
@@ -614,7 +750,8 @@ watch_main(void *arg)
         buf_cleanup(&c.body);
         if (st == 200 || st == 304) {
             if (warned) {
-                log_info("watching %s again", w->srv->ctl[w->cur]);
+                api_event_add(w->srv, "controller_up", NULL, NULL, 0, "watching %s",
+                              w->srv->ctl[w->cur]);
             }
             warned = false;
             failed_in_a_row = 0;
@@ -630,6 +767,8 @@ watch_main(void *arg)
             log_warn("controller %s: %s; trying the next one (routing goes on with the last "
                      "table)",
                      w->srv->ctl[w->cur], err);
+            api_event_add(w->srv, "controller_down", NULL, NULL, 0, "%s: %s", w->srv->ctl[w->cur],
+                          err);
             warned = true;
         }
         w->cur = (w->cur + 1) % (int)w->srv->nctl;
@@ -656,6 +795,7 @@ api_watch_start(struct api_server *srv, char *err, size_t errcap)
         return -1;
     }
     w->srv = srv;
+    w->first_list = true;
     w->cur = (int)util_random_below(srv->nctl);
     util_strlcpy(w->st.current, srv->ctl[w->cur], sizeof(w->st.current));
     pthread_mutex_init(&w->mu, NULL);

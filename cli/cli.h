@@ -25,6 +25,10 @@ extern const struct cli_cmd cli_cmd_model;
 extern const struct flag_def cli_model_flag_defs[];
 extern const char cli_model_summary[];
 
+/* `roster start webserver` (cli_webserver.c), and its options' Markdown. */
+int cli_webserver_main(int argc, char **argv);
+void cli_webserver_doc(FILE *out);
+
 /* Prints the Markdown of every option table (docs/configuration.md). */
 int cli_config_doc(int argc, char **argv);
 

@@ -23,7 +23,10 @@ static const struct role roles[] = {
      wrk_main},
     {"apiserver", "the OpenAI-compatible API server (routes to healthy, weighted instances)",
      api_main},
-    {"webserver", "the API server plus dashboard (not in this build yet)", NULL},
+    {"webserver",
+     "the API server and the web dashboard on one port; with no --controller_addr, the whole "
+     "system in one process (controller on SQLite, builtin models)",
+     cli_webserver_main},
 };
 
 static void
@@ -64,7 +67,7 @@ run(int argc, char **argv)
 const struct cli_cmd cli_cmd_start = {
     .name = "start",
     .usage = "roster start <role> [options]",
-    .summary = "run a controller, a worker or the apiserver (the webserver comes next)",
+    .summary = "run a controller, a worker, the apiserver or the webserver",
     .run = run,
     .help = help,
 };
@@ -83,6 +86,7 @@ cli_config_doc(int argc, char **argv)
     flags_print_markdown(stdout, "roster start controller", ctl_summary, ctl_flag_defs);
     flags_print_markdown(stdout, "roster start worker", wrk_summary, wrk_flag_defs);
     flags_print_markdown(stdout, "roster start apiserver", api_summary, api_flag_defs);
+    cli_webserver_doc(stdout);
     flags_print_markdown(stdout, "roster model list / set", cli_model_summary, cli_model_flag_defs);
     return 0;
 }

@@ -126,23 +126,25 @@ env_value(const struct flag_def *d)
 }
 
 int
-flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
-            enum flag_source *sources, char *err, size_t errcap)
+flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char *err, size_t errcap)
 {
-    for (size_t i = 0; defs[i].name; i++) {
-        const char *env = env_value(&defs[i]);
-        if (set_value(&defs[i], cfg, defs[i].def, err, errcap) != 0) {
-            return -1;
-        }
-        if (sources) {
-            sources[i] = FLAG_FROM_DEFAULT;
-        }
-        if (env) {
-            if (set_value(&defs[i], cfg, env, err, errcap) != 0) {
+    for (size_t k = 0; k < ng; k++) {
+        for (size_t i = 0; g[k].defs[i].name; i++) {
+            const struct flag_def *d = &g[k].defs[i];
+            const char *env = env_value(d);
+            if (set_value(d, g[k].cfg, d->def, err, errcap) != 0) {
                 return -1;
             }
-            if (sources) {
-                sources[i] = FLAG_FROM_ENV;
+            if (g[k].sources) {
+                g[k].sources[i] = FLAG_FROM_DEFAULT;
+            }
+            if (env) {
+                if (set_value(d, g[k].cfg, env, err, errcap) != 0) {
+                    return -1;
+                }
+                if (g[k].sources) {
+                    g[k].sources[i] = FLAG_FROM_ENV;
+                }
             }
         }
     }
@@ -150,9 +152,9 @@ flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
         const char *arg = argv[a];
         const char *eq;
         const char *value = NULL;
-        const struct flag_def *d;
+        const struct flag_def *d = NULL;
         char name[96];
-        size_t idx = 0;
+        size_t idx = 0, k = 0;
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             return 1;
@@ -164,7 +166,8 @@ flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
         arg += 2;
         eq = strchr(arg, '=');
         normalize(arg, eq ? (size_t)(eq - arg) : strlen(arg), name, sizeof(name));
-        d = find(defs, name, &idx);
+        for (k = 0; k < ng && !(d = find(g[k].defs, name, &idx)); k++) {
+        }
         if (!d) {
             snprintf(err, errcap, "unknown option --%s (see --help)", name);
             return -1;
@@ -183,14 +186,98 @@ flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
             snprintf(err, errcap, "option --%s needs a value", name);
             return -1;
         }
-        if (set_value(d, cfg, value, err, errcap) != 0) {
+        if (set_value(d, g[k].cfg, value, err, errcap) != 0) {
             return -1;
         }
-        if (sources) {
-            sources[idx] = FLAG_FROM_ARGV;
+        if (g[k].sources) {
+            g[k].sources[idx] = FLAG_FROM_ARGV;
         }
     }
     return 0;
+}
+
+int
+flags_set_defaults(const struct flag_def *defs, void *cfg, char *err, size_t errcap)
+{
+    for (size_t i = 0; defs[i].name; i++) {
+        if (set_value(&defs[i], cfg, defs[i].def, err, errcap) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
+            enum flag_source *sources, char *err, size_t errcap)
+{
+    struct flag_group g = {.defs = defs, .cfg = cfg, .sources = sources};
+
+    return flags_parse_groups(&g, 1, argc, argv, err, errcap);
+}
+
+/* True when an earlier group has an option of this name. */
+static bool
+shadowed(const struct flag_group *g, size_t k, const char *name)
+{
+    size_t idx;
+
+    for (size_t j = 0; j < k; j++) {
+        if (find(g[j].defs, name, &idx)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The options of group k that no earlier group has, as "--a, --b". */
+static void
+print_names(FILE *out, const struct flag_group *g, size_t k, const char *indent, size_t width)
+{
+    size_t col = strlen(indent);
+
+    fputs(indent, out);
+    for (size_t i = 0, n = 0; g[k].defs[i].name; i++) {
+        const struct flag_def *d = &g[k].defs[i];
+        if ((d->flags & FLAG_HIDDEN) || shadowed(g, k, d->name)) {
+            continue;
+        }
+        size_t len = strlen(d->name) + 4;
+        if (n && col + len > width) {
+            fprintf(out, ",\n%s", indent);
+            col = strlen(indent);
+        } else if (n) {
+            fputs(", ", out);
+            col += 2;
+        }
+        fprintf(out, "--%s", d->name);
+        col += len - 2;
+        n++;
+    }
+    fputs("\n", out);
+}
+
+void
+flags_print_help_groups(FILE *out, const char *usage, const char *summary,
+                        const struct flag_group *g, size_t ng)
+{
+    flags_print_help(out, usage, summary, g[0].defs);
+    for (size_t k = 1; k < ng; k++) {
+        fprintf(out, "\n%s (see %s):\n", g[k].title, g[k].see);
+        print_names(out, g, k, "  ", 78);
+    }
+}
+
+void
+flags_print_markdown_groups(FILE *out, const char *title, const char *summary,
+                            const struct flag_group *g, size_t ng)
+{
+    flags_print_markdown(out, title, summary, g[0].defs);
+    for (size_t k = 1; k < ng; k++) {
+        fprintf(out, "%s, as in `%s`:\n\n", g[k].title, g[k].see);
+        print_names(out, g, k, "", 100);
+        fprintf(out, "\n");
+    }
 }
 
 void

@@ -52,6 +52,36 @@ enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
 int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
                 enum flag_source *sources, char *err, size_t errcap);
 
+/* Fills `cfg` with the table's defaults only (no environment, no argv): a
+ * component a process configures itself. Returns 0 or -1 (out of memory).
+ * flags_cleanup() frees what it stored. */
+int flags_set_defaults(const struct flag_def *defs, void *cfg, char *err, size_t errcap);
+
+/* One table and the struct it fills, for a command that takes the options
+ * of several (the webserver: its own, the API server's, the controller's). */
+struct flag_group {
+    const char *title; /* help heading of a later group ("API server options") */
+    const char *see;   /* where they are described ("roster start apiserver --help") */
+    const struct flag_def *defs;
+    void *cfg;
+    enum flag_source *sources; /* one per entry of defs, or NULL */
+};
+
+/* As flags_parse over several groups: defaults and the environment fill
+ * every group; each argv option goes to the first group that has it (an
+ * option of a later group that an earlier group also has is shadowed: it
+ * keeps its default or environment value). Call flags_cleanup() on every
+ * group afterwards in every case. */
+int flags_parse_groups(struct flag_group *g, size_t n, int argc, char **argv, char *err,
+                       size_t errcap);
+/* --help: the first group's options in full, then the names each later
+ * group adds. */
+void flags_print_help_groups(FILE *out, const char *usage, const char *summary,
+                             const struct flag_group *g, size_t n);
+/* The same for docs/configuration.md. */
+void flags_print_markdown_groups(FILE *out, const char *title, const char *summary,
+                                 const struct flag_group *g, size_t n);
+
 /* What every `roster start <role>` does with its options: flags_parse;
  * --help printed to stdout (returns 1); an error printed to stderr (returns
  * -1); `log_level_offset` (offsetof the role's char *log_level) applied to

@@ -4,6 +4,7 @@
  */
 #include "http_client.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,10 +21,32 @@ on_data(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
+static int
+on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    const _Atomic bool *cancel = arg;
+
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
+    return atomic_load(cancel) ? 1 : 0; /* nonzero aborts the transfer */
+}
+
 int
 http_client_request(const char *method, const char *url, const char *body, size_t body_len,
                     const char *const *headers, int timeout_ms, size_t max_body,
                     struct http_client_response *resp, char *err, size_t errcap)
+{
+    return http_client_request_cancel(method, url, body, body_len, headers, timeout_ms, max_body,
+                                      NULL, resp, err, errcap);
+}
+
+int
+http_client_request_cancel(const char *method, const char *url, const char *body, size_t body_len,
+                           const char *const *headers, int timeout_ms, size_t max_body,
+                           const _Atomic bool *cancel, struct http_client_response *resp, char *err,
+                           size_t errcap)
 {
     struct curl_slist *hl = NULL;
     CURL *h = curl_easy_init();
@@ -56,13 +79,19 @@ http_client_request(const char *method, const char *url, const char *body, size_
     if (hl) {
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
     }
+    if (cancel) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
+    }
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)body_len);
     }
     cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
-        snprintf(err, errcap, "%s", curl_easy_strerror(cc));
+        snprintf(err, errcap, "%s",
+                 cc == CURLE_ABORTED_BY_CALLBACK ? "cancelled" : curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);

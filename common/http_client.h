@@ -8,6 +8,8 @@
 #ifndef ROSTER_HTTP_CLIENT_H
 #define ROSTER_HTTP_CLIENT_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -25,6 +27,14 @@ struct http_client_response {
 int http_client_request(const char *method, const char *url, const char *body, size_t body_len,
                         const char *const *headers, int timeout_ms, size_t max_body,
                         struct http_client_response *resp, char *err, size_t errcap);
+
+/* As http_client_request, but gives up (-1, "cancelled") soon after
+ * *cancel becomes true (libcurl asks at least once a second): for threads
+ * that must stop promptly. */
+int http_client_request_cancel(const char *method, const char *url, const char *body,
+                               size_t body_len, const char *const *headers, int timeout_ms,
+                               size_t max_body, const _Atomic bool *cancel,
+                               struct http_client_response *resp, char *err, size_t errcap);
 
 void http_client_response_cleanup(struct http_client_response *resp);
 

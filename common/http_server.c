@@ -81,7 +81,8 @@ struct http_request {
     struct conn *conn; /* NULL once the client is gone */
     struct http_loop *loop;
     const struct http_route *route;
-    struct buf head; /* URL, then name\0value\0 pairs */
+    const struct http_service *svc; /* the service of the route (NULL: none matched) */
+    struct buf head;                /* URL, then name\0value\0 pairs */
     const char *method;
     uint32_t path_off;
     uint32_t query_off;
@@ -144,24 +145,18 @@ struct http_loop {
     char date[64];
     uint64_t req_seq;
     uint64_t id_prefix;
-    void *data;
     /* counters (read racily by get_stats) */
     _Atomic uint64_t n_requests, n_2xx, n_3xx, n_4xx, n_5xx, n_accepted, n_rejected;
 };
 
 struct http_server {
     struct http_server_config cfg;
-    const struct http_route *routes;
-    void *arg;
+    struct http_service svcs[HTTP_MAX_SERVICES];
+    int nsvcs;
     evutil_socket_t fd;
     int port;
     int nloops;
     struct http_loop *loops;
-    http_loop_hook *on_start;
-    http_loop_hook *on_drain;
-    http_loop_hook *on_expire;
-    http_guard *guard;
-    http_access_log *access_log;
     _Atomic int64_t open_conns;
     _Atomic int shutdown_grace_ms;
     struct event *sig_ev[2]; /* SIGTERM, SIGINT (http_server_catch_signals) */
@@ -612,9 +607,11 @@ finish_request(struct http_request *req, int status, size_t len)
 {
     struct http_server *srv = req->loop->srv;
     struct conn *c = req->conn;
+    /* a request no route matched is logged by the first service */
+    const struct http_service *svc = req->svc ? req->svc : srv->nsvcs ? &srv->svcs[0] : NULL;
 
-    if (srv->access_log) {
-        srv->access_log(req, c ? status : 0, len, now_us() - req->start_us, srv->arg);
+    if (svc && svc->access_log) {
+        svc->access_log(req, c ? status : 0, len, now_us() - req->start_us, svc->arg);
     }
     count_status(req->loop, status);
     pending_remove(req);
@@ -1061,6 +1058,7 @@ dispatch(struct conn *c)
     struct http_server *srv = c->loop->srv;
     struct http_request *req = c->req;
     const struct http_route *match = NULL;
+    const struct http_service *svc = NULL;
     bool path_known = false;
     char allow[128] = "";
     char allow_hdr[160];
@@ -1069,17 +1067,24 @@ dispatch(struct conn *c)
     set_read_timeout(c, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, HANDLING_READ_HIGH_WATER);
     pending_add(req);
-    for (const struct http_route *r = srv->routes; r->path; r++) {
-        if (!route_matches(r->path, http_req_path(req))) {
-            continue;
+    /* the first service (in mount order) with a route for the path and
+     * method wins; the others' routes for the path only feed Allow */
+    for (int i = 0; i < srv->nsvcs && !match; i++) {
+        for (const struct http_route *r = srv->svcs[i].routes; r->path; r++) {
+            if (!route_matches(r->path, http_req_path(req))) {
+                continue;
+            }
+            path_known = true;
+            if (strcmp(r->method, req->method) == 0) {
+                match = r;
+                svc = &srv->svcs[i];
+                break;
+            }
+            size_t used = strlen(allow);
+            if (!strstr(allow, r->method)) {
+                snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "", r->method);
+            }
         }
-        path_known = true;
-        if (strcmp(r->method, req->method) == 0) {
-            match = r;
-            break;
-        }
-        size_t used = strlen(allow);
-        snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "", r->method);
     }
     if (!match) {
         if (path_known) {
@@ -1106,10 +1111,11 @@ dispatch(struct conn *c)
         return;
     }
     req->route = match;
-    if (srv->guard && !srv->guard(req, srv->arg)) {
+    req->svc = svc;
+    if (svc->guard && !svc->guard(req, svc->arg)) {
         return;
     }
-    match->handler(req, srv->arg);
+    match->handler(req, svc->arg);
 }
 
 static void
@@ -1410,18 +1416,6 @@ http_loop_index(const struct http_loop *loop)
     return loop->index;
 }
 
-void
-http_loop_set_data(struct http_loop *loop, void *data)
-{
-    loop->data = data;
-}
-
-void *
-http_loop_get_data(const struct http_loop *loop)
-{
-    return loop->data;
-}
-
 bool
 http_loop_draining(const struct http_loop *loop)
 {
@@ -1443,8 +1437,10 @@ on_grace_expired(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!loop->expired) {
         loop->expired = true;
-        if (srv->on_expire) {
-            srv->on_expire(loop, srv->arg);
+        for (int i = 0; i < srv->nsvcs; i++) {
+            if (srv->svcs[i].on_expire) {
+                srv->svcs[i].on_expire(loop, srv->svcs[i].arg);
+            }
         }
         if (loop->nconns > 0) {
             evtimer_add(loop->grace_ev, &tv);
@@ -1471,8 +1467,10 @@ begin_drain(struct http_loop *loop)
     }
     loop->draining = true;
     evconnlistener_disable(loop->listener);
-    if (srv->on_drain) {
-        srv->on_drain(loop, srv->arg);
+    for (int i = 0; i < srv->nsvcs; i++) {
+        if (srv->svcs[i].on_drain) {
+            srv->svcs[i].on_drain(loop, srv->svcs[i].arg);
+        }
     }
     for (struct conn *c = loop->conns; c; c = next) {
         next = c->next;
@@ -1526,8 +1524,10 @@ loop_main(void *arg)
     struct http_loop *loop = arg;
     struct http_server *srv = loop->srv;
 
-    if (srv->on_start) {
-        srv->on_start(loop, srv->arg);
+    for (int i = 0; i < srv->nsvcs; i++) {
+        if (srv->svcs[i].on_start) {
+            srv->svcs[i].on_start(loop, srv->svcs[i].arg);
+        }
     }
     event_base_dispatch(loop->base);
     pthread_mutex_lock(&loop->mbox_mu);
@@ -1637,8 +1637,8 @@ http_server_catch_signals(struct http_server *srv, http_signal_fn *fn, void *arg
 }
 
 int
-http_server_new(const struct http_server_config *cfg, const struct http_route *routes, void *arg,
-                struct http_server **out, char *err, size_t errcap)
+http_server_new(const struct http_server_config *cfg, struct http_server **out, char *err,
+                size_t errcap)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct http_server *srv = calloc(1, sizeof(*srv));
@@ -1660,8 +1660,6 @@ http_server_new(const struct http_server_config *cfg, const struct http_route *r
     srv->cfg.header_timeout_ms = cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : 10000;
     srv->cfg.idle_timeout_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : 60000;
     srv->cfg.write_timeout_ms = cfg->write_timeout_ms > 0 ? cfg->write_timeout_ms : 30000;
-    srv->routes = routes;
-    srv->arg = arg;
     srv->fd = -1;
     if (listen_socket(&srv->cfg, &srv->fd, &srv->port, err, errcap) != 0) {
         http_server_free(srv);
@@ -1697,20 +1695,14 @@ http_server_new(const struct http_server_config *cfg, const struct http_route *r
     return 0;
 }
 
-void
-http_server_set_expire_hook(struct http_server *srv, http_loop_hook *on_expire)
+int
+http_server_mount(struct http_server *srv, const struct http_service *svc)
 {
-    srv->on_expire = on_expire;
-}
-
-void
-http_server_set_hooks(struct http_server *srv, http_loop_hook *on_start, http_loop_hook *on_drain,
-                      http_guard *guard, http_access_log *log)
-{
-    srv->on_start = on_start;
-    srv->on_drain = on_drain;
-    srv->guard = guard;
-    srv->access_log = log;
+    if (srv->nsvcs == HTTP_MAX_SERVICES || !svc->routes) {
+        return -1;
+    }
+    srv->svcs[srv->nsvcs++] = *svc;
+    return 0;
 }
 
 int

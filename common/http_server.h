@@ -13,9 +13,10 @@
  *   - `threads` loops, each its own event_base and thread; one listening
  *     socket shared by all loops. A connection lives on the loop that
  *     accepted it; its requests are handled on that loop's thread.
- *   - Routes are a table (exact path match, or a prefix for a path that
- *     ends in '*', as "/v1/models/" followed by '*'). Unknown path -> 404 JSON,
- *     known path with another method -> 405 JSON with Allow.
+ *   - Routes are tables, one per mounted service (exact path match, or a
+ *     prefix for a path that ends in '*', as "/v1/models/" followed by
+ *     '*'). Unknown path -> 404 JSON, known path with another method -> 405
+ *     JSON with Allow.
  *   - A handler replies exactly once, either before returning or later from
  *     the same loop thread (after work elsewhere: see http_loop_post). A
  *     request whose client went away stays valid until it is replied to;
@@ -75,22 +76,39 @@ typedef bool http_guard(struct http_request *req, void *arg);
 typedef void http_access_log(struct http_request *req, int status, size_t body_len,
                              int64_t duration_us, void *arg);
 
-/* Binds and listens; no thread is started yet. `routes` ends with an entry
- * whose path is NULL and must outlive the server; `arg` is passed to
- * handlers and hooks. Returns 0, or -1 with a reason in `err`.
- * evthread_use_pthreads() must have been called (http_server_new does it
- * if needed). */
-int http_server_new(const struct http_server_config *cfg, const struct http_route *routes,
-                    void *arg, struct http_server **out, char *err, size_t errcap);
+/* One application mounted on a server: its routes and what runs around
+ * them. A process may mount several services on one server (the webserver
+ * mounts the controller, the API server and the dashboard on one port):
+ * a request goes to the first service, in mount order, with a route for
+ * its path and method; that service's guard, access log and `arg` apply.
+ * A request no route matches is logged by the first service. The hooks of
+ * every service run, in mount order. Services keep per-loop state of
+ * their own, indexed by http_loop_index(). */
+struct http_service {
+    const struct http_route *routes; /* ends with a NULL path; must outlive the server */
+    void *arg;                       /* passed to handlers and hooks */
+    http_guard *guard;               /* NULL: none */
+    http_access_log *access_log;     /* NULL: none */
+    http_loop_hook *on_start;        /* each loop thread, before any request */
+    http_loop_hook *on_drain;        /* each loop thread, when shutdown begins */
+    /* each loop thread, when a graceful shutdown's grace period ends with
+     * requests still in flight: the place to answer them (an error, or an
+     * error event to end a stream) before the connections close; those
+     * last replies get a short time to leave */
+    http_loop_hook *on_expire;
+};
 
-void http_server_set_hooks(struct http_server *srv, http_loop_hook *on_start,
-                           http_loop_hook *on_drain, http_guard *guard, http_access_log *log);
+#define HTTP_MAX_SERVICES 8
 
-/* A hook run on every loop thread when a graceful shutdown's grace period
- * ends with requests still in flight: the place to answer them (an error,
- * or an error event to end a stream) before the connections close; those
- * last replies get a short time to leave. */
-void http_server_set_expire_hook(struct http_server *srv, http_loop_hook *on_expire);
+/* Binds and listens; no thread is started yet and no service is mounted.
+ * Returns 0, or -1 with a reason in `err`. evthread_use_pthreads() must
+ * have been called (http_server_new does it if needed). */
+int http_server_new(const struct http_server_config *cfg, struct http_server **out, char *err,
+                    size_t errcap);
+
+/* Mounts a service (copied) before http_server_run. Returns 0, or -1 when
+ * HTTP_MAX_SERVICES are mounted already or svc->routes is NULL. */
+int http_server_mount(struct http_server *srv, const struct http_service *svc);
 
 /* The bound port (useful with port 0). */
 int http_server_port(const struct http_server *srv);
@@ -149,10 +167,8 @@ struct http_task {
 void http_loop_post(struct http_loop *loop, struct http_task *t);
 
 struct event_base *http_loop_base(struct http_loop *loop);
+/* 0 .. http_server_nloops()-1: the index services keep per-loop state by. */
 int http_loop_index(const struct http_loop *loop);
-/* Per-loop slot for the application's own state. */
-void http_loop_set_data(struct http_loop *loop, void *data);
-void *http_loop_get_data(const struct http_loop *loop);
 /* True once shutdown has begun. */
 bool http_loop_draining(const struct http_loop *loop);
 

@@ -67,6 +67,62 @@ metrics_hist_write(struct buf *b, const char *name, const char *labels,
     return rc ? -1 : 0;
 }
 
+double
+metrics_quantile(const uint64_t bucket[METRICS_BUCKETS + 1], double q)
+{
+    uint64_t total = 0, cum = 0;
+    double want;
+
+    for (int i = 0; i <= METRICS_BUCKETS; i++) {
+        total += bucket[i];
+    }
+    if (total == 0) {
+        return -1;
+    }
+    want = q * (double)total;
+    for (int i = 0; i <= METRICS_BUCKETS; i++) {
+        if (bucket[i] == 0 || (double)(cum + bucket[i]) < want) {
+            cum += bucket[i];
+            continue;
+        }
+        if (i == METRICS_BUCKETS) {
+            return bounds_s[METRICS_BUCKETS - 1];
+        }
+        double lo = i == 0 ? 0 : bounds_s[i - 1];
+        double frac = (want - (double)cum) / (double)bucket[i];
+        return lo + (bounds_s[i] - lo) * (frac < 0 ? 0 : frac);
+    }
+    return bounds_s[METRICS_BUCKETS - 1];
+}
+
+static int
+counter(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+    return metrics_header(b, name, "counter", help) | metrics_sample(b, name, NULL, (double)v);
+}
+
+int
+metrics_write_http(struct buf *b, struct http_server *srv)
+{
+    struct http_server_stats hs;
+    int rc;
+
+    http_server_get_stats(srv, &hs);
+    rc = metrics_header(b, "roster_http_requests_total", "counter",
+                        "HTTP requests by status class.");
+    rc |= metrics_sample(b, "roster_http_requests_total", "class=\"2xx\"", (double)hs.status_2xx);
+    rc |= metrics_sample(b, "roster_http_requests_total", "class=\"3xx\"", (double)hs.status_3xx);
+    rc |= metrics_sample(b, "roster_http_requests_total", "class=\"4xx\"", (double)hs.status_4xx);
+    rc |= metrics_sample(b, "roster_http_requests_total", "class=\"5xx\"", (double)hs.status_5xx);
+    rc |= counter(b, "roster_http_connections_total", "Connections accepted.",
+                  hs.connections_accepted);
+    rc |= counter(b, "roster_http_connections_rejected_total", "Connections refused (too many).",
+                  hs.connections_rejected);
+    rc |= metrics_header(b, "roster_http_connections_open", "gauge", "Open connections.");
+    rc |= metrics_sample(b, "roster_http_connections_open", NULL, (double)hs.connections_open);
+    return rc ? -1 : 0;
+}
+
 void
 metrics_reply(struct http_request *req, const struct buf *b, int rc)
 {

@@ -31,6 +31,17 @@ int metrics_sample(struct buf *b, const char *name, const char *labels, double v
 int metrics_hist_write(struct buf *b, const char *name, const char *labels,
                        const struct metrics_hist *h);
 
+/* The value below which a fraction q (0..1) of the observations counted in
+ * bucket[0..METRICS_BUCKETS] (non-cumulative, as metrics_hist keeps them)
+ * fall, in seconds, interpolated linearly within the bucket; -1 when the
+ * buckets are empty. Observations beyond the last bound count as it. */
+double metrics_quantile(const uint64_t bucket[METRICS_BUCKETS + 1], double q);
+
+/* The HTTP server's own counters (requests by status class, connections),
+ * as every role's /metrics begins. Returns 0 or -1 (the buffer's cap). */
+struct http_server;
+int metrics_write_http(struct buf *b, struct http_server *srv);
+
 /* Replies to GET /metrics with b (Prometheus text), or 500 when `rc` says
  * the exposition could not be written whole. */
 struct http_request;

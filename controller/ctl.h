@@ -302,10 +302,14 @@ struct ctl_metrics {
     struct metrics_hist refresh_latency;
 };
 
+struct ctl_loop;
+
 struct ctl_server {
     struct ctl_config *cfg;
     struct reg_config regcfg;
-    struct http_server *http;
+    struct http_server *http; /* the server it is mounted on (not owned) */
+    struct ctl_loop **loops;  /* per loop of `http`, by http_loop_index */
+    int nloops;
     struct ctl_view *view;
     struct ctl_writer *writer;
     struct ctl_refresher *refresher;
@@ -324,8 +328,8 @@ enum { CTL_ROUTE_WRITE = 1, CTL_ROUTE_READ = 2 };
 
 bool ctl_api_guard(struct http_request *req, void *arg);
 void ctl_api_access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg);
-void ctl_api_loop_start(struct http_loop *loop, void *arg);
 struct ctl_loop *ctl_api_loop_new(struct ctl_server *srv, struct http_loop *loop);
+/* Answers the watches parked on `loop` with 503 (shutdown). */
 void ctl_api_loop_drain(struct http_loop *loop, void *arg);
 /* Wakes every loop's watchers (view thread). */
 void ctl_api_view_changed(void *arg);
@@ -333,6 +337,42 @@ void ctl_api_view_changed(void *arg);
 void ctl_api_job_done(struct http_task *t);
 
 void ctl_db_note(struct ctl_server *srv, int rc, const char *err);
+
+/* The controller's own /metrics samples (registry, view, watches), without
+ * the HTTP server's (metrics_write_http). Loop thread. Returns 0 or -1. */
+int ctl_api_write_metrics(struct ctl_server *srv, struct buf *b);
+/* GET /api/health's object for the controller; its status "ok" or
+ * "degraded" is returned as *ok. Returns 0 or -1 (the buffer's cap). */
+struct jw;
+int ctl_api_write_health(struct ctl_server *srv, struct jw *w, bool *ok);
+
+/* ---- the controller as a component (ctl_server.c) ---------------------------- *
+ *
+ * A process runs a controller on its own (ctl_main) or mounts it beside
+ * other services on one HTTP server (the webserver). The life cycle, all
+ * on the process's main thread:
+ *
+ *   ctl_server_open   networks, view, writer and refresher; migrates the
+ *                     schema and loads the view (a configuration error the
+ *                     database reports, or a SQLite file that cannot be
+ *                     opened, is fatal here: EX_CONFIG)
+ *   ctl_server_mount  its routes and per-loop state on `http` (before run)
+ *   ctl_server_start  the view tick, writer and refresher threads
+ *   ... http_server_run ...
+ *   ctl_server_stop   stops every thread that posts to the loops and
+ *                     answers watches still parked (after run returned)
+ *   ... http_server_free (runs completions still queued) ...
+ *   ctl_server_free   frees the rest (NULL-safe)
+ *
+ * The int functions return 0 or a sysexits code, having logged why. `cfg`
+ * must outlive the server. */
+int ctl_server_open(struct ctl_config *cfg, struct ctl_server **out);
+int ctl_server_mount(struct ctl_server *srv, struct http_server *http);
+int ctl_server_start(struct ctl_server *srv);
+void ctl_server_stop(struct ctl_server *srv);
+void ctl_server_free(struct ctl_server *srv);
+/* "sqlite:<path>" or "mysql:<user>@<host>:<port>/<db>" for logs (no password). */
+void ctl_server_describe_db(const struct ctl_server *srv, char *out, size_t cap);
 
 /* Runs a controller until SIGTERM/SIGINT. Returns a process exit code. */
 int ctl_main(int argc, char **argv);

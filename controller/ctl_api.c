@@ -350,7 +350,7 @@ static bool
 park_watch(struct http_request *req, struct ctl_server *srv, const char *model, bool routable_only,
            enum ctl_json_variant var, uint64_t etag, int64_t wait_s)
 {
-    struct ctl_loop *cl = http_loop_get_data(http_req_loop(req));
+    struct ctl_loop *cl = srv->loops[http_loop_index(http_req_loop(req))];
     struct watcher *w;
     struct timeval tv = {(time_t)wait_s, 0};
 
@@ -506,33 +506,22 @@ ctl_api_view_changed(void *arg)
 {
     struct ctl_server *srv = arg;
 
-    if (!srv->http) {
-        return;
-    }
-    for (int i = 0; i < http_server_nloops(srv->http); i++) {
-        struct http_loop *loop = http_server_loop(srv->http, i);
-        struct ctl_loop *cl = http_loop_get_data(loop);
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        struct ctl_loop *cl = srv->loops[i];
         bool expected = false;
-        if (cl && atomic_compare_exchange_strong(&cl->changed_posted, &expected, true)) {
-            http_loop_post(loop, &cl->changed_task);
+        if (atomic_compare_exchange_strong(&cl->changed_posted, &expected, true)) {
+            http_loop_post(cl->loop, &cl->changed_task);
         }
     }
 }
 
 void
-ctl_api_loop_start(struct http_loop *loop, void *arg)
-{
-    (void)loop;
-    (void)arg; /* per-loop state is created before the loops start (ctl_server.c) */
-}
-
-void
 ctl_api_loop_drain(struct http_loop *loop, void *arg)
 {
-    struct ctl_loop *cl = http_loop_get_data(loop);
+    struct ctl_server *srv = arg;
+    struct ctl_loop *cl = srv->loops ? srv->loops[http_loop_index(loop)] : NULL;
     struct watcher *next;
 
-    (void)arg;
     for (struct watcher *w = cl ? cl->watchers : NULL; w; w = next) {
         next = w->next;
         http_req_on_close(w->req, NULL, NULL);
@@ -558,18 +547,15 @@ ctl_api_loop_new(struct ctl_server *srv, struct http_loop *loop)
 
 /* ---- health and metrics ---------------------------------------------------- */
 
-static void
-h_health(struct http_request *req, void *arg)
+int
+ctl_api_write_health(struct ctl_server *srv, struct jw *w, bool *ok_out)
 {
-    struct ctl_server *srv = server_of(arg);
     int64_t now = util_mono_ms();
     int64_t refreshed = ctl_view_last_refresh_mono(srv->view);
     struct ctl_snap *snap = ctl_view_acquire(srv->view);
     bool reachable;
     int64_t last_ok;
     char last_error[256];
-    struct buf b;
-    struct jw w;
     bool ok;
 
     pthread_mutex_lock(&srv->db.mu);
@@ -578,50 +564,62 @@ h_health(struct http_request *req, void *arg)
     util_strlcpy(last_error, srv->db.last_error, sizeof(last_error));
     pthread_mutex_unlock(&srv->db.mu);
     ok = reachable && refreshed != 0;
+    jw_raw(w, "{\"status\":");
+    jw_str(w, ok ? "ok" : "degraded");
+    jw_raw(w, ",\"database\":{\"backend\":");
+    jw_str(w, srv->regcfg.backend == REG_MYSQL ? "mysql" : "sqlite");
+    jw_raw(w, ",\"reachable\":");
+    jw_bool(w, reachable);
+    jw_raw(w, ",\"last_ok_ms_ago\":");
+    if (last_ok) {
+        jw_i64(w, now - last_ok);
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"error\":");
+    jw_str(w, *last_error ? last_error : NULL);
+    jw_raw(w, "},\"view\":{\"loaded\":");
+    jw_bool(w, refreshed != 0);
+    jw_raw(w, ",\"age_ms\":");
+    if (refreshed) {
+        jw_i64(w, now - refreshed);
+    } else {
+        jw_raw(w, "null");
+    }
+    jw_raw(w, ",\"version\":");
+    jw_i64(w, (int64_t)snap->version);
+    jw_raw(w, ",\"models\":");
+    jw_i64(w, (int64_t)snap->nmodels);
+    jw_raw(w, ",\"instances\":");
+    jw_i64(w, (int64_t)snap->n_instances);
+    jw_raw(w, ",\"alive\":");
+    jw_i64(w, (int64_t)snap->n_alive);
+    jw_raw(w, ",\"routable\":");
+    jw_i64(w, (int64_t)snap->n_routable);
+    jw_raw(w, "},\"writes\":{\"auth\":");
+    jw_str(w, srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? "secret or trusted network"
+                                                                    : "trusted network only");
+    jw_raw(w, ",\"queue\":");
+    jw_i64(w, (int64_t)ctl_writer_queue_len(srv->writer));
+    jw_raw(w, "},\"uptime_ms\":");
+    jw_i64(w, now - srv->started_mono_ms);
+    jw_raw(w, "}");
+    ctl_snap_release(snap);
+    *ok_out = ok;
+    return w->err ? -1 : 0;
+}
+
+static void
+h_health(struct http_request *req, void *arg)
+{
+    struct ctl_server *srv = server_of(arg);
+    struct buf b;
+    struct jw w;
+    bool ok = false;
+
     buf_init(&b, 16 * 1024);
     jw_init(&w, &b);
-    jw_raw(&w, "{\"status\":");
-    jw_str(&w, ok ? "ok" : "degraded");
-    jw_raw(&w, ",\"database\":{\"backend\":");
-    jw_str(&w, srv->regcfg.backend == REG_MYSQL ? "mysql" : "sqlite");
-    jw_raw(&w, ",\"reachable\":");
-    jw_bool(&w, reachable);
-    jw_raw(&w, ",\"last_ok_ms_ago\":");
-    if (last_ok) {
-        jw_i64(&w, now - last_ok);
-    } else {
-        jw_raw(&w, "null");
-    }
-    jw_raw(&w, ",\"error\":");
-    jw_str(&w, *last_error ? last_error : NULL);
-    jw_raw(&w, "},\"view\":{\"loaded\":");
-    jw_bool(&w, refreshed != 0);
-    jw_raw(&w, ",\"age_ms\":");
-    if (refreshed) {
-        jw_i64(&w, now - refreshed);
-    } else {
-        jw_raw(&w, "null");
-    }
-    jw_raw(&w, ",\"version\":");
-    jw_i64(&w, (int64_t)snap->version);
-    jw_raw(&w, ",\"models\":");
-    jw_i64(&w, (int64_t)snap->nmodels);
-    jw_raw(&w, ",\"instances\":");
-    jw_i64(&w, (int64_t)snap->n_instances);
-    jw_raw(&w, ",\"alive\":");
-    jw_i64(&w, (int64_t)snap->n_alive);
-    jw_raw(&w, ",\"routable\":");
-    jw_i64(&w, (int64_t)snap->n_routable);
-    jw_raw(&w, "},\"writes\":{\"auth\":");
-    jw_str(&w, srv->cfg->cluster_secret && *srv->cfg->cluster_secret ? "secret or trusted network"
-                                                                     : "trusted network only");
-    jw_raw(&w, ",\"queue\":");
-    jw_i64(&w, (int64_t)ctl_writer_queue_len(srv->writer));
-    jw_raw(&w, "},\"uptime_ms\":");
-    jw_i64(&w, now - srv->started_mono_ms);
-    jw_raw(&w, "}");
-    ctl_snap_release(snap);
-    if (w.err) {
+    if (ctl_api_write_health(srv, &w, &ok) != 0) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
     } else {
         http_reply(req, ok ? 200 : 503, "application/json", b.data, b.len, ok ? NULL : RETRY_AFTER);
@@ -629,97 +627,97 @@ h_health(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
-static void
+static int
 counter(struct buf *b, const char *name, const char *help, uint64_t v)
 {
-    (void)metrics_header(b, name, "counter", help);
-    (void)metrics_sample(b, name, NULL, (double)v);
+    return metrics_header(b, name, "counter", help) | metrics_sample(b, name, NULL, (double)v);
 }
 
-static void
+static int
 gauge(struct buf *b, const char *name, const char *help, double v)
 {
-    (void)metrics_header(b, name, "gauge", help);
-    (void)metrics_sample(b, name, NULL, v);
+    return metrics_header(b, name, "gauge", help) | metrics_sample(b, name, NULL, v);
+}
+
+int
+ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
+{
+    static const char *const kinds[] = {"",           "register", "heartbeat",
+                                        "deregister", "remove",   "admin"};
+    struct ctl_metrics *m = &srv->metrics;
+    struct ctl_snap *snap = ctl_view_acquire(srv->view);
+    int64_t refreshed = ctl_view_last_refresh_mono(srv->view);
+    int rc = 0;
+
+    rc |= metrics_header(b, "roster_registry_writes_total", "counter",
+                         "Committed registry writes by kind.");
+    for (int k = REG_OP_REGISTER; k <= REG_OP_ADMIN; k++) {
+        char lab[32];
+        snprintf(lab, sizeof(lab), "kind=\"%s\"", kinds[k]);
+        rc |= metrics_sample(b, "roster_registry_writes_total", lab,
+                             (double)atomic_load(&m->writes_ok[k]));
+    }
+    rc |= counter(b, "roster_registry_write_failures_total", "Writes that failed (answered 503).",
+                  atomic_load(&m->writes_failed));
+    rc |= counter(b, "roster_registry_batches_total", "Write transactions (batches).",
+                  atomic_load(&m->batches));
+    rc |= counter(b, "roster_registry_batch_ops_total", "Operations written in batches.",
+                  atomic_load(&m->batch_ops));
+    rc |= counter(b, "roster_registry_rejected_total", "Writes refused: queue full.",
+                  atomic_load(&m->rejected_queue_full));
+    rc |=
+        counter(b, "roster_auth_rejected_total", "Requests refused for a missing or wrong secret.",
+                atomic_load(&m->rejected_auth));
+    rc |= counter(b, "roster_db_reconnects_total", "Database reconnect attempts.",
+                  atomic_load(&m->db_reconnects));
+    rc |= counter(b, "roster_db_retries_total",
+                  "Database retries (deadlock, lock wait, lost connection).",
+                  atomic_load(&m->db_retries));
+    rc |= counter(b, "roster_view_refreshes_total", "Reads of the registry table.",
+                  atomic_load(&m->refreshes));
+    rc |= counter(b, "roster_view_full_refreshes_total",
+                  "Reads of the whole registry table (the others read recent changes).",
+                  atomic_load(&m->full_refreshes));
+    rc |= counter(b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
+                  atomic_load(&m->refresh_errors));
+    rc |= counter(b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.",
+                  atomic_load(&m->sweep_marked));
+    rc |= counter(b, "roster_sweep_deleted_total", "Rows the sweep deleted.",
+                  atomic_load(&m->sweep_deleted));
+    rc |= gauge(b, "roster_write_queue_length", "Writes waiting for the database.",
+                (double)ctl_writer_queue_len(srv->writer));
+    rc |= gauge(b, "roster_watchers", "Watches (long polls) held.",
+                (double)atomic_load(&m->watchers));
+    rc |= gauge(b, "roster_view_instances", "Instances in the view.", (double)snap->n_instances);
+    rc |= gauge(b, "roster_view_alive_instances", "Alive instances.", (double)snap->n_alive);
+    rc |=
+        gauge(b, "roster_view_routable_instances", "Routable instances.", (double)snap->n_routable);
+    rc |= gauge(b, "roster_view_models", "Models in the view.", (double)snap->nmodels);
+    rc |= gauge(b, "roster_view_age_seconds", "Time since the table was last read.",
+                refreshed ? (double)(util_mono_ms() - refreshed) / 1000.0 : -1);
+    rc |= metrics_header(b, "roster_registry_commit_seconds", "histogram",
+                         "Write transaction latency.");
+    rc |= metrics_hist_write(b, "roster_registry_commit_seconds", NULL, &m->commit_latency);
+    rc |= metrics_header(b, "roster_registry_write_seconds", "histogram",
+                         "Time from a write's arrival to its commit.");
+    rc |= metrics_hist_write(b, "roster_registry_write_seconds", NULL, &m->write_latency);
+    rc |= metrics_header(b, "roster_view_refresh_seconds", "histogram", "Table read latency.");
+    rc |= metrics_hist_write(b, "roster_view_refresh_seconds", NULL, &m->refresh_latency);
+    ctl_snap_release(snap);
+    return rc ? -1 : 0;
 }
 
 static void
 h_metrics(struct http_request *req, void *arg)
 {
-    static const char *const kinds[] = {"",           "register", "heartbeat",
-                                        "deregister", "remove",   "admin"};
     struct ctl_server *srv = server_of(arg);
-    struct ctl_metrics *m = &srv->metrics;
-    struct http_server_stats hs;
-    struct ctl_snap *snap = ctl_view_acquire(srv->view);
-    int64_t refreshed = ctl_view_last_refresh_mono(srv->view);
     struct buf b;
+    int rc;
 
-    http_server_get_stats(srv->http, &hs);
     buf_init(&b, 1024 * 1024);
-    (void)metrics_header(&b, "roster_http_requests_total", "counter",
-                         "HTTP requests by status class.");
-    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"2xx\"", (double)hs.status_2xx);
-    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"3xx\"", (double)hs.status_3xx);
-    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"4xx\"", (double)hs.status_4xx);
-    (void)metrics_sample(&b, "roster_http_requests_total", "class=\"5xx\"", (double)hs.status_5xx);
-    counter(&b, "roster_http_connections_total", "Connections accepted.", hs.connections_accepted);
-    counter(&b, "roster_http_connections_rejected_total", "Connections refused (too many).",
-            hs.connections_rejected);
-    gauge(&b, "roster_http_connections_open", "Open connections.", (double)hs.connections_open);
-    (void)metrics_header(&b, "roster_registry_writes_total", "counter",
-                         "Committed registry writes by kind.");
-    for (int k = REG_OP_REGISTER; k <= REG_OP_ADMIN; k++) {
-        char lab[32];
-        snprintf(lab, sizeof(lab), "kind=\"%s\"", kinds[k]);
-        (void)metrics_sample(&b, "roster_registry_writes_total", lab,
-                             (double)atomic_load(&m->writes_ok[k]));
-    }
-    counter(&b, "roster_registry_write_failures_total", "Writes that failed (answered 503).",
-            atomic_load(&m->writes_failed));
-    counter(&b, "roster_registry_batches_total", "Write transactions (batches).",
-            atomic_load(&m->batches));
-    counter(&b, "roster_registry_batch_ops_total", "Operations written in batches.",
-            atomic_load(&m->batch_ops));
-    counter(&b, "roster_registry_rejected_total", "Writes refused: queue full.",
-            atomic_load(&m->rejected_queue_full));
-    counter(&b, "roster_auth_rejected_total", "Requests refused for a missing or wrong secret.",
-            atomic_load(&m->rejected_auth));
-    counter(&b, "roster_db_reconnects_total", "Database reconnect attempts.",
-            atomic_load(&m->db_reconnects));
-    counter(&b, "roster_db_retries_total",
-            "Database retries (deadlock, lock wait, lost connection).",
-            atomic_load(&m->db_retries));
-    counter(&b, "roster_view_refreshes_total", "Reads of the registry table.",
-            atomic_load(&m->refreshes));
-    counter(&b, "roster_view_full_refreshes_total",
-            "Reads of the whole registry table (the others read recent changes).",
-            atomic_load(&m->full_refreshes));
-    counter(&b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
-            atomic_load(&m->refresh_errors));
-    counter(&b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.",
-            atomic_load(&m->sweep_marked));
-    counter(&b, "roster_sweep_deleted_total", "Rows the sweep deleted.",
-            atomic_load(&m->sweep_deleted));
-    gauge(&b, "roster_write_queue_length", "Writes waiting for the database.",
-          (double)ctl_writer_queue_len(srv->writer));
-    gauge(&b, "roster_watchers", "Watches (long polls) held.", (double)atomic_load(&m->watchers));
-    gauge(&b, "roster_view_instances", "Instances in the view.", (double)snap->n_instances);
-    gauge(&b, "roster_view_alive_instances", "Alive instances.", (double)snap->n_alive);
-    gauge(&b, "roster_view_routable_instances", "Routable instances.", (double)snap->n_routable);
-    gauge(&b, "roster_view_models", "Models in the view.", (double)snap->nmodels);
-    gauge(&b, "roster_view_age_seconds", "Time since the table was last read.",
-          refreshed ? (double)(util_mono_ms() - refreshed) / 1000.0 : -1);
-    (void)metrics_header(&b, "roster_registry_commit_seconds", "histogram",
-                         "Write transaction latency.");
-    (void)metrics_hist_write(&b, "roster_registry_commit_seconds", NULL, &m->commit_latency);
-    (void)metrics_header(&b, "roster_registry_write_seconds", "histogram",
-                         "Time from a write's arrival to its commit.");
-    (void)metrics_hist_write(&b, "roster_registry_write_seconds", NULL, &m->write_latency);
-    (void)metrics_header(&b, "roster_view_refresh_seconds", "histogram", "Table read latency.");
-    (void)metrics_hist_write(&b, "roster_view_refresh_seconds", NULL, &m->refresh_latency);
-    ctl_snap_release(snap);
-    http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    rc = metrics_write_http(&b, srv->http);
+    rc |= ctl_api_write_metrics(srv, &b);
+    metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
 

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
- * ctl_server.c - a controller's life: configuration, start-up, signals,
- * graceful stop. The parts live in ctl_view.c, ctl_writer.c and ctl_api.c.
+ * ctl_server.c - a controller's life: the component (open, mount, start,
+ * stop, free; see ctl.h) and `roster start controller` (ctl_main), which
+ * runs it alone on an HTTP server of its own. The parts live in
+ * ctl_view.c, ctl_writer.c and ctl_api.c.
  *
  * Start-up order: parse options -> open the registry, migrate the schema and
  * load the view (so a restarted controller never answers from an empty
@@ -33,24 +35,34 @@
 #include "log.h"
 #include "util.h"
 
+/* Set by ctl_main's signal handler: the server it stops. */
+struct ctl_process {
+    struct ctl_server *srv;
+    struct http_server *http;
+    _Atomic int stopping;
+};
+
 static void
 on_signal(int sig, void *arg)
 {
-    struct ctl_server *srv = arg;
+    struct ctl_process *p = arg;
 
-    if (atomic_fetch_add(&srv->stopping, 1) == 0) {
+    if (atomic_fetch_add(&p->stopping, 1) == 0) {
         log_info("received %s: draining (up to %lld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                 (long long)srv->cfg->shutdown_grace_ms);
-        http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
+                 (long long)p->srv->cfg->shutdown_grace_ms);
+        atomic_store(&p->srv->stopping, 1);
+        http_server_shutdown(p->http, (int)p->srv->cfg->shutdown_grace_ms);
     } else {
         log_warn("second signal: stopping now");
-        http_server_shutdown(srv->http, 0);
+        http_server_shutdown(p->http, 0);
     }
 }
 
-static void
-describe_database(const struct reg_config *rc, char *out, size_t cap)
+void
+ctl_server_describe_db(const struct ctl_server *srv, char *out, size_t cap)
 {
+    const struct reg_config *rc = &srv->regcfg;
+
     if (rc->backend == REG_SQLITE) {
         snprintf(out, cap, "sqlite:%s", rc->sqlite_path);
     } else if (rc->mysql_socket) {
@@ -98,7 +110,7 @@ prime(struct ctl_server *srv)
     int rc = ctl_refresher_prime(srv->refresher);
     char db[600];
 
-    describe_database(&srv->regcfg, db, sizeof(db));
+    ctl_server_describe_db(srv, db, sizeof(db));
     if (rc == REG_OK) {
         log_info("registry %s loaded", db);
         return 0;
@@ -112,147 +124,184 @@ prime(struct ctl_server *srv)
     return EX_CONFIG;
 }
 
-/* Binds the listening socket and prepares the loops (nothing runs yet). */
-static int
-bind_http(struct ctl_server *srv)
+int
+ctl_server_open(struct ctl_config *cfg, struct ctl_server **out)
 {
-    struct http_server_config hc = {
-        .host = srv->cfg->host,
-        .port = (int)srv->cfg->port,
-        .threads = (int)srv->cfg->threads,
-        .max_body = (size_t)srv->cfg->max_body_bytes,
-    };
-    char err[256];
+    struct ctl_server *srv = calloc(1, sizeof(*srv));
+    struct ctl_view_config vc;
+    int code;
 
-    if (http_server_new(&hc, ctl_routes, srv, &srv->http, err, sizeof(err)) != 0) {
-        log_error("%s", err);
+    *out = srv;
+    if (!srv) {
+        log_error("out of memory");
         return EX_OSERR;
     }
-    http_server_set_hooks(srv->http, ctl_api_loop_start, ctl_api_loop_drain, ctl_api_guard,
-                          ctl_api_access_log);
-    for (int i = 0; i < http_server_nloops(srv->http); i++) {
-        struct http_loop *loop = http_server_loop(srv->http, i);
-        struct ctl_loop *cl = ctl_api_loop_new(srv, loop);
-        if (!cl) {
+    srv->cfg = cfg;
+    srv->started_mono_ms = util_mono_ms();
+    pthread_mutex_init(&srv->db.mu, NULL);
+    ctl_config_registry(cfg, &srv->regcfg);
+    vc.default_lease_ms = srv->regcfg.default_lease_ms;
+    vc.tick_ms = 100;
+    vc.max_instances = cfg->max_instances;
+    /* a refresh succeeds every view_poll_ms while the database answers;
+     * beyond this, the refresher is stuck (database unreachable) */
+    vc.stale_ms = cfg->view_poll_ms + 500;
+    if (setup_networks(srv) != 0) {
+        return EX_USAGE;
+    }
+    if (ctl_view_new(&vc, ctl_api_view_changed, srv, &srv->view) != 0 ||
+        ctl_writer_new(srv, &srv->writer) != 0 || ctl_refresher_new(srv, &srv->refresher) != 0) {
+        log_error("cannot set up the controller (out of memory or bad registry settings)");
+        return EX_SOFTWARE;
+    }
+    code = prime(srv);
+    return code;
+}
+
+int
+ctl_server_mount(struct ctl_server *srv, struct http_server *http)
+{
+    const struct http_service svc = {
+        .routes = ctl_routes,
+        .arg = srv,
+        .guard = ctl_api_guard,
+        .access_log = ctl_api_access_log,
+        .on_drain = ctl_api_loop_drain,
+    };
+
+    srv->http = http;
+    srv->nloops = http_server_nloops(http);
+    srv->loops = calloc((size_t)srv->nloops, sizeof(*srv->loops));
+    if (!srv->loops) {
+        log_error("out of memory");
+        return EX_OSERR;
+    }
+    for (int i = 0; i < srv->nloops; i++) {
+        srv->loops[i] = ctl_api_loop_new(srv, http_server_loop(http, i));
+        if (!srv->loops[i]) {
             log_error("out of memory");
             return EX_OSERR;
         }
-        http_loop_set_data(loop, cl);
+    }
+    if (http_server_mount(http, &svc) != 0) {
+        log_error("cannot mount the controller's routes");
+        return EX_SOFTWARE;
     }
     return 0;
 }
 
-/* Installs the signal handlers, announces the port and serves until stopped. */
-static int
-serve(struct ctl_server *srv)
+int
+ctl_server_start(struct ctl_server *srv)
 {
-    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
-        log_error("cannot install signal handlers");
+    if (ctl_view_start(srv->view) != 0 || ctl_writer_start(srv->writer) != 0 ||
+        ctl_refresher_start(srv->refresher) != 0) {
+        log_error("cannot start controller threads");
         return EX_OSERR;
     }
-    if (srv->cfg->port_file &&
-        util_write_port_file(srv->cfg->port_file, http_server_port(srv->http))) {
-        log_error("cannot write --port_file %s: %s", srv->cfg->port_file, strerror(errno));
-        return EX_CANTCREAT;
-    }
-    log_info("controller listening on %s:%d (%lld thread%s)", srv->cfg->host,
-             http_server_port(srv->http), (long long)srv->cfg->threads,
-             srv->cfg->threads == 1 ? "" : "s");
-    http_server_run(srv->http);
     return 0;
 }
 
-static void
-teardown(struct ctl_server *srv)
+void
+ctl_server_stop(struct ctl_server *srv)
 {
-    /* stop every thread that may post to the loops before freeing them */
+    if (!srv) {
+        return;
+    }
+    atomic_store(&srv->stopping, 1);
+    /* stop every thread that may post to the loops before they are freed */
     ctl_refresher_stop(srv->refresher);
     if (srv->view) {
         ctl_view_stop(srv->view);
     }
     ctl_writer_stop(srv->writer); /* commits what is queued; completions wait */
-    int nloops = srv->http ? http_server_nloops(srv->http) : 0;
-    void **cls = calloc(nloops > 0 ? (size_t)nloops : 1, sizeof(*cls));
-    for (int i = 0; i < nloops; i++) {
-        struct http_loop *loop = http_server_loop(srv->http, i);
-        ctl_api_loop_drain(loop, srv); /* watches left by a forced stop */
-        if (cls) {
-            cls[i] = http_loop_get_data(loop);
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        if (srv->loops[i]) {
+            ctl_api_loop_drain(http_server_loop(srv->http, i), srv); /* left by a forced stop */
         }
     }
-    /* runs the completions and view-change tasks still queued, which use
-     * the loops' state: freed only after */
-    http_server_free(srv->http);
-    srv->http = NULL;
-    for (int i = 0; cls && i < nloops; i++) {
-        free(cls[i]);
+}
+
+void
+ctl_server_free(struct ctl_server *srv)
+{
+    if (!srv) {
+        return;
     }
-    free(cls);
+    /* the completions and view-change tasks still queued ran in
+     * http_server_free, before this: the loops' state can go */
+    for (int i = 0; srv->loops && i < srv->nloops; i++) {
+        free(srv->loops[i]);
+    }
+    free(srv->loops);
     ctl_refresher_free(srv->refresher);
     ctl_writer_free(srv->writer);
     ctl_view_free(srv->view);
     netaddr_list_cleanup(&srv->trusted);
     netaddr_list_cleanup(&srv->instance_nets);
     pthread_mutex_destroy(&srv->db.mu);
+    free(srv);
 }
 
 int
 ctl_main(int argc, char **argv)
 {
     struct ctl_config cfg;
-    struct ctl_server srv;
-    struct ctl_view_config vc;
-    int code = 0;
+    struct ctl_process p = {0};
+    struct ctl_server *srv = NULL;
+    struct http_server *http = NULL;
+    char err[256];
+    int code;
     int rc;
 
     memset(&cfg, 0, sizeof(cfg));
-    memset(&srv, 0, sizeof(srv));
     rc = ctl_config_load(&cfg, argc, argv);
     if (rc != 0) {
         ctl_config_cleanup(&cfg);
         return rc == 1 ? 0 : EX_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
-    srv.cfg = &cfg;
-    srv.started_mono_ms = util_mono_ms();
-    pthread_mutex_init(&srv.db.mu, NULL);
-    ctl_config_registry(&cfg, &srv.regcfg);
-    vc.default_lease_ms = srv.regcfg.default_lease_ms;
-    vc.tick_ms = 100;
-    vc.max_instances = cfg.max_instances;
-    /* a refresh succeeds every view_poll_ms while the database answers;
-     * beyond this, the refresher is stuck (database unreachable) */
-    vc.stale_ms = cfg.view_poll_ms + 500;
-    if (setup_networks(&srv) != 0) {
-        code = EX_USAGE;
-        goto out;
-    }
-    if (ctl_view_new(&vc, ctl_api_view_changed, &srv, &srv.view) != 0 ||
-        ctl_writer_new(&srv, &srv.writer) != 0 || ctl_refresher_new(&srv, &srv.refresher) != 0) {
-        log_error("cannot set up the controller (out of memory or bad registry settings)");
-        code = EX_SOFTWARE;
-        goto out;
-    }
-    code = prime(&srv);
+    code = ctl_server_open(&cfg, &srv);
     if (code != 0) {
         goto out;
     }
-    code = bind_http(&srv);
-    if (code != 0) {
-        goto out;
-    }
-    if (ctl_view_start(srv.view) != 0 || ctl_writer_start(srv.writer) != 0 ||
-        ctl_refresher_start(srv.refresher) != 0) {
-        log_error("cannot start controller threads");
+    struct http_server_config hc = {
+        .host = cfg.host,
+        .port = (int)cfg.port,
+        .threads = (int)cfg.threads,
+        .max_body = (size_t)cfg.max_body_bytes,
+    };
+    if (http_server_new(&hc, &http, err, sizeof(err)) != 0) {
+        log_error("%s", err);
         code = EX_OSERR;
         goto out;
     }
-    code = serve(&srv);
+    code = ctl_server_mount(srv, http);
     if (code == 0) {
-        log_info("controller stopped");
+        code = ctl_server_start(srv);
     }
+    if (code != 0) {
+        goto out;
+    }
+    p.srv = srv;
+    p.http = http;
+    if (http_server_catch_signals(http, on_signal, &p) != 0) {
+        log_error("cannot install signal handlers");
+        code = EX_OSERR;
+        goto out;
+    }
+    if (cfg.port_file && util_write_port_file(cfg.port_file, http_server_port(http))) {
+        log_error("cannot write --port_file %s: %s", cfg.port_file, strerror(errno));
+        code = EX_CANTCREAT;
+        goto out;
+    }
+    log_info("controller listening on %s:%d (%lld thread%s)", cfg.host, http_server_port(http),
+             (long long)cfg.threads, cfg.threads == 1 ? "" : "s");
+    http_server_run(http);
+    log_info("controller stopped");
 out:
-    teardown(&srv);
+    ctl_server_stop(srv);
+    http_server_free(http);
+    ctl_server_free(srv);
     ctl_config_cleanup(&cfg);
     return code;
 }

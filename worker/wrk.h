@@ -269,6 +269,27 @@ int wrk_engine_start(struct wrk_server *srv);
  * --engine_stop_timeout_ms) and joins the thread. NULL-safe. */
 void wrk_engine_stop(struct wrk_engine *e);
 
+/* ---- the worker as a component (wrk_server.c) ------------------------------- *
+ *
+ * `roster start worker` runs one (wrk_main); the webserver runs its builtin
+ * models as workers in its own process, each on an HTTP server of its own
+ * (a loopback port) with a thread running wrk_server_run. Life cycle:
+ *   wrk_server_new    models, backend, the bound HTTP server (cfg outlives it)
+ *   wrk_server_start  engine supervisor (exec), registrar, port file
+ *   wrk_server_run    serves until shut down (blocks; any one thread)
+ *   wrk_server_drain  deregisters (blocking control-plane calls), then lets
+ *                     in-flight requests finish within --shutdown_grace_ms
+ *                     and makes wrk_server_run return; not on its loop
+ *   wrk_server_free   after wrk_server_run returned (or never ran); NULL-safe
+ * The int functions return 0 or a sysexits code, having logged why. */
+int wrk_server_new(struct wrk_config *cfg, struct wrk_server **out);
+int wrk_server_start(struct wrk_server *srv);
+void wrk_server_run(struct wrk_server *srv);
+void wrk_server_drain(struct wrk_server *srv);
+void wrk_server_free(struct wrk_server *srv);
+/* The bound port. */
+int wrk_server_port(const struct wrk_server *srv);
+
 int wrk_main(int argc, char **argv);
 
 #endif

@@ -35,15 +35,19 @@
 #include "log.h"
 #include "util.h"
 
-static void *
-drain_main(void *arg)
+void
+wrk_server_drain(struct wrk_server *srv)
 {
-    struct wrk_server *srv = arg;
-
     wrk_registrar_stop(srv->registrar, true);
     log_info("deregistered; finishing in-flight requests (up to %lld ms)",
              (long long)srv->cfg->shutdown_grace_ms);
     http_server_shutdown(srv->http, (int)srv->cfg->shutdown_grace_ms);
+}
+
+static void *
+drain_main(void *arg)
+{
+    wrk_server_drain(arg);
     return NULL;
 }
 
@@ -247,123 +251,119 @@ start_registrar(struct wrk_server *srv)
     return 0;
 }
 
-static int
-serve(struct wrk_server *srv)
+int
+wrk_server_start(struct wrk_server *srv)
 {
-    int code = 0;
+    int code;
 
-    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
-        log_error("cannot install signal handlers");
-        code = EX_OSERR;
-        goto out;
-    }
     if (strcmp(srv->cfg->backend, "exec") == 0 && wrk_engine_start(srv) != 0) {
         log_error("cannot start the engine's supervisor thread");
-        code = EX_OSERR;
-        goto out;
+        return EX_OSERR;
     }
     code = start_registrar(srv);
     if (code != 0) {
-        goto out;
+        return code;
     }
     if (srv->cfg->port_file && util_write_port_file(srv->cfg->port_file, srv->rcfg.port) != 0) {
         log_error("cannot write --port_file %s", srv->cfg->port_file);
-        code = EX_CANTCREAT;
-        goto out;
+        return EX_CANTCREAT;
     }
     log_info("worker listening on %s:%d", srv->cfg->host, srv->rcfg.port);
+    return 0;
+}
+
+void
+wrk_server_run(struct wrk_server *srv)
+{
     http_server_run(srv->http);
     if (srv->proxy) {
         wrk_proxy_cancel_all(srv); /* transfers still running after the grace period */
     }
-out:
-    if (srv->draining) {
-        pthread_join(srv->drainer, NULL);
-        srv->draining = false;
-    }
-    return code;
 }
 
 int
-wrk_main(int argc, char **argv)
+wrk_server_port(const struct wrk_server *srv)
 {
-    struct wrk_config cfg;
+    return http_server_port(srv->http);
+}
+
+int
+wrk_server_new(struct wrk_config *cfg, struct wrk_server **out)
+{
     struct wrk_server *srv = calloc(1, sizeof(*srv));
     char err[256];
-    int code = 0;
-    int rc;
 
-    memset(&cfg, 0, sizeof(cfg));
+    *out = srv;
     if (!srv) {
-        fprintf(stderr, "roster: out of memory\n");
+        log_error("out of memory");
         return EX_OSERR;
     }
-    rc = wrk_config_load(&cfg, argc, argv);
-    if (rc != 0) {
-        code = rc == 1 ? 0 : EX_USAGE;
-        goto out;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    srv->cfg = &cfg;
-    srv->embeddings = strcmp(cfg.worker_type, "text2vec") == 0;
-    srv->concurrency = cfg.concurrency > 0 ? (int)cfg.concurrency : srv->embeddings ? 100 : 5;
+    srv->cfg = cfg;
+    srv->embeddings = strcmp(cfg->worker_type, "text2vec") == 0;
+    srv->concurrency = cfg->concurrency > 0 ? (int)cfg->concurrency : srv->embeddings ? 100 : 5;
     srv->started_wall_s = util_wall_ms() / 1000;
     if (parse_models(srv) != 0) {
-        code = EX_USAGE;
-        goto out;
+        return EX_USAGE;
     }
     srv->load.capacity = (int64_t)srv->concurrency * (int64_t)srv->nmodels;
     for (size_t i = 0; i < srv->nmodels; i++) {
-        srv->weight[i] = cfg.weight;
+        srv->weight[i] = cfg->weight;
     }
     if (netaddr_list_parse("127.0.0.0/8,::1", &srv->loopback, err, sizeof(err)) != 0) {
         log_error("%s", err);
-        code = EX_SOFTWARE;
-        goto out;
+        return EX_SOFTWARE;
     }
-    srv->proxy = strcmp(cfg.backend, "builtin") != 0;
+    srv->proxy = strcmp(cfg->backend, "builtin") != 0;
     if (srv->proxy && load_api_key(srv) != 0) {
-        code = EX_USAGE;
-        goto out;
+        return EX_USAGE;
     }
     if (!srv->proxy && !srv->embeddings) {
         int64_t t0 = util_mono_ms();
         if (wrk_lm_train(wrk_lm_corpus, strlen(wrk_lm_corpus), &srv->lm) != 0) {
             log_error("cannot train the builtin language model (out of memory)");
-            code = EX_OSERR;
-            goto out;
+            return EX_OSERR;
         }
         log_info("builtin language model: %zu words, trained in %lld ms (for trying roster "
                  "out, not for real answers)",
                  wrk_lm_vocab(srv->lm), (long long)(util_mono_ms() - t0));
     }
     struct http_server_config hc = {
-        .host = cfg.host,
-        .port = (int)cfg.port,
+        .host = cfg->host,
+        .port = (int)cfg->port,
         .threads = 1,
-        .max_body = (size_t)cfg.max_body_bytes,
+        .max_body = (size_t)cfg->max_body_bytes,
     };
-    if (http_server_new(&hc, wrk_routes, srv, &srv->http, err, sizeof(err)) != 0) {
+    const struct http_service svc = {
+        .routes = wrk_routes,
+        .arg = srv,
+        .access_log = access_log,
+        .on_expire = on_grace_expired,
+    };
+    if (http_server_new(&hc, &srv->http, err, sizeof(err)) != 0) {
         log_error("%s", err);
-        code = EX_OSERR;
-        goto out;
+        return EX_OSERR;
     }
-    http_server_set_hooks(srv->http, NULL, NULL, NULL, access_log);
-    http_server_set_expire_hook(srv->http, on_grace_expired);
+    if (http_server_mount(srv->http, &svc) != 0) {
+        log_error("cannot mount the worker's routes");
+        return EX_SOFTWARE;
+    }
     if (srv->proxy) {
         srv->curl = curl_loop_new(http_loop_base(http_server_loop(srv->http, 0)));
         if (!srv->curl) {
             log_error("cannot create the upstream transfer loop (out of memory)");
-            code = EX_OSERR;
-            goto out;
+            return EX_OSERR;
         }
-        log_info("backend %s: requests go to %s", cfg.backend, cfg.upstream);
+        log_info("backend %s: requests go to %s", cfg->backend, cfg->upstream);
     }
-    code = serve(srv);
-    if (code == 0) {
-        log_info("worker stopped");
+    return 0;
+}
+
+void
+wrk_server_free(struct wrk_server *srv)
+{
+    if (!srv) {
+        return;
     }
-out:
     wrk_engine_stop(srv->engine); /* the engine outlives in-flight requests, not the worker */
     srv->engine = NULL;
     wrk_registrar_free(srv->registrar); /* stops (without deregistering) if still running */
@@ -376,7 +376,45 @@ out:
     }
     wrk_lm_free(srv->lm);
     netaddr_list_cleanup(&srv->loopback);
-    wrk_config_cleanup(&cfg);
     free(srv);
+}
+
+int
+wrk_main(int argc, char **argv)
+{
+    struct wrk_config cfg;
+    struct wrk_server *srv = NULL;
+    int code = 0;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = wrk_config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        wrk_config_cleanup(&cfg);
+        return rc == 1 ? 0 : EX_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    code = wrk_server_new(&cfg, &srv);
+    if (code != 0) {
+        goto out;
+    }
+    if (http_server_catch_signals(srv->http, on_signal, srv) != 0) {
+        log_error("cannot install signal handlers");
+        code = EX_OSERR;
+        goto out;
+    }
+    code = wrk_server_start(srv);
+    if (code != 0) {
+        goto out;
+    }
+    wrk_server_run(srv);
+    log_info("worker stopped");
+out:
+    if (srv && srv->draining) {
+        pthread_join(srv->drainer, NULL);
+        srv->draining = false;
+    }
+    wrk_server_free(srv);
+    wrk_config_cleanup(&cfg);
     return code;
 }

@@ -224,11 +224,11 @@ setup(void)
     big_body = malloc(BIG_BODY);
     FUZZ_ASSERT(big_body != NULL);
     memset(big_body, 'b', BIG_BODY);
-    if (http_server_new(&cfg, routes, NULL, &srv, err, sizeof(err)) != 0) {
+    const struct http_service svc = {.routes = routes, .guard = guard, .access_log = access_log};
+    if (http_server_new(&cfg, &srv, err, sizeof(err)) != 0 || http_server_mount(srv, &svc) != 0) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
-    http_server_set_hooks(srv, NULL, NULL, guard, access_log);
     base = http_loop_base(http_server_loop(srv, 0));
 }
 
