@@ -778,7 +778,7 @@ function updateGroup(g, expanded) {
   if (m.drained) bits.push(fmtInt(m.drained) + " drained");
   if (m.disabled) bits.push(fmtInt(m.disabled) + " disabled");
   bits.push("load " + fmtInt(m.in_flight) + "/" + fmtInt(m.capacity) + (m.queue ? " q" + fmtInt(m.queue) : ""));
-  if (m.rps == null) bits.push("no traffic here");
+  if (!m.rps) bits.push("idle here");
   else bits.push(fmtRps(m.rps) + " rps", "err " + fmtPct(m.error_rate), "p50/p99 " + fmtMs(m.p50_ms) + " / " + fmtMs(m.p99_ms));
   setText(g.stats, bits.join(" · "));
   if (g.expanded !== expanded) {
@@ -976,7 +976,7 @@ function updateRow(g, row) {
   }
   setAttr(row.load.parentElement, "title", "the worker's report: in flight / capacity, queue; this webserver has " +
     fmtInt(it.in_flight) + " in flight to it");
-  if (it.rps == null && !it.in_flight) {
+  if (!it.rps && !it.in_flight) {
     setText(row.rps, "idle");
     setClass(row.rps, "muted");
     setText(row.lat, it.requests ? fmtInt(it.requests) + " req. so far" : "");
@@ -1163,7 +1163,7 @@ const EVENT_WORDS = {
   joined: "joined", left: "left", unhealthy: "became unhealthy", healthy: "came back",
   drained: "drained", undrained: "undrained", disabled: "disabled", enabled: "enabled",
   ejected: "ejected", readmitted: "readmitted", controller_down: "controller down",
-  controller_up: "controller up",
+  controller_up: "controller up", loaded: "table loaded", changes: "more changes",
 };
 const EVENT_CLASS = {
   unhealthy: "bad", ejected: "bad", left: "bad", controller_down: "bad",
@@ -1219,13 +1219,13 @@ function eventItem(ev) {
     type: "button", class: "linklike", title: "Show " + ev.model,
     onclick: () => focusModel(ev.model),
   }, ev.model) : null;
+  const where = ev.host ? h("code", {}, ev.host + (ev.port != null ? ":" + ev.port : "")) : null;
   return h("li", { class: "event " + (EVENT_CLASS[ev.kind] || "ok"), "data-testid": "event", dataset: { kind: ev.kind, seq: ev.seq } },
     h("div", { class: "ev-line" },
       h("span", { class: "ev-kind" }, EVENT_WORDS[ev.kind] || ev.kind),
-      target,
-      ev.host ? h("code", { class: "small" }, ev.host + (ev.port != null ? ":" + ev.port : "")) : null),
-    h("div", { class: "ev-meta small muted" }, time, " · ", h("span", {}, fmtClock(ev.t_ms)),
-      ev.detail ? h("span", { class: "ev-detail" }, " · " + ev.detail) : null));
+      h("span", { class: "ev-time small muted" }, time, " · ", fmtClock(ev.t_ms))),
+    target || where ? h("div", { class: "ev-what small" }, target, target && where ? " " : null, where) : null,
+    ev.detail ? h("div", { class: "ev-detail small muted" }, ev.detail) : null);
 }
 
 function focusModel(model) {
@@ -1321,7 +1321,7 @@ async function playgroundSend(e) {
       pgSet("pg-tokens", chunks ? "≈" + fmtInt(chunks) + " chunks" : "—");
     }
     const n = usage && usage.completion_tokens != null ? usage.completion_tokens : chunks;
-    if (tFirst != null && now - tFirst > 0 && n > 1) pgSet("pg-tps", (n / ((now - tFirst) / 1000)).toFixed(1));
+    if (tFirst != null && n > 0) pgSet("pg-tps", fmtRps(n / (Math.max(1, now - t0) / 1000)));
   };
   try {
     let r;

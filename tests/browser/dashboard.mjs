@@ -17,7 +17,9 @@
 //                          (GET the URL instead: fixtures): time until the row says unhealthy
 //   ROSTER_CHAT_MODEL      the playground's model
 //   ROSTER_SCALE           JSON for the scale scenario: {"model": "m@llm" (one big model to
-//                          page through), "search": "text", "search_hits": n}
+//                          page through), "search": "text", "search_hits": n, "change":
+//                          {"url", "body", "instance"} (POST body to url, then wait for the
+//                          instance's row on the big model's first page to show weight 0)}
 //   ROSTER_SCREENSHOT_DIR  save screenshots there when set (ROSTER_SCREENSHOT_TAG prefixes them)
 //   ROSTER_CHROMIUM        the browser (default /usr/bin/chromium)
 //   ROSTER_BROWSER_TIMEOUT seconds per wait (default 20)
@@ -275,6 +277,9 @@ async function scale() {
   const n0 = apiRequests.length;
   await page.waitForTimeout(5000);
   out.instances_requests_per_s = (apiRequests.length - n0) / ((performance.now() - t0) / 1000);
+  // open groups on screen (the page's IntersectionObserver has a 200 px margin)
+  out.expanded_on_screen = await page.evaluate(() => [...document.querySelectorAll("[data-testid=model-group][data-expanded='1']")]
+    .filter((g) => { const r = g.getBoundingClientRect(); return r.bottom > -200 && r.top < innerHeight + 200; }).length);
   out.rows_in_dom = await page.locator("[data-testid=instance-row]").count();
   out.max_rows_per_group = Math.max(0, ...(await page.locator("[data-testid=model-group]").evaluateAll(
     (gs) => gs.map((g) => g.querySelectorAll("[data-testid=instance-row]").length))));
@@ -294,6 +299,18 @@ async function scale() {
     await g.locator("[data-testid=instance-row]").first().waitFor();
     out.big_first_rows_ms = Math.round(performance.now() - t1);
     out.big_page_info = await g.locator("[data-testid=page-info]").textContent();
+    if (sc.change) {
+      // a change made elsewhere shows on the open page, no reload
+      const t2 = performance.now();
+      const r = await fetch(sc.change.url, { method: "POST", headers: { "Content-Type": "application/json" },
+                                             body: JSON.stringify(sc.change.body) });
+      if (!r.ok) throw new Error("the change was refused: " + r.status + " " + (await r.text()));
+      await page.waitForFunction((sel) => {
+        const row = document.querySelector(sel);
+        return row && row.dataset.weight === "0";
+      }, rowSel(sc.model, sc.change.instance));
+      out.change_shown_ms = Math.round(performance.now() - t2);
+    }
     await g.locator("[data-testid=page-last]").click();
     await page.waitForFunction((sel) => !/^1–/.test(document.querySelector(sel).textContent), groupSel(sc.model) + " [data-testid=page-info]");
     out.big_last_page_info = await g.locator("[data-testid=page-info]").textContent();
