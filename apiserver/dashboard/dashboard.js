@@ -30,6 +30,9 @@
 // browser test is tests/browser/dashboard.mjs (run by
 // tests/service/test_dashboard.py). No framework, no build step, nothing
 // fetched from outside.
+//
+// Formatted with prettier --print-width 100 (by hand, when editing; the
+// file is served exactly as it is here).
 
 const PAGE_SIZE = 50; // instance rows per page
 const GROUP_PAGE_SIZE = 50; // model groups per page
@@ -283,8 +286,16 @@ async function api(path, opts) {
         signal: opts.signal,
       });
     } catch (e) {
-      return { ok: false, status: 0, body: null,
-               error: { message: "could not reach the webserver (" + e.message + ")", code: null, status: 0 } };
+      return {
+        ok: false,
+        status: 0,
+        body: null,
+        error: {
+          message: "could not reach the webserver (" + e.message + ")",
+          code: null,
+          status: 0,
+        },
+      };
     }
     let body = null;
     let text = "";
@@ -299,14 +310,22 @@ async function api(path, opts) {
     if (!body && text) error.message = text.slice(0, 300);
     if (r.status === 401 && error.code === "invalid_api_key") {
       if (await askKey(error.message)) continue;
-    } else if (r.status === 401 && opts.secret &&
-               (error.code === "cluster_secret_required" || error.code === "bad_cluster_secret")) {
+    } else if (
+      r.status === 401 &&
+      opts.secret &&
+      (error.code === "cluster_secret_required" || error.code === "bad_cluster_secret")
+    ) {
       store(SECRET_STORE, "");
       if (await askSecret(error.message)) continue;
     }
     return { ok: false, status: r.status, body, error };
   }
-  return { ok: false, status: 401, body: null, error: { message: "not authorised", code: null, status: 401 } };
+  return {
+    ok: false,
+    status: 401,
+    body: null,
+    error: { message: "not authorised", code: null, status: 401 },
+  };
 }
 
 // ---- SSE -------------------------------------------------------------------------
@@ -384,7 +403,9 @@ function updateBanner() {
   const now = performance.now();
   if (S.conn === "disconnected" || S.conn === "reconnecting") {
     const wait = Math.max(0, S.nextRetryAt - now);
-    text = "Disconnected from the webserver" + (S.lastError ? " (" + S.lastError + ")" : "") +
+    text =
+      "Disconnected from the webserver" +
+      (S.lastError ? " (" + S.lastError + ")" : "") +
       (S.nextRetryAt > now ? "; retrying in " + Math.ceil(wait / 1000) + " s" : "; retrying…");
     if (S.state) text += ". What you see is " + fmtAge(now - S.stateAt) + " old.";
     showRetry = S.nextRetryAt > now;
@@ -446,7 +467,8 @@ async function streamLoop() {
     } catch (e) {
       const why = ctl.signal.aborted ? "no update for too long" : e.message || String(e);
       failures++;
-      const delay = Math.min(15000, 500 * 2 ** Math.min(failures - 1, 5)) * (0.75 + Math.random() * 0.5);
+      const delay =
+        Math.min(15000, 500 * 2 ** Math.min(failures - 1, 5)) * (0.75 + Math.random() * 0.5);
       setConn("disconnected", why);
       await waitForRetry(delay, false);
     }
@@ -531,7 +553,10 @@ function renderHeader(st) {
   const actions = $("actions-note");
   if (sv.actions_allowed === false) {
     actions.hidden = false;
-    setText(actions, "Actions are refused from this browser's network: the webserver has no cluster secret and only trusts its own networks.");
+    setText(
+      actions,
+      "Actions are refused from this browser's network: the webserver has no cluster secret and only trusts its own networks.",
+    );
   } else {
     actions.hidden = true;
   }
@@ -541,22 +566,39 @@ function renderHeader(st) {
 function renderSummary(st) {
   const t = st.table || {};
   setText($("sum-instances"), fmtInt(t.instances));
-  setText($("sum-instances-detail"),
-    fmtInt(t.alive) + " alive · " + fmtInt(t.routable) + " routable" +
-    (t.instances > t.alive ? " · " + fmtInt(t.instances - t.alive) + " unhealthy" : ""));
+  setText(
+    $("sum-instances-detail"),
+    fmtInt(t.alive) +
+      " alive · " +
+      fmtInt(t.routable) +
+      " routable" +
+      (t.instances > t.alive ? " · " + fmtInt(t.instances - t.alive) + " unhealthy" : ""),
+  );
   setText($("sum-models"), fmtInt(t.models));
   const attention = st.models.filter(needsAttention).length;
   setText($("sum-models-detail"), attention ? attention + " need attention" : "all healthy");
   const tot = st.totals || {};
   setText($("sum-rps"), fmtRps(tot.rps) + " rps");
-  setText($("sum-traffic-detail"),
-    "errors " + fmtPct(tot.error_rate) + " · p50 " + fmtMs(tot.p50_ms) + " · p99 " + fmtMs(tot.p99_ms) +
-    " · in flight " + fmtInt(tot.in_flight));
+  setText(
+    $("sum-traffic-detail"),
+    "errors " +
+      fmtPct(tot.error_rate) +
+      " · p50 " +
+      fmtMs(tot.p50_ms) +
+      " · p99 " +
+      fmtMs(tot.p99_ms) +
+      " · in flight " +
+      fmtInt(tot.in_flight),
+  );
   renderTableAge();
   const tb = $("table-banner");
   let warn = "";
   if (!t.loaded) warn = "The routing table is not loaded yet: no controller has answered.";
-  else if (t.stale) warn = "The routing table is stale (" + fmtAge(tableAge()) + " old): the controllers are not answering, so health shown here may be out of date.";
+  else if (t.stale)
+    warn =
+      "The routing table is stale (" +
+      fmtAge(tableAge()) +
+      " old): the controllers are not answering, so health shown here may be out of date.";
   tb.hidden = !warn;
   setText(tb, warn);
 }
@@ -570,12 +612,24 @@ function tableAge() {
 function renderTableAge() {
   const t = S.state.table || {};
   setText($("sum-table"), t.loaded ? "v" + fmtInt(t.version) : "not loaded");
-  setText($("sum-table-detail"), (t.loaded ? "age " + fmtAge(tableAge()) : "waiting for a controller") +
-    (t.stale ? " · STALE" : ""));
+  setText(
+    $("sum-table-detail"),
+    (t.loaded ? "age " + fmtAge(tableAge()) : "waiting for a controller") +
+      (t.stale ? " · STALE" : ""),
+  );
   $("sum-table").parentElement.dataset.state = !t.loaded || t.stale ? "bad" : "ok";
   const sv = S.state.server;
-  setText($("server-line"), "Webserver " + (sv.version || "") + " · up " + fmtAge((sv.uptime_ms || 0) + performance.now() - S.stateAt) +
-    " · API keys " + (sv.api_keys ? "on" : "off") + " · cluster secret " + (sv.secret_required ? "required" : "not set"));
+  setText(
+    $("server-line"),
+    "Webserver " +
+      (sv.version || "") +
+      " · up " +
+      fmtAge((sv.uptime_ms || 0) + performance.now() - S.stateAt) +
+      " · API keys " +
+      (sv.api_keys ? "on" : "off") +
+      " · cluster secret " +
+      (sv.secret_required ? "required" : "not set"),
+  );
 }
 
 function renderControllers(st) {
@@ -585,7 +639,13 @@ function renderControllers(st) {
   if (!list.length) {
     if (!(rows.length === 1 && rows[0].dataset.empty)) {
       body.textContent = "";
-      body.append(h("tr", { dataset: { empty: "1" } }, h("td", { colspan: "2", class: "muted" }, "none reported")));
+      body.append(
+        h(
+          "tr",
+          { dataset: { empty: "1" } },
+          h("td", { colspan: "2", class: "muted" }, "none reported"),
+        ),
+      );
     }
     return;
   }
@@ -594,17 +654,28 @@ function renderControllers(st) {
   list.forEach((c, i) => {
     let tr = rows[i];
     if (!tr) {
-      tr = h("tr", { "data-testid": "controller" },
-        h("td", { class: "url" }, h("code", {}), h("span", { class: "small" })), h("td", { class: "num" }));
+      tr = h(
+        "tr",
+        { "data-testid": "controller" },
+        h("td", { class: "url" }, h("code", {}), h("span", { class: "small" })),
+        h("td", { class: "num" }),
+      );
       body.append(tr);
     }
     const [uc, l] = tr.cells;
     const [u, s] = uc.children;
     setText(u, c.url);
-    const status = (c.ok ? "answers" : "down") + (c.current ? " · current" : "") + (c.error ? " · " + c.error : "");
+    const status =
+      (c.ok ? "answers" : "down") +
+      (c.current ? " · current" : "") +
+      (c.error ? " · " + c.error : "");
     setText(s, status);
     setClass(s, "small " + (c.ok ? "ok-text" : "bad-text"));
-    setAttr(uc, "title", c.current ? "current: the routing table is watched from this controller" : null);
+    setAttr(
+      uc,
+      "title",
+      c.current ? "current: the routing table is watched from this controller" : null,
+    );
     setText(l, c.ok ? fmtMs(c.latency_ms) : "—");
     tr.dataset.ok = c.ok ? "1" : "0";
   });
@@ -628,12 +699,18 @@ function matches(m, f) {
   if (f.type !== "all" && m.type !== f.type) return false;
   if (f.text && !m.model.toLowerCase().includes(f.text)) return false;
   switch (f.status) {
-    case "problems": return needsAttention(m) || m.drained > 0 || m.disabled > 0;
-    case "unhealthy": return m.alive < m.instances;
-    case "ejected": return m.ejected > 0;
-    case "drained": return m.drained > 0;
-    case "healthy": return m.alive > 0;
-    default: return true;
+    case "problems":
+      return needsAttention(m) || m.drained > 0 || m.disabled > 0;
+    case "unhealthy":
+      return m.alive < m.instances;
+    case "ejected":
+      return m.ejected > 0;
+    case "drained":
+      return m.drained > 0;
+    case "healthy":
+      return m.alive > 0;
+    default:
+      return true;
   }
 }
 
@@ -688,8 +765,15 @@ function renderGroups() {
   $("groups-empty").hidden = shown.length > 0;
   const pager = $("groups-pager");
   pager.hidden = pages <= 1;
-  setText($("groups-page-info"), "models " + fmtInt(all.length ? start + 1 : 0) + "–" +
-    fmtInt(start + shown.length) + " of " + fmtInt(all.length));
+  setText(
+    $("groups-page-info"),
+    "models " +
+      fmtInt(all.length ? start + 1 : 0) +
+      "–" +
+      fmtInt(start + shown.length) +
+      " of " +
+      fmtInt(all.length),
+  );
   $("groups-prev").disabled = S.groupPage === 0;
   $("groups-next").disabled = S.groupPage >= pages - 1;
 }
@@ -698,12 +782,26 @@ let groupSeq = 0;
 function createGroup(m) {
   const id = "g" + ++groupSeq;
   const g = {
-    model: m.model, m, expanded: false, visible: false,
-    offset: 0, q: "", data: null, fetchedAt: 0, fetchedVersion: null, fetchedRequests: null,
-    fetchedKey: "", pending: false, error: null, rows: new Map(),
+    model: m.model,
+    m,
+    expanded: false,
+    visible: false,
+    offset: 0,
+    q: "",
+    data: null,
+    fetchedAt: 0,
+    fetchedVersion: null,
+    fetchedRequests: null,
+    fetchedKey: "",
+    pending: false,
+    error: null,
+    rows: new Map(),
   };
   g.toggle = h("button", {
-    type: "button", class: "group-toggle", "aria-expanded": "false", "aria-controls": id + "-body",
+    type: "button",
+    class: "group-toggle",
+    "aria-expanded": "false",
+    "aria-controls": id + "-body",
     "data-testid": "model-toggle",
   });
   g.chev = h("span", { class: "chev", "aria-hidden": "true" });
@@ -724,8 +822,13 @@ function createGroup(m) {
 
   // body: toolbar (host filter, pager, status) and the table
   g.q_input = h("input", {
-    type: "search", class: "q", placeholder: "host:port", "aria-label": "Filter instances of " + m.model + " by host:port",
-    "data-testid": "instance-filter", autocomplete: "off", spellcheck: "false",
+    type: "search",
+    class: "q",
+    placeholder: "host:port",
+    "aria-label": "Filter instances of " + m.model + " by host:port",
+    "data-testid": "instance-filter",
+    autocomplete: "off",
+    spellcheck: "false",
   });
   let qTimer = null;
   g.q_input.addEventListener("input", () => {
@@ -736,31 +839,79 @@ function createGroup(m) {
       maybeFetch(g, true);
     }, 250);
   });
-  const pbtn = (label, testid, fn) => h("button", { type: "button", class: "btn small-btn", "data-testid": testid, onclick: fn }, label);
+  const pbtn = (label, testid, fn) =>
+    h(
+      "button",
+      { type: "button", class: "btn small-btn", "data-testid": testid, onclick: fn },
+      label,
+    );
   g.first = pbtn("« First", "page-first", () => goPage(g, 0));
   g.prev = pbtn("‹ Prev", "page-prev", () => goPage(g, g.offset - PAGE_SIZE));
   g.next = pbtn("Next ›", "page-next", () => goPage(g, g.offset + PAGE_SIZE));
   g.last = pbtn("Last »", "page-last", () => goPage(g, Infinity));
   g.pageInfo = h("span", { class: "small muted page-info", "data-testid": "page-info" });
   g.status = h("span", { class: "small g-status", role: "status" });
-  const toolbar = h("div", { class: "g-toolbar" }, g.q_input,
-    h("div", { class: "pager" }, g.first, g.prev, g.pageInfo, g.next, g.last), g.status);
+  const toolbar = h(
+    "div",
+    { class: "g-toolbar" },
+    g.q_input,
+    h("div", { class: "pager" }, g.first, g.prev, g.pageInfo, g.next, g.last),
+    g.status,
+  );
   g.tbody = h("tbody");
-  const table = h("table", { class: "grid instances", "data-testid": "instance-table" },
+  const table = h(
+    "table",
+    { class: "grid instances", "data-testid": "instance-table" },
     h("caption", { class: "visually-hidden" }, "Instances of " + m.model),
-    h("thead", {}, h("tr", {},
-      h("th", { scope: "col" }, "Instance"),
-      h("th", { scope: "col" }, "Health"),
-      h("th", { scope: "col", title: "effective weight; the worker's declared one; the operator's override" }, "Weight"),
-      h("th", { scope: "col", title: "time since the last heartbeat; the lease" }, "Heartbeat"),
-      h("th", { scope: "col", title: "the worker's last load report: in flight / capacity, queue" }, "Load"),
-      h("th", { scope: "col", title: "this webserver's traffic to it over the last ~10 s" }, "Traffic here"),
-      h("th", { scope: "col" }, "Actions"))),
-    g.tbody);
-  g.body = h("div", { class: "group-body", id: id + "-body", hidden: true }, toolbar,
-    h("div", { class: "table-wrap" }, table));
-  g.el = h("section", { class: "group", "data-testid": "model-group", dataset: { model: m.model }, "aria-label": m.model },
-    head, g.body);
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", { scope: "col" }, "Instance"),
+        h("th", { scope: "col" }, "Health"),
+        h(
+          "th",
+          {
+            scope: "col",
+            title: "effective weight; the worker's declared one; the operator's override",
+          },
+          "Weight",
+        ),
+        h("th", { scope: "col", title: "time since the last heartbeat; the lease" }, "Heartbeat"),
+        h(
+          "th",
+          { scope: "col", title: "the worker's last load report: in flight / capacity, queue" },
+          "Load",
+        ),
+        h(
+          "th",
+          { scope: "col", title: "this webserver's traffic to it over the last ~10 s" },
+          "Traffic here",
+        ),
+        h("th", { scope: "col" }, "Actions"),
+      ),
+    ),
+    g.tbody,
+  );
+  g.body = h(
+    "div",
+    { class: "group-body", id: id + "-body", hidden: true },
+    toolbar,
+    h("div", { class: "table-wrap" }, table),
+  );
+  g.el = h(
+    "section",
+    {
+      class: "group",
+      "data-testid": "model-group",
+      dataset: { model: m.model },
+      "aria-label": m.model,
+    },
+    head,
+    g.body,
+  );
   g.el._group = g;
   return g;
 }
@@ -777,9 +928,20 @@ function updateGroup(g, expanded) {
   if (m.ejected) bits.push(fmtInt(m.ejected) + " ejected");
   if (m.drained) bits.push(fmtInt(m.drained) + " drained");
   if (m.disabled) bits.push(fmtInt(m.disabled) + " disabled");
-  bits.push("load " + fmtInt(m.in_flight) + "/" + fmtInt(m.capacity) + (m.queue ? " q" + fmtInt(m.queue) : ""));
+  bits.push(
+    "load " +
+      fmtInt(m.in_flight) +
+      "/" +
+      fmtInt(m.capacity) +
+      (m.queue ? " q" + fmtInt(m.queue) : ""),
+  );
   if (!m.rps) bits.push("idle here");
-  else bits.push(fmtRps(m.rps) + " rps", "err " + fmtPct(m.error_rate), "p50/p99 " + fmtMs(m.p50_ms) + " / " + fmtMs(m.p99_ms));
+  else
+    bits.push(
+      fmtRps(m.rps) + " rps",
+      "err " + fmtPct(m.error_rate),
+      "p50/p99 " + fmtMs(m.p50_ms) + " / " + fmtMs(m.p99_ms),
+    );
   setText(g.stats, bits.join(" · "));
   if (g.expanded !== expanded) {
     g.expanded = expanded;
@@ -826,8 +988,17 @@ async function fetchPage(g) {
   const key = pageKey(g);
   const version = g.m.version;
   const requests = g.m.requests;
-  const url = "/api/dashboard/instances?model=" + encodeURIComponent(g.model) + "&offset=" + g.offset +
-    "&limit=" + PAGE_SIZE + "&status=" + rowStatus() + "&q=" + encodeURIComponent(g.q);
+  const url =
+    "/api/dashboard/instances?model=" +
+    encodeURIComponent(g.model) +
+    "&offset=" +
+    g.offset +
+    "&limit=" +
+    PAGE_SIZE +
+    "&status=" +
+    rowStatus() +
+    "&q=" +
+    encodeURIComponent(g.q);
   const r = await api(url);
   g.pending = false;
   if (S.groups.get(g.model) !== g || !g.expanded) return;
@@ -841,7 +1012,10 @@ async function fetchPage(g) {
   g.fetchedRequests = requests;
   if (!r.ok) {
     g.error = describeError(r.error);
-    setText(g.status, (r.status === 404 ? "this model is gone: " : "could not load instances: ") + g.error);
+    setText(
+      g.status,
+      (r.status === 404 ? "this model is gone: " : "could not load instances: ") + g.error,
+    );
     g.status.className = "small g-status bad-text";
     return;
   }
@@ -863,12 +1037,18 @@ function renderRows(g) {
   const d = g.data;
   const items = Array.isArray(d.items) ? d.items : [];
   const total = d.total || 0;
-  setText(g.pageInfo, total ? fmtInt(g.offset + 1) + "–" + fmtInt(g.offset + items.length) + " of " + fmtInt(total) : "none");
+  setText(
+    g.pageInfo,
+    total
+      ? fmtInt(g.offset + 1) + "–" + fmtInt(g.offset + items.length) + " of " + fmtInt(total)
+      : "none",
+  );
   g.first.disabled = g.prev.disabled = g.offset === 0;
   g.next.disabled = g.last.disabled = g.offset + items.length >= total;
   const pagerNeeded = total > PAGE_SIZE || g.offset > 0;
   g.first.hidden = g.prev.hidden = g.next.hidden = g.last.hidden = !pagerNeeded;
-  if (!items.length) setText(g.status, g.q || rowStatus() !== "all" ? "no instance matches" : "no instances");
+  if (!items.length)
+    setText(g.status, g.q || rowStatus() !== "all" ? "no instance matches" : "no instances");
 
   const seen = new Set();
   let prev = null;
@@ -910,7 +1090,8 @@ function createRow(g, it) {
   row.loadNote = h("span", { class: "note small" });
   row.rps = h("span", { "data-testid": "rps" });
   row.lat = h("span", { class: "note small", "data-testid": "latency" });
-  const btn = (fn) => h("button", { type: "button", class: "btn small-btn", onclick: () => fn(row) });
+  const btn = (fn) =>
+    h("button", { type: "button", class: "btn small-btn", onclick: () => fn(row) });
   row.bDrain = btn((r) => runAction(g, r, r.bDrain.dataset.action));
   row.bWeight = btn((r) => runAction(g, r, "weight"));
   row.bWeight.textContent = "Weight…";
@@ -924,15 +1105,26 @@ function createRow(g, it) {
   row.bStart.dataset.testid = "start";
   row.buttons = [row.bDrain, row.bWeight, row.bEnable, row.bStop, row.bStart];
   const isService = g.m.type === "service";
-  const actions = h("td", { class: "actions" }, row.bDrain, row.bWeight, row.bEnable,
-    isService ? null : row.bStop, isService ? null : row.bStart);
-  row.tr = h("tr", { "data-testid": "instance-row", dataset: { instance: key, model: g.model } },
+  const actions = h(
+    "td",
+    { class: "actions" },
+    row.bDrain,
+    row.bWeight,
+    row.bEnable,
+    isService ? null : row.bStop,
+    isService ? null : row.bStart,
+  );
+  row.tr = h(
+    "tr",
+    { "data-testid": "instance-row", dataset: { instance: key, model: g.model } },
     h("th", { scope: "row", class: "inst" }, h("code", {}, key)),
     h("td", { class: "health-cell" }, row.health, row.healthLine),
     h("td", {}, row.weight, row.weightNote),
     h("td", {}, row.hb, row.hbNote),
     h("td", {}, row.load, row.loadNote),
-    h("td", {}, row.rps, row.lat), actions);
+    h("td", {}, row.rps, row.lat),
+    actions,
+  );
   return row;
 }
 
@@ -943,7 +1135,9 @@ function updateRow(g, row) {
   setClass(row.health, "health " + (it.healthy ? (it.routable ? "ok" : "note") : "bad"));
   let note = "";
   if (it.ejected) {
-    note = "ejected" + (it.ejected_ms_left ? ", retry in " + fmtAge(it.ejected_ms_left) : "") +
+    note =
+      "ejected" +
+      (it.ejected_ms_left ? ", retry in " + fmtAge(it.ejected_ms_left) : "") +
       (it.last_error ? ": " + it.last_error : "");
   } else if (it.healthy) {
     note = it.routable ? "routable" : "not routable";
@@ -960,8 +1154,12 @@ function updateRow(g, row) {
 
   setText(row.weight, fmtWeight(it.weight));
   setClass(row.weight, it.weight === 0 ? "warn-text" : "");
-  setText(row.weightNote, "decl. " + fmtWeight(it.weight_declared) +
-    (it.weight_override != null ? "\noverride " + fmtWeight(it.weight_override) : ""));
+  setText(
+    row.weightNote,
+    "decl. " +
+      fmtWeight(it.weight_declared) +
+      (it.weight_override != null ? "\noverride " + fmtWeight(it.weight_override) : ""),
+  );
   row.tr.dataset.weight = String(it.weight);
 
   updateRowAges(row);
@@ -974,8 +1172,13 @@ function updateRow(g, row) {
     setText(row.load, "—");
     setText(row.loadNote, "no report");
   }
-  setAttr(row.load.parentElement, "title", "the worker's report: in flight / capacity, queue; this webserver has " +
-    fmtInt(it.in_flight) + " in flight to it");
+  setAttr(
+    row.load.parentElement,
+    "title",
+    "the worker's report: in flight / capacity, queue; this webserver has " +
+      fmtInt(it.in_flight) +
+      " in flight to it",
+  );
   if (!it.rps && !it.in_flight) {
     setText(row.rps, "idle");
     setClass(row.rps, "muted");
@@ -985,18 +1188,36 @@ function updateRow(g, row) {
     setClass(row.rps, it.error_rate ? "warn-text" : "");
     setText(row.lat, "p50 " + fmtMs(it.p50_ms) + " · p99 " + fmtMs(it.p99_ms));
   }
-  setAttr(row.rps.parentElement, "title", it.requests != null ? fmtInt(it.errors) + " errors in " + fmtInt(it.requests) + " requests since start" : null);
+  setAttr(
+    row.rps.parentElement,
+    "title",
+    it.requests != null
+      ? fmtInt(it.errors) + " errors in " + fmtInt(it.requests) + " requests since start"
+      : null,
+  );
 
   // buttons: labels follow the row; the server's answer decides, not us
   const override0 = it.weight_override === 0;
   const drained = it.weight === 0;
-  setBtn(row.bDrain, override0 ? "Undrain" : "Drain", override0 ? "undrain" : "drain",
-    (override0 ? "Undrain " : "Drain ") + who);
+  setBtn(
+    row.bDrain,
+    override0 ? "Undrain" : "Drain",
+    override0 ? "undrain" : "drain",
+    (override0 ? "Undrain " : "Drain ") + who,
+  );
   row.bDrain.dataset.action = override0 ? "undrain" : "drain";
   row.bDrain.disabled = row.busy || (drained && it.weight_override == null);
-  setAttr(row.bDrain, "title", drained && it.weight_override == null ? "its declared weight is 0" : null);
-  setBtn(row.bEnable, it.enabled ? "Disable" : "Enable", it.enabled ? "disable" : "enable",
-    (it.enabled ? "Disable " : "Enable ") + who);
+  setAttr(
+    row.bDrain,
+    "title",
+    drained && it.weight_override == null ? "its declared weight is 0" : null,
+  );
+  setBtn(
+    row.bEnable,
+    it.enabled ? "Disable" : "Enable",
+    it.enabled ? "disable" : "enable",
+    (it.enabled ? "Disable " : "Enable ") + who,
+  );
   row.bEnable.dataset.action = it.enabled ? "disable" : "enable";
   setAttr(row.bWeight, "aria-label", "Set the weight of " + who);
   setAttr(row.bStop, "aria-label", "Stop the model on the worker of " + who);
@@ -1025,7 +1246,10 @@ function updateRowAges(row) {
   const lease = it.lease_ms;
   if (lease) {
     const left = lease - age;
-    setText(row.hbNote, left > 0 ? fmtAge(left) + " left of " + fmtAge(lease) : "overdue · lease " + fmtAge(lease));
+    setText(
+      row.hbNote,
+      left > 0 ? fmtAge(left) + " left of " + fmtAge(lease) : "overdue · lease " + fmtAge(lease),
+    );
     setClass(row.hb, left > 0 ? "" : "bad-text");
   } else {
     setText(row.hbNote, "no lease (never expires)");
@@ -1041,16 +1265,26 @@ function confirmDialog(title, text, okLabel) {
   const ok = $("confirm-ok");
   ok.textContent = okLabel;
   // focus Cancel first: Enter on a fresh dialog must not drain anything
-  return runDialog($("confirm-dialog"), $("confirm-dialog").querySelector("[value=cancel]")).then((rv) => rv === "ok");
+  return runDialog($("confirm-dialog"), $("confirm-dialog").querySelector("[value=cancel]")).then(
+    (rv) => rv === "ok",
+  );
 }
 
 function weightDialog(g, it) {
   const who = it.host + ":" + it.port + " (" + g.model + ")";
-  $("weight-text").textContent = "Instance " + who + ": effective weight " + fmtWeight(it.weight) +
-    ", declared " + fmtWeight(it.weight_declared) +
-    (it.weight_override != null ? ", operator override " + fmtWeight(it.weight_override) : ", no override") + ".";
+  $("weight-text").textContent =
+    "Instance " +
+    who +
+    ": effective weight " +
+    fmtWeight(it.weight) +
+    ", declared " +
+    fmtWeight(it.weight_declared) +
+    (it.weight_override != null
+      ? ", operator override " + fmtWeight(it.weight_override)
+      : ", no override") +
+    ".";
   const input = $("weight-input");
-  input.value = String(it.weight_override != null ? it.weight_override : it.weight_declared ?? 1);
+  input.value = String(it.weight_override != null ? it.weight_override : (it.weight_declared ?? 1));
   $("weight-clear").disabled = it.weight_override == null;
   return runDialog($("weight-dialog"), input).then((rv) => {
     if (rv === "clear") return { weight: null };
@@ -1062,15 +1296,33 @@ function weightDialog(g, it) {
 }
 
 const ACTIONS = {
-  drain: { verb: "Drain", done: "Drained", confirm: (who) => ["Drain " + who + "?",
-    "Sets an operator weight of 0: it gets no new requests; requests in flight finish. Undrain drops the override."] },
+  drain: {
+    verb: "Drain",
+    done: "Drained",
+    confirm: (who) => [
+      "Drain " + who + "?",
+      "Sets an operator weight of 0: it gets no new requests; requests in flight finish. Undrain drops the override.",
+    ],
+  },
   undrain: { verb: "Undrain", done: "Undrained" },
   weight: { verb: "Set weight of", done: "Set the weight of" },
-  disable: { verb: "Disable", done: "Disabled", confirm: (who) => ["Disable " + who + "?",
-    "Takes it out of rotation until it is enabled again (the registry keeps it)."] },
+  disable: {
+    verb: "Disable",
+    done: "Disabled",
+    confirm: (who) => [
+      "Disable " + who + "?",
+      "Takes it out of rotation until it is enabled again (the registry keeps it).",
+    ],
+  },
   enable: { verb: "Enable", done: "Enabled" },
-  stop: { verb: "Stop", done: "Stopped", confirm: (who) => ["Stop the model on " + who + "?",
-    "Asks its worker to stop the model: it deregisters and serves nothing until started again."] },
+  stop: {
+    verb: "Stop",
+    done: "Stopped",
+    confirm: (who) => [
+      "Stop the model on " + who + "?",
+      "Asks its worker to stop the model: it deregisters and serves nothing until started again.",
+    ],
+  },
   start: { verb: "Start", done: "Started" },
 };
 
@@ -1104,28 +1356,47 @@ async function runAction(g, row, kind) {
       return;
     }
   }
-  const label = kind === "weight" ? (body.weight == null ? "Drop the weight override of " : "Set the weight of ") + who +
-    (body.weight == null ? "" : " to " + fmtWeight(body.weight)) : a.verb + " " + who;
+  const label =
+    kind === "weight"
+      ? (body.weight == null ? "Drop the weight override of " : "Set the weight of ") +
+        who +
+        (body.weight == null ? "" : " to " + fmtWeight(body.weight))
+      : a.verb + " " + who;
   row.busy = true;
   updateRow(g, row);
   showResult("pending", label + "…");
-  const r = await api(path, { method: "POST", body: JSON.stringify(body), secret: true,
-                              headers: { "Content-Type": "application/json" } });
+  const r = await api(path, {
+    method: "POST",
+    body: JSON.stringify(body),
+    secret: true,
+    headers: { "Content-Type": "application/json" },
+  });
   row.busy = false;
   if (row.tr.isConnected) updateRow(g, row);
   if (r.ok && r.body && r.body.ok !== false) {
     let said = "";
     if (path.endsWith("/apply")) {
       const res = r.body.result || {};
-      said = "the worker " + (r.body.worker ? r.body.worker + " " : "") + "said: " + (res.message || JSON.stringify(res));
+      said =
+        "the worker " +
+        (r.body.worker ? r.body.worker + " " : "") +
+        "said: " +
+        (res.message || JSON.stringify(res));
     } else {
-      said = "controller " + (r.body.controller || "?") + " answered " + describeRecord(r.body.result);
+      said =
+        "controller " + (r.body.controller || "?") + " answered " + describeRecord(r.body.result);
     }
     showResult("ok", label + ": done; " + said + ".");
   } else if (r.ok && r.body) {
     const res = r.body.result || {};
-    showResult("error", label + ": refused; the worker " + (r.body.worker ? r.body.worker + " " : "") +
-      "said: " + (res.message || JSON.stringify(r.body)));
+    showResult(
+      "error",
+      label +
+        ": refused; the worker " +
+        (r.body.worker ? r.body.worker + " " : "") +
+        "said: " +
+        (res.message || JSON.stringify(r.body)),
+    );
   } else {
     showResult("error", label + ": failed; " + describeError(r.error));
   }
@@ -1138,7 +1409,10 @@ function describeRecord(rec) {
   if (!rec || typeof rec !== "object") return JSON.stringify(rec);
   const bits = [];
   if (typeof rec.weight === "number") bits.push("weight " + fmtWeight(rec.weight));
-  if ("weight_override" in rec) bits.push(rec.weight_override == null ? "no override" : "override " + fmtWeight(rec.weight_override));
+  if ("weight_override" in rec)
+    bits.push(
+      rec.weight_override == null ? "no override" : "override " + fmtWeight(rec.weight_override),
+    );
   if (typeof rec.enabled === "boolean") bits.push(rec.enabled ? "enabled" : "disabled");
   if (typeof rec.healthy === "boolean") bits.push(rec.healthy ? "alive" : "not alive");
   return bits.length ? bits.join(", ") : JSON.stringify(rec).slice(0, 200);
@@ -1151,25 +1425,62 @@ function showResult(kind, text) {
   el.dataset.kind = kind;
   el.className = "action-result " + kind;
   el.textContent = "";
-  el.append(h("span", { class: "msg" }, text),
-    h("button", { type: "button", class: "btn small-btn", "aria-label": "Dismiss", onclick: () => { el.hidden = true; } }, "×"));
+  el.append(
+    h("span", { class: "msg" }, text),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "btn small-btn",
+        "aria-label": "Dismiss",
+        onclick: () => {
+          el.hidden = true;
+        },
+      },
+      "×",
+    ),
+  );
   clearTimeout(resultTimer);
-  if (kind === "ok") resultTimer = setTimeout(() => { el.hidden = true; }, 30000);
+  if (kind === "ok")
+    resultTimer = setTimeout(() => {
+      el.hidden = true;
+    }, 30000);
 }
 
 // ---- events -------------------------------------------------------------------------------
 
 const EVENT_WORDS = {
-  joined: "joined", left: "left", unhealthy: "became unhealthy", healthy: "came back",
-  drained: "drained", undrained: "undrained", disabled: "disabled", enabled: "enabled",
-  ejected: "ejected", readmitted: "readmitted", controller_down: "controller down",
-  controller_up: "controller up", loaded: "table loaded", changes: "more changes",
+  joined: "joined",
+  left: "left",
+  unhealthy: "became unhealthy",
+  healthy: "came back",
+  drained: "drained",
+  undrained: "undrained",
+  disabled: "disabled",
+  enabled: "enabled",
+  ejected: "ejected",
+  readmitted: "readmitted",
+  controller_down: "controller down",
+  controller_up: "controller up",
+  loaded: "table loaded",
+  changes: "more changes",
 };
 const EVENT_CLASS = {
-  unhealthy: "bad", ejected: "bad", left: "bad", controller_down: "bad",
-  drained: "warn", disabled: "warn",
+  unhealthy: "bad",
+  ejected: "bad",
+  left: "bad",
+  controller_down: "bad",
+  drained: "warn",
+  disabled: "warn",
 };
-const PROBLEMS = new Set(["unhealthy", "ejected", "left", "controller_down", "drained", "disabled"]);
+const PROBLEMS = new Set([
+  "unhealthy",
+  "ejected",
+  "left",
+  "controller_down",
+  "drained",
+  "disabled",
+]);
 
 function addEvents(list) {
   let added = 0;
@@ -1215,17 +1526,37 @@ function eventItem(ev) {
   const time = h("time", { datetime: when.toISOString(), title: when.toString(), class: "rel" });
   time._ms = ev.t_ms;
   setText(time, fmtAge(serverNow() - ev.t_ms) + " ago");
-  const target = ev.model ? h("button", {
-    type: "button", class: "linklike", title: "Show " + ev.model,
-    onclick: () => focusModel(ev.model),
-  }, ev.model) : null;
+  const target = ev.model
+    ? h(
+        "button",
+        {
+          type: "button",
+          class: "linklike",
+          title: "Show " + ev.model,
+          onclick: () => focusModel(ev.model),
+        },
+        ev.model,
+      )
+    : null;
   const where = ev.host ? h("code", {}, ev.host + (ev.port != null ? ":" + ev.port : "")) : null;
-  return h("li", { class: "event " + (EVENT_CLASS[ev.kind] || "ok"), "data-testid": "event", dataset: { kind: ev.kind, seq: ev.seq } },
-    h("div", { class: "ev-line" },
+  return h(
+    "li",
+    {
+      class: "event " + (EVENT_CLASS[ev.kind] || "ok"),
+      "data-testid": "event",
+      dataset: { kind: ev.kind, seq: ev.seq },
+    },
+    h(
+      "div",
+      { class: "ev-line" },
       h("span", { class: "ev-kind" }, EVENT_WORDS[ev.kind] || ev.kind),
-      h("span", { class: "ev-time small muted" }, time, " · ", fmtClock(ev.t_ms))),
-    target || where ? h("div", { class: "ev-what small" }, target, target && where ? " " : null, where) : null,
-    ev.detail ? h("div", { class: "ev-detail small muted" }, ev.detail) : null);
+      h("span", { class: "ev-time small muted" }, time, " · ", fmtClock(ev.t_ms)),
+    ),
+    target || where
+      ? h("div", { class: "ev-what small" }, target, target && where ? " " : null, where)
+      : null,
+    ev.detail ? h("div", { class: "ev-detail small muted" }, ev.detail) : null,
+  );
 }
 
 function focusModel(model) {
@@ -1247,7 +1578,10 @@ function focusModel(model) {
 // ---- playground ---------------------------------------------------------------------------------
 
 function renderPlaygroundModels(st) {
-  const names = st.models.filter((m) => m.type === "llm" && m.routable > 0).map((m) => m.name).sort();
+  const names = st.models
+    .filter((m) => m.type === "llm" && m.routable > 0)
+    .map((m) => m.name)
+    .sort();
   const key = names.join("\n");
   if (key === S.playModels) return;
   S.playModels = key;
@@ -1259,7 +1593,8 @@ function renderPlaygroundModels(st) {
   } else {
     for (const n of names) sel.append(h("option", { value: n }, n));
     if (names.includes(cur)) sel.value = cur;
-    else if (st.server.llm_model && names.includes(st.server.llm_model)) sel.value = st.server.llm_model;
+    else if (st.server.llm_model && names.includes(st.server.llm_model))
+      sel.value = st.server.llm_model;
   }
   if (!PG.running) $("pg-send").disabled = !names.length;
 }
@@ -1316,7 +1651,11 @@ async function playgroundSend(e) {
     const now = performance.now();
     pgSet("pg-total", fmtMs(now - t0));
     if (usage && usage.completion_tokens != null) {
-      pgSet("pg-tokens", fmtInt(usage.completion_tokens) + (usage.prompt_tokens != null ? " (prompt " + fmtInt(usage.prompt_tokens) + ")" : ""));
+      pgSet(
+        "pg-tokens",
+        fmtInt(usage.completion_tokens) +
+          (usage.prompt_tokens != null ? " (prompt " + fmtInt(usage.prompt_tokens) + ")" : ""),
+      );
     } else {
       pgSet("pg-tokens", chunks ? "≈" + fmtInt(chunks) + " chunks" : "—");
     }
@@ -1382,7 +1721,11 @@ async function playgroundSend(e) {
           try {
             obj = JSON.parse(data);
           } catch (x) {
-            failure = { message: "a chunk that is not JSON: " + data.slice(0, 200), code: null, status: 0 };
+            failure = {
+              message: "a chunk that is not JSON: " + data.slice(0, 200),
+              code: null,
+              status: 0,
+            };
             return;
           }
           if (obj.error) {
@@ -1391,7 +1734,8 @@ async function playgroundSend(e) {
           }
           if (obj.usage) usage = obj.usage;
           const ch = obj.choices && obj.choices[0];
-          const piece = ch && ch.delta && typeof ch.delta.content === "string" ? ch.delta.content : "";
+          const piece =
+            ch && ch.delta && typeof ch.delta.content === "string" ? ch.delta.content : "";
           if (piece) {
             if (tFirst == null) {
               tFirst = performance.now();
@@ -1417,7 +1761,8 @@ async function playgroundSend(e) {
             break;
           }
         }
-        if (!done && !failure) failure = { message: "the stream ended without [DONE]", code: null, status: 0 };
+        if (!done && !failure)
+          failure = { message: "the stream ended without [DONE]", code: null, status: 0 };
       }
     }
   } catch (x) {
@@ -1452,9 +1797,14 @@ function tick() {
     for (const row of g.rows.values()) updateRowAges(row);
   }
   const now = serverNow();
-  for (const t of $("event-list").querySelectorAll("time.rel")) setText(t, fmtAge(now - t._ms) + " ago");
+  for (const t of $("event-list").querySelectorAll("time.rel"))
+    setText(t, fmtAge(now - t._ms) + " ago");
   // watchdog: a live stream says something every tick; silence = dead
-  if (S.conn === "live" && S.streamCtl && performance.now() - S.lastMsgAt > Math.max(10000, 10 * tickMs())) {
+  if (
+    S.conn === "live" &&
+    S.streamCtl &&
+    performance.now() - S.lastMsgAt > Math.max(10000, 10 * tickMs())
+  ) {
     S.streamCtl.abort();
   }
 }
@@ -1462,14 +1812,17 @@ function tick() {
 // ---- wiring ----------------------------------------------------------------------------------
 
 function init() {
-  S.observer = new IntersectionObserver((entries) => {
-    for (const e of entries) {
-      const g = e.target._group;
-      if (!g) continue;
-      g.visible = e.isIntersecting;
-      if (g.visible) maybeFetch(g);
-    }
-  }, { rootMargin: "200px 0px" });
+  S.observer = new IntersectionObserver(
+    (entries) => {
+      for (const e of entries) {
+        const g = e.target._group;
+        if (!g) continue;
+        g.visible = e.isIntersecting;
+        if (g.visible) maybeFetch(g);
+      }
+    },
+    { rootMargin: "200px 0px" },
+  );
 
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   let ft = null;
@@ -1530,7 +1883,9 @@ function init() {
       }
     }
     $("copy-url").textContent = ok ? "Copied" : "Select and copy";
-    setTimeout(() => { $("copy-url").textContent = "Copy"; }, 2000);
+    setTimeout(() => {
+      $("copy-url").textContent = "Copy";
+    }, 2000);
   });
   $("pg-form").addEventListener("submit", playgroundSend);
   $("pg-input").addEventListener("keydown", (e) => {

@@ -40,15 +40,31 @@ const shotDir = env.ROSTER_SCREENSHOT_DIR || "";
 const shotTag = env.ROSTER_SCREENSHOT_TAG ? env.ROSTER_SCREENSHOT_TAG + "-" : "";
 
 const out = {
-  scenario, steps: [], console: [], page_errors: [], failed_requests: [], http_errors: [],
-  expected_401: 0, loads: 0, screenshots: [], error: null,
+  scenario,
+  steps: [],
+  console: [],
+  page_errors: [],
+  failed_requests: [],
+  http_errors: [],
+  expected_401: 0,
+  loads: 0,
+  screenshots: [],
+  error: null,
 };
-const step = (name, extra) => out.steps.push(Object.assign({ step: name, t_ms: Math.round(performance.now()) }, extra || {}));
+const step = (name, extra) =>
+  out.steps.push(Object.assign({ step: name, t_ms: Math.round(performance.now()) }, extra || {}));
 
 const browser = await chromium.launch({
   executablePath: env.ROSTER_CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"],
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const page = await context.newPage();
@@ -69,13 +85,18 @@ page.on("load", () => out.loads++);
 page.on("requestfailed", (r) => {
   const why = r.failure() ? r.failure().errorText : "?";
   // aborting our own stream (Stop, or page close) is not a failure
-  if (why === "net::ERR_ABORTED" && (r.url().includes("/v1/chat/completions") || r.url().includes("/stream"))) return;
+  if (
+    why === "net::ERR_ABORTED" &&
+    (r.url().includes("/v1/chat/completions") || r.url().includes("/stream"))
+  )
+    return;
   out.failed_requests.push(r.method() + " " + r.url() + " " + why);
 });
 const apiRequests = [];
 page.on("request", (r) => {
   const u = new URL(r.url());
-  if (u.pathname.startsWith("/api/dashboard/instances")) apiRequests.push({ t: performance.now(), url: u.pathname + u.search });
+  if (u.pathname.startsWith("/api/dashboard/instances"))
+    apiRequests.push({ t: performance.now(), url: u.pathname + u.search });
 });
 let expectedSecret401 = 0;
 page.on("response", (r) => {
@@ -102,15 +123,18 @@ async function shot(name) {
 }
 
 const groupSel = (model) => `[data-testid=model-group][data-model="${model}"]`;
-const rowSel = (model, inst) => `${groupSel(model)} [data-testid=instance-row][data-instance="${inst}"]`;
+const rowSel = (model, inst) =>
+  `${groupSel(model)} [data-testid=instance-row][data-instance="${inst}"]`;
 
 async function expandGroup(model) {
   const g = page.locator(groupSel(model));
   await g.waitFor();
   const toggle = g.locator("[data-testid=model-toggle]");
   if ((await toggle.getAttribute("aria-expanded")) !== "true") await toggle.click();
-  await page.waitForFunction((sel) => document.querySelector(sel).getAttribute("aria-expanded") === "true",
-    groupSel(model) + " [data-testid=model-toggle]");
+  await page.waitForFunction(
+    (sel) => document.querySelector(sel).getAttribute("aria-expanded") === "true",
+    groupSel(model) + " [data-testid=model-toggle]",
+  );
   return g;
 }
 
@@ -160,7 +184,9 @@ async function acceptance() {
   out.listed = {};
   for (const e of expect) {
     const row = await findRow(e.model, e.instance);
-    out.listed[e.model + " " + e.instance] = await row.locator("[data-testid=health]").textContent();
+    out.listed[e.model + " " + e.instance] = await row
+      .locator("[data-testid=health]")
+      .textContent();
   }
   step("listed", { n: expect.length });
   if (expect.length) {
@@ -193,10 +219,13 @@ async function acceptance() {
     out.drain.result_kind = await result.getAttribute("data-kind");
     out.drain.result_text = await result.locator(".msg").textContent();
     // the row changes when the server's table has the change, not before
-    await page.waitForFunction((sel) => {
-      const r = document.querySelector(sel);
-      return r && r.dataset.weight === "0";
-    }, rowSel(drain.model, drain.instance));
+    await page.waitForFunction(
+      (sel) => {
+        const r = document.querySelector(sel);
+        return r && r.dataset.weight === "0";
+      },
+      rowSel(drain.model, drain.instance),
+    );
     out.drain.weight_after = await row.getAttribute("data-weight");
     out.drain.button_after = await row.locator("[data-testid=undrain]").count();
     step("drained", { result: out.drain.result_kind });
@@ -205,7 +234,11 @@ async function acceptance() {
   const chat = env.ROSTER_CHAT_MODEL;
   if (chat) {
     await page.locator("#playground").scrollIntoViewIfNeeded();
-    await page.waitForFunction((m) => [...document.querySelectorAll("[data-testid=pg-model] option")].some((o) => o.value === m), chat);
+    await page.waitForFunction(
+      (m) =>
+        [...document.querySelectorAll("[data-testid=pg-model] option")].some((o) => o.value === m),
+      chat,
+    );
     await page.selectOption("[data-testid=pg-model]", chat);
     await page.fill("[data-testid=pg-system]", "Answer briefly.");
     await page.fill("[data-testid=pg-input]", "How does a worker register?");
@@ -223,7 +256,9 @@ async function acceptance() {
       total: await page.textContent("[data-testid=pg-total]"),
       tokens: await page.textContent("[data-testid=pg-tokens]"),
       tps: await page.textContent("[data-testid=pg-tps]"),
-      error: (await page.isVisible("[data-testid=pg-error]")) ? await page.textContent("[data-testid=pg-error]") : null,
+      error: (await page.isVisible("[data-testid=pg-error]"))
+        ? await page.textContent("[data-testid=pg-error]")
+        : null,
     };
     await shot("playground");
     step("playground", { state: out.playground.state });
@@ -238,10 +273,14 @@ async function acceptance() {
     const t0 = performance.now();
     if (kill.pid) process.kill(kill.pid, "SIGKILL");
     else await fetch(kill.url);
-    await page.waitForFunction((sel) => {
-      const h = document.querySelector(sel);
-      return h && h.textContent === "unhealthy";
-    }, rowSel(kill.model, kill.instance) + " [data-testid=health]", { polling: 50 });
+    await page.waitForFunction(
+      (sel) => {
+        const h = document.querySelector(sel);
+        return h && h.textContent === "unhealthy";
+      },
+      rowSel(kill.model, kill.instance) + " [data-testid=health]",
+      { polling: 50 },
+    );
     out.kill.unhealthy_after_ms = Math.round(performance.now() - t0);
     out.kill.reloads = out.loads - loadsBefore;
     // and the feed says so
@@ -250,7 +289,13 @@ async function acceptance() {
     step("killed", { ms: out.kill.unhealthy_after_ms });
   }
 
-  out.event_kinds = [...new Set(await page.locator("[data-testid=event]").evaluateAll((els) => els.map((e) => e.dataset.kind)))].sort();
+  out.event_kinds = [
+    ...new Set(
+      await page
+        .locator("[data-testid=event]")
+        .evaluateAll((els) => els.map((e) => e.dataset.kind)),
+    ),
+  ].sort();
   out.banner_visible = await page.isVisible("[data-testid=conn-banner]");
   out.conn = await page.textContent("[data-testid=conn-state]");
 }
@@ -261,14 +306,17 @@ async function scale() {
   const sc = json("ROSTER_SCALE") || {};
   await page.addInitScript(() => {
     window.__longtasks = [];
-    new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__longtasks.push(e.duration); })
-      .observe({ type: "longtask", buffered: true });
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) window.__longtasks.push(e.duration);
+    }).observe({ type: "longtask", buffered: true });
   });
   await load();
   await page.waitForTimeout(500);
   await shot("scale-overview");
   out.groups_in_dom = await page.locator("[data-testid=model-group]").count();
-  out.groups_page_info = (await page.isVisible("#groups-pager")) ? await page.textContent("#groups-page-info") : null;
+  out.groups_page_info = (await page.isVisible("#groups-pager"))
+    ? await page.textContent("#groups-page-info")
+    : null;
 
   // open every shown group, then count requests over 5 s
   await page.click("#expand-all");
@@ -278,18 +326,30 @@ async function scale() {
   await page.waitForTimeout(5000);
   out.instances_requests_per_s = (apiRequests.length - n0) / ((performance.now() - t0) / 1000);
   // open groups on screen (the page's IntersectionObserver has a 200 px margin)
-  out.expanded_on_screen = await page.evaluate(() => [...document.querySelectorAll("[data-testid=model-group][data-expanded='1']")]
-    .filter((g) => { const r = g.getBoundingClientRect(); return r.bottom > -200 && r.top < innerHeight + 200; }).length);
+  out.expanded_on_screen = await page.evaluate(
+    () =>
+      [...document.querySelectorAll("[data-testid=model-group][data-expanded='1']")].filter((g) => {
+        const r = g.getBoundingClientRect();
+        return r.bottom > -200 && r.top < innerHeight + 200;
+      }).length,
+  );
   out.rows_in_dom = await page.locator("[data-testid=instance-row]").count();
-  out.max_rows_per_group = Math.max(0, ...(await page.locator("[data-testid=model-group]").evaluateAll(
-    (gs) => gs.map((g) => g.querySelectorAll("[data-testid=instance-row]").length))));
+  out.max_rows_per_group = Math.max(
+    0,
+    ...(await page
+      .locator("[data-testid=model-group]")
+      .evaluateAll((gs) => gs.map((g) => g.querySelectorAll("[data-testid=instance-row]").length))),
+  );
   out.expanded_groups = await page.locator("[data-testid=model-group][data-expanded='1']").count();
   await shot("scale-expanded");
   await page.click("#collapse-all");
 
   if (sc.search) {
     await page.fill("[data-testid=filter-text]", sc.search);
-    await page.waitForFunction((n) => document.querySelectorAll("[data-testid=model-group]").length === n, sc.search_hits);
+    await page.waitForFunction(
+      (n) => document.querySelectorAll("[data-testid=model-group]").length === n,
+      sc.search_hits,
+    );
     out.search_groups = await page.locator("[data-testid=model-group]").count();
     await page.fill("[data-testid=filter-text]", "");
   }
@@ -302,17 +362,26 @@ async function scale() {
     if (sc.change) {
       // a change made elsewhere shows on the open page, no reload
       const t2 = performance.now();
-      const r = await fetch(sc.change.url, { method: "POST", headers: { "Content-Type": "application/json" },
-                                             body: JSON.stringify(sc.change.body) });
+      const r = await fetch(sc.change.url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(sc.change.body),
+      });
       if (!r.ok) throw new Error("the change was refused: " + r.status + " " + (await r.text()));
-      await page.waitForFunction((sel) => {
-        const row = document.querySelector(sel);
-        return row && row.dataset.weight === "0";
-      }, rowSel(sc.model, sc.change.instance));
+      await page.waitForFunction(
+        (sel) => {
+          const row = document.querySelector(sel);
+          return row && row.dataset.weight === "0";
+        },
+        rowSel(sc.model, sc.change.instance),
+      );
       out.change_shown_ms = Math.round(performance.now() - t2);
     }
     await g.locator("[data-testid=page-last]").click();
-    await page.waitForFunction((sel) => !/^1–/.test(document.querySelector(sel).textContent), groupSel(sc.model) + " [data-testid=page-info]");
+    await page.waitForFunction(
+      (sel) => !/^1–/.test(document.querySelector(sel).textContent),
+      groupSel(sc.model) + " [data-testid=page-info]",
+    );
     out.big_last_page_info = await g.locator("[data-testid=page-info]").textContent();
     out.big_rows = await g.locator("[data-testid=instance-row]").count();
     await g.scrollIntoViewIfNeeded();
