@@ -60,6 +60,11 @@ def inst(w):
     return f"127.0.0.1:{w.port}"
 
 
+def addr(row):
+    """host:port of a controller list row."""
+    return f"{row['host']}:{row['port']}"
+
+
 def served(w):
     return int(h.metric(w.url, "roster_worker_requests_total") or 0)
 
@@ -268,10 +273,9 @@ def test_dashboard_embedded(t):
     emb = [r for r in rows if r["model_name"] == "roster-embed@text2vec"]
     h.eq((len(chat), len(emb)), (1, 1), f"the builtin instances: {rows}")
     ext.expect_kill = True
-    where = lambda r: f"{r['host']}:{r['port']}"  # noqa: E731
     out = browser(t, dashboard_url=ws.url + "/", chat_model="roster-chat",
-                  expect=[{"model": "roster-chat@llm", "instance": where(chat[0])},
-                          {"model": "roster-embed@text2vec", "instance": where(emb[0])},
+                  expect=[{"model": "roster-chat@llm", "instance": addr(chat[0])},
+                          {"model": "roster-embed@text2vec", "instance": addr(emb[0])},
                           {"model": "outside@text2vec", "instance": inst(ext)}],
                   kill={"model": "outside@text2vec", "instance": inst(ext), "pid": ext.p.pid})
     check_clean_page(out)
