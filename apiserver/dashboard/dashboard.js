@@ -114,6 +114,15 @@ function fmtAge(ms) {
   return Math.floor(hr / 24) + " d";
 }
 
+/** p50 and p99 in one unit: "1.8 / 2.5 ms", "0.9 / 1.2 s". */
+function fmtLatency(p50, p99) {
+  if (p50 == null && p99 == null) return "—";
+  const s = Math.max(p50 || 0, p99 || 0) >= 1000;
+  const one = (v) =>
+    v == null ? "—" : s ? (v / 1000).toFixed(2) : v < 10 ? v.toFixed(1) : String(Math.round(v));
+  return one(p50) + " / " + one(p99) + (s ? " s" : " ms");
+}
+
 function fmtRps(v) {
   if (v == null || !Number.isFinite(v)) return "—";
   if (v === 0) return "0";
@@ -598,7 +607,8 @@ function renderSummary(st) {
     warn =
       "The routing table is stale (" +
       fmtAge(tableAge()) +
-      " old): the controllers are not answering, so health shown here may be out of date.";
+      " old): the controllers are not answering, so health shown here may be out of date" +
+      (t.error ? " (" + t.error + ")." : ".");
   tb.hidden = !warn;
   setText(tb, warn);
 }
@@ -887,7 +897,10 @@ function createGroup(m) {
         ),
         h(
           "th",
-          { scope: "col", title: "this webserver's traffic to it over the last ~10 s" },
+          {
+            scope: "col",
+            title: "this webserver's traffic to it over the last ~10 s: rps · errors, p50 / p99",
+          },
           "Traffic here",
         ),
         h("th", { scope: "col" }, "Actions"),
@@ -1140,17 +1153,23 @@ function updateRow(g, row) {
       (it.ejected_ms_left ? ", retry in " + fmtAge(it.ejected_ms_left) : "") +
       (it.last_error ? ": " + it.last_error : "");
   } else if (it.healthy) {
-    note = it.routable ? "routable" : "not routable";
+    // why not: the operator's doing (drained, disabled) or the weight
+    const why = [];
+    if (it.weight === 0) why.push(it.weight_override === 0 ? "drained" : "weight 0");
+    if (!it.enabled) why.push("disabled");
+    note = it.routable ? "routable" : "not routable" + (why.length ? ": " + why.join(", ") : "");
   }
   if (!it.ejected && it.last_error) note += (note ? " · " : "") + "last error: " + it.last_error;
-  setText(row.healthNote, note ? note + " · " : "");
+  const showDisabled = !it.enabled && !note.includes("disabled");
+  setText(row.healthNote, note && showDisabled ? note + " · " : note);
   setClass(row.healthNote, it.ejected ? "bad-text" : "muted");
   row.tr.dataset.health = it.healthy ? "healthy" : "unhealthy";
   row.tr.dataset.routable = it.routable ? "1" : "0";
   row.tr.dataset.ejected = it.ejected ? "1" : "0";
 
-  setText(row.enabled, it.enabled ? "enabled" : "disabled");
-  setClass(row.enabled, it.enabled ? "muted" : "warn-text");
+  // "enabled" is implied; said for screen readers and tests, shown when not
+  setText(row.enabled, it.enabled ? " (enabled)" : "disabled");
+  setClass(row.enabled, showDisabled ? "warn-text" : "visually-hidden");
 
   setText(row.weight, fmtWeight(it.weight));
   setClass(row.weight, it.weight === 0 ? "warn-text" : "");
@@ -1184,9 +1203,9 @@ function updateRow(g, row) {
     setClass(row.rps, "muted");
     setText(row.lat, it.requests ? fmtInt(it.requests) + " req. so far" : "");
   } else {
-    setText(row.rps, fmtRps(it.rps) + " rps · " + fmtPct(it.error_rate) + " err");
+    setText(row.rps, fmtRps(it.rps) + " rps · " + fmtPct(it.error_rate));
     setClass(row.rps, it.error_rate ? "warn-text" : "");
-    setText(row.lat, "p50 " + fmtMs(it.p50_ms) + " · p99 " + fmtMs(it.p99_ms));
+    setText(row.lat, fmtLatency(it.p50_ms, it.p99_ms));
   }
   setAttr(
     row.rps.parentElement,

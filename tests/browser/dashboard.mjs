@@ -15,6 +15,7 @@
 //   ROSTER_DRAIN           JSON {"model","instance"}: drain it through the UI
 //   ROSTER_KILL            JSON {"model","instance","pid"} (SIGKILL) or {"model","instance","url"}
 //                          (GET the URL instead: fixtures): time until the row says unhealthy
+//   ROSTER_KILL_CONTROLLER JSON {"pid"}: SIGKILL it last; the page must say the table is stale
 //   ROSTER_CHAT_MODEL      the playground's model
 //   ROSTER_SCALE           JSON for the scale scenario: {"model": "m@llm" (one big model to
 //                          page through), "search": "text", "search_hits": n, "change":
@@ -287,6 +288,25 @@ async function acceptance() {
     await page.locator(`[data-testid=event][data-kind=unhealthy]`).first().waitFor();
     await shot("unhealthy");
     step("killed", { ms: out.kill.unhealthy_after_ms });
+  }
+
+  const ctl = json("ROSTER_KILL_CONTROLLER");
+  if (ctl) {
+    // every controller gone: the page says the table is stale and which
+    // controller is down, and keeps showing the last state
+    const t0 = performance.now();
+    process.kill(ctl.pid, "SIGKILL");
+    await page.locator("[data-testid=table-banner]:not([hidden])").waitFor();
+    await page.locator("[data-testid=controller][data-ok='0']").waitFor();
+    out.controller_down = {
+      ms: Math.round(performance.now() - t0),
+      banner: await page.textContent("[data-testid=table-banner]"),
+      rows: await page.locator("[data-testid=instance-row]").count(),
+    };
+    await page.locator("[data-testid=event][data-kind=controller_down]").first().waitFor();
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot("controller-down");
+    step("controller down", { ms: out.controller_down.ms });
   }
 
   out.event_kinds = [

@@ -179,8 +179,10 @@ def acceptance(t, c, w1, w2, e, ws, key=None, secret=None, kill=True):
                        {"model": "emb@text2vec", "instance": inst(e)}],
                drain={"model": "chat@llm", "instance": inst(w1)})
     if kill:
-        e.expect_kill = True  # the browser SIGKILLs it
+        e.expect_kill = True  # the browser SIGKILLs it, then the controller
         env["kill"] = {"model": "emb@text2vec", "instance": inst(e), "pid": e.p.pid}
+        c.expect_kill = True
+        env["kill_controller"] = {"pid": c.p.pid}
     if key:
         env["api_key"] = key
     if secret:
@@ -200,9 +202,12 @@ def acceptance(t, c, w1, w2, e, ws, key=None, secret=None, kill=True):
     h.check("Drain" in d["dialog_text"] and inst(w1) in d["dialog_text"],
             f"the confirmation names the instance: {d['dialog_text']!r}")
     h.eq(d["button_after"], 1, "Undrain offered after draining:")
-    row = controller_row(c, "chat@llm", w1)
-    h.eq((row["weight"], row["weight_override"]), (0, 0), "controller: drained instance:")
-    h.eq(controller_row(c, "chat@llm", w2)["weight"], 1, "controller: the other one untouched:")
+    # (read through a second controller on the same registry: the browser
+    # may have killed the first)
+    reader = t.controller(name="reader")
+    row = controller_row(reader, "chat@llm", w1)
+    h.eq((row["weight"], row["weight_override"]), (0, 0), "registry: drained instance:")
+    h.eq(controller_row(reader, "chat@llm", w2)["weight"], 1, "registry: the other one untouched:")
     if secret:
         h.check("secret" in d["secret_error_text"].lower(),
                 f"a wrong secret is refused, saying why: {d['secret_error_text']!r}")
@@ -214,6 +219,14 @@ def acceptance(t, c, w1, w2, e, ws, key=None, secret=None, kill=True):
     h.check(pg["text"].strip(), "a reply")
     h.check(re.fullmatch(r"[\d.]+ (ms|s)", pg["ttft"]), f"time to first token: {pg['ttft']!r}")
     h.check(re.match(r"\d+", pg["tokens"]), f"tokens from the usage chunk: {pg['tokens']!r}")
+
+    if kill:
+        # the controller was killed last: the table must be said stale
+        cd = out["controller_down"]
+        h.check("stale" in cd["banner"], f"stale banner: {cd['banner']!r}")
+        h.check(cd["ms"] <= 5000, f"controller down shown after {cd['ms']} ms")
+        h.check(cd["rows"] >= 3, "the last known rows are still shown")
+        h.check("controller_down" in out["event_kinds"], f"feed: {out['event_kinds']}")
 
     # no request reached the drained instance, before or after
     h.eq(served(w1), 0, "the drained instance served nothing (playground included):")
