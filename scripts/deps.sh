@@ -2,7 +2,8 @@
 # Installs what roster needs on Debian 12, and nothing when it is all there.
 #   scripts/deps.sh build   compilers and libraries (default)
 #   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing),
-#                           and the openai npm package for the real-client tests
+#                           Chromium (the dashboard's browser test), and the openai and
+#                           playwright-core npm packages for the real-client and browser tests
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
 # Needs root (or passwordless sudo). Safe to run any number of times.
 set -euo pipefail
@@ -11,7 +12,7 @@ mode=${1:-build}
 build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev libsqlite3-dev
        libcurl4-openssl-dev libcjson-dev libhttp-parser-dev)
 test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
-      clang-format)
+      clang-format chromium)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
 
 case "$mode" in
@@ -65,8 +66,9 @@ for f in "${floors[@]}"; do
     fi
 done
 
-# The real-client tests run the official openai npm package (pinned in
-# tests/node/package-lock.json) under Node.js.
+# The real-client tests run the official openai npm package, the browser
+# test playwright-core driving Debian's Chromium (both pinned in
+# tests/node/package-lock.json; playwright never downloads a browser here).
 if [ "$mode" = test ]; then
     if ! command -v npm >/dev/null; then
         echo "deps: installing nodejs npm" >&2
@@ -75,7 +77,8 @@ if [ "$mode" = test ]; then
         $sudo apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
     fi
     node_dir="$(dirname "$0")/../tests/node"
-    if [ ! -f "$node_dir/node_modules/openai/package.json" ]; then
+    if [ ! -f "$node_dir/node_modules/openai/package.json" ] ||
+        [ ! -f "$node_dir/node_modules/playwright-core/package.json" ]; then
         echo "deps: npm ci in tests/node" >&2
         (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
