@@ -85,11 +85,13 @@ def test_mysql_urls_share_one_table(t):
                      what=f"registration through {via.name} listed by every controller")
     rows = h.sql("SELECT COUNT(*) FROM dbgpt_cluster_registry_instance", database=db)
     h.eq(rows, [["3"]], "one table")
-    # the URL's password is not left in the process's command line
-    with open(f"/proc/{c2.p.pid}/cmdline", "rb") as f:
-        cmdline = f.read().decode("utf-8", "replace")
-    h.check(pw not in cmdline, "password still in /proc/PID/cmdline")
-    h.check(f"{m['user']}:xxx" in cmdline, f"scrubbed URL in cmdline: {cmdline!r}")
+    # the URL's password is not left in the process's command line (under
+    # a wrapper such as valgrind, /proc shows the wrapper's own arguments)
+    if not os.environ.get("ROSTER_TEST_WRAPPER"):
+        with open(f"/proc/{c2.p.pid}/cmdline", "rb") as f:
+            cmdline = f.read().decode("utf-8", "replace")
+        h.check(pw not in cmdline, "password still in /proc/PID/cmdline")
+        h.check(f"{m['user']}:xxx" in cmdline, f"scrubbed URL in cmdline: {cmdline!r}")
     for c in ctls:
         c.stop_clean()
         logs = c.logs()
