@@ -11,6 +11,7 @@ environment), a URL or host:port in --registry_db_host, two passwords, bad
 URLs.
 """
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,9 @@ def start_controller(t, args, env=None, as_nobody=False, timeout=EXIT_DEADLINE_S
     """Runs `roster start controller ARGS` to its exit (it must exit by itself
     within `timeout`); returns (CompletedProcess, seconds)."""
     cmd = [h.BIN, "start", "controller", "--host", "127.0.0.1", "--port", "0"] + list(args)
+    if os.environ.get("ROSTER_TEST_WRAPPER"):
+        cmd = shlex.split(os.environ["ROSTER_TEST_WRAPPER"]) + cmd
+        timeout *= 3
     if as_nobody:
         cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] + cmd
     t0 = time.monotonic()
