@@ -326,18 +326,19 @@ chat_hint=""
 if "$roster" model --help 2>&1 | grep -q 'chat'; then
     chat_hint="CONTROLLER_ADDRESS=$controller_addr $roster model chat --model_name $llm_model"
 fi
+row() { printf '  %-16s %-44s pid %s\n' "$@"; }
+echo
+echo "roster cluster on 127.0.0.1 (DB-GPT's HA walk-through on one machine)"
+echo
+row MariaDB "127.0.0.1:$db_port (database roster, user $db_user)" "$db_pid"
+for i in 0 1 2; do
+    row "controller $((i + 1))" "http://127.0.0.1:${ctl_ports[$i]}" "$(pid_of "controller$((i + 1))")"
+done
+row "LLM worker" "http://127.0.0.1:$llm_port (model $llm_model)" "$(pid_of llm-worker)"
+row "text2vec worker" "http://127.0.0.1:$emb_port (model $embedding_model)" "$(pid_of text2vec-worker)"
+row webserver "$web" "$(pid_of webserver)"
+printf '  %-16s %s\n' logs "$tmp"
 cat <<EOF
-
-roster cluster on 127.0.0.1 (DB-GPT's HA walk-through on one machine)
-
-  MariaDB          127.0.0.1:$db_port  database roster, user $db_user   pid $db_pid
-  controller 1     http://127.0.0.1:${ctl_ports[0]}                  pid $(pid_of controller1)
-  controller 2     http://127.0.0.1:${ctl_ports[1]}                  pid $(pid_of controller2)
-  controller 3     http://127.0.0.1:${ctl_ports[2]}                  pid $(pid_of controller3)
-  LLM worker       http://127.0.0.1:$llm_port  model $llm_model   pid $(pid_of llm-worker)
-  text2vec worker  http://127.0.0.1:$emb_port  model $embedding_model   pid $(pid_of text2vec-worker)
-  webserver        $web                  pid $(pid_of webserver)
-  logs             $tmp
 
 Try:
   CONTROLLER_ADDRESS=$controller_addr $roster model list
@@ -346,7 +347,7 @@ Try:
   curl -s $web/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{"model":"$embedding_model","input":["hello","world"]}'
   curl -s '$c1/api/controller/models?view=full'
-  mariadb --no-defaults --socket=$tmp/mariadb/sock -uroot roster \
+  mariadb --no-defaults --socket=$tmp/mariadb/sock -uroot roster \\
           -e 'SELECT model_name, host, port, healthy, last_heartbeat FROM dbgpt_cluster_registry_instance'
 ${chat_hint:+  $chat_hint
 }
