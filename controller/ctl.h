@@ -48,6 +48,7 @@ struct ctl_config {
     int64_t threads;
     char *port_file;
     char *registry_type;
+    char *registry_db_url; /* after ctl_config_check: its password shown as "***" */
     char *registry_db_type;
     char *registry_db_name;
     char *registry_db_host;
@@ -76,15 +77,34 @@ struct ctl_config {
     int64_t shutdown_grace_ms;
     char *log_level;
     bool access_log;
+    /* set by ctl_config_check (not options) */
+    bool db_url_password_on_argv; /* the caller warns: other users can read argv */
 };
 
 extern const struct flag_def ctl_flag_defs[];
 extern const char ctl_usage[];
 extern const char ctl_summary[];
 
-/* Parses argv/env into `cfg` (zeroed by the caller) and checks it. Returns
- * 0, 1 for --help (printed), or -1 after printing the error to stderr. */
+/* Parses argv/env into `cfg` (zeroed by the caller) and checks it with
+ * ctl_config_check. Returns 0, 1 for --help (printed), or -1 after printing
+ * the error to stderr. Logs a warning for each secret given on argv, and
+ * overwrites a password inside a --registry_db_url argument with 'x' (as
+ * MySQL's client does) so that ps shows it only during start-up. */
 int ctl_config_load(struct ctl_config *cfg, int argc, char **argv);
+/* Checks a configuration filled by flags_parse() over ctl_flag_defs, and
+ * applies --registry_db_url onto registry_type and the registry_db_* fields
+ * (registry_db_url itself keeps the URL with its password replaced by
+ * "***", safe to log). `sources` has one slot per ctl_flag_defs entry, as
+ * flags_parse fills it; NULL treats every value as a default. Errors: an
+ * unknown --registry_type or --registry_db_type, a URL or host:port in
+ * --registry_db_host, a bad URL, a URL together with any of
+ * --registry_db_type/host/port/user/name/socket given explicitly (argv or
+ * environment), two passwords. Never prints, logs or exits: returns 0, or
+ * -1 with a message in `err` (a usage error: exit 64); never copies a
+ * password into `err`. Sets cfg->db_url_password_on_argv for the caller to
+ * warn about. Any thread; does not block. */
+int ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *err,
+                     size_t errcap);
 void ctl_config_cleanup(struct ctl_config *cfg);
 /* Fills a registry config from `cfg` (strings are borrowed from cfg). */
 void ctl_config_registry(const struct ctl_config *cfg, struct reg_config *out);

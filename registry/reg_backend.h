@@ -9,7 +9,9 @@
  *   REG_OK
  *   REG_EBUSY     lock wait, deadlock, SQLITE_BUSY/LOCKED: retry the attempt
  *   REG_EUNAVAIL  connection failed or lost: reconnect, then retry
- *   REG_EBACKEND  anything else: give up
+ *   REG_EBACKEND  anything else, including a connect that can never
+ *                 succeed (bad credentials, an SQLite file that cannot be
+ *                 opened or written): give up
  *   REG_ESCHEMA   the table is not usable
  * and leaves detail in st->errmsg via reg__set_err(). An op that began a
  * transaction rolls it back before returning an error.

@@ -19,9 +19,12 @@
  */
 #include "reg_backend.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -177,6 +180,67 @@ exec_simple(struct reg_store *st, const char *sql)
     return REG_OK;
 }
 
+/* The directory of the SQLite file, for messages ("." for a bare name). */
+static void
+dir_of(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 0; /* "/x.db": "/" */
+
+    if (n == 0) {
+        snprintf(out, cap, ".");
+        return;
+    }
+    snprintf(out, cap, "%.*s", (int)n, path);
+}
+
+/* Opening a file that cannot be used (its directory is missing, it is a
+ * directory, it may not be written, it is not a database) is a
+ * configuration error: retrying will not help, so it is REG_EBACKEND, with
+ * the path and the reason in errmsg. Only a transient shortage (file
+ * descriptors, memory) is REG_EUNAVAIL. `sys` is the errno of the failed
+ * open (0 if none); `what` SQLite's message. */
+static int
+cannot_use(struct reg_store *st, const char *what, int sys)
+{
+    const char *path = st->cfg.sqlite_path;
+    char dir[512];
+    struct stat sb;
+
+    dir_of(path, dir, sizeof(dir));
+    switch (sys) {
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case EINTR:
+    case EAGAIN:
+        reg__set_err(st, "sqlite: cannot open '%s': %s", path, strerror(sys));
+        return REG_EUNAVAIL;
+    case ENOENT:
+        /* SQLite retries a failed read-write open read-only, so a file it
+         * may not create in its directory also ends as ENOENT */
+        if (stat(dir, &sb) != 0) {
+            reg__set_err(st, "sqlite: cannot create '%s': directory '%s' does not exist", path,
+                         dir);
+        } else if (access(dir, W_OK) != 0) {
+            reg__set_err(st, "sqlite: cannot create '%s': no permission to write in '%s'", path,
+                         dir);
+        } else {
+            reg__set_err(st, "sqlite: cannot open '%s': %s", path, strerror(sys));
+        }
+        return REG_EBACKEND;
+    case EISDIR:
+        reg__set_err(st, "sqlite: cannot open '%s': it is a directory (give a file name)", path);
+        return REG_EBACKEND;
+    case 0:
+        reg__set_err(st, "sqlite: cannot use '%s': %s", path, what);
+        return REG_EBACKEND;
+    default:
+        reg__set_err(st, "sqlite: cannot open '%s': %s (%s)", path, strerror(sys), what);
+        return REG_EBACKEND;
+    }
+}
+
 static int
 be_connect(struct reg_store *st)
 {
@@ -196,9 +260,20 @@ be_connect(struct reg_store *st)
     }
     code = sqlite3_open_v2(path, &be->db, flags, NULL);
     if (code != SQLITE_OK) {
-        rc = fail(st, "open");
+        if (!be->db || (code & 0xff) == SQLITE_NOMEM) {
+            rc = fail(st, "open");
+        } else {
+            rc = cannot_use(st, sqlite3_errmsg(be->db), sqlite3_system_errno(be->db));
+        }
         be_disconnect(st);
-        return rc == REG_EBACKEND ? REG_EUNAVAIL : rc;
+        return rc;
+    }
+    if (!memory && sqlite3_db_readonly(be->db, "main") == 1) {
+        /* SQLite opens a file it may not write read-only instead of failing */
+        rc = cannot_use(st, "the file is read-only for this user",
+                        access(path, W_OK) == 0 ? 0 : errno);
+        be_disconnect(st);
+        return rc;
     }
     sqlite3_busy_timeout(be->db, st->cfg.busy_ms);
     rc = exec_simple(st, memory ? "PRAGMA synchronous=OFF"
@@ -208,6 +283,21 @@ be_connect(struct reg_store *st)
         rc = exec_simple(st, "PRAGMA journal_mode=WAL");
     }
     if (rc != REG_OK) {
+        /* the first statements read the file ("file is not a database") and
+         * create the -wal and -shm files beside it */
+        int ext = sqlite3_extended_errcode(be->db);
+        if ((ext & 0xff) == SQLITE_CANTOPEN || ext == SQLITE_READONLY_DIRECTORY) {
+            char dir[512];
+            dir_of(st->cfg.sqlite_path, dir, sizeof(dir));
+            reg__set_err(st,
+                         "sqlite: cannot use '%s': %s (SQLite creates '%s-wal' and '%s-shm' "
+                         "beside it: '%s' must be writable)",
+                         st->cfg.sqlite_path, sqlite3_errmsg(be->db), st->cfg.sqlite_path,
+                         st->cfg.sqlite_path, dir);
+            rc = REG_EBACKEND;
+        } else if (rc == REG_EBACKEND) {
+            rc = cannot_use(st, sqlite3_errmsg(be->db), 0);
+        }
         be_disconnect(st);
     }
     return rc;

@@ -44,8 +44,14 @@ enum reg_rc {
     REG_ENOMEM = -2,
     REG_ENOTFOUND = -3, /* per-operation result: no such instance (admin ops) */
     REG_EUNAVAIL = -4,  /* the database could not be reached within the budget */
-    REG_EBUSY = -5,     /* lock waits / deadlocks outlasted the retry budget */
-    REG_EBACKEND = -6,  /* any other database error (detail: reg_errmsg) */
+    REG_EBUSY = -5,     /* lock waits / deadlocks outlasted the retry budget (SQLite: the
+                           file is locked by another process) */
+    REG_EBACKEND = -6,  /* any other database error (detail: reg_errmsg), returned at once,
+                           without retries. Includes a configuration the database refuses,
+                           which retrying cannot fix: MySQL bad credentials or unknown
+                           database; an SQLite file that cannot be opened, created or
+                           written (missing directory, a directory, no permission) or is
+                           not a database (errmsg names the file and the reason). */
     REG_ESCHEMA = -7,   /* the table is missing columns or migrations failed */
 };
 
@@ -155,8 +161,9 @@ void reg_close(struct reg_store *st);
 
 /* Creates the table if missing and applies pending migrations from sql/
  * (a DB-GPT-created table gains roster's columns). Safe to run from several
- * processes at once. Returns REG_OK, REG_EUNAVAIL, REG_ESCHEMA.
- * Blocks: yes. */
+ * processes at once. Returns REG_OK, REG_EUNAVAIL (unreachable: worth
+ * retrying), REG_EBUSY (locked), REG_EBACKEND (refused: see the enum),
+ * REG_ESCHEMA. Blocks: yes. */
 REG_MUSTCHECK int reg_migrate(struct reg_store *st);
 
 /* Applies `n` operations in one transaction, in order, retrying whole on

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -1220,6 +1221,115 @@ t_sqlite_memory(void)
     CHECK_EQ_INT(apply1(a, REG_OP_REGISTER, &in), REG_ESCHEMA);
 }
 
+/* A file SQLite cannot use is a configuration error, not an outage:
+ * REG_EBACKEND at once (a controller exits 78 instead of answering 503
+ * forever), with the file and the reason in errmsg. A locked file is
+ * REG_EBUSY and works once the lock is gone. */
+static int
+migrate_fails(const char *path, int want_rc, const char *want_text)
+{
+    struct reg_config c;
+    struct reg_store *st;
+    int64_t t0;
+    int rc;
+
+    base_cfg(&c);
+    c.sqlite_path = path;
+    c.busy_ms = 100;
+    c.retry_budget_ms = 3000;
+    st = open_cfg(&c);
+    if (!st) {
+        return -1;
+    }
+    t0 = mono_ms();
+    rc = reg_migrate(st);
+    fprintf(stderr, "  (%s: %s after %lld ms: %s)\n", path, reg_strerror(rc),
+            (long long)(mono_ms() - t0), reg_errmsg(st));
+    if (rc != want_rc || strstr(reg_errmsg(st), path) == NULL ||
+        strstr(reg_errmsg(st), want_text) == NULL) {
+        return -1;
+    }
+    /* not after the whole retry budget; the next call fails the same way */
+    if (mono_ms() - t0 > 1500 || reg_ping(st) != want_rc) {
+        return -1;
+    }
+    return 0;
+}
+
+static void
+t_sqlite_cannot_open(void)
+{
+    struct reg_config c;
+    char path[700];
+    FILE *f;
+    int rc;
+
+    base_cfg(&c);
+    snprintf(path, sizeof(path), "%s.missing/r.db", c.sqlite_path);
+    CHECK(migrate_fails(path, REG_EBACKEND, "does not exist") == 0);
+
+    snprintf(path, sizeof(path), "%s.dir", c.sqlite_path);
+    CHECK(mkdir(path, 0700) == 0);
+    rc = migrate_fails(path, REG_EBACKEND, "is a directory");
+    rmdir(path);
+    CHECK(rc == 0);
+
+    /* a text file where the database should be */
+    f = fopen(c.sqlite_path, "w");
+    CHECK(f);
+    for (int i = 0; i < 64; i++) {
+        fputs("this is not an SQLite database, just some text to fill a page\n", f);
+    }
+    CHECK(fclose(f) == 0);
+    CHECK(migrate_fails(c.sqlite_path, REG_EBACKEND, "not a database") == 0);
+    CHECK(unlink(c.sqlite_path) == 0);
+
+    /* a database this user may not write (root may write anything) */
+    if (geteuid() != 0) {
+        CHECK(open_migrated() != NULL);
+        close_stores();
+        CHECK(chmod(c.sqlite_path, 0444) == 0);
+        rc = migrate_fails(c.sqlite_path, REG_EBACKEND, "read-only");
+        chmod(c.sqlite_path, 0600);
+        CHECK(rc == 0);
+    } else {
+        fprintf(stderr, "  (running as root: the read-only file case is in the service tests)\n");
+    }
+}
+
+static void
+t_sqlite_locked(void)
+{
+    struct reg_config c;
+    struct reg_store *st;
+    int64_t t0, took;
+    int rc;
+
+    /* another process holds the file's exclusive lock (no WAL yet): the
+     * store retries for its whole budget and reports a retryable error
+     * (REG_EBUSY, or REG_EUNAVAIL once the connect backoff outlasts the
+     * budget), never REG_EBACKEND */
+    CHECK(raw_exec("CREATE TABLE other (x INTEGER)") == 0);
+    CHECK(raw_exec("BEGIN EXCLUSIVE") == 0);
+    CHECK(raw_exec("INSERT INTO other VALUES (1)") == 0);
+    base_cfg(&c);
+    c.busy_ms = 100;
+    c.retry_budget_ms = 1000;
+    st = open_cfg(&c);
+    CHECK(st);
+    t0 = mono_ms();
+    rc = reg_migrate(st);
+    took = mono_ms() - t0;
+    fprintf(stderr, "  (locked: %s after %lld ms: %s)\n", reg_strerror(rc), (long long)took,
+            reg_errmsg(st));
+    CHECK(rc == REG_EBUSY || rc == REG_EUNAVAIL);
+    CHECK(took >= 800);
+    CHECK(strstr(reg_errmsg(st), "locked") != NULL);
+    /* the lock gone, the same store works */
+    CHECK(raw_exec("COMMIT") == 0);
+    CHECK_EQ_INT(reg_migrate(st), REG_OK);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1258,6 +1368,8 @@ main(int argc, char **argv)
         RUN(t_mysql_socket);
     } else {
         RUN_IN(t_sqlite_memory, true);
+        RUN(t_sqlite_cannot_open);
+        RUN(t_sqlite_locked);
         RUN_IN(t_register_list, true);
         RUN_IN(t_heartbeat, true);
         RUN_IN(t_batch, true);
