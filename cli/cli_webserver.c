@@ -268,12 +268,13 @@ help(FILE *out)
     flags_print_help_groups(out, web_usage, web_summary, g, 3);
 }
 
+/* Whether a controller option was set (command line or environment). */
 static bool
 given(const struct web *w, const char *name)
 {
     for (size_t i = 0; ctl_flag_defs[i].name; i++) {
         if (strcmp(ctl_flag_defs[i].name, name) == 0) {
-            return w->ctl_src[i] == FLAG_FROM_ARGV;
+            return w->ctl_src[i] != FLAG_FROM_DEFAULT;
         }
     }
     return false;
@@ -298,7 +299,7 @@ static int
 load(struct web *w, int argc, char **argv)
 {
     struct flag_group g[3];
-    char err[300];
+    char err[768];
     int rc;
 
     groups(w, g);
@@ -340,15 +341,14 @@ load(struct web *w, int argc, char **argv)
                         "without '@' or ','\n");
         return EX_USAGE;
     }
-    if (strcmp(w->ctl_cfg.registry_type, "database") != 0 &&
-        strcmp(w->ctl_cfg.registry_type, "embedded") != 0) {
-        fprintf(stderr, "roster: --registry_type must be 'database' or 'embedded'\n");
+    ctl_config_scrub_argv(argc, argv);
+    if (w->embedded && ctl_config_check(&w->ctl_cfg, w->ctl_src, err, sizeof(err)) != 0) {
+        fprintf(stderr, "roster: %s\n", err);
         return EX_USAGE;
     }
-    if (strcmp(w->ctl_cfg.registry_db_type, "sqlite") != 0 &&
-        strcmp(w->ctl_cfg.registry_db_type, "mysql") != 0) {
-        fprintf(stderr, "roster: --registry_db_type must be 'sqlite' or 'mysql'\n");
-        return EX_USAGE;
+    if (w->ctl_cfg.db_url_password_on_argv) {
+        log_warn("--registry_db_url on the command line carries a password, where other users "
+                 "can read it; put the password in ROSTER_REGISTRY_DB_PASSWORD instead");
     }
     for (size_t k = 0; k < 3; k++) {
         for (size_t i = 0; g[k].defs[i].name; i++) {
@@ -377,7 +377,8 @@ place_registry(struct web *w)
     const char *dir = w->cfg.data_dir;
 
     if (strcmp(w->ctl_cfg.registry_db_type, "sqlite") != 0 ||
-        strcmp(w->ctl_cfg.registry_type, "embedded") == 0 || given(w, "registry_db_name")) {
+        strcmp(w->ctl_cfg.registry_type, "embedded") == 0 || given(w, "registry_db_name") ||
+        given(w, "registry_db_url")) {
         return 0;
     }
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {

@@ -105,6 +105,9 @@ int ctl_config_load(struct ctl_config *cfg, int argc, char **argv);
  * warn about. Any thread; does not block. */
 int ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *err,
                      size_t errcap);
+/* Overwrites a password inside a --registry_db_url argument of argv with
+ * 'x' (ps then shows it only during start-up). */
+void ctl_config_scrub_argv(int argc, char **argv);
 void ctl_config_cleanup(struct ctl_config *cfg);
 /* Fills a registry config from `cfg` (strings are borrowed from cfg). */
 void ctl_config_registry(const struct ctl_config *cfg, struct reg_config *out);

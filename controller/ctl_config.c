@@ -755,8 +755,8 @@ ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *
 /* Overwrites the password of a --registry_db_url argument with 'x', so that
  * ps shows it only while the process starts (MySQL's client does the same
  * with -p). */
-static void
-scrub_argv_password(int argc, char **argv)
+void
+ctl_config_scrub_argv(int argc, char **argv)
 {
     static const char *const prefixes[] = {"--registry_db_url=", "--registry-db-url="};
 
@@ -800,7 +800,7 @@ ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
         fprintf(stderr, "roster: %s\n", err);
         return -1;
     }
-    scrub_argv_password(argc, argv);
+    ctl_config_scrub_argv(argc, argv);
     if (log_set_level_name(cfg->log_level) != 0) {
         fprintf(stderr, "roster: --log_level: unknown level '%s'\n", cfg->log_level);
         return -1;

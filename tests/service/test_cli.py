@@ -275,8 +275,12 @@ def test_model_apply_errors(t):
 def test_controller_errors_are_reported(t):
     """A controller that answers 503 is quoted, with its URL; several failing
     controllers are each described."""
-    bad = t.controller("bad", db=None, args=["--registry_db_name",
-                                             os.path.join(t.tmp, "no", "such", "dir", "r.db")])
+    # a controller whose MySQL server does not answer serves 503 until it does
+    db_sock, db_port = h.dead_port()
+    t.dead_db = db_sock  # held open (refusing) for the whole test
+    bad = t.controller("bad", db=None, args=["--registry_db_type", "mysql", "--registry_db_host",
+                                             "127.0.0.1", "--registry_db_port", str(db_port),
+                                             "--registry_db_connect_timeout_ms", "200"])
     r = h.request("GET", bad.url + "/api/controller/models")
     h.eq(r.status, 503, f"{r}")
     msg = r.json()["error"]["message"]

@@ -401,6 +401,18 @@ def test_dashboard_10k_instances(t):
     h.eq(instances(web.url, "m042@llm", q="10.1.42.7").json()["total"], 11, "q filters:")
 
 
+def test_registry_url_embedded(t):
+    """The embedded controller takes --registry_db_url too; the file it
+    names is used instead of --data_dir's."""
+    db = os.path.join(t.tmp, "elsewhere.db")
+    web = webserver(t, ["--registry_db_url", f"sqlite:///{db}"])
+    wait_models(web.url, ["roster-chat"])
+    h.check(os.path.exists(db), "the URL's file holds the registry")
+    h.check(not os.path.exists(os.path.join(t.tmp, "data", "roster.db")), "not --data_dir's")
+    health = h.request("GET", web.url + "/api/health").json()
+    h.eq(health["registry"]["database"]["backend"], "sqlite")
+
+
 def test_bad_options(t):
     cases = [
         (["--model_name", "a@b"], 64, "without '@'"),
@@ -408,6 +420,10 @@ def test_bad_options(t):
         (["--routing", "fastest"], 64, "--routing"),
         (["--bogus"], 64, "unknown option --bogus"),
         (["--data_dir", "/proc/roster-cannot"], 73, "cannot create"),
+        (["--registry_db_name", "/nonexistent-dir/r.db"], 78, "does not exist"),
+        (["--registry_db_url", "postgres://u@h/db"], 64, "registry_db_url"),
+        (["--registry_db_host", "mysql://u@h/db", "--registry_db_type", "mysql"], 64,
+         "--registry_db_url"),
     ]
     for args, code, text in cases:
         r = h.cli(["start", "webserver", "--host", "127.0.0.1", "--port", "0"] + args, timeout=20)
