@@ -45,6 +45,11 @@
 #define MAX_LIST_BYTES (256u * 1024 * 1024)
 #define MAX_STATE      (64u * 1024 * 1024)
 #define PROBE_MAX_MS   1000
+/* a list this large is read at most every LIST_BIG_MS (and at once when the
+ * routing table changes): its heartbeat ages and loads move only with the
+ * controller's own full refresh (5 s) anyway */
+#define LIST_BIG    (1024u * 1024)
+#define LIST_BIG_MS 5000
 
 /* ---- snapshots ------------------------------------------------------------------ */
 
@@ -330,7 +335,7 @@ controller_order(struct api_dash *d, size_t *order)
 /* Reads the full list from the first controller that answers. Returns the
  * row count (rows in *out), or -1 with a reason in err. */
 static long
-fetch_list(struct api_dash *d, struct dash_row **out, char *err, size_t errcap)
+fetch_list(struct api_dash *d, struct dash_row **out, size_t *bytes, char *err, size_t errcap)
 {
     size_t order[API_MAX_CTLS];
     size_t n = controller_order(d, order);
@@ -359,6 +364,7 @@ fetch_list(struct api_dash *d, struct dash_row **out, char *err, size_t errcap)
             http_client_response_cleanup(&resp);
             continue;
         }
+        *bytes = resp.body.len;
         rows = parse_list(&resp.body, out, e, sizeof(e));
         http_client_response_cleanup(&resp);
         if (rows >= 0) {
@@ -762,12 +768,25 @@ note_probes(struct api_dash *d, struct probe *was, const struct probe *now)
     }
 }
 
-/* One run: read, probe, build, publish. `rows`: the last list read, kept
- * (and returned) when the controllers cannot be read. */
+/* What the feed thread keeps from one run to the next. */
+struct feed {
+    struct dash_row *rows; /* the last list read (kept while the controllers cannot be read) */
+    size_t nrows;
+    int64_t list_mono; /* when it was read */
+    size_t list_bytes; /* its size */
+    struct probe probes[API_MAX_CTLS];
+    uint64_t seq;
+};
+
+/* One run: read (when due, or `force`), probe, build, publish. */
 static void
-run_once(struct api_dash *d, struct dash_row **last_rows, size_t *last_n, int64_t *last_list_mono,
-         struct probe *probes, uint64_t *seq)
+run_once(struct api_dash *d, struct feed *f, bool force)
 {
+    struct dash_row **last_rows = &f->rows;
+    size_t *last_n = &f->nrows;
+    int64_t *last_list_mono = &f->list_mono;
+    struct probe *probes = f->probes;
+    uint64_t *seq = &f->seq;
     struct dash_snap *s = calloc(1, sizeof(*s));
     struct dash_row *rows = NULL;
     struct probe now_probes[API_MAX_CTLS];
@@ -780,13 +799,17 @@ run_once(struct api_dash *d, struct dash_row **last_rows, size_t *last_n, int64_
     if (!s) {
         return;
     }
-    n = fetch_list(d, &rows, err, sizeof(err));
+    if (!force && f->list_bytes > LIST_BIG && util_mono_ms() - f->list_mono < LIST_BIG_MS) {
+        n = -2; /* not due: the last list, with this tick's traffic */
+    } else {
+        n = fetch_list(d, &rows, &f->list_bytes, err, sizeof(err));
+    }
     if (n >= 0) {
         free(*last_rows);
         *last_rows = rows;
         *last_n = (size_t)n;
         *last_list_mono = util_mono_ms();
-    } else {
+    } else if (n == -1) {
         list_error = err;
     }
     probe_all(d, now_probes);
@@ -838,13 +861,14 @@ static void *
 feed_main(void *arg)
 {
     struct api_dash *d = arg;
-    struct dash_row *rows = NULL;
-    size_t nrows = 0;
-    int64_t list_mono = 0, last_run = 0;
-    uint64_t table_version = 0, event_seq = 0, seq = 0;
-    struct probe probes[API_MAX_CTLS];
+    struct feed *f = calloc(1, sizeof(*f));
+    int64_t last_run = 0;
+    uint64_t table_version = 0, event_seq = 0;
 
-    memset(probes, 0, sizeof(probes));
+    if (!f) {
+        log_error("out of memory: the dashboard has no data");
+        return NULL;
+    }
     while (!atomic_load(&d->stop)) {
         int64_t now = util_mono_ms();
         bool viewed =
@@ -856,9 +880,10 @@ feed_main(void *arg)
 
         api_table_unref(t);
         if (last_run == 0 || now - last_run >= period || tv != table_version) {
+            bool changed = tv != table_version;
             table_version = tv;
             event_seq = es;
-            run_once(d, &rows, &nrows, &list_mono, probes, &seq);
+            run_once(d, f, changed || last_run == 0);
             last_run = util_mono_ms();
         } else if (es != event_seq) {
             event_seq = es;
@@ -885,7 +910,8 @@ feed_main(void *arg)
          * gather for a moment, so the feeds send one message */
         util_sleep_ms(20);
     }
-    free(rows);
+    free(f->rows);
+    free(f);
     return NULL;
 }
 
