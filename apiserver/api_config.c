@@ -84,7 +84,7 @@ int
 api_config_load(struct api_config *cfg, int argc, char **argv)
 {
     int rc = flags_load_role(api_flag_defs, cfg, argc, argv, api_usage, api_summary,
-                             offsetof(struct api_config, log_level));
+                             offsetof(struct api_config, log_level), NULL);
     enum route_policy p;
 
     if (rc != 0) {

@@ -354,9 +354,10 @@ flags_print_markdown(FILE *out, const char *title, const char *summary, const st
 
 int
 flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv, const char *usage,
-                const char *summary, size_t log_level_offset)
+                const char *summary, size_t log_level_offset, enum flag_source *sources)
 {
-    enum flag_source src[128];
+    enum flag_source own[128];
+    enum flag_source *src = sources ? sources : own;
     char err[256];
     size_t n = 0;
     int rc;
@@ -364,7 +365,7 @@ flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv, c
     while (defs[n].name) {
         n++;
     }
-    if (n > sizeof(src) / sizeof(src[0])) {
+    if (!sources && n > sizeof(own) / sizeof(own[0])) {
         fprintf(stderr, "roster: internal error: option table too long\n");
         return -1;
     }

@@ -86,9 +86,12 @@ void flags_print_markdown_groups(FILE *out, const char *title, const char *summa
  * --help printed to stdout (returns 1); an error printed to stderr (returns
  * -1); `log_level_offset` (offsetof the role's char *log_level) applied to
  * the logger; a warning logged for each FLAG_SECRET option given on the
- * command line, where other users can read it. Returns 0 otherwise. */
+ * command line, where other users can read it. `sources` (NULL, or one
+ * slot per table entry) receives where each value came from. Returns 0
+ * otherwise. */
 int flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv,
-                    const char *usage, const char *summary, size_t log_level_offset);
+                    const char *usage, const char *summary, size_t log_level_offset,
+                    enum flag_source *sources);
 
 /* Frees the strings flags_parse stored in `cfg`. */
 void flags_cleanup(const struct flag_def *defs, void *cfg);

@@ -784,37 +784,21 @@ ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
 {
     enum flag_source src[128];
     char err[768];
-    size_t n = flag_index("");
     int rc;
 
-    if (n > sizeof(src) / sizeof(src[0])) {
+    if (flag_index("") > sizeof(src) / sizeof(src[0])) {
         fprintf(stderr, "roster: internal error: option table too long\n");
         return -1;
     }
-    rc = flags_parse(ctl_flag_defs, cfg, argc, argv, src, err, sizeof(err));
-    if (rc == 1) {
-        flags_print_help(stdout, ctl_usage, ctl_summary, ctl_flag_defs);
-        return 1;
-    }
+    rc = flags_load_role(ctl_flag_defs, cfg, argc, argv, ctl_usage, ctl_summary,
+                         offsetof(struct ctl_config, log_level), src);
     if (rc != 0) {
-        fprintf(stderr, "roster: %s\n", err);
-        return -1;
+        return rc;
     }
     ctl_config_scrub_argv(argc, argv);
-    if (log_set_level_name(cfg->log_level) != 0) {
-        fprintf(stderr, "roster: --log_level: unknown level '%s'\n", cfg->log_level);
-        return -1;
-    }
     if (ctl_config_check(cfg, src, err, sizeof(err)) != 0) {
         fprintf(stderr, "roster: %s\n", err);
         return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if ((ctl_flag_defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
-            log_warn("--%s was given on the command line, where other users can read it; "
-                     "use the environment variable instead",
-                     ctl_flag_defs[i].name);
-        }
     }
     if (cfg->db_url_password_on_argv) {
         log_warn("--registry_db_url on the command line carries a password, where other users "

@@ -13,7 +13,9 @@
  * If the database is down at start-up the controller still starts: it
  * answers 503 (health, lists, writes) until the refresher reaches the
  * database. A configuration error the database reports (bad password,
- * unknown database, no privilege) stops it with exit code 78 instead.
+ * unknown database, no privilege), or a SQLite file that cannot be used
+ * (no such directory, not a database, no permission), stops it with exit
+ * code 78 instead.
  *
  * SIGTERM/SIGINT: stop accepting, answer held watches with 503 (their
  * clients move to another controller), let in-flight writes commit within

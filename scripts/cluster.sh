@@ -39,9 +39,14 @@ web_port=${ROSTER_CLUSTER_WEB_PORT:-5670}
 llm_model=${LLM_MODEL:-builtin-llm}
 embedding_model=${EMBEDDING_MODEL:-text2vec}
 
-usage() {
-    sed -n '3,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
-    exit 64
+usage() { # exit code: 0 (--help, to stdout) or 64 (a usage error, to stderr)
+    local code=${1:-64}
+    if [ "$code" -eq 0 ]; then
+        sed -n '3,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+    else
+        sed -n '3,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+    fi
+    exit "$code"
 }
 
 die() {
@@ -55,7 +60,7 @@ while [ $# -gt 0 ]; do
     --port-base=*) port_base=${1#*=}; shift ;;
     --web-port) [ $# -ge 2 ] || usage; web_port=$2; shift 2 ;;
     --web-port=*) web_port=${1#*=}; shift ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "cluster.sh: unknown argument '$1'" >&2; usage ;;
     esac
 done

@@ -109,7 +109,7 @@ int
 wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
 {
     int rc = flags_load_role(wrk_flag_defs, cfg, argc, argv, wrk_usage, wrk_summary,
-                             offsetof(struct wrk_config, log_level));
+                             offsetof(struct wrk_config, log_level), NULL);
 
     if (rc != 0) {
         return rc;

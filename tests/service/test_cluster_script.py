@@ -9,10 +9,6 @@ SIGINT stops every process the script started (none left, MariaDB
 included), removes its temporary directory and exits 0; a port already
 taken makes the script refuse to start, naming the port, before it starts
 anything.
-
-Until `roster start webserver` is in the build, the test runs a copy of the
-script with the API server in the webserver's place (the script itself
-never mentions the API server).
 """
 import json
 import os
@@ -61,32 +57,6 @@ def free_range():
     raise h.Failure("no free port range found")
 
 
-def webserver_in_build():
-    r = h.cli(["start", "webserver", "--help"])
-    return r.returncode == 0
-
-
-def script_path(t):
-    """scripts/cluster.sh, or a copy with the API server in the webserver's
-    place while the webserver is not in the build."""
-    real = os.path.join(SRC, "scripts", "cluster.sh")
-    if webserver_in_build():
-        return real
-    print("    (roster start webserver is not in this build: the script runs with "
-          "roster start apiserver in its place)")
-    repo = os.path.join(t.tmp, "repo")
-    os.makedirs(os.path.join(repo, "scripts"))
-    os.symlink(os.path.join(SRC, "tests"), os.path.join(repo, "tests"))
-    with open(real) as f:
-        text = f.read()
-    h.eq(text.count("start webserver --host"), 1, "the script starts the webserver once")
-    copy = os.path.join(repo, "scripts", "cluster.sh")
-    with open(copy, "w") as f:
-        f.write(text.replace("start webserver --host", "start apiserver --host"))
-    os.chmod(copy, 0o755)
-    return copy
-
-
 class Script:
     """The script as a process: stdout collected by a thread."""
 
@@ -98,7 +68,7 @@ class Script:
         self.err_path = os.path.join(t.tmp, "cluster.err")
         self.err = open(self.err_path, "wb")
         env = h.clean_env({"ROSTER_BIN": h.BIN, "TMPDIR": self.tmpdir})
-        self.p = subprocess.Popen([script_path(t)] + args, stdout=subprocess.PIPE,
+        self.p = subprocess.Popen([os.path.join(SRC, "scripts", "cluster.sh")] + args, stdout=subprocess.PIPE,
                                   stderr=self.err, env=env, cwd=t.tmp, start_new_session=True)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
