@@ -342,7 +342,7 @@ done
 row "LLM worker" "http://127.0.0.1:$llm_port (model $llm_model)" "$(pid_of llm-worker)"
 row "text2vec worker" "http://127.0.0.1:$emb_port (model $embedding_model)" "$(pid_of text2vec-worker)"
 row webserver "$web" "$(pid_of webserver)"
-printf '  %-16s %s\n' logs "$tmp"
+printf '  %-16s %s\n' dashboard "$web/" "OpenAI base URL" "$web/v1" logs "$tmp"
 cat <<EOF
 
 Try:
