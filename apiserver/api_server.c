@@ -269,7 +269,7 @@ static int
 write_stats(struct buf *b, const char *prefix, const char *lab, const struct api_stats *s,
             bool errors_only)
 {
-    char name[96], l2[512];
+    char name[96], l2[600];
     int rc = 0;
 
     for (int c = 0; c < API_ERR_CLASSES; c++) {

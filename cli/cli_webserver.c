@@ -65,6 +65,7 @@ struct web_config {
     char *data_dir;
     char *cluster_secret;
     double heartbeat_interval;
+    int64_t concurrency;
     int64_t dashboard_tick_ms;
     int64_t shutdown_grace_ms;
     char *log_level;
@@ -106,6 +107,9 @@ const struct flag_def web_flag_defs[] = {
       "outside --trusted_networks, and sent to the controllers and workers."),
     F(heartbeat_interval, FLAG_DOUBLE, "5", 0.05, 3600, NULL, 0, "SECS",
       "Embedded: heartbeat interval of the builtin models (their lease is three)."),
+    F(concurrency, FLAG_INT, "0", 0, 100000, NULL, 0, "N",
+      "Embedded: requests each builtin model serves at once (0 = DB-GPT's defaults: 5 for the "
+      "chat model, 100 for the embedder); more wait in a bounded queue, then 429."),
     F(dashboard_tick_ms, FLAG_INT, "1000", 100, 60000, NULL, 0, "MS",
       "How often an open dashboard is updated."),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
@@ -407,6 +411,7 @@ builtin_worker(struct web *w, const char *model, const char *type)
         return EX_OSERR;
     }
     c->heartbeat_interval = w->cfg.heartbeat_interval;
+    c->concurrency = w->cfg.concurrency;
     c->port = 0;
     c->shutdown_grace_ms = w->cfg.shutdown_grace_ms;
     if (replace_str(&c->model_name, model) != 0 || replace_str(&c->worker_type, type) != 0 ||
