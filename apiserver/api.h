@@ -226,6 +226,12 @@ struct api_watch_status {
     char error[256];
 };
 void api_watch_status(struct api_server *srv, struct api_watch_status *out);
+/* The controllers in the order to ask them (their indexes into srv->ctl):
+ * the one the table is watched from first. Returns the count. Any thread. */
+size_t api_controller_order(struct api_server *srv, size_t order[API_MAX_CTLS]);
+/* "X-Roster-Secret: <--cluster_secret>" in out, or NULL when there is no
+ * secret; the caller wipes `out` (explicit_bzero) after use. */
+const char *api_secret_header(const struct api_server *srv, char *out, size_t cap);
 
 /* ---- the server (api_proxy.c, api_server.c) ---------------------------------- */
 

@@ -310,43 +310,16 @@ parse_list(const struct buf *body, struct dash_row **out, char *err, size_t errc
     return (long)n;
 }
 
-/* The controllers in the order to ask them: the one the table is watched
- * from first. */
-static size_t
-controller_order(struct api_dash *d, size_t *order)
-{
-    struct api_watch_status ws;
-    size_t n = 0;
-
-    api_watch_status(d->api, &ws);
-    for (size_t i = 0; i < d->api->nctl; i++) {
-        if (strcmp(d->api->ctl[i], ws.current) == 0) {
-            order[n++] = i;
-        }
-    }
-    for (size_t i = 0; i < d->api->nctl; i++) {
-        if (strcmp(d->api->ctl[i], ws.current) != 0) {
-            order[n++] = i;
-        }
-    }
-    return n;
-}
-
 /* Reads the full list from the first controller that answers. Returns the
  * row count (rows in *out), or -1 with a reason in err. */
 static long
 fetch_list(struct api_dash *d, struct dash_row **out, size_t *bytes, char *err, size_t errcap)
 {
     size_t order[API_MAX_CTLS];
-    size_t n = controller_order(d, order);
+    size_t n = api_controller_order(d->api, order);
     char url[700], secret[600];
-    const char *headers[2] = {NULL, NULL};
-    const char *s = d->api->cfg->cluster_secret;
+    const char *headers[2] = {api_secret_header(d->api, secret, sizeof(secret)), NULL};
 
-    if (s && *s) {
-        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", s);
-        headers[0] = secret;
-    }
     snprintf(err, errcap, "no controller");
     for (size_t k = 0; k < n; k++) {
         struct http_client_response resp;
@@ -411,10 +384,8 @@ probe_all(struct api_dash *d, struct probe *out)
     int running = 0;
     char url[700], secret[600];
     struct curl_slist *hl = NULL;
-    const char *s = d->api->cfg->cluster_secret;
 
-    if (s && *s) {
-        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", s);
+    if (api_secret_header(d->api, secret, sizeof(secret))) {
         hl = curl_slist_append(NULL, secret);
         explicit_bzero(secret, sizeof(secret));
     }

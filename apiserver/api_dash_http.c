@@ -671,28 +671,13 @@ static void
 run_job(struct api_dash *d, struct dash_job *j)
 {
     char secret[600];
-    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
-    const char *s = d->api->cfg->cluster_secret;
+    const char *headers[3] = {"Content-Type: application/json",
+                              api_secret_header(d->api, secret, sizeof(secret)), NULL};
     size_t order[API_MAX_CTLS];
     size_t n = 0;
 
-    if (s && *s) {
-        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", s);
-        headers[1] = secret;
-    }
     if (j->kind == JOB_ADMIN) {
-        struct api_watch_status ws;
-        api_watch_status(d->api, &ws);
-        for (size_t i = 0; i < d->api->nctl; i++) {
-            if (strcmp(d->api->ctl[i], ws.current) == 0) {
-                order[n++] = i;
-            }
-        }
-        for (size_t i = 0; i < d->api->nctl; i++) {
-            if (strcmp(d->api->ctl[i], ws.current) != 0) {
-                order[n++] = i;
-            }
-        }
+        n = api_controller_order(d->api, order);
         snprintf(j->err, sizeof(j->err), "no controller answered");
     }
     for (size_t k = 0; k < (j->kind == JOB_ADMIN ? n : 1); k++) {

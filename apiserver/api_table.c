@@ -615,11 +615,8 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     if (w->etag[0] && (n = curl_slist_append(hl, inm))) {
         hl = n;
     }
-    if (cfg->cluster_secret && *cfg->cluster_secret) {
-        snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", cfg->cluster_secret);
-        if ((n = curl_slist_append(hl, secret))) {
-            hl = n;
-        }
+    if (api_secret_header(w->srv, secret, sizeof(secret)) && (n = curl_slist_append(hl, secret))) {
+        hl = n;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -846,4 +843,36 @@ api_watch_status(struct api_server *srv, struct api_watch_status *out)
     pthread_mutex_lock(&w->mu);
     *out = w->st;
     pthread_mutex_unlock(&w->mu);
+}
+
+size_t
+api_controller_order(struct api_server *srv, size_t order[API_MAX_CTLS])
+{
+    struct api_watch_status ws;
+    size_t n = 0;
+
+    api_watch_status(srv, &ws);
+    for (size_t i = 0; i < srv->nctl; i++) {
+        if (strcmp(srv->ctl[i], ws.current) == 0) {
+            order[n++] = i;
+        }
+    }
+    for (size_t i = 0; i < srv->nctl; i++) {
+        if (strcmp(srv->ctl[i], ws.current) != 0) {
+            order[n++] = i;
+        }
+    }
+    return n;
+}
+
+const char *
+api_secret_header(const struct api_server *srv, char *out, size_t cap)
+{
+    const char *s = srv->cfg->cluster_secret;
+
+    if (!s || !*s) {
+        return NULL;
+    }
+    snprintf(out, cap, "X-Roster-Secret: %s", s);
+    return out;
 }
