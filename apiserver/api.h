@@ -25,6 +25,7 @@
 #define ROSTER_API_H
 
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -60,9 +61,11 @@ struct api_config {
     int64_t control_timeout_ms;
     char *cluster_secret;
     bool access_log;
+    int64_t access_log_sample;
     char *port_file;
     int64_t shutdown_grace_ms;
     char *log_level;
+    bool check; /* --check: validate, print, exit */
 };
 
 extern const struct flag_def api_flag_defs[];
@@ -275,6 +278,7 @@ struct api_server {
      * dashboard's wake-up. Set before api_server_start. */
     void (*notify)(void *arg);
     void *notify_arg;
+    _Atomic uint64_t log_seq;  /* requests seen by the access log */
     pthread_mutex_t latest_mu; /* guards latest */
     struct api_table *latest;
 };
@@ -324,6 +328,9 @@ const char *api_px_instance(struct http_request *req);
  *   api_server_free   NULL-safe
  * The int functions return 0 or a sysexits code, having logged why. */
 int api_server_new(struct api_config *cfg, struct api_server **out);
+/* --check after api_server_new: one line per check on `out`; 0 or an exit
+ * code after printing why on stderr. Binds and connects nothing. */
+int api_server_check(struct api_server *srv, FILE *out);
 int api_server_mount(struct api_server *srv, struct http_server *http);
 int api_server_start(struct api_server *srv);
 void api_server_stop(struct api_server *srv);

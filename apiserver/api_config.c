@@ -59,12 +59,15 @@ const struct flag_def api_flag_defs[] = {
       "Sent to the controllers (X-Roster-Secret), for those that protect reads."),
     F(access_log, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
       "Log one line per request at info (method, path, status, duration, request id, "
-      "instance)."),
+      "instance); false: 5xx only."),
+    F(access_log_sample, FLAG_INT, "1", 1, 1000000, NULL, 0, "N",
+      "Log one request in N (5xx always): bounds the access log under load."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, FLAG_HIDDEN, "PATH",
       "Write the bound port to PATH once listening (for tests and supervisors)."),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
 
@@ -83,8 +86,9 @@ api_config_cleanup(struct api_config *cfg)
 int
 api_config_load(struct api_config *cfg, int argc, char **argv)
 {
+    enum flag_source src[64];
     int rc = flags_load_role(api_flag_defs, cfg, argc, argv, api_usage, api_summary,
-                             offsetof(struct api_config, log_level), NULL);
+                             offsetof(struct api_config, log_level), src);
     enum route_policy p;
 
     if (rc != 0) {
@@ -94,6 +98,10 @@ api_config_load(struct api_config *cfg, int argc, char **argv)
         fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
                         "least_inflight or session\n");
         return -1;
+    }
+    if (cfg->check) {
+        printf("%s --check\noptions:\n", api_usage);
+        flags_print_effective(stdout, api_flag_defs, cfg, src);
     }
     return 0;
 }

@@ -357,7 +357,8 @@ access_log(struct http_request *req, int status, size_t len, int64_t us, void *a
     const char *inst = api_px_instance(req);
     char esc[256];
 
-    if (!srv->cfg->access_log && status < 500) {
+    if (!log_access_sampled(srv->cfg->access_log, srv->cfg->access_log_sample, &srv->log_seq,
+                            status)) {
         return;
     }
     log_at(status >= 500 ? LOG_LVL_WARN : LOG_LVL_INFO,
@@ -543,6 +544,20 @@ api_server_free(struct api_server *srv)
     free(srv);
 }
 
+int
+api_server_check(struct api_server *srv, FILE *out)
+{
+    char why[600];
+
+    fprintf(out, "  controllers: %zu (not contacted)\n  routing: %s\n  API keys: %zu\n", srv->nctl,
+            route_policy_name(srv->policy), srv->nkeys);
+    if (srv->cfg->port_file && util_check_creatable(srv->cfg->port_file, why, sizeof(why)) != 0) {
+        fprintf(stderr, "roster: --port_file: %s\n", why);
+        return EX_CANTCREAT;
+    }
+    return 0;
+}
+
 /* ---- `roster start apiserver` ------------------------------------------------------- */
 
 struct api_process {
@@ -586,7 +601,10 @@ api_main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     code = api_server_new(&cfg, &srv);
-    if (code != 0) {
+    if (code != 0 || cfg.check) {
+        if (code == 0 && printf("checks:\n") > 0 && (code = api_server_check(srv, stdout)) == 0) {
+            printf("OK: the API server would start (nothing was bound or connected)\n");
+        }
         goto out;
     }
     struct http_server_config hc = {

@@ -69,6 +69,7 @@ struct web_config {
     int64_t dashboard_tick_ms;
     int64_t shutdown_grace_ms;
     char *log_level;
+    bool check;
 };
 
 /* clang-format 14 would put the stringized name on a line of its own */
@@ -115,6 +116,7 @@ const struct flag_def web_flag_defs[] = {
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
 
@@ -396,6 +398,73 @@ place_registry(struct web *w)
     return 0;
 }
 
+/* ---- --check ---------------------------------------------------------------------- */
+
+/* What start() would refuse, without creating, binding or connecting. */
+static int
+check(struct web *w)
+{
+    struct flag_group g[3];
+    struct stat st;
+    char why[600], path[4096];
+    int code = 0;
+
+    groups(w, g);
+    printf("%s --check (%s mode)\noptions:\n", web_usage, w->embedded ? "embedded" : "cluster");
+    flags_print_effective_groups(stdout, g, w->embedded ? 3 : 2);
+    printf("checks:\n");
+    if (w->embedded) {
+        bool registry_in_data_dir = strcmp(w->ctl_cfg.registry_db_type, "sqlite") == 0 &&
+                                    strcmp(w->ctl_cfg.registry_type, "embedded") != 0 &&
+                                    !given(w, "registry_db_name") && !given(w, "registry_db_url");
+        if (registry_in_data_dir && stat(w->cfg.data_dir, &st) != 0) {
+            /* created at start: its parent must take it */
+            if (util_check_creatable(w->cfg.data_dir, why, sizeof(why)) != 0) {
+                fprintf(stderr, "roster: --data_dir %s cannot be created: %s\n", w->cfg.data_dir,
+                        why);
+                return EX_CANTCREAT;
+            }
+            printf("  registry: SQLite file %s/roster.db (--data_dir created at start)\n",
+                   w->cfg.data_dir);
+        } else {
+            if (registry_in_data_dir) {
+                snprintf(path, sizeof(path), "%s/roster.db", w->cfg.data_dir);
+                if (replace_str(&w->ctl_cfg.registry_db_name, path) != 0) {
+                    return EX_OSERR;
+                }
+            }
+            code = ctl_check(&w->ctl_cfg, stdout);
+            if (code != 0) {
+                return code;
+            }
+        }
+        if (!w->cfg.light) {
+            printf("  builtin models: %s@llm%s%s%s\n", w->cfg.model_name,
+                   w->cfg.remote_embedding ? "" : ", ",
+                   w->cfg.remote_embedding ? "" : w->cfg.embedding_model,
+                   w->cfg.remote_embedding ? "" : "@text2vec");
+        }
+    }
+    snprintf(path, sizeof(path), "http://127.0.0.1:%lld", (long long)w->cfg.port);
+    if (replace_str(&w->api_cfg.controller_addr, w->embedded ? path : w->cfg.controller_addr) !=
+        0) {
+        return EX_OSERR;
+    }
+    code = api_server_new(&w->api_cfg, &w->api);
+    if (code == 0) {
+        code = api_server_check(w->api, stdout);
+    }
+    if (code == 0 && w->cfg.port_file &&
+        util_check_creatable(w->cfg.port_file, why, sizeof(why)) != 0) {
+        fprintf(stderr, "roster: --port_file: %s\n", why);
+        code = EX_CANTCREAT;
+    }
+    if (code == 0) {
+        printf("OK: the webserver would start (nothing was created, bound or connected)\n");
+    }
+    return code;
+}
+
 /* ---- the builtin models --------------------------------------------------------------- */
 
 static int
@@ -412,6 +481,7 @@ builtin_worker(struct web *w, const char *model, const char *type)
     }
     c->heartbeat_interval = w->cfg.heartbeat_interval;
     c->concurrency = w->cfg.concurrency;
+    c->access_log = false; /* the API's access log has each request already */
     c->port = 0;
     c->shutdown_grace_ms = w->cfg.shutdown_grace_ms;
     if (replace_str(&c->model_name, model) != 0 || replace_str(&c->worker_type, type) != 0 ||
@@ -668,7 +738,9 @@ cli_webserver_main(int argc, char **argv)
     }
     w->started_mono_ms = util_mono_ms();
     code = load(w, argc, argv);
-    if (code == 0) {
+    if (code == 0 && w->cfg.check) {
+        code = check(w);
+    } else if (code == 0) {
         signal(SIGPIPE, SIG_IGN);
         code = start(w);
         if (code == 0) {

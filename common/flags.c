@@ -131,7 +131,7 @@ flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char 
     for (size_t k = 0; k < ng; k++) {
         for (size_t i = 0; g[k].defs[i].name; i++) {
             const struct flag_def *d = &g[k].defs[i];
-            const char *env = env_value(d);
+            const char *env = (d->flags & FLAG_ARGV_ONLY) ? NULL : env_value(d);
             if (set_value(d, g[k].cfg, d->def, err, errcap) != 0) {
                 return -1;
             }
@@ -277,6 +277,74 @@ flags_print_markdown_groups(FILE *out, const char *title, const char *summary,
         fprintf(out, "%s, as in `%s`:\n\n", g[k].title, g[k].see);
         print_names(out, g, k, "", 100);
         fprintf(out, "\n");
+    }
+}
+
+/* Prints group k's options (those no earlier group has). */
+static void
+print_effective(FILE *out, const struct flag_group *g, size_t k)
+{
+    static const char *const from[] = {"default", "environment", "command line"};
+    const struct flag_def *defs = g[k].defs;
+    const void *cfg = g[k].cfg;
+    const enum flag_source *src = g[k].sources;
+
+    for (size_t i = 0; defs[i].name; i++) {
+        const struct flag_def *d = &defs[i];
+        const char *field = (const char *)cfg + d->offset;
+        char value[512];
+
+        if ((d->flags & FLAG_ARGV_ONLY) || shadowed(g, k, d->name)) {
+            continue;
+        }
+        switch (d->type) {
+        case FLAG_STR: {
+            const char *v = *(char *const *)(const void *)field;
+            snprintf(value, sizeof(value), "%s",
+                     !v                         ? "(unset)"
+                     : (d->flags & FLAG_SECRET) ? (*v ? "***" : "(empty)")
+                     : *v                       ? v
+                                                : "(empty)");
+            break;
+        }
+        case FLAG_INT: {
+            int64_t v;
+            memcpy(&v, field, sizeof(v));
+            snprintf(value, sizeof(value), "%lld", (long long)v);
+            break;
+        }
+        case FLAG_DOUBLE: {
+            double v;
+            memcpy(&v, field, sizeof(v));
+            snprintf(value, sizeof(value), "%g", v);
+            break;
+        }
+        case FLAG_BOOL: {
+            bool v;
+            memcpy(&v, field, sizeof(v));
+            snprintf(value, sizeof(value), "%s", v ? "true" : "false");
+            break;
+        }
+        }
+        fprintf(out, "  --%-32s %s%s%s%s\n", d->name, value, src ? "  (" : "",
+                src ? from[src[i]] : "", src ? ")" : "");
+    }
+}
+
+void
+flags_print_effective(FILE *out, const struct flag_def *defs, const void *cfg,
+                      const enum flag_source *src)
+{
+    struct flag_group g = {.defs = defs, .cfg = (void *)cfg, .sources = (enum flag_source *)src};
+
+    print_effective(out, &g, 0);
+}
+
+void
+flags_print_effective_groups(FILE *out, const struct flag_group *g, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        print_effective(out, g, k);
     }
 }
 

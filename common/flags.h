@@ -27,7 +27,11 @@ enum flag_type {
     FLAG_BOOL,   /* bool; "--name" alone means true */
 };
 
-enum { FLAG_SECRET = 1, /* never printed; warn when given on argv */ FLAG_HIDDEN = 2 };
+enum {
+    FLAG_SECRET = 1,    /* never printed; warn when given on argv */
+    FLAG_HIDDEN = 2,    /* not in --help or the docs */
+    FLAG_ARGV_ONLY = 4, /* not read from the environment (--check) */
+};
 
 struct flag_def {
     const char *name; /* canonical, with underscores; NULL ends the table */
@@ -92,6 +96,24 @@ void flags_print_markdown_groups(FILE *out, const char *title, const char *summa
 int flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv,
                     const char *usage, const char *summary, size_t log_level_offset,
                     enum flag_source *sources);
+
+/* The effective configuration, one option per line ("  --name  value
+ * (where it came from)"); FLAG_SECRET values are shown as "***" when set.
+ * `src` may be NULL (no provenance). For --check. */
+void flags_print_effective(FILE *out, const struct flag_def *defs, const void *cfg,
+                           const enum flag_source *src);
+
+/* The same for several groups (an option shadowed by an earlier group is
+ * printed once). */
+struct flag_group;
+void flags_print_effective_groups(FILE *out, const struct flag_group *g, size_t n);
+
+/* The --check option every `roster start <role>` table carries (a bool
+ * field named `check`): validate, print, exit; read from argv only. */
+#define FLAG_CHECK_HELP                                                                            \
+    "Check the options, the environment and the files they name, print the effective "             \
+    "configuration (secrets masked) and exit: 0 when it would start, non-zero with the reason. "   \
+    "Binds and connects nothing."
 
 /* Frees the strings flags_parse stored in `cfg`. */
 void flags_cleanup(const struct flag_def *defs, void *cfg);

@@ -84,3 +84,16 @@ log_escape(const char *s, char *out, size_t cap)
     out[o] = '\0';
     return out;
 }
+
+bool
+log_access_sampled(bool on, int64_t every, _Atomic uint64_t *seq, int status)
+{
+    if (status >= 500) {
+        return true;
+    }
+    if (!on) {
+        return false;
+    }
+    return every <= 1 ||
+           atomic_fetch_add_explicit(seq, 1, memory_order_relaxed) % (uint64_t)every == 0;
+}

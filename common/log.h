@@ -11,7 +11,10 @@
 #ifndef ROSTER_LOG_H
 #define ROSTER_LOG_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG, LOG_LVL_TRACE };
 
@@ -28,6 +31,11 @@ void log_write(enum log_level lvl, const char *mod, const char *fmt, ...)
  * control bytes, quotes and backslashes with \xHH so that a user-supplied
  * string cannot forge a log line. Returns `out`. */
 const char *log_escape(const char *s, char *out, size_t cap);
+
+/* Whether a request's access-log line is written: always for a 5xx;
+ * otherwise only when access logs are `on`, and then for one request in
+ * `every` (1 or less: each), counted in `*seq` (any thread). */
+bool log_access_sampled(bool on, int64_t every, _Atomic uint64_t *seq, int status);
 
 #ifndef LOG_MODULE
 #define LOG_MODULE "roster"

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -353,4 +354,42 @@ util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *e
         return -1;
     }
     return (int)count;
+}
+
+int
+util_check_creatable(const char *path, char *why, size_t cap)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    struct stat st;
+
+    if (!slash) {
+        util_strlcpy(dir, ".", sizeof(dir));
+    } else if (slash == path) {
+        util_strlcpy(dir, "/", sizeof(dir));
+    } else {
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    }
+    if (stat(dir, &st) != 0) {
+        snprintf(why, cap, "directory '%s' %s", dir,
+                 errno == ENOENT ? "does not exist" : strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, cap, "'%s' is not a directory", dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(why, cap, "no permission to write in directory '%s'", dir);
+        return -1;
+    }
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(why, cap, "'%s' is a directory", path);
+        return -1;
+    }
+    if (stat(path, &st) == 0 && access(path, R_OK | W_OK) != 0) {
+        snprintf(why, cap, "no permission to read and write '%s'", path);
+        return -1;
+    }
+    return 0;
 }

@@ -26,6 +26,11 @@ void util_deadline_us(int64_t us, struct timespec *out);
  * or -1 with errno set. */
 int util_write_port_file(const char *path, int port);
 
+/* For --check: whether a file could be created at `path` (its directory
+ * exists and this process may write there; `path` itself may exist).
+ * Returns 0, or -1 with the reason in `why`. Creates nothing. */
+int util_check_creatable(const char *path, char *why, size_t cap);
+
 /* Parses all of `s` as a base-10 integer in [min, max]. Leading/trailing
  * spaces, signs other than a leading '-', and empty input are errors.
  * Returns 0 and stores *out, or -1. */

@@ -29,6 +29,7 @@
 #define ROSTER_CTL_H
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -76,6 +77,7 @@ struct ctl_config {
     int64_t max_watchers;
     int64_t shutdown_grace_ms;
     char *log_level;
+    bool check; /* --check: validate, print, exit */
     bool access_log;
     /* set by ctl_config_check (not options) */
     bool db_url_password_on_argv; /* the caller warns: other users can read argv */
@@ -105,6 +107,12 @@ int ctl_config_load(struct ctl_config *cfg, int argc, char **argv);
  * warn about. Any thread; does not block. */
 int ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *err,
                      size_t errcap);
+/* --check (ctl_check.c): what the options name (the registry file, the
+ * networks), checked without opening a database, connecting or binding;
+ * one line per check on `out`. Returns 0, or an exit code after printing
+ * why on stderr (78: a registry file that cannot be used). */
+int ctl_check(struct ctl_config *cfg, FILE *out);
+
 /* Overwrites a password inside a --registry_db_url argument of argv with
  * 'x' (ps then shows it only during start-up). */
 void ctl_config_scrub_argv(int argc, char **argv);

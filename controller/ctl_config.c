@@ -97,6 +97,7 @@ const struct flag_def ctl_flag_defs[] = {
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
     F(access_log, FLAG_BOOL, "false", 1, 0, NULL, 0, NULL,
       "Log every request at info (default: writes at info, heartbeats and reads at debug)."),
+    F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
 
@@ -803,6 +804,10 @@ ctl_config_load(struct ctl_config *cfg, int argc, char **argv)
     if (cfg->db_url_password_on_argv) {
         log_warn("--registry_db_url on the command line carries a password, where other users "
                  "can read it; put the password in ROSTER_REGISTRY_DB_PASSWORD instead");
+    }
+    if (cfg->check) {
+        printf("%s --check\noptions:\n", ctl_usage);
+        flags_print_effective(stdout, ctl_flag_defs, cfg, src);
     }
     return 0;
 }

@@ -261,6 +261,19 @@ ctl_main(int argc, char **argv)
         ctl_config_cleanup(&cfg);
         return rc == 1 ? 0 : EX_USAGE;
     }
+    if (cfg.check) {
+        printf("checks:\n");
+        code = ctl_check(&cfg, stdout);
+        if (code == 0 && cfg.port_file && util_check_creatable(cfg.port_file, err, sizeof(err))) {
+            fprintf(stderr, "roster: --port_file: %s\n", err);
+            code = EX_CANTCREAT;
+        }
+        if (code == 0) {
+            printf("OK: the controller would start (nothing was bound or connected)\n");
+        }
+        ctl_config_cleanup(&cfg);
+        return code;
+    }
     signal(SIGPIPE, SIG_IGN);
     code = ctl_server_open(&cfg, &srv);
     if (code != 0) {

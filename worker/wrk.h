@@ -69,6 +69,9 @@ struct wrk_config {
     int64_t shutdown_grace_ms;
     int64_t max_body_bytes;
     char *log_level;
+    bool access_log;
+    int64_t access_log_sample;
+    bool check; /* --check: validate, print, exit */
 };
 
 extern const struct flag_def wrk_flag_defs[];
@@ -216,6 +219,7 @@ struct wrk_server {
     _Atomic uint64_t upstream_errors; /* proxy: transfers that failed or got a 5xx */
     _Atomic uint64_t engine_restarts; /* exec */
     _Atomic int engine_pid;           /* exec: the engine's process (0: none) */
+    _Atomic uint64_t log_seq;         /* requests seen by the access log */
 };
 
 extern const struct http_route wrk_routes[];

@@ -90,6 +90,12 @@ const struct flag_def wrk_flag_defs[] = {
     F(max_body_bytes, FLAG_INT, "4194304", 1024, 268435456, NULL, 0, "BYTES",
       "Largest request body accepted (413 beyond)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(access_log, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
+      "Log one line per request at info (method, path, status, duration, request id); false: "
+      "5xx only."),
+    F(access_log_sample, FLAG_INT, "1", 1, 1000000, NULL, 0, "N",
+      "Log one request in N (5xx always): bounds the access log under load."),
+    F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
 
@@ -108,8 +114,9 @@ wrk_config_cleanup(struct wrk_config *cfg)
 int
 wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
 {
+    enum flag_source src[64];
     int rc = flags_load_role(wrk_flag_defs, cfg, argc, argv, wrk_usage, wrk_summary,
-                             offsetof(struct wrk_config, log_level), NULL);
+                             offsetof(struct wrk_config, log_level), src);
 
     if (rc != 0) {
         return rc;
@@ -151,6 +158,10 @@ wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
         fprintf(stderr, exec ? "roster: --backend exec needs --engine_cmd\n"
                              : "roster: --engine_cmd needs --backend exec\n");
         return -1;
+    }
+    if (cfg->check) {
+        printf("%s --check\noptions:\n", wrk_usage);
+        flags_print_effective(stdout, wrk_flag_defs, cfg, src);
     }
     return 0;
 }

@@ -200,9 +200,13 @@ on_grace_expired(struct http_loop *loop, void *arg)
 static void
 access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg)
 {
+    struct wrk_server *srv = arg;
     char esc[256];
 
-    (void)arg;
+    if (!log_access_sampled(srv->cfg->access_log, srv->cfg->access_log_sample, &srv->log_seq,
+                            status)) {
+        return;
+    }
     log_at(status >= 500 ? LOG_LVL_WARN : LOG_LVL_INFO,
            "%s %s status=%d bytes=%zu dur_us=%lld req=%s", http_req_method(req),
            log_escape(http_req_path(req), esc, sizeof(esc)), status, len, (long long)us,
@@ -379,6 +383,66 @@ wrk_server_free(struct wrk_server *srv)
     free(srv);
 }
 
+/* --check: what wrk_server_new and wrk_server_start would refuse, without
+ * binding, training or connecting. Returns 0 or an exit code. */
+static int
+check(struct wrk_config *cfg)
+{
+    struct wrk_server *srv = calloc(1, sizeof(*srv));
+    struct wrk_registrar_config *rc = calloc(1, sizeof(*rc));
+    char err[600];
+    int code = 0;
+
+    if (!srv || !rc) {
+        code = EX_OSERR;
+        goto out;
+    }
+    srv->cfg = cfg;
+    printf("checks:\n");
+    if (parse_models(srv) != 0) {
+        code = EX_USAGE;
+        goto out;
+    }
+    for (size_t i = 0; i < srv->nmodels; i++) {
+        printf("  model: %s@%s\n", srv->models[i], cfg->worker_type);
+    }
+    if (strcmp(cfg->backend, "builtin") != 0) {
+        if (load_api_key(srv) != 0) {
+            code = EX_USAGE;
+            goto out;
+        }
+        printf("  backend: %s, engine at %s%s\n", cfg->backend, cfg->upstream,
+               srv->auth_header ? " with the API key from the environment" : "");
+    } else {
+        printf("  backend: builtin\n");
+    }
+    if (strcmp(cfg->backend, "exec") == 0 && access("/bin/bash", X_OK) != 0) {
+        fprintf(stderr, "roster: --backend exec runs --engine_cmd with /bin/bash, not found\n");
+        code = EX_UNAVAILABLE;
+        goto out;
+    }
+    if (wrk_parse_controllers(cfg->controller_addr, rc, err, sizeof(err)) != 0) {
+        fprintf(stderr, "roster: --controller_addr: %s\n", err);
+        code = EX_USAGE;
+        goto out;
+    }
+    printf("  controllers: %zu (not contacted)\n", rc->nurls);
+    if (cfg->port_file && util_check_creatable(cfg->port_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "roster: --port_file: %s\n", err);
+        code = EX_CANTCREAT;
+        goto out;
+    }
+    printf("OK: the worker would start (nothing was bound or connected)\n");
+out:
+    if (srv && srv->auth_header) {
+        explicit_bzero(srv->auth_header, strlen(srv->auth_header));
+        free(srv->auth_header);
+    }
+    free(srv);
+    free(rc);
+    return code;
+}
+
 int
 wrk_main(int argc, char **argv)
 {
@@ -392,6 +456,11 @@ wrk_main(int argc, char **argv)
     if (rc != 0) {
         wrk_config_cleanup(&cfg);
         return rc == 1 ? 0 : EX_USAGE;
+    }
+    if (cfg.check) {
+        code = check(&cfg);
+        wrk_config_cleanup(&cfg);
+        return code;
     }
     signal(SIGPIPE, SIG_IGN);
     code = wrk_server_new(&cfg, &srv);

@@ -413,6 +413,26 @@ def test_registry_url_embedded(t):
     h.eq(health["registry"]["database"]["backend"], "sqlite")
 
 
+def test_access_log_sampling(t):
+    """--access_log_sample N logs one request in N (a 5xx always); the
+    builtin models do not log the requests the API already logged."""
+    web = webserver(t, ["--access_log_sample", "10"])
+    wait_models(web.url, ["roster-chat"])
+    before = web.logs().count("POST /v1/chat/completions")
+    for _ in range(100):
+        h.eq(h.request("POST", web.url + "/v1/chat/completions",
+                       {"model": "roster-chat", "messages": MSGS, "max_tokens": 2}).status, 200)
+    logged = web.logs().count("POST /v1/chat/completions") - before
+    h.eq(logged, 10, "one line in ten:")
+    # a 5xx is always logged: a model with nothing routable
+    h.register(web.url, h.instance(model="gone@llm", port=9, weight=0))
+    h.wait_until(lambda: "gone" in json.dumps(state(web.url)["models"]), 5, what="gone listed")
+    for _ in range(3):
+        h.eq(h.request("POST", web.url + "/v1/chat/completions",
+                       {"model": "gone", "messages": MSGS}).status, 503)
+    h.eq(web.logs().count("status=503"), 3, "every 5xx logged:")
+
+
 def test_bad_options(t):
     cases = [
         (["--model_name", "a@b"], 64, "without '@'"),
