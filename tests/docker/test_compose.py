@@ -251,9 +251,10 @@ class Stack:
 
     def write_merged(self):
         cfg = self.config(self.files)
-        for name, svc in cfg["services"].items():
-            check(svc.get("network_mode") == "host",
-                  f"{self.project}: service {name} runs with network_mode: host")
+        bridged = [n for n, svc in cfg["services"].items() if svc.get("network_mode") != "host"]
+        check(not bridged, f"{self.project}: every service runs with network_mode: host"
+                           + (f" (not: {', '.join(bridged)})" if bridged else ""))
+        for svc in cfg["services"].values():
             svc.pop("ports", None)
         with open(self.merged, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
@@ -337,32 +338,46 @@ def wait_model_list(image, controllers, expect):
 # ---- 1. --check of every command line ---------------------------------------------------------
 
 def check_command_lines(stack, image, combos):
-    """Runs every roster service's command line of each file combination
-    through --check, in one container of the image per combination."""
+    """Runs every roster service's command line of each file combination,
+    with its environment as Compose resolves it, through --check, in one
+    container of the image per combination. combos: (files, environment
+    changes (None: unset), the services expected to fail)."""
     probe = run(["docker", "run", "--rm", "--network", "none", image,
                  "start", "controller", "--check"], check_rc=False, timeout=60)
     if "--check" in probe.stderr and "unknown option" in probe.stderr:
         log("SKIP --check of the Compose command lines: this roster has no --check yet")
         return
-    for files in combos:
-        cfg = stack.config(files)
+    for files, changes, expect_fail in combos:
+        saved = stack.env
+        stack.env = {k: v for k, v in saved.items() if k not in changes}
+        stack.env.update({k: v for k, v in changes.items() if v is not None})
+        try:
+            cfg = stack.config(files)
+        finally:
+            stack.env = saved
         lines = []
-        names = []
         for name, svc in cfg["services"].items():
             if svc.get("image") != image:
                 continue
             env = [f"{k}={v}" for k, v in (svc.get("environment") or {}).items()]
-            argv = ["env", "-i", "PATH=/usr/bin:/bin"] + env + ["roster"] + svc["command"] + ["--check"]
-            lines.append(f"echo '== {name}'; " + " ".join(shlex.quote(a) for a in argv) +
-                         f" >/dev/null || {{ echo 'FAILED {name}' >&2; fails=$((fails + 1)); }}")
-            names.append(name)
-        script = "fails=0\n" + "\n".join(lines) + "\nexit $fails\n"
+            argv = (["env", "-i", "PATH=/usr/bin:/bin"] + env + ["roster"] + svc["command"]
+                    + ["--check"])
+            lines.append(" ".join(shlex.quote(a) for a in argv) +
+                         f" >/dev/null 2>/tmp/err && echo 'PASS {name}' || "
+                         f"echo \"FAIL {name}: $(tail -n 1 /tmp/err)\"")
         p = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image,
-                 "-c", script], check_rc=False, timeout=120)
+                 "-c", "\n".join(lines)], timeout=120)
+        passed = {ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("PASS ")}
+        failed = {ln.split()[1].rstrip(":"): ln for ln in p.stdout.splitlines()
+                  if ln.startswith("FAIL ")}
         short = " + ".join(os.path.relpath(f, ROOT) for f in files)
-        check(p.returncode == 0 and len(names) >= 6,
-              f"--check accepts every roster command line of {short} ({', '.join(names)})"
-              + ("" if p.returncode == 0 else f":\n{p.stdout}{p.stderr}"))
+        how = ", ".join(f"{k} unset" if v is None else f"{k} set" for k, v in changes.items())
+        check(len(passed) + len(failed) == len(lines) >= 6 and set(failed) == expect_fail,
+              f"--check of the {len(lines)} roster command lines of {short}"
+              + (f" ({how})" if how else "") + ": "
+              + (f"{len(passed)} pass" if not failed else
+                 f"{len(passed)} pass, {len(failed)} refused: "
+                 + "; ".join(failed[k] for k in sorted(failed))))
 
 
 # ---- 2-4. the HA topology -------------------------------------------------------------------
@@ -399,7 +414,13 @@ def ha_run(args, tmp):
     stack = Stack(PROJECT, [ha, override], env, image, tmp)
     stack.down()  # what an interrupted run left
 
-    check_command_lines(stack, image, [[ha], [ha, builtin], [ha, override]])
+    check_command_lines(stack, image, [
+        ([ha], {}, set()),
+        ([ha, builtin], {"OPENAI_API_KEY": None}, set()),
+        ([ha, override], {}, set()),
+        # without the key, the HA file's workers refuse to start
+        ([ha], {"OPENAI_API_KEY": None}, {"llm-worker", "embedding-worker"}),
+    ])
 
     cfg = stack.write_merged()
     services = list(cfg["services"])
@@ -508,6 +529,17 @@ def ha_run(args, tmp):
                   f"docker start {victim}: healthy again, model list through it answers")
         # (controller-2 was killed last: the workers moved to controller-1,
         # the restarted one, and requests went on through it)
+
+        # ROSTER_ACCESS_LOG_SAMPLE (100 by default in the HA file): one
+        # access line per 100 requests, not one per request
+        for s, port in (("apiserver", p_api), ("webserver", p_web)):
+            total = sum(metric(port, "roster_http_requests_total", f'class="{c}xx"')
+                        for c in "2345")
+            p = run(["docker", "logs", stack.cid(s)])
+            lines = sum(1 for ln in (p.stdout + p.stderr).splitlines()
+                        if " status=" in ln and " dur_us=" in ln)
+            check(total >= 1000 and 1 <= lines <= total / 100 + 2,
+                  f"{s}: {lines} access log lines for {total:.0f} requests (1 in 100 sampled)")
 
         # nobody crashed
         for s in services:
