@@ -162,8 +162,10 @@ if docker info >/dev/null 2>&1; then
 else
     echo "starting dockerd (log: $tmp/dockerd.log)"
     # in a session of its own: a Ctrl-C of this script reaches it through
-    # the cleanup, in order
-    setsid dockerd >"$tmp/dockerd.log" 2>&1 </dev/null &
+    # the cleanup, in order. No default bridge, no iptables rules, no IP
+    # forwarding: everything here runs on the host's network, and the
+    # machine's network is left as it was.
+    setsid dockerd --bridge=none --iptables=false --ip-forward=false >"$tmp/dockerd.log" 2>&1 </dev/null &
     dockerd_pid=$!
     deadline=$((SECONDS + DOCKERD_TIMEOUT_S))
     until docker info >/dev/null 2>&1; do
@@ -263,7 +265,7 @@ if wants deb; then
     docker build --network host -f "$root/compose/Dockerfile" --target build -t roster:build "$root" >"$tmp/build-stage.log" 2>&1 ||
         { tail -n 20 "$tmp/build-stage.log" >&2; die "docker build --target build failed"; }
     mkdir -p "$tmp/deb"
-    ctr=$(docker create roster:build)
+    ctr=$(docker create --network none roster:build)
     docker cp "$ctr:/out/." "$tmp/deb/"
     docker rm "$ctr" >/dev/null
     deb=$(cd "$tmp/deb" && ls roster_*.deb)

@@ -48,6 +48,9 @@ import time
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compose_commands  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 COMPOSE = os.path.join(ROOT, "compose")
@@ -339,45 +342,23 @@ def wait_model_list(image, controllers, expect):
 
 def check_command_lines(stack, image, combos):
     """Runs every roster service's command line of each file combination,
-    with its environment as Compose resolves it, through --check, in one
-    container of the image per combination. combos: (files, environment
-    changes (None: unset), the services expected to fail)."""
-    probe = run(["docker", "run", "--rm", "--network", "none", image,
-                 "start", "controller", "--check"], check_rc=False, timeout=60)
-    if "--check" in probe.stderr and "unknown option" in probe.stderr:
-        log("SKIP --check of the Compose command lines: this roster has no --check yet")
-        return
+    with its environment as Compose resolves it, through --check in a
+    container of the image (compose_commands.py). combos: (files,
+    environment changes (None: unset), the services expected to fail)."""
     for files, changes, expect_fail in combos:
-        saved = stack.env
-        stack.env = {k: v for k, v in saved.items() if k not in changes}
-        stack.env.update({k: v for k, v in changes.items() if v is not None})
-        try:
-            cfg = stack.config(files)
-        finally:
-            stack.env = saved
-        lines = []
-        for name, svc in cfg["services"].items():
-            if svc.get("image") != image:
-                continue
-            env = [f"{k}={v}" for k, v in (svc.get("environment") or {}).items()]
-            argv = (["env", "-i", "PATH=/usr/bin:/bin"] + env + ["roster"] + svc["command"]
-                    + ["--check"])
-            lines.append(" ".join(shlex.quote(a) for a in argv) +
-                         f" >/dev/null 2>/tmp/err && echo 'PASS {name}' || "
-                         f"echo \"FAIL {name}: $(tail -n 1 /tmp/err)\"")
-        p = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image,
-                 "-c", "\n".join(lines)], timeout=120)
-        passed = {ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("PASS ")}
-        failed = {ln.split()[1].rstrip(":"): ln for ln in p.stdout.splitlines()
-                  if ln.startswith("FAIL ")}
+        env = {k: v for k, v in stack.env.items() if k not in changes}
+        env.update({k: v for k, v in changes.items() if v is not None})
+        services = compose_commands.roster_services(compose_commands.resolve(files, env), image)
+        res = compose_commands.check_in_image(image, services)
+        refused = {name: err for name, (ok, err) in res.items() if not ok}
         short = " + ".join(os.path.relpath(f, ROOT) for f in files)
         how = ", ".join(f"{k} unset" if v is None else f"{k} set" for k, v in changes.items())
-        check(len(passed) + len(failed) == len(lines) >= 6 and set(failed) == expect_fail,
-              f"--check of the {len(lines)} roster command lines of {short}"
-              + (f" ({how})" if how else "") + ": "
-              + (f"{len(passed)} pass" if not failed else
-                 f"{len(passed)} pass, {len(failed)} refused: "
-                 + "; ".join(failed[k] for k in sorted(failed))))
+        check(len(services) >= 6 and set(refused) == expect_fail,
+              f"--check of the {len(services)} roster command lines of {short}"
+              + (f" ({how})" if how else "") + ": " + f"{len(res) - len(refused)} pass"
+              + (f", {len(refused)} refused: " + "; ".join(f"{k}: {v}" for k, v in
+                                                          sorted(refused.items()))
+                 if refused else ""))
 
 
 # ---- 2-4. the HA topology -------------------------------------------------------------------
