@@ -20,12 +20,26 @@
 //       JSON: the objects, in order.
 //
 // Exit status: 0 ok, 1 problems found, 2 usage or unreadable input.
-import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 
 const POD_IP = "192.0.2.10";
+// The packages' files are read as well as imported (their type declarations),
+// from the node_modules that `npm ci` made next to this file or above it
+// (found by hand: import.meta.resolve needs Node 20).
+const NODE_MODULES = (() => {
+    for (let d = dirname(fileURLToPath(import.meta.url)); ; d = dirname(d)) {
+        if (existsSync(join(d, "node_modules", "kubernetes-models", "package.json"))) {
+            return join(d, "node_modules");
+        }
+        if (dirname(d) === d) {
+            console.error("manifests.mjs: kubernetes-models is not installed (npm ci in tests/k8s)");
+            process.exit(2);
+        }
+    }
+})();
 const ROSTER_UID = 10001;
 
 function die(msg) {
@@ -64,7 +78,7 @@ async function modelModule(apiVersion) {
     }
     const spec = `kubernetes-models/${apiVersion}`;
     try {
-        return { mod: await import(spec), dir: dirname(fileURLToPath(import.meta.resolve(spec))) };
+        return { mod: await import(spec), dir: join(NODE_MODULES, spec) };
     } catch {
         return null;
     }
@@ -84,7 +98,7 @@ function resolveImport(fromFile, spec) {
     if (spec.startsWith(".")) {
         return resolve(dirname(fromFile), spec.replace(/\.js$/, "") + ".d.ts");
     }
-    return fileURLToPath(import.meta.resolve(spec)).replace(/\.js$/, ".d.ts");
+    return join(NODE_MODULES, spec) + ".d.ts";
 }
 
 function parseDts(file) {
