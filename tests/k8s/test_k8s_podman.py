@@ -26,11 +26,10 @@ and the builtin overlay), the test:
 5. `podman kube down`, and nothing of it left (pods, containers, secret).
 Every step is timed.
 
-Needs root, podman, runc, catatonit, a roster image (ROSTER_K8S_IMAGE,
-default roster:local: taken from podman's storage, else from Docker's with
-`docker save | podman load`), kubectl, node with `npm ci` in tests/k8s,
-MariaDB (tests/lib/mariadb.sh; or ROSTER_TEST_MARIADB_ENV from the ctest
-fixture).
+Needs root, podman, runc, catatonit, kubectl, node with `npm ci` in
+tests/k8s, MariaDB (tests/lib/mariadb.sh; or ROSTER_TEST_MARIADB_ENV from the
+ctest fixture), and roster's image (ROSTER_K8S_IMAGE, default roster:local:
+see ensure_image() for where it comes from).
 """
 import atexit
 import base64
@@ -113,15 +112,18 @@ def podman(*args, timeout=120, check=True):
 
 
 def ensure_image():
-    """The image in podman's storage: from podman, else from Docker."""
+    """The image in podman's storage, as fresh as can be had: a `docker save`
+    archive (ROSTER_K8S_IMAGE_ARCHIVE), else Docker's copy (when a Docker
+    daemon answers), else podman's own, else built by podman from
+    compose/Dockerfile (debian:12 from the Docker test's cached debootstrap,
+    $ROSTER_DOCKER_CACHE/debian-12-minbase.tar)."""
     if "image" in _setup:
         return _setup["image"]
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:
-        docker = shutil.which("docker")
-        if not docker or run([docker, "image", "inspect", IMAGE], check=False).returncode != 0:
-            raise h.Failure(f"no image {IMAGE} in podman or in Docker: build it first "
-                            "(docker build -f compose/Dockerfile -t roster:local .)")
-
+    archive = os.environ.get("ROSTER_K8S_IMAGE_ARCHIVE")
+    docker = shutil.which("docker")
+    if archive:
+        timed(f"podman load -i {archive}", podman, "load", "-i", archive, timeout=300)
+    elif docker and run([docker, "image", "inspect", IMAGE], check=False).returncode == 0:
         def load():
             save = subprocess.Popen([docker, "save", IMAGE], stdout=subprocess.PIPE)
             r = subprocess.run(["podman", "load"], stdin=save.stdout, capture_output=True,
@@ -130,7 +132,19 @@ def ensure_image():
             h.eq(save.wait(300), 0, "docker save")
             h.eq(r.returncode, 0, f"podman load: {r.stderr}")
         timed(f"docker save {IMAGE} | podman load", load)
-    r = podman("image", "inspect", IMAGE, "--format", "{{.Id}} {{.Size}}")
+    elif podman("image", "exists", IMAGE, check=False).returncode != 0:
+        if podman("image", "exists", "debian:12", check=False).returncode != 0:
+            tar = os.path.join(os.environ.get("ROSTER_DOCKER_CACHE", "/var/cache/roster-test"),
+                               "debian-12-minbase.tar")
+            if not os.path.exists(tar):
+                raise h.Failure(f"no image {IMAGE} (in podman or Docker), no debian:12 and no {tar}: "
+                                "run tests/docker/run.sh first, or build the image")
+            timed("podman import debian:12", podman, "import", "--change",
+                  "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "--change", 'CMD ["bash"]', tar, "debian:12", timeout=300)
+        timed(f"podman build -f compose/Dockerfile -t {IMAGE}", podman, "build", "--network", "host",
+              "-f", os.path.join(ROOT, "compose", "Dockerfile"), "-t", IMAGE, ROOT, timeout=1800)
+    r = podman("image", "inspect", IMAGE, "--format", "{{.Id}} created {{.Created}} size {{.Size}}")
     print(f"    image {IMAGE}: {r.stdout.strip()}")
     _setup["image"] = IMAGE
     return IMAGE
