@@ -10,8 +10,10 @@
   `roster start <role> ... --check`, and every variable given to it changes
   what roster would do (none is ignored or misspelt).
 
-Needs: kubectl (Debian's kubernetes-client, or any with kustomize; ROSTER_KUBECTL
-names another), yamllint, node and `npm ci` in tests/k8s.
+Needs: kubectl (Debian's kubernetes-client, or any with kustomize), yamllint,
+node and `npm ci` in tests/k8s. ROSTER_KUBECTL names the kubectl to use, or
+several separated by ':' (the first renders for every test; all of them must
+render the same objects: kustomize 2.0 of kubectl 1.20 and later versions).
 """
 import base64
 import json
@@ -28,7 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(ROOT, "compose", "k8s")
 VARIANTS = {"base": os.path.join(K8S, "base"), "builtin": os.path.join(K8S, "overlays", "builtin")}
 EXAMPLE = os.path.join(K8S, "overlays", "production-example")
-KUBECTL = os.environ.get("ROSTER_KUBECTL") or shutil.which("kubectl") or "kubectl"
+KUBECTLS = [k for k in os.environ.get("ROSTER_KUBECTL", "").split(":") if k] or \
+    [shutil.which("kubectl") or "kubectl"]
+KUBECTL = KUBECTLS[0]
 ROLES = {"roster-controller": "controller", "roster-worker-llm": "worker",
          "roster-worker-embedding": "worker", "roster-apiserver": "apiserver",
          "roster-webserver": "webserver"}
@@ -38,8 +42,8 @@ def run(cmd, timeout=60, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def render(path, out_dir, name):
-    r = run([KUBECTL, "kustomize", path])
+def render(path, out_dir, name, kubectl=KUBECTL):
+    r = run([kubectl, "kustomize", path])
     h.eq(r.returncode, 0, f"kubectl kustomize {path}: {r.stderr}")
     out = os.path.join(out_dir, name + ".yaml")
     with open(out, "w") as f:
@@ -105,8 +109,8 @@ def test_render_both_variants(t):
              ["roster-apiserver", "roster-controller", "roster-mysql", "roster-webserver"], "Services")
         h.eq(list(by_name(objs, "PodDisruptionBudget")), ["roster-controller"], "the PDB")
         h.eq(list(by_name(objs, "StatefulSet")), ["roster-mysql"], "MySQL")
-        h.check("roster-config" in by_name(objs, "ConfigMap") and
-                "roster-secrets" in by_name(objs, "Secret"), "the ConfigMap and the Secret")
+        h.eq(list(by_name(objs, "ConfigMap")), ["roster-config"], "the ConfigMap")
+        h.eq(sorted(by_name(objs, "Secret")), ["roster-mysql", "roster-secrets"], "the Secrets")
         for name in ROLES:
             c = container(deployments[name])
             h.eq(c["image"], "roster:local", f"{name}: the image")
@@ -226,14 +230,28 @@ def test_every_command_line_passes_check(t):
     h.check("cluster mode" in out and "API keys: 1" in out, out)
 
 
-def test_production_example(t):
-    """overlays/production-example as its comments say to use it: secrets.env
-    from the example, filled in, replaces every placeholder; the database is
-    external; the image comes from a registry; it all passes --check."""
+def normalized(objs):
+    """Objects as every kustomize version means them: the order of objects and
+    of env entries aside, and without kustomize 2.0's empty annotations."""
+    out = []
+    for o in objs:
+        o = json.loads(json.dumps(o))
+        if o.get("metadata", {}).get("annotations") == {}:
+            del o["metadata"]["annotations"]
+        for c in (o.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []):
+            c.get("env", []).sort(key=lambda e: e["name"])
+        out.append(o)
+    return sorted(out, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+
+def production_copy(t):
+    """overlays/production-example copied beside base/, with secrets.env made
+    from the example; returns (its directory, the secrets)."""
     k = os.path.join(t.tmp, "k8s")
-    shutil.copytree(os.path.join(K8S, "base"), os.path.join(k, "base"))
+    if not os.path.exists(k):
+        shutil.copytree(os.path.join(K8S, "base"), os.path.join(k, "base"))
+        shutil.copytree(EXAMPLE, os.path.join(k, "overlays", "production-example"))
     d = os.path.join(k, "overlays", "production-example")
-    shutil.copytree(EXAMPLE, d)
     values = {}
     with open(os.path.join(d, "secrets.env.example")) as f, \
             open(os.path.join(d, "secrets.env"), "w") as out:
@@ -243,14 +261,38 @@ def test_production_example(t):
                 values[key] = v or f"{key.lower()}-{os.getpid()}"
                 line = f"{key}={values[key]}\n"
             out.write(line)
-    h.eq(sorted(values), ["MYSQL_ROOT_PASSWORD", "OPENAI_API_KEY", "ROSTER_API_KEYS",
-                          "ROSTER_CLUSTER_SECRET", "ROSTER_REGISTRY_DB_PASSWORD"], "the example's keys")
+    return d, values
+
+
+def test_kustomize_versions_agree(t):
+    if len(KUBECTLS) < 2:
+        print(f"SKIP: one kubectl ({KUBECTL}); ROSTER_KUBECTL=a:b compares versions")
+        return
+    dirs = dict(VARIANTS, production=production_copy(t)[0])
+    for k in KUBECTLS:
+        r = run([k, "version", "--client"])
+        print(f"    {k}: {r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr.strip()}")
+    for name, path in dirs.items():
+        first = normalized(objects(render(path, t.tmp, f"{name}-0", KUBECTLS[0])))
+        for i, k in enumerate(KUBECTLS[1:], 1):
+            other = normalized(objects(render(path, t.tmp, f"{name}-{i}", k)))
+            h.check(other == first, f"{name}: {k} renders other objects than {KUBECTLS[0]}")
+
+
+def test_production_example(t):
+    """overlays/production-example as its comments say to use it: secrets.env
+    from the example, filled in, replaces every placeholder; the database is
+    external; the image comes from a registry; it all passes --check."""
+    d, values = production_copy(t)
+    h.eq(sorted(values), ["OPENAI_API_KEY", "ROSTER_API_KEYS", "ROSTER_CLUSTER_SECRET",
+                          "ROSTER_REGISTRY_DB_PASSWORD"], "the example's keys")
     out = render(d, t.tmp, "production")
     r = node("validate", out, "--test-secrets")
     h.eq(r.returncode, 0, f"{r.stdout}{r.stderr}")
     objs = objects(out)
-    h.check(not by_name(objs, "StatefulSet") and "roster-mysql" not in by_name(objs, "Service"),
+    h.check(not [o for o in objs if o.get("metadata", {}).get("name") == "roster-mysql"],
             "no MySQL of the example's own")
+    h.eq(list(by_name(objs, "Secret")), ["roster-secrets"], "one Secret")
     secret = by_name(objs, "Secret")["roster-secrets"]
     h.check("stringData" not in secret, "the placeholders are gone")
     got = {key: base64.b64decode(v).decode() for key, v in secret["data"].items()}

@@ -229,14 +229,14 @@ def set_port(deployment, port):
 
 
 def for_podman(objs, b_ports):
-    """(objects podman 4.3 plays, the Secret's values, what was left out)."""
-    out, secret, left_out = [], None, []
+    """(objects podman 4.3 plays, {Secret name: its values}, what was left out)."""
+    out, secrets_, left_out = [], {}, []
     for o in objs:
         kind, name = o["kind"], o["metadata"]["name"]
         if kind == "Secret":
-            h.check(secret is None, "one Secret")
-            secret = (name, {k: v for k, v in (o.get("stringData") or {}).items()},
-                      {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()})
+            values = {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()}
+            values.update(o.get("stringData") or {})
+            secrets_[name] = values
             continue
         if kind not in PLAYABLE:
             left_out.append(f"{kind}/{name}")
@@ -256,9 +256,7 @@ def for_podman(objs, b_ports):
             for c in o["spec"]["template"]["spec"]["containers"]:
                 numeric_probe_ports(c)
                 c.pop("ports", None)
-    name, string_data, data = secret
-    data.update(string_data)
-    return out, (name, data), left_out
+    return out, secrets_, left_out
 
 
 def readiness_url(deployment):
@@ -354,7 +352,7 @@ def run_variant(t, variant):
             "--api_keys", values["OPENAI_API_KEY"]])
         values["UPSTREAM_PORT"] = up.port
     objs = timed(f"{variant}: kustomize + validate", render, t, variant, values)
-    objs, (secret_name, secret_values), left_out = for_podman(objs, [p["CONTROLLER_B_PORT"]])
+    objs, podman_secrets, left_out = for_podman(objs, [p["CONTROLLER_B_PORT"]])
     print(f"    left out for podman: {', '.join(left_out)}")
     deployments = [o for o in objs if o["kind"] == "Deployment"]
     h.eq(sorted(d["metadata"]["name"] for d in deployments),
@@ -362,16 +360,19 @@ def run_variant(t, variant):
     play = os.path.join(t.tmp, "play.yaml")
     with open(play, "w") as f:
         f.write("\n---\n".join(json.dumps(o, indent=1) for o in objs) + "\n")
-    secret_file = os.path.join(t.tmp, "secret.json")
-    with open(secret_file, "w") as f:
-        json.dump({k: base64.b64encode(v.encode()).decode() for k, v in secret_values.items()}, f)
     names = [f"{d['metadata']['name']}-pod-0-{d['spec']['template']['spec']['containers'][0]['name']}"
              for d in deployments]
     podman("kube", "down", play, check=False)  # what a failed run may have left
-    podman("secret", "rm", secret_name, check=False)
+    for s in podman_secrets:
+        podman("secret", "rm", s, check=False)
     try:
-        podman("secret", "create", secret_name, secret_file)
-        os.unlink(secret_file)
+        for s, kv in podman_secrets.items():
+            # podman 4.3's secretKeyRef reads a JSON object of base64 values
+            f = os.path.join(t.tmp, "secret.json")
+            with open(f, "w") as out:
+                json.dump({k: base64.b64encode(v.encode()).decode() for k, v in kv.items()}, out)
+            podman("secret", "create", s, f)
+            os.unlink(f)
         timed(f"{variant}: podman kube play", podman, "kube", "play", "--replace", play, timeout=180)
 
         def all_ready():
@@ -419,12 +420,13 @@ def run_variant(t, variant):
                 f.write(r.stdout + r.stderr)
         down = timed(f"{variant}: podman kube down", podman, "kube", "down", play, check=False,
                      timeout=180)
-        podman("secret", "rm", secret_name, check=False)
+        for s in podman_secrets:
+            podman("secret", "rm", s, check=False)
     h.eq(down.returncode, 0, f"podman kube down: {down.stderr}")
     left = (ours(podman("pod", "ps", "--format", "{{.Name}}").stdout)
             + ours(podman("ps", "-a", "--format", "{{.Names}}").stdout)
             + [s for s in podman("secret", "ls", "--format", "{{.Name}}").stdout.split()
-               if s == secret_name])
+               if s in podman_secrets])
     h.eq(left, [], "left behind by podman kube down")
     if variant == "base":
         r = h.request("GET", f"http://127.0.0.1:{values['UPSTREAM_PORT']}/metrics")
