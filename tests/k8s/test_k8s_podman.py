@@ -21,8 +21,11 @@ and the builtin overlay), the test:
    systemd), no restarts;
 4. chat completions (plain and streamed) and embeddings through the apiserver
    and through the webserver, with the API key from the Secret (and 401
-   without); `roster model list` through both controllers shows every
-   instance healthy;
+   without); `roster model list` through both controllers (and inside the
+   apiserver's container) shows every instance healthy; (builtin variant)
+   one controller's pod stopped: no request fails, the other lists every
+   instance healthy, and it comes back when started; every container runs as
+   the pod's securityContext says (read from /proc);
 5. `podman kube down`, and nothing of it left (pods, containers, secret).
 Every step is timed.
 
@@ -309,6 +312,29 @@ def model_list(controllers, secret):
     return json.loads(r.stdout)
 
 
+def controller_outage(p, values, api, llm):
+    """The first controller's pod stopped (SIGTERM: it drains): requests keep
+    succeeding, the second controller lists every instance healthy (the
+    workers' heartbeats fail over along CONTROLLER_ADDRESS); started again,
+    it answers again."""
+    a = f"http://127.0.0.1:{p['CONTROLLER_PORT']}"
+    b = f"http://127.0.0.1:{p['CONTROLLER_B_PORT']}"
+    podman("pod", "stop", "-t", "15", "roster-controller-pod-0", timeout=60)
+    failed = 0
+    msgs = [{"role": "user", "content": "hello"}]
+    for _ in range(20):
+        r = h.request("POST", api + "/v1/chat/completions", {"model": llm, "messages": msgs},
+                      headers=bearer(values["API_KEY"]), timeout=30)
+        failed += r.status != 200
+    h.eq(failed, 0, "requests failed while a controller was down")
+    items = model_list(b, values["CLUSTER_SECRET"])
+    h.check(len(items) == 4 and all(i["healthy"] for i in items), f"through {b}: {items}")
+    podman("pod", "start", "roster-controller-pod-0", timeout=60)
+    h.wait_until(lambda: h.request("GET", a + "/api/health", timeout=3).status == 200, 30, 0.25,
+                 what="the restarted controller's health")
+    h.eq(len(model_list(a, values["CLUSTER_SECRET"])), 4, f"through {a} again")
+
+
 def containers_state(names):
     states = {}
     for n in names:
@@ -407,6 +433,14 @@ def run_variant(t, variant):
                            ("WorkerManager@service", p["EMBEDDING_PORT"], True)])
             h.eq(got, want, f"roster model list through {one}")
             h.check(all(i["host"] == "127.0.0.1" for i in items), f"registered hosts: {items}")
+        # as docs/deployment.md says: `kubectl exec deploy/roster-apiserver -- roster model
+        # list` needs nothing more than the container's environment
+        r = podman("exec", "roster-apiserver-pod-0-apiserver", "roster", "model", "list", "--json")
+        h.eq(sorted((i["model_name"], i["healthy"]) for i in json.loads(r.stdout)),
+             sorted((m, True) for m, _, _ in want), "roster model list in the apiserver's container")
+        if variant == "builtin":
+            timed("a controller stopped: zero failed requests, then back", controller_outage,
+                  p, values, api, llm)
         for n in names:
             sec = security(n)
             h.eq(sec, {"uid": "10001", "CapEff": "0000000000000000", "NoNewPrivs": "1", "root": "ro"},
