@@ -43,7 +43,13 @@ set_value(const struct flag_def *d, void *cfg, const char *value, char *err, siz
     switch (d->type) {
     case FLAG_STR: {
         char **sp = (char **)(void *)field;
-        char *copy = value ? strdup(value) : NULL;
+        char *copy;
+        /* secrets travel in headers of bounded size */
+        if (value && (d->flags & FLAG_SECRET) && strlen(value) > FLAG_SECRET_MAX) {
+            snprintf(err, errcap, "--%s: longer than %d bytes", d->name, FLAG_SECRET_MAX);
+            return -1;
+        }
+        copy = value ? strdup(value) : NULL;
         if (value && !copy) {
             snprintf(err, errcap, "out of memory");
             return -1;
@@ -194,6 +200,17 @@ flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char 
         }
     }
     return 0;
+}
+
+size_t
+flags_count(const struct flag_def *defs)
+{
+    size_t n = 0;
+
+    while (defs[n].name) {
+        n++;
+    }
+    return n;
 }
 
 int

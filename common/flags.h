@@ -27,6 +27,8 @@ enum flag_type {
     FLAG_BOOL,   /* bool; "--name" alone means true */
 };
 
+#define FLAG_SECRET_MAX 512 /* longest value of a FLAG_SECRET option */
+
 enum {
     FLAG_SECRET = 1,    /* never printed; warn when given on argv */
     FLAG_HIDDEN = 2,    /* not in --help or the docs */
@@ -55,6 +57,9 @@ enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
  * from. Call flags_cleanup() afterwards in every case. */
 int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
                 enum flag_source *sources, char *err, size_t errcap);
+
+/* The number of entries of a table (a `sources` array needs as many). */
+size_t flags_count(const struct flag_def *defs);
 
 /* Fills `cfg` with the table's defaults only (no environment, no argv): a
  * component a process configures itself. Returns 0 or -1 (out of memory).
