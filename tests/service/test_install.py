@@ -34,7 +34,7 @@ HARDENING = ["DynamicUser=yes", "ProtectSystem=strict", "ProtectHome=yes", "Priv
              "NoNewPrivileges=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
              "CapabilityBoundingSet=", "SystemCallFilter=@system-service", "LockPersonality=yes",
              "MemoryDenyWriteExecute=yes", "PrivateDevices=yes", "Restart=on-failure",
-             "KillSignal=SIGTERM", "StateDirectory=roster/%i"]
+             "KillSignal=SIGTERM"]
 DEFAULT_GRACE_S = 10  # --shutdown_grace_ms of every role
 
 
@@ -247,6 +247,10 @@ def test_units_content(t):
                 f"{role}: EnvironmentFile")
         for want in HARDENING:
             h.check(want in lines, f"{role}: {want} missing")
+        # one state directory per role and name: controller@main and
+        # webserver@main run as different dynamic users
+        h.check(f"StateDirectory=roster/{role}-%i" in lines, f"{role}: StateDirectory")
+        h.check(f"WorkingDirectory=%S/roster/{role}-%i" in lines, f"{role}: WorkingDirectory")
         stop = [ln for ln in lines if ln.startswith("TimeoutStopSec=")]
         h.check(len(stop) == 1, f"{role}: TimeoutStopSec")
         secs = int(stop[0].split("=")[1].rstrip("s"))
@@ -255,7 +259,7 @@ def test_units_content(t):
         h.check(not any("@CMAKE" in ln or "@ROSTER" in ln for ln in lines),
                 f"{role}: unsubstituted variable")
     webserver = open(under(root, f"{lay['unitdir']}/roster-webserver@.service")).read()
-    h.check("Environment=ROSTER_DATA_DIR=%S/roster/%i" in webserver, "webserver: data dir")
+    h.check("Environment=ROSTER_DATA_DIR=%S/roster/webserver-%i" in webserver, "webserver: data dir")
 
 
 def test_env_examples_name_real_options(t):
