@@ -135,14 +135,10 @@ roff_line(FILE *out, const char *s)
 static void
 man_env_names(FILE *out, const struct flag_def *d)
 {
-    fputs("ROSTER_", out);
-    for (const char *p = d->name; *p; p++) {
-        fputc(toupper((unsigned char)*p), out);
-    }
-    if (d->env) {
-        fputs(", ", out);
-        roff(out, d->env, false);
-    }
+    char names[160];
+
+    flags_env_names(d, names, sizeof(names));
+    roff(out, names, false);
 }
 
 /* One .TP entry per visible option: "--name METAVAR", the help sentence,

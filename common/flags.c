@@ -377,10 +377,16 @@ flags_cleanup(const struct flag_def *defs, void *cfg)
     }
 }
 
-static void
-env_names(const struct flag_def *d, char *out, size_t cap)
+void
+flags_env_names(const struct flag_def *d, char *out, size_t cap)
 {
-    size_t n = (size_t)snprintf(out, cap, "ROSTER_");
+    size_t n;
+
+    if (d->flags & FLAG_ARGV_ONLY) {
+        snprintf(out, cap, "(command line only)");
+        return;
+    }
+    n = (size_t)snprintf(out, cap, "ROSTER_");
 
     for (const char *p = d->name; *p && n + 1 < cap; p++) {
         out[n++] = (char)toupper((unsigned char)*p);
@@ -405,7 +411,7 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
         }
         snprintf(left, sizeof(left), "--%s%s%s", d->name, d->metavar ? " " : "",
                  d->metavar ? d->metavar : "");
-        env_names(d, env, sizeof(env));
+        flags_env_names(d, env, sizeof(env));
         fprintf(out, "  %-34s %s\n", left, d->help);
         if (d->def && !(d->flags & FLAG_SECRET)) {
             fprintf(out, "  %-34s   default: %s; env: %s\n", "", d->def, env);
@@ -428,7 +434,7 @@ flags_print_markdown(FILE *out, const char *title, const char *summary, const st
         if (d->flags & FLAG_HIDDEN) {
             continue;
         }
-        env_names(d, env, sizeof(env));
+        flags_env_names(d, env, sizeof(env));
         fprintf(out, "| `--%s%s%s` | %s%s%s | `%s` | %s |\n", d->name, d->metavar ? " " : "",
                 d->metavar ? d->metavar : "", d->def && *d->def ? "`" : "",
                 d->def ? (*d->def ? d->def : "(empty)") : "(unset)", d->def && *d->def ? "`" : "",

@@ -123,6 +123,10 @@ void flags_print_effective_groups(FILE *out, const struct flag_group *g, size_t 
 /* Frees the strings flags_parse stored in `cfg`. */
 void flags_cleanup(const struct flag_def *defs, void *cfg);
 
+/* The environment variables an option reads ("ROSTER_NAME, EXTRA"), or
+ * "(command line only)". */
+void flags_env_names(const struct flag_def *d, char *out, size_t cap);
+
 /* --help text: usage line, then one entry per flag with default and env. */
 void flags_print_help(FILE *out, const char *usage, const char *summary,
                       const struct flag_def *defs);
