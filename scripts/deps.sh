@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what roster needs on Debian 12, and nothing when it is all there.
-#   scripts/deps.sh build   compilers and libraries (default)
+#   scripts/deps.sh build   compilers and libraries, and dpkg-dev for `cpack -G DEB` (default)
 #   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing),
+#                           systemd (systemd-analyze verify of the units), man-db and
+#                           groff-base (the man page renders),
 #                           Chromium (the dashboard's browser test), and the openai and
 #                           playwright-core npm packages for the real-client and browser tests
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
@@ -10,9 +12,9 @@ set -euo pipefail
 
 mode=${1:-build}
 build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev libsqlite3-dev
-       libcurl4-openssl-dev libcjson-dev libhttp-parser-dev)
+       libcurl4-openssl-dev libcjson-dev libhttp-parser-dev dpkg-dev)
 test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
-      clang-format chromium)
+      clang-format chromium systemd man-db groff-base)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
 
 case "$mode" in
