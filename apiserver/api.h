@@ -222,7 +222,6 @@ void api_watch_stop(struct api_server *srv);
 
 /* Controller reachability as the watcher last saw it (any thread). */
 struct api_watch_status {
-    bool loaded;    /* a table has been received */
     bool reachable; /* the last call succeeded */
     int64_t last_ok_mono_ms;
     char current[512]; /* the controller in use */

@@ -248,6 +248,16 @@ num(const cJSON *o, const char *k, double def)
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
+/* A count or a duration from the list, clamped (a cast of an absurd double
+ * to an integer is undefined). */
+static int64_t
+count(const cJSON *o, const char *k, int64_t def)
+{
+    double v = num(o, k, (double)def);
+
+    return v >= -1 && v <= 1e15 ? (int64_t)v : def;
+}
+
 static bool
 flag(const cJSON *o, const char *k, bool def)
 {
@@ -294,14 +304,19 @@ parse_list(const struct buf *body, struct dash_row **out, char *err, size_t errc
         r->alive = flag(it, "alive", flag(it, "healthy", false));
         r->enabled = flag(it, "enabled", true);
         r->weight = num(it, "weight", 1);
+        r->weight = r->weight >= 0 && r->weight <= 1e9 ? r->weight : 0;
         r->routable = flag(it, "routable", r->alive && r->enabled && r->weight > 0);
         r->weight_declared = num(it, "weight_declared", r->weight);
-        r->weight_override = cJSON_IsNumber(ov) ? ov->valuedouble : -1;
-        r->lease_ms = (int64_t)num(it, "lease_ms", 0);
-        r->age_ms = cJSON_IsNumber(age) ? (int64_t)age->valuedouble : -1;
-        r->in_flight = (int64_t)num(load, "in_flight", 0);
-        r->queue = (int64_t)num(load, "queue_length", 0);
-        r->capacity = (int64_t)num(load, "capacity", 0);
+        r->weight_declared =
+            r->weight_declared >= 0 && r->weight_declared <= 1e9 ? r->weight_declared : 0;
+        r->weight_override = cJSON_IsNumber(ov) && ov->valuedouble >= 0 && ov->valuedouble <= 1e9
+                                 ? ov->valuedouble
+                                 : -1;
+        r->lease_ms = count(it, "lease_ms", 0);
+        r->age_ms = cJSON_IsNumber(age) ? count(it, "heartbeat_age_ms", -1) : -1;
+        r->in_flight = count(load, "in_flight", 0);
+        r->queue = count(load, "queue_length", 0);
+        r->capacity = count(load, "capacity", 0);
         n++;
     }
     cJSON_Delete(root);
@@ -911,6 +926,7 @@ api_dash_halt(struct api_dash *d)
     }
     pthread_mutex_lock(&d->mu);
     atomic_store(&d->stop, true);
+    atomic_store(&d->act_cancel, true);
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->mu);
 }

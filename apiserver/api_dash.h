@@ -41,6 +41,10 @@ struct api_dash_config {
     const char *secret;          /* the cluster secret; NULL or "": actions from loopback only */
     int64_t tick_ms;             /* how often a watched dashboard is updated */
     int64_t control_timeout_ms;  /* each call to a controller or worker */
+    /* NULL, or a rule the data routes must also pass (replies when it
+     * refuses): the embedded controller's --protect_reads */
+    bool (*read_guard)(struct http_request *req, void *arg);
+    void *read_guard_arg;
 };
 
 struct api_dash;
@@ -51,7 +55,8 @@ struct api_dash;
 int api_dash_new(struct api_server *api, const struct api_dash_config *cfg, struct api_dash **out);
 int api_dash_mount(struct api_dash *d, struct http_server *http);
 int api_dash_start(struct api_dash *d);
-/* Asks the threads to stop soon (any thread; the drain at shutdown). */
+/* Asks the threads to stop soon and cancels their calls in flight (any
+ * thread; the drain at shutdown). */
 void api_dash_halt(struct api_dash *d);
 void api_dash_stop(struct api_dash *d); /* after http_server_run returned */
 void api_dash_free(struct api_dash *d); /* after http_server_free; NULL-safe */
@@ -142,6 +147,7 @@ struct api_dash {
     pthread_cond_t act_cond;
     struct dash_job *jobs, *jobs_tail;
     bool act_stop;
+    _Atomic bool act_cancel; /* the calls in flight give up (shutdown) */
     int64_t started_mono_ms;
     struct netaddr_list loopback; /* who may act when there is no secret */
     char etag[3][24];             /* of the static files */

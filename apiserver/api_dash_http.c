@@ -210,12 +210,6 @@ on_drain(struct http_loop *loop, void *arg)
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-static struct api_dash *
-dash_of(void *arg)
-{
-    return arg;
-}
-
 static void
 reply_buf(struct http_request *req, struct buf *b, struct jw *w)
 {
@@ -230,7 +224,8 @@ reply_buf(struct http_request *req, struct buf *b, struct jw *w)
 static bool
 data_allowed(struct api_dash *d, struct http_request *req)
 {
-    if (!api_check_key(d->api, req)) {
+    if (!api_check_key(d->api, req) ||
+        (d->cfg.read_guard && !d->cfg.read_guard(req, d->cfg.read_guard_arg))) {
         return false;
     }
     dash_viewed(d);
@@ -267,7 +262,7 @@ asset(const char *name)
 static void
 h_file(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     const char *path = http_req_path(req);
     char hdr[1024];
 
@@ -299,7 +294,7 @@ h_file(struct http_request *req, void *arg)
 static void
 h_state(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     struct dash_snap *s;
 
     if (!data_allowed(d, req)) {
@@ -318,7 +313,7 @@ h_state(struct http_request *req, void *arg)
 static void
 h_events(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     const char *q = http_req_query(req);
     struct query query;
     struct api_event *ev = NULL;
@@ -365,7 +360,7 @@ h_events(struct http_request *req, void *arg)
 static void
 h_stream(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     struct dash_loop *dl = &d->loops[http_loop_index(http_req_loop(req))];
     struct dash_client *c;
     struct dash_snap *snap;
@@ -505,7 +500,7 @@ static void
 h_instances(struct http_request *req, void *arg)
 {
     static const char *const names[] = {"all", "unhealthy", "healthy", "ejected", "drained"};
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     const char *q = http_req_query(req);
     struct query query;
     struct dash_snap *s = NULL;
@@ -591,7 +586,6 @@ enum job_kind { JOB_ADMIN, JOB_APPLY };
 
 struct dash_job {
     struct http_task task; /* the answer, on the request's loop */
-    struct api_dash *d;
     struct http_request *req;
     struct http_loop *loop;
     enum job_kind kind;
@@ -692,8 +686,8 @@ run_job(struct api_dash *d, struct dash_job *j)
             snprintf(url, sizeof(url), "%s/api/worker/apply", j->url);
             timeout = timeout > APPLY_MIN_MS ? timeout : APPLY_MIN_MS;
         }
-        if (http_client_request("POST", url, j->body, strlen(j->body), headers, timeout, MAX_ACTION,
-                                &resp, e, sizeof(e)) != 0) {
+        if (http_client_request_cancel("POST", url, j->body, strlen(j->body), headers, timeout,
+                                       MAX_ACTION, &d->act_cancel, &resp, e, sizeof(e)) != 0) {
             snprintf(j->err, sizeof(j->err), "%s: %s", j->from, e);
             continue;
         }
@@ -764,7 +758,16 @@ action_allowed(struct api_dash *d, struct http_request *req)
 {
     const char *secret = d->cfg.secret;
 
+    const char *ct = http_req_header(req, "Content-Type");
+
     if (!api_check_key(d->api, req)) {
+        return false;
+    }
+    /* a JSON body: a page of another site cannot send one without the
+     * browser asking first (a CORS preflight, which is never allowed) */
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
+        http_reply_error(req, 415, "invalid_request_error", "unsupported_media_type",
+                         "actions take a JSON body (Content-Type: application/json)");
         return false;
     }
     if (secret && *secret) {
@@ -778,8 +781,15 @@ action_allowed(struct api_dash *d, struct http_request *req)
                                : "actions need the cluster secret (header X-Roster-Secret)");
         return false;
     }
-    if (netaddr_list_match(&d->loopback, http_req_peer(req))) {
+    if (netaddr_list_match(&d->loopback, http_req_peer(req)) && !http_req_forged_by_browser(req)) {
         return true;
+    }
+    if (netaddr_list_match(&d->loopback, http_req_peer(req))) {
+        http_reply_error(req, 403, "permission_error", "cross_site_request",
+                         "a browser sent this from a page of another site, or under a name "
+                         "other than an address (Origin %.100s): refused",
+                         http_req_header(req, "Origin") ? http_req_header(req, "Origin") : "-");
+        return false;
     }
     http_reply_error(req, 403, "permission_error", "forbidden",
                      "this server has no --cluster_secret: actions are allowed from its own "
@@ -835,7 +845,7 @@ action_target(struct api_dash *d, struct http_request *req, const char **model, 
 }
 
 static struct dash_job *
-job_new(struct api_dash *d, struct http_request *req, enum job_kind kind, struct buf *body)
+job_new(struct http_request *req, enum job_kind kind, struct buf *body)
 {
     struct dash_job *j = calloc(1, sizeof(*j));
 
@@ -844,7 +854,6 @@ job_new(struct api_dash *d, struct http_request *req, enum job_kind kind, struct
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
         return NULL;
     }
-    j->d = d;
     j->req = req;
     j->loop = http_req_loop(req);
     j->kind = kind;
@@ -855,7 +864,7 @@ job_new(struct api_dash *d, struct http_request *req, enum job_kind kind, struct
 static void
 h_instance(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     const char *model, *host;
     int port;
     cJSON *root;
@@ -907,7 +916,7 @@ h_instance(struct http_request *req, void *arg)
         http_reply_error(req, 400, "invalid_request_error", "invalid_action", "too long");
         return;
     }
-    j = job_new(d, req, JOB_ADMIN, &b);
+    j = job_new(req, JOB_ADMIN, &b);
     buf_cleanup(&b);
     if (j) {
         submit(d, j);
@@ -917,7 +926,7 @@ h_instance(struct http_request *req, void *arg)
 static void
 h_apply(struct http_request *req, void *arg)
 {
-    struct api_dash *d = dash_of(arg);
+    struct api_dash *d = arg;
     const char *model, *host;
     int port;
     cJSON *root;
@@ -947,7 +956,7 @@ h_apply(struct http_request *req, void *arg)
     jw_str(&w, at + 1);
     jw_raw(&w, "}");
     log_info("action from %s: %s %s at %s:%d", http_req_peer_str(req), type, model, host, port);
-    j = w.err ? NULL : job_new(d, req, JOB_APPLY, &b);
+    j = w.err ? NULL : job_new(req, JOB_APPLY, &b);
     buf_cleanup(&b);
     if (j) {
         snprintf(j->url, sizeof(j->url), strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d",

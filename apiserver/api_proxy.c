@@ -133,19 +133,19 @@ static void
 eject(struct api_px *px, const char *why)
 {
     struct api_inst *i = px->inst;
-    bool was_out = atomic_load(&i->rt.ejected_until_ms) != 0;
+    bool newly;
 
     if (!px->trial && atomic_load(&i->rt.trial)) {
         return;
     }
-    route_eject(&i->rt, util_mono_ms(), px->srv->cfg->eject_ms);
+    newly = route_eject(&i->rt, util_mono_ms(), px->srv->cfg->eject_ms);
     px->trial = false;
     atomic_fetch_add(&i->s.ejections, 1);
     atomic_fetch_add(&px->model->stats->s.ejections, 1);
     pthread_mutex_lock(&i->err_mu);
     util_strlcpy(i->last_error, why, sizeof(i->last_error));
     pthread_mutex_unlock(&i->err_mu);
-    if (!was_out) { /* a failed trial is no news */
+    if (newly) { /* a failed trial is no news */
         api_event_add(px->srv, "ejected", i->model->model, i->host, i->port,
                       "%s; no requests for %lld ms, then one trial", why,
                       (long long)px->srv->cfg->eject_ms);

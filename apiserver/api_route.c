@@ -773,13 +773,15 @@ route_success(struct route_inst *st)
     }
 }
 
-void
+bool
 route_eject(struct route_inst *st, int64_t now_ms, int64_t cooldown_ms)
 {
     int64_t until = now_ms + (cooldown_ms > 0 ? cooldown_ms : 0);
+    /* 0 means in service */
+    int64_t was = atomic_exchange(&st->ejected_until_ms, until != 0 ? until : 1);
 
-    atomic_store(&st->ejected_until_ms, until != 0 ? until : 1); /* 0 means in service */
     atomic_store(&st->trial, 0);
+    return was == 0;
 }
 
 void

@@ -107,8 +107,11 @@ int route_pick(struct route_set *s, enum route_policy policy, const int *tried, 
 
 /* The instance answered (any status that is not its own failure). */
 void route_success(struct route_inst *st);
-/* The instance failed (connect error, timeout, 5xx): out until now + cooldown. */
-void route_eject(struct route_inst *st, int64_t now_ms, int64_t cooldown_ms);
+/* The instance failed (connect error, timeout, 5xx): out until now +
+ * cooldown. Returns true when it was in service until now (false: it was
+ * out already, e.g. a failed trial; exactly one of several concurrent
+ * ejections returns true). */
+bool route_eject(struct route_inst *st, int64_t now_ms, int64_t cooldown_ms);
 /* A trial ended without a verdict. */
 void route_trial_abort(struct route_inst *st);
 

@@ -735,9 +735,6 @@ watch_main(void *arg)
         }
         if (st == 200 && take_list(w, &c, err, sizeof(err)) == 0) {
             util_strlcpy(w->etag, c.etag, sizeof(w->etag));
-            pthread_mutex_lock(&w->mu);
-            w->st.loaded = true;
-            pthread_mutex_unlock(&w->mu);
         } else if (st == 200 || (st != 304 && st >= 0)) {
             if (!err[0]) {
                 snprintf(err, sizeof(err), "status %ld", st);

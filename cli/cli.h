@@ -7,6 +7,7 @@
  *   cli_model.c  roster model list|set|start|stop|restart (and the option
  *                table and controller client every model command shares)
  *   cli_chat.c   roster model chat
+ *   cli_health.c roster health (container health checks)
  *
  * The CLI is single-threaded and blocking (libcurl's easy interface); no
  * event loop runs in it.
@@ -33,6 +34,12 @@ struct cli_cmd {
 
 extern const struct cli_cmd cli_cmd_start;
 extern const struct cli_cmd cli_cmd_model;
+extern const struct cli_cmd cli_cmd_health;
+
+/* `roster health` (cli_health.c): its options, for --help, the docs and
+ * the man page. */
+extern const struct flag_def cli_health_flag_defs[];
+extern const char cli_health_summary[];
 
 /* The options of `roster model` (cli_model.c): one table for every model
  * command; each command accepts the subset it names. */
@@ -42,6 +49,11 @@ extern const char cli_model_summary[];
 /* `roster start webserver` (cli_webserver.c), and its options' Markdown. */
 int cli_webserver_main(int argc, char **argv);
 void cli_webserver_doc(FILE *out);
+/* The webserver's own option table and summary (cli_webserver.c), for the
+ * man page. */
+extern const struct flag_def web_flag_defs[];
+extern const char web_usage[];
+extern const char web_summary[];
 
 struct cli_model_opts {
     char *controller_addr;
@@ -86,7 +98,9 @@ cJSON *cli_model_instances(const struct cli_model_opts *o, bool routable_only, i
  * in the terminal, or over a pipe. Returns the exit code. */
 int cli_chat(const struct cli_model_opts *o);
 
-/* Prints the Markdown of every option table (docs/configuration.md). */
+/* `roster config-doc`: prints the Markdown of every option table
+ * (docs/configuration.md); with --man, the roster(1) man page in roff,
+ * made from the same tables. Returns the exit code. */
 int cli_config_doc(int argc, char **argv);
 
 #endif

@@ -128,6 +128,7 @@ const char web_summary[] =
     "may register with it. With --controller_addr, the API and the dashboard in front of a "
     "cluster.";
 
+#define NWEB_FLAGS 64
 #define NCTL_FLAGS 64
 #define NAPI_FLAGS 64
 
@@ -135,7 +136,7 @@ struct web {
     struct web_config cfg;
     struct api_config api_cfg;
     struct ctl_config ctl_cfg;
-    enum flag_source web_src[NCTL_FLAGS];
+    enum flag_source web_src[NWEB_FLAGS];
     enum flag_source api_src[NAPI_FLAGS];
     enum flag_source ctl_src[NCTL_FLAGS];
     bool embedded;
@@ -238,6 +239,16 @@ h_health(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
+/* The embedded controller's --protect_reads, for the routes that show
+ * the registry's data. */
+static bool
+read_guard(struct http_request *req, void *arg)
+{
+    struct web *w = arg;
+
+    return !w->embedded || ctl_api_read_allowed(w->ctl, req);
+}
+
 static void
 h_metrics(struct http_request *req, void *arg)
 {
@@ -245,6 +256,9 @@ h_metrics(struct http_request *req, void *arg)
     struct buf b;
     int rc;
 
+    if (!read_guard(req, w)) {
+        return;
+    }
     buf_init(&b, 64 * 1024 * 1024);
     rc = metrics_write_http(&b, w->http);
     rc |= api_write_metrics(w->api, api_loop_of(w->api, req), &b);
@@ -253,6 +267,24 @@ h_metrics(struct http_request *req, void *arg)
     }
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
+}
+
+/* The first service logs what no route matched (404, 405), and its own
+ * routes (health and metrics at debug: probes ask every few seconds). */
+static void
+web_access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg)
+{
+    const char *path = http_req_path(req);
+    bool probe = strcmp(path, "/api/health") == 0 || strcmp(path, "/metrics") == 0;
+    char esc[256];
+
+    (void)arg;
+    log_at(status >= 500 ? LOG_LVL_WARN
+           : probe       ? LOG_LVL_DEBUG
+                         : LOG_LVL_INFO,
+           "%s %s status=%d bytes=%zu dur_us=%lld peer=%s req=%s", http_req_method(req),
+           log_escape(path, esc, sizeof(esc)), status, len, (long long)us, http_req_peer_str(req),
+           http_req_id(req));
 }
 
 static const struct http_route web_routes[] = {
@@ -309,6 +341,11 @@ load(struct web *w, int argc, char **argv)
     int rc;
 
     groups(w, g);
+    if (flags_count(web_flag_defs) > NWEB_FLAGS || flags_count(api_flag_defs) > NAPI_FLAGS ||
+        flags_count(ctl_flag_defs) > NCTL_FLAGS) {
+        fprintf(stderr, "roster: internal error: an option table is too long\n");
+        return EX_SOFTWARE;
+    }
     rc = flags_parse_groups(g, 3, argc, argv, err, sizeof(err));
     if (rc == 1) {
         help(stdout);
@@ -541,6 +578,7 @@ on_signal(int sig, void *arg)
         log_warn("second signal: stopping now");
     }
     for (size_t i = 0; i < w->nwrk; i++) {
+        wrk_registrar_abort(w->wrk[i]->registrar); /* the drain thread may be deregistering */
         http_server_shutdown(w->wrk[i]->http, 0);
     }
     api_dash_halt(w->dash);
@@ -597,7 +635,7 @@ start(struct web *w)
 {
     char err[256];
     int code;
-    const struct http_service svc = {.routes = web_routes, .arg = w};
+    const struct http_service svc = {.routes = web_routes, .arg = w, .access_log = web_access_log};
 
     if (w->embedded) {
         code = place_registry(w);
@@ -639,6 +677,8 @@ start(struct web *w)
         .secret = w->cfg.cluster_secret,
         .tick_ms = w->cfg.dashboard_tick_ms,
         .control_timeout_ms = w->api_cfg.control_timeout_ms,
+        .read_guard = w->embedded && w->ctl_cfg.protect_reads ? read_guard : NULL,
+        .read_guard_arg = w,
     };
     code = api_dash_new(w->api, &dc, &w->dash);
     if (code != 0) {

@@ -43,7 +43,13 @@ set_value(const struct flag_def *d, void *cfg, const char *value, char *err, siz
     switch (d->type) {
     case FLAG_STR: {
         char **sp = (char **)(void *)field;
-        char *copy = value ? strdup(value) : NULL;
+        char *copy;
+        /* secrets travel in headers of bounded size */
+        if (value && (d->flags & FLAG_SECRET) && strlen(value) > FLAG_SECRET_MAX) {
+            snprintf(err, errcap, "--%s: longer than %d bytes", d->name, FLAG_SECRET_MAX);
+            return -1;
+        }
+        copy = value ? strdup(value) : NULL;
         if (value && !copy) {
             snprintf(err, errcap, "out of memory");
             return -1;
@@ -194,6 +200,17 @@ flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char 
         }
     }
     return 0;
+}
+
+size_t
+flags_count(const struct flag_def *defs)
+{
+    size_t n = 0;
+
+    while (defs[n].name) {
+        n++;
+    }
+    return n;
 }
 
 int
@@ -360,10 +377,16 @@ flags_cleanup(const struct flag_def *defs, void *cfg)
     }
 }
 
-static void
-env_names(const struct flag_def *d, char *out, size_t cap)
+void
+flags_env_names(const struct flag_def *d, char *out, size_t cap)
 {
-    size_t n = (size_t)snprintf(out, cap, "ROSTER_");
+    size_t n;
+
+    if (d->flags & FLAG_ARGV_ONLY) {
+        snprintf(out, cap, "(command line only)");
+        return;
+    }
+    n = (size_t)snprintf(out, cap, "ROSTER_");
 
     for (const char *p = d->name; *p && n + 1 < cap; p++) {
         out[n++] = (char)toupper((unsigned char)*p);
@@ -388,7 +411,7 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
         }
         snprintf(left, sizeof(left), "--%s%s%s", d->name, d->metavar ? " " : "",
                  d->metavar ? d->metavar : "");
-        env_names(d, env, sizeof(env));
+        flags_env_names(d, env, sizeof(env));
         fprintf(out, "  %-34s %s\n", left, d->help);
         if (d->def && !(d->flags & FLAG_SECRET)) {
             fprintf(out, "  %-34s   default: %s; env: %s\n", "", d->def, env);
@@ -411,7 +434,7 @@ flags_print_markdown(FILE *out, const char *title, const char *summary, const st
         if (d->flags & FLAG_HIDDEN) {
             continue;
         }
-        env_names(d, env, sizeof(env));
+        flags_env_names(d, env, sizeof(env));
         fprintf(out, "| `--%s%s%s` | %s%s%s | `%s` | %s |\n", d->name, d->metavar ? " " : "",
                 d->metavar ? d->metavar : "", d->def && *d->def ? "`" : "",
                 d->def ? (*d->def ? d->def : "(empty)") : "(unset)", d->def && *d->def ? "`" : "",

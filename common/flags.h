@@ -27,6 +27,8 @@ enum flag_type {
     FLAG_BOOL,   /* bool; "--name" alone means true */
 };
 
+#define FLAG_SECRET_MAX 512 /* longest value of a FLAG_SECRET option */
+
 enum {
     FLAG_SECRET = 1,    /* never printed; warn when given on argv */
     FLAG_HIDDEN = 2,    /* not in --help or the docs */
@@ -55,6 +57,9 @@ enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
  * from. Call flags_cleanup() afterwards in every case. */
 int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
                 enum flag_source *sources, char *err, size_t errcap);
+
+/* The number of entries of a table (a `sources` array needs as many). */
+size_t flags_count(const struct flag_def *defs);
 
 /* Fills `cfg` with the table's defaults only (no environment, no argv): a
  * component a process configures itself. Returns 0 or -1 (out of memory).
@@ -117,6 +122,10 @@ void flags_print_effective_groups(FILE *out, const struct flag_group *g, size_t 
 
 /* Frees the strings flags_parse stored in `cfg`. */
 void flags_cleanup(const struct flag_def *defs, void *cfg);
+
+/* The environment variables an option reads ("ROSTER_NAME, EXTRA"), or
+ * "(command line only)". */
+void flags_env_names(const struct flag_def *d, char *out, size_t cap);
 
 /* --help text: usage line, then one entry per flag with default and env. */
 void flags_print_help(FILE *out, const char *usage, const char *summary,

@@ -158,7 +158,6 @@ struct http_server {
     int nloops;
     struct http_loop *loops;
     _Atomic int64_t open_conns;
-    _Atomic int shutdown_grace_ms;
     struct event *sig_ev[2]; /* SIGTERM, SIGINT (http_server_catch_signals) */
     http_signal_fn *sig_fn;
     void *sig_arg;
@@ -410,6 +409,67 @@ http_req_has_secret(const struct http_request *req, const char *secret)
         given = auth + 7;
     }
     return given && util_ct_equal(given, strlen(given), secret, strlen(secret));
+}
+
+/* The host[:port] of an origin or a Host header, lower-cased, into out. */
+static void
+authority_of(const char *v, char *out, size_t cap)
+{
+    const char *p = strstr(v, "://");
+    size_t n = 0;
+
+    p = p ? p + 3 : v;
+    for (; *p && *p != '/' && n + 1 < cap; p++) {
+        out[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    }
+    out[n] = '\0';
+}
+
+/* "localhost[:port]", "[::1][:port]" or an IPv4 literal[:port]. */
+static bool
+host_is_literal(const char *authority)
+{
+    char host[256];
+    const char *colon;
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+
+    if (authority[0] == '[') {
+        const char *end = strchr(authority, ']');
+        if (!end || (size_t)(end - authority - 1) >= sizeof(host)) {
+            return false;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)(end - authority - 1), authority + 1);
+        return inet_pton(AF_INET6, host, &a6.sin6_addr) == 1;
+    }
+    colon = strchr(authority, ':');
+    snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - authority) : (int)strlen(authority),
+             authority);
+    return strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, &a4.sin_addr) == 1;
+}
+
+bool
+http_req_forged_by_browser(const struct http_request *req)
+{
+    const char *origin = http_req_header(req, "Origin");
+    const char *site = http_req_header(req, "Sec-Fetch-Site");
+    const char *host = http_req_header(req, "Host");
+    char o[256], h[256];
+
+    if (site && strcasecmp(site, "cross-site") == 0) {
+        return true;
+    }
+    if (!origin) {
+        return false; /* not a browser, or a browser's same-origin GET */
+    }
+    if (!host) {
+        return true;
+    }
+    authority_of(origin, o, sizeof(o));
+    authority_of(host, h, sizeof(h));
+    /* another site's page; or this site reached under another name (DNS
+     * rebinding makes an attacker's name point here) */
+    return strcmp(o, h) != 0 || !host_is_literal(h);
 }
 
 void
@@ -1452,10 +1512,9 @@ on_grace_expired(evutil_socket_t fd, short what, void *arg)
 
 /* Runs on each loop thread when shutdown begins. */
 static void
-begin_drain(struct http_loop *loop)
+begin_drain(struct http_loop *loop, int grace)
 {
     struct http_server *srv = loop->srv;
-    int grace = atomic_load(&srv->shutdown_grace_ms);
     struct timeval tv = {grace / 1000, (grace % 1000) * 1000};
     struct conn *next;
 
@@ -1491,6 +1550,7 @@ begin_drain(struct http_loop *loop)
 struct drain_task {
     struct http_task task;
     struct http_loop *loop;
+    int grace_ms; /* each call's own: a later "at once" is never lost */
 };
 
 static void
@@ -1498,14 +1558,13 @@ on_drain_task(struct http_task *t)
 {
     struct drain_task *d = (struct drain_task *)t;
 
-    begin_drain(d->loop);
+    begin_drain(d->loop, d->grace_ms);
     free(d);
 }
 
 void
 http_server_shutdown(struct http_server *srv, int grace_ms)
 {
-    atomic_store(&srv->shutdown_grace_ms, grace_ms);
     for (int i = 0; i < srv->nloops; i++) {
         struct drain_task *d = calloc(1, sizeof(*d));
         if (!d) {
@@ -1514,6 +1573,7 @@ http_server_shutdown(struct http_server *srv, int grace_ms)
         }
         d->task.fn = on_drain_task;
         d->loop = &srv->loops[i];
+        d->grace_ms = grace_ms;
         http_loop_post(&srv->loops[i], &d->task);
     }
 }

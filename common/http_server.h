@@ -188,6 +188,15 @@ unsigned http_req_route_flags(const struct http_request *req);
 /* True when the request carries `secret` (non-empty) in X-Roster-Secret or
  * as "Authorization: Bearer <secret>"; compared in constant time. */
 bool http_req_has_secret(const struct http_request *req, const char *secret);
+/* For a request that only its source address authorises (no secret): true
+ * when a browser may have been made to send it by a page of another site.
+ * That is: Sec-Fetch-Site: cross-site; an Origin that differs from Host
+ * (cross-site request forgery: browsers send a "simple" POST to any site
+ * without asking); or an Origin equal to a Host that is a name rather than
+ * an IP literal or localhost (DNS rebinding: an attacker's name resolved
+ * to this address makes its page same-origin). Requests without Origin
+ * (not from a browser: DB-GPT's and roster's clients) are never refused. */
+bool http_req_forged_by_browser(const struct http_request *req);
 /* True once the client has disconnected (a reply would be dropped). */
 bool http_req_closed(const struct http_request *req);
 /* Called (once, on the loop thread) if the client disconnects before the

@@ -358,6 +358,11 @@ extern const struct http_route ctl_routes[];
 enum { CTL_ROUTE_WRITE = 1, CTL_ROUTE_READ = 2 };
 
 bool ctl_api_guard(struct http_request *req, void *arg);
+/* The controller's read rule for a request another service answers with
+ * the registry's data (the webserver's dashboard and /metrics): with
+ * --protect_reads, the secret or a trusted peer. Replies 401/403 and
+ * returns false when refused. Loop thread. */
+bool ctl_api_read_allowed(struct ctl_server *srv, struct http_request *req);
 void ctl_api_access_log(struct http_request *req, int status, size_t len, int64_t us, void *arg);
 struct ctl_loop *ctl_api_loop_new(struct ctl_server *srv, struct http_loop *loop);
 /* Answers the watches parked on `loop` with 503 (shutdown). */

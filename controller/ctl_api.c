@@ -68,16 +68,27 @@ server_of(void *arg)
 
 /* ---- auth ------------------------------------------------------------------ */
 
-bool
-ctl_api_guard(struct http_request *req, void *arg)
+/* The rule of a route with these flags: writes, and reads with
+ * --protect_reads, need the secret or a trusted peer (and no browser made
+ * to send them by another site). Replies and returns false otherwise. */
+static bool
+allowed(struct ctl_server *srv, struct http_request *req, unsigned flags)
 {
-    struct ctl_server *srv = server_of(arg);
-    unsigned flags = http_req_route_flags(req);
     bool need = (flags & CTL_ROUTE_WRITE) || ((flags & CTL_ROUTE_READ) && srv->cfg->protect_reads);
 
-    if (!need || netaddr_list_match(&srv->trusted, http_req_peer(req)) ||
-        http_req_has_secret(req, srv->cfg->cluster_secret)) {
+    if (!need || http_req_has_secret(req, srv->cfg->cluster_secret)) {
         return true;
+    }
+    if (netaddr_list_match(&srv->trusted, http_req_peer(req))) {
+        if (!http_req_forged_by_browser(req)) {
+            return true;
+        }
+        atomic_fetch_add(&srv->metrics.rejected_auth, 1);
+        http_reply_error(req, 403, "permission_error", "cross_site_request",
+                         "a browser sent this from a page of another site (Origin %.100s): "
+                         "refused; send the cluster secret instead",
+                         http_req_header(req, "Origin") ? http_req_header(req, "Origin") : "-");
+        return false;
     }
     atomic_fetch_add(&srv->metrics.rejected_auth, 1);
     http_reply_error(req, 401, "authentication_error", "unauthorized",
@@ -86,6 +97,18 @@ ctl_api_guard(struct http_request *req, void *arg)
                      "network to --trusted_networks",
                      (flags & CTL_ROUTE_WRITE) ? "writes" : "reads", http_req_peer_str(req));
     return false;
+}
+
+bool
+ctl_api_guard(struct http_request *req, void *arg)
+{
+    return allowed(server_of(arg), req, http_req_route_flags(req));
+}
+
+bool
+ctl_api_read_allowed(struct ctl_server *srv, struct http_request *req)
+{
+    return allowed(srv, req, CTL_ROUTE_READ);
 }
 
 /* ---- writes ------------------------------------------------------------------ */

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Installs what roster needs on Debian 12, and nothing when it is all there.
-#   scripts/deps.sh build   compilers and libraries (default)
+#   scripts/deps.sh build   compilers and libraries, and dpkg-dev for `cpack -G DEB` (default)
 #   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing),
-#                           Chromium (the dashboard's browser test), and the openai and
-#                           playwright-core npm packages for the real-client and browser tests
+#                           systemd (systemd-analyze verify of the units), man-db and
+#                           groff-base (the man page renders),
+#                           Chromium (the dashboard's browser test), the openai and
+#                           playwright-core npm packages for the real-client and browser tests,
+#                           and what the deployment tests run: Docker and docker-compose,
+#                           debootstrap (the debian:12 base image), podman with runc and
+#                           catatonit (the Kubernetes manifests played), kubectl (kustomize),
+#                           yamllint, and the kubernetes-models npm package
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
 # Needs root (or passwordless sudo). Safe to run any number of times.
 set -euo pipefail
 
 mode=${1:-build}
 build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev libsqlite3-dev
-       libcurl4-openssl-dev libcjson-dev libhttp-parser-dev)
+       libcurl4-openssl-dev libcjson-dev libhttp-parser-dev dpkg-dev)
 test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
-      clang-format chromium)
+      clang-format chromium systemd man-db groff-base
+      docker.io docker-compose debootstrap yamllint podman runc catatonit)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
 
 case "$mode" in
@@ -37,6 +44,11 @@ installed_version() {
 }
 
 missing=()
+# kubectl: any will do (kustomize is built in); Debian's is kubernetes-client,
+# which conflicts with other kubectl packages a machine may carry
+if [ "$mode" = test ] && ! command -v kubectl >/dev/null; then
+    want+=(kubernetes-client)
+fi
 for p in "${want[@]}"; do
     [ -n "$(installed_version "$p")" ] || missing+=("$p")
 done
@@ -81,5 +93,10 @@ if [ "$mode" = test ]; then
         [ ! -f "$node_dir/node_modules/playwright-core/package.json" ]; then
         echo "deps: npm ci in tests/node" >&2
         (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+    k8s_dir="$(dirname "$0")/../tests/k8s"
+    if [ ! -f "$k8s_dir/node_modules/kubernetes-models/package.json" ]; then
+        echo "deps: npm ci in tests/k8s" >&2
+        (cd "$k8s_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
 fi

@@ -154,6 +154,9 @@ int wrk_registrar_current(struct wrk_registrar *r);
  * through any controller that answers (bounded by the control timeout per
  * controller). Blocks. Safe to call twice. */
 void wrk_registrar_stop(struct wrk_registrar *r, bool deregister);
+/* Makes the calls in flight and to come give up at once (a second signal
+ * while wrk_registrar_stop deregisters). Any thread; NULL-safe. */
+void wrk_registrar_abort(struct wrk_registrar *r);
 void wrk_registrar_free(struct wrk_registrar *r);
 
 /* ---- the server (wrk_api.c, wrk_gen.c, wrk_server.c) --------------------------- */

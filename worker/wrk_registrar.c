@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +51,8 @@ struct wrk_registrar {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop;
-    bool stopped; /* the loop has ended (deregistration done or skipped) */
+    bool stopped;       /* the loop has ended (deregistration done or skipped) */
+    _Atomic bool abort; /* calls in flight give up (wrk_registrar_abort) */
     bool accepted[WRK_MAX_MODELS + 1];
     /* wrk_registrar_set: serving instances heartbeat, the others are
      * deregistered once; dirty means "act on the change at once" */
@@ -123,8 +125,9 @@ call(struct wrk_registrar *r, int ctl, const char *method, const char *path, con
         snprintf(secret, sizeof(secret), "X-Roster-Secret: %s", r->cfg.secret);
         headers[1] = secret;
     }
-    if (http_client_request(method, url, body, len, headers, (int)r->cfg.timeout_ms, 64 * 1024,
-                            &resp, err, sizeof(err)) != 0) {
+    if (atomic_load(&r->abort) ||
+        http_client_request_cancel(method, url, body, len, headers, (int)r->cfg.timeout_ms,
+                                   64 * 1024, &r->abort, &resp, err, sizeof(err)) != 0) {
         log_debug("%s %s: %s", method, url, err);
         return FAILED;
     }
@@ -401,6 +404,14 @@ wrk_registrar_stop(struct wrk_registrar *r, bool deregister)
         deregister_all(r);
     }
     r->stopped = true;
+}
+
+void
+wrk_registrar_abort(struct wrk_registrar *r)
+{
+    if (r) {
+        atomic_store(&r->abort, true);
+    }
 }
 
 void

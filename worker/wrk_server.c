@@ -67,6 +67,7 @@ on_signal(int sig, void *arg)
     } else {
         log_warn("second signal: stopping now");
     }
+    wrk_registrar_abort(srv->registrar); /* the drain thread may be deregistering */
     http_server_shutdown(srv->http, 0);
 }
 

@@ -559,17 +559,6 @@ function renderHeader(st) {
   const input = $("base-url");
   if (input.value !== base) input.value = base;
   $("keys-note").hidden = !sv.api_keys;
-  const actions = $("actions-note");
-  if (sv.actions_allowed === false) {
-    actions.hidden = false;
-    setText(
-      actions,
-      "Actions are refused from this browser's network: the webserver has no cluster secret and only trusts its own networks.",
-    );
-  } else {
-    actions.hidden = true;
-  }
-  document.body.dataset.actions = sv.actions_allowed === false ? "off" : "on";
 }
 
 function renderSummary(st) {

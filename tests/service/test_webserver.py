@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -431,6 +432,86 @@ def test_access_log_sampling(t):
         h.eq(h.request("POST", web.url + "/v1/chat/completions",
                        {"model": "gone", "messages": MSGS}).status, 503)
     h.eq(web.logs().count("status=503"), 3, "every 5xx logged:")
+
+
+def test_browser_forgery_refused(t):
+    """With no secret, loopback is what authorises writes and actions: a page
+    of another site (or one reached under a DNS name: rebinding) must not be
+    able to make the operator's browser send them."""
+    web = webserver(t)
+    wait_models(web.url, ["roster-chat"])
+    wait_dash(web.url, "roster-chat@llm")
+    inst = h.list_models(web.url, "roster-chat@llm")[0]
+    drain = {"model_name": "roster-chat@llm", "host": inst["host"], "port": inst["port"],
+             "weight": 0}
+    evil = h.instance(model="roster-chat@llm", host="evil.example", port=80, weight=1000)
+    port = web.port
+    cases = [
+        ({"Origin": "http://evil.example"}, "cross-site page"),
+        ({"Origin": "null"}, "sandboxed page"),
+        ({"Sec-Fetch-Site": "cross-site"}, "cross-site fetch"),
+        ({"Origin": f"http://evil.example:{port}", "Host": f"evil.example:{port}"}, "rebinding"),
+    ]
+    for hdrs, what in cases:
+        err = h.request("POST", web.url + "/api/controller/models", evil, headers=hdrs).error(403)
+        h.eq(err["code"], "cross_site_request", what)
+        err = h.request("POST", web.url + "/api/dashboard/instance", drain, headers=hdrs).error(403)
+        h.eq(err["code"], "cross_site_request", what)
+    # a "simple" request (text/plain): no JSON, no action
+    err = h.request("POST", web.url + "/api/dashboard/instance", json.dumps(drain),
+                    headers={"Content-Type": "text/plain"}).error(415)
+    h.eq(err["code"], "unsupported_media_type")
+    h.eq([i["host"] for i in h.list_models(web.url, "roster-chat@llm")], [inst["host"]],
+         "nothing registered:")
+    h.eq(h.list_models(web.url, "roster-chat@llm")[0]["weight"], 1.0, "nothing drained:")
+    # the dashboard's own page (same origin, an address) and non-browser clients pass
+    own = {"Origin": f"http://127.0.0.1:{port}", "Host": f"127.0.0.1:{port}"}
+    h.eq(h.request("POST", web.url + "/api/dashboard/instance", drain, headers=own).status, 200)
+    h.register(web.url, h.instance(model="ok@llm", port=9))
+
+
+def test_protect_reads_covers_the_dashboard(t):
+    """--protect_reads: the registry's data is not republished by the
+    dashboard's routes or /metrics to untrusted peers."""
+    web = webserver(t, ["--protect_reads", "--trusted_networks", "127.0.0.2/32"],
+                    env={"ROSTER_CLUSTER_SECRET": "s3cret"})
+    sec = {"X-Roster-Secret": "s3cret"}
+    wait_models(web.url, ["roster-chat"])
+    for path in ("/api/controller/models", "/api/dashboard/state",
+                 "/api/dashboard/instances?model=roster-chat%40llm", "/api/dashboard/events",
+                 "/metrics"):
+        h.request("GET", web.url + path).error(401)
+    h.eq(h.request("GET", web.url + "/api/dashboard/state", headers=sec).status, 200)
+    h.eq(h.request("GET", web.url + "/metrics", headers=sec).status, 200)
+    h.eq(h.request("GET", web.url + "/api/health").status, 200, "health stays open:")
+
+
+def test_action_in_flight_does_not_hold_the_exit(t):
+    """A stop/start sent to a worker that never answers is cancelled by the
+    shutdown: SIGTERM exits within the grace, not after the call's timeout."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    try:
+        web = webserver(t, ["--light", "--control_timeout_ms", "30000", "--shutdown_grace_ms",
+                            "1000"])
+        h.register(web.url, h.instance(model="m@llm", port=hole.getsockname()[1],
+                                       check_healthy=False))
+        wait_dash(web.url, "m@llm")
+        body = {"model_name": "m@llm", "host": "127.0.0.1", "port": hole.getsockname()[1],
+                "apply_type": "restart"}
+        call = h.Background(lambda: h.request("POST", web.url + "/api/dashboard/apply", body,
+                                              timeout=40))
+        time.sleep(0.5)
+        dt = web.stop_clean()
+        h.check(dt < 4, f"SIGTERM took {dt:.1f}s with an action in flight")
+        try:
+            r = call.result(10)
+            h.eq(r.status, 502, f"{r}")
+        except Exception:  # noqa: BLE001 - the connection may close before the answer
+            pass
+    finally:
+        hole.close()
 
 
 def test_bad_options(t):

@@ -349,7 +349,8 @@ check_ejection(enum route_policy p, bool *ok)
 
     *ok = false;
     CHECK_EQ_INT(fixture_init(&f, w, 2), 0);
-    route_eject(&f.inst[0], 1000, 500); /* out until 1500 */
+    CHECK(route_eject(&f.inst[0], 1000, 500));  /* out until 1500: news */
+    CHECK(!route_eject(&f.inst[0], 1000, 500)); /* a second loop's ejection: not news */
     CHECK_EQ_INT(pick_only0(&f.s, p, 1000, &trial), -1);
     CHECK_EQ_INT(pick_only0(&f.s, p, 1499, &trial), -1);
     CHECK(count_picks(&f.s, p, 2000, c)); /* at 1000: all to 1 */
@@ -371,11 +372,11 @@ check_ejection(enum route_policy p, bool *ok)
     CHECK(!trial);
 
     /* Failed again at 2000; the trial at 2500 fails: out for another cooldown. */
-    route_eject(&f.inst[0], 2000, 500);
+    CHECK(route_eject(&f.inst[0], 2000, 500)); /* back in service until then: news */
     CHECK_EQ_INT(pick_only0(&f.s, p, 2100, &trial), -1);
     CHECK_EQ_INT(pick_only0(&f.s, p, 2500, &trial), 0);
     CHECK(trial);
-    route_eject(&f.inst[0], 2500, 500);
+    CHECK(!route_eject(&f.inst[0], 2500, 500)); /* a failed trial: not news */
     CHECK_EQ_INT(pick_only0(&f.s, p, 2999, &trial), -1);
 
     /* A trial without a verdict goes to the next request. */
