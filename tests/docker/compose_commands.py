@@ -4,6 +4,7 @@
 
   compose_commands.py [--roster BIN | --image IMAGE] [--env K=V]... [--expect-fail SVC]...
                       FILE [FILE...]
+  compose_commands.py [--roster BIN | --image IMAGE] --all
 
 Resolves FILE... (later files override earlier ones) with `docker-compose
 config`, which needs no Docker daemon, so interpolation, merge keys and
@@ -12,7 +13,9 @@ overrides are Compose's own. Placeholder secrets are set unless given with
 line and its environment (only that: env -i) run with --check, by the roster
 binary BIN (default build/roster) or in a container of IMAGE. Prints one line
 per service; exits 0 when every service passes except those named with
---expect-fail, which must be refused; 1 otherwise.
+--expect-fail, which must be refused; 1 otherwise. --all checks the
+combinations in COMBOS (what the repository ships) and ends with
+"N passed, N failed".
 
 tests/docker/test_compose.py runs the same checks in the image; ctest can
 run this one on the build's binary where docker-compose and python3-yaml are
@@ -36,6 +39,16 @@ PLACEHOLDERS = {
     "ROSTER_REGISTRY_DB_PASSWORD": "check-password",
     "OPENAI_API_KEY": "check-key",
 }
+COMPOSE = os.path.join(ROOT, "compose")
+# (files, environment changes (None: unset), the services --check must refuse)
+COMBOS = [
+    (["ha-cluster.yml"], {}, set()),
+    # the builtin variant needs no API key at all
+    (["ha-cluster.yml", "ha-builtin.yml"], {"OPENAI_API_KEY": None}, set()),
+    # without the key, the HA file's workers refuse to start
+    (["ha-cluster.yml"], {"OPENAI_API_KEY": None}, {"llm-worker", "embedding-worker"}),
+]
+
 # the caller's variables that would change what is checked
 _STRIP_PREFIXES = ("ROSTER_", "COMPOSE_")
 _STRIP = ("OPENAI_API_KEY", "OPENAI_API_BASE", "LLM_MODEL", "EMBEDDING_MODEL")
@@ -119,15 +132,48 @@ def check_in_image(image, services):
     return res
 
 
+def check_combo(files, changes, expect_fail, roster=None, image=None, env=None):
+    """Checks one combination; returns (ok, one line saying what happened).
+    env: the environment for Compose (default: compose_env(changes))."""
+    if env is None:
+        env = compose_env(changes)
+    cfg = resolve(files, env)
+    services = roster_services(cfg, image)
+    res = check_in_image(image, services) if image else check_on_host(roster, services)
+    refused = {name: err for name, (ok, err) in res.items() if not ok}
+    short = " + ".join(os.path.relpath(f, ROOT) for f in files)
+    how = ", ".join(f"{k} unset" if v is None else f"{k} set" for k, v in changes.items())
+    ok = len(services) >= 6 and set(refused) == set(expect_fail)
+    line = (f"--check of the {len(services)} roster command lines of {short}"
+            + (f" ({how})" if how else "") + f": {len(res) - len(refused)} pass"
+            + (f", {len(refused)} refused: " + "; ".join(f"{k}: {v}" for k, v in
+                                                        sorted(refused.items()))
+               if refused else ""))
+    return ok, line
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="+")
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--all", action="store_true")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--roster", default=os.path.join(ROOT, "build", "roster"))
     g.add_argument("--image")
     ap.add_argument("--env", action="append", default=[], metavar="K=V")
     ap.add_argument("--expect-fail", action="append", default=[], metavar="SERVICE")
     args = ap.parse_args()
+    if args.all == bool(args.files):
+        ap.error("give FILE... or --all")
+    if args.all:
+        passed = failed = 0
+        for files, changes, expect_fail in COMBOS:
+            ok, line = check_combo([os.path.join(COMPOSE, f) for f in files], changes,
+                                   expect_fail, roster=args.roster, image=args.image)
+            print(f"{'ok  ' if ok else 'FAIL'} {line}")
+            passed += ok
+            failed += not ok
+        print(f"{passed} passed, {failed} failed")
+        return 1 if failed else 0
 
     changes = {}
     for kv in args.env:

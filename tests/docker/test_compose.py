@@ -340,25 +340,18 @@ def wait_model_list(image, controllers, expect):
 
 # ---- 1. --check of every command line ---------------------------------------------------------
 
-def check_command_lines(stack, image, combos):
-    """Runs every roster service's command line of each file combination,
-    with its environment as Compose resolves it, through --check in a
-    container of the image (compose_commands.py). combos: (files,
-    environment changes (None: unset), the services expected to fail)."""
+def check_command_lines(stack, image, override):
+    """Every roster command line of the repository's combinations of Compose
+    files (compose_commands.COMBOS), and of the test's override, through
+    --check in a container of the image."""
+    combos = [([os.path.join(COMPOSE, f) for f in files], changes, fail)
+              for files, changes, fail in compose_commands.COMBOS]
+    combos.append(([os.path.join(COMPOSE, "ha-cluster.yml"), override], {}, set()))
     for files, changes, expect_fail in combos:
         env = {k: v for k, v in stack.env.items() if k not in changes}
         env.update({k: v for k, v in changes.items() if v is not None})
-        services = compose_commands.roster_services(compose_commands.resolve(files, env), image)
-        res = compose_commands.check_in_image(image, services)
-        refused = {name: err for name, (ok, err) in res.items() if not ok}
-        short = " + ".join(os.path.relpath(f, ROOT) for f in files)
-        how = ", ".join(f"{k} unset" if v is None else f"{k} set" for k, v in changes.items())
-        check(len(services) >= 6 and set(refused) == expect_fail,
-              f"--check of the {len(services)} roster command lines of {short}"
-              + (f" ({how})" if how else "") + ": " + f"{len(res) - len(refused)} pass"
-              + (f", {len(refused)} refused: " + "; ".join(f"{k}: {v}" for k, v in
-                                                          sorted(refused.items()))
-                 if refused else ""))
+        ok, line = compose_commands.check_combo(files, changes, expect_fail, image=image, env=env)
+        check(ok, line)
 
 
 # ---- 2-4. the HA topology -------------------------------------------------------------------
@@ -395,13 +388,7 @@ def ha_run(args, tmp):
     stack = Stack(PROJECT, [ha, override], env, image, tmp)
     stack.down()  # what an interrupted run left
 
-    check_command_lines(stack, image, [
-        ([ha], {}, set()),
-        ([ha, builtin], {"OPENAI_API_KEY": None}, set()),
-        ([ha, override], {}, set()),
-        # without the key, the HA file's workers refuse to start
-        ([ha], {"OPENAI_API_KEY": None}, {"llm-worker", "embedding-worker"}),
-    ])
+    check_command_lines(stack, image, override)
 
     cfg = stack.write_merged()
     services = list(cfg["services"])
