@@ -24,17 +24,19 @@
 #              streamed) and embeddings through the apiserver and the
 #              webserver, model list, a controller killed and restarted,
 #              down -v leaving nothing behind
-#   deb        the image's .deb on a clean debian:12: apt-get install,
-#              roster --version, systemd-analyze verify of its units
+#   deb        the image's .deb on a clean debian:12 (tests/docker/
+#              deb-check.sh): apt-get install ./roster_*.deb, roster
+#              --version, a role started from it, systemd-analyze verify of
+#              its units, apt-get purge
 #   size       the image's size and its layers
 #
 # Usage: tests/docker/run.sh [STEP...]   (as root, or with passwordless sudo)
 #   STEP...: only these of lint, base, build, compose, deb, size (deps and
 #   dockerd always run; compose, deb and size need the images of build).
 # Environment: ROSTER_DOCKER_CACHE (the base image's tarball cache),
-# ROSTER_DOCKER_KEEP=1 (leave the Compose project running after the
-# compose step, for a look; `docker-compose -p rostertest ... down -v`
-# removes it), TMPDIR.
+# ROSTER_DOCKER_KEEP=1 (leave the HA project running after the compose
+# step, and the dockerd this script started, for a look; the script says
+# how to remove them), TMPDIR.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
@@ -89,7 +91,9 @@ noenv=$tmp/empty.env
 dockerd_pid=""
 cleanup() {
     local rc=$?
-    if [ -n "$dockerd_pid" ]; then
+    if [ -n "$dockerd_pid" ] && [ "${ROSTER_DOCKER_KEEP:-0}" = 1 ]; then
+        echo "tests/docker/run.sh: ROSTER_DOCKER_KEEP=1: dockerd (pid $dockerd_pid) left running" >&2
+    elif [ -n "$dockerd_pid" ]; then
         echo "tests/docker/run.sh: stopping the dockerd it started (pid $dockerd_pid)" >&2
         kill -TERM "$dockerd_pid" 2>/dev/null || true
         for _ in $(seq 300); do
@@ -255,7 +259,9 @@ fi
 # ---- compose ------------------------------------------------------------------------------------
 if wants compose; then
     step compose
-    python3 "$here/test_compose.py" --image "$image"
+    keep=()
+    [ "${ROSTER_DOCKER_KEEP:-0}" != 1 ] || keep=(--keep)
+    python3 "$here/test_compose.py" --image "$image" "${keep[@]}"
 fi
 
 # ---- deb ----------------------------------------------------------------------------------------

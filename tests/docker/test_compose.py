@@ -7,9 +7,10 @@ roster:local (compose/Dockerfile) and roster-test-mariadb:local
 (tests/docker/mariadb.Dockerfile). Every service runs with network_mode: host
 on 127.0.0.1 ports picked free here: no traffic leaves loopback.
 
-  1. --check: every roster command line of ha-cluster.yml, of ha-cluster.yml
-     with ha-builtin.yml and with the test override, with its environment,
-     through `roster ... --check` in the image.
+  1. --check: every roster command line of the shipped combinations of
+     Compose files (compose_commands.COMBOS: the HA file with and without
+     OPENAI_API_KEY, with ha-builtin.yml) and of the test override, with its
+     environment, through `roster ... --check` in the image.
   2. The HA topology (ha-cluster.yml + compose.test.yml): up, every container
      healthy, `roster model list` (in a container of the image) shows every
      instance healthy; chat completions (plain and streamed) and embeddings
@@ -20,6 +21,8 @@ on 127.0.0.1 ports picked free here: no traffic leaves loopback.
      may fail), model list through controller-2 answers, the workers move to
      controller-2; docker start brings controller-1 back, and with
      controller-2 killed in turn everything goes on through controller-1.
+     Then: ROSTER_ACCESS_LOG_SAMPLE reaches the apiserver and the webserver
+     (one access line per 100 requests), and Docker restarted nothing.
   4. down -v leaves no container, network or volume of the project.
   5. The builtin variant (+ ha-builtin.yml), with no OPENAI_API_KEY at all:
      up, healthy, a chat and an embedding through the apiserver, down -v.
@@ -40,6 +43,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -514,7 +518,8 @@ def ha_run(args, tmp):
             n = stack.inspect(s)["RestartCount"]
             check(n == 0, f"{s}: restarted {n} times by Docker")
         if args.keep:
-            log(f"--keep: project {PROJECT} left running ({stack.merged})")
+            log(f"--keep: project {PROJECT} left running; remove it with: docker-compose "
+                f"-p {PROJECT} -f {stack.merged} down -v; rm -r {tmp}")
             return
     except Failure:
         print(stack.logs(), file=sys.stderr)
@@ -601,20 +606,23 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     rc = 0
-    with tempfile.TemporaryDirectory(prefix="roster-compose.") as tmp:
-        try:
-            ha_run(args, tmp)
-            if not args.keep:
-                builtin_run(args, tmp)
-        except Failure as e:
-            if FAILED == 0:
-                global_fail(str(e))
-            else:
-                print(f"\n{e}", file=sys.stderr)
-            rc = 1
-        except subprocess.TimeoutExpired as e:
-            global_fail(f"timed out: {e}")
-            rc = 1
+    tmp = tempfile.mkdtemp(prefix="roster-compose.")
+    try:
+        ha_run(args, tmp)
+        if not args.keep:
+            builtin_run(args, tmp)
+    except Failure as e:
+        if FAILED == 0:
+            global_fail(str(e))
+        else:
+            print(f"\n{e}", file=sys.stderr)
+        rc = 1
+    except subprocess.TimeoutExpired as e:
+        global_fail(f"timed out: {e}")
+        rc = 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"{PASSED} passed, {FAILED} failed")
     return rc
 
