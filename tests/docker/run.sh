@@ -36,7 +36,9 @@
 # Environment: ROSTER_DOCKER_CACHE (the base image's tarball cache),
 # ROSTER_DOCKER_KEEP=1 (leave the HA project running after the compose
 # step, and the dockerd this script started, for a look; the script says
-# how to remove them), TMPDIR.
+# how to remove them), ROSTER_DOCKER_SAVE=PATH (docker save the image to
+# PATH after the build: tests/k8s loads it with ROSTER_K8S_IMAGE_ARCHIVE),
+# TMPDIR.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
@@ -250,6 +252,11 @@ if wants build; then
         { tail -n 40 "$tmp/build.log" >&2; die "docker build of compose/Dockerfile failed"; }
     grep -E '^Step [0-9]+/[0-9]+ : (FROM|RUN)' "$tmp/build.log" | cut -c1-100 || true
     echo "built $image"
+    if [ -n "${ROSTER_DOCKER_SAVE:-}" ]; then
+        docker save -o "$ROSTER_DOCKER_SAVE.part" "$image"
+        mv "$ROSTER_DOCKER_SAVE.part" "$ROSTER_DOCKER_SAVE"
+        echo "saved $image to $ROSTER_DOCKER_SAVE ($(du -h "$ROSTER_DOCKER_SAVE" | cut -f1))"
+    fi
     step build-db "test MariaDB image"
     docker build --network host -f "$here/mariadb.Dockerfile" -t "$db_image" "$here" >"$tmp/build-db.log" 2>&1 ||
         { tail -n 40 "$tmp/build-db.log" >&2; die "docker build of tests/docker/mariadb.Dockerfile failed"; }
