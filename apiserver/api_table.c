@@ -766,6 +766,10 @@ watch_main(void *arg)
             warned = true;
         }
         w->cur = (w->cur + 1) % (int)w->srv->nctl;
+        /* the next controller is asked for its list at once, not watched
+         * with the last one's ETag: its answer says at once that it serves
+         * (health is no longer stale) and brings its view */
+        w->etag[0] = '\0';
         if (++failed_in_a_row < w->srv->nctl) {
             continue; /* the next controller at once */
         }

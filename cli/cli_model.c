@@ -55,31 +55,36 @@
     {#name, type, offsetof(struct cli_model_opts, name), def, lo, hi, env, fl, meta, help}
 // clang-format on
 
+/* What to act on (model, host, port, the change, the chat's settings) comes
+ * from the command line only: run inside a role's container or unit, the
+ * environment holds that role's own ROSTER_HOST, ROSTER_PORT,
+ * ROSTER_MODEL_NAME..., which must not narrow or change a command. Where
+ * to ask (controllers, API base, secrets, timeouts) may come from it. */
 const struct flag_def cli_model_flag_defs[] = {
     F(controller_addr, FLAG_STR, "http://127.0.0.1:8000", 1, 0, "CONTROLLER_ADDRESS", 0, "URLS",
       "Controllers to ask, comma-separated; the first that answers wins."),
-    F(model_name, FLAG_STR, NULL, 1, 0, NULL, 0, "NAME",
+    F(model_name, FLAG_STR, NULL, 1, 0, NULL, FLAG_ARGV_ONLY, "NAME",
       "The model, 'name' (with --model_type) or 'name@type'. list: only this model (all when "
       "unset); every other command needs it (chat also takes -m)."),
-    F(model_type, FLAG_STR, "llm", 1, 0, NULL, 0, "TYPE",
+    F(model_type, FLAG_STR, "llm", 1, 0, NULL, FLAG_ARGV_ONLY, "TYPE",
       "Worker type added to a --model_name without '@' (llm, text2vec, reranker)."),
-    F(json, FLAG_BOOL, "false", 1, 0, NULL, 0, NULL, "list: print the controller's JSON."),
-    F(host, FLAG_STR, NULL, 1, 0, NULL, 0, "HOST",
+    F(json, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, "list: print the controller's JSON."),
+    F(host, FLAG_STR, NULL, 1, 0, NULL, FLAG_ARGV_ONLY, "HOST",
       "set: the instance's host. start, stop, restart: only the instances at this host."),
-    F(port, FLAG_INT, "0", 0, 65535, NULL, 0, "PORT",
+    F(port, FLAG_INT, "0", 0, 65535, NULL, FLAG_ARGV_ONLY, "PORT",
       "set: the instance's port. start, stop, restart: only the instances at this port (0: "
       "any)."),
-    F(weight, FLAG_DOUBLE, "-1", -1, 1000000, NULL, 0, "W",
+    F(weight, FLAG_DOUBLE, "-1", -1, 1000000, NULL, FLAG_ARGV_ONLY, "W",
       "set: override the instance's weight (0 drains it: no new requests)."),
-    F(clear_weight, FLAG_BOOL, "false", 1, 0, NULL, 0, NULL,
+    F(clear_weight, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL,
       "set: drop the override; the worker's declared weight applies again."),
-    F(enabled, FLAG_STR, NULL, 1, 0, NULL, 0, "BOOL",
+    F(enabled, FLAG_STR, NULL, 1, 0, NULL, FLAG_ARGV_ONLY, "BOOL",
       "set: true puts the instance in rotation, false takes it out."),
-    F(system, FLAG_STR, NULL, 1, 0, NULL, 0, "TEXT",
+    F(system, FLAG_STR, NULL, 1, 0, NULL, FLAG_ARGV_ONLY, "TEXT",
       "chat: a system prompt, sent first in every request of the conversation."),
-    F(temperature, FLAG_DOUBLE, "-1", -1, 2, NULL, 0, "T",
+    F(temperature, FLAG_DOUBLE, "-1", -1, 2, NULL, FLAG_ARGV_ONLY, "T",
       "chat: the sampling temperature, 0..2 (-1: the server's default)."),
-    F(max_tokens, FLAG_INT, "0", 0, 1000000, NULL, 0, "N",
+    F(max_tokens, FLAG_INT, "0", 0, 1000000, NULL, FLAG_ARGV_ONLY, "N",
       "chat: the most tokens a reply may have (0: the server's default)."),
     F(api_base, FLAG_STR, NULL, 1, 0, NULL, 0, "URL",
       "chat: an OpenAI-compatible base URL (an apiserver's http://HOST:8100/v1) that gets the "

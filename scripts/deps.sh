@@ -19,7 +19,7 @@ build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev 
        libcurl4-openssl-dev libcjson-dev libhttp-parser-dev dpkg-dev)
 test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
       clang-format chromium systemd man-db groff-base
-      docker.io docker-compose debootstrap yamllint podman runc catatonit)
+      docker.io docker-compose debootstrap yamllint python3-yaml podman runc catatonit)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
 
 case "$mode" in

@@ -6,7 +6,11 @@
 #   2. unit and SQLite registry tests, and controllers and workers under
 #      seven service tests, in valgrind (memcheck, leaks);
 #   3. the same suite built with ASan+UBSan;
-#   4. source checks: clang-format, banned functions, generated docs current.
+#   4. source checks: clang-format, banned functions, generated docs current;
+#   5. the deployment examples run for real: the Compose HA topology on Docker
+#      (the image built from compose/Dockerfile on a debootstrapped debian:12,
+#      controllers killed under load, the .deb on a clean Debian 12), then
+#      the Kubernetes manifests played with podman.
 # Usage: scripts/test.sh [--quick]   (--quick: steps 1 and 4 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +42,7 @@ if [ "$quick" -eq 0 ]; then
     # (ctest starts the MariaDB fixture; the tests skipped here bound times
     # (leases of 0.5 s, cancellation within 1 s, refusals within 0.5 s) too
     # tightly for valgrind's slowdown; the ASan pass runs them)
-    (cd build && ROSTER_TEST_WRAPPER="$vg" ROSTER_TEST_SKIP=failover,cancelled,back_pressure,queue_wait,weights,kill9,sigstop,within_a_second,disconnect,10k,dashboard_stream \
+    (cd build && ROSTER_TEST_WRAPPER="$vg" ROSTER_TEST_SKIP=failover,cancelled,back_pressure,queue_wait,weights,kill9,sigstop,within_a_second,disconnect,10k,dashboard_stream,action_in_flight \
         ctest --output-on-failure --timeout 600 \
         -R '^(test_smoke|test_api|test_bad_input|test_watch|test_auth|test_cli|test_cli_chat|test_dbgpt_client|test_worker|test_backends|test_apiserver|test_webserver|test_start_errors)$')
 
@@ -52,4 +56,14 @@ fi
 
 step "source checks"
 scripts/check-source.sh build/roster
+
+if [ "$quick" -eq 0 ]; then
+    image_archive=/var/cache/roster-test/roster-local.tar
+    mkdir -p /var/cache/roster-test
+    step "deployment: Compose HA, the image and the .deb on Docker"
+    ROSTER_DOCKER_SAVE=$image_archive tests/docker/run.sh
+    step "deployment: the Kubernetes manifests on podman"
+    ROSTER_BIN=build/roster ROSTER_K8S_IMAGE_ARCHIVE=$image_archive \
+        python3 tests/k8s/test_k8s_podman.py
+fi
 step "all tests passed"

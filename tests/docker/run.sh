@@ -8,7 +8,7 @@
 #
 #   deps       installs what is missing: docker.io, docker-compose,
 #              debootstrap, yamllint
-#   lint       yamllint (tests/docker/yamllint.yml) and `docker-compose
+#   lint       yamllint (tests/yamllint.yml) and `docker-compose
 #              config` of every combination of the Compose files
 #   dockerd    starts dockerd when none answers (stopped by its pid at the
 #              end); a running one is used and left alone
@@ -136,7 +136,7 @@ docker-compose version --short >/dev/null || die "docker-compose does not run"
 # ---- lint ---------------------------------------------------------------------------------------
 if wants lint; then
     step lint
-    yamllint --strict -c "$here/yamllint.yml" "$root"/compose/*.yml "$here"/*.yml
+    yamllint --strict -c "$here/../yamllint.yml" "$root"/compose/*.yml "$here"/*.yml
     echo "yamllint: compose/*.yml tests/docker/*.yml well-formed"
     # every combination resolves (interpolation, merge keys, the override's
     # paths), with placeholder secrets

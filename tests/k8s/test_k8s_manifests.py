@@ -88,13 +88,13 @@ def env_names(c):
 
 
 def test_yamllint(t):
-    r = run(["yamllint", "-s", "-c", os.path.join(HERE, "yamllint.yml"), K8S, HERE])
+    r = run(["yamllint", "-s", "-c", os.path.join(HERE, "..", "yamllint.yml"), K8S, HERE])
     h.eq(r.returncode, 0, f"yamllint:\n{r.stdout}{r.stderr}")
     # and it does fail: a duplicate key and a tab-less bad indent
     bad = os.path.join(t.tmp, "bad.yaml")
     with open(bad, "w") as f:
         f.write("a: 1\na: 2\nb:\n   - c\n")
-    r = run(["yamllint", "-s", "-c", os.path.join(HERE, "yamllint.yml"), bad])
+    r = run(["yamllint", "-s", "-c", os.path.join(HERE, "..", "yamllint.yml"), bad])
     h.check(r.returncode != 0 and "duplication of key" in r.stdout, r.stdout)
 
 

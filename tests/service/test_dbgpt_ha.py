@@ -22,6 +22,7 @@ killed and everything above still works.
 import os
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
@@ -125,10 +126,20 @@ def test_dbgpt_ha_walkthrough(t):
     h.eq(st["server"]["llm_model"], "glm-4-9b-chat")
     h.eq(sorted(c["url"] for c in st["controllers"]), sorted(ctl_urls))
 
-    # one controller dies: the CLI, the webserver and the workers use the other
-    ctls[0].kill()
-    chat_and_embed("controller 1 killed")
-    h.check(listed(), "model list with controller 1 dead")
+    # the controller the webserver watches dies: the CLI, the webserver and
+    # the workers use the other, and the webserver says so at once
+    current = h.request("GET", web.url + "/api/health").json()["controllers"]["current"]
+    dead = ctl_urls.index(current)
+    ctls[dead].kill()
+    t0 = time.monotonic()
+    h.wait_until(lambda: chat_and_embed("failing over") is None and h.request(
+        "GET", web.url + "/api/health").json()["controllers"]["current"] == ctl_urls[1 - dead],
+        10, what="the webserver to watch the other controller")
+    h.wait_until(lambda: h.request("GET", web.url + "/api/health").json()["status"] == "ok", 5,
+                 what="health ok again (not stale for a long-poll)")
+    h.check(time.monotonic() - t0 < 6, f"failover reported in {time.monotonic() - t0:.1f}s")
+    chat_and_embed("a controller killed")
+    h.check(listed(), "model list with a controller dead")
     # the webserver's watch fails over; a new registration is still seen
     run(t, "late-worker", [
         "start", "worker", "--model_name", "glm-4-9b-chat", "--port", str(free_port()),
@@ -140,7 +151,7 @@ def test_dbgpt_ha_walkthrough(t):
                  what="the webserver to see the new instance through controller 2")
     chat_and_embed("after failover")
     health = h.request("GET", web.url + "/api/health").json()
-    h.eq((health["status"], health["controllers"]["current"]), ("ok", ctl_urls[1]))
+    h.eq((health["status"], health["controllers"]["current"]), ("ok", ctl_urls[1 - dead]))
 
 
 h.main(globals())
