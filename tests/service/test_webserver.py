@@ -39,9 +39,15 @@ def wait_models(url, want, headers=None, timeout=15.0):
 
 
 def state(url, headers=None):
-    r = h.request("GET", url + "/api/dashboard/state", headers=headers)
-    h.eq(r.status, 200, f"state: {r}")
-    return r.json()
+    """The dashboard's state (waiting out the "starting" 503 of a webserver
+    whose feed has not run yet)."""
+    def get():
+        r = h.request("GET", url + "/api/dashboard/state", headers=headers)
+        if r.status == 503 and b'"starting"' in r.body:
+            return None
+        h.eq(r.status, 200, f"state: {r}")
+        return r.json()
+    return h.wait_until(get, 10, what="the dashboard's first state")
 
 
 def instances(url, model, headers=None, **q):
@@ -302,9 +308,12 @@ def test_dashboard_actions(t):
     h.eq((r.json()["result"]["weight"], r.json()["result"]["routable"]), (0.0, False),
          "the controller's answer: the instance as it is now:")
     h.eq(h.list_models(web.url, "roster-chat@llm")[0]["weight"], 0.0, "drained:")
-    r = h.request("POST", web.url + "/v1/chat/completions",
-                  {"model": "roster-chat", "messages": MSGS, "max_tokens": 3})
-    h.eq(r.status, 503, f"no routable instance once drained: {r}")
+
+    def refused():  # once the watch has carried the drain to the routing table
+        r = h.request("POST", web.url + "/v1/chat/completions",
+                      {"model": "roster-chat", "messages": MSGS, "max_tokens": 3})
+        return r if r.status == 503 else None
+    r = h.wait_until(refused, 5, what="no routable instance once drained")
     h.check("drained" in r.json()["error"]["message"], r.json()["error"]["message"])
     # the override cleared: the worker's weight again; disable and enable
     r = h.request("POST", web.url + "/api/dashboard/instance", dict(target, weight=None),
