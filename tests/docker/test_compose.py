@@ -53,7 +53,9 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import compose_commands  # noqa: E402
+import harness  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -101,20 +103,6 @@ def run(args, env=None, check_rc=True, timeout=600, capture=True):
         raise Failure(f"{' '.join(shlex.quote(a) for a in args)} exited {p.returncode}:\n"
                       f"{p.stdout or ''}{p.stderr or ''}")
     return p
-
-
-def free_ports(n):
-    """n distinct ports free on 127.0.0.1 now (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # ---- HTTP -------------------------------------------------------------------------------------
@@ -360,32 +348,36 @@ def check_command_lines(stack, image, override):
 
 # ---- 2-4. the HA topology -------------------------------------------------------------------
 
-def ha_run(args, tmp):
-    image = args.image
-    (p_db, p_c1, p_c2, p_llm, p_emb, p_api, p_web, p_engine) = free_ports(8)
-    key = "sk-test-" + secrets.token_hex(8)
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("ROSTER_", "COMPOSE_")) or k in ("OPENAI_API_KEY", "OPENAI_API_BASE",
-                                                          "LLM_MODEL", "EMBEDDING_MODEL"):
-            del env[k]
+PORT_NAMES = ("DB", "CONTROLLER_1", "CONTROLLER_2", "LLM_WORKER", "EMBEDDING_WORKER",
+              "APISERVER", "WEBSERVER", "ENGINE")
+
+
+def stack_env(image, extra):
+    """The environment of a test stack: the caller's without any setting the
+    Compose files read, new secrets, free loopback ports for every service
+    (ROSTER_TEST_<NAME>_PORT, read by compose.test.yml), and `extra`.
+    Returns (env, ports by name)."""
+    ports = dict(zip(PORT_NAMES, harness.free_ports(len(PORT_NAMES))))
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith(("ROSTER_", "COMPOSE_")) or
+                   k in ("OPENAI_API_KEY", "OPENAI_API_BASE", "LLM_MODEL", "EMBEDDING_MODEL"))}
     env.update({
         "ROSTER_IMAGE": image,
         "ROSTER_CLUSTER_SECRET": secrets.token_hex(16),
         "ROSTER_REGISTRY_DB_PASSWORD": secrets.token_hex(12),
-        "OPENAI_API_KEY": key,
-        "OPENAI_API_BASE": f"http://127.0.0.1:{p_engine}/v1",
-        "LLM_MODEL": "roster-chat",
-        "EMBEDDING_MODEL": "roster-embed",
-        "ROSTER_TEST_DB_PORT": str(p_db),
-        "ROSTER_TEST_CONTROLLER_1_PORT": str(p_c1),
-        "ROSTER_TEST_CONTROLLER_2_PORT": str(p_c2),
-        "ROSTER_TEST_LLM_WORKER_PORT": str(p_llm),
-        "ROSTER_TEST_EMBEDDING_WORKER_PORT": str(p_emb),
-        "ROSTER_TEST_APISERVER_PORT": str(p_api),
-        "ROSTER_TEST_WEBSERVER_PORT": str(p_web),
-        "ROSTER_TEST_ENGINE_PORT": str(p_engine),
     })
+    env.update({f"ROSTER_TEST_{n}_PORT": str(p) for n, p in ports.items()})
+    env.update(extra)
+    return env, ports
+
+
+def ha_run(args, tmp):
+    image = args.image
+    key = "sk-test-" + secrets.token_hex(8)
+    env, ports = stack_env(image, {"OPENAI_API_KEY": key, "LLM_MODEL": "roster-chat",
+                                   "EMBEDDING_MODEL": "roster-embed"})
+    env["OPENAI_API_BASE"] = f"http://127.0.0.1:{ports['ENGINE']}/v1"
+    (p_db, p_c1, p_c2, p_llm, p_emb, p_api, p_web, p_engine) = (ports[n] for n in PORT_NAMES)
     ha = os.path.join(COMPOSE, "ha-cluster.yml")
     builtin = os.path.join(COMPOSE, "ha-builtin.yml")
     override = os.path.join(HERE, "compose.test.yml")
@@ -537,25 +529,8 @@ def ha_run(args, tmp):
 
 def builtin_run(args, tmp):
     image = args.image
-    (p_db, p_c1, p_c2, p_llm, p_emb, p_api, p_web, p_engine) = free_ports(8)
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("ROSTER_", "COMPOSE_")) or k in ("OPENAI_API_KEY", "OPENAI_API_BASE",
-                                                          "LLM_MODEL", "EMBEDDING_MODEL"):
-            del env[k]
-    env.update({
-        "ROSTER_IMAGE": image,
-        "ROSTER_CLUSTER_SECRET": secrets.token_hex(16),
-        "ROSTER_REGISTRY_DB_PASSWORD": secrets.token_hex(12),
-        "ROSTER_TEST_DB_PORT": str(p_db),
-        "ROSTER_TEST_CONTROLLER_1_PORT": str(p_c1),
-        "ROSTER_TEST_CONTROLLER_2_PORT": str(p_c2),
-        "ROSTER_TEST_LLM_WORKER_PORT": str(p_llm),
-        "ROSTER_TEST_EMBEDDING_WORKER_PORT": str(p_emb),
-        "ROSTER_TEST_APISERVER_PORT": str(p_api),
-        "ROSTER_TEST_WEBSERVER_PORT": str(p_web),
-        "ROSTER_TEST_ENGINE_PORT": str(p_engine),
-    })
+    env, ports = stack_env(image, {})
+    (p_db, p_c1, p_c2, p_llm, p_emb, p_api, p_web, p_engine) = (ports[n] for n in PORT_NAMES)
     files = [os.path.join(COMPOSE, "ha-cluster.yml"), os.path.join(COMPOSE, "ha-builtin.yml"),
              os.path.join(HERE, "compose.test.yml")]
     stack = Stack(PROJECT_BUILTIN, files, env, image, tmp)

@@ -168,19 +168,6 @@ def ensure_mariadb():
     return h.mariadb()
 
 
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 # ---- the manifests ---------------------------------------------------------------
 
 def node(*args):
@@ -364,7 +351,7 @@ def run_variant(t, variant):
     m = ensure_mariadb()
     db = t.mysql_database()
     p = dict(zip(["CONTROLLER_PORT", "CONTROLLER_B_PORT", "LLM_PORT", "EMBEDDING_PORT",
-                  "APISERVER_PORT", "WEBSERVER_PORT"], free_ports(6)))
+                  "APISERVER_PORT", "WEBSERVER_PORT"], h.free_ports(6)))
     values = dict(p, DB_USER=m["user"], DB_PORT=m["port"], DB_NAME=db, DB_PASSWORD=m["password"],
                   CLUSTER_SECRET=secrets.token_hex(16), API_KEY="sk-" + secrets.token_hex(12),
                   OPENAI_API_KEY="sk-engine-" + secrets.token_hex(12), UPSTREAM_PORT=1)

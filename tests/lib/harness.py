@@ -650,6 +650,21 @@ def cli(args, env=None, timeout=30):
     return r
 
 
+def free_ports(n):
+    """n distinct ports free on 127.0.0.1 now (bound together, then
+    released), for processes that must be given their ports."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def dead_port():
     """(socket, port): a loopback port that refuses connections for as long
     as the returned socket stays open (bound, never listening)."""
