@@ -141,6 +141,16 @@ struct wrk_registrar_config {
 int wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *err,
                           size_t errcap);
 
+/* The registrar's backoff while no controller answers (pure functions, for
+ * tests). The value starts at WRK_BACKOFF_MIN_MS; wrk_backoff_next doubles
+ * it up to `cap` (the heartbeat interval) and never past it, so it can
+ * neither overflow nor wrap to 0 after many rounds. wrk_backoff_wait is
+ * the wait for a value: uniform in [backoff/2, 3*backoff/2), from a random
+ * number r. */
+#define WRK_BACKOFF_MIN_MS 100
+int64_t wrk_backoff_next(int64_t backoff, int64_t cap);
+int64_t wrk_backoff_wait(int64_t backoff, uint64_t r);
+
 int wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar **out);
 /* Instance i from now on: serving (heartbeated, with `weight`) or not
  * (deregistered once, then left alone). Acted on at once, on the

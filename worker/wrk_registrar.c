@@ -9,7 +9,9 @@
  * next controller at once, within the same heartbeat period, so a dead
  * controller costs one call timeout, not a period. When every controller
  * failed, it waits with capped exponential backoff (100 ms doubling, capped
- * at the heartbeat interval, with ±50 % jitter) and tries again; it never
+ * at the heartbeat interval, with ±50 % jitter: wrk_backoff_next and
+ * wrk_backoff_wait; the value itself is capped, so it can neither overflow
+ * nor wrap to 0 however long the controllers stay down) and tries again; it never
  * gives up and never exits the process (DB-GPT's worker exits when its first
  * registration fails).
  *
@@ -41,8 +43,6 @@
 #include "json_write.h"
 #include "log.h"
 #include "util.h"
-
-#define BACKOFF_MIN_MS 100
 
 struct wrk_registrar {
     struct wrk_registrar_config cfg;
@@ -211,18 +211,33 @@ wait_ms(struct wrk_registrar *r, int64_t ms)
     return r->stop;
 }
 
-static int64_t
-jitter(int64_t ms)
+int64_t
+wrk_backoff_next(int64_t backoff, int64_t cap)
 {
+    if (cap < 1) {
+        cap = 1;
+    }
+    if (backoff < 1) {
+        backoff = 1;
+    }
+    /* compared before doubling, so the value never overflows */
+    return backoff > cap / 2 ? cap : backoff * 2;
+}
+
+int64_t
+wrk_backoff_wait(int64_t backoff, uint64_t r)
+{
+    int64_t ms = backoff < 1 ? 1 : backoff > INT64_MAX / 2 ? INT64_MAX / 2 : backoff;
+
     /* uniform in [ms/2, 3ms/2) */
-    return ms / 2 + (int64_t)util_random_below((uint64_t)(ms > 0 ? ms : 1));
+    return ms / 2 + (int64_t)(r % (uint64_t)ms);
 }
 
 static void *
 registrar_main(void *arg)
 {
     struct wrk_registrar *r = arg;
-    int64_t backoff = BACKOFF_MIN_MS;
+    int64_t backoff = WRK_BACKOFF_MIN_MS;
 
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
@@ -255,13 +270,14 @@ registrar_main(void *arg)
             /* once the controllers are lost, treat every instance as new */
             memset(r->accepted, 0, sizeof(r->accepted));
             int64_t cap = r->cfg.interval_ms;
-            if (wait_ms(r, jitter(backoff < cap ? backoff : cap))) {
+            if (wait_ms(r, wrk_backoff_wait(backoff < cap ? backoff : cap,
+                                            util_random_below(UINT64_MAX)))) {
                 break;
             }
-            backoff = backoff * 2;
+            backoff = wrk_backoff_next(backoff, r->cfg.interval_ms);
             continue;
         }
-        backoff = BACKOFF_MIN_MS;
+        backoff = WRK_BACKOFF_MIN_MS;
         r->all_good = o == OK;
         if (o == REJECTED) {
             /* a refusal (a bad secret, a full registry): retry after a period */
