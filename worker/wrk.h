@@ -68,6 +68,9 @@ struct wrk_config {
     int64_t control_timeout_ms;
     int64_t shutdown_grace_ms;
     int64_t max_body_bytes;
+    int64_t max_answer_bytes;    /* openai, exec: an engine's answer buffered whole */
+    int64_t stream_buffer_bytes; /* openai, exec: a slow client's queue before pausing */
+    int64_t memory_budget_bytes; /* budget.h: the process-wide limit (0: none) */
     char *log_level;
     bool access_log;
     int64_t access_log_sample;
@@ -230,6 +233,7 @@ struct wrk_server {
     _Atomic uint64_t cancelled;       /* jobs whose client went away */
     _Atomic uint64_t rejected;        /* 429 at capacity, 503 after waiting in the queue */
     _Atomic uint64_t upstream_errors; /* proxy: transfers that failed or got a 5xx */
+    _Atomic uint64_t stream_pauses;   /* proxy: engine transfers paused for a slow client */
     _Atomic uint64_t engine_restarts; /* exec */
     _Atomic int engine_pid;           /* exec: the engine's process (0: none) */
     _Atomic uint64_t log_seq;         /* requests seen by the access log */

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "worker"
+#include "budget.h"
 #include "log.h"
 #include "util.h"
 
@@ -464,6 +465,7 @@ wrk_main(int argc, char **argv)
         return code;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes); /* the process is this worker */
     code = wrk_server_new(&cfg, &srv);
     if (code != 0) {
         goto out;
