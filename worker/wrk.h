@@ -128,6 +128,7 @@ struct wrk_load {
 
 struct wrk_registrar_config {
     char urls[WRK_MAX_CTLS][512];
+    char shown[WRK_MAX_CTLS][520]; /* urls as logged and shown: passwords masked */
     size_t nurls;
     const char *host; /* advertised */
     int port;
@@ -139,8 +140,8 @@ struct wrk_registrar_config {
     struct wrk_load *load; /* read at each heartbeat */
 };
 
-/* Parses "http://a:8000, http://b:8000" into cfg->urls. Returns 0, or -1
- * with a reason in err. */
+/* Parses "http://a:8000, http://b:8000" into cfg->urls (and cfg->shown).
+ * Returns 0, or -1 with a reason in err. */
 int wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *err,
                           size_t errcap);
 
@@ -218,6 +219,7 @@ struct wrk_server {
     struct curl_loop *curl;        /* proxy: upstream transfers on the loop */
     struct wrk_proxy_job *proxies; /* proxy: transfers in progress (loop thread) */
     char *auth_header;             /* proxy: "Authorization: Bearer <key>", or NULL */
+    char upstream_shown[1024];     /* proxy: --upstream as logged and shown (util_url_redact) */
     struct wrk_engine *engine;     /* exec: the supervised engine */
     bool engine_up;                /* exec: the engine answers (loop thread) */
     struct http_server *http;

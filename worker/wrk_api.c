@@ -495,7 +495,7 @@ h_health(struct http_request *req, void *arg)
     jw_raw(&w, "{\"status\":\"ok\",\"registered\":");
     jw_bool(&w, registered);
     jw_raw(&w, ",\"controller\":");
-    jw_str(&w, cur >= 0 ? srv->rcfg.urls[cur] : NULL);
+    jw_str(&w, cur >= 0 ? srv->rcfg.shown[cur] : NULL);
     jw_raw(&w, ",\"in_flight\":");
     jw_i64(&w, atomic_load(&srv->load.in_flight));
     jw_raw(&w, ",\"capacity\":");

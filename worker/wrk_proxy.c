@@ -236,8 +236,13 @@ fail(struct wrk_proxy_job *j, int status, const char *type, const char *code, co
 static void
 transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
 {
-    const char *why = j->err[0] ? j->err : j->curl_err[0] ? j->curl_err : curl_easy_strerror(rc);
-    const char *up = j->srv->cfg->upstream;
+    char why[sizeof(j->err) + 64];
+    const char *up = j->srv->upstream_shown;
+
+    util_url_redact(j->err[0]        ? j->err
+                    : j->curl_err[0] ? j->curl_err
+                                     : curl_easy_strerror(rc),
+                    why, sizeof(why));
 
     if (j->over_budget) {
         log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is "
@@ -281,6 +286,38 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
     }
 }
 
+/* The engine's error message from `body`, with its API key masked
+ * wherever it appears (an engine may echo the key in any error, and the
+ * message is cut at `cap`: a cut-off start of the key is masked too). */
+static void
+engine_message(const struct wrk_server *srv, const char *body, size_t len, char *msg, size_t cap)
+{
+    static const char bearer[] = "Authorization: Bearer ";
+    const char *key;
+    size_t klen, mlen;
+    char *at;
+
+    json_error_message(body, len, msg, cap);
+    if (!srv->auth_header || strncmp(srv->auth_header, bearer, sizeof(bearer) - 1) != 0) {
+        return;
+    }
+    key = srv->auth_header + sizeof(bearer) - 1;
+    klen = strlen(key);
+    if (klen == 0) {
+        return;
+    }
+    while ((at = strstr(msg, key)) != NULL) {
+        memset(at, '*', klen);
+    }
+    mlen = strlen(msg);
+    for (size_t n = klen - 1 < mlen ? klen - 1 : mlen; n >= 4; n--) {
+        if (memcmp(msg + mlen - n, key, n) == 0) {
+            memset(msg + mlen - n, '*', n);
+            break;
+        }
+    }
+}
+
 /* The engine answered with an error status. */
 static void
 upstream_status(struct wrk_proxy_job *j)
@@ -288,7 +325,19 @@ upstream_status(struct wrk_proxy_job *j)
     char msg[320];
     long st = j->status;
 
-    json_error_message(j->resp.data, j->resp.len, msg, sizeof(msg));
+    if (st == 401 || st == 403) {
+        /* never the engine's text: it may echo the key the worker sent */
+        log_warn("request %s: the engine refused the worker's credentials (HTTP %ld; its "
+                 "message is not logged)",
+                 http_req_id(j->req), st);
+        atomic_fetch_add(&j->srv->upstream_errors, 1);
+        fail(j, 502, "server_error", "upstream_auth",
+             "the engine refused the worker's credentials (HTTP %ld); check "
+             "--upstream_api_key_env",
+             st);
+        return;
+    }
+    engine_message(j->srv, j->resp.data, j->resp.len, msg, sizeof(msg));
     log_info("request %s: the engine answered %ld: %s", http_req_id(j->req), st, msg);
     if (st == 400 || st == 422) {
         fail(j, 400, "invalid_request_error", "upstream_rejected",
@@ -298,12 +347,6 @@ upstream_status(struct wrk_proxy_job *j)
              "the engine says the request is too large: %s", msg);
     } else if (st == 429) {
         fail(j, 429, "rate_limit_exceeded", "upstream_busy", "the engine is at capacity: %s", msg);
-    } else if (st == 401 || st == 403) {
-        atomic_fetch_add(&j->srv->upstream_errors, 1);
-        fail(j, 502, "server_error", "upstream_auth",
-             "the engine refused the worker's credentials (%ld: %s); check "
-             "--upstream_api_key_env",
-             st, msg);
     } else if (st == 404) {
         atomic_fetch_add(&j->srv->upstream_errors, 1);
         fail(j, 502, "server_error", "upstream_not_found",
@@ -380,7 +423,7 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     it = json_get(root, "error");
     if (it) {
         char msg[320];
-        json_error_message(p, n, msg, sizeof(msg));
+        engine_message(j->srv, p, n, msg, sizeof(msg));
         snprintf(j->err, sizeof(j->err), "the engine reported: %s", msg);
         cJSON_Delete(root);
         return -1;

@@ -71,6 +71,9 @@ wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *
     int n = util_parse_urls(list, cfg->urls, WRK_MAX_CTLS, err, errcap);
 
     cfg->nurls = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; i < cfg->nurls; i++) {
+        util_url_redact(cfg->urls[i], cfg->shown[i], sizeof(cfg->shown[i]));
+    }
     return n > 0 ? 0 : -1;
 }
 
@@ -128,16 +131,16 @@ call(struct wrk_registrar *r, int ctl, const char *method, const char *path, con
     if (atomic_load(&r->abort) ||
         http_client_request_cancel(method, url, body, len, headers, (int)r->cfg.timeout_ms,
                                    64 * 1024, &r->abort, &resp, err, sizeof(err)) != 0) {
-        log_debug("%s %s: %s", method, url, err);
+        log_debug("%s %s%s: %s", method, r->cfg.shown[ctl], path, err);
         return FAILED;
     }
     if (resp.status >= 500 || resp.status == 0) {
-        log_debug("%s %s: HTTP %ld", method, url, resp.status);
+        log_debug("%s %s%s: HTTP %ld", method, r->cfg.shown[ctl], path, resp.status);
         o = FAILED;
     } else if (resp.status == 200 && resp.body.len >= 4 && memcmp(resp.body.data, "true", 4) == 0) {
         o = OK;
     } else {
-        log_warn("%s %s: HTTP %ld: %.*s", method, url, resp.status,
+        log_warn("%s %s%s: HTTP %ld: %.*s", method, r->cfg.shown[ctl], path, resp.status,
                  (int)(resp.body.len > 300 ? 300 : resp.body.len),
                  resp.body.data ? resp.body.data : "");
         o = REJECTED;
@@ -184,7 +187,7 @@ beat_all(struct wrk_registrar *r, int ctl)
         }
         if (o == OK && reg) {
             log_info("registered %s at %s:%d through %s", r->cfg.inst[i].model_name, r->cfg.host,
-                     r->cfg.port, r->cfg.urls[ctl]);
+                     r->cfg.port, r->cfg.shown[ctl]);
         }
         r->accepted[i] = o == OK; /* refused: register again next time */
         if (o == REJECTED) {
@@ -251,7 +254,7 @@ registrar_main(void *arg)
             o = beat_all(r, ctl);
             if (o != FAILED) {
                 if (ctl != r->cur || r->warned) {
-                    log_info("using controller %s", r->cfg.urls[ctl]);
+                    log_info("using controller %s", r->cfg.shown[ctl]);
                 }
                 pthread_mutex_lock(&r->mu);
                 r->cur = ctl;

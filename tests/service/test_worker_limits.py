@@ -293,5 +293,107 @@ def test_max_answer_bytes(t):
         eng.close()
 
 
+
+def with_password(url, pw):
+    return url.replace("http://", f"http://u:{pw}@", 1)
+
+
+def test_secrets_through_side_doors(t):
+    """Canary passwords in --upstream and --controller_addr, and an engine
+    key that the engine echoes in its 401: none of them appears in any log,
+    HTTP answer or printed output, whatever fails."""
+    canaries = ["canarypw1", "canarypw2", "canarypw3", "canarypw4", "sk-canary-key-0123456789"]
+    seen = []  # every answer and output, grepped at the end
+
+    def keep(r):
+        seen.append(f"{r.status} {r.headers} {r.body!r}")
+        return r
+
+    eng = FloodEngine()
+    dead_sock, dead = h.dead_port()
+    try:
+        c = t.controller()
+        ctl_list = (f"{with_password(c.url, 'canarypw2')},"
+                    f"{with_password(f'http://127.0.0.1:{dead}', 'canarypw2')}")
+        p = proxy(t, with_password(eng.url, "canarypw1"), controller=ctl_list, models="flood,auth",
+                  args=["--upstream_api_key_env", "ROSTER_TEST_KEY", "--heartbeat_interval", "0.2",
+                        "--log_level", "debug"],
+                  env={"ROSTER_TEST_KEY": canaries[4]})
+        h.wait_until(lambda: h.request("GET", p.url + "/api/health").json()["registered"], 10,
+                     what="registration")
+        r = keep(h.request("GET", p.url + "/api/health"))
+        h.check("u:***@" in r.json()["controller"], f"the controller, masked: {r.json()}")
+        r = keep(post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS,
+                                                  "max_tokens": 2, "pad": 10}))
+        h.eq(r.status, 200)
+        h.eq(eng.auth_seen[-1], "Bearer " + canaries[4], "the key still goes to the engine:")
+        # (a) the engine refuses the key and echoes it: roster's own message
+        r = keep(post(p, "/v1/chat/completions", {"model": "auth", "messages": MSGS}))
+        h.check_error(r.status, r.body, 502, "the engine refused the key")
+        h.eq(r.json()["error"]["code"], "upstream_auth")
+        h.check("refused the worker's credentials (HTTP 401)" in r.json()["error"]["message"],
+                f"{r.json()}")
+        r = keep(post(p, "/api/worker/generate_stream", {"model": "auth", "prompt": "hi"}))
+        h.check(b"credentials" in r.body, f"{r.body!r}")
+        r = keep(post(p, "/api/worker/generate", {"model": "auth", "prompt": "hi"}))
+        h.check(r.status >= 500, f"{r}")
+        # (b) the engine down: the error names it without its password
+        eng.close()
+        r = keep(post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS}))
+        h.check_error(r.status, r.body, 503, "the engine down")
+        h.check("u:***@127.0.0.1" in r.json()["error"]["message"], f"{r.json()}")
+        r = keep(post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS,
+                                                  "stream": True}))
+        h.check_error(r.status, r.body, 503, "the engine down (stream)")
+        # the apiserver, with a password in its controller list
+        a = t.start("api", ["start", "apiserver", "--host", "127.0.0.1", "--controller_addr",
+                            with_password(c.url, "canarypw3"), "--log_level", "debug"])
+        h.wait_until(lambda: h.request("GET", a.url + "/api/health").json()["controllers"][
+            "reachable"], 10, what="the apiserver's table")
+        r = keep(h.request("GET", a.url + "/api/health"))
+        h.check("u:***@" in r.json()["controllers"]["current"], f"{r.json()}")
+        keep(h.request("GET", a.url + "/metrics"))
+        # the controller dies: the worker fails over to the dead one, the
+        # apiserver loses its table; both log it
+        c.kill()
+        h.wait_until(lambda: "no controller of 2 answers" in p.logs(), 10,
+                     what="the worker to notice")
+        h.wait_until(lambda: "trying the next one" in a.logs(), 10,
+                     what="the apiserver to notice")
+        for w in (p, a):
+            keep(h.request("GET", w.url + "/api/health"))
+            keep(h.request("GET", w.url + "/metrics"))
+        r = keep(post(a, "/v1/chat/completions", {"model": "flood", "messages": MSGS}))
+        h.check(r.status >= 400)
+        # printed output: --check, the CLI's errors
+        for args in (["start", "worker", "--model_name", "x", "--backend", "openai",
+                      "--upstream", with_password(eng.url, "canarypw1"),
+                      "--controller_addr", ctl_list, "--check"],
+                     ["start", "apiserver", "--controller_addr",
+                      with_password(f"http://127.0.0.1:{dead}", "canarypw3"), "--check"],
+                     ["model", "list", "--controller_addr",
+                      with_password(f"http://127.0.0.1:{dead}", "canarypw4")],
+                     ["model", "list", "--controller_addr",
+                      with_password(f"http://127.0.0.1:{dead}", "canarypw4") + ","
+                      + with_password(f"http://127.0.0.1:{dead}", "canarypw4")],
+                     ["health", "--url",
+                      with_password(f"http://127.0.0.1:{dead}", "canarypw4") + "/api/health"]):
+            r = h.cli(args)
+            seen.append(f"{args[:2]}: {r.returncode} {r.stdout} {r.stderr}")
+            h.check("u:***@" in r.stdout + r.stderr, f"{args[:2]}: the URL is shown, masked: "
+                    f"{r.stdout} {r.stderr}")
+        logs = {w.name: w.logs() for w in (p, a)}
+        h.check("refused the worker's credentials" in logs["proxy"])
+        for canary in canaries:
+            for name, text in logs.items():
+                h.check(canary not in text, f"{canary} in the log of {name}:\n"
+                        + "\n".join(x for x in text.splitlines() if canary in x)[:2000])
+            for out in seen:
+                h.check(canary not in out, f"{canary} in an answer or output: {out[:2000]}")
+    finally:
+        eng.close()
+        dead_sock.close()
+
+
 if __name__ == "__main__":
     h.main(globals())
