@@ -28,7 +28,21 @@
  * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
  * DB-GPT's stream gets an error frame before it has begun too (under the
  * error status), since DB-GPT's client reads frames and never the status.
- * The API key is only ever put in the Authorization header.
+ * The API key is only ever put in the Authorization header; an engine's
+ * 401/403 text (which may echo it) is never relayed or logged, and the key
+ * is masked in any other engine message; --upstream is shown with its
+ * password masked (util_url_redact).
+ *
+ * Memory. A stream whose client is more than --stream_buffer_bytes behind
+ * stops reading the engine (CURL_WRITEFUNC_PAUSE: curl keeps the one chunk
+ * it offered, TCP holds the engine back) until the client has drained to a
+ * quarter of that (http_req_on_drain); streams go out whole SSE events at a
+ * time, so an error event never lands inside a half-sent one. An answer
+ * buffered whole is capped at --max_answer_bytes. Every job keeps its share
+ * of the process's budget (budget.h, --memory_budget_bytes) equal to what
+ * it holds: its buffers, its copy of the request and its stream's queue;
+ * past the budget, 503 + Retry-After before the head, an error event or
+ * frame after it.
  */
 #include "wrk.h"
 
