@@ -557,11 +557,13 @@ arm_idle(struct wrk_proxy_job *j)
 }
 
 /* The end of the last whole SSE event in p[0..n) (just past its blank
- * line: "\n\n", "\r\n\r\n" or "\r\r"), or 0 if none ends there. */
+ * line: "\n\n", "\r\n\r\n" or "\r\r") that ends after p[from], or 0 if
+ * none does (`from`: bytes already searched, so a long event arriving in
+ * many reads is scanned once). */
 static size_t
-last_event_end(const char *p, size_t n)
+last_event_end(const char *p, size_t n, size_t from)
 {
-    for (size_t k = n; k >= 2; k--) {
+    for (size_t k = n; k >= 2 && k > from; k--) {
         char c = p[k - 1], b = p[k - 2];
         if ((c == '\n' && (b == '\n' || (b == '\r' && k >= 3 && p[k - 3] == '\n'))) ||
             (c == '\r' && b == '\r')) {
@@ -581,7 +583,7 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
     size_t end;
 
     if (j->line.len == 0) {
-        end = last_event_end(p, n);
+        end = last_event_end(p, n, 0);
         if (end) {
             http_stream_write(j->req, p, end);
         }
@@ -592,10 +594,11 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
         }
         return 0;
     }
+    size_t searched = j->line.len; /* no event ends in it */
     if (buf_append(&j->line, p, n) != 0) {
         goto too_long;
     }
-    end = last_event_end(j->line.data, j->line.len);
+    end = last_event_end(j->line.data, j->line.len, searched);
     if (end) {
         http_stream_write(j->req, j->line.data, end);
         memmove(j->line.data, j->line.data + end, j->line.len - end);
