@@ -37,7 +37,9 @@ class FloodEngine:
     fields), streamed as fast as the socket takes them (SSE ending with
     [DONE]) or as one JSON answer (stream false). Each event carries its
     sequence number. A request whose model is "auth" gets a 401 whose body
-    echoes the Authorization header it came with, as some engines do.
+    echoes the Authorization header it came with, as some engines do;
+    model "chat" streams chat deltas of `seed` bytes each (the field DB-GPT's
+    requests carry through); model "crlf" ends its lines with CRLF.
     `sent` counts the bytes of the streams written so far."""
 
     def __init__(self):
@@ -66,7 +68,10 @@ class FloodEngine:
                     self.wfile.write(out)
                     return
                 n, size = int(body.get("max_tokens") or 1), int(body.get("pad") or 100)
+                if body.get("model") == "chat":
+                    size = int(body.get("seed") or 100)
                 pad = b"x" * size
+                eol = b"\r\n" if body.get("model") == "crlf" else b"\n"
                 if not body.get("stream"):
                     out = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
                                       "model": body["model"], "choices": [{
@@ -84,10 +89,14 @@ class FloodEngine:
                 self.end_headers()
                 try:
                     for i in range(n):
-                        ev = b'data: {"i":%d,"pad":"%s"}\n\n' % (i, pad)
+                        if body.get("model") == "chat":
+                            ev = (b'data: {"choices":[{"index":0,"delta":{"content":"%s"},'
+                                  b'"finish_reason":null}]}\n\n' % pad)
+                        else:
+                            ev = b'data: {"i":%d,"pad":"%s"}%s%s' % (i, pad, eol, eol)
                         self.wfile.write(ev)
                         eng.sent += len(ev)
-                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.write(b"data: [DONE]" + eol + eol)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -292,6 +301,71 @@ def test_max_answer_bytes(t):
     finally:
         eng.close()
 
+
+
+def test_crlf_events_pass_through(t):
+    eng = FloodEngine()
+    try:
+        p = proxy(t, eng.url, models="crlf")
+        r = post(p, "/v1/chat/completions", {"model": "crlf", "messages": MSGS, "stream": True,
+                                             "max_tokens": 40, "pad": 30000})
+        h.eq(r.status, 200)
+        want = b"".join(b'data: {"i":%d,"pad":"%s"}\r\n\r\n' % (i, b"x" * 30000)
+                        for i in range(40)) + b"data: [DONE]\r\n\r\n"
+        h.check(r.body == want, "CRLF events forwarded unchanged")
+    finally:
+        eng.close()
+
+
+def dbgpt_stream_socket(port, n, size):
+    data = json.dumps({"model": "chat", "prompt": "hi", "max_new_tokens": n,
+                       "seed": size}).encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /api/worker/generate_stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data)
+              + data)
+    return s
+
+
+def test_dbgpt_stream_bounded(t):
+    """DB-GPT's stream repeats the whole text in every frame: a client that
+    reads nothing must not make the worker hold them; past the budget the
+    stream ends with an error frame."""
+    eng = FloodEngine()
+    try:
+        p = proxy(t, eng.url, models="chat")
+        pid = p.p.pid
+        r = post(p, "/api/worker/generate_stream", {"model": "chat", "prompt": "hi",
+                                                    "max_new_tokens": 5, "seed": 10})
+        frames = [json.loads(f) for f in r.body.split(b"\0") if f]
+        h.eq(frames[-1]["text"], "x" * 50, f"{frames[-1]}")
+        base = rss_bytes(pid)
+        s = dbgpt_stream_socket(p.port, 2000, 16 * 1024)  # 32 MiB of text, ~32 GiB of frames
+        peak, t0 = base, time.monotonic()
+        while time.monotonic() - t0 < 3:
+            peak = max(peak, rss_bytes(pid))
+            time.sleep(0.05)
+        print(f"    worker RSS {base / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB for a DB-GPT "
+              f"client that reads nothing")
+        h.check(peak - base < 40 * MiB, f"grew by {(peak - base) / MiB:.1f} MiB")
+        s.close()
+        h.wait_until(lambda: h.metric(p.url, "roster_worker_in_flight") == 0, 10,
+                     what="the cancelled stream to end")
+        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0)
+        # a budget smaller than the text: an error frame ends the stream
+        q = proxy(t, eng.url, name="small", models="chat",
+                  args=["--memory_budget_bytes", str(MiB)])
+        data = read_all(dbgpt_stream_socket(q.port, 200, 16 * 1024))
+        head, _, rest = data.partition(b"\r\n\r\n")
+        h.check(head.startswith(b"HTTP/1.1 200"), f"{head[:100]!r}")
+        frames = [json.loads(f) for f in dechunk(rest).split(b"\0") if f]
+        h.check(len(frames) >= 2, f"{len(frames)} frames")
+        h.eq(frames[-1]["error_code"], 1, "an error frame last:")
+        h.check("--memory_budget_bytes" in frames[-1]["text"], f"{frames[-1]['text']}")
+        h.eq(h.metric(q.url, "roster_worker_memory_refused_total"), 1.0)
+        h.eq(h.metric(q.url, "roster_worker_memory_used_bytes"), 0.0)
+    finally:
+        eng.close()
 
 
 def with_password(url, pw):
