@@ -188,7 +188,8 @@ def test_stream_back_pressure(t):
             want = b'data: {"i":%d,"pad":"' % i
             if not ev.startswith(want) or not ev.endswith(b'"}') or len(ev) != len(want) + size + 2:
                 raise h.Failure(f"event {i} is wrong: {ev[:60]!r}... ({len(ev)} bytes)")
-        h.eq(eng.sent - sent0, sum(len(b'data: {"i":%d,"pad":""}\n\n' % i) + size for i in range(n)))
+        h.eq(eng.sent - sent0,
+             sum(len(b'data: {"i":%d,"pad":""}\n\n' % i) + size for i in range(n)))
         after = rss_bytes(pid)
         print(f"    worker RSS {after / MiB:.1f} MiB after the stream")
         # the worker still serves
