@@ -260,7 +260,8 @@ struct api_server {
     enum route_policy policy;
     char **keys; /* --api_keys, split */
     size_t nkeys;
-    char ctl[API_MAX_CTLS][512]; /* UTIL_URL_MAX */
+    char ctl[API_MAX_CTLS][512];       /* UTIL_URL_MAX */
+    char ctl_shown[API_MAX_CTLS][520]; /* ctl as logged and shown: passwords masked */
     size_t nctl;
     struct http_server *http; /* the server it is mounted on (not owned) */
     struct api_loop *loops;   /* per loop of `http`, by http_loop_index */

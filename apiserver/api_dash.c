@@ -344,11 +344,11 @@ fetch_list(struct api_dash *d, struct dash_row **out, size_t *bytes, char *err, 
         snprintf(url, sizeof(url), "%s/api/controller/models?view=full", d->api->ctl[order[k]]);
         if (http_client_request_cancel("GET", url, NULL, 0, headers, (int)d->cfg.control_timeout_ms,
                                        MAX_LIST_BYTES, &d->stop, &resp, e, sizeof(e)) != 0) {
-            snprintf(err, errcap, "%s: %s", d->api->ctl[order[k]], e);
+            snprintf(err, errcap, "%s: %s", d->api->ctl_shown[order[k]], e);
             continue;
         }
         if (resp.status != 200) {
-            snprintf(err, errcap, "%s: status %ld", d->api->ctl[order[k]], resp.status);
+            snprintf(err, errcap, "%s: status %ld", d->api->ctl_shown[order[k]], resp.status);
             http_client_response_cleanup(&resp);
             continue;
         }
@@ -359,7 +359,7 @@ fetch_list(struct api_dash *d, struct dash_row **out, size_t *bytes, char *err, 
             explicit_bzero(secret, sizeof(secret));
             return rows;
         }
-        snprintf(err, errcap, "%s: %s", d->api->ctl[order[k]], e);
+        snprintf(err, errcap, "%s: %s", d->api->ctl_shown[order[k]], e);
     }
     explicit_bzero(secret, sizeof(secret));
     return -1;
@@ -680,7 +680,7 @@ write_state(struct api_dash *d, struct dash_snap *s, const struct probe *probes,
     jw_raw(w, "},\"controllers\":[");
     for (size_t i = 0; i < d->api->nctl; i++) {
         jw_raw(w, i ? ",{\"url\":" : "{\"url\":");
-        jw_str(w, d->api->ctl[i]);
+        jw_str(w, d->api->ctl_shown[i]);
         jw_raw(w, ",\"ok\":");
         jw_bool(w, probes[i].ok);
         jw_raw(w, ",\"current\":");
@@ -741,13 +741,13 @@ note_probes(struct api_dash *d, struct probe *was, const struct probe *now)
 {
     for (size_t i = 0; i < d->api->nctl; i++) {
         if (was[i].known && was[i].ok && !now[i].ok) {
-            api_event_add(d->api, "controller_down", NULL, NULL, 0, "%s: %s", d->api->ctl[i],
+            api_event_add(d->api, "controller_down", NULL, NULL, 0, "%s: %s", d->api->ctl_shown[i],
                           now[i].error);
         } else if (was[i].known && !was[i].ok && now[i].ok) {
             api_event_add(d->api, "controller_up", NULL, NULL, 0, "%s answers again",
-                          d->api->ctl[i]);
+                          d->api->ctl_shown[i]);
         } else if (!was[i].known && !now[i].ok) {
-            api_event_add(d->api, "controller_down", NULL, NULL, 0, "%s: %s", d->api->ctl[i],
+            api_event_add(d->api, "controller_down", NULL, NULL, 0, "%s: %s", d->api->ctl_shown[i],
                           now[i].error);
         }
         was[i] = now[i];

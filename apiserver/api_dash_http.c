@@ -679,8 +679,8 @@ run_job(struct api_dash *d, struct dash_job *j)
         char url[700], e[256];
         int timeout = (int)d->cfg.control_timeout_ms;
         if (j->kind == JOB_ADMIN) {
-            util_strlcpy(j->from, d->api->ctl[order[k]], sizeof(j->from));
-            snprintf(url, sizeof(url), "%s/api/roster/instance", j->from);
+            util_strlcpy(j->from, d->api->ctl_shown[order[k]], sizeof(j->from));
+            snprintf(url, sizeof(url), "%s/api/roster/instance", d->api->ctl[order[k]]);
         } else {
             util_strlcpy(j->from, j->url, sizeof(j->from));
             snprintf(url, sizeof(url), "%s/api/worker/apply", j->url);

@@ -214,7 +214,8 @@ api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w)
     jw_raw(w, "\"controllers\":{\"reachable\":");
     jw_bool(w, ws.reachable);
     jw_raw(w, ",\"current\":");
-    jw_str(w, ws.current);
+    char shown[sizeof(ws.current) + 16];
+    jw_str(w, util_url_redact(ws.current, shown, sizeof(shown)));
     jw_raw(w, ",\"last_ok_ms_ago\":");
     if (ws.last_ok_mono_ms) {
         jw_i64(w, now - ws.last_ok_mono_ms);
@@ -450,6 +451,9 @@ api_server_new(struct api_config *cfg, struct api_server **out)
         return EX_USAGE;
     }
     srv->nctl = (size_t)rc;
+    for (size_t i = 0; i < srv->nctl; i++) {
+        util_url_redact(srv->ctl[i], srv->ctl_shown[i], sizeof(srv->ctl_shown[i]));
+    }
     if (!srv->events || split_keys(srv, cfg->api_keys) != 0) {
         log_error("out of memory");
         return EX_OSERR;
@@ -589,7 +593,7 @@ api_main(int argc, char **argv)
     struct api_process p = {0};
     struct api_server *srv = NULL;
     struct http_server *http = NULL;
-    char err[256];
+    char err[256], shown[2048];
     int code = 0;
     int rc;
 
@@ -639,7 +643,8 @@ api_main(int argc, char **argv)
         goto out;
     }
     log_info("apiserver listening on %s:%d; routing %s; controllers: %s; %s", cfg.host,
-             http_server_port(http), route_policy_name(srv->policy), cfg.controller_addr,
+             http_server_port(http), route_policy_name(srv->policy),
+             util_url_redact(cfg.controller_addr, shown, sizeof(shown)),
              srv->nkeys ? "API keys required" : "no API keys (open to every client)");
     http_server_run(http);
     log_info("apiserver stopped");

@@ -744,7 +744,7 @@ watch_main(void *arg)
         buf_cleanup(&c.body);
         if (st == 200 || st == 304) {
             if (warned) {
-                log_info("watching %s", w->srv->ctl[w->cur]);
+                log_info("watching %s", w->srv->ctl_shown[w->cur]);
             }
             warned = false;
             failed_in_a_row = 0;
@@ -759,10 +759,10 @@ watch_main(void *arg)
         if (!warned) {
             log_warn("controller %s: %s; trying the next one (routing goes on with the last "
                      "table)",
-                     w->srv->ctl[w->cur], err);
+                     w->srv->ctl_shown[w->cur], err);
             api_event_add(w->srv, "failover", NULL, NULL, 0,
                           "%s: %s; the routing table is now watched from the next controller",
-                          w->srv->ctl[w->cur], err);
+                          w->srv->ctl_shown[w->cur], err);
             warned = true;
         }
         w->cur = (w->cur + 1) % (int)w->srv->nctl;

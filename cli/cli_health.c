@@ -100,7 +100,7 @@ run(int argc, char **argv)
 {
     struct health_opts o;
     struct http_client_response resp = {0};
-    char url[UTIL_URL_MAX];
+    char url[UTIL_URL_MAX], shown[UTIL_URL_MAX + 16];
     char err[320];
     char body[MAX_QUOTE + 8];
     int code = 1;
@@ -129,18 +129,19 @@ run(int argc, char **argv)
         code = EX_USAGE;
         goto out;
     }
+    util_url_redact(url, shown, sizeof(shown));
     if (http_client_request("GET", url, NULL, 0, NULL, (int)o.timeout_ms, MAX_HEALTH_BODY, &resp,
                             err, sizeof(err)) != 0) {
-        fprintf(stderr, "roster: health: %s: %s\n", url, err);
+        fprintf(stderr, "roster: health: %s: %s\n", shown, err);
         goto out;
     }
     if (resp.status != 200) {
         quote(&resp.body, body, sizeof(body));
-        fprintf(stderr, "roster: health: %s: HTTP %ld%s%s\n", url, resp.status, *body ? ": " : "",
+        fprintf(stderr, "roster: health: %s: HTTP %ld%s%s\n", shown, resp.status, *body ? ": " : "",
                 body);
         goto out;
     }
-    printf("%s: HTTP 200\n", url);
+    printf("%s: HTTP 200\n", shown);
     code = 0;
 out:
     http_client_response_cleanup(&resp);

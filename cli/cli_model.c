@@ -144,7 +144,7 @@ cli_ask_controllers(const struct cli_model_opts *o, const char *method, const ch
         headers[1] = secret_hdr;
     }
     for (char *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-        char url[2048];
+        char url[2048], shown[2048];
         char err[256];
         char msg[320];
         size_t n;
@@ -161,16 +161,17 @@ cli_ask_controllers(const struct cli_model_opts *o, const char *method, const ch
         }
         snprintf(url, sizeof(url), "%s%s%s", strstr(a, "://") ? "" : "http://", a, path);
         if (!tried++) {
-            util_strlcpy(first_url, url, sizeof(first_url));
+            util_url_redact(url, first_url, sizeof(first_url));
         }
+        util_url_redact(a, shown, sizeof(shown)); /* printed instead of a */
         if (http_client_request(method, url, body, body ? strlen(body) : 0, headers,
                                 (int)o->timeout_ms, MAX_LIST_BODY, resp, err, sizeof(err)) != 0) {
-            note(&said, "%s%s: %s", said.len ? "; " : "", a, err);
+            note(&said, "%s%s: %s", said.len ? "; " : "", shown, err);
             continue;
         }
         if (resp->status >= 500) {
             json_error_message(resp->body.data, resp->body.len, msg, sizeof(msg));
-            note(&said, "%s%s: HTTP %ld: %s", said.len ? "; " : "", a, resp->status, msg);
+            note(&said, "%s%s: HTTP %ld: %s", said.len ? "; " : "", shown, resp->status, msg);
             if (!answered++) {
                 /* the first answer in full, for a single controller */
                 snprintf(first_url + strlen(first_url), sizeof(first_url) - strlen(first_url),

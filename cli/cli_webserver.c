@@ -622,7 +622,9 @@ banner(struct web *w)
         }
         printf("  workers join     --controller_addr %s\n", w->ctl_url);
     } else {
-        printf("  controllers      %s\n", w->cfg.controller_addr);
+        char shown[2048];
+        printf("  controllers      %s\n",
+               util_url_redact(w->cfg.controller_addr, shown, sizeof(shown)));
     }
     if (strcmp(w->cfg.host, "0.0.0.0") == 0 || strcmp(w->cfg.host, "::") == 0) {
         printf("  (listening on every interface, port %d)\n", http_server_port(w->http));

@@ -317,6 +317,10 @@ print_effective(FILE *out, const struct flag_group *g, size_t k)
         switch (d->type) {
         case FLAG_STR: {
             const char *v = *(char *const *)(const void *)field;
+            if (v && *v && !(d->flags & FLAG_SECRET)) {
+                util_url_redact(v, value, sizeof(value)); /* a URL's password masked */
+                break;
+            }
             snprintf(value, sizeof(value), "%s",
                      !v                         ? "(unset)"
                      : (d->flags & FLAG_SECRET) ? (*v ? "***" : "(empty)")

@@ -341,8 +341,15 @@ util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *e
         }
         if (n >= UTIL_URL_MAX ||
             (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)) {
-            snprintf(err, errcap, "'%.*s' is not an http:// or https:// URL",
-                     (int)(n > 200 ? 200 : n), p);
+            char item[UTIL_URL_MAX], shown[UTIL_URL_MAX + 64];
+            if (n >= sizeof(item)) {
+                snprintf(err, errcap, "an address of %zu bytes is too long", n);
+                return -1;
+            }
+            memcpy(item, p, n);
+            item[n] = '\0';
+            snprintf(err, errcap, "'%s' is not an http:// or https:// URL",
+                     util_url_redact(item, shown, sizeof(shown)));
             return -1;
         }
         memcpy(out[count], p, n);
@@ -354,6 +361,54 @@ util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *e
         return -1;
     }
     return (int)count;
+}
+
+/* Appends p[0..n) to out[*o..cap-1), truncating. */
+static void
+put(char *out, size_t cap, size_t *o, const char *p, size_t n)
+{
+    size_t room = cap - 1 - *o;
+
+    if (n > room) {
+        n = room;
+    }
+    memcpy(out + *o, p, n);
+    *o += n;
+}
+
+const char *
+util_url_redact(const char *text, char *out, size_t cap)
+{
+    const char *p = text, *sep;
+    size_t o = 0;
+
+    if (cap == 0) {
+        return out;
+    }
+    while ((sep = strstr(p, "://")) != NULL) {
+        const char *auth = sep + 3;
+        size_t alen = strcspn(auth, "/?# \t\r\n\"'<>"); /* ',' may be in a password */
+        const char *at = NULL;
+        for (size_t i = 0; i < alen; i++) {
+            if (auth[i] == '@') {
+                at = auth + i; /* the last one: a password may hold '@' */
+            }
+        }
+        put(out, cap, &o, p, (size_t)(auth - p));
+        if (at) {
+            const char *colon = memchr(auth, ':', (size_t)(at - auth));
+            if (colon) {
+                put(out, cap, &o, auth, (size_t)(colon - auth) + 1);
+            }
+            put(out, cap, &o, "***", 3);
+            p = at;
+        } else {
+            p = auth;
+        }
+    }
+    put(out, cap, &o, p, strlen(p));
+    out[o] = '\0';
+    return out;
 }
 
 int

@@ -60,6 +60,15 @@ int util_hexval(unsigned char c);
 int util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, char *err,
                     size_t errcap);
 
+/* Copies `text` to out[0..cap) with the password of every URL in it
+ * masked: "http://user:pass@host/" becomes "http://user:***@host/", and
+ * userinfo without a colon ("http://token@host") becomes "***@". `text`
+ * may hold several URLs (a comma-separated list, a message). Use it
+ * wherever a URL given by the operator is logged, returned or printed.
+ * Truncates at cap - 1 bytes (never cutting a password into view);
+ * returns out (cap > 0). */
+const char *util_url_redact(const char *text, char *out, size_t cap);
+
 /* Constant-time equality of two byte strings (time depends only on the
  * lengths). Returns true when equal. */
 bool util_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

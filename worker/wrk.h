@@ -68,6 +68,9 @@ struct wrk_config {
     int64_t control_timeout_ms;
     int64_t shutdown_grace_ms;
     int64_t max_body_bytes;
+    int64_t max_answer_bytes;    /* openai, exec: an engine's answer buffered whole */
+    int64_t stream_buffer_bytes; /* openai, exec: a slow client's queue before pausing */
+    int64_t memory_budget_bytes; /* budget.h: the process-wide limit (0: none) */
     char *log_level;
     bool access_log;
     int64_t access_log_sample;
@@ -125,6 +128,7 @@ struct wrk_load {
 
 struct wrk_registrar_config {
     char urls[WRK_MAX_CTLS][512];
+    char shown[WRK_MAX_CTLS][520]; /* urls as logged and shown: passwords masked */
     size_t nurls;
     const char *host; /* advertised */
     int port;
@@ -136,10 +140,20 @@ struct wrk_registrar_config {
     struct wrk_load *load; /* read at each heartbeat */
 };
 
-/* Parses "http://a:8000, http://b:8000" into cfg->urls. Returns 0, or -1
- * with a reason in err. */
+/* Parses "http://a:8000, http://b:8000" into cfg->urls (and cfg->shown).
+ * Returns 0, or -1 with a reason in err. */
 int wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *err,
                           size_t errcap);
+
+/* The registrar's backoff while no controller answers (pure functions, for
+ * tests). The value starts at WRK_BACKOFF_MIN_MS; wrk_backoff_next doubles
+ * it up to `cap` (the heartbeat interval) and never past it, so it can
+ * neither overflow nor wrap to 0 after many rounds. wrk_backoff_wait is
+ * the wait for a value: uniform in [backoff/2, 3*backoff/2), from a random
+ * number r. */
+#define WRK_BACKOFF_MIN_MS 100
+int64_t wrk_backoff_next(int64_t backoff, int64_t cap);
+int64_t wrk_backoff_wait(int64_t backoff, uint64_t r);
 
 int wrk_registrar_start(const struct wrk_registrar_config *cfg, struct wrk_registrar **out);
 /* Instance i from now on: serving (heartbeated, with `weight`) or not
@@ -205,6 +219,7 @@ struct wrk_server {
     struct curl_loop *curl;        /* proxy: upstream transfers on the loop */
     struct wrk_proxy_job *proxies; /* proxy: transfers in progress (loop thread) */
     char *auth_header;             /* proxy: "Authorization: Bearer <key>", or NULL */
+    char upstream_shown[1024];     /* proxy: --upstream as logged and shown (util_url_redact) */
     struct wrk_engine *engine;     /* exec: the supervised engine */
     bool engine_up;                /* exec: the engine answers (loop thread) */
     struct http_server *http;
@@ -220,6 +235,7 @@ struct wrk_server {
     _Atomic uint64_t cancelled;       /* jobs whose client went away */
     _Atomic uint64_t rejected;        /* 429 at capacity, 503 after waiting in the queue */
     _Atomic uint64_t upstream_errors; /* proxy: transfers that failed or got a 5xx */
+    _Atomic uint64_t stream_pauses;   /* proxy: engine transfers paused for a slow client */
     _Atomic uint64_t engine_restarts; /* exec */
     _Atomic int engine_pid;           /* exec: the engine's process (0: none) */
     _Atomic uint64_t log_seq;         /* requests seen by the access log */

@@ -89,6 +89,17 @@ const struct flag_def wrk_flag_defs[] = {
       "stops at once)."),
     F(max_body_bytes, FLAG_INT, "4194304", 1024, 268435456, NULL, 0, "BYTES",
       "Largest request body accepted (413 beyond)."),
+    F(max_answer_bytes, FLAG_INT, "33554432", 65536, 1073741824, NULL, 0, "BYTES",
+      "openai, exec: largest answer of the engine that is buffered whole (a non-streamed "
+      "answer, DB-GPT's text); beyond, 502 (or an error event or frame once streaming)."),
+    F(stream_buffer_bytes, FLAG_INT, "524288", 4096, 268435456, NULL, 0, "BYTES",
+      "openai, exec: bytes of a stream queued for a slow client before the worker stops "
+      "reading the engine (back-pressure); it reads again once the client has taken 3/4 of "
+      "them."),
+    F(memory_budget_bytes, FLAG_INT, "536870912", 0, 1099511627776.0, NULL, 0, "BYTES",
+      "Bytes that all requests together may hold in memory for engine answers, request "
+      "copies and stream queues (0 = no limit); past it a request is refused with 503 and "
+      "Retry-After (an error event or frame once its stream has begun)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
     F(access_log, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
       "Log one line per request at info (method, path, status, duration, request id); false: "

@@ -240,7 +240,9 @@ run_once(struct wrk_engine *e)
         return 0;
     }
     atomic_store(&e->srv->engine_pid, (int)pid);
-    log_info("engine started (pid %d); waiting for it to answer at %s", (int)pid, e->probe_url);
+    char shown[sizeof(e->probe_url) + 16];
+    log_info("engine started (pid %d); waiting for it to answer at %s", (int)pid,
+             util_url_redact(e->probe_url, shown, sizeof(shown)));
     for (;;) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
             describe_exit(status, how, sizeof(how));

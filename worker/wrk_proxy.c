@@ -28,7 +28,21 @@
  * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
  * DB-GPT's stream gets an error frame before it has begun too (under the
  * error status), since DB-GPT's client reads frames and never the status.
- * The API key is only ever put in the Authorization header.
+ * The API key is only ever put in the Authorization header; an engine's
+ * 401/403 text (which may echo it) is never relayed or logged, and the key
+ * is masked in any other engine message; --upstream is shown with its
+ * password masked (util_url_redact).
+ *
+ * Memory. A stream whose client is more than --stream_buffer_bytes behind
+ * stops reading the engine (CURL_WRITEFUNC_PAUSE: curl keeps the one chunk
+ * it offered, TCP holds the engine back) until the client has drained to a
+ * quarter of that (http_req_on_drain); streams go out whole SSE events at a
+ * time, so an error event never lands inside a half-sent one. An answer
+ * buffered whole is capped at --max_answer_bytes. Every job keeps its share
+ * of the process's budget (budget.h, --memory_budget_bytes) equal to what
+ * it holds: its buffers, its copy of the request and its stream's queue;
+ * past the budget, 503 + Retry-After before the head, an error event or
+ * frame after it.
  */
 #include "wrk.h"
 
@@ -42,16 +56,16 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "worker"
+#include "budget.h"
 #include "curl_loop.h"
 #include "json_check.h"
 #include "json_write.h"
 #include "log.h"
 #include "util.h"
 
-#define MAX_UPSTREAM_BODY (256u * 1024 * 1024) /* a whole (non-streamed) answer */
-#define MAX_ERROR_BODY    (64u * 1024)         /* what is kept of an error answer */
-#define MAX_SSE_LINE      (4u * 1024 * 1024)
-#define MAX_JSON_DEPTH    64
+#define MAX_ERROR_BODY (64u * 1024) /* what is kept of an error answer */
+#define MAX_SSE_LINE   (4u * 1024 * 1024)
+#define MAX_JSON_DEPTH 64
 
 enum px_api { PX_CHAT, PX_COMPLETIONS, PX_EMBEDDINGS, PX_DBGPT_EMBED, PX_DBGPT, PX_DBGPT_STREAM };
 
@@ -80,6 +94,9 @@ struct wrk_proxy_job {
     int64_t start_ms, first_ms;           /* DB-GPT metrics (wall clock) */
     int first_tokens, frames;
     bool released;                     /* the slot is given back */
+    bool paused;                       /* reading the engine waits for the client to drain */
+    bool over_budget;                  /* the memory budget refused the next bytes */
+    int64_t held;                      /* bytes taken from the memory budget */
     struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
 };
 
@@ -103,7 +120,30 @@ job_free(struct wrk_proxy_job *j)
     buf_cleanup(&j->resp);
     buf_cleanup(&j->line);
     buf_cleanup(&j->text);
+    budget_give(j->held);
     free(j);
+}
+
+/* Brings the job's share of the memory budget (budget.h) up or down to
+ * what it holds now: its buffers, its copy of the request and, once its
+ * stream has begun, the reply queued for the client. Returns false (and
+ * sets over_budget) when the budget cannot cover the growth. */
+static bool
+account(struct wrk_proxy_job *j)
+{
+    int64_t now = (int64_t)(j->resp.cap + j->line.cap + j->text.cap + j->body_len);
+
+    if (j->started && j->req) {
+        now += (int64_t)http_req_output_pending(j->req);
+    }
+    if (now < j->held) {
+        budget_give(j->held - now);
+    } else if (now > j->held && !budget_take(now - j->held)) {
+        j->over_budget = true;
+        return false;
+    }
+    j->held = now;
+    return true;
 }
 
 /* Gives back the job's slot (the next queued request may start), once. */
@@ -152,7 +192,7 @@ write_frame(struct wrk_proxy_job *j, const struct wrk_dbgpt_frame *f)
     struct buf b;
     struct jw w;
 
-    buf_init(&b, MAX_UPSTREAM_BODY);
+    buf_init(&b, (size_t)j->srv->cfg->max_answer_bytes + 64 * 1024);
     jw_init(&w, &b);
     wrk_dbgpt_output(&w, f);
     if (!w.err && buf_append(&b, "", 1) == 0) {
@@ -172,10 +212,10 @@ error_frame(struct wrk_proxy_job *j, const char *msg)
 
 /* After a stream has begun: an error event or frame, then the end. */
 static void
-stream_error(struct wrk_proxy_job *j, const char *msg)
+stream_error(struct wrk_proxy_job *j, const char *code, const char *msg)
 {
     if (j->api != PX_DBGPT_STREAM) {
-        http_stream_error(j->req, "upstream_error", "%s", msg);
+        http_stream_error(j->req, code, "%s", msg);
         return;
     }
     error_frame(j, msg);
@@ -210,15 +250,34 @@ fail(struct wrk_proxy_job *j, int status, const char *type, const char *code, co
 static void
 transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
 {
-    const char *why = j->err[0] ? j->err : j->curl_err[0] ? j->curl_err : curl_easy_strerror(rc);
-    const char *up = j->srv->cfg->upstream;
+    char why[sizeof(j->err) + 64];
+    const char *up = j->srv->upstream_shown;
 
+    util_url_redact(j->err[0]        ? j->err
+                    : j->curl_err[0] ? j->curl_err
+                                     : curl_easy_strerror(rc),
+                    why, sizeof(why));
+
+    if (j->over_budget) {
+        log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is "
+                 "exhausted",
+                 http_req_id(j->req), (long long)budget_limit());
+        if (j->started) {
+            stream_error(j, "over_memory_budget",
+                         "the worker is out of memory for this answer "
+                         "(--memory_budget_bytes); retry");
+        } else {
+            fail(j, 503, "server_error", "over_memory_budget",
+                 "the worker is out of memory for this answer (--memory_budget_bytes); retry");
+        }
+        return;
+    }
     atomic_fetch_add(&j->srv->upstream_errors, 1);
     log_warn("request %s: upstream %s: %s", http_req_id(j->req), up, why);
     if (j->started) {
         char msg[768];
         snprintf(msg, sizeof(msg), "the engine failed mid-stream: %s", why);
-        stream_error(j, msg);
+        stream_error(j, "upstream_error", msg);
         return;
     }
     curl_off_t connected = 0;
@@ -241,6 +300,38 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
     }
 }
 
+/* The engine's error message from `body`, with its API key masked
+ * wherever it appears (an engine may echo the key in any error, and the
+ * message is cut at `cap`: a cut-off start of the key is masked too). */
+static void
+engine_message(const struct wrk_server *srv, const char *body, size_t len, char *msg, size_t cap)
+{
+    static const char bearer[] = "Authorization: Bearer ";
+    const char *key;
+    size_t klen, mlen;
+    char *at;
+
+    json_error_message(body, len, msg, cap);
+    if (!srv->auth_header || strncmp(srv->auth_header, bearer, sizeof(bearer) - 1) != 0) {
+        return;
+    }
+    key = srv->auth_header + sizeof(bearer) - 1;
+    klen = strlen(key);
+    if (klen == 0) {
+        return;
+    }
+    while ((at = strstr(msg, key)) != NULL) {
+        memset(at, '*', klen);
+    }
+    mlen = strlen(msg);
+    for (size_t n = klen - 1 < mlen ? klen - 1 : mlen; n >= 4; n--) {
+        if (memcmp(msg + mlen - n, key, n) == 0) {
+            memset(msg + mlen - n, '*', n);
+            break;
+        }
+    }
+}
+
 /* The engine answered with an error status. */
 static void
 upstream_status(struct wrk_proxy_job *j)
@@ -248,7 +339,19 @@ upstream_status(struct wrk_proxy_job *j)
     char msg[320];
     long st = j->status;
 
-    json_error_message(j->resp.data, j->resp.len, msg, sizeof(msg));
+    if (st == 401 || st == 403) {
+        /* never the engine's text: it may echo the key the worker sent */
+        log_warn("request %s: the engine refused the worker's credentials (HTTP %ld; its "
+                 "message is not logged)",
+                 http_req_id(j->req), st);
+        atomic_fetch_add(&j->srv->upstream_errors, 1);
+        fail(j, 502, "server_error", "upstream_auth",
+             "the engine refused the worker's credentials (HTTP %ld); check "
+             "--upstream_api_key_env",
+             st);
+        return;
+    }
+    engine_message(j->srv, j->resp.data, j->resp.len, msg, sizeof(msg));
     log_info("request %s: the engine answered %ld: %s", http_req_id(j->req), st, msg);
     if (st == 400 || st == 422) {
         fail(j, 400, "invalid_request_error", "upstream_rejected",
@@ -258,12 +361,6 @@ upstream_status(struct wrk_proxy_job *j)
              "the engine says the request is too large: %s", msg);
     } else if (st == 429) {
         fail(j, 429, "rate_limit_exceeded", "upstream_busy", "the engine is at capacity: %s", msg);
-    } else if (st == 401 || st == 403) {
-        atomic_fetch_add(&j->srv->upstream_errors, 1);
-        fail(j, 502, "server_error", "upstream_auth",
-             "the engine refused the worker's credentials (%ld: %s); check "
-             "--upstream_api_key_env",
-             st, msg);
     } else if (st == 404) {
         atomic_fetch_add(&j->srv->upstream_errors, 1);
         fail(j, 502, "server_error", "upstream_not_found",
@@ -340,7 +437,7 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     it = json_get(root, "error");
     if (it) {
         char msg[320];
-        json_error_message(p, n, msg, sizeof(msg));
+        engine_message(j->srv, p, n, msg, sizeof(msg));
         snprintf(j->err, sizeof(j->err), "the engine reported: %s", msg);
         cJSON_Delete(root);
         return -1;
@@ -361,7 +458,8 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
         const cJSON *fin = json_get(c, "finish_reason");
         if (cJSON_IsString(content) && *content->valuestring) {
             if (buf_puts(&j->text, content->valuestring) != 0) {
-                snprintf(j->err, sizeof(j->err), "the answer exceeds %u bytes", MAX_UPSTREAM_BODY);
+                snprintf(j->err, sizeof(j->err),
+                         "the answer exceeds %zu bytes (--max_answer_bytes)", j->text.max);
                 cJSON_Delete(root);
                 return -1;
             }
@@ -458,12 +556,129 @@ arm_idle(struct wrk_proxy_job *j)
     }
 }
 
+/* The end of the last whole SSE event in p[0..n) (just past its blank
+ * line: "\n\n", "\r\n\r\n" or "\r\r") that ends after p[from], or 0 if
+ * none does (`from`: bytes already searched, so a long event arriving in
+ * many reads is scanned once). */
+static size_t
+last_event_end(const char *p, size_t n, size_t from)
+{
+    for (size_t k = n; k >= 2 && k > from; k--) {
+        char c = p[k - 1], b = p[k - 2];
+        if ((c == '\n' && (b == '\n' || (b == '\r' && k >= 3 && p[k - 3] == '\n'))) ||
+            (c == '\r' && b == '\r')) {
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* Forwards the engine's stream whole events at a time: the end of an
+ * event that has not fully arrived waits in j->line, so an error event
+ * written after a failure (the engine drops, the budget refuses) never
+ * lands inside a half-sent one. Returns 0, or -1 with j->err. */
+static int
+pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
+{
+    size_t end;
+
+    if (j->line.len == 0) {
+        end = last_event_end(p, n, 0);
+        if (end) {
+            http_stream_write(j->req, p, end);
+        }
+        p += end;
+        n -= end;
+        if (n && buf_append(&j->line, p, n) != 0) {
+            goto too_long;
+        }
+        return 0;
+    }
+    size_t searched = j->line.len; /* no event ends in it */
+    if (buf_append(&j->line, p, n) != 0) {
+        goto too_long;
+    }
+    end = last_event_end(j->line.data, j->line.len, searched);
+    if (end) {
+        http_stream_write(j->req, j->line.data, end);
+        memmove(j->line.data, j->line.data + end, j->line.len - end);
+        j->line.len -= end;
+        j->line.data[j->line.len] = '\0';
+    }
+    return 0;
+too_long:
+    snprintf(j->err, sizeof(j->err), "an event of the engine's stream exceeds %u bytes",
+             MAX_SSE_LINE);
+    return -1;
+}
+
+/* The slow client has taken most of what was queued: read the engine
+ * again (curl delivers the chunk it held back, often before returning). */
+static void
+on_drained(struct http_request *req, void *arg)
+{
+    struct wrk_proxy_job *j = arg;
+    CURLcode rc;
+
+    (void)req;
+    j->paused = false;
+    (void)account(j); /* the queue is shorter: give back */
+    if (!j->in_loop) {
+        return;
+    }
+    arm_idle(j);
+    rc = curl_easy_pause(j->easy, CURLPAUSE_CONT);
+    if (rc != CURLE_OK) {
+        /* the held chunk was refused (budget, a bad event): end it here,
+         * since curl reports nothing more for a transfer it could not resume */
+        curl_loop_remove(j->srv->curl, j->easy);
+        j->in_loop = false;
+        if (j->idle) {
+            evtimer_del(j->idle);
+        }
+        http_req_on_close(j->req, NULL, NULL);
+        release(j);
+        transfer_failed(j, rc);
+        job_end(j);
+    }
+}
+
+/* Whether the client is behind: more than --stream_buffer_bytes of the
+ * stream wait to be written to it. */
+static bool
+client_behind(const struct wrk_proxy_job *j)
+{
+    return http_req_output_pending(j->req) > (size_t)j->srv->cfg->stream_buffer_bytes;
+}
+
+/* Stops reading the engine until the client has drained to a quarter of
+ * --stream_buffer_bytes: curl keeps the chunk it offered (at most one read
+ * buffer) and the engine's own sends block, so a client that reads nothing
+ * costs the worker a bounded queue, not the whole answer. The idle timeout
+ * is off meanwhile (the engine is silent because the worker asked it). */
+static size_t
+pause_transfer(struct wrk_proxy_job *j)
+{
+    if (!j->paused) {
+        j->paused = true;
+        atomic_fetch_add(&j->srv->stream_pauses, 1);
+        if (j->idle) {
+            evtimer_del(j->idle);
+        }
+        http_req_on_drain(j->req, (size_t)j->srv->cfg->stream_buffer_bytes / 4, on_drained, j);
+    }
+    return CURL_WRITEFUNC_PAUSE;
+}
+
 static size_t
 on_body(char *p, size_t size, size_t n, void *arg)
 {
     struct wrk_proxy_job *j = arg;
     size_t len = size * n;
 
+    if (j->paused || (j->started && client_behind(j))) {
+        return pause_transfer(j);
+    }
     arm_idle(j);
 
     if (!j->status) {
@@ -485,20 +700,20 @@ on_body(char *p, size_t size, size_t n, void *arg)
         if (buf_append(&j->resp, p, len < room ? len : room) != 0) {
             j->resp.len = 0; /* out of memory: the status alone tells */
         }
-        return len;
+        return account(j) ? len : 0;
     }
     if (j->pass_stream) {
-        http_stream_write(j->req, p, len);
-        return len;
+        return pass_events(j, p, len) == 0 && account(j) ? len : 0;
     }
     if (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) {
-        return sse_feed(j, p, len) == 0 ? len : 0;
+        return sse_feed(j, p, len) == 0 && account(j) ? len : 0;
     }
     if (buf_append(&j->resp, p, len) != 0) {
-        snprintf(j->err, sizeof(j->err), "the answer exceeds %u bytes", MAX_UPSTREAM_BODY);
+        snprintf(j->err, sizeof(j->err), "the answer exceeds %zu bytes (--max_answer_bytes)",
+                 j->resp.max);
         return 0;
     }
-    return len;
+    return account(j) ? len : 0;
 }
 
 static void
@@ -514,7 +729,7 @@ on_done(CURL *easy, CURLcode rc, void *arg)
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &j->status);
     }
     http_req_on_close(j->req, NULL, NULL);
-    if (rc == CURLE_OK && j->line.len && sse_feed(j, "\n", 1) != 0) {
+    if (rc == CURLE_OK && !j->pass_stream && j->line.len && sse_feed(j, "\n", 1) != 0) {
         rc = CURLE_WEIRD_SERVER_REPLY; /* the last line had no newline */
     }
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
@@ -531,12 +746,15 @@ on_done(CURL *easy, CURLcode rc, void *arg)
         dbgpt_frame(j, j->finish[0] ? j->finish : "stop");
         http_stream_end(j->req);
     } else if (j->started) {
+        if (j->line.len) {
+            http_stream_write(j->req, j->line.data, j->line.len); /* a last unended event */
+        }
         http_stream_end(j->req);
     } else if (j->api == PX_DBGPT) {
         struct wrk_dbgpt_frame f = frame_of(j, j->finish[0] ? j->finish : "stop");
         struct buf b;
         struct jw w;
-        buf_init(&b, MAX_UPSTREAM_BODY);
+        buf_init(&b, (size_t)j->srv->cfg->max_answer_bytes + 64 * 1024);
         jw_init(&w, &b);
         wrk_dbgpt_output(&w, &f);
         wrk_reply_json(j->req, j->srv, &b, &w);
@@ -873,10 +1091,20 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
     j->pass_stream = (api == PX_CHAT || api == PX_COMPLETIONS) && cJSON_IsTrue(stream);
     j->prompt_tokens = -1;
     j->start_ms = util_wall_ms();
-    buf_init(&j->resp, MAX_UPSTREAM_BODY);
+    buf_init(&j->resp, (size_t)srv->cfg->max_answer_bytes);
     buf_init(&j->line, MAX_SSE_LINE);
-    buf_init(&j->text, MAX_UPSTREAM_BODY);
+    buf_init(&j->text, (size_t)srv->cfg->max_answer_bytes);
     if (upstream_body(j, root, model) != 0) {
+        job_free(j);
+        goto out;
+    }
+    if (!account(j)) {
+        log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is "
+                 "exhausted",
+                 http_req_id(req), (long long)budget_limit());
+        http_reply_error(req, 503, "server_error", "over_memory_budget",
+                         "the worker is out of memory for this request "
+                         "(--memory_budget_bytes); retry");
         job_free(j);
         goto out;
     }
@@ -932,7 +1160,7 @@ wrk_proxy_cancel_all(struct wrk_server *srv)
         struct wrk_proxy_job *j = srv->proxies;
         http_req_on_close(j->req, NULL, NULL);
         if (j->started) {
-            stream_error(j, "the worker is shutting down");
+            stream_error(j, "shutting_down", "the worker is shutting down");
         } else {
             fail(j, 503, "server_error", "shutting_down", "the worker is shutting down; retry");
         }

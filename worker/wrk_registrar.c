@@ -9,7 +9,9 @@
  * next controller at once, within the same heartbeat period, so a dead
  * controller costs one call timeout, not a period. When every controller
  * failed, it waits with capped exponential backoff (100 ms doubling, capped
- * at the heartbeat interval, with ±50 % jitter) and tries again; it never
+ * at the heartbeat interval, with ±50 % jitter: wrk_backoff_next and
+ * wrk_backoff_wait; the value itself is capped, so it can neither overflow
+ * nor wrap to 0 however long the controllers stay down) and tries again; it never
  * gives up and never exits the process (DB-GPT's worker exits when its first
  * registration fails).
  *
@@ -42,8 +44,6 @@
 #include "log.h"
 #include "util.h"
 
-#define BACKOFF_MIN_MS 100
-
 struct wrk_registrar {
     struct wrk_registrar_config cfg;
     pthread_t thread;
@@ -71,6 +71,9 @@ wrk_parse_controllers(const char *list, struct wrk_registrar_config *cfg, char *
     int n = util_parse_urls(list, cfg->urls, WRK_MAX_CTLS, err, errcap);
 
     cfg->nurls = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; i < cfg->nurls; i++) {
+        util_url_redact(cfg->urls[i], cfg->shown[i], sizeof(cfg->shown[i]));
+    }
     return n > 0 ? 0 : -1;
 }
 
@@ -128,16 +131,16 @@ call(struct wrk_registrar *r, int ctl, const char *method, const char *path, con
     if (atomic_load(&r->abort) ||
         http_client_request_cancel(method, url, body, len, headers, (int)r->cfg.timeout_ms,
                                    64 * 1024, &r->abort, &resp, err, sizeof(err)) != 0) {
-        log_debug("%s %s: %s", method, url, err);
+        log_debug("%s %s%s: %s", method, r->cfg.shown[ctl], path, err);
         return FAILED;
     }
     if (resp.status >= 500 || resp.status == 0) {
-        log_debug("%s %s: HTTP %ld", method, url, resp.status);
+        log_debug("%s %s%s: HTTP %ld", method, r->cfg.shown[ctl], path, resp.status);
         o = FAILED;
     } else if (resp.status == 200 && resp.body.len >= 4 && memcmp(resp.body.data, "true", 4) == 0) {
         o = OK;
     } else {
-        log_warn("%s %s: HTTP %ld: %.*s", method, url, resp.status,
+        log_warn("%s %s%s: HTTP %ld: %.*s", method, r->cfg.shown[ctl], path, resp.status,
                  (int)(resp.body.len > 300 ? 300 : resp.body.len),
                  resp.body.data ? resp.body.data : "");
         o = REJECTED;
@@ -184,7 +187,7 @@ beat_all(struct wrk_registrar *r, int ctl)
         }
         if (o == OK && reg) {
             log_info("registered %s at %s:%d through %s", r->cfg.inst[i].model_name, r->cfg.host,
-                     r->cfg.port, r->cfg.urls[ctl]);
+                     r->cfg.port, r->cfg.shown[ctl]);
         }
         r->accepted[i] = o == OK; /* refused: register again next time */
         if (o == REJECTED) {
@@ -211,18 +214,33 @@ wait_ms(struct wrk_registrar *r, int64_t ms)
     return r->stop;
 }
 
-static int64_t
-jitter(int64_t ms)
+int64_t
+wrk_backoff_next(int64_t backoff, int64_t cap)
 {
+    if (cap < 1) {
+        cap = 1;
+    }
+    if (backoff < 1) {
+        backoff = 1;
+    }
+    /* compared before doubling, so the value never overflows */
+    return backoff > cap / 2 ? cap : backoff * 2;
+}
+
+int64_t
+wrk_backoff_wait(int64_t backoff, uint64_t r)
+{
+    int64_t ms = backoff < 1 ? 1 : backoff > INT64_MAX / 2 ? INT64_MAX / 2 : backoff;
+
     /* uniform in [ms/2, 3ms/2) */
-    return ms / 2 + (int64_t)util_random_below((uint64_t)(ms > 0 ? ms : 1));
+    return ms / 2 + (int64_t)(r % (uint64_t)ms);
 }
 
 static void *
 registrar_main(void *arg)
 {
     struct wrk_registrar *r = arg;
-    int64_t backoff = BACKOFF_MIN_MS;
+    int64_t backoff = WRK_BACKOFF_MIN_MS;
 
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
@@ -236,7 +254,7 @@ registrar_main(void *arg)
             o = beat_all(r, ctl);
             if (o != FAILED) {
                 if (ctl != r->cur || r->warned) {
-                    log_info("using controller %s", r->cfg.urls[ctl]);
+                    log_info("using controller %s", r->cfg.shown[ctl]);
                 }
                 pthread_mutex_lock(&r->mu);
                 r->cur = ctl;
@@ -255,13 +273,14 @@ registrar_main(void *arg)
             /* once the controllers are lost, treat every instance as new */
             memset(r->accepted, 0, sizeof(r->accepted));
             int64_t cap = r->cfg.interval_ms;
-            if (wait_ms(r, jitter(backoff < cap ? backoff : cap))) {
+            if (wait_ms(r, wrk_backoff_wait(backoff < cap ? backoff : cap,
+                                            util_random_below(UINT64_MAX)))) {
                 break;
             }
-            backoff = backoff * 2;
+            backoff = wrk_backoff_next(backoff, r->cfg.interval_ms);
             continue;
         }
-        backoff = BACKOFF_MIN_MS;
+        backoff = WRK_BACKOFF_MIN_MS;
         r->all_good = o == OK;
         if (o == REJECTED) {
             /* a refusal (a bad secret, a full registry): retry after a period */

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "worker"
+#include "budget.h"
 #include "log.h"
 #include "util.h"
 
@@ -218,7 +219,7 @@ static int
 start_registrar(struct wrk_server *srv)
 {
     struct wrk_registrar_config *rc = &srv->rcfg;
-    char err[256];
+    char err[256], shown[2048];
 
     if (wrk_parse_controllers(srv->cfg->controller_addr, rc, err, sizeof(err)) != 0) {
         log_error("--controller_addr: %s", err);
@@ -252,7 +253,8 @@ start_registrar(struct wrk_server *srv)
         return EX_OSERR;
     }
     log_info("worker for %zu model%s at %s:%d; controllers: %s", srv->nmodels,
-             srv->nmodels == 1 ? "" : "s", srv->host, rc->port, srv->cfg->controller_addr);
+             srv->nmodels == 1 ? "" : "s", srv->host, rc->port,
+             util_url_redact(srv->cfg->controller_addr, shown, sizeof(shown)));
     return 0;
 }
 
@@ -319,6 +321,8 @@ wrk_server_new(struct wrk_config *cfg, struct wrk_server **out)
         return EX_SOFTWARE;
     }
     srv->proxy = strcmp(cfg->backend, "builtin") != 0;
+    util_url_redact(cfg->upstream ? cfg->upstream : "", srv->upstream_shown,
+                    sizeof(srv->upstream_shown));
     if (srv->proxy && load_api_key(srv) != 0) {
         return EX_USAGE;
     }
@@ -358,7 +362,7 @@ wrk_server_new(struct wrk_config *cfg, struct wrk_server **out)
             log_error("cannot create the upstream transfer loop (out of memory)");
             return EX_OSERR;
         }
-        log_info("backend %s: requests go to %s", cfg->backend, cfg->upstream);
+        log_info("backend %s: requests go to %s", cfg->backend, srv->upstream_shown);
     }
     return 0;
 }
@@ -412,7 +416,9 @@ check(struct wrk_config *cfg)
             code = EX_USAGE;
             goto out;
         }
-        printf("  backend: %s, engine at %s%s\n", cfg->backend, cfg->upstream,
+        char shown[1024];
+        printf("  backend: %s, engine at %s%s\n", cfg->backend,
+               util_url_redact(cfg->upstream, shown, sizeof(shown)),
                srv->auth_header ? " with the API key from the environment" : "");
     } else {
         printf("  backend: builtin\n");
@@ -464,6 +470,7 @@ wrk_main(int argc, char **argv)
         return code;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes); /* the process is this worker */
     code = wrk_server_new(&cfg, &srv);
     if (code != 0) {
         goto out;

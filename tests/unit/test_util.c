@@ -355,6 +355,48 @@ test_deadline(void)
     CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
 }
 
+static void
+test_url_redact(void)
+{
+    static const char *const cases[][2] = {
+        {"http://user:pass@host:8000/v1", "http://user:***@host:8000/v1"},
+        {"https://u:p@h", "https://u:***@h"},
+        {"http://token@host/", "http://***@host/"},
+        {"http://host:8000/v1", "http://host:8000/v1"},
+        {"http://host/a@b", "http://host/a@b"},          /* '@' in the path is no userinfo */
+        {"http://u:p@ss@host/x", "http://u:***@host/x"}, /* the last '@' ends it */
+        {"http://u:p,w@host", "http://u:***@host"},      /* ',' may be in a password */
+        {"http://a:8000, http://u:pw@b:8000,https://c",
+         "http://a:8000, http://u:***@b:8000,https://c"},
+        {"mysql://root:secret@db:3306/roster", "mysql://root:***@db:3306/roster"},
+        {"the engine at http://u:canary@127.0.0.1:9/v1 failed",
+         "the engine at http://u:***@127.0.0.1:9/v1 failed"},
+        {"no url here", "no url here"},
+        {"", ""},
+        {"://@", "://***@"},
+        {"http://u:pw@", "http://u:***@"},
+    };
+    char out[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK(util_url_redact(cases[i][0], out, sizeof(out)) == out);
+        CHECK_EQ_STR(out, cases[i][1]);
+    }
+    /* truncated output: cut, terminated, and the password never shown */
+    for (size_t cap = 1; cap < 40; cap++) {
+        char small[40];
+        util_url_redact("http://user:canarypw@host/v1", small, cap);
+        CHECK(strlen(small) < cap);
+        CHECK(!strstr(small, "can"));
+        CHECK(strncmp(small, "http://user:***@host/v1", strlen(small)) == 0);
+    }
+    /* a bad URL in a list is named without its password */
+    char urls[2][UTIL_URL_MAX], err[256];
+    CHECK_EQ_INT(util_parse_urls("ftp://u:canarypw@x", urls, 2, err, sizeof(err)), -1);
+    CHECK(!strstr(err, "canarypw"));
+    CHECK(strstr(err, "ftp://u:***@x"));
+}
+
 int
 main(void)
 {
@@ -372,5 +414,6 @@ main(void)
     CHECK_RUN(test_clocks);
     CHECK_RUN(test_next_item);
     CHECK_RUN(test_deadline);
+    CHECK_RUN(test_url_redact);
     return check_summary();
 }

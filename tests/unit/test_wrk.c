@@ -149,6 +149,44 @@ test_parse_controllers(void)
     CHECK(strstr(err, "more than"));
 }
 
+/* The registrar's backoff with every controller down for 200 rounds (far
+ * past the 57 doublings that overflowed an uncapped int64 and the ~63
+ * after which it was 0): every wait stays within its jitter of a value
+ * that climbs to the cap and stays there; never 0, never negative. */
+static void
+test_backoff_capped(void)
+{
+    static const int64_t caps[] = {20000, 50, 100, 3600000, INT64_MAX};
+    static const uint64_t rs[] = {0, 1, 12345, UINT64_MAX};
+
+    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+        int64_t cap = caps[c], backoff = WRK_BACKOFF_MIN_MS, prev = 0;
+        for (int round = 0; round < 200; round++) {
+            /* as registrar_main waits: the value, capped, with jitter */
+            int64_t v = backoff < cap ? backoff : cap;
+            CHECK(v >= (cap < WRK_BACKOFF_MIN_MS ? cap : WRK_BACKOFF_MIN_MS));
+            CHECK(v >= prev); /* never falls back while the controllers stay down */
+            for (size_t k = 0; k < sizeof(rs) / sizeof(rs[0]); k++) {
+                int64_t w = wrk_backoff_wait(v, rs[k]);
+                CHECK(w > 0 && (w >= v / 2 || v > INT64_MAX / 2));
+                CHECK(v > INT64_MAX / 2 || w < v + v / 2 + 1);
+            }
+            prev = v;
+            backoff = wrk_backoff_next(backoff, cap);
+            CHECK(backoff > 0 && backoff <= (cap > WRK_BACKOFF_MIN_MS ? cap : WRK_BACKOFF_MIN_MS));
+        }
+        CHECK_EQ_INT(prev, cap); /* it reached the cap */
+    }
+    /* the jitter spreads: not every worker waits the same */
+    CHECK(wrk_backoff_wait(20000, 0) == 10000);
+    CHECK(wrk_backoff_wait(20000, 19999) == 29999);
+    /* odd inputs are clamped, not trusted */
+    CHECK(wrk_backoff_next(0, 20000) > 0);
+    CHECK(wrk_backoff_next(-5, 20000) > 0);
+    CHECK(wrk_backoff_next(INT64_MAX, INT64_MAX) == INT64_MAX);
+    CHECK(wrk_backoff_wait(0, 7) >= 0);
+}
+
 static const char corpus[] = "# Title\n\nThe cat sat on the mat. The cat ate the fish.\n"
                              "The dog sat on the log.\n\n```\ncode is left out\n```\n"
                              "| a | table |\n";
@@ -222,6 +260,7 @@ main(void)
     CHECK_RUN(test_pinned_values);
     CHECK_RUN(test_count_words);
     CHECK_RUN(test_parse_controllers);
+    CHECK_RUN(test_backoff_capped);
     CHECK_RUN(test_lm_train_and_generate);
     return check_summary();
 }
