@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -96,6 +97,7 @@ struct wrk_proxy_job {
     bool released;                     /* the slot is given back */
     bool paused;                       /* reading the engine waits for the client to drain */
     bool over_budget;                  /* the memory budget refused the next bytes */
+    bool bad_response;                 /* the engine's 2xx answer is nonsense (j->err says) */
     int64_t held;                      /* bytes taken from the memory budget */
     struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
 };
@@ -277,7 +279,12 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
     if (j->started) {
         char msg[768];
         snprintf(msg, sizeof(msg), "the engine failed mid-stream: %s", why);
-        stream_error(j, "upstream_error", msg);
+        stream_error(j, j->bad_response ? "upstream_bad_response" : "upstream_error", msg);
+        return;
+    }
+    if (j->bad_response) {
+        fail(j, 502, "server_error", "upstream_bad_response",
+             "the engine at %s answered nonsense: %s", up, why);
         return;
     }
     curl_off_t connected = 0;
@@ -330,6 +337,63 @@ engine_message(const struct wrk_server *srv, const char *body, size_t len, char 
             break;
         }
     }
+}
+
+/* At most the first 40 bytes of p[0..n) for a message, printable ASCII
+ * only: anything else (and quotes, backslashes) as \xHH, so that an
+ * engine's nonsense is shown, never passed through. */
+static void
+excerpt(const char *p, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && i < 40; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        if (o + (plain ? 1 : 4) + 4 >= cap) {
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (n > 40 && o + 3 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    if (cap) {
+        out[o < cap ? o : cap - 1] = '\0';
+    }
+}
+
+/* Whether p[0..n) is a JSON object; if not, j->err says why (with an
+ * escaped excerpt) and j->bad_response is set. `what`: "answer" or "event". */
+static bool
+json_object_ok(struct wrk_proxy_job *j, const char *p, size_t n, const char *what)
+{
+    cJSON *root = NULL;
+    char err[128], ex[200];
+    bool ok;
+
+    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
+        ok = false;
+    } else if (!(ok = cJSON_IsObject(root))) {
+        snprintf(err, sizeof(err), "not an object");
+    }
+    cJSON_Delete(root);
+    if (!ok) {
+        excerpt(p, n, ex, sizeof(ex));
+        snprintf(j->err, sizeof(j->err), "the engine's %s is not a JSON object (%s): \"%s\"", what,
+                 err, ex);
+        j->bad_response = true;
+    }
+    return ok;
 }
 
 /* The engine answered with an error status. */
@@ -430,9 +494,9 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
     if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
         return 0;
     }
-    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
-        snprintf(j->err, sizeof(j->err), "an event of the engine's stream is not JSON: %s", err);
-        return -1;
+    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0 || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return json_object_ok(j, p, n, "stream event") ? 0 : -1;
     }
     it = json_get(root, "error");
     if (it) {
@@ -573,6 +637,46 @@ last_event_end(const char *p, size_t n, size_t from)
     return 0;
 }
 
+/* Checks the whole events in p[0..n) (with `last`, what follows the last
+ * blank line is an event too): the data of each (its data: lines joined by
+ * newlines) must be [DONE] or a JSON object. Returns n, or the end of the
+ * last good event before a bad one (j->err and j->bad_response set). */
+static size_t
+check_events(struct wrk_proxy_job *j, const char *p, size_t n, bool last)
+{
+    size_t i = 0, good = 0;
+    bool has_data = false;
+
+    buf_reset(&j->text); /* the data of the event being read */
+    while (i < n || (last && has_data)) {
+        size_t k = i, next;
+        while (k < n && p[k] != '\n' && p[k] != '\r') {
+            k++;
+        }
+        next = k < n && p[k] == '\r' && k + 1 < n && p[k + 1] == '\n' ? k + 2 : k + 1;
+        if (k == i) { /* a blank line (or the end, for `last`): the event ends */
+            if (has_data && !(j->text.len == 6 && memcmp(j->text.data, "[DONE]", 6) == 0) &&
+                !json_object_ok(j, j->text.data, j->text.len, "stream event")) {
+                return good;
+            }
+            has_data = false;
+            buf_reset(&j->text);
+            good = next < n ? next : n;
+        } else if (k - i >= 5 && memcmp(p + i, "data:", 5) == 0) {
+            size_t from = i + 5 + (k - i > 5 && p[i + 5] == ' ');
+            if ((has_data && buf_append(&j->text, "\n", 1) != 0) ||
+                buf_append(&j->text, p + from, k - from) != 0) {
+                snprintf(j->err, sizeof(j->err),
+                         "an event of the engine's stream exceeds %zu bytes", j->text.max);
+                return good;
+            }
+            has_data = true;
+        }
+        i = next;
+    }
+    return n;
+}
+
 /* Forwards the engine's stream whole events at a time: the end of an
  * event that has not fully arrived waits in j->line, so an error event
  * written after a failure (the engine drops, the budget refuses) never
@@ -585,7 +689,13 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
     if (j->line.len == 0) {
         end = last_event_end(p, n, 0);
         if (end) {
-            http_stream_write(j->req, p, end);
+            size_t good = check_events(j, p, end, false);
+            if (good) {
+                http_stream_write(j->req, p, good);
+            }
+            if (good < end) {
+                return -1;
+            }
         }
         p += end;
         n -= end;
@@ -600,7 +710,13 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
     }
     end = last_event_end(j->line.data, j->line.len, searched);
     if (end) {
-        http_stream_write(j->req, j->line.data, end);
+        size_t good = check_events(j, j->line.data, end, false);
+        if (good) {
+            http_stream_write(j->req, j->line.data, good);
+        }
+        if (good < end) {
+            return -1;
+        }
         memmove(j->line.data, j->line.data + end, j->line.len - end);
         j->line.len -= end;
         j->line.data[j->line.len] = '\0';
@@ -686,8 +802,14 @@ on_body(char *p, size_t size, size_t n, void *arg)
         if (j->status / 100 == 2 && j->pass_stream) {
             char *ct = NULL;
             curl_easy_getinfo(j->easy, CURLINFO_CONTENT_TYPE, &ct);
-            http_stream_start(j->req, (int)j->status, ct ? ct : "text/event-stream", NULL);
-            j->started = true;
+            if (ct && strncasecmp(ct, "text/event-stream", 17) != 0) {
+                /* not a stream (an engine that ignores "stream", or a JSON
+                 * answer): buffered whole and checked like a plain one */
+                j->pass_stream = false;
+            } else {
+                http_stream_start(j->req, (int)j->status, ct ? ct : "text/event-stream", NULL);
+                j->started = true;
+            }
         } else if (j->status / 100 == 2 && j->api == PX_DBGPT_STREAM) {
             http_stream_start(j->req, 200, "text/plain; charset=utf-8", NULL);
             j->started = true;
@@ -734,6 +856,21 @@ on_done(CURL *easy, CURLcode rc, void *arg)
     }
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
         rc = CURLE_WEIRD_SERVER_REPLY;
+    }
+    if (rc == CURLE_OK && j->started && j->pass_stream && j->line.len) {
+        /* a last event without its blank line: checked like the others */
+        size_t good = check_events(j, j->line.data, j->line.len, true);
+        if (good < j->line.len) {
+            if (good) {
+                http_stream_write(j->req, j->line.data, good);
+            }
+            j->line.len = 0;
+            rc = CURLE_WEIRD_SERVER_REPLY;
+        }
+    } else if (rc == CURLE_OK && j->status / 100 == 2 && !j->started &&
+               (j->api == PX_CHAT || j->api == PX_COMPLETIONS || j->api == PX_EMBEDDINGS) &&
+               !json_object_ok(j, j->resp.data ? j->resp.data : "", j->resp.len, "answer")) {
+        rc = CURLE_WEIRD_SERVER_REPLY; /* a 200 must carry a JSON object */
     }
     /* the slot first: a request pipelined behind this one on the same
      * connection is read during the reply and must find it free */
