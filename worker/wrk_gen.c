@@ -749,11 +749,10 @@ admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t
                  &j->g.p);
     j->t = (struct wrk_ticket){
         .srv = srv, .model = model, .req = req, .run = job_run, .dropped = job_dropped};
+    http_req_on_close(req, on_client_gone, j); /* before: job_run may end the job */
     if (wrk_admit(&j->t) < 0) {
-        job_free(j);
-        return;
+        job_free(j); /* refused: replied, and req is gone */
     }
-    http_req_on_close(req, on_client_gone, j);
 }
 
 static void
