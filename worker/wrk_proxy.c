@@ -28,6 +28,12 @@
  * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
  * DB-GPT's stream gets an error frame before it has begun too (under the
  * error status), since DB-GPT's client reads frames and never the status.
+ * Nonsense from the engine is never passed through: a 2xx answer that is
+ * not a JSON object is 502 upstream_bad_response (a stream request answered
+ * with anything but text/event-stream is buffered and checked the same
+ * way), and a stream event whose data is neither [DONE] nor a JSON object
+ * in valid UTF-8 ends the stream after the events before it with an error
+ * event of that code; messages show at most an escaped 40-byte excerpt.
  * The API key is only ever put in the Authorization header; an engine's
  * 401/403 text (which may echo it) is never relayed or logged, and the key
  * is masked in any other engine message; --upstream is shown with its
