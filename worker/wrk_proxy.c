@@ -673,7 +673,8 @@ check_events(struct wrk_proxy_job *j, const char *p, size_t n, bool last)
             if ((has_data && buf_append(&j->text, "\n", 1) != 0) ||
                 buf_append(&j->text, p + from, k - from) != 0) {
                 snprintf(j->err, sizeof(j->err),
-                         "an event of the engine's stream exceeds %zu bytes", j->text.max);
+                         "an event of the engine's stream exceeds %zu bytes (--max_answer_bytes)",
+                         j->text.max);
                 return good;
             }
             has_data = true;
