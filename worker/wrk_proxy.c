@@ -378,21 +378,134 @@ excerpt(const char *p, size_t n, char *out, size_t cap)
     }
 }
 
+/* JSON's grammar over p[*i..n), without building anything (every event
+ * of a stream is checked: no allocation per event). Strings are only
+ * delimited here: json_check() has checked their contents, the UTF-8 and
+ * the depth. Returns false at the first byte that does not fit. */
+static void
+skip_ws(const char *p, size_t n, size_t *i)
+{
+    while (*i < n && (p[*i] == ' ' || p[*i] == '\t' || p[*i] == '\n' || p[*i] == '\r')) {
+        (*i)++;
+    }
+}
+
+static bool
+skip_digits(const char *p, size_t n, size_t *i)
+{
+    size_t from = *i;
+
+    while (*i < n && p[*i] >= '0' && p[*i] <= '9') {
+        (*i)++;
+    }
+    return *i > from;
+}
+
+static bool
+grammar_value(const char *p, size_t n, size_t *i, int depth)
+{
+    static const char *const words[] = {"true", "false", "null"};
+
+    skip_ws(p, n, i);
+    if (*i >= n || depth > MAX_JSON_DEPTH) {
+        return false;
+    }
+    char c = p[*i];
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        (*i)++;
+        skip_ws(p, n, i);
+        if (*i < n && p[*i] == close) {
+            (*i)++;
+            return true;
+        }
+        for (;;) {
+            if (c == '{') {
+                skip_ws(p, n, i);
+                if (*i >= n || p[*i] != '"' || !grammar_value(p, n, i, depth + 1)) {
+                    return false;
+                }
+                skip_ws(p, n, i);
+                if (*i >= n || p[(*i)++] != ':') {
+                    return false;
+                }
+            }
+            if (!grammar_value(p, n, i, depth + 1)) {
+                return false;
+            }
+            skip_ws(p, n, i);
+            if (*i >= n) {
+                return false;
+            }
+            if (p[*i] == close) {
+                (*i)++;
+                return true;
+            }
+            if (p[(*i)++] != ',') {
+                return false;
+            }
+        }
+    }
+    if (c == '"') {
+        for ((*i)++; *i < n; (*i)++) {
+            if (p[*i] == '\\') {
+                (*i)++;
+            } else if (p[*i] == '"') {
+                (*i)++;
+                return true;
+            }
+        }
+        return false;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        if (c == '-') {
+            (*i)++;
+        }
+        if (*i < n && p[*i] == '0') {
+            (*i)++;
+        } else if (!skip_digits(p, n, i)) {
+            return false;
+        }
+        if (*i < n && p[*i] == '.' && ((*i)++, !skip_digits(p, n, i))) {
+            return false;
+        }
+        if (*i < n && (p[*i] == 'e' || p[*i] == 'E')) {
+            (*i)++;
+            if (*i < n && (p[*i] == '+' || p[*i] == '-')) {
+                (*i)++;
+            }
+            return skip_digits(p, n, i);
+        }
+        return true;
+    }
+    for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
+        size_t len = strlen(words[k]);
+        if (n - *i >= len && memcmp(p + *i, words[k], len) == 0) {
+            *i += len;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Whether p[0..n) is a JSON object; if not, j->err says why (with an
  * escaped excerpt) and j->bad_response is set. `what`: "answer" or "event". */
 static bool
 json_object_ok(struct wrk_proxy_job *j, const char *p, size_t n, const char *what)
 {
-    cJSON *root = NULL;
     char err[128], ex[200];
-    bool ok;
+    size_t i = 0;
+    bool ok = false;
 
-    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
-        ok = false;
-    } else if (!(ok = cJSON_IsObject(root))) {
+    if (json_check(p, n, MAX_JSON_DEPTH, err, sizeof(err)) != 0) {
+        /* err says why: not UTF-8, a control character, too deep */
+    } else if (skip_ws(p, n, &i), i >= n || p[i] != '{') {
         snprintf(err, sizeof(err), "not an object");
+    } else if (!grammar_value(p, n, &i, 1) || (skip_ws(p, n, &i), i != n)) {
+        snprintf(err, sizeof(err), "not JSON at byte %zu", i);
+    } else {
+        ok = true;
     }
-    cJSON_Delete(root);
     if (!ok) {
         excerpt(p, n, ex, sizeof(ex));
         snprintf(j->err, sizeof(j->err), "the engine's %s is not a JSON object (%s): \"%s\"", what,

@@ -58,6 +58,23 @@ STREAMS = {
     "sse_ok_multiline": [chunk("hello "), b'data: {"choices":\ndata: []}\n\n', b"data: [DONE]\n\n"],
 }
 
+MODELS = ",".join(list(PLAIN) + list(STREAMS))  # the worker serves at most 16
+
+# event data that is not one JSON object, and data that is (chosen by the
+# request's "user" field, which the worker passes through)
+BAD_JSON = [b'{"a":1,}', b'{"a" 1}', b'{"a":01}', b'{"a":tru}', b'{"a":"x"} extra', b'{"a":[1,]}',
+            b'{"a":-}', b'{"a":1.}', b'{"a":1e}', b'{"a":"\\q"}', b'{"a":"x\tb"}', b'{a:1}',
+            b'{"a":"unterminated}', b'{"a":1', b'[{"a":1}]', b'"str"', b'42', b'null', b'{}}',
+            b'{"a":"\\u0000"}', b"{'a':1}", b'{"a":NaN}', b'\xef\xbb\xbf{"a":1}']
+GOOD_JSON = [b'{}', b' { "a" : [ ] , "b" : { } } ', b'{"n":[-0,1.5,-2e10,3E+2,4e-1,0.25]}',
+             b'{"s":"\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00","t":true,"f":false,"z":null}',
+             b'{"deep":' + b"[" * 30 + b"{}" + b"]" * 30 + b"}", '{"u":"\u00e9\u65e5"}'.encode()]
+for i, bad in enumerate(BAD_JSON):
+    STREAMS[f"bad{i}"] = [chunk("hello "), b"data: " + bad + b"\n\n", b"data: [DONE]\n\n"]
+    PLAIN[f"plainbad{i}"] = ("application/json", bad)
+STREAMS["good_mix"] = [b"data: " + g + b"\n\n" for g in GOOD_JSON] + [b"data: [DONE]\n\n"]
+PLAIN.update({f"plaingood{i}": ("application/json", g) for i, g in enumerate(GOOD_JSON)})
+
 
 class NonsenseEngine:
     def __init__(self):
@@ -69,7 +86,7 @@ class NonsenseEngine:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model = body["model"]
+                model = body.get("user") or body["model"]
                 self.send_response(200)
                 if model in PLAIN:
                     ctype, out = PLAIN[model]
@@ -119,7 +136,7 @@ def events_of(body):
 def test_plain_nonsense_is_502(t):
     eng = NonsenseEngine()
     try:
-        p = proxy(t, eng.url, models=",".join(list(PLAIN) + list(STREAMS)))
+        p = proxy(t, eng.url, models=MODELS)
         for model in ("garbage", "array", "text", "empty"):
             for path in ("/v1/chat/completions", "/v1/completions"):
                 r = post(p, path, {"model": model, "messages": MSGS, "prompt": "x"})
@@ -128,6 +145,14 @@ def test_plain_nonsense_is_502(t):
             r = post(p, "/v1/chat/completions", {"model": model, "messages": MSGS,
                                                  "stream": True})
             bad_502(r, f"{model} stream")
+        for i, bad in enumerate(BAD_JSON):
+            r = post(p, "/v1/chat/completions", {"model": "garbage", "user": f"plainbad{i}",
+                                                 "messages": MSGS})
+            h.eq(r.status, 502, f"{bad!r}: {r}")
+        for i, good in enumerate(GOOD_JSON):
+            r = post(p, "/v1/chat/completions", {"model": "garbage", "user": f"plaingood{i}",
+                                                 "messages": MSGS})
+            h.eq((r.status, r.body), (200, good), "a JSON object passes unchanged:")
         r = post(p, "/v1/embeddings", {"model": "garbage", "input": ["a"]})
         h.eq(r.status, 400, "the proxy is not an embedding model")
         # a JSON answer to a stream request still passes (an engine that ignores stream)
@@ -149,7 +174,7 @@ def test_plain_nonsense_is_502(t):
 def test_stream_nonsense_ends_with_error_event(t):
     eng = NonsenseEngine()
     try:
-        p = proxy(t, eng.url, models=",".join(STREAMS))
+        p = proxy(t, eng.url, models=MODELS)
         for model in ("sse_not_json", "sse_binary", "sse_latin1", "sse_unended"):
             r = post(p, "/v1/chat/completions", {"model": model, "messages": MSGS,
                                                  "stream": True})
@@ -164,6 +189,18 @@ def test_stream_nonsense_ends_with_error_event(t):
             err = json.loads(evs[1][6:])["error"]
             h.eq(err["code"], "upstream_bad_response", f"{model}:")
             h.check(len(err["message"]) < 600, f"{model}: {err['message']!r}")
+        # every kind of invalid JSON is caught, and every kind of valid object passes
+        for i, bad in enumerate(BAD_JSON):
+            r = post(p, "/v1/chat/completions", {"model": "garbage", "user": f"bad{i}",
+                                                 "messages": MSGS,
+                                                 "stream": True})
+            evs = events_of(r.body)
+            h.eq(len(evs), 2, f"{bad!r}: {evs!r}")
+            h.eq(json.loads(evs[1][6:])["error"]["code"], "upstream_bad_response", f"{bad!r}")
+        r = post(p, "/v1/chat/completions", {"model": "garbage", "user": "good_mix",
+                                             "messages": MSGS,
+                                             "stream": True})
+        h.eq(r.body, b"".join(STREAMS["good_mix"]), "valid events pass unchanged:")
         # data split over several data: lines is one JSON object: it passes
         r = post(p, "/v1/chat/completions", {"model": "sse_ok_multiline", "messages": MSGS,
                                              "stream": True})
