@@ -93,9 +93,10 @@ struct http_request {
     char id[40];
     int64_t start_us;
     bool keepalive;
-    bool is_head;   /* a HEAD whose headers were read: responses carry no body */
-    bool streaming; /* http_stream_start ran: chunks until http_stream_end */
-    bool chunked;   /* the stream is chunked (HTTP/1.1), else ends with the connection */
+    bool is_head;    /* a HEAD (its request line read): responses carry no body */
+    bool streaming;  /* http_stream_start ran: chunks until http_stream_end */
+    bool no_content; /* the stream's status allows no content (204, 304): writes dropped */
+    bool chunked;    /* the stream is chunked (HTTP/1.1), else ends with the connection */
     int stream_status;
     size_t stream_bytes;
     void (*on_close)(struct http_request *, void *);
@@ -217,6 +218,8 @@ http_status_text(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }
@@ -574,6 +577,16 @@ answering_head(const struct conn *c)
     return c->req && c->req->is_head;
 }
 
+/* Statuses whose responses never have content (RFC 9110 sections 15.2,
+ * 15.3.5, 15.4.5): no body, no Content-Length (a 304's would have to be
+ * the length of the 200 it stands for, which the server does not know)
+ * and no Transfer-Encoding (RFC 9112 section 6.1). */
+static bool
+status_has_no_content(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
 /* Writes a status line and headers, and `body` (copied) unless it is NULL
  * or the request is a HEAD. */
 static void
@@ -583,11 +596,14 @@ write_response(struct conn *c, int status, const char *ctype, const void *body, 
     struct evbuffer *out = bufferevent_get_output(c->bev);
     bool http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
 
-    evbuffer_add_printf(out,
-                        "HTTP/1.%d %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n"
-                        "Content-Type: %s\r\n",
-                        http10 ? 0 : 1, status, http_status_text(status), loop_date(c->loop), len,
-                        ctype ? ctype : "application/json");
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", http10 ? 0 : 1, status,
+                        http_status_text(status), loop_date(c->loop));
+    if (status_has_no_content(status)) {
+        body = NULL; /* and no Content-Length or Content-Type */
+    } else {
+        evbuffer_add_printf(out, "Content-Length: %zu\r\nContent-Type: %s\r\n", len,
+                            ctype ? ctype : "application/json");
+    }
     if (!keepalive) {
         evbuffer_add(out, "Connection: close\r\n", 19);
     } else if (http10) {
@@ -637,13 +653,24 @@ close_after_write(struct conn *c)
     }
 }
 
-/* A protocol-level failure before a handler ran: JSON error, then close. */
+/* A protocol-level failure before a handler ran: JSON error, then close.
+ * `perr` is the parser's error (HPE_OK for a timeout). The answer is a
+ * GET-like one (a body) unless the request line was read as a HEAD's: a
+ * client that sent HEAD reads no body, whatever else went wrong. The
+ * method is complete once the parser is past it: any error but an invalid
+ * method (or none yet begun), or a URL already seen (a timeout). */
 static void
-fail_conn(struct conn *c, int status, const char *code, const char *msg)
+fail_conn(struct conn *c, int status, const char *code, const char *msg, enum http_errno perr)
 {
     struct buf b;
     struct jw w;
 
+    if (c->req && !c->req->is_head && c->parser.method == HTTP_HEAD) {
+        bool method_done = perr == HPE_OK
+                               ? c->req->head.len > 0
+                               : perr != HPE_INVALID_METHOD && perr != HPE_CB_message_begin;
+        c->req->is_head = method_done;
+    }
     buf_init(&b, 4096);
     jw_init(&w, &b);
     jw_raw(&w, "{\"error\":{\"message\":");
@@ -704,7 +731,7 @@ http_reply_ref(struct http_request *req, int status, const char *content_type, c
     struct conn *c = req->conn;
     bool keepalive = req->keepalive && !req->loop->draining;
 
-    if (c && answering_head(c)) {
+    if (c && (answering_head(c) || status_has_no_content(status))) {
         write_response(c, status, content_type, NULL, len, extra_headers, keepalive, req->id);
         if (done) {
             done(ctx);
@@ -741,8 +768,10 @@ http_stream_start(struct http_request *req, int status, const char *content_type
 
     req->streaming = true;
     req->stream_status = status;
-    req->chunked = c && !(c->parser.http_major == 1 && c->parser.http_minor == 0);
-    if (!req->chunked) {
+    req->no_content = status_has_no_content(status);
+    req->chunked =
+        c && !req->no_content && !(c->parser.http_major == 1 && c->parser.http_minor == 0);
+    if (!req->chunked && !req->no_content) {
         req->keepalive = false; /* HTTP/1.0: the end of the body is the end of the connection */
     }
     if (!c) {
@@ -750,14 +779,20 @@ http_stream_start(struct http_request *req, int status, const char *content_type
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     bool keepalive = req->keepalive && !req->loop->draining;
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
-                        req->chunked ? 1 : 0, status, http_status_text(status), loop_date(c->loop),
-                        content_type ? content_type : "application/json");
+    bool http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", http10 ? 0 : 1, status,
+                        http_status_text(status), loop_date(c->loop));
+    if (!req->no_content) {
+        evbuffer_add_printf(out, "Content-Type: %s\r\n",
+                            content_type ? content_type : "application/json");
+    }
     if (req->chunked) {
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!keepalive) {
         evbuffer_add(out, "Connection: close\r\n", 19);
+    } else if (http10) {
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24); /* a 204 or 304 to HTTP/1.0 */
     }
     evbuffer_add_printf(out, "Cache-Control: no-cache\r\nX-Request-Id: %s\r\n", req->id);
     if (extra_headers) {
@@ -784,7 +819,7 @@ http_stream_writev(struct http_request *req, const struct iovec *iov, int n)
         len += iov[i].iov_len;
     }
     req->stream_bytes += len;
-    if (!c || len == 0 || answering_head(c)) {
+    if (!c || len == 0 || answering_head(c) || req->no_content) {
         return;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -1055,12 +1090,7 @@ on_headers_complete(http_parser *p)
     } else {
         req->query_off = (uint32_t)strlen(req->head.data); /* "" */
     }
-    if (p->upgrade) {
-        return parse_fail(c, 400, "protocol upgrade is not supported");
-    }
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > srv->cfg.max_body) {
-        return parse_fail(c, 413, "request body too large");
-    }
+    /* the id first: the error answers below carry it too */
     rid = http_req_header(req, "X-Request-Id");
     if (rid && valid_request_id(rid)) {
         util_strlcpy(req->id, rid, sizeof(req->id));
@@ -1068,6 +1098,17 @@ on_headers_complete(http_parser *p)
         snprintf(req->id, sizeof(req->id), "%08x%08x",
                  (unsigned)(c->loop->id_prefix ^ (uint64_t)c->loop->index),
                  (unsigned)++c->loop->req_seq);
+    }
+    if (p->http_major != 1 || p->http_minor > 1) {
+        /* HTTP/0.9 (no version), 1.2+, 2.0, 9.9: the framing rules this
+         * server knows are 1.0's and 1.1's (RFC 9110 section 15.6.6) */
+        return parse_fail(c, 505, "HTTP version not supported (use HTTP/1.1 or HTTP/1.0)");
+    }
+    if (p->upgrade) {
+        return parse_fail(c, 400, "protocol upgrade is not supported");
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > srv->cfg.max_body) {
+        return parse_fail(c, 413, "request body too large");
     }
     expect = http_req_header(req, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1) {
@@ -1083,6 +1124,21 @@ on_body(http_parser *p, const char *at, size_t len)
 
     if (buf_append(&c->req->body, at, len) != 0) {
         return parse_fail(c, 413, "request body too large");
+    }
+    return 0;
+}
+
+/* A chunk's size is known before its data: one that cannot fit under the
+ * body cap gets its 413 now, not after the client has sent (or stalled
+ * in) megabytes of it. */
+static int
+on_chunk_header(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct http_server *srv = c->loop->srv;
+
+    if (p->content_length > srv->cfg.max_body - c->req->body.len) {
+        return parse_fail(c, 413, "request body too large (chunk size over the limit)");
     }
     return 0;
 }
@@ -1135,14 +1191,18 @@ dispatch(struct conn *c)
                 continue;
             }
             path_known = true;
-            if (strcmp(r->method, req->method) == 0) {
+            /* HEAD is GET without the body (RFC 9110 section 9.3.2): a GET
+             * route answers it, and write_response drops the body */
+            if (strcmp(r->method, req->method) == 0 ||
+                (req->is_head && strcmp(r->method, "GET") == 0)) {
                 match = r;
                 svc = &srv->svcs[i];
                 break;
             }
             size_t used = strlen(allow);
             if (!strstr(allow, r->method)) {
-                snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "", r->method);
+                snprintf(allow + used, sizeof(allow) - used, "%s%s%s", used ? ", " : "", r->method,
+                         strcmp(r->method, "GET") == 0 ? ", HEAD" : "");
             }
         }
     }
@@ -1213,12 +1273,13 @@ process_input(struct conn *c)
                 fail_conn(c, c->error_status,
                           c->error_status == 413   ? "body_too_large"
                           : c->error_status == 431 ? "headers_too_large"
+                          : c->error_status == 505 ? "http_version_not_supported"
                                                    : "bad_request",
-                          c->error_msg);
+                          c->error_msg, e);
             } else {
                 char msg[160];
                 snprintf(msg, sizeof(msg), "malformed HTTP request: %s", http_errno_description(e));
-                fail_conn(c, 400, "bad_request", msg);
+                fail_conn(c, 400, "bad_request", msg, e);
             }
             break;
         }
@@ -1265,7 +1326,7 @@ on_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
 
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == S_READING) {
-        fail_conn(c, 408, "request_timeout", "timed out reading the request");
+        fail_conn(c, 408, "request_timeout", "timed out reading the request", HPE_OK);
         return;
     }
     if ((what & BEV_EVENT_EOF) && c->state != S_HANDLING &&
@@ -1287,7 +1348,7 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->state == S_READING) {
-        fail_conn(c, 408, "request_timeout", "timed out waiting for the request headers");
+        fail_conn(c, 408, "request_timeout", "timed out waiting for the request headers", HPE_OK);
     }
 }
 
@@ -1667,6 +1728,7 @@ init_parser_settings(void)
     parser_settings.on_header_value = on_header_value;
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
+    parser_settings.on_chunk_header = on_chunk_header;
     parser_settings.on_message_complete = on_message_complete;
 }
 
