@@ -14,8 +14,10 @@
  * - IDLE: between requests; the idle timeout (bufferevent read timeout)
  *   closes the connection silently.
  * - READING: http-parser consumes input; the header deadline (a timer from
- *   the first byte to the end of the headers) answers 408; limits answer
- *   413/431; parse errors 400. The parser is paused at the end of each
+ *   the first byte to the end of the headers) and then the request
+ *   deadline (from the same first byte to the end of the body) answer 408,
+ *   as does idle time between bytes; limits answer 413/431; a version
+ *   other than 1.0/1.1 505; parse errors 400. The parser is paused at the end of each
  *   message, so pipelined requests wait in the input buffer.
  * - HANDLING: the handler owns the request until it replies. Input is still
  *   read (so a disconnect is noticed: the request is then detached and its
@@ -114,7 +116,9 @@ struct conn {
     http_parser parser;
     enum conn_state state;
     struct http_request *req;
-    struct event *deadline; /* header deadline */
+    struct event *deadline;        /* header deadline, then the request's (see arm_deadline) */
+    int64_t request_deadline_us;   /* monotonic: the whole request must be read by then */
+    _Atomic uint32_t *client_slot; /* this address's count in srv->clients (NULL: none) */
     bool processing;
     int error_status; /* set by parser callbacks to fail the request */
     const char *error_msg;
@@ -147,7 +151,8 @@ struct http_loop {
     uint64_t req_seq;
     uint64_t id_prefix;
     /* counters (read racily by get_stats) */
-    _Atomic uint64_t n_requests, n_2xx, n_3xx, n_4xx, n_5xx, n_accepted, n_rejected;
+    _Atomic uint64_t n_requests, n_2xx, n_3xx, n_4xx, n_5xx, n_accepted, n_rejected,
+        n_rejected_client;
 };
 
 struct http_server {
@@ -159,6 +164,15 @@ struct http_server {
     int nloops;
     struct http_loop *loops;
     _Atomic int64_t open_conns;
+    /* Open connections per client address, shared by every loop: a table
+     * of counters indexed by a keyed hash of the address (IPv4, or the /64
+     * of IPv6). Lock-free (one fetch_add at accept, one fetch_sub at
+     * close). Two addresses that share a counter share a cap; with at
+     * least 16 counters per connection slot that is rare, and the random
+     * key keeps a client from aiming at another's counter. */
+    _Atomic uint32_t *clients;
+    uint32_t clients_mask;
+    uint64_t clients_key[2];
     struct event *sig_ev[2]; /* SIGTERM, SIGINT (http_server_catch_signals) */
     http_signal_fn *sig_fn;
     void *sig_arg;
@@ -515,7 +529,97 @@ http_req_get_data(const struct http_request *req)
 
 /* ---- connections -------------------------------------------------------- */
 
+/* Gives back what conn_admit (or http_server_adopt) took. */
+static void
+conn_release_slot(struct http_server *srv, _Atomic uint32_t *slot)
+{
+    if (slot) {
+        atomic_fetch_sub_explicit(slot, 1, memory_order_relaxed);
+    }
+    atomic_fetch_sub_explicit(&srv->open_conns, 1, memory_order_relaxed);
+}
+
 static void process_input(struct conn *c);
+
+/* ---- admission: connection slots and per-client counts ------------------- */
+
+/* The client key of an address: the IPv4 address (IPv4-mapped IPv6 too),
+ * or the first 64 bits of an IPv6 one, folded with the family; 0 for
+ * anything else (a socketpair: not counted). */
+static uint64_t
+client_key(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+        return ((uint64_t)4 << 32) | ntohl(in4->sin_addr.s_addr);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        uint64_t k = 0;
+        if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+            return ((uint64_t)4 << 32) | ((uint64_t)b[12] << 24) | ((uint64_t)b[13] << 16) |
+                   ((uint64_t)b[14] << 8) | b[15];
+        }
+        for (int i = 0; i < 8; i++) {
+            k = (k << 8) | b[i];
+        }
+        return k ^ ((uint64_t)6 << 56) ^ 0x5bd1e995u; /* never 0, never an IPv4 key in practice */
+    }
+    return 0;
+}
+
+/* A keyed mix of the client key (not a MAC: the key only keeps clients
+ * from choosing which counter they land on). */
+static uint32_t
+client_hash(const struct http_server *srv, uint64_t k)
+{
+    k ^= srv->clients_key[0];
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k ^= srv->clients_key[1];
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 29;
+    return (uint32_t)k;
+}
+
+enum admit_result { ADMIT_OK, ADMIT_FULL, ADMIT_CLIENT_CAP };
+
+/* Takes a connection slot for a client at `sa`: lock-free, O(1). Both
+ * counts are raised first and checked after, so concurrent accepts on
+ * several loops never overshoot a limit (at worst one is refused that a
+ * moment later would have fit). On ADMIT_OK *slot_out is the client's
+ * counter (NULL: not counted) and conn_release_slot gives both back. */
+static enum admit_result
+conn_admit(struct http_server *srv, const struct sockaddr *sa, _Atomic uint32_t **slot_out)
+{
+    const struct http_server_config *cfg = &srv->cfg;
+    uint64_t key = client_key(sa);
+    _Atomic uint32_t *slot = NULL;
+    int64_t open = atomic_fetch_add_explicit(&srv->open_conns, 1, memory_order_relaxed) + 1;
+    uint32_t held = 0;
+
+    *slot_out = NULL;
+    if (open > cfg->max_connections) {
+        atomic_fetch_sub_explicit(&srv->open_conns, 1, memory_order_relaxed);
+        return ADMIT_FULL;
+    }
+    if (key != 0 && srv->clients) {
+        slot = &srv->clients[client_hash(srv, key) & srv->clients_mask];
+        held = atomic_fetch_add_explicit(slot, 1, memory_order_relaxed) + 1;
+    }
+    if (slot && held > (uint32_t)cfg->max_connections_per_client) {
+        conn_release_slot(srv, slot);
+        return ADMIT_CLIENT_CAP;
+    }
+    /* the reserve: only for an address that holds few (this one included) */
+    if (open > cfg->max_connections - cfg->connection_reserve && held > HTTP_RESERVE_CLIENT_MAX) {
+        conn_release_slot(srv, slot);
+        return ADMIT_FULL;
+    }
+    *slot_out = slot;
+    return ADMIT_OK;
+}
 
 static void
 conn_free(struct conn *c)
@@ -552,7 +656,7 @@ conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     loop->nconns--;
-    atomic_fetch_sub_explicit(&loop->srv->open_conns, 1, memory_order_relaxed);
+    conn_release_slot(loop->srv, c->client_slot);
     free(c);
     if (loop->draining && loop->nconns == 0) {
         event_base_loopexit(loop->base, NULL);
@@ -941,6 +1045,26 @@ http_stream_error(struct http_request *req, const char *code, const char *fmt, .
 
 /* ---- parsing -------------------------------------------------------------- */
 
+/* (Re)arms the connection's one timer for the monotonic time `at_us`,
+ * never later than the whole request's deadline. */
+static void
+arm_deadline(struct conn *c, int64_t at_us)
+{
+    int64_t left;
+    struct timeval tv;
+
+    if (at_us > c->request_deadline_us) {
+        at_us = c->request_deadline_us;
+    }
+    left = at_us - now_us();
+    if (left < 0) {
+        left = 0;
+    }
+    tv.tv_sec = (time_t)(left / 1000000);
+    tv.tv_usec = (suseconds_t)(left % 1000000);
+    evtimer_add(c->deadline, &tv);
+}
+
 static int
 parse_fail(struct conn *c, int status, const char *msg)
 {
@@ -1077,9 +1201,9 @@ on_headers_complete(http_parser *p)
             req->hdrs[i].value = (uint32_t)req->head.len - 1; /* "" */
         }
     }
-    if (c->deadline) {
-        evtimer_del(c->deadline);
-    }
+    /* the header deadline is met; the body has what is left of the
+     * request's (a body dripped a byte at a time still ends there) */
+    arm_deadline(c, c->request_deadline_us);
     req->method = http_method_str((enum http_method)p->method);
     /* split the URL into path and query (in place) */
     req->path_off = 0;
@@ -1180,6 +1304,7 @@ dispatch(struct conn *c)
     char allow_hdr[160];
 
     c->state = S_HANDLING;
+    evtimer_del(c->deadline);
     set_read_timeout(c, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, HANDLING_READ_HIGH_WATER);
     pending_add(req);
@@ -1254,11 +1379,11 @@ process_input(struct conn *c)
         }
         if (c->state == S_IDLE) {
             struct http_server *srv = c->loop->srv;
-            struct timeval tv = {srv->cfg.header_timeout_ms / 1000,
-                                 (srv->cfg.header_timeout_ms % 1000) * 1000};
+            int64_t now = now_us();
             c->state = S_READING;
+            c->request_deadline_us = now + (int64_t)srv->cfg.request_timeout_ms * 1000;
             set_read_timeout(c, srv->cfg.idle_timeout_ms);
-            evtimer_add(c->deadline, &tv);
+            arm_deadline(c, now + (int64_t)srv->cfg.header_timeout_ms * 1000);
         }
         n = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
         e = HTTP_PARSER_ERRNO(&c->parser);
@@ -1348,31 +1473,46 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->state == S_READING) {
-        fail_conn(c, 408, "request_timeout", "timed out waiting for the request headers", HPE_OK);
+        bool headers_read = c->req && c->req->method;
+        fail_conn(c, 408, "request_timeout",
+                  headers_read ? "timed out reading the request body (the whole request must "
+                                 "arrive within the request deadline)"
+                               : "timed out waiting for the request headers",
+                  HPE_OK);
     }
 }
 
+/* Answers a connection it will not serve (without reading its request)
+ * and closes it: 503 when the server is full, 429 when the client's
+ * address holds its share already. */
 static void
-reject_connection(evutil_socket_t fd)
+reject_connection(evutil_socket_t fd, bool client_cap)
 {
 #define TOO_MANY                                                                                   \
     "{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\","                  \
     "\"param\":null,\"code\":\"too_many_connections\"}}"
+#define TOO_MANY_CLIENT                                                                            \
+    "{\"error\":{\"message\":\"too many connections from this address\",\"type\":"                 \
+    "\"rate_limit_error\",\"param\":null,\"code\":\"too_many_connections_per_client\"}}"
     char resp[512];
     int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
                      "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                     sizeof(TOO_MANY) - 1, TOO_MANY);
+                     client_cap ? "429 Too Many Requests" : "503 Service Unavailable",
+                     client_cap ? sizeof(TOO_MANY_CLIENT) - 1 : sizeof(TOO_MANY) - 1,
+                     client_cap ? TOO_MANY_CLIENT : TOO_MANY);
     ssize_t r = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 
     (void)r;
     evutil_closesocket(fd);
 }
 
-/* Sets up a connection on `loop` for the connected socket `fd` (owned from
- * here on: closed on failure). Shared by on_accept and http_server_adopt. */
+/* Sets up a connection on `loop` for the connected socket `fd` and the
+ * slot taken for it (both owned from here on: closed and given back on
+ * failure). Shared by on_accept and http_server_adopt. */
 static int
-conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa, size_t salen)
+conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa, size_t salen,
+           _Atomic uint32_t *slot)
 {
     struct http_server *srv = loop->srv;
     struct conn *c;
@@ -1381,6 +1521,7 @@ conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa
     c = calloc(1, sizeof(*c));
     if (!c) {
         evutil_closesocket(fd);
+        conn_release_slot(srv, slot);
         return -1;
     }
     c->loop = loop;
@@ -1396,8 +1537,10 @@ conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa
             event_free(c->deadline);
         }
         free(c);
+        conn_release_slot(srv, slot);
         return -1;
     }
+    c->client_slot = slot;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     memcpy(&c->peer, sa, salen < sizeof(c->peer) ? salen : sizeof(c->peer));
     netaddr_format((const struct sockaddr *)&c->peer, c->peer_str, sizeof(c->peer_str));
@@ -1410,7 +1553,6 @@ conn_setup(struct http_loop *loop, evutil_socket_t fd, const struct sockaddr *sa
     }
     loop->conns = c;
     loop->nconns++;
-    atomic_fetch_add_explicit(&srv->open_conns, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&loop->n_accepted, 1, memory_order_relaxed);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     set_read_timeout(c, srv->cfg.idle_timeout_ms);
@@ -1424,14 +1566,18 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     struct http_loop *loop = arg;
     struct http_server *srv = loop->srv;
 
+    _Atomic uint32_t *slot = NULL;
+    enum admit_result r = loop->draining ? ADMIT_FULL : conn_admit(srv, sa, &slot);
+
     (void)l;
-    if (atomic_load_explicit(&srv->open_conns, memory_order_relaxed) >= srv->cfg.max_connections ||
-        loop->draining) {
-        atomic_fetch_add_explicit(&loop->n_rejected, 1, memory_order_relaxed);
-        reject_connection(fd);
+    if (r != ADMIT_OK) {
+        atomic_fetch_add_explicit(r == ADMIT_CLIENT_CAP ? &loop->n_rejected_client
+                                                        : &loop->n_rejected,
+                                  1, memory_order_relaxed);
+        reject_connection(fd, r == ADMIT_CLIENT_CAP);
         return;
     }
-    (void)conn_setup(loop, fd, sa, salen > 0 ? (size_t)salen : 0);
+    (void)conn_setup(loop, fd, sa, salen > 0 ? (size_t)salen : 0, slot);
 }
 
 int
@@ -1452,7 +1598,9 @@ http_server_adopt(struct http_server *srv, int loop_index, int fd)
         evutil_closesocket(fd);
         return -1;
     }
-    return conn_setup(&srv->loops[loop_index], fd, (const struct sockaddr *)&ss, sslen);
+    /* outside the limits (tests and fuzzing), but counted as open */
+    atomic_fetch_add_explicit(&srv->open_conns, 1, memory_order_relaxed);
+    return conn_setup(&srv->loops[loop_index], fd, (const struct sockaddr *)&ss, sslen, NULL);
 }
 
 static void
@@ -1779,10 +1927,39 @@ http_server_new(const struct http_server_config *cfg, struct http_server **out, 
     srv->cfg.max_body = cfg->max_body ? cfg->max_body : 1024 * 1024;
     srv->cfg.max_header = cfg->max_header ? cfg->max_header : 16 * 1024;
     srv->cfg.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 4096;
+    if (cfg->max_connections_per_client <= 0) {
+        srv->cfg.max_connections_per_client =
+            srv->cfg.max_connections > 1 ? srv->cfg.max_connections / 2 : 1;
+    }
+    if (cfg->connection_reserve < 0) {
+        srv->cfg.connection_reserve = 0;
+    } else if (cfg->connection_reserve == 0) {
+        srv->cfg.connection_reserve = 64;
+    }
+    if (srv->cfg.connection_reserve > srv->cfg.max_connections / 4) {
+        srv->cfg.connection_reserve = srv->cfg.max_connections / 4;
+    }
     srv->cfg.header_timeout_ms = cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : 10000;
+    srv->cfg.request_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 30000;
+    if (srv->cfg.header_timeout_ms > srv->cfg.request_timeout_ms) {
+        srv->cfg.header_timeout_ms = srv->cfg.request_timeout_ms;
+    }
     srv->cfg.idle_timeout_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : 60000;
     srv->cfg.write_timeout_ms = cfg->write_timeout_ms > 0 ? cfg->write_timeout_ms : 30000;
     srv->fd = -1;
+    /* a power of two with at least 16 counters per connection slot */
+    srv->clients_mask = 1023;
+    while (srv->clients_mask < (uint32_t)srv->cfg.max_connections * 16 - 1 &&
+           srv->clients_mask < (1u << 24) - 1) {
+        srv->clients_mask = srv->clients_mask * 2 + 1;
+    }
+    srv->clients = calloc((size_t)srv->clients_mask + 1, sizeof(*srv->clients));
+    if (!srv->clients) {
+        snprintf(err, errcap, "out of memory");
+        http_server_free(srv);
+        return -1;
+    }
+    util_random_bytes(srv->clients_key, sizeof(srv->clients_key));
     if (listen_socket(&srv->cfg, &srv->fd, &srv->port, err, errcap) != 0) {
         http_server_free(srv);
         return -1;
@@ -1858,6 +2035,8 @@ http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
         out->status_5xx += atomic_load_explicit(&l->n_5xx, memory_order_relaxed);
         out->connections_accepted += atomic_load_explicit(&l->n_accepted, memory_order_relaxed);
         out->connections_rejected += atomic_load_explicit(&l->n_rejected, memory_order_relaxed);
+        out->connections_rejected_per_client +=
+            atomic_load_explicit(&l->n_rejected_client, memory_order_relaxed);
     }
     out->connections_open = atomic_load_explicit(&srv->open_conns, memory_order_relaxed);
 }
@@ -1905,6 +2084,7 @@ http_server_free(struct http_server *srv)
         pthread_mutex_destroy(&loop->mbox_mu);
     }
     free(srv->loops);
+    free(srv->clients);
     if (srv->fd >= 0) {
         close(srv->fd);
     }

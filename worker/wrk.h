@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "netaddr.h"
 
@@ -68,6 +69,7 @@ struct wrk_config {
     int64_t control_timeout_ms;
     int64_t shutdown_grace_ms;
     int64_t max_body_bytes;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     char *log_level;
     bool access_log;
     int64_t access_log_sample;
