@@ -188,7 +188,7 @@ on_headers_complete(http_parser *p)
     }
     expect = http_req_header(req, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1) {
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(bufferevent_get_output(c->bev), STRCONST("HTTP/1.1 100 Continue\r\n\r\n"));
     }
     return 0;
 }

@@ -109,9 +109,9 @@ hs_write_response(struct conn *c, int status, const char *ctype, const void *bod
                             ctype ? ctype : "application/json");
     }
     if (!keepalive) {
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        evbuffer_add(out, STRCONST("Connection: close\r\n"));
     } else if (http10) {
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+        evbuffer_add(out, STRCONST("Connection: keep-alive\r\n"));
     }
     if (reqid && *reqid) {
         evbuffer_add_printf(out, "X-Request-Id: %s\r\n", reqid);
@@ -119,7 +119,7 @@ hs_write_response(struct conn *c, int status, const char *ctype, const void *bod
     if (extra) {
         evbuffer_add(out, extra, strlen(extra));
     }
-    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, STRCONST("\r\n"));
     if (body && len && !hs_answering_head(c)) {
         evbuffer_add(out, body, len);
     }

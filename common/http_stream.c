@@ -40,18 +40,18 @@ http_stream_start(struct http_request *req, int status, const char *content_type
                             content_type ? content_type : "application/json");
     }
     if (req->chunked) {
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        evbuffer_add(out, STRCONST("Transfer-Encoding: chunked\r\n"));
     }
     if (!keepalive) {
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        evbuffer_add(out, STRCONST("Connection: close\r\n"));
     } else if (http10) {
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24); /* a 204 or 304 to HTTP/1.0 */
+        evbuffer_add(out, STRCONST("Connection: keep-alive\r\n")); /* a 204 or 304 to HTTP/1.0 */
     }
     evbuffer_add_printf(out, "Cache-Control: no-cache\r\nX-Request-Id: %s\r\n", req->id);
     if (extra_headers) {
         evbuffer_add(out, extra_headers, strlen(extra_headers));
     }
-    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, STRCONST("\r\n"));
 }
 
 void
@@ -111,7 +111,7 @@ http_stream_writev(struct http_request *req, const struct iovec *iov, int n)
         evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
     }
     if (req->chunked) {
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, STRCONST("\r\n"));
     }
 }
 
@@ -121,7 +121,7 @@ http_stream_end(struct http_request *req)
     struct conn *c = req->conn;
 
     if (c && req->chunked && !hs_answering_head(c)) {
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(bufferevent_get_output(c->bev), STRCONST("0\r\n\r\n"));
     }
     hs_finish_request(req, req->stream_status, req->stream_bytes);
 }
