@@ -288,6 +288,7 @@ void hs_finish_request(struct http_request *req, int status, size_t len);
 /* `before` + the OpenAI error object + `after` into b (initialised here).
  * Returns 0, or -1 when it does not fit. */
 int hs_error_body(struct buf *b, const char *before, const char *after, const char *type,
-                  const char *code, const char *fmt, va_list ap);
+                  const char *code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
 
 #endif
