@@ -32,30 +32,35 @@ conn_release_slot(struct http_server *srv, _Atomic uint32_t *slot)
     atomic_fetch_sub_explicit(&srv->open_conns, 1, memory_order_relaxed);
 }
 
-/* The client key of an address: the IPv4 address (IPv4-mapped IPv6 too),
- * or the first 64 bits of an IPv6 one, folded with the family; 0 for
- * anything else (a socketpair: not counted). */
-static uint64_t
-client_key(const struct sockaddr *sa)
+/* The client key of an address: the IPv4 address (IPv4-mapped IPv6 too)
+ * in the low 32 bits with 4 above them, or the first 64 bits of an IPv6
+ * one. Returns false for anything else (a socketpair: not counted). An
+ * IPv6 prefix equal to an IPv4 key only shares a counter with it, as a
+ * hash collision would. */
+static bool
+client_key(const struct sockaddr *sa, uint64_t *key)
 {
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
-        return ((uint64_t)4 << 32) | ntohl(in4->sin_addr.s_addr);
+        *key = ((uint64_t)4 << 32) | ntohl(in4->sin_addr.s_addr);
+        return true;
     }
     if (sa->sa_family == AF_INET6) {
         const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
         static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         uint64_t k = 0;
         if (memcmp(b, mapped, sizeof(mapped)) == 0) {
-            return ((uint64_t)4 << 32) | ((uint64_t)b[12] << 24) | ((uint64_t)b[13] << 16) |
+            *key = ((uint64_t)4 << 32) | ((uint64_t)b[12] << 24) | ((uint64_t)b[13] << 16) |
                    ((uint64_t)b[14] << 8) | b[15];
+            return true;
         }
         for (int i = 0; i < 8; i++) {
             k = (k << 8) | b[i];
         }
-        return k ^ ((uint64_t)6 << 56) ^ 0x5bd1e995u; /* never 0, never an IPv4 key in practice */
+        *key = k;
+        return true;
     }
-    return 0;
+    return false;
 }
 
 /* A keyed mix of the client key (not a MAC: the key only keeps clients
@@ -83,7 +88,8 @@ static enum admit_result
 conn_admit(struct http_server *srv, const struct sockaddr *sa, _Atomic uint32_t **slot_out)
 {
     const struct http_server_config *cfg = &srv->cfg;
-    uint64_t key = client_key(sa);
+    uint64_t key = 0;
+    bool counted = client_key(sa, &key);
     _Atomic uint32_t *slot = NULL;
     int64_t open = atomic_fetch_add_explicit(&srv->open_conns, 1, memory_order_relaxed) + 1;
     uint32_t held = 0;
@@ -93,7 +99,7 @@ conn_admit(struct http_server *srv, const struct sockaddr *sa, _Atomic uint32_t 
         atomic_fetch_sub_explicit(&srv->open_conns, 1, memory_order_relaxed);
         return ADMIT_FULL;
     }
-    if (key != 0 && srv->clients) {
+    if (counted && srv->clients) {
         slot = &srv->clients[client_hash(srv, key) & srv->clients_mask];
         held = atomic_fetch_add_explicit(slot, 1, memory_order_relaxed) + 1;
     }

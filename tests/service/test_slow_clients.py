@@ -248,6 +248,34 @@ def test_worker(t):
     check_server("worker", w, "/api/worker/generate")
 
 
+def test_ipv6_client_cap(t):
+    """An IPv6 client is counted by its /64: ::1's connections share a cap."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        print("    no IPv6 loopback here: skipped")
+        return
+    c = t.start("ctl6", ["start", "controller", "--host", "::1", "--registry_db_name",
+                         t.sqlite_path, "--max_connections", "100",
+                         "--max_connections_per_client", "5"])
+    socks = [socket.create_connection(("::1", c.port), timeout=3.0) for _ in range(8)]
+    got = []
+    for s in socks:
+        s.settimeout(0.5)
+        try:
+            got.append(s.recv(100)[:12])
+        except socket.timeout:
+            got.append(b"open")
+    h.eq(got.count(b"open"), 5, f"served from ::1: {got}")
+    h.eq(got.count(b"HTTP/1.1 429"), 3, f"refused from ::1: {got}")
+    for s in socks:
+        s.close()
+    # closing gives the slots back
+    h.wait_until(lambda: h.raw(c.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n"
+                                       b"Connection: close\r\n\r\n", host="::1")
+                 .startswith(b"HTTP/1.1 200"), 5.0, what="a slot back")
+
+
 def test_limit_flags_are_checked(t):
     for bad in (["--max_connections", "1"], ["--client_request_timeout_ms", "0"],
                 ["--max_connections_per_client", "-1"]):
