@@ -33,6 +33,7 @@
 
 #include "api_route.h"
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "metrics.h"
 
@@ -50,6 +51,7 @@ struct api_config {
     char *routing;
     int64_t threads;
     int64_t max_body_bytes;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     int64_t connect_timeout_ms;
     int64_t first_byte_timeout_ms;
     int64_t idle_timeout_ms;

@@ -64,6 +64,7 @@ const struct flag_def api_flag_defs[] = {
       "Log one request in N (5xx always): bounds the access log under load."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, FLAG_HIDDEN, "PATH",
       "Write the bound port to PATH once listening (for tests and supervisors)."),
+    HTTP_LIMIT_FLAGS(struct api_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),

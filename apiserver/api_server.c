@@ -617,6 +617,7 @@ api_main(int argc, char **argv)
         .threads = (int)cfg.threads,
         .max_body = (size_t)cfg.max_body_bytes,
     };
+    http_limits_apply(&cfg.http, &hc);
     if (http_server_new(&hc, &http, err, sizeof(err)) != 0) {
         log_error("%s", err);
         code = EX_OSERR;

@@ -68,6 +68,7 @@ struct web_config {
     int64_t concurrency;
     int64_t dashboard_tick_ms;
     int64_t shutdown_grace_ms;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     char *log_level;
     bool check;
 };
@@ -113,6 +114,7 @@ const struct flag_def web_flag_defs[] = {
       "chat model, 100 for the embedder); more wait in a bounded queue, then 429."),
     F(dashboard_tick_ms, FLAG_INT, "1000", 100, 60000, NULL, 0, "MS",
       "How often an open dashboard is updated."),
+    HTTP_LIMIT_FLAGS(struct web_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
@@ -655,6 +657,7 @@ start(struct web *w)
         .threads = (int)w->cfg.threads,
         .max_body = (size_t)w->api_cfg.max_body_bytes,
     };
+    http_limits_apply(&w->cfg.http, &hc);
     if (http_server_new(&hc, &w->http, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return EX_OSERR;

@@ -36,6 +36,7 @@
 
 #include "buf.h"
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -71,6 +72,7 @@ struct ctl_config {
     char *instance_networks;
     int64_t max_instances;
     int64_t max_body_bytes;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     int64_t max_queue;
     int64_t write_gather_us;
     int64_t watch_max_secs;

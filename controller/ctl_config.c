@@ -92,6 +92,7 @@ const struct flag_def ctl_flag_defs[] = {
       "Longest a watch (long-poll list with If-None-Match and wait=) is held."),
     F(max_watchers, FLAG_INT, "10000", 0, 1000000, NULL, 0, "N",
       "Most watches held at once; beyond it a watch is answered at once."),
+    HTTP_LIMIT_FLAGS(struct ctl_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
     F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),

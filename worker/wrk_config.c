@@ -84,6 +84,7 @@ const struct flag_def wrk_flag_defs[] = {
       "Write the bound port to PATH once listening (for tests and supervisors)."),
     F(control_timeout_ms, FLAG_INT, "2000", 50, 60000, NULL, 0, "MS",
       "Timeout of one control-plane call (register, heartbeat, deregister)."),
+    HTTP_LIMIT_FLAGS(struct wrk_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests after deregistering (a second signal "
       "stops at once)."),
