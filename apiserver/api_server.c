@@ -23,6 +23,7 @@
 #include <sysexits.h>
 
 #define LOG_MODULE "apiserver"
+#include "budget.h"
 #include "buf.h"
 #include "json_write.h"
 #include "log.h"
@@ -264,16 +265,22 @@ h_health(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
+/* Label sets: model and instance names are at most API_NAME_MAX bytes
+ * (each escape doubles a byte at most), so a set is never cut; if one
+ * were, metrics_label_add cuts at a code point boundary. */
+#define LABELS_MAX (4 * API_NAME_MAX + 64)
+
 /* Writes one group of counters with labels `lab` (`{...}` without braces). */
 static int
 write_stats(struct buf *b, const char *prefix, const char *lab, const struct api_stats *s,
             bool errors_only)
 {
-    char name[96], l2[600];
+    char name[96], l2[LABELS_MAX + 32];
     int rc = 0;
 
     for (int c = 0; c < API_ERR_CLASSES; c++) {
-        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, api_error_class_names[c]);
+        util_strlcpy(l2, lab, sizeof(l2));
+        rc |= metrics_label_add(l2, sizeof(l2), "class", api_error_class_names[c]);
         snprintf(name, sizeof(name), "%s_errors_total", prefix);
         rc |= metrics_sample(b, name, l2, (double)atomic_load(&s->errors[c]));
     }
@@ -294,7 +301,7 @@ write_stats(struct buf *b, const char *prefix, const char *lab, const struct api
 int
 api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
 {
-    char lab[512], esc[300], esc2[300];
+    char lab[LABELS_MAX];
     int rc = 0;
 
     rc |= metrics_header(b, "roster_api_model_requests_total", "counter",
@@ -306,7 +313,8 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
                          "--stream_buffer_bytes behind.");
     pthread_mutex_lock(&srv->mstats_mu);
     for (struct api_mstats *m = srv->mstats; m; m = m->next) {
-        snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
+        lab[0] = '\0';
+        rc |= metrics_label_add(lab, sizeof(lab), "model", m->model);
         rc |= write_stats(b, "roster_api_model", lab, &m->s, false);
         rc |= metrics_sample(b, "roster_api_model_retries_total", lab,
                              (double)atomic_load(&m->s.retries));
@@ -322,9 +330,9 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
         const struct api_model *m = &l->table->models[i];
         for (size_t k = 0; k < m->set.n; k++) {
             const struct api_inst *in = m->inst[k];
-            snprintf(lab, sizeof(lab), "model=\"%s\",instance=\"%s\"",
-                     log_escape(in->model->model, esc, sizeof(esc)),
-                     log_escape(in->label, esc2, sizeof(esc2)));
+            lab[0] = '\0';
+            rc |= metrics_label_add(lab, sizeof(lab), "model", in->model->model);
+            rc |= metrics_label_add(lab, sizeof(lab), "instance", in->label);
             rc |= write_stats(b, "roster_api_instance", lab, &in->s, false);
             rc |= metrics_sample(b, "roster_api_instance_in_flight", lab,
                                  (double)atomic_load(&in->rt.in_flight));
@@ -346,6 +354,7 @@ h_metrics(struct http_request *req, void *arg)
     buf_init(&b, 64 * 1024 * 1024);
     rc = metrics_write_http(&b, srv->http);
     rc |= api_write_metrics(srv, api_loop_of(srv, req), &b);
+    rc |= metrics_write_budget(&b);
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
@@ -384,6 +393,15 @@ static const struct http_route routes[] = {
 };
 
 /* ---- the component ---------------------------------------------------------------- */
+
+bool
+api_addr_allowed(const struct api_server *srv, const struct sockaddr *sa, unsigned salen)
+{
+    if (salen == 0) {
+        return false;
+    }
+    return srv->inst_nets.n == 0 || netaddr_list_match(&srv->inst_nets, sa);
+}
 
 struct api_loop *
 api_loop_of(struct api_server *srv, struct http_request *req)
@@ -450,6 +468,10 @@ api_server_new(struct api_config *cfg, struct api_server **out)
         return EX_USAGE;
     }
     srv->nctl = (size_t)rc;
+    if (netaddr_list_parse(cfg->instance_networks, &srv->inst_nets, err, sizeof(err)) != 0) {
+        log_error("--instance_networks: %s", err);
+        return EX_USAGE;
+    }
     if (!srv->events || split_keys(srv, cfg->api_keys) != 0) {
         log_error("out of memory");
         return EX_OSERR;
@@ -537,6 +559,7 @@ api_server_free(struct api_server *srv)
     }
     free(srv->keys);
     api_table_unref(srv->latest);
+    netaddr_list_cleanup(&srv->inst_nets);
     free(srv->events);
     pthread_mutex_destroy(&srv->latest_mu);
     pthread_mutex_destroy(&srv->ev_mu);
@@ -551,6 +574,8 @@ api_server_check(struct api_server *srv, FILE *out)
 
     fprintf(out, "  controllers: %zu (not contacted)\n  routing: %s\n  API keys: %zu\n", srv->nctl,
             route_policy_name(srv->policy), srv->nkeys);
+    fprintf(out, "  instance networks: %s\n",
+            srv->inst_nets.n ? srv->cfg->instance_networks : "any (not restricted)");
     if (srv->cfg->port_file && util_check_creatable(srv->cfg->port_file, why, sizeof(why)) != 0) {
         fprintf(stderr, "roster: --port_file: %s\n", why);
         return EX_CANTCREAT;
@@ -600,6 +625,7 @@ api_main(int argc, char **argv)
         return rc == 1 ? 0 : EX_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes);
     code = api_server_new(&cfg, &srv);
     if (code != 0 || cfg.check) {
         if (code == 0 && printf("checks:\n") > 0 && (code = api_server_check(srv, stdout)) == 0) {
