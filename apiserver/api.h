@@ -177,6 +177,7 @@ struct api_table {
     uint64_t version;
     int64_t built_mono_ms;
     size_t instances, routable;
+    size_t excluded; /* instances outside --instance_networks */
 };
 
 struct api_table *api_table_ref(struct api_table *t);
@@ -230,7 +231,7 @@ void api_watch_stop(struct api_server *srv);
 struct api_watch_status {
     bool reachable; /* the last call succeeded */
     int64_t last_ok_mono_ms;
-    char current[512]; /* the controller in use */
+    char current[512]; /* the controller in use (after a failure: the one being tried) */
     char error[256];
 };
 void api_watch_status(struct api_server *srv, struct api_watch_status *out);

@@ -54,7 +54,8 @@ const struct flag_def api_flag_defs[] = {
     F(instance_networks, FLAG_STR, "", 1, 0, NULL, 0, "CIDRS",
       "If set, requests go only to instances whose address is inside these networks (SSRF "
       "guard, checked on the controller's list and again on the resolved address before "
-      "connecting); other rows are not routable."),
+      "connecting); other rows are not routable. The webserver applies it to its embedded "
+      "controller's registrations too."),
     F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
       "Instances tried per request (retries happen only before the first byte reaches the "
       "client, and never twice on one instance)."),

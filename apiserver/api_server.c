@@ -234,6 +234,8 @@ api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w)
     jw_i64(w, t ? (int64_t)t->instances : 0);
     jw_raw(w, ",\"routable\":");
     jw_i64(w, t ? (int64_t)t->routable : 0);
+    jw_raw(w, ",\"excluded\":");
+    jw_i64(w, t ? (int64_t)t->excluded : 0);
     jw_raw(w, ",\"age_ms\":");
     jw_i64(w, t ? now - t->built_mono_ms : 0);
     jw_raw(w, "},\"routing\":");

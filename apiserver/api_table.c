@@ -16,7 +16,16 @@
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
  * round again, forever. Meanwhile the loops keep routing on the last table
- * they got, and /api/health says the table is stale.
+ * they got, and /api/health says the table is stale. From the moment a
+ * controller fails, health names the one being tried (not reachable until
+ * it answers). A controller whose process dies closes its connection, so
+ * its long poll fails at once; TCP keep-alive bounds the wait for one that
+ * vanishes without a word.
+ *
+ * --instance_networks: a row whose resolved address is outside them is in
+ * the table (counted, listed by the dashboard as excluded) but never in a
+ * model's routable set; api_proxy.c checks the address again before it
+ * connects.
  *
  * Instances keep their identity across tables (model, host, port): the
  * watcher reuses the api_inst of the previous table, so in-flight counts,
@@ -430,6 +439,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         t->routable += ne;
+        t->excluded += m->excluded;
     }
     /* sorted by (name, type): "name@type" order can differ when a name is
      * a prefix of another */

@@ -848,7 +848,7 @@ http_reply(struct http_request *req, int status, const char *content_type, const
 /* Builds `before` {"error":{"message":<fmt...>,"type":type,"param":null,
  * "code":code}} `after` into b (initialised here). Returns 0, or -1 when
  * it does not fit. */
-static int
+static int __attribute__((format(printf, 6, 0)))
 error_body(struct buf *b, const char *before, const char *after, const char *type, const char *code,
            const char *fmt, va_list ap)
 {

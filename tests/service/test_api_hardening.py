@@ -223,6 +223,7 @@ def test_instance_networks_apiserver(t):
         text = metrics_text(a.url)
         h.check('instance="127.0.0.9:' not in text, "no routable canary instance in /metrics")
         h.check("outside --instance_networks" in a.logs(), "the exclusion is logged")
+        h.eq(health(a)["table"]["excluded"], 1, "health counts the excluded row:")
         h.eq(canary.accepted, 0, "the canary received no connection:")
         # the other model is unaffected
         h.eq(chat(a.url, CHAT).status, 200)
