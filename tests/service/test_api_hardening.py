@@ -271,6 +271,7 @@ def test_instance_networks_webserver(t):
 class Quiet(ThreadingHTTPServer):
     """A threading HTTP server that does not print a client's reset."""
     daemon_threads = True
+    request_queue_size = 256  # the apiserver opens many connections at once
 
     def handle_error(self, request, client_address):
         pass
