@@ -105,6 +105,25 @@ def test_prometheus_label_escaping(t):
             continue
         h.check(_SAMPLE.match(line), f"not a valid text-format sample: {line!r}")
     h.check("\\x" not in text, "no \\x escapes (the text format has none)")
+    # each family's samples together, under one TYPE line written before them
+    types, seen, last = {}, set(), None
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name = line.split()[2]
+            h.check(name not in types, f"one TYPE line per family: {name}")
+            types[name] = line.split()[3]
+            continue
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{")[0].split(" ")[0]
+        fam = re.sub(r"_(bucket|sum|count)$", "", name) if re.sub(
+            r"_(bucket|sum|count)$", "", name) in types and types[
+            re.sub(r"_(bucket|sum|count)$", "", name)] == "histogram" else name
+        h.check(fam in types, f"a TYPE line before the samples of {fam}")
+        if fam != last:
+            h.check(fam not in seen, f"the samples of {fam} are not together")
+            seen.add(fam)
+            last = fam
     h.check('model="we\\"ird\\\\na\\nme-模型-🦙@llm"' in text,
             "the name escaped exactly as \\\" \\\\ \\n, UTF-8 as it is")
     h.check(any(v == "tiny@llm" for v in label_values(text, "model")))
