@@ -1489,6 +1489,7 @@ const PROBLEMS = new Set([
   "controller_down",
   "drained",
   "disabled",
+  "excluded",
 ]);
 
 function addEvents(list) {
