@@ -45,6 +45,17 @@ const struct flag_def api_flag_defs[] = {
     F(stream_buffer_bytes, FLAG_INT, "524288", 4096, 268435456, NULL, 0, "BYTES",
       "How far a slow client may fall behind a stream before the instance is no longer read "
       "(back-pressure through TCP); reading resumes when a quarter of it is left."),
+    F(max_answer_bytes, FLAG_INT, "16777216", 65536, 1073741824, NULL, 0, "BYTES",
+      "Largest non-streamed answer (held whole before it is sent on): 502 beyond. Streams are "
+      "not held whole (see --stream_buffer_bytes)."),
+    F(memory_budget_bytes, FLAG_INT, "1073741824", 0, 1099511627776.0, NULL, 0, "BYTES",
+      "Most bytes that buffered answers and stream queues may hold at once, process-wide (0 = "
+      "no limit); a request that would go past it gets 503 with Retry-After."),
+    F(instance_networks, FLAG_STR, "", 1, 0, NULL, 0, "CIDRS",
+      "If set, requests go only to instances whose address is inside these networks (SSRF "
+      "guard, checked on the controller's list and again on the resolved address before "
+      "connecting); other rows are not routable. The webserver applies it to its embedded "
+      "controller's registrations too."),
     F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
       "Instances tried per request (retries happen only before the first byte reaches the "
       "client, and never twice on one instance)."),

@@ -16,7 +16,16 @@
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
  * round again, forever. Meanwhile the loops keep routing on the last table
- * they got, and /api/health says the table is stale.
+ * they got, and /api/health says the table is stale. From the moment a
+ * controller fails, health names the one being tried (not reachable until
+ * it answers). A controller whose process dies closes its connection, so
+ * its long poll fails at once; TCP keep-alive bounds the wait for one that
+ * vanishes without a word.
+ *
+ * --instance_networks: a row whose resolved address is outside them is in
+ * the table (counted, listed by the dashboard as excluded) but never in a
+ * model's routable set; api_proxy.c checks the address again before it
+ * connects.
  *
  * Instances keep their identity across tables (model, host, port): the
  * watcher reuses the api_inst of the previous table, so in-flight counts,
@@ -26,6 +35,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +307,31 @@ note_changes(struct api_watch *w, struct api_inst *i, const struct row *r)
     i->seen = now;
 }
 
+/* Whether instance `i` is left out of routing by --instance_networks: its
+ * resolved address is outside them (an address that did not resolve is
+ * never connected to anyway). Updates i->excluded; a newly excluded
+ * instance is logged and reported as an event (the first
+ * MAX_EVENTS_PER_LIST of one list; *count counts them). Watcher thread. */
+static bool
+excluded(struct api_watch *w, struct api_inst *i, size_t *count)
+{
+    struct api_server *srv = w->srv;
+    unsigned salen = atomic_load_explicit(&i->salen, memory_order_acquire);
+    bool ex = srv->inst_nets.n > 0 && salen != 0 &&
+              !api_addr_allowed(srv, (const struct sockaddr *)&i->sa, salen);
+    char ip[64];
+
+    if (atomic_exchange(&i->excluded, ex) == ex || !ex || ++*count > MAX_EVENTS_PER_LIST) {
+        return ex;
+    }
+    netaddr_format((const struct sockaddr *)&i->sa, ip, sizeof(ip));
+    log_warn("instance %s of %s (address %s): %s; it gets no requests", i->label, i->model->model,
+             ip, API_EXCLUDED_WHY);
+    api_event_add(srv, "excluded", i->model->model, i->host, i->port,
+                  "address %s: %s; it gets no requests", ip, API_EXCLUDED_WHY);
+    return ex;
+}
+
 /* Reads the rows of the controller's view=full list. Returns the count, or
  * -1 with a reason in err. *rows_out points into `root`. */
 static long
@@ -343,7 +379,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
     struct api_table *t = calloc(1, sizeof(*t));
     struct api_inst **next = calloc(n ? n : 1, sizeof(*next));
     struct route_entry *ent = calloc(n ? n : 1, sizeof(*ent));
-    size_t nm = 0;
+    size_t nm = 0, nexcluded = 0;
 
     if (!t || !next || !ent) {
         goto oom;
@@ -385,8 +421,10 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         for (size_t k = i; k < j; k++) {
+            bool ex = excluded(w, next[k], &nexcluded);
             m->alive += rows[k].alive;
-            if (rows[k].routable && rows[k].weight > 0) {
+            m->excluded += ex;
+            if (rows[k].routable && rows[k].weight > 0 && !ex) {
                 ent[ne] = (struct route_entry){&next[k]->rt, rows[k].weight};
                 m->inst[ne++] = next[k];
                 atomic_fetch_add(&next[k]->refs, 1); /* the table's */
@@ -401,6 +439,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         t->routable += ne;
+        t->excluded += m->excluded;
     }
     /* sorted by (name, type): "name@type" order can differ when a name is
      * a prefix of another */
@@ -438,6 +477,10 @@ build(struct api_watch *w, const struct row *rows, size_t n)
         api_event_add(w->srv, "changes", NULL, NULL, 0,
                       "%zu more changes in one update (not listed one by one)",
                       w->nevents - MAX_EVENTS_PER_LIST);
+    }
+    if (nexcluded > MAX_EVENTS_PER_LIST) {
+        log_warn("%zu more instances newly outside --instance_networks (not listed one by one)",
+                 nexcluded - MAX_EVENTS_PER_LIST);
     }
     w->first_list = false;
     for (size_t i = 0; i < w->nknown; i++) {
@@ -589,6 +632,34 @@ on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
     return atomic_load(&call->w->stop) ? 1 : 0; /* nonzero aborts the transfer */
 }
 
+/* The watch connection's TCP options: keep-alive probes every second after
+ * a second of silence, and the peer given up after KEEPALIVE_PROBES
+ * unanswered ones (or unacknowledged data for as long). A controller
+ * whose process dies closes the connection at once (the long poll fails
+ * with "nothing returned" and the watcher moves on); these bound the wait
+ * when it vanishes without a word (its host or network gone) to a few
+ * seconds instead of the long poll's whole --watch_wait_secs. */
+#define KEEPALIVE_PROBES 3
+
+static int
+on_sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+    int on = 1, idle = 1, intvl = 1, cnt = KEEPALIVE_PROBES;
+    unsigned user_timeout_ms = 1000u * (1 + KEEPALIVE_PROBES);
+
+    (void)arg;
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        /* best effort: a failure leaves the long poll's own timeout */
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+                         sizeof(user_timeout_ms));
+    }
+    return CURL_SOCKOPT_OK;
+}
+
 /* One list call to controller `ctl`: a long-poll when we hold an ETag.
  * Returns the HTTP status (200, 304, ...), or -1 with a reason in err. */
 static long
@@ -633,6 +704,7 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     cc = curl_easy_perform(h);
     if (cc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -755,7 +827,6 @@ watch_main(void *arg)
             }
             continue;
         }
-        set_status(w, false, err);
         if (!warned) {
             log_warn("controller %s: %s; trying the next one (routing goes on with the last "
                      "table)",
@@ -765,7 +836,13 @@ watch_main(void *arg)
                           w->srv->ctl_shown[w->cur], err);
             warned = true;
         }
+        int failed = w->cur;
         w->cur = (w->cur + 1) % (int)w->srv->nctl;
+        /* health names the controller being tried from now on, not the
+         * one that failed (it says why that one was left) */
+        char why[256];
+        snprintf(why, sizeof(why), "%.120s: %.120s", w->srv->ctl[failed], err);
+        set_status(w, false, why);
         /* the next controller is asked for its list at once, not watched
          * with the last one's ETag: its answer says at once that it serves
          * (health is no longer stale) and brings its view */

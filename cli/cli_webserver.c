@@ -36,6 +36,7 @@
 
 #include "api.h"
 #include "api_dash.h"
+#include "budget.h"
 #include "cli.h"
 #include "ctl.h"
 #include "json_write.h"
@@ -264,6 +265,7 @@ h_metrics(struct http_request *req, void *arg)
     buf_init(&b, 64 * 1024 * 1024);
     rc = metrics_write_http(&b, w->http);
     rc |= api_write_metrics(w->api, api_loop_of(w->api, req), &b);
+    rc |= metrics_write_budget(&b);
     if (w->embedded) {
         rc |= ctl_api_write_metrics(w->ctl, &b);
     }
@@ -404,12 +406,16 @@ load(struct web *w, int argc, char **argv)
             }
         }
     }
-    /* the webserver's secret is everyone's */
+    /* the webserver's secret is everyone's; --instance_networks (the API
+     * server's group takes it from argv) restricts both the embedded
+     * controller's registrations and where requests go */
     if (replace_str(&w->api_cfg.cluster_secret, w->cfg.cluster_secret) != 0 ||
-        replace_str(&w->ctl_cfg.cluster_secret, w->cfg.cluster_secret) != 0) {
+        replace_str(&w->ctl_cfg.cluster_secret, w->cfg.cluster_secret) != 0 ||
+        replace_str(&w->ctl_cfg.instance_networks, w->api_cfg.instance_networks) != 0) {
         fprintf(stderr, "roster: out of memory\n");
         return EX_OSERR;
     }
+    budget_set_limit(w->api_cfg.memory_budget_bytes);
     return 0;
 }
 
