@@ -781,7 +781,7 @@ set_status(struct api_watch *w, bool ok, const char *error)
         w->st.last_ok_mono_ms = util_mono_ms();
         w->st.error[0] = '\0';
     } else {
-        util_strlcpy(w->st.error, error, sizeof(w->st.error));
+        util_url_redact(error, w->st.error, sizeof(w->st.error)); /* it names a URL */
     }
     pthread_mutex_unlock(&w->mu);
 }
@@ -841,7 +841,7 @@ watch_main(void *arg)
         /* health names the controller being tried from now on, not the
          * one that failed (it says why that one was left) */
         char why[256];
-        snprintf(why, sizeof(why), "%.120s: %.120s", w->srv->ctl[failed], err);
+        snprintf(why, sizeof(why), "%.120s: %.120s", w->srv->ctl_shown[failed], err);
         set_status(w, false, why);
         /* the next controller is asked for its list at once, not watched
          * with the last one's ETag: its answer says at once that it serves

@@ -263,11 +263,11 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
                  "exhausted",
                  http_req_id(j->req), (long long)budget_limit());
         if (j->started) {
-            stream_error(j, "over_memory_budget",
+            stream_error(j, "memory_budget_exceeded",
                          "the worker is out of memory for this answer "
                          "(--memory_budget_bytes); retry");
         } else {
-            fail(j, 503, "server_error", "over_memory_budget",
+            fail(j, 503, "server_error", "memory_budget_exceeded",
                  "the worker is out of memory for this answer (--memory_budget_bytes); retry");
         }
         return;
@@ -1102,7 +1102,7 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
         log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is "
                  "exhausted",
                  http_req_id(req), (long long)budget_limit());
-        http_reply_error(req, 503, "server_error", "over_memory_budget",
+        http_reply_error(req, 503, "server_error", "memory_budget_exceeded",
                          "the worker is out of memory for this request "
                          "(--memory_budget_bytes); retry");
         job_free(j);
