@@ -52,9 +52,10 @@
  *
  * Memory. Each list JSON is charged to the process budget (budget.h,
  * --memory_budget_bytes) for as long as it lives (the snapshot's cache and
- * every response still sending it hold references); its buffer is capped
- * at CTL_INST_JSON_MAX bytes per instance of the snapshot. A JSON the budget
- * cannot hold is not built: the reader answers 503 + Retry-After.
+ * every response still sending it hold references); the buffer it is built
+ * in is capped at CTL_INST_JSON_MAX bytes per instance of the snapshot. A
+ * JSON the budget cannot hold is dropped: the reader answers 503 +
+ * Retry-After.
  */
 #include "ctl.h"
 
@@ -344,12 +345,10 @@ cached_json(struct ctl_json *_Atomic *slot, struct ctl_snap *s, const struct ctl
     bool first = true;
 
     if (!j) {
-        /* while it is built, the buffer too is charged to the budget */
-        size_t cap = 2 + n * (CTL_INST_JSON_MAX + 1);
-        if (!budget_take((int64_t)cap)) {
-            return NULL;
-        }
-        buf_init(&b, cap);
+        /* the buffer is capped by what the snapshot's instances can take; the
+         * document is charged to the budget once built (the buffer itself is
+         * transient: one per building thread) */
+        buf_init(&b, 2 + n * (CTL_INST_JSON_MAX + 1));
         jw_init(&w, &b);
         jw_raw(&w, "[");
         if (m) {
@@ -360,7 +359,6 @@ cached_json(struct ctl_json *_Atomic *slot, struct ctl_snap *s, const struct ctl
             }
         }
         jw_raw(&w, "]");
-        budget_give((int64_t)cap);
         j = w.err ? NULL : json_from_buf(&b);
         buf_cleanup(&b);
         if (!j) {

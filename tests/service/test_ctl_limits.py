@@ -153,11 +153,12 @@ def test_instance_networks_enforced_at_read(t):
 
 
 def test_list_json_memory_budget(t):
-    c = t.controller(args=["--memory_budget_bytes", "60000", "--view_poll_ms", "50"] + QUIET)
+    # the whole list (21 instances, about 5.5 KB of JSON) does not fit in 3,000
+    # bytes; one model's (about 270 bytes) does
+    c = t.controller(args=["--memory_budget_bytes", "3000", "--view_poll_ms", "50"] + QUIET)
     for p in range(20):
         h.register(c.url, port=9000 + p)
     h.register(c.url, model="small@llm", port=9100)
-    # 21 instances need 21 x 4 KiB of buffer while the list is built: refused
     r = h.request("GET", c.url + "/api/controller/models")
     h.eq(r.status, 503, f"{r}")
     h.eq(h.check_error(r.status, r.body, 503)["code"], "memory_budget")
