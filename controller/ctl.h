@@ -35,8 +35,9 @@
  * The view's master lock (held by the refresher through a whole full
  * refresh: tens of ms with 100,000 instances) is never taken on a loop
  * thread; what a loop reads besides the snapshot is atomic
- * (ctl_view_last_refresh_mono, ctl_metrics). The common code a handler
- * calls adds the HTTP server's own (http_server.h) and the log's line lock.
+ * (ctl_view_last_refresh_mono, ctl_metrics, the histograms). The writer
+ * and the view post completions and wake-ups to a loop through its mailbox
+ * lock (http_loop_post, held to link a task); the log takes no lock.
  */
 #ifndef ROSTER_CTL_H
 #define ROSTER_CTL_H
