@@ -80,7 +80,11 @@ const struct flag_def ctl_flag_defs[] = {
     F(instance_networks, FLAG_STR, "", 1, 0, NULL, 0, "CIDRS",
       "If set, registered hosts must be IP literals inside these networks (SSRF guard)."),
     F(max_instances, FLAG_INT, "100000", 1, 10000000, NULL, 0, "N",
-      "Most instances the registry holds; registrations beyond it get 503."),
+      "Most instances the registry holds: a registration or heartbeat that would add a row "
+      "beyond it gets 409 (the table's rows are counted, not only this controller's view)."),
+    F(memory_budget_bytes, FLAG_INT, "536870912", 0, 1099511627776.0, NULL, 0, "BYTES",
+      "Most bytes the list JSON documents may hold (cached, or pinned by responses still "
+      "being sent); beyond it lists get 503 with Retry-After (0 = no limit)."),
     F(max_body_bytes, FLAG_INT, "65536", 1024, 16777216, NULL, 0, "BYTES",
       "Largest request body accepted (413 beyond)."),
     F(write_gather_us, FLAG_INT, "1000", 0, 100000, NULL, 0, "US",

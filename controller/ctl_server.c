@@ -34,6 +34,7 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "controller"
+#include "budget.h"
 #include "log.h"
 #include "util.h"
 
@@ -148,6 +149,7 @@ ctl_server_open(struct ctl_config *cfg, struct ctl_server **out)
     /* a refresh succeeds every view_poll_ms while the database answers;
      * beyond this, the refresher is stuck (database unreachable) */
     vc.stale_ms = cfg->view_poll_ms + 500;
+    vc.instance_nets = &srv->instance_nets; /* filled by setup_networks, before any row */
     if (setup_networks(srv) != 0) {
         return EX_USAGE;
     }
@@ -275,6 +277,7 @@ ctl_main(int argc, char **argv)
         return code;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes); /* the process is this controller */
     code = ctl_server_open(&cfg, &srv);
     if (code != 0) {
         goto out;
