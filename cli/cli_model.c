@@ -802,6 +802,8 @@ run(int argc, char **argv)
         fprintf(stderr, "roster: model %s: %s\n", c->name, err);
         code = EX_USAGE;
     } else {
+        struct flag_group g = {.defs = defs, .cfg = &o, .sources = src};
+        (void)flags_scrub_secrets(&g, 1, argc - 1, args); /* args point into argv */
         for (size_t i = 0; defs[i].name; i++) {
             if ((defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
                 fprintf(stderr,
