@@ -44,8 +44,23 @@ struct server {
     enum script script;
     int accepts;
     int requests;
-    int closed; /* connections the client closed */
+    int closed;                   /* connections the client closed */
+    struct bufferevent *open[64]; /* connections not yet freed (teardown frees them) */
+    int nopen;
 };
+
+/* Frees a server connection. */
+static void
+srv_close(struct server *s, struct bufferevent *bev)
+{
+    for (int i = 0; i < s->nopen; i++) {
+        if (s->open[i] == bev) {
+            s->open[i] = s->open[--s->nopen];
+            break;
+        }
+    }
+    bufferevent_free(bev);
+}
 
 static const char *
 answer(enum script s)
@@ -84,7 +99,7 @@ srv_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         s->closed++;
-        bufferevent_free(bev);
+        srv_close(s, bev);
     }
 }
 
@@ -95,7 +110,7 @@ srv_written(struct bufferevent *bev, void *arg)
 
     if (s->script == S_EOF || s->script == S_CLOSE_IDLE || s->script == S_CUT ||
         s->script == S_GARBAGE) {
-        bufferevent_free(bev);
+        srv_close(s, bev);
     }
 }
 
@@ -132,7 +147,7 @@ srv_read(struct bufferevent *bev, void *arg)
     evbuffer_drain(in, head + len);
     s->requests++;
     if (s->script == S_NO_ANSWER) {
-        bufferevent_free(bev);
+        srv_close(s, bev);
         return;
     }
     bufferevent_write(bev, answer(s->script), strlen(answer(s->script)));
@@ -148,6 +163,9 @@ srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, in
     (void)sa;
     (void)salen;
     s->accepts++;
+    if (s->nopen < (int)(sizeof(s->open) / sizeof(s->open[0]))) {
+        s->open[s->nopen++] = bev;
+    }
     bufferevent_setcb(bev, srv_read, srv_written, srv_event, s);
     bufferevent_enable(bev, EV_READ);
 }
@@ -242,6 +260,9 @@ teardown(struct hu_pool *p, struct server *s, struct event_base *base)
 {
     hu_pool_free(p);
     run(base, 100);
+    while (s->nopen > 0) {
+        srv_close(s, s->open[0]);
+    }
     evconnlistener_free(s->lis);
     event_base_free(base);
 }
