@@ -46,6 +46,7 @@
 #include "json_check.h"
 #include "json_write.h"
 #include "log.h"
+#include "sse.h"
 #include "util.h"
 
 #define MAX_UPSTREAM_BODY (256u * 1024 * 1024) /* a whole (non-streamed) answer */
@@ -71,8 +72,8 @@ struct wrk_proxy_job {
     long status;  /* the upstream's, once its headers are in */
     bool started; /* our streamed reply has begun */
     struct buf resp;
-    struct buf line; /* DB-GPT translation: an SSE line not yet complete */
-    struct buf text; /* DB-GPT translation: the text so far */
+    struct sse_splitter line; /* DB-GPT translation: the upstream's SSE lines */
+    struct buf text;          /* DB-GPT translation: the text so far */
     char finish[32];
     char err[512]; /* why the answer cannot be used */
     char curl_err[CURL_ERROR_SIZE];
@@ -101,7 +102,7 @@ job_free(struct wrk_proxy_job *j)
     free(j->url);
     free(j->body);
     buf_cleanup(&j->resp);
-    buf_cleanup(&j->line);
+    sse_splitter_cleanup(&j->line);
     buf_cleanup(&j->text);
     free(j);
 }
@@ -313,25 +314,16 @@ clamp_tokens(double v)
 
 /* One SSE line of the upstream's chat stream. Returns 0, or -1 with j->err. */
 static int
-sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
+sse_line(void *arg, const char *p, size_t n)
 {
+    struct wrk_proxy_job *j = arg;
     cJSON *root = NULL;
     char err[128];
     const cJSON *c, *it;
     bool grew = false;
 
-    if (n >= 5 && memcmp(p, "data:", 5) == 0) {
-        p += 5;
-        n -= 5;
-    } else {
-        return 0; /* comments, event names, blank lines */
-    }
-    while (n && *p == ' ') {
-        p++;
-        n--;
-    }
-    if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
-        return 0;
+    if (!sse_line_data(p, n, &p, &n) || sse_data_is_done(p, n)) {
+        return 0; /* comments, event names, blank lines; the end */
     }
     if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
         snprintf(j->err, sizeof(j->err), "an event of the engine's stream is not JSON: %s", err);
@@ -382,28 +374,13 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
 static int
 sse_feed(struct wrk_proxy_job *j, const char *p, size_t n)
 {
-    size_t start = 0;
-    char *nl;
+    int rc = sse_splitter_feed(&j->line, p, n, sse_line, j);
 
-    if (buf_append(&j->line, p, n) != 0) {
+    if (rc == SSE_TOO_LONG) {
         snprintf(j->err, sizeof(j->err), "an event of the engine's stream exceeds %u bytes",
                  MAX_SSE_LINE);
-        return -1;
     }
-    while ((nl = memchr(j->line.data + start, '\n', j->line.len - start))) {
-        size_t len = (size_t)(nl - (j->line.data + start));
-        if (len && j->line.data[start + len - 1] == '\r') {
-            len--;
-        }
-        if (sse_line(j, j->line.data + start, len) != 0) {
-            return -1;
-        }
-        start = (size_t)(nl - j->line.data) + 1;
-    }
-    memmove(j->line.data, j->line.data + start, j->line.len - start);
-    j->line.len -= start;
-    j->line.data[j->line.len] = '\0';
-    return 0;
+    return rc == SSE_OK ? 0 : -1;
 }
 
 /* DB-GPT's embeddings answer, [[float]], from OpenAI's. */
@@ -514,7 +491,7 @@ on_done(CURL *easy, CURLcode rc, void *arg)
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &j->status);
     }
     http_req_on_close(j->req, NULL, NULL);
-    if (rc == CURLE_OK && j->line.len && sse_feed(j, "\n", 1) != 0) {
+    if (rc == CURLE_OK && sse_splitter_pending(&j->line) && sse_feed(j, "\n", 1) != 0) {
         rc = CURLE_WEIRD_SERVER_REPLY; /* the last line had no newline */
     }
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
@@ -874,7 +851,7 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
     j->prompt_tokens = -1;
     j->start_ms = util_wall_ms();
     buf_init(&j->resp, MAX_UPSTREAM_BODY);
-    buf_init(&j->line, MAX_SSE_LINE);
+    sse_splitter_init(&j->line, SSE_LINES, MAX_SSE_LINE);
     buf_init(&j->text, MAX_UPSTREAM_BODY);
     if (upstream_body(j, root, model) != 0) {
         job_free(j);
