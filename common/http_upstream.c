@@ -550,7 +550,9 @@ hu_parser_feed(struct hu_parser *p, const char *data, size_t n, size_t *used)
     if (p->complete) {
         return HU_PARSE_DONE;
     }
-    return HTTP_PARSER_ERRNO(&p->hp) == HPE_OK ? HU_PARSE_MORE : HU_PARSE_ERROR;
+    /* bytes left over with no error: an upgrade (101, CONNECT), which no
+     * worker may answer: the rest would never be read */
+    return HTTP_PARSER_ERRNO(&p->hp) == HPE_OK && *used == n ? HU_PARSE_MORE : HU_PARSE_ERROR;
 }
 
 /* The answer's body runs to the end of the connection: neither chunked nor
