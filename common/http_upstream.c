@@ -478,6 +478,9 @@ p_headers_complete(http_parser *hp)
 {
     struct hu_parser *p = hp->data;
 
+    if (hp->status_code < 100) {
+        return -1; /* no such status (http-parser takes "HTTP/1.1 20"): not HTTP */
+    }
     if (hp->status_code < 200) {
         /* an interim answer (100 Continue): the final one follows */
         p->flen = p->ctlen = 0;
@@ -488,7 +491,9 @@ p_headers_complete(http_parser *hp)
     if (!p->muted) {
         p->cb->on_head(p->arg, (int)hp->status_code, p->ctlen ? p->ct : NULL);
     }
-    return 0;
+    /* 204 and 304 end at their headers whatever Content-Length says (RFC
+     * 9110 6.4.1; http-parser would read that many bytes as a body) */
+    return hp->status_code == 204 || hp->status_code == 304 ? 1 : 0;
 }
 
 static int
@@ -496,6 +501,9 @@ p_body(http_parser *hp, const char *at, size_t n)
 {
     struct hu_parser *p = hp->data;
 
+    if (!p->head_done) {
+        return -1; /* a body without a final status line before it */
+    }
     if (!p->muted) {
         p->cb->on_data(p->arg, at, n);
     }

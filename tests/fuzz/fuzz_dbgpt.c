@@ -133,9 +133,9 @@ as_stream(const char *p, size_t n, size_t max, unsigned seed)
     size_t pw = 0, p1 = 0, p2 = 0;
     int rw, r1, r2;
 
-    buf_init(&want.all, 2 * n + 64);
-    buf_init(&whole.all, 2 * n + 64);
-    buf_init(&cut.all, 2 * n + 64);
+    buf_init(&want.all, 5 * n + 64);
+    buf_init(&whole.all, 5 * n + 64);
+    buf_init(&cut.all, 5 * n + 64);
     rw = reference(p, n, &want, &pw);
     r1 = split(p, n, 0, &whole, &p1);
     r2 = split(p, n, seed, &cut, &p2);

@@ -130,9 +130,14 @@ check_listing(const struct flag_def *defs, const union cfg *cfg, const enum flag
     flags_print_effective(f, defs, cfg, src);
     fclose(f);
     for (size_t i = 0; defs[i].name; i++) {
-        const char *v = *(char *const *)(const void *)((const char *)cfg + defs[i].offset);
+        const char *v;
         char want[128];
-        if (!(defs[i].flags & FLAG_SECRET) || !v || !*v || (defs[i].flags & FLAG_ARGV_ONLY)) {
+        if (!(defs[i].flags & FLAG_SECRET) || defs[i].type != FLAG_STR ||
+            (defs[i].flags & FLAG_ARGV_ONLY)) {
+            continue;
+        }
+        v = *(char *const *)(const void *)((const char *)cfg + defs[i].offset);
+        if (!v || !*v) {
             continue;
         }
         snprintf(want, sizeof(want), "  --%-32s ***", defs[i].name);

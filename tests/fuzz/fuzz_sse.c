@@ -178,9 +178,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     n = size - 2;
     want.max = whole.max = cut.max = caps[data[1] % 6];
     want.stop_at = whole.stop_at = cut.stop_at = (data[1] >> 3) % 4 == 0 ? (data[1] >> 5) + 1 : 0;
-    buf_init(&want.all, 2 * n + 64);
-    buf_init(&whole.all, 2 * n + 64);
-    buf_init(&cut.all, 2 * n + 64);
+    buf_init(&want.all, 5 * n + 64);
+    buf_init(&whole.all, 5 * n + 64);
+    buf_init(&cut.all, 5 * n + 64);
     rw = reference(p, n, &want, &pw);
     r1 = split(p, n, 0, &whole, &p1);
     r2 = split(p, n, data[0] | 1u, &cut, &p2);
