@@ -34,7 +34,7 @@ enum flag_type {
 #define FLAG_SECRET_MAX 512 /* longest value of a FLAG_SECRET option */
 
 enum {
-    FLAG_SECRET = 1,    /* never printed; warn when given on argv */
+    FLAG_SECRET = 1,    /* never printed; when given on argv: blanked there, with a warning */
     FLAG_HIDDEN = 2,    /* not in --help or the docs */
     FLAG_ARGV_ONLY = 4, /* not read from the environment (--check) */
 };
