@@ -769,6 +769,7 @@ run(int argc, char **argv)
     struct cli_model_opts o;
     const struct model_cmd *c;
     char **args = NULL;
+    char m_flag[] = "--model_name"; /* writable: flags_scrub_secrets writes into args */
     char err[256];
     int code;
     int rc;
@@ -790,7 +791,7 @@ run(int argc, char **argv)
         return EX_OSERR;
     }
     for (int i = 1; i < argc; i++) {
-        args[i - 1] = strcmp(argv[i], "-m") == 0 ? (char *)"--model_name" : argv[i];
+        args[i - 1] = strcmp(argv[i], "-m") == 0 ? m_flag : argv[i];
     }
     cmd_defs(c, defs);
     memset(&o, 0, sizeof(o));
