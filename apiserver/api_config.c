@@ -24,7 +24,8 @@ const struct flag_def api_flag_defs[] = {
     F(port, FLAG_INT, "8100", 0, 65535, NULL, 0, "PORT", "Port to listen on (0 = any free port)."),
     F(api_keys, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "KEYS",
       "Client API keys, comma-separated (Authorization: Bearer KEY); none: no authentication."),
-    F(routing, FLAG_STR, "p2c", 1, 0, NULL, 0, "POLICY",
+    F(routing, FLAG_ENUM, "p2c", 1, 0, NULL, 0,
+      "p2c|weighted_random|round_robin|least_inflight|session",
       "p2c (power of two choices on in-flight requests per weight), weighted_random, "
       "round_robin (smooth weighted), least_inflight, or session (consistent hashing of the "
       "request's 'user' or X-Session-Id, with bounded load)."),
@@ -78,7 +79,8 @@ const struct flag_def api_flag_defs[] = {
     HTTP_LIMIT_FLAGS(struct api_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
@@ -101,15 +103,9 @@ api_config_load(struct api_config *cfg, int argc, char **argv)
     enum flag_source src[64];
     int rc = flags_load_role(api_flag_defs, cfg, argc, argv, api_usage, api_summary,
                              offsetof(struct api_config, log_level), src);
-    enum route_policy p;
 
     if (rc != 0) {
         return rc;
-    }
-    if (route_policy_parse(cfg->routing, &p) != 0) {
-        fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
-                        "least_inflight or session\n");
-        return -1;
     }
     if (cfg->check) {
         printf("%s --check\noptions:\n", api_usage);

@@ -118,7 +118,8 @@ const struct flag_def web_flag_defs[] = {
     HTTP_LIMIT_FLAGS(struct web_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
@@ -359,10 +360,7 @@ load(struct web *w, int argc, char **argv)
         fprintf(stderr, "roster: %s\n", err);
         return EX_USAGE;
     }
-    if (log_set_level_name(w->cfg.log_level) != 0) {
-        fprintf(stderr, "roster: --log_level: unknown level '%s'\n", w->cfg.log_level);
-        return EX_USAGE;
-    }
+    (void)log_set_level_name(w->cfg.log_level); /* one of the table's choices */
     w->embedded = !w->cfg.controller_addr || !*w->cfg.controller_addr;
     if (!w->embedded) {
         for (size_t i = 0; ctl_flag_defs[i].name; i++) {
@@ -374,12 +372,6 @@ load(struct web *w, int argc, char **argv)
                 return EX_USAGE;
             }
         }
-    }
-    enum route_policy p;
-    if (route_policy_parse(w->api_cfg.routing, &p) != 0) {
-        fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
-                        "least_inflight or session\n");
-        return EX_USAGE;
     }
     if (!*w->cfg.model_name || strchr(w->cfg.model_name, '@') || strchr(w->cfg.model_name, ',') ||
         !*w->cfg.embedding_model || strchr(w->cfg.embedding_model, '@') ||
@@ -397,12 +389,11 @@ load(struct web *w, int argc, char **argv)
         log_warn("--registry_db_url on the command line carries a password, where other users "
                  "can read it; put the password in ROSTER_REGISTRY_DB_PASSWORD instead");
     }
+    (void)flags_scrub_secrets(g, 3, argc, argv);
     for (size_t k = 0; k < 3; k++) {
         for (size_t i = 0; g[k].defs[i].name; i++) {
             if ((g[k].defs[i].flags & FLAG_SECRET) && g[k].sources[i] == FLAG_FROM_ARGV) {
-                log_warn("--%s was given on the command line, where other users can read it; "
-                         "use the environment variable instead",
-                         g[k].defs[i].name);
+                flags_warn_secret_on_argv(&g[k].defs[i]);
             }
         }
     }

@@ -30,7 +30,7 @@ const struct flag_def ctl_flag_defs[] = {
     F(threads, FLAG_INT, "1", 1, 64, NULL, 0, "N", "HTTP event-loop threads."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, 0, "PATH",
       "Write the bound port to PATH once listening (for tests and supervisors)."),
-    F(registry_type, FLAG_STR, "database", 1, 0, NULL, 0, "TYPE",
+    F(registry_type, FLAG_ENUM, "database", 1, 0, NULL, 0, "database|embedded",
       "'database' (the table in --registry_db_type) or 'embedded' (an in-memory SQLite "
       "table: state is lost on exit)."),
     F(registry_db_url, FLAG_STR, NULL, 1, 0, NULL, 0, "URL",
@@ -39,7 +39,7 @@ const struct flag_def ctl_flag_defs[] = {
       "mysql+pymysql://; a Unix socket with ?unix_socket=PATH), sqlite:///relative.db, "
       "sqlite:////absolute/path.db or sqlite:///:memory:. Keep the password out of it: "
       "ROSTER_REGISTRY_DB_PASSWORD."),
-    F(registry_db_type, FLAG_STR, "sqlite", 1, 0, NULL, 0, "TYPE",
+    F(registry_db_type, FLAG_ENUM, "sqlite", 1, 0, NULL, 0, "sqlite|mysql|mariadb",
       "'sqlite' (one machine, the default) or 'mysql' (MySQL or MariaDB, shared by any "
       "number of controllers; 'mariadb' is the same)."),
     F(registry_db_name, FLAG_STR, "", 1, 0, NULL, 0, "NAME",
@@ -99,7 +99,8 @@ const struct flag_def ctl_flag_defs[] = {
     HTTP_LIMIT_FLAGS(struct ctl_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(access_log, FLAG_BOOL, "false", 1, 0, NULL, 0, NULL,
       "Log every request at info (default: writes at info, heartbeats and reads at debug)."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
@@ -115,12 +116,6 @@ void
 ctl_config_cleanup(struct ctl_config *cfg)
 {
     flags_cleanup(ctl_flag_defs, cfg);
-}
-
-static bool
-one_of(const char *v, const char *a, const char *b)
-{
-    return strcmp(v, a) == 0 || strcmp(v, b) == 0;
 }
 
 /* Replaces a string option's value (the table owns it). */
@@ -739,14 +734,6 @@ ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *
     cfg->db_url_password_on_argv = false;
     if (cfg->registry_db_type && strcmp(cfg->registry_db_type, "mariadb") == 0 &&
         set_str(&cfg->registry_db_type, "mysql", err, errcap) != 0) {
-        return -1;
-    }
-    if (!cfg->registry_type || !one_of(cfg->registry_type, "database", "embedded")) {
-        snprintf(err, errcap, "--registry_type must be 'database' or 'embedded'");
-        return -1;
-    }
-    if (!cfg->registry_db_type || !one_of(cfg->registry_db_type, "sqlite", "mysql")) {
-        snprintf(err, errcap, "--registry_db_type must be 'sqlite' or 'mysql'");
         return -1;
     }
     if (check_host_and_name(cfg, err, errcap) != 0) {
