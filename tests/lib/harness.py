@@ -945,3 +945,15 @@ def load_figures(records, since=None, until=None):
 def fmt_figures(f):
     return (f"{f['n']} requests, {f['failed']} failed, latency p50 {f['p50'] * 1000:.0f} ms "
             f"p99 {f['p99'] * 1000:.0f} ms max {f['max'] * 1000:.0f} ms")
+
+
+def sql_root(statement, timeout=30):
+    """Runs SQL as MariaDB's root over the fixture's Unix socket (for what
+    the 'roster' user may not do, such as granting privileges)."""
+    m = mariadb()
+    cmd = ["mariadb", "--no-defaults", f"--socket={m['socket']}", "-uroot", "--batch",
+           "--skip-column-names", "-e", statement]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise Failure(f"SQL (root) failed: {statement}: {r.stderr.strip()}")
+    return [line.split("\t") for line in r.stdout.splitlines()]
