@@ -90,6 +90,10 @@ def cluster(t, hb, api_args=(), n_workers=3):
     ws = [worker(t, f"w{i + 1}", addr, hb) for i in range(n_workers)]
     api = apiserver(t, addr, api_args)
     routed(api, n_workers)
+    ports = {w.port for w in ws}
+    for c in ctls:
+        h.wait_until(lambda c=c: all(health_by_port(c.url).get(p) is True for p in ports), 5,
+                     what=f"{c.name} to list every worker healthy")
     return db, ctls, ws, api
 
 
@@ -385,14 +389,23 @@ def database_outage(t, kind):
           f"{DB_OUTAGE_S:.0f}s: {h.fmt_figures(f)}; write 503s after up to {slowest:.2f}s; "
           f"recovery {', '.join(f'{k} {v:.2f}s' for k, v in sorted(recovered.items()))}; "
           f"{watch.polls} list polls, {len(sightings)} unhealthy sightings")
-    h.eq(f["failed"], 0, f"failed client requests ({f['failures']}):")
-    h.check(slowest <= WRITE_503_BOUND_S, f"a write got its 503 after {slowest:.2f}s "
-            f"(bound {WRITE_503_BOUND_S}s)")
-    h.eq(sightings[:5], [], "instances listed unhealthy because of the outage:")
+    problems = []
+    if f["failed"]:
+        problems.append(f"{f['failed']} failed client requests: {f['failures']}")
+    if slowest > WRITE_503_BOUND_S:
+        problems.append(f"a write got its 503 after {slowest:.2f}s (bound {WRITE_503_BOUND_S}s)")
+    if sightings:
+        problems.append(f"instances listed unhealthy or missing (time after the fault, "
+                        f"controller, port, healthy): "
+                        f"{[(round(s[0] - t_fault, 2),) + s[1:] for s in sightings[:5]]}")
     after = rows_of(db)
-    h.eq([r for r in before if r not in after], [], "rows lost:")
+    lost = [r for r in before if r not in after]
+    if lost:
+        problems.append(f"rows lost: {lost}")
     worst = max(recovered.values())
-    h.check(worst <= RECOVERY_BOUND_S, f"recovery took {worst:.2f}s after the database's return")
+    if worst > RECOVERY_BOUND_S:
+        problems.append(f"recovery took {worst:.2f}s after the database's return")
+    h.eq(problems, [], "database outage:")
 
 
 def test_mariadb_stopped(t):

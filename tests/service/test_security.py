@@ -376,6 +376,10 @@ def accepts(argv):
     return h.cli(argv + ["--check"]).returncode == 0
 
 
+def table_version(api):
+    return h.request("GET", api.url + "/api/health").json()["table"]["version"]
+
+
 def test_ssrf_instance_networks(t):
     nets = ["--instance_networks", "127.0.0.1/32"]
     c = t.controller(args=nets)
@@ -403,6 +407,7 @@ def test_ssrf_instance_networks(t):
     h.eq(h.sqlite_dump(t.sqlite_path), before, "the table after the refused registrations:")
     # a row written behind the controller's back (by a controller without the
     # flag, a DB-GPT controller, or before the flag was set)
+    version0 = table_version(api)
     con = sqlite3.connect(t.sqlite_path, timeout=10)
     try:
         cols = [r[1] for r in con.execute(f"PRAGMA table_info({TABLE})") if r[1] != "id"]
@@ -419,7 +424,8 @@ def test_ssrf_instance_networks(t):
     # listed within a full refresh of the view (--view_refresh_ms 5000)
     h.wait_until(lambda: h.find(h.list_models(c.url, model="chat@llm"), "chat@llm", CANARY.HOST,
                                 CANARY.port), 8, what="the planted row to be listed")
-    time.sleep(0.5)  # the apiserver's watch takes it
+    h.wait_until(lambda: table_version(api) != version0, 5,
+                 what="the apiserver to take the new list")
     listed = h.find(h.list_models(c.url, model="chat@llm"), "chat@llm", CANARY.HOST, CANARY.port)
     routable = h.find(h.list_models(c.url, model="chat@llm", healthy_only="true"), "chat@llm",
                       CANARY.HOST, CANARY.port)
@@ -673,7 +679,9 @@ def test_secrets_never_logged(t):
                    headers=good)
         rq("POST", p2.url + "/v1/chat/completions", {"model": "gpt2", "messages": MSGS})
         c1.kill()
-        time.sleep(3.5)  # a few heartbeats fail over to c2
+        for p in (w1, w2, p1, p2):
+            h.wait_until(lambda p=p: h.request("GET", p.url + "/api/health").json()[
+                "controller"] == c2.url, 10, what=f"{p.name} to fail over to c2")
         for p in (w1, w2, p1, p2, api):
             rq("GET", p.url + "/api/health", headers=good)
         r = rq("POST", api.url + "/v1/chat/completions", {"model": "chat", "messages": MSGS,
@@ -767,7 +775,9 @@ def test_crlf_forges_no_log_line(t):
             sent += 1
     h.request("DELETE", c.url + f"/api/controller/models?model_name=x%0D%0A{FORGED}%40llm"
               "&host=127.0.0.1&port=1")
-    time.sleep(0.3)  # let the last access-log lines be written
+    for p in (c, w, api):  # the last access-log lines are written
+        h.request("GET", p.url + "/api/health", headers={"X-Request-Id": "crlf-last"})
+        h.wait_until(lambda p=p: "crlf-last" in p.logs(), 5, what=f"{p.name}'s access log")
     forged, mentions = [], 0
     for p in t.procs:
         text = p.logs()
