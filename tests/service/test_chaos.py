@@ -340,17 +340,24 @@ def database_outage(t, kind):
             h.mariadb_ctl("kill")
         time.sleep(1.0)
 
-        def write(c, i):
+        def write(c, what, path, body):
             t0 = time.monotonic()
-            r = h.request("POST", c.url + "/api/controller/models",
-                          h.instance(model="probe@llm", port=7000 + i), timeout=15)
-            return c, r, time.monotonic() - t0
-        results = h.in_threads([lambda c=c, i=i: write(c, i) for i, c in enumerate(ctls)], 30)
-        for c, r, dt in results:
-            label = f"{c.name} register during the outage"
+            r = h.request("POST", c.url + path, body, timeout=15)
+            return c, what, r, time.monotonic() - t0
+        calls = []
+        for i, c in enumerate(ctls):
+            calls += [(c, "register", "/api/controller/models",
+                       h.instance(model="probe@llm", port=7000 + i)),
+                      (c, "heartbeat", "/api/controller/heartbeat",
+                       h.instance(model=KEY, port=ws[i].port, heartbeat_interval_secs=hb)),
+                      (c, "admin", "/api/roster/instance",
+                       {"model_name": KEY, "host": "127.0.0.1", "port": ws[i].port, "weight": 2})]
+        results = h.in_threads([lambda a=a: write(*a) for a in calls], 30)
+        for c, what, r, dt in results:
+            label = f"{c.name} {what} during the outage"
             h.check_error(r.status, r.body, 503, label, r.header("Content-Type"))
             h.check(r.header("Retry-After"), f"{label}: 503 without Retry-After")
-        slowest = max(dt for _, _, dt in results)
+        slowest = max(x[3] for x in results)
         h.wait_until(lambda: time.monotonic() >= t_fault + DB_OUTAGE_S, DB_OUTAGE_S + 5,
                      interval=0.05)
         if kind == "stop":
@@ -400,6 +407,10 @@ def database_outage(t, kind):
                         f"{[(round(s[0] - t_fault, 2),) + s[1:] for s in sightings[:5]]}")
     after = rows_of(db)
     lost = [r for r in before if r not in after]
+    unhealthy_rows = h.sql(f"SELECT port FROM {TABLE} WHERE model_name = '{KEY}' AND healthy = 0",
+                           db)
+    if unhealthy_rows:
+        problems.append(f"worker rows marked unhealthy in the table: {unhealthy_rows}")
     if lost:
         problems.append(f"rows lost: {lost}")
     worst = max(recovered.values())
