@@ -424,10 +424,6 @@ def _chat(**fields):
     return enc(body)
 
 
-def _no_auth(extra=None):
-    return dict(extra or {})
-
-
 def inference_cases(who, chat_model="chat", emb_model="emb", headers=None):
     """Bad inputs for the OpenAI-style routes a worker and an apiserver both
     serve. `headers` go with every case (an API key, say)."""

@@ -467,8 +467,6 @@ class KeyedEngine:
     engines do."""
 
     def __init__(self, key):
-        eng = self
-
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -517,7 +515,6 @@ class KeyedEngine:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        del eng
 
     def close(self):
         self.server.shutdown()
@@ -771,7 +768,7 @@ def test_crlf_forges_no_log_line(t):
                     f"GET /api/health HTTP/1.1\r\nHost: x\r\nUser-Agent: a\n{FORGED}: x\r\n\r\n",
                     f"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Request-Id: a%0A{FORGED}\r\n\r\n",
                     f"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Session-Id: a\r{FORGED}\r\n\r\n"):
-            h.raw(p.port, raw.encode(), timeout=2)
+            h.raw(p.port, raw.encode(), timeout=2, read_until_close=False)
             sent += 1
     h.request("DELETE", c.url + f"/api/controller/models?model_name=x%0D%0A{FORGED}%40llm"
               "&host=127.0.0.1&port=1")
