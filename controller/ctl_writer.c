@@ -33,8 +33,9 @@
 #include "log.h"
 #include "util.h"
 
-#define WRITER_MAX_BATCH 512
-#define POLL_SLACK_MS    5000 /* re-read changes this far back: slow commits */
+#define WRITER_MAX_BATCH        512
+#define POLL_SLACK_MS           5000 /* re-read changes this far back: slow commits */
+#define WRITER_ANSWER_MARGIN_MS 100  /* of the write's time bound, kept for answering */
 
 struct ctl_writer {
     struct ctl_server *srv;
@@ -129,7 +130,11 @@ process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
         for (size_t i = 0; i < n; i++) {
             ops[i] = jobs[i]->op;
         }
-        rc = reg_apply(w->store, ops, n);
+        /* the batch answers by its oldest write's arrival + the budget,
+         * less a little for posting the answers (docs/operations.md) */
+        rc = reg_apply_until(w->store, ops, n,
+                             jobs[0]->enqueued_us / 1000 + srv->regcfg.retry_budget_ms -
+                                 WRITER_ANSWER_MARGIN_MS);
         add_stats(srv, w->store, &w->last_stats);
     }
     int64_t t1 = util_mono_ms();

@@ -22,7 +22,10 @@
  * operation is idempotent (registering twice, heartbeating twice, removing
  * twice all leave the same state), so a batch that failed with an
  * ambiguous error (lost connection during COMMIT) is retried whole. Lock
- * waits and deadlocks are retried too, inside the retry budget.
+ * waits and deadlocks (MySQL 1213 and 1205; Galera reports a certification
+ * conflict as 1213) are retried too, with a short jittered backoff, inside
+ * the retry budget; a Galera node that is not ready (1047, 1927) counts as
+ * unreachable and the store moves to the next server of its list.
  */
 #ifndef ROSTER_REGISTRY_H
 #define ROSTER_REGISTRY_H
@@ -37,6 +40,8 @@
 #define REG_NAME_MAX     128
 #define REG_HOST_MAX     128
 #define REG_TEMPLATE_MAX 128
+
+#define REG_MYSQL_HOSTS_MAX 16 /* servers in reg_config.mysql_host */
 
 enum reg_rc {
     REG_OK = 0,
@@ -67,7 +72,12 @@ struct reg_config {
     const char *sqlite_path;
     bool sqlite_synchronous_full; /* PRAGMA synchronous=FULL (default NORMAL) */
     /* MySQL/MariaDB. `mysql_socket` (a Unix socket path) wins over host:port
-     * when set. */
+     * when set. `mysql_host` may list several servers (a Galera cluster),
+     * comma-separated, each HOST, HOST:PORT, [IPV6] or [IPV6]:PORT; an entry
+     * without a port uses `mysql_port`. A store keeps to the server that
+     * last worked; when a connect to it fails or its connection is lost,
+     * it tries the next ones in list order (wrapping), within the call's
+     * time bound. At most REG_MYSQL_HOSTS_MAX entries. */
     const char *mysql_host;
     int mysql_port;
     const char *mysql_socket;
@@ -174,6 +184,14 @@ REG_MUSTCHECK int reg_migrate(struct reg_store *st);
  * committed, or - after an ambiguous lost COMMIT - possibly committed, which
  * is safe because every op is idempotent). Blocks: yes. */
 REG_MUSTCHECK int reg_apply(struct reg_store *st, struct reg_op *ops, size_t n);
+
+/* reg_apply with the caller's deadline (CLOCK_MONOTONIC, epoch ms as
+ * util_mono_ms) instead of now + retry budget: the whole call, retries and
+ * reconnects included, returns by then (a blocked read is cut at the
+ * deadline). A deadline already past returns REG_EBUSY without trying.
+ * deadline_mono_ms <= 0 means now + retry budget. Blocks: yes. */
+REG_MUSTCHECK int reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n,
+                                  int64_t deadline_mono_ms);
 
 /* Called once per row by reg_list. Return 0 to continue, non-zero to stop
  * (reg_list then returns REG_OK). `in` is valid only during the call. */
