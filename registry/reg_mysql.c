@@ -191,6 +191,8 @@ static const unsigned int conn_errors[] = {
     1040, /* ER_CON_COUNT_ERROR: too many connections */
     1047, /* ER_UNKNOWN_COM_ERROR: Galera "WSREP has not yet prepared node for
              application use" (not in the primary component, or not synced) */
+    1180, /* ER_ERROR_DURING_COMMIT: Galera "... provider status: Not connected to
+             Primary Component" (the node lost quorum while committing) */
 };
 
 static int
@@ -603,7 +605,7 @@ connect_one(struct reg_store *st, const struct db_server *srv, unsigned int ct)
         reg__guard_arm(st, (int)mysql_get_socket(be->conn));
         rc = session_setup(st);
         if (reg__guard_disarm(st) && rc != REG_OK) {
-            rc = REG_EUNAVAIL;
+            rc = REG_EUNAVAIL; /* the server stopped answering during the set-up */
         }
     }
     if (rc != REG_OK) {

@@ -540,7 +540,9 @@ guarded_attempt(struct reg_store *st, struct call *c)
     reg__guard_arm(st, fd);
     rc = attempt(st, c);
     if (reg__guard_disarm(st) && rc != REG_OK) {
-        reg__set_err(st, "no answer from the database within the time bound (%s)", st->errmsg);
+        char keep[sizeof(st->errmsg)];
+        memcpy(keep, st->errmsg, sizeof(keep));
+        reg__set_err(st, "no answer from the database within the time bound (%.200s)", keep);
         rc = REG_EUNAVAIL;
     }
     return rc;
