@@ -80,6 +80,8 @@ struct reg_store {
     /* Monotonic deadline of the call in progress (0: none). Backends bound
      * their connect timeouts by it (reg__connect_secs). */
     int64_t deadline_ms;
+    int64_t call_start_ms; /* monotonic start of that call */
+    int call_connects;     /* connects started by that call */
     struct reg_guard guard;
     struct reg_stats stats;
     char errmsg[512];
@@ -93,8 +95,10 @@ int reg__rows_push(struct reg_rows *rows, const struct reg_instance *in);
 void reg__rows_cleanup(struct reg_rows *rows);
 /* Whole seconds a connect may take now: the configured connect timeout,
  * cut to what is left before st->deadline_ms (rounded down, as Connector/C
- * counts whole seconds). 0: no time left for a connect. */
-unsigned int reg__connect_secs(const struct reg_store *st);
+ * counts whole seconds). 0: no time left for a connect. A call whose whole
+ * bound is under a second still gets one connect of 1 s (Connector/C
+ * cannot wait less). Counts the connect it allows. */
+unsigned int reg__connect_secs(struct reg_store *st);
 /* Arms st->guard on `fd` until st->deadline_ms (nothing if no deadline or
  * fd < 0), and disarms it. disarm returns true if the guard fired: the
  * socket was shut down because the deadline passed. */

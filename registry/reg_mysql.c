@@ -38,7 +38,8 @@
  *   Galera node outside the primary component answers 1047 (WSREP not
  *   ready): that counts as unreachable, so the store moves on.
  * - Galera: a certification conflict aborts the later transaction with
- *   1213, like an InnoDB deadlock: retried by reg_store.c. Every write is
+ *   1213, like an InnoDB deadlock: retried by reg_store.c. The session sets
+ *   wsrep_sync_wait = 2 (galera_session). Every write is
  *   one autocommit statement or one short transaction, so a retry is cheap.
  * - InnoDB (innodb_autoinc_lock_mode 1, the default) hands every upserted
  *   row an AUTO_INCREMENT value even when the row is updated, so heartbeats
@@ -531,6 +532,29 @@ scalar(struct reg_store *st, enum stmt_id id, MYSQL_BIND *params, long long *out
     return rc;
 }
 
+/* Galera: UPDATE and DELETE wait until this node has applied every write
+ * the cluster committed before them (wsrep_sync_wait bit 2). Without it a
+ * deregistration or admin change through node B moments after the
+ * registration through node A can match no row (not applied on B yet) and
+ * be lost as "unknown instance". Reads need no wait (the refresher re-reads
+ * 5 s of changes every poll), nor do the upserts (certification orders
+ * them). MySQL has no such variable (1193): nothing to do there; on a
+ * MariaDB without Galera it is accepted and has no effect. */
+static int
+galera_session(struct reg_store *st)
+{
+    struct mysql_be *be = st->be;
+    const char *sql = "SET SESSION wsrep_sync_wait = 2";
+
+    if (mysql_real_query(be->conn, sql, strlen(sql)) != 0) {
+        if (mysql_errno(be->conn) == 1193) { /* ER_UNKNOWN_SYSTEM_VARIABLE */
+            return REG_OK;
+        }
+        return fail_conn(st, "session set-up");
+    }
+    return REG_OK;
+}
+
 static int
 session_setup(struct reg_store *st)
 {
@@ -548,6 +572,9 @@ session_setup(struct reg_store *st)
     }
     if (rc == REG_OK) {
         rc = query(st, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    }
+    if (rc == REG_OK) {
+        rc = galera_session(st);
     }
     return rc;
 }

@@ -21,10 +21,10 @@
  * caller's: reg_apply_until). It bounds the whole call, not each attempt:
  *   - a connect gets at most the whole seconds left (reg__connect_secs),
  *     and none is started when less than a second is left;
- *   - the I/O of a write attempt is guarded: a watchdog thread shuts the
- *     socket down at the deadline, so a read blocked on a stopped server
- *     returns then, not one read timeout later (Connector/C counts whole
- *     seconds per read, and an attempt is several reads);
+ *   - with the caller's deadline (reg_apply_until), the I/O of an attempt
+ *     is guarded: a watchdog thread shuts the socket down at the deadline, so a read blocked on a
+ * stopped server returns then, not one read timeout later (Connector/C counts whole seconds per
+ * read, and an attempt is several reads);
  *   - no retry starts after the deadline.
  * Measured with mariadbd SIGSTOPped (Connector/C 3.3, 10.11): a read
  * blocks exactly MYSQL_OPT_READ_TIMEOUT (no internal retry there), a
@@ -233,7 +233,7 @@ reg__guard_disarm(struct reg_store *st)
 }
 
 unsigned int
-reg__connect_secs(const struct reg_store *st)
+reg__connect_secs(struct reg_store *st)
 {
     int ms = st->cfg.connect_timeout_ms;
     unsigned int secs = ms <= 0 ? 1 : (unsigned int)((ms + 999) / 1000);
@@ -244,6 +244,13 @@ reg__connect_secs(const struct reg_store *st)
         if (left_s < secs) {
             secs = left_s;
         }
+        if (secs == 0 && left > 0 && st->call_connects == 0 &&
+            st->deadline_ms - st->call_start_ms < 1000) {
+            secs = 1; /* a bound under a second: one connect, rounded up */
+        }
+    }
+    if (secs > 0) {
+        st->call_connects++;
     }
     return secs;
 }
@@ -509,6 +516,7 @@ struct call {
     int64_t gc_after_ms;
     int *marked;
     int *deleted;
+    bool hard; /* the caller's deadline: the attempt's I/O is guarded */
 };
 
 static int
@@ -534,7 +542,7 @@ attempt(struct reg_store *st, struct call *c)
 static int
 guarded_attempt(struct reg_store *st, struct call *c)
 {
-    int fd = c->kind == CALL_APPLY && st->ops->socket_fd ? st->ops->socket_fd(st) : -1;
+    int fd = c->hard && st->ops->socket_fd ? st->ops->socket_fd(st) : -1;
     int rc;
 
     reg__guard_arm(st, fd);
@@ -561,6 +569,8 @@ run(struct reg_store *st, struct call *c, int64_t deadline)
         return REG_EBUSY;
     }
     st->deadline_ms = deadline;
+    st->call_start_ms = mono_ms();
+    st->call_connects = 0;
     for (;;) {
         rc = ensure_connected(st, deadline);
         if (rc == REG_OK) {
@@ -610,7 +620,7 @@ reg_apply(struct reg_store *st, struct reg_op *ops, size_t n)
 int
 reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n, int64_t deadline_mono_ms)
 {
-    struct call c = {.kind = CALL_APPLY, .ops = ops, .n = n};
+    struct call c = {.kind = CALL_APPLY, .ops = ops, .n = n, .hard = deadline_mono_ms > 0};
 
     for (size_t i = 0; i < n; i++) {
         if (validate_op(&ops[i]) != REG_OK) {

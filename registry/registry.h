@@ -185,11 +185,13 @@ REG_MUSTCHECK int reg_migrate(struct reg_store *st);
  * is safe because every op is idempotent). Blocks: yes. */
 REG_MUSTCHECK int reg_apply(struct reg_store *st, struct reg_op *ops, size_t n);
 
-/* reg_apply with the caller's deadline (CLOCK_MONOTONIC, epoch ms as
+/* reg_apply with the caller's hard deadline (CLOCK_MONOTONIC ms, as
  * util_mono_ms) instead of now + retry budget: the whole call, retries and
- * reconnects included, returns by then (a blocked read is cut at the
- * deadline). A deadline already past returns REG_EBUSY without trying.
- * deadline_mono_ms <= 0 means now + retry budget. Blocks: yes. */
+ * reconnects included, returns by then. A statement still waiting at the
+ * deadline - for a stopped server, or for a row lock held that long - is
+ * cut off (its socket shut down) and the call returns REG_EUNAVAIL. A
+ * deadline already past returns REG_EBUSY without trying. Plain reg_apply
+ * bounds each wait by the configured timeouts instead. Blocks: yes. */
 REG_MUSTCHECK int reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n,
                                   int64_t deadline_mono_ms);
 
