@@ -81,7 +81,6 @@ struct reg_store {
      * their connect timeouts by it (reg__connect_secs). */
     int64_t deadline_ms;
     int64_t call_start_ms; /* monotonic start of that call */
-    int call_connects;     /* connects started by that call */
     struct reg_guard guard;
     struct reg_stats stats;
     char errmsg[512];
@@ -96,9 +95,9 @@ void reg__rows_cleanup(struct reg_rows *rows);
 /* Whole seconds a connect may take now: the configured connect timeout,
  * cut to what is left before st->deadline_ms (rounded down, as Connector/C
  * counts whole seconds). 0: no time left for a connect. A call whose whole
- * bound is under a second still gets one connect of 1 s (Connector/C
- * cannot wait less). Counts the connect it allows. */
-unsigned int reg__connect_secs(struct reg_store *st);
+ * bound is under a second gets 1 s connects while time is left (Connector/C
+ * cannot wait less). */
+unsigned int reg__connect_secs(const struct reg_store *st);
 /* Arms st->guard on `fd` until st->deadline_ms (nothing if no deadline or
  * fd < 0), and disarms it. disarm returns true if the guard fired: the
  * socket was shut down because the deadline passed. */

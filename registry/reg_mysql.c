@@ -59,6 +59,7 @@
 #define KEY_WHERE                                                                                  \
     " WHERE model_name = ? AND host = ? AND port = ? AND (sys_code = '' OR sys_code IS NULL)"
 
+#define NO_TIME       "mysql connect: less than a second left of the time bound"
 #define BATCH_MAX     64                         /* rows per multi-row upsert */
 #define UPSERT_PARAMS 11                         /* bound parameters per upsert row */
 #define TEXT_CAP      (4 * REG_TEMPLATE_MAX + 1) /* varchar(128) in utf8mb4 */
@@ -661,8 +662,11 @@ be_connect(struct reg_store *st)
         int one;
 
         if (ct == 0) {
-            if (!tried) {
-                reg__set_err(st, "mysql connect: less than a second left of the time bound");
+            if (!tried && strncmp(st->errmsg, NO_TIME, strlen(NO_TIME)) != 0) {
+                /* keep the last connect error: it says why */
+                char keep[sizeof(st->errmsg)];
+                memcpy(keep, st->errmsg, sizeof(keep));
+                reg__set_err(st, NO_TIME "%s%.300s", keep[0] ? "; last error: " : "", keep);
             }
             break;
         }

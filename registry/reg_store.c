@@ -233,7 +233,7 @@ reg__guard_disarm(struct reg_store *st)
 }
 
 unsigned int
-reg__connect_secs(struct reg_store *st)
+reg__connect_secs(const struct reg_store *st)
 {
     int ms = st->cfg.connect_timeout_ms;
     unsigned int secs = ms <= 0 ? 1 : (unsigned int)((ms + 999) / 1000);
@@ -244,13 +244,9 @@ reg__connect_secs(struct reg_store *st)
         if (left_s < secs) {
             secs = left_s;
         }
-        if (secs == 0 && left > 0 && st->call_connects == 0 &&
-            st->deadline_ms - st->call_start_ms < 1000) {
-            secs = 1; /* a bound under a second: one connect, rounded up */
+        if (secs == 0 && left > 0 && st->deadline_ms - st->call_start_ms < 1000) {
+            secs = 1; /* a bound under a second: connects are rounded up */
         }
-    }
-    if (secs > 0) {
-        st->call_connects++;
     }
     return secs;
 }
@@ -570,7 +566,6 @@ run(struct reg_store *st, struct call *c, int64_t deadline)
     }
     st->deadline_ms = deadline;
     st->call_start_ms = mono_ms();
-    st->call_connects = 0;
     for (;;) {
         rc = ensure_connected(st, deadline);
         if (rc == REG_OK) {
