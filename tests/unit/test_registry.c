@@ -1162,6 +1162,7 @@ struct blocked {
     struct reg_store *st;
     int rc;
     int64_t took;
+    int64_t until_ms; /* > 0: reg_apply_until(now + until_ms) */
 };
 
 static void *
@@ -1172,7 +1173,10 @@ blocked_thread(void *arg)
     int64_t t0 = mono_ms();
 
     in.lease_ms = 777;
-    b->rc = reg_apply(b->st, &(struct reg_op){.kind = REG_OP_REGISTER, .inst = in}, 1);
+    struct reg_op op = {.kind = REG_OP_REGISTER, .inst = in};
+
+    b->rc = b->until_ms > 0 ? reg_apply_until(b->st, &op, 1, t0 + b->until_ms)
+                            : reg_apply(b->st, &op, 1);
     b->took = mono_ms() - t0;
     reg_thread_end();
     return NULL;
@@ -1248,6 +1252,22 @@ t_lock_wait(void)
     CHECK(b.took < hold + 900);
     CHECK(strlen(reg_errmsg(other)) > 0);
     CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 0);
+
+    /* a hard deadline cuts a statement still waiting for the lock (the
+     * socket is shut down), and the store reconnects for the next call */
+    if (g_mysql) {
+        b.until_ms = 700;
+        CHECK(write_while_locked(st, 2500, &b) == 0);
+        CHECK_EQ_INT(b.rc, REG_EUNAVAIL);
+        CHECK(b.took >= 650 && b.took < 1300);
+        CHECK(strstr(reg_errmsg(st), "time bound") != NULL);
+        CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 0);
+        CHECK_EQ_INT(reg_ping(st), REG_OK);
+        b.until_ms = 3000; /* and one that ends in time */
+        CHECK(write_while_locked(st, 200, &b) == 0);
+        CHECK_EQ_INT(b.rc, REG_OK);
+        CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 1);
+    }
 }
 
 /* ---- cases: SQLite only ----------------------------------------------------------- */
