@@ -289,7 +289,8 @@ do_start() {
 # committed position from InnoDB first (what galera_recovery does under
 # systemd), so the node rejoins by IST from the others' gcache instead.
 recover_position() { # n
-    local n=$1 log="$DIR/n$n/recover.log"
+    local n=$1
+    local log="$DIR/n$n/recover.log"
     : >"$log"
     chown mysql:mysql "$log"
     mariadbd --no-defaults --user=mysql --datadir="$DIR/n$n/data" --socket="$DIR/n$n/recover.sock" \
