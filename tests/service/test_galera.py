@@ -201,6 +201,9 @@ def test_node_killed_under_load_and_rejoins(t):
         h.check(status == 503 and retry_after, f"registration through {name}: {status} {body}")
         h.check(killed <= at <= killed + FAILOVER_WINDOW_S,
                 f"registration through {name} failed {at - killed:.1f}s after the kill: {body}")
+    # c1 did move: its connections to node 1 broke and it reconnected elsewhere
+    h.check((h.metric(ctls[0].url, "roster_db_reconnects_total") or 0) > 0,
+            "c1 never reconnected: node 1 was not the node it used")
     # no acknowledged row lost, and every node holds the same rows
     want = set(regs["acked"])
     for n in (1, 2, 3):
