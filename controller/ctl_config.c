@@ -35,7 +35,8 @@ const struct flag_def ctl_flag_defs[] = {
       "table: state is lost on exit)."),
     F(registry_db_url, FLAG_STR, NULL, 1, 0, NULL, 0, "URL",
       "The registry database as one URL, instead of --registry_db_type/host/port/user/name/"
-      "socket: mysql://USER@HOST[:PORT]/DATABASE (also mariadb:// and SQLAlchemy's "
+      "socket: mysql://USER@HOST[:PORT][,HOST[:PORT]...]/DATABASE (also mariadb:// and "
+      "SQLAlchemy's "
       "mysql+pymysql://; a Unix socket with ?unix_socket=PATH), sqlite:///relative.db, "
       "sqlite:////absolute/path.db or sqlite:///:memory:. Keep the password out of it: "
       "ROSTER_REGISTRY_DB_PASSWORD."),
@@ -44,7 +45,10 @@ const struct flag_def ctl_flag_defs[] = {
       "number of controllers; 'mariadb' is the same)."),
     F(registry_db_name, FLAG_STR, "", 1, 0, NULL, 0, "NAME",
       "SQLite: the database file (default roster.db). MySQL: the database (default roster)."),
-    F(registry_db_host, FLAG_STR, "127.0.0.1", 1, 0, NULL, 0, "HOST", "MySQL server host."),
+    F(registry_db_host, FLAG_STR, "127.0.0.1", 1, 0, NULL, 0, "HOST",
+      "MySQL server host, or several comma-separated as HOST[:PORT],HOST[:PORT],... (the "
+      "nodes of a Galera cluster; also in --registry_db_url): the controller keeps to the one "
+      "that answers and moves to the next when it fails."),
     F(registry_db_port, FLAG_INT, "3306", 1, 65535, NULL, 0, "PORT", "MySQL server port."),
     F(registry_db_user, FLAG_STR, "root", 1, 0, NULL, 0, "USER", "MySQL user."),
     F(registry_db_password, FLAG_STR, "", 1, 0, "CONTROLLER_REGISTRY_DB_PASSWORD", FLAG_SECRET,
@@ -394,6 +398,38 @@ parse_host_port(const char *p, size_t n, struct db_url *u, char *err, size_t err
     return 0;
 }
 
+/* Several servers, HOST[:PORT],HOST[:PORT],... (a Galera cluster): each is
+ * checked as above, and the list is kept as written for the registry,
+ * which parses it again (registry.h, reg_config.mysql_host). */
+static int
+parse_host_list(const char *p, size_t n, struct db_url *u, char *err, size_t errcap)
+{
+    struct db_url one;
+    size_t off = 0;
+
+    if (n >= sizeof(u->host)) {
+        snprintf(err, errcap, "--registry_db_url: the host list is too long");
+        return -1;
+    }
+    while (off <= n) {
+        const char *c = memchr(p + off, ',', n - off);
+        size_t len = c ? (size_t)(c - (p + off)) : n - off;
+        if (len == 0) {
+            snprintf(err, errcap, "--registry_db_url: an empty host in the host list");
+            return -1;
+        }
+        memset(&one, 0, sizeof(one));
+        if (parse_host_port(p + off, len, &one, err, errcap) != 0) {
+            return -1;
+        }
+        off += len + 1;
+    }
+    memcpy(u->host, p, n);
+    u->host[n] = '\0';
+    u->port = 3306;
+    return 0;
+}
+
 #define NEED_DATABASE "--registry_db_url: no database name (mysql://USER@HOST:PORT/DATABASE)"
 
 static int
@@ -437,7 +473,11 @@ parse_mysql_url(const char *rest, struct db_url *u, char *err, size_t errcap)
                  "give it in ROSTER_REGISTRY_DB_PASSWORD");
         return -1;
     }
-    if (parse_host_port(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
+    if (memchr(hp, ',', (size_t)(rest + alen - hp))) {
+        if (parse_host_list(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
+            return -1;
+        }
+    } else if (parse_host_port(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
         return -1;
     }
     if (*path != '/') {
@@ -706,7 +746,7 @@ check_host_and_name(const struct ctl_config *cfg, char *err, size_t errcap)
                  "--registry_db_url (mysql://USER@HOST:PORT/DATABASE)");
         return -1;
     }
-    if (colon && colon[1] && !strchr(colon + 1, ':') &&
+    if (!strchr(h, ',') && colon && colon[1] && !strchr(colon + 1, ':') &&
         strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
         snprintf(err, errcap,
                  "--registry_db_host takes a host name without a port: put the port in "

@@ -71,6 +71,8 @@ ctl_server_describe_db(const struct ctl_server *srv, char *out, size_t cap)
     } else if (rc->mysql_socket) {
         snprintf(out, cap, "mysql:%s@unix:%s/%s", rc->mysql_user, rc->mysql_socket,
                  rc->mysql_database);
+    } else if (strchr(rc->mysql_host, ',')) { /* a server list carries its own ports */
+        snprintf(out, cap, "mysql:%s@%s/%s", rc->mysql_user, rc->mysql_host, rc->mysql_database);
     } else {
         snprintf(out, cap, "mysql:%s@%s:%d/%s", rc->mysql_user, rc->mysql_host, rc->mysql_port,
                  rc->mysql_database);

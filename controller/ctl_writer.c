@@ -63,8 +63,9 @@
 #include "log.h"
 #include "util.h"
 
-#define WRITER_MAX_BATCH 512
-#define POLL_SLACK_MS    5000 /* re-read changes this far back: slow commits */
+#define WRITER_MAX_BATCH        512
+#define POLL_SLACK_MS           5000 /* re-read changes this far back: slow commits */
+#define WRITER_ANSWER_MARGIN_MS 100  /* of the write's time bound, kept for answering */
 
 struct ctl_writer {
     struct ctl_server *srv;
@@ -119,14 +120,6 @@ ctl_db_note(struct ctl_server *srv, int rc, const char *err)
 
 /* ---- writer ---------------------------------------------------------------- */
 
-static int
-count_nothing(const struct reg_instance *in, void *arg)
-{
-    (void)in;
-    (void)arg;
-    return 0;
-}
-
 static bool
 same_key(const struct reg_op *a, const struct reg_op *b)
 {
@@ -150,14 +143,14 @@ finish(struct ctl_job *job, int rc, const char *errmsg)
  * front; *n_io becomes how many remain. Returns REG_OK, or the error of
  * the count (every job has then been failed with it). */
 static int
-admit(struct ctl_writer *w, struct ctl_job **jobs, struct reg_op *ops, size_t *n_io)
+admit(struct ctl_writer *w, struct ctl_job **jobs, struct reg_op *ops, size_t *n_io,
+      int64_t deadline_mono_ms)
 {
     struct ctl_server *srv = w->srv;
     size_t n = *n_io;
     bool missing[WRITER_MAX_BATCH];
     size_t in_view = 0;
     int64_t table_rows = 0;
-    int64_t db_now = 0;
     int64_t used;
     size_t keep = 0;
     size_t admitted = 0;
@@ -166,7 +159,7 @@ admit(struct ctl_writer *w, struct ctl_job **jobs, struct reg_op *ops, size_t *n
     if (ctl_view_missing(srv->view, ops, n, missing, &in_view) == 0) {
         return REG_OK; /* every key is known: no row can be added */
     }
-    rc = reg_list(w->store, INT64_MAX, count_nothing, NULL, &db_now, &table_rows);
+    rc = reg_table_rows_until(w->store, deadline_mono_ms, &table_rows);
     add_stats(srv, w->store, &w->last_stats);
     if (rc != REG_OK) {
         ctl_db_note(srv, rc, reg_errmsg(w->store));
@@ -212,12 +205,17 @@ process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
         for (size_t i = 0; i < n; i++) {
             ops[i] = jobs[i]->op;
         }
-        rc = admit(w, jobs, ops, &n);
+        /* the batch answers by its oldest write's arrival + the budget,
+         * less a little for posting the answers (docs/operations.md); the
+         * count of admission and the transaction share it */
+        int64_t deadline =
+            jobs[0]->enqueued_us / 1000 + srv->regcfg.retry_budget_ms - WRITER_ANSWER_MARGIN_MS;
+        rc = admit(w, jobs, ops, &n, deadline);
         if (rc != REG_OK || n == 0) {
             free(ops);
             return rc;
         }
-        rc = reg_apply(w->store, ops, n);
+        rc = reg_apply_until(w->store, ops, n, deadline);
         add_stats(srv, w->store, &w->last_stats);
     } else {
         rc = REG_ENOMEM;
