@@ -660,21 +660,61 @@ on_sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
     return CURL_SOCKOPT_OK;
 }
 
+/* While a long poll waits, the controller it waits on is asked for
+ * /api/health every PROBE_EVERY_MS, each probe bounded by
+ * --control_timeout_ms: any HTTP answer means the process is alive.
+ * TCP alone cannot tell: the kernel of a stopped (SIGSTOP) or wedged
+ * controller still acknowledges, so the long poll would wait its whole
+ * --watch_wait_secs while the table goes stale. */
+#define PROBE_EVERY_MS 1000
+
+static size_t
+on_probe_data(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n; /* the answer itself does not matter */
+}
+
+static CURL *
+probe_new(struct api_watch *w, int ctl, struct curl_slist *hl, char *url, size_t cap)
+{
+    const struct api_config *cfg = w->srv->cfg;
+    CURL *h = curl_easy_init();
+
+    if (!h) {
+        return NULL;
+    }
+    snprintf(url, cap, "%s/api/health", w->srv->ctl[ctl]);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl); /* the secret, for --protect_reads */
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->control_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)cfg->control_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_probe_data);
+    return h;
+}
+
 /* One list call to controller `ctl`: a long-poll when we hold an ETag.
  * Returns the HTTP status (200, 304, ...), or -1 with a reason in err. */
 static long
 watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errcap)
 {
     const struct api_config *cfg = w->srv->cfg;
-    struct curl_slist *hl = NULL, *n;
-    char url[700], inm[160], secret[600];
+    struct curl_slist *hl = NULL, *probe_hl = NULL, *n;
+    char url[700], probe_url[700], inm[160], secret[600];
     long status = -1;
     CURL *h = curl_easy_init();
-    CURLcode cc;
+    CURLM *m = curl_multi_init();
+    CURL *probe = NULL;
+    int64_t next_probe = util_mono_ms() + PROBE_EVERY_MS;
+    bool done = false;
 
-    if (!h) {
+    err[0] = '\0';
+    if (!h || !m) {
         snprintf(err, errcap, "cannot create a curl handle");
-        return -1;
+        goto out;
     }
     if (w->etag[0]) {
         snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld", w->srv->ctl[ctl],
@@ -686,8 +726,13 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     if (w->etag[0] && (n = curl_slist_append(hl, inm))) {
         hl = n;
     }
-    if (api_secret_header(w->srv, secret, sizeof(secret)) && (n = curl_slist_append(hl, secret))) {
-        hl = n;
+    if (api_secret_header(w->srv, secret, sizeof(secret))) {
+        if ((n = curl_slist_append(hl, secret))) {
+            hl = n;
+        }
+        if ((n = curl_slist_append(probe_hl, secret))) {
+            probe_hl = n;
+        }
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -705,15 +750,81 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
     curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
-    cc = curl_easy_perform(h);
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    } else {
-        snprintf(err, errcap, "%s", curl_easy_strerror(cc));
+    if (curl_multi_add_handle(m, h) != CURLM_OK) {
+        snprintf(err, errcap, "cannot start the transfer");
+        goto out;
+    }
+    while (!done) {
+        int running = 0;
+        CURLMsg *msg;
+        int left;
+
+        if (curl_multi_perform(m, &running) != CURLM_OK) {
+            snprintf(err, errcap, "the transfer failed");
+            break;
+        }
+        while ((msg = curl_multi_info_read(m, &left))) {
+            if (msg->msg != CURLMSG_DONE) {
+                continue;
+            }
+            if (msg->easy_handle == h) {
+                if (msg->data.result == CURLE_OK) {
+                    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+                } else if (!err[0]) {
+                    snprintf(err, errcap, "%s", curl_easy_strerror(msg->data.result));
+                }
+                done = true;
+            } else if (msg->easy_handle == probe) {
+                long ps = 0;
+                curl_easy_getinfo(probe, CURLINFO_RESPONSE_CODE, &ps);
+                if (msg->data.result != CURLE_OK || ps == 0) {
+                    /* no answer at all: the long poll waits on a dead end */
+                    snprintf(err, errcap, "no answer to a health probe within %lld ms (%s)",
+                             (long long)cfg->control_timeout_ms,
+                             curl_easy_strerror(msg->data.result));
+                    status = -1;
+                    done = true;
+                }
+                curl_multi_remove_handle(m, probe);
+                curl_easy_cleanup(probe);
+                probe = NULL;
+                next_probe = util_mono_ms() + PROBE_EVERY_MS;
+            }
+        }
+        if (done || atomic_load(&w->stop)) {
+            break;
+        }
+        if (!probe && util_mono_ms() >= next_probe) {
+            probe = probe_new(w, ctl, probe_hl, probe_url, sizeof(probe_url));
+            if (probe && curl_multi_add_handle(m, probe) != CURLM_OK) {
+                curl_easy_cleanup(probe);
+                probe = NULL;
+            }
+            next_probe = util_mono_ms() + PROBE_EVERY_MS; /* retried then if it failed */
+        }
+        int64_t wait = next_probe - util_mono_ms();
+        (void)curl_multi_poll(m, NULL, 0, wait < 1 ? 1 : wait > 250 ? 250 : (int)wait, NULL);
+    }
+out:
+    if (probe) {
+        curl_multi_remove_handle(m, probe);
+        curl_easy_cleanup(probe);
+    }
+    if (h) {
+        if (m) {
+            curl_multi_remove_handle(m, h);
+        }
+        curl_easy_cleanup(h);
+    }
+    if (m) {
+        curl_multi_cleanup(m);
     }
     explicit_bzero(secret, sizeof(secret));
     curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
+    curl_slist_free_all(probe_hl);
+    if (status < 0 && !err[0]) {
+        snprintf(err, errcap, "stopped");
+    }
     return status;
 }
 
