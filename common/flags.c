@@ -283,6 +283,8 @@ flags_scrub_secrets(const struct flag_group *g, size_t ng, int argc, char **argv
         if ((st.d->flags & FLAG_SECRET) && st.in_argv && *st.value) {
             memset(st.value, 'x', strlen(st.value));
             n++;
+        } else if (st.d->type == FLAG_STR && st.in_argv) {
+            n += util_url_mask_passwords(st.value); /* --upstream http://u:pw@... */
         }
     }
     return n;
