@@ -33,8 +33,10 @@
 
 #include "api_route.h"
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "metrics.h"
+#include "netaddr.h"
 
 #define API_MAX_CTLS     16
 #define API_NAME_MAX     128 /* model_name and host, as in the registry table */
@@ -50,11 +52,15 @@ struct api_config {
     char *routing;
     int64_t threads;
     int64_t max_body_bytes;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     int64_t connect_timeout_ms;
     int64_t first_byte_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t request_timeout_ms;
     int64_t stream_buffer_bytes;
+    int64_t max_answer_bytes;
+    int64_t memory_budget_bytes;
+    char *instance_networks; /* CIDRs; empty: any address */
     int64_t max_attempts;
     int64_t eject_ms;
     int64_t watch_wait_secs;
@@ -142,6 +148,7 @@ struct api_inst {
     char label[API_NAME_MAX + 16]; /* "host:port", for logs, metrics and Host */
     struct sockaddr_storage sa;    /* resolved by the watcher, written once */
     _Atomic unsigned salen;        /* 0: not resolved (yet); set after sa */
+    _Atomic bool excluded;         /* its address is outside --instance_networks (watcher) */
     struct api_mstats *model;
     struct api_stats s;
     struct api_seen seen;   /* the watcher thread's */
@@ -157,6 +164,7 @@ struct api_model {
     struct api_inst **inst;      /* parallel to set.e; the table holds a reference each */
     size_t known;                /* instances of any health (0 routable: 503, not 404) */
     size_t alive;                /* ... whose lease runs (and not deregistered) */
+    size_t excluded;             /* ... left out: outside --instance_networks */
     struct api_mstats *stats;
 };
 
@@ -171,6 +179,7 @@ struct api_table {
     uint64_t version;
     int64_t built_mono_ms;
     size_t instances, routable;
+    size_t excluded; /* instances outside --instance_networks */
 };
 
 struct api_table *api_table_ref(struct api_table *t);
@@ -224,7 +233,7 @@ void api_watch_stop(struct api_server *srv);
 struct api_watch_status {
     bool reachable; /* the last call succeeded */
     int64_t last_ok_mono_ms;
-    char current[512]; /* the controller in use */
+    char current[512]; /* the controller in use (after a failure: the one being tried) */
     char error[256];
 };
 void api_watch_status(struct api_server *srv, struct api_watch_status *out);
@@ -258,7 +267,8 @@ void api_loop_cleanup(struct api_loop *l);
 struct api_server {
     struct api_config *cfg;
     enum route_policy policy;
-    char **keys; /* --api_keys, split */
+    struct netaddr_list inst_nets; /* --instance_networks; n == 0: any address */
+    char **keys;                   /* --api_keys, split */
     size_t nkeys;
     char ctl[API_MAX_CTLS][512];       /* UTIL_URL_MAX */
     char ctl_shown[API_MAX_CTLS][520]; /* ctl as logged and shown: passwords masked */
@@ -282,6 +292,14 @@ struct api_server {
     pthread_mutex_t latest_mu; /* guards latest */
     struct api_table *latest;
 };
+
+/* Why an instance is not routed to when its address is outside
+ * --instance_networks (logs, events, errors and the dashboard). */
+#define API_EXCLUDED_WHY "its address is outside --instance_networks"
+
+/* True when requests may go to address `sa` (salen bytes; 0: unresolved,
+ * never allowed): --instance_networks is empty or holds it. Any thread. */
+bool api_addr_allowed(const struct api_server *srv, const struct sockaddr *sa, unsigned salen);
 
 /* This loop's state for a request being handled (loop thread). */
 struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);

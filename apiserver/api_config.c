@@ -24,7 +24,8 @@ const struct flag_def api_flag_defs[] = {
     F(port, FLAG_INT, "8100", 0, 65535, NULL, 0, "PORT", "Port to listen on (0 = any free port)."),
     F(api_keys, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "KEYS",
       "Client API keys, comma-separated (Authorization: Bearer KEY); none: no authentication."),
-    F(routing, FLAG_STR, "p2c", 1, 0, NULL, 0, "POLICY",
+    F(routing, FLAG_ENUM, "p2c", 1, 0, NULL, 0,
+      "p2c|weighted_random|round_robin|least_inflight|session",
       "p2c (power of two choices on in-flight requests per weight), weighted_random, "
       "round_robin (smooth weighted), least_inflight, or session (consistent hashing of the "
       "request's 'user' or X-Session-Id, with bounded load)."),
@@ -45,6 +46,17 @@ const struct flag_def api_flag_defs[] = {
     F(stream_buffer_bytes, FLAG_INT, "524288", 4096, 268435456, NULL, 0, "BYTES",
       "How far a slow client may fall behind a stream before the instance is no longer read "
       "(back-pressure through TCP); reading resumes when a quarter of it is left."),
+    F(max_answer_bytes, FLAG_INT, "16777216", 65536, 1073741824, NULL, 0, "BYTES",
+      "Largest non-streamed answer (held whole before it is sent on): 502 beyond. Streams are "
+      "not held whole (see --stream_buffer_bytes)."),
+    F(memory_budget_bytes, FLAG_INT, "1073741824", 0, 1099511627776.0, NULL, 0, "BYTES",
+      "Most bytes that buffered answers and stream queues may hold at once, process-wide (0 = "
+      "no limit); a request that would go past it gets 503 with Retry-After."),
+    F(instance_networks, FLAG_STR, "", 1, 0, NULL, 0, "CIDRS",
+      "If set, requests go only to instances whose address is inside these networks (SSRF "
+      "guard, checked on the controller's list and again on the resolved address before "
+      "connecting); other rows are not routable. The webserver applies it to its embedded "
+      "controller's registrations too."),
     F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
       "Instances tried per request (retries happen only before the first byte reaches the "
       "client, and never twice on one instance)."),
@@ -64,9 +76,11 @@ const struct flag_def api_flag_defs[] = {
       "Log one request in N (5xx always): bounds the access log under load."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, FLAG_HIDDEN, "PATH",
       "Write the bound port to PATH once listening (for tests and supervisors)."),
+    HTTP_LIMIT_FLAGS(struct api_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
@@ -89,15 +103,9 @@ api_config_load(struct api_config *cfg, int argc, char **argv)
     enum flag_source src[64];
     int rc = flags_load_role(api_flag_defs, cfg, argc, argv, api_usage, api_summary,
                              offsetof(struct api_config, log_level), src);
-    enum route_policy p;
 
     if (rc != 0) {
         return rc;
-    }
-    if (route_policy_parse(cfg->routing, &p) != 0) {
-        fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
-                        "least_inflight or session\n");
-        return -1;
     }
     if (cfg->check) {
         printf("%s --check\noptions:\n", api_usage);

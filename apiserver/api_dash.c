@@ -518,6 +518,8 @@ build_models(struct api_dash *d, struct dash_snap *s, int64_t now)
             r->ejected = until > util_mono_ms() || atomic_load(&in->rt.trial);
             r->ejected_ms_left = until > util_mono_ms() ? until - util_mono_ms() : 0;
             r->local_in_flight = atomic_load(&in->rt.in_flight);
+            r->excluded = atomic_load(&in->excluded);
+            r->routable = r->routable && !r->excluded;
             pthread_mutex_lock(&in->err_mu);
             util_strlcpy(r->last_error, in->last_error, sizeof(r->last_error));
             pthread_mutex_unlock(&in->err_mu);

@@ -87,6 +87,7 @@ struct dash_row {
     int64_t age_ms;                     /* heartbeat age when the list was read; -1 never */
     int64_t in_flight, queue, capacity; /* the worker's load report */
     bool ejected;
+    bool excluded; /* outside this server's --instance_networks: never routed to */
     int64_t ejected_ms_left;
     char last_error[160];
     int local_in_flight;

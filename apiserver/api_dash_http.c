@@ -487,6 +487,8 @@ write_row(struct jw *w, const struct dash_row *r, int64_t since_ms)
     jw_i64(w, r->ejected_ms_left);
     jw_raw(w, ",\"last_error\":");
     jw_str(w, r->last_error[0] ? r->last_error : NULL);
+    jw_raw(w, ",\"excluded\":");
+    jw_str(w, r->excluded ? API_EXCLUDED_WHY : NULL);
     jw_raw(w, ",\"in_flight\":");
     jw_i64(w, r->local_in_flight);
     jw_raw(w, ",");

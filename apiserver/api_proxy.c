@@ -16,10 +16,17 @@
  *          - no first byte within --first_byte_timeout_ms: 504, ejected
  *          - 2xx: a stream is forwarded chunk by chunk as it arrives (each
  *            chunk re-arms --idle_timeout_ms); otherwise the answer is sent
- *            whole with X-Roster-Added-Ms
+ *            whole with X-Roster-Added-Ms (at most --max_answer_bytes)
  *          - another 4xx: the worker's answer goes to the client as is
  *     -> a failure after a stream has begun ends it with an SSE error
  *        event, never a silent truncation
+ *   Only the instance's own failures eject it: no connection, no first
+ *   byte in time, silence while this server was reading it, an error, or
+ *   the whole request's deadline when the instance alone set the pace (a
+ *   stream held back for a slow client ends at the deadline, but the
+ *   instance stays in).
+ *   Memory: whole answers and stream queues are held within
+ *   --memory_budget_bytes (see "the memory budget" below).
  *   A client that disconnects cancels the transfer: the worker sees its
  *   connection close and stops generating.
  *
@@ -37,14 +44,15 @@
 #include <event2/event_struct.h>
 
 #define LOG_MODULE "apiserver"
+#include "budget.h"
 #include "buf.h"
 #include "http_upstream.h"
 #include "json_check.h"
 #include "log.h"
 #include "util.h"
 
-#define MAX_ANSWER     (256u * 1024 * 1024)
 #define MAX_ERROR_BODY (64u * 1024)
+#define MAX_PENDING    (64u * 1024) /* streams: what one read of the instance gathers */
 #define MAX_JSON_DEPTH 64
 #define MAX_KEY        256
 
@@ -75,10 +83,13 @@ struct api_px {
     int status;            /* the current attempt's */
     char ct[128];          /* ... and its Content-Type */
     bool got_header;
-    bool started;   /* our streamed reply has begun */
-    bool too_large; /* a whole answer beyond MAX_ANSWER */
-    bool paused;    /* not reading the instance: the client is behind */
+    bool started;     /* our streamed reply has begun */
+    bool too_large;   /* a whole answer beyond --max_answer_bytes */
+    bool paused;      /* not reading the instance: the client is behind */
+    bool ever_paused; /* ... at some time: the client set the pace */
     struct buf resp;
+    int64_t held_resp;    /* bytes of the memory budget resp holds (its len) */
+    int64_t held_stream;  /* ... and the stream's queues (reserved when it starts) */
     struct buf pending;   /* streams: what one read brought, forwarded as one chunk */
     int64_t start_us;     /* arrival */
     int64_t attempt_us;   /* the current attempt's start */
@@ -192,6 +203,7 @@ px_free(struct api_px *px)
     }
     buf_cleanup(&px->resp);
     buf_cleanup(&px->pending);
+    budget_give(px->held_resp + px->held_stream);
     api_table_unref(px->table);
     free(px);
 }
@@ -235,6 +247,11 @@ fail_all(struct api_px *px)
                      "no instance of '%s' could take the request: %zu routable, all ejected after "
                      "failures or tried; retry",
                      m->name, m->set.n);
+        } else if (m->excluded > 0) {
+            snprintf(msg, sizeof(msg),
+                     "no routable instance of '%s': %zu registered, %zu of them at an address "
+                     "outside this server's --instance_networks (never connected to)",
+                     m->name, m->known, m->excluded);
         } else if (m->alive == 0) {
             snprintf(msg, sizeof(msg),
                      "no routable instance of '%s': %zu registered, none alive (their leases ran "
@@ -261,6 +278,95 @@ remember(struct api_px *px, int status, const char *code, const char *what, cons
     util_strlcpy(px->fail_code, code, sizeof(px->fail_code));
     snprintf(px->fail_msg, sizeof(px->fail_msg), "instance %.150s %.40s: %.300s", px->inst->label,
              what, detail);
+}
+
+/* ---- the memory budget (budget.h) ------------------------------------------------
+ *
+ * A whole answer is held in px->resp as it arrives: each append takes its
+ * bytes from the process-wide budget first, and the answer gives them back
+ * once the client has it (http_reply_ref's done) or the request ends. A
+ * stream reserves its queues when it starts: --stream_buffer_bytes (the
+ * client's output queue, beyond which the instance is no longer read) and
+ * what one read of the instance gathers (MAX_PENDING). Past the budget the
+ * request gets 503 + Retry-After before anything was sent to the client. */
+
+/* Appends p[0..n) to px->resp. Returns 0; -1 past resp's cap or out of
+ * memory; -2 past the budget. Nothing is appended on failure. */
+static int
+resp_append(struct api_px *px, const char *p, size_t n)
+{
+    if (n > px->resp.max - px->resp.len) {
+        return -1;
+    }
+    if (!budget_take((int64_t)n)) {
+        return -2;
+    }
+    if (buf_append(&px->resp, p, n) != 0) {
+        budget_give((int64_t)n);
+        return -1;
+    }
+    px->held_resp += (int64_t)n;
+    return 0;
+}
+
+static void
+resp_reset(struct api_px *px)
+{
+    budget_give(px->held_resp);
+    px->held_resp = 0;
+    buf_reset(&px->resp);
+}
+
+/* A whole answer on its way to the client: its storage and its bytes of
+ * the budget, until the server has written (or dropped) it. */
+struct held_body {
+    char *data;
+    int64_t held;
+};
+
+static void
+held_body_done(void *ctx)
+{
+    struct held_body *hb = ctx;
+
+    budget_give(hb->held);
+    free(hb->data);
+    free(hb);
+}
+
+/* Replies with the whole answer in px->resp, handing its storage and
+ * budget bytes to the reply (no copy). */
+static void
+reply_held(struct api_px *px, const char *extra_headers)
+{
+    struct held_body *hb = malloc(sizeof(*hb));
+    size_t len = px->resp.len;
+
+    if (hb && len > 0 && (hb->data = buf_take(&px->resp)) != NULL) {
+        hb->held = px->held_resp;
+        px->held_resp = 0;
+        http_reply_ref(px->req, px->status, px->ct, hb->data, len, extra_headers, held_body_done,
+                       hb);
+        return;
+    }
+    free(hb);
+    http_reply(px->req, px->status, px->ct, px->resp.data ? px->resp.data : "", len, extra_headers);
+}
+
+/* The budget is spent: 503 + Retry-After (nothing has reached the client). */
+static void
+refuse_over_budget(struct api_px *px, const char *what)
+{
+    char msg[320];
+
+    end_attempt(px);
+    snprintf(msg, sizeof(msg),
+             "the apiserver holds too much in memory to take %s (--memory_budget_bytes %lld); "
+             "retry",
+             what, (long long)px->srv->cfg->memory_budget_bytes);
+    log_warn("request %s: refused: over the memory budget (%lld of %lld bytes held)",
+             http_req_id(px->req), (long long)budget_used(), (long long)budget_limit());
+    finish_error(px, 503, "server_error", "memory_budget_exceeded", msg);
 }
 
 /* ---- the transfer ------------------------------------------------------------- */
@@ -298,9 +404,15 @@ up_head(void *arg, int status, const char *content_type)
     util_strlcpy(px->ct, content_type ? content_type : "application/json", sizeof(px->ct));
     metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
-    px->resp.max = status / 100 == 2 ? MAX_ANSWER : MAX_ERROR_BODY;
+    px->resp.max = status / 100 == 2 ? (size_t)px->srv->cfg->max_answer_bytes : MAX_ERROR_BODY;
     if (status / 100 == 2 && px->stream) {
         char hdr[64];
+        int64_t queue = px->srv->cfg->stream_buffer_bytes + (int64_t)MAX_PENDING;
+        if (!budget_take(queue)) {
+            refuse_over_budget(px, "another stream");
+            return;
+        }
+        px->held_stream = queue;
         added_header(px, ttfb, hdr, sizeof(hdr));
         http_stream_start(px->req, status, px->ct, hdr);
         px->started = true;
@@ -341,6 +453,7 @@ up_flush(void *arg)
     size_t high = (size_t)px->srv->cfg->stream_buffer_bytes;
     if (px->up && !px->paused && http_req_output_pending(px->req) > high) {
         px->paused = true;
+        px->ever_paused = true;
         atomic_fetch_add(&px->model->stats->s.paused, 1);
         hu_pause(px->up, 1);
         http_req_on_drain(px->req, high / 4, on_drained, px);
@@ -360,14 +473,27 @@ up_data(void *arg, const char *p, size_t len)
         return;
     }
     if (px->status / 100 != 2) {
+        /* an error's text, for the message: what fits (the budget's
+         * refusal only shortens it) */
         size_t room = px->resp.max - px->resp.len;
-        if (buf_append(&px->resp, p, len < room ? len : room) != 0) {
-            px->resp.len = 0;
+        if (resp_append(px, p, len < room ? len : room) == -1) {
+            resp_reset(px);
         }
         return;
     }
-    if (!px->too_large && buf_append(&px->resp, p, len) != 0) {
+    if (px->too_large) {
+        return;
+    }
+    switch (resp_append(px, p, len)) {
+    case 0:
+        break;
+    case -2:
+        refuse_over_budget(px, "this answer");
+        return;
+    default:
         px->too_large = true;
+        resp_reset(px); /* read to the end, held no longer */
+        break;
     }
 }
 
@@ -431,13 +557,12 @@ up_done(void *arg, enum hu_result res)
             http_stream_end(px->req);
         } else if (px->too_large) {
             http_reply_error(px->req, 502, "server_error", "upstream_too_large",
-                             "the answer of instance %.150s exceeds %u bytes", px->inst->label,
-                             MAX_ANSWER);
+                             "the answer of instance %.150s exceeds --max_answer_bytes %lld",
+                             px->inst->label, (long long)px->srv->cfg->max_answer_bytes);
         } else {
             char hdr[64];
             added_header(px, now_us() - px->attempt_us, hdr, sizeof(hdr));
-            http_reply(px->req, px->status, px->ct, px->resp.data ? px->resp.data : "",
-                       px->resp.len, hdr);
+            reply_held(px, hdr);
         }
         px_free(px);
         return;
@@ -500,10 +625,20 @@ on_timer(evutil_socket_t fd, short what, void *arg)
         }
     }
     end_attempt(px);
-    count_error(px, API_ERR_TIMEOUT);
-    eject(px, total   ? "did not finish in time"
-              : first ? "no first byte in time"
-                      : "stream went silent");
+    if (total && px->ever_paused) {
+        /* this server held the instance back for a slow client: the time
+         * is the client's, not a failure of the instance */
+        atomic_fetch_add_explicit(&px->model->stats->s.errors[API_ERR_TIMEOUT], 1,
+                                  memory_order_relaxed);
+        log_info("request %s: the whole request took over --request_timeout_ms; the client read "
+                 "slowly (instance %s not ejected)",
+                 http_req_id(px->req), px->inst->label);
+    } else {
+        count_error(px, API_ERR_TIMEOUT);
+        eject(px, total   ? "did not finish in time"
+                  : first ? "no first byte in time"
+                          : "stream went silent");
+    }
     snprintf(msg, sizeof(msg), "instance %.150s %s %lld ms (%s)", px->inst->label,
              total   ? "did not finish within"
              : first ? "sent no first byte for"
@@ -528,8 +663,8 @@ start_transfer(struct api_px *px)
     px->status = 0;
     px->got_header = false;
     px->too_large = false;
-    buf_reset(&px->resp);
-    px->resp.max = MAX_ANSWER;
+    resp_reset(px);
+    px->resp.max = (size_t)px->srv->cfg->max_answer_bytes;
     atomic_fetch_add(&px->inst->rt.in_flight, 1);
     px->counted = true;
     px->attempt_us = now_us();
@@ -573,6 +708,14 @@ attempt(struct api_px *px)
             count_error(px, API_ERR_CONNECT);
             remember(px, 503, "upstream_unavailable", "has no address", "unresolved host");
             eject(px, "its host name does not resolve");
+            continue;
+        }
+        if (!api_addr_allowed(px->srv, (const struct sockaddr *)&px->inst->sa,
+                              atomic_load_explicit(&px->inst->salen, memory_order_acquire))) {
+            /* the table leaves such instances out: this is the last guard */
+            log_warn("request %s: instance %s not connected to: %s", http_req_id(px->req),
+                     px->inst->label, API_EXCLUDED_WHY);
+            remember(px, 503, "address_not_allowed", "is not allowed", API_EXCLUDED_WHY);
             continue;
         }
         if (start_transfer(px) == 0) {
@@ -698,8 +841,8 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->kind = kind;
     px->table = api_table_ref(l->table);
     atomic_fetch_add_explicit(&px->model->stats->s.requests, 1, memory_order_relaxed);
-    buf_init(&px->resp, MAX_ANSWER);
-    buf_init(&px->pending, 1024 * 1024);
+    buf_init(&px->resp, (size_t)srv->cfg->max_answer_bytes);
+    buf_init(&px->pending, MAX_PENDING);
     evtimer_assign(&px->timer_ev, http_loop_base(l->loop), on_timer, px);
     px->timer = &px->timer_ev;
     snprintf(px->headers, sizeof(px->headers),

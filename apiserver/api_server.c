@@ -23,6 +23,7 @@
 #include <sysexits.h>
 
 #define LOG_MODULE "apiserver"
+#include "budget.h"
 #include "buf.h"
 #include "json_write.h"
 #include "log.h"
@@ -234,6 +235,8 @@ api_write_health(struct api_server *srv, struct api_loop *l, struct jw *w)
     jw_i64(w, t ? (int64_t)t->instances : 0);
     jw_raw(w, ",\"routable\":");
     jw_i64(w, t ? (int64_t)t->routable : 0);
+    jw_raw(w, ",\"excluded\":");
+    jw_i64(w, t ? (int64_t)t->excluded : 0);
     jw_raw(w, ",\"age_ms\":");
     jw_i64(w, t ? now - t->built_mono_ms : 0);
     jw_raw(w, "},\"routing\":");
@@ -265,75 +268,131 @@ h_health(struct http_request *req, void *arg)
     buf_cleanup(&b);
 }
 
-/* Writes one group of counters with labels `lab` (`{...}` without braces). */
+/* Label sets: model and instance names are at most API_NAME_MAX bytes
+ * (each escape doubles a byte at most), so a set is never cut; if one
+ * were, metrics_label_add cuts at a code point boundary. */
+#define LABELS_MAX (4 * API_NAME_MAX + 64)
+
+/* The per-model and per-instance metric families. The text format wants
+ * each family's samples together under one HELP/TYPE, so the exposition
+ * goes family by family, each over every model (or instance). */
+enum stat {
+    ST_REQUESTS,
+    ST_ERRORS,
+    ST_EJECTIONS,
+    ST_RETRIES,
+    ST_PAUSES,
+    ST_LATENCY,
+    ST_TTFB,
+    ST_IN_FLIGHT,
+    ST_EJECTED,
+};
+
+struct family {
+    const char *suffix; /* after "roster_api_model" or "roster_api_instance" */
+    enum stat stat;
+    const char *type;
+    const char *help;
+};
+
+static const struct family model_families[] = {
+    {"_requests_total", ST_REQUESTS, "counter", "Client requests per model (name@type)."},
+    {"_errors_total", ST_ERRORS, "counter", "Failed requests per model, by class."},
+    {"_retries_total", ST_RETRIES, "counter",
+     "Attempts on another instance after a failure, per model."},
+    {"_ejections_total", ST_EJECTIONS, "counter",
+     "Instances of the model ejected after a failure of their own."},
+    {"_stream_pauses_total", ST_PAUSES, "counter",
+     "Streams whose instance was not read for a while: the client was --stream_buffer_bytes "
+     "behind."},
+    {"_request_seconds", ST_LATENCY, "histogram", "Request start to the end of the answer."},
+    {"_ttfb_seconds", ST_TTFB, "histogram", "Request start to the instance's first byte."},
+};
+
+static const struct family instance_families[] = {
+    {"_requests_total", ST_REQUESTS, "counter", "Attempts sent to each routable instance."},
+    {"_errors_total", ST_ERRORS, "counter", "Failed attempts per instance, by class."},
+    {"_ejections_total", ST_EJECTIONS, "counter", "Times the instance was ejected."},
+    {"_request_seconds", ST_LATENCY, "histogram", "Attempt start to the end of the answer."},
+    {"_ttfb_seconds", ST_TTFB, "histogram", "Attempt start to the instance's first byte."},
+    {"_in_flight", ST_IN_FLIGHT, "gauge", "Requests in progress on each instance (all loops)."},
+    {"_ejected", ST_EJECTED, "gauge",
+     "1 while the instance is ejected by this server's passive health checks."},
+};
+
+/* One family's samples of one model or instance (`in`: NULL for a model). */
 static int
-write_stats(struct buf *b, const char *prefix, const char *lab, const struct api_stats *s,
-            bool errors_only)
+write_stat(struct buf *b, const char *name, const char *lab, const struct api_stats *s,
+           const struct api_inst *in, enum stat st)
 {
-    char name[96], l2[600];
+    char l2[LABELS_MAX + 32];
     int rc = 0;
 
-    for (int c = 0; c < API_ERR_CLASSES; c++) {
-        snprintf(l2, sizeof(l2), "%s,class=\"%s\"", lab, api_error_class_names[c]);
-        snprintf(name, sizeof(name), "%s_errors_total", prefix);
-        rc |= metrics_sample(b, name, l2, (double)atomic_load(&s->errors[c]));
-    }
-    if (errors_only) {
+    switch (st) {
+    case ST_REQUESTS:
+        return metrics_sample(b, name, lab, (double)atomic_load(&s->requests));
+    case ST_ERRORS:
+        for (int c = 0; c < API_ERR_CLASSES; c++) {
+            util_strlcpy(l2, lab, sizeof(l2));
+            rc |= metrics_label_add(l2, sizeof(l2), "class", api_error_class_names[c]);
+            rc |= metrics_sample(b, name, l2, (double)atomic_load(&s->errors[c]));
+        }
         return rc;
+    case ST_EJECTIONS:
+        return metrics_sample(b, name, lab, (double)atomic_load(&s->ejections));
+    case ST_RETRIES:
+        return metrics_sample(b, name, lab, (double)atomic_load(&s->retries));
+    case ST_PAUSES:
+        return metrics_sample(b, name, lab, (double)atomic_load(&s->paused));
+    case ST_LATENCY:
+        return metrics_hist_write(b, name, lab, &s->latency);
+    case ST_TTFB:
+        return metrics_hist_write(b, name, lab, &s->ttfb);
+    case ST_IN_FLIGHT:
+        return metrics_sample(b, name, lab, in ? (double)atomic_load(&in->rt.in_flight) : 0);
+    case ST_EJECTED:
+        return metrics_sample(b, name, lab,
+                              in && atomic_load(&in->rt.ejected_until_ms) > util_mono_ms() ? 1 : 0);
     }
-    snprintf(name, sizeof(name), "%s_requests_total", prefix);
-    rc |= metrics_sample(b, name, lab, (double)atomic_load(&s->requests));
-    snprintf(name, sizeof(name), "%s_ejections_total", prefix);
-    rc |= metrics_sample(b, name, lab, (double)atomic_load(&s->ejections));
-    snprintf(name, sizeof(name), "%s_request_seconds", prefix);
-    rc |= metrics_hist_write(b, name, lab, &s->latency);
-    snprintf(name, sizeof(name), "%s_ttfb_seconds", prefix);
-    rc |= metrics_hist_write(b, name, lab, &s->ttfb);
-    return rc;
+    return 0;
 }
 
 int
 api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
 {
-    char lab[512], esc[300], esc2[300];
+    char lab[LABELS_MAX], name[96];
     int rc = 0;
 
-    rc |= metrics_header(b, "roster_api_model_requests_total", "counter",
-                         "Client requests per model (name@type).");
-    rc |= metrics_header(b, "roster_api_model_retries_total", "counter",
-                         "Attempts on another instance after a failure, per model.");
-    rc |= metrics_header(b, "roster_api_model_stream_pauses_total", "counter",
-                         "Streams whose instance was not read for a while: the client was "
-                         "--stream_buffer_bytes behind.");
-    pthread_mutex_lock(&srv->mstats_mu);
-    for (struct api_mstats *m = srv->mstats; m; m = m->next) {
-        snprintf(lab, sizeof(lab), "model=\"%s\"", log_escape(m->model, esc, sizeof(esc)));
-        rc |= write_stats(b, "roster_api_model", lab, &m->s, false);
-        rc |= metrics_sample(b, "roster_api_model_retries_total", lab,
-                             (double)atomic_load(&m->s.retries));
-        rc |= metrics_sample(b, "roster_api_model_stream_pauses_total", lab,
-                             (double)atomic_load(&m->s.paused));
+    for (size_t f = 0; f < sizeof(model_families) / sizeof(model_families[0]); f++) {
+        const struct family *fam = &model_families[f];
+        snprintf(name, sizeof(name), "roster_api_model%s", fam->suffix);
+        rc |= metrics_header(b, name, fam->type, fam->help);
+        pthread_mutex_lock(&srv->mstats_mu);
+        for (struct api_mstats *m = srv->mstats; m; m = m->next) {
+            lab[0] = '\0';
+            rc |= metrics_label_add(lab, sizeof(lab), "model", m->model);
+            rc |= write_stat(b, name, lab, &m->s, NULL, fam->stat);
+        }
+        pthread_mutex_unlock(&srv->mstats_mu);
     }
-    pthread_mutex_unlock(&srv->mstats_mu);
-    rc |= metrics_header(b, "roster_api_instance_requests_total", "counter",
-                         "Attempts sent to each routable instance.");
-    rc |= metrics_header(b, "roster_api_instance_in_flight", "gauge",
-                         "Requests in progress on each instance (all loops).");
-    for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
-        const struct api_model *m = &l->table->models[i];
-        for (size_t k = 0; k < m->set.n; k++) {
-            const struct api_inst *in = m->inst[k];
-            snprintf(lab, sizeof(lab), "model=\"%s\",instance=\"%s\"",
-                     log_escape(in->model->model, esc, sizeof(esc)),
-                     log_escape(in->label, esc2, sizeof(esc2)));
-            rc |= write_stats(b, "roster_api_instance", lab, &in->s, false);
-            rc |= metrics_sample(b, "roster_api_instance_in_flight", lab,
-                                 (double)atomic_load(&in->rt.in_flight));
-            rc |= metrics_sample(b, "roster_api_instance_ejected", lab,
-                                 atomic_load(&in->rt.ejected_until_ms) > util_mono_ms() ? 1 : 0);
+    for (size_t f = 0; f < sizeof(instance_families) / sizeof(instance_families[0]); f++) {
+        const struct family *fam = &instance_families[f];
+        snprintf(name, sizeof(name), "roster_api_instance%s", fam->suffix);
+        rc |= metrics_header(b, name, fam->type, fam->help);
+        for (size_t i = 0; l->table && i < l->table->nmodels; i++) {
+            const struct api_model *m = &l->table->models[i];
+            for (size_t k = 0; k < m->set.n; k++) {
+                const struct api_inst *in = m->inst[k];
+                lab[0] = '\0';
+                rc |= metrics_label_add(lab, sizeof(lab), "model", in->model->model);
+                rc |= metrics_label_add(lab, sizeof(lab), "instance", in->label);
+                rc |= write_stat(b, name, lab, &in->s, in, fam->stat);
+            }
         }
     }
-    rc |= write_stats(b, "roster_api", "model=\"\"", &srv->total, true);
+    rc |= metrics_header(b, "roster_api_errors_total", "counter",
+                         "Requests that failed before a model was found, by class.");
+    rc |= write_stat(b, "roster_api_errors_total", "model=\"\"", &srv->total, NULL, ST_ERRORS);
     return rc ? -1 : 0;
 }
 
@@ -347,6 +406,7 @@ h_metrics(struct http_request *req, void *arg)
     buf_init(&b, 64 * 1024 * 1024);
     rc = metrics_write_http(&b, srv->http);
     rc |= api_write_metrics(srv, api_loop_of(srv, req), &b);
+    rc |= metrics_write_budget(&b);
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }
@@ -385,6 +445,15 @@ static const struct http_route routes[] = {
 };
 
 /* ---- the component ---------------------------------------------------------------- */
+
+bool
+api_addr_allowed(const struct api_server *srv, const struct sockaddr *sa, unsigned salen)
+{
+    if (salen == 0) {
+        return false;
+    }
+    return srv->inst_nets.n == 0 || netaddr_list_match(&srv->inst_nets, sa);
+}
 
 struct api_loop *
 api_loop_of(struct api_server *srv, struct http_request *req)
@@ -453,6 +522,10 @@ api_server_new(struct api_config *cfg, struct api_server **out)
     srv->nctl = (size_t)rc;
     for (size_t i = 0; i < srv->nctl; i++) {
         util_url_redact(srv->ctl[i], srv->ctl_shown[i], sizeof(srv->ctl_shown[i]));
+    }
+    if (netaddr_list_parse(cfg->instance_networks, &srv->inst_nets, err, sizeof(err)) != 0) {
+        log_error("--instance_networks: %s", err);
+        return EX_USAGE;
     }
     if (!srv->events || split_keys(srv, cfg->api_keys) != 0) {
         log_error("out of memory");
@@ -541,6 +614,7 @@ api_server_free(struct api_server *srv)
     }
     free(srv->keys);
     api_table_unref(srv->latest);
+    netaddr_list_cleanup(&srv->inst_nets);
     free(srv->events);
     pthread_mutex_destroy(&srv->latest_mu);
     pthread_mutex_destroy(&srv->ev_mu);
@@ -555,6 +629,8 @@ api_server_check(struct api_server *srv, FILE *out)
 
     fprintf(out, "  controllers: %zu (not contacted)\n  routing: %s\n  API keys: %zu\n", srv->nctl,
             route_policy_name(srv->policy), srv->nkeys);
+    fprintf(out, "  instance networks: %s\n",
+            srv->inst_nets.n ? srv->cfg->instance_networks : "any (not restricted)");
     if (srv->cfg->port_file && util_check_creatable(srv->cfg->port_file, why, sizeof(why)) != 0) {
         fprintf(stderr, "roster: --port_file: %s\n", why);
         return EX_CANTCREAT;
@@ -604,6 +680,7 @@ api_main(int argc, char **argv)
         return rc == 1 ? 0 : EX_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes);
     code = api_server_new(&cfg, &srv);
     if (code != 0 || cfg.check) {
         if (code == 0 && printf("checks:\n") > 0 && (code = api_server_check(srv, stdout)) == 0) {
@@ -617,6 +694,7 @@ api_main(int argc, char **argv)
         .threads = (int)cfg.threads,
         .max_body = (size_t)cfg.max_body_bytes,
     };
+    http_limits_apply(&cfg.http, &hc);
     if (http_server_new(&hc, &http, err, sizeof(err)) != 0) {
         log_error("%s", err);
         code = EX_OSERR;

@@ -16,7 +16,16 @@
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
  * round again, forever. Meanwhile the loops keep routing on the last table
- * they got, and /api/health says the table is stale.
+ * they got, and /api/health says the table is stale. From the moment a
+ * controller fails, health names the one being tried (not reachable until
+ * it answers). A controller whose process dies closes its connection, so
+ * its long poll fails at once; TCP keep-alive bounds the wait for one that
+ * vanishes without a word.
+ *
+ * --instance_networks: a row whose resolved address is outside them is in
+ * the table (counted, listed by the dashboard as excluded) but never in a
+ * model's routable set; api_proxy.c checks the address again before it
+ * connects.
  *
  * Instances keep their identity across tables (model, host, port): the
  * watcher reuses the api_inst of the previous table, so in-flight counts,
@@ -26,6 +35,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +307,31 @@ note_changes(struct api_watch *w, struct api_inst *i, const struct row *r)
     i->seen = now;
 }
 
+/* Whether instance `i` is left out of routing by --instance_networks: its
+ * resolved address is outside them (an address that did not resolve is
+ * never connected to anyway). Updates i->excluded; a newly excluded
+ * instance is logged and reported as an event (the first
+ * MAX_EVENTS_PER_LIST of one list; *count counts them). Watcher thread. */
+static bool
+excluded(struct api_watch *w, struct api_inst *i, size_t *count)
+{
+    struct api_server *srv = w->srv;
+    unsigned salen = atomic_load_explicit(&i->salen, memory_order_acquire);
+    bool ex = srv->inst_nets.n > 0 && salen != 0 &&
+              !api_addr_allowed(srv, (const struct sockaddr *)&i->sa, salen);
+    char ip[64];
+
+    if (atomic_exchange(&i->excluded, ex) == ex || !ex || ++*count > MAX_EVENTS_PER_LIST) {
+        return ex;
+    }
+    netaddr_format((const struct sockaddr *)&i->sa, ip, sizeof(ip));
+    log_warn("instance %s of %s (address %s): %s; it gets no requests", i->label, i->model->model,
+             ip, API_EXCLUDED_WHY);
+    api_event_add(srv, "excluded", i->model->model, i->host, i->port,
+                  "address %s: %s; it gets no requests", ip, API_EXCLUDED_WHY);
+    return ex;
+}
+
 /* Reads the rows of the controller's view=full list. Returns the count, or
  * -1 with a reason in err. *rows_out points into `root`. */
 static long
@@ -343,7 +379,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
     struct api_table *t = calloc(1, sizeof(*t));
     struct api_inst **next = calloc(n ? n : 1, sizeof(*next));
     struct route_entry *ent = calloc(n ? n : 1, sizeof(*ent));
-    size_t nm = 0;
+    size_t nm = 0, nexcluded = 0;
 
     if (!t || !next || !ent) {
         goto oom;
@@ -385,8 +421,10 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         for (size_t k = i; k < j; k++) {
+            bool ex = excluded(w, next[k], &nexcluded);
             m->alive += rows[k].alive;
-            if (rows[k].routable && rows[k].weight > 0) {
+            m->excluded += ex;
+            if (rows[k].routable && rows[k].weight > 0 && !ex) {
                 ent[ne] = (struct route_entry){&next[k]->rt, rows[k].weight};
                 m->inst[ne++] = next[k];
                 atomic_fetch_add(&next[k]->refs, 1); /* the table's */
@@ -401,6 +439,7 @@ build(struct api_watch *w, const struct row *rows, size_t n)
             goto oom;
         }
         t->routable += ne;
+        t->excluded += m->excluded;
     }
     /* sorted by (name, type): "name@type" order can differ when a name is
      * a prefix of another */
@@ -438,6 +477,10 @@ build(struct api_watch *w, const struct row *rows, size_t n)
         api_event_add(w->srv, "changes", NULL, NULL, 0,
                       "%zu more changes in one update (not listed one by one)",
                       w->nevents - MAX_EVENTS_PER_LIST);
+    }
+    if (nexcluded > MAX_EVENTS_PER_LIST) {
+        log_warn("%zu more instances newly outside --instance_networks (not listed one by one)",
+                 nexcluded - MAX_EVENTS_PER_LIST);
     }
     w->first_list = false;
     for (size_t i = 0; i < w->nknown; i++) {
@@ -589,21 +632,89 @@ on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
     return atomic_load(&call->w->stop) ? 1 : 0; /* nonzero aborts the transfer */
 }
 
+/* The watch connection's TCP options: keep-alive probes every second after
+ * a second of silence, and the peer given up after KEEPALIVE_PROBES
+ * unanswered ones (or unacknowledged data for as long). A controller
+ * whose process dies closes the connection at once (the long poll fails
+ * with "nothing returned" and the watcher moves on); these bound the wait
+ * when it vanishes without a word (its host or network gone) to a few
+ * seconds instead of the long poll's whole --watch_wait_secs. */
+#define KEEPALIVE_PROBES 3
+
+static int
+on_sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+    int on = 1, idle = 1, intvl = 1, cnt = KEEPALIVE_PROBES;
+    unsigned user_timeout_ms = 1000u * (1 + KEEPALIVE_PROBES);
+
+    (void)arg;
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        /* best effort: a failure leaves the long poll's own timeout */
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+                         sizeof(user_timeout_ms));
+    }
+    return CURL_SOCKOPT_OK;
+}
+
+/* While a long poll waits, the controller it waits on is asked for
+ * /api/health every PROBE_EVERY_MS, each probe bounded by
+ * --control_timeout_ms: any HTTP answer means the process is alive.
+ * TCP alone cannot tell: the kernel of a stopped (SIGSTOP) or wedged
+ * controller still acknowledges, so the long poll would wait its whole
+ * --watch_wait_secs while the table goes stale. */
+#define PROBE_EVERY_MS 1000
+
+static size_t
+on_probe_data(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n; /* the answer itself does not matter */
+}
+
+static CURL *
+probe_new(struct api_watch *w, int ctl, struct curl_slist *hl, char *url, size_t cap)
+{
+    const struct api_config *cfg = w->srv->cfg;
+    CURL *h = curl_easy_init();
+
+    if (!h) {
+        return NULL;
+    }
+    snprintf(url, cap, "%s/api/health", w->srv->ctl[ctl]);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl); /* the secret, for --protect_reads */
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->control_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)cfg->control_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_probe_data);
+    return h;
+}
+
 /* One list call to controller `ctl`: a long-poll when we hold an ETag.
  * Returns the HTTP status (200, 304, ...), or -1 with a reason in err. */
 static long
 watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errcap)
 {
     const struct api_config *cfg = w->srv->cfg;
-    struct curl_slist *hl = NULL, *n;
-    char url[700], inm[160], secret[600];
+    struct curl_slist *hl = NULL, *probe_hl = NULL, *n;
+    char url[700], probe_url[700], inm[160], secret[600];
     long status = -1;
     CURL *h = curl_easy_init();
-    CURLcode cc;
+    CURLM *m = curl_multi_init();
+    CURL *probe = NULL;
+    int64_t next_probe = util_mono_ms() + PROBE_EVERY_MS;
+    bool done = false;
 
-    if (!h) {
+    err[0] = '\0';
+    if (!h || !m) {
         snprintf(err, errcap, "cannot create a curl handle");
-        return -1;
+        goto out;
     }
     if (w->etag[0]) {
         snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld", w->srv->ctl[ctl],
@@ -615,8 +726,13 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     if (w->etag[0] && (n = curl_slist_append(hl, inm))) {
         hl = n;
     }
-    if (api_secret_header(w->srv, secret, sizeof(secret)) && (n = curl_slist_append(hl, secret))) {
-        hl = n;
+    if (api_secret_header(w->srv, secret, sizeof(secret))) {
+        if ((n = curl_slist_append(hl, secret))) {
+            hl = n;
+        }
+        if ((n = curl_slist_append(probe_hl, secret))) {
+            probe_hl = n;
+        }
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -633,15 +749,82 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
-    cc = curl_easy_perform(h);
-    if (cc == CURLE_OK) {
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    } else {
-        snprintf(err, errcap, "%s", curl_easy_strerror(cc));
+    curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    if (curl_multi_add_handle(m, h) != CURLM_OK) {
+        snprintf(err, errcap, "cannot start the transfer");
+        goto out;
+    }
+    while (!done) {
+        int running = 0;
+        CURLMsg *msg;
+        int left;
+
+        if (curl_multi_perform(m, &running) != CURLM_OK) {
+            snprintf(err, errcap, "the transfer failed");
+            break;
+        }
+        while ((msg = curl_multi_info_read(m, &left))) {
+            if (msg->msg != CURLMSG_DONE) {
+                continue;
+            }
+            if (msg->easy_handle == h) {
+                if (msg->data.result == CURLE_OK) {
+                    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+                } else if (!err[0]) {
+                    snprintf(err, errcap, "%s", curl_easy_strerror(msg->data.result));
+                }
+                done = true;
+            } else if (msg->easy_handle == probe) {
+                long ps = 0;
+                curl_easy_getinfo(probe, CURLINFO_RESPONSE_CODE, &ps);
+                if (msg->data.result != CURLE_OK || ps == 0) {
+                    /* no answer at all: the long poll waits on a dead end */
+                    snprintf(err, errcap, "no answer to a health probe within %lld ms (%s)",
+                             (long long)cfg->control_timeout_ms,
+                             curl_easy_strerror(msg->data.result));
+                    status = -1;
+                    done = true;
+                }
+                curl_multi_remove_handle(m, probe);
+                curl_easy_cleanup(probe);
+                probe = NULL;
+                next_probe = util_mono_ms() + PROBE_EVERY_MS;
+            }
+        }
+        if (done || atomic_load(&w->stop)) {
+            break;
+        }
+        if (!probe && util_mono_ms() >= next_probe) {
+            probe = probe_new(w, ctl, probe_hl, probe_url, sizeof(probe_url));
+            if (probe && curl_multi_add_handle(m, probe) != CURLM_OK) {
+                curl_easy_cleanup(probe);
+                probe = NULL;
+            }
+            next_probe = util_mono_ms() + PROBE_EVERY_MS; /* retried then if it failed */
+        }
+        int64_t wait = next_probe - util_mono_ms();
+        (void)curl_multi_poll(m, NULL, 0, wait < 1 ? 1 : wait > 250 ? 250 : (int)wait, NULL);
+    }
+out:
+    if (probe) {
+        curl_multi_remove_handle(m, probe);
+        curl_easy_cleanup(probe);
+    }
+    if (h) {
+        if (m) {
+            curl_multi_remove_handle(m, h);
+        }
+        curl_easy_cleanup(h);
+    }
+    if (m) {
+        curl_multi_cleanup(m);
     }
     explicit_bzero(secret, sizeof(secret));
     curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
+    curl_slist_free_all(probe_hl);
+    if (status < 0 && !err[0]) {
+        snprintf(err, errcap, "stopped");
+    }
     return status;
 }
 
@@ -709,7 +892,7 @@ set_status(struct api_watch *w, bool ok, const char *error)
         w->st.last_ok_mono_ms = util_mono_ms();
         w->st.error[0] = '\0';
     } else {
-        util_strlcpy(w->st.error, error, sizeof(w->st.error));
+        util_url_redact(error, w->st.error, sizeof(w->st.error)); /* it names a URL */
     }
     pthread_mutex_unlock(&w->mu);
 }
@@ -755,7 +938,6 @@ watch_main(void *arg)
             }
             continue;
         }
-        set_status(w, false, err);
         if (!warned) {
             log_warn("controller %s: %s; trying the next one (routing goes on with the last "
                      "table)",
@@ -765,7 +947,13 @@ watch_main(void *arg)
                           w->srv->ctl_shown[w->cur], err);
             warned = true;
         }
+        int failed = w->cur;
         w->cur = (w->cur + 1) % (int)w->srv->nctl;
+        /* health names the controller being tried from now on, not the
+         * one that failed (it says why that one was left) */
+        char why[256];
+        snprintf(why, sizeof(why), "%.120s: %.120s", w->srv->ctl_shown[failed], err);
+        set_status(w, false, why);
         /* the next controller is asked for its list at once, not watched
          * with the last one's ETag: its answer says at once that it serves
          * (health is no longer stale) and brings its view */

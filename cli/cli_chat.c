@@ -48,6 +48,7 @@
 #include "buf.h"
 #include "cli.h"
 #include "json_check.h"
+#include "sse.h"
 #include "util.h"
 
 #define MAX_LINE       (1024u * 1024)
@@ -172,7 +173,7 @@ struct reply {
     long status; /* 0 until the first byte */
     bool sse;    /* text/event-stream */
     bool done;   /* [DONE] or a finish_reason seen */
-    struct buf line;
+    struct sse_splitter line;
     struct buf text;
     struct buf body; /* an error answer, or a whole (non-streamed) answer */
     char error[512];
@@ -195,7 +196,7 @@ sse_data(struct reply *r, const char *p, size_t n)
     char err[128];
     const cJSON *choices, *c, *delta, *content, *fin;
 
-    if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
+    if (sse_data_is_done(p, n)) {
         r->done = true;
         return 0;
     }
@@ -231,41 +232,24 @@ sse_data(struct reply *r, const char *p, size_t n)
     return 0;
 }
 
+/* One line of the SSE stream (comments, event names, blank lines skipped). */
+static int
+sse_line(void *arg, const char *p, size_t n)
+{
+    return sse_line_data(p, n, &p, &n) ? sse_data(arg, p, n) : 0;
+}
+
 /* Feeds bytes of the SSE stream. Returns 0, or -1 with r->error. */
 static int
 sse_feed(struct reply *r, const char *p, size_t n)
 {
-    size_t start = 0;
-    char *nl;
+    int rc = sse_splitter_feed(&r->line, p, n, sse_line, r);
 
-    if (buf_append(&r->line, p, n) != 0) {
+    if (rc == SSE_TOO_LONG) {
         snprintf(r->error, sizeof(r->error), "an event of the stream exceeds %u bytes",
                  MAX_SSE_LINE);
-        return -1;
     }
-    while ((nl = memchr(r->line.data + start, '\n', r->line.len - start))) {
-        const char *l = r->line.data + start;
-        size_t len = (size_t)(nl - l);
-        if (len && l[len - 1] == '\r') {
-            len--;
-        }
-        if (len >= 5 && memcmp(l, "data:", 5) == 0) {
-            l += 5;
-            len -= 5;
-            if (len && *l == ' ') {
-                l++;
-                len--;
-            }
-            if (sse_data(r, l, len) != 0) {
-                return -1;
-            }
-        } /* else comments, event names, blank lines */
-        start = (size_t)(nl - r->line.data) + 1;
-    }
-    memmove(r->line.data, r->line.data + start, r->line.len - start);
-    r->line.len -= start;
-    r->line.data[r->line.len] = '\0';
-    return 0;
+    return rc == SSE_OK ? 0 : -1;
 }
 
 static size_t
@@ -553,7 +537,7 @@ turn(struct chat *c)
 
     memset(&r, 0, sizeof(r));
     r.o = c->o;
-    buf_init(&r.line, MAX_SSE_LINE);
+    sse_splitter_init(&r.line, SSE_LINES, MAX_SSE_LINE);
     buf_init(&r.text, MAX_REPLY);
     buf_init(&r.body, MAX_REPLY);
     if (!body) {
@@ -626,7 +610,7 @@ out:
     interrupted = 0;
     cJSON_Delete(targets);
     cJSON_free(body);
-    buf_cleanup(&r.line);
+    sse_splitter_cleanup(&r.line);
     buf_cleanup(&r.text);
     buf_cleanup(&r.body);
     return code;

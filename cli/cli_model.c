@@ -770,6 +770,7 @@ run(int argc, char **argv)
     struct cli_model_opts o;
     const struct model_cmd *c;
     char **args = NULL;
+    char m_flag[] = "--model_name"; /* writable: flags_scrub_secrets writes into args */
     char err[256];
     int code;
     int rc;
@@ -791,7 +792,7 @@ run(int argc, char **argv)
         return EX_OSERR;
     }
     for (int i = 1; i < argc; i++) {
-        args[i - 1] = strcmp(argv[i], "-m") == 0 ? (char *)"--model_name" : argv[i];
+        args[i - 1] = strcmp(argv[i], "-m") == 0 ? m_flag : argv[i];
     }
     cmd_defs(c, defs);
     memset(&o, 0, sizeof(o));
@@ -803,6 +804,8 @@ run(int argc, char **argv)
         fprintf(stderr, "roster: model %s: %s\n", c->name, err);
         code = EX_USAGE;
     } else {
+        struct flag_group g = {.defs = defs, .cfg = &o, .sources = src};
+        (void)flags_scrub_secrets(&g, 1, argc - 1, args); /* args point into argv */
         for (size_t i = 0; defs[i].name; i++) {
             if ((defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
                 fprintf(stderr,

@@ -91,7 +91,11 @@ static const struct cli_cmd *const man_commands[] = {&cli_cmd_start, &cli_cmd_mo
 static const char man_config_text[] =
     "Every option can be given as `--name value`, `--name=value`, with dashes or\n"
     "underscores (`--registry-db-host` = `--registry_db_host`), or in the environment\n"
-    "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n";
+    "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n"
+    "An option with a fixed set of values shows them (`a|b|c`, any case); other values\n"
+    "are refused at start. A secret given on the command line is overwritten in the\n"
+    "process's arguments once read (`ps` then shows x's) and a warning is logged; it\n"
+    "was readable until then, so give secrets in the environment.\n";
 
 /* Writes `s` as roff text: backslashes and hyphens escaped, Markdown's
  * `code` marks dropped, and a '.' or '\'' that would start a line made
@@ -398,7 +402,11 @@ cli_config_doc(int argc, char **argv)
            "by hand (CI checks that this file is current).\n\n"
            "Every option can be given as `--name value`, `--name=value`, with dashes or\n"
            "underscores (`--registry-db-host` = `--registry_db_host`), or in the environment\n"
-           "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n\n");
+           "as `ROSTER_<NAME>` (upper case). The command line wins over the environment.\n"
+           "An option with a fixed set of values shows them (`a|b|c`, any case); other values\n"
+           "are refused at start. A secret given on the command line is overwritten in the\n"
+           "process's arguments once read (`ps` then shows x's) and a warning is logged; it\n"
+           "was readable until then, so give secrets in the environment.\n\n");
     flags_print_markdown(stdout, "roster start controller", ctl_summary, ctl_flag_defs);
     flags_print_markdown(stdout, "roster start worker", wrk_summary, wrk_flag_defs);
     flags_print_markdown(stdout, "roster start apiserver", api_summary, api_flag_defs);

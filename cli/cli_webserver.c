@@ -36,6 +36,7 @@
 
 #include "api.h"
 #include "api_dash.h"
+#include "budget.h"
 #include "cli.h"
 #include "ctl.h"
 #include "json_write.h"
@@ -68,6 +69,7 @@ struct web_config {
     int64_t concurrency;
     int64_t dashboard_tick_ms;
     int64_t shutdown_grace_ms;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     char *log_level;
     bool check;
 };
@@ -113,9 +115,11 @@ const struct flag_def web_flag_defs[] = {
       "chat model, 100 for the embedder); more wait in a bounded queue, then 429."),
     F(dashboard_tick_ms, FLAG_INT, "1000", 100, 60000, NULL, 0, "MS",
       "How often an open dashboard is updated."),
+    HTTP_LIMIT_FLAGS(struct web_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
     {0},
 };
@@ -262,6 +266,7 @@ h_metrics(struct http_request *req, void *arg)
     buf_init(&b, 64 * 1024 * 1024);
     rc = metrics_write_http(&b, w->http);
     rc |= api_write_metrics(w->api, api_loop_of(w->api, req), &b);
+    rc |= metrics_write_budget(&b);
     if (w->embedded) {
         rc |= ctl_api_write_metrics(w->ctl, &b);
     }
@@ -355,10 +360,7 @@ load(struct web *w, int argc, char **argv)
         fprintf(stderr, "roster: %s\n", err);
         return EX_USAGE;
     }
-    if (log_set_level_name(w->cfg.log_level) != 0) {
-        fprintf(stderr, "roster: --log_level: unknown level '%s'\n", w->cfg.log_level);
-        return EX_USAGE;
-    }
+    (void)log_set_level_name(w->cfg.log_level); /* one of the table's choices */
     w->embedded = !w->cfg.controller_addr || !*w->cfg.controller_addr;
     if (!w->embedded) {
         for (size_t i = 0; ctl_flag_defs[i].name; i++) {
@@ -370,12 +372,6 @@ load(struct web *w, int argc, char **argv)
                 return EX_USAGE;
             }
         }
-    }
-    enum route_policy p;
-    if (route_policy_parse(w->api_cfg.routing, &p) != 0) {
-        fprintf(stderr, "roster: --routing must be p2c, weighted_random, round_robin, "
-                        "least_inflight or session\n");
-        return EX_USAGE;
     }
     if (!*w->cfg.model_name || strchr(w->cfg.model_name, '@') || strchr(w->cfg.model_name, ',') ||
         !*w->cfg.embedding_model || strchr(w->cfg.embedding_model, '@') ||
@@ -393,21 +389,24 @@ load(struct web *w, int argc, char **argv)
         log_warn("--registry_db_url on the command line carries a password, where other users "
                  "can read it; put the password in ROSTER_REGISTRY_DB_PASSWORD instead");
     }
+    (void)flags_scrub_secrets(g, 3, argc, argv);
     for (size_t k = 0; k < 3; k++) {
         for (size_t i = 0; g[k].defs[i].name; i++) {
             if ((g[k].defs[i].flags & FLAG_SECRET) && g[k].sources[i] == FLAG_FROM_ARGV) {
-                log_warn("--%s was given on the command line, where other users can read it; "
-                         "use the environment variable instead",
-                         g[k].defs[i].name);
+                flags_warn_secret_on_argv(&g[k].defs[i]);
             }
         }
     }
-    /* the webserver's secret is everyone's */
+    /* the webserver's secret is everyone's; --instance_networks (the API
+     * server's group takes it from argv) restricts both the embedded
+     * controller's registrations and where requests go */
     if (replace_str(&w->api_cfg.cluster_secret, w->cfg.cluster_secret) != 0 ||
-        replace_str(&w->ctl_cfg.cluster_secret, w->cfg.cluster_secret) != 0) {
+        replace_str(&w->ctl_cfg.cluster_secret, w->cfg.cluster_secret) != 0 ||
+        replace_str(&w->ctl_cfg.instance_networks, w->api_cfg.instance_networks) != 0) {
         fprintf(stderr, "roster: out of memory\n");
         return EX_OSERR;
     }
+    budget_set_limit(w->api_cfg.memory_budget_bytes);
     return 0;
 }
 
@@ -655,6 +654,7 @@ start(struct web *w)
         .threads = (int)w->cfg.threads,
         .max_body = (size_t)w->api_cfg.max_body_bytes,
     };
+    http_limits_apply(&w->cfg.http, &hc);
     if (http_server_new(&hc, &w->http, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return EX_OSERR;

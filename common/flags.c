@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "util.h"
@@ -32,6 +33,25 @@ find(const struct flag_def *defs, const char *name, size_t *index)
         }
     }
     return NULL;
+}
+
+/* The choice of "a|b|c" that `value` names (case aside), pointing into
+ * `choices`, or NULL. */
+static const char *
+choice(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+
+    for (const char *p = choices;;) {
+        size_t n = strcspn(p, "|");
+        if (n == vlen && n > 0 && strncasecmp(p, value, n) == 0) {
+            return p;
+        }
+        if (!p[n]) {
+            return NULL;
+        }
+        p += n + 1;
+    }
 }
 
 static int
@@ -93,6 +113,27 @@ set_value(const struct flag_def *d, void *cfg, const char *value, char *err, siz
         memcpy(field, &v, sizeof(v));
         return 0;
     }
+    case FLAG_ENUM: {
+        char **sp = (char **)(void *)field;
+        char *copy = NULL;
+        if (value) {
+            const char *c = d->metavar ? choice(d->metavar, value) : NULL;
+            size_t n = c ? strcspn(c, "|") : 0;
+            if (!c) {
+                snprintf(err, errcap, "--%s: '%.64s' is not one of %s", d->name, value,
+                         d->metavar ? d->metavar : "(no choices)");
+                return -1;
+            }
+            copy = strndup(c, n);
+            if (!copy) {
+                snprintf(err, errcap, "out of memory");
+                return -1;
+            }
+        }
+        free(*sp);
+        *sp = copy;
+        return 0;
+    }
     }
     return -1;
 }
@@ -131,6 +172,64 @@ env_value(const struct flag_def *d)
     return NULL;
 }
 
+/* One option of argv, as the parse reads it. */
+struct arg_step {
+    const struct flag_def *d;
+    size_t group, idx; /* the group that has it, its index there */
+    char *value;       /* its value (in argv when in_argv, else a constant) */
+    bool in_argv;
+};
+
+/* Reads the option at argv[*a] (and its value, which may be the next
+ * element: *a then moves on to it). Returns 0; 1 for --help or -h; -1 with
+ * a message in err. */
+static int
+next_arg(const struct flag_group *g, size_t ng, int argc, char **argv, int *a, struct arg_step *st,
+         char *err, size_t errcap)
+{
+    const char *arg = argv[*a];
+    const char *eq;
+    char name[96];
+    size_t k = 0;
+
+    memset(st, 0, sizeof(*st));
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+        return 1;
+    }
+    if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+        snprintf(err, errcap, "unexpected argument '%.128s' (options start with --)", arg);
+        return -1;
+    }
+    arg += 2;
+    eq = strchr(arg, '=');
+    normalize(arg, eq ? (size_t)(eq - arg) : strlen(arg), name, sizeof(name));
+    for (k = 0; k < ng && !(st->d = find(g[k].defs, name, &st->idx)); k++) {
+    }
+    if (!st->d) {
+        snprintf(err, errcap, "unknown option --%s (see --help)", name);
+        return -1;
+    }
+    st->group = k;
+    st->in_argv = true;
+    if (eq) {
+        st->value = argv[*a] + (eq - argv[*a]) + 1;
+    } else if (st->d->type == FLAG_BOOL) {
+        bool tmp;
+        st->value = (char *)(uintptr_t) "true";
+        st->in_argv = false;
+        if (*a + 1 < argc && util_parse_bool(argv[*a + 1], &tmp) == 0) {
+            st->value = argv[++*a]; /* "--register true", as DB-GPT's docs write it */
+            st->in_argv = true;
+        }
+    } else if (*a + 1 < argc) {
+        st->value = argv[++*a];
+    } else {
+        snprintf(err, errcap, "option --%s needs a value", name);
+        return -1;
+    }
+    return 0;
+}
+
 int
 flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char *err, size_t errcap)
 {
@@ -155,51 +254,40 @@ flags_parse_groups(struct flag_group *g, size_t ng, int argc, char **argv, char 
         }
     }
     for (int a = 0; a < argc; a++) {
-        const char *arg = argv[a];
-        const char *eq;
-        const char *value = NULL;
-        const struct flag_def *d = NULL;
-        char name[96];
-        size_t idx = 0, k = 0;
-
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            return 1;
+        struct arg_step st;
+        int rc = next_arg(g, ng, argc, argv, &a, &st, err, errcap);
+        if (rc != 0) {
+            return rc;
         }
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            snprintf(err, errcap, "unexpected argument '%s' (options start with --)", arg);
+        if (set_value(st.d, g[st.group].cfg, st.value, err, errcap) != 0) {
             return -1;
         }
-        arg += 2;
-        eq = strchr(arg, '=');
-        normalize(arg, eq ? (size_t)(eq - arg) : strlen(arg), name, sizeof(name));
-        for (k = 0; k < ng && !(d = find(g[k].defs, name, &idx)); k++) {
-        }
-        if (!d) {
-            snprintf(err, errcap, "unknown option --%s (see --help)", name);
-            return -1;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (d->type == FLAG_BOOL) {
-            bool tmp;
-            value = "true";
-            if (a + 1 < argc && util_parse_bool(argv[a + 1], &tmp) == 0) {
-                value = argv[++a]; /* "--register true", as DB-GPT's docs write it */
-            }
-        } else if (a + 1 < argc) {
-            value = argv[++a];
-        } else {
-            snprintf(err, errcap, "option --%s needs a value", name);
-            return -1;
-        }
-        if (set_value(d, g[k].cfg, value, err, errcap) != 0) {
-            return -1;
-        }
-        if (g[k].sources) {
-            g[k].sources[idx] = FLAG_FROM_ARGV;
+        if (g[st.group].sources) {
+            g[st.group].sources[st.idx] = FLAG_FROM_ARGV;
         }
     }
     return 0;
+}
+
+int
+flags_scrub_secrets(const struct flag_group *g, size_t ng, int argc, char **argv)
+{
+    char err[256];
+    int n = 0;
+
+    for (int a = 0; a < argc; a++) {
+        struct arg_step st;
+        if (next_arg(g, ng, argc, argv, &a, &st, err, sizeof(err)) != 0) {
+            break; /* as the parse stopped */
+        }
+        if ((st.d->flags & FLAG_SECRET) && st.in_argv && *st.value) {
+            memset(st.value, 'x', strlen(st.value));
+            n++;
+        } else if (st.d->type == FLAG_STR && st.in_argv) {
+            n += util_url_mask_passwords(st.value); /* --upstream http://u:pw@... */
+        }
+    }
+    return n;
 }
 
 size_t
@@ -315,7 +403,8 @@ print_effective(FILE *out, const struct flag_group *g, size_t k)
             continue;
         }
         switch (d->type) {
-        case FLAG_STR: {
+        case FLAG_STR:
+        case FLAG_ENUM: {
             const char *v = *(char *const *)(const void *)field;
             if (v && *v && !(d->flags & FLAG_SECRET)) {
                 util_url_redact(v, value, sizeof(value)); /* a URL's password masked */
@@ -373,7 +462,7 @@ void
 flags_cleanup(const struct flag_def *defs, void *cfg)
 {
     for (size_t i = 0; defs[i].name; i++) {
-        if (defs[i].type == FLAG_STR) {
+        if (defs[i].type == FLAG_STR || defs[i].type == FLAG_ENUM) {
             char **sp = (char **)(void *)((char *)cfg + defs[i].offset);
             free(*sp);
             *sp = NULL;
@@ -407,7 +496,7 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
     fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, summary);
     for (size_t i = 0; defs[i].name; i++) {
         const struct flag_def *d = &defs[i];
-        char left[96];
+        char left[256];
         char env[160];
 
         if (d->flags & FLAG_HIDDEN) {
@@ -416,7 +505,11 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
         snprintf(left, sizeof(left), "--%s%s%s", d->name, d->metavar ? " " : "",
                  d->metavar ? d->metavar : "");
         flags_env_names(d, env, sizeof(env));
-        fprintf(out, "  %-34s %s\n", left, d->help);
+        if (strlen(left) > 34) { /* the choices of a long enum: the help on a line of its own */
+            fprintf(out, "  %s\n  %-34s %s\n", left, "", d->help);
+        } else {
+            fprintf(out, "  %-34s %s\n", left, d->help);
+        }
         if (d->def && !(d->flags & FLAG_SECRET)) {
             fprintf(out, "  %-34s   default: %s; env: %s\n", "", d->def, env);
         } else {
@@ -424,6 +517,21 @@ flags_print_help(FILE *out, const char *usage, const char *summary, const struct
         }
     }
     fprintf(out, "  %-34s %s\n", "--help", "show this help");
+}
+
+/* s with each '|' escaped, for a cell of a Markdown table ("" for NULL). */
+static void
+md_cell(const char *s, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (; s && *s && n + 3 < cap; s++) {
+        if (*s == '|') {
+            out[n++] = '\\';
+        }
+        out[n++] = *s;
+    }
+    out[n] = '\0';
 }
 
 void
@@ -434,15 +542,16 @@ flags_print_markdown(FILE *out, const char *title, const char *summary, const st
     for (size_t i = 0; defs[i].name; i++) {
         const struct flag_def *d = &defs[i];
         char env[160];
+        char meta[256];
 
         if (d->flags & FLAG_HIDDEN) {
             continue;
         }
         flags_env_names(d, env, sizeof(env));
-        fprintf(out, "| `--%s%s%s` | %s%s%s | `%s` | %s |\n", d->name, d->metavar ? " " : "",
-                d->metavar ? d->metavar : "", d->def && *d->def ? "`" : "",
-                d->def ? (*d->def ? d->def : "(empty)") : "(unset)", d->def && *d->def ? "`" : "",
-                env, d->help);
+        md_cell(d->metavar, meta, sizeof(meta));
+        fprintf(out, "| `--%s%s%s` | %s%s%s | `%s` | %s |\n", d->name, d->metavar ? " " : "", meta,
+                d->def && *d->def ? "`" : "", d->def ? (*d->def ? d->def : "(empty)") : "(unset)",
+                d->def && *d->def ? "`" : "", env, d->help);
     }
     fprintf(out, "\n");
 }
@@ -478,12 +587,24 @@ flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv, c
         fprintf(stderr, "roster: --log_level: unknown level '%s'\n", level);
         return -1;
     }
+    struct flag_group g = {.defs = defs, .cfg = cfg, .sources = src};
+    (void)flags_scrub_secrets(&g, 1, argc, argv);
     for (size_t i = 0; i < n; i++) {
         if ((defs[i].flags & FLAG_SECRET) && src[i] == FLAG_FROM_ARGV) {
-            log_warn("--%s was given on the command line, where other users can read it; "
-                     "use the environment variable instead",
-                     defs[i].name);
+            flags_warn_secret_on_argv(&defs[i]);
         }
     }
     return 0;
+}
+
+void
+flags_warn_secret_on_argv(const struct flag_def *d)
+{
+    char env[160];
+
+    flags_env_names(d, env, sizeof(env));
+    log_warn("--%s was given on the command line: its value is now blanked from the process's "
+             "arguments, but other users could read it until then; the environment (%s) is "
+             "the better place",
+             d->name, env);
 }

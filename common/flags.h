@@ -25,12 +25,16 @@ enum flag_type {
     FLAG_INT,    /* int64_t */
     FLAG_DOUBLE, /* double */
     FLAG_BOOL,   /* bool; "--name" alone means true */
+    FLAG_ENUM,   /* char *, as FLAG_STR, but one of the choices written in `metavar`
+                  * as "a|b|c": matched without regard to case and stored as written
+                  * there; anything else is refused by flags_parse (--help and the
+                  * docs show the choices) */
 };
 
 #define FLAG_SECRET_MAX 512 /* longest value of a FLAG_SECRET option */
 
 enum {
-    FLAG_SECRET = 1,    /* never printed; warn when given on argv */
+    FLAG_SECRET = 1,    /* never printed; when given on argv: blanked there, with a warning */
     FLAG_HIDDEN = 2,    /* not in --help or the docs */
     FLAG_ARGV_ONLY = 4, /* not read from the environment (--check) */
 };
@@ -43,7 +47,8 @@ struct flag_def {
     double min, max; /* numeric range (inclusive); ignored if min > max */
     const char *env; /* extra environment names, comma-separated, or NULL */
     unsigned flags;
-    const char *metavar; /* "HOST", "SECS", ...; NULL for booleans */
+    const char *metavar; /* "HOST", "SECS", ...; NULL for booleans; the choices
+                          * "a|b|c" of a FLAG_ENUM */
     const char *help;    /* one sentence */
 };
 
@@ -52,7 +57,9 @@ enum flag_source { FLAG_FROM_DEFAULT = 0, FLAG_FROM_ENV, FLAG_FROM_ARGV };
 /* Fills `cfg` from defaults, the environment and argv[0..argc). Every argv
  * element must be a known flag (or its value). Returns 0; 1 when --help or
  * -h was given (nothing else done); -1 with a message in `err` on an
- * unknown flag, a missing value or a value out of range. `sources`, if not
+ * unknown flag, a missing value, a value out of range or not among a
+ * FLAG_ENUM's choices (the message never holds a FLAG_SECRET's value).
+ * argv is only read. `sources`, if not
  * NULL, has one slot per table entry and receives where each value came
  * from. Call flags_cleanup() afterwards in every case. */
 int flags_parse(const struct flag_def *defs, void *cfg, int argc, char **argv,
@@ -91,13 +98,27 @@ void flags_print_help_groups(FILE *out, const char *usage, const char *summary,
 void flags_print_markdown_groups(FILE *out, const char *title, const char *summary,
                                  const struct flag_group *g, size_t n);
 
+/* Overwrites, in place, the value of every FLAG_SECRET option given in
+ * argv[0..argc) with 'x's (argv as flags_parse_groups read it: the same
+ * options, the same groups), so that /proc/PID/cmdline and ps no longer show
+ * it. Call it after a successful parse (the values were copied) and before
+ * the process does anything slow. The value was visible from exec until
+ * then: the environment is the place for secrets. Returns how many values
+ * were overwritten. Writes into the strings argv points to (they must be
+ * writable: main's argv is). Main thread, at start-up. */
+int flags_scrub_secrets(const struct flag_group *g, size_t n, int argc, char **argv);
+
+/* The warning every role logs for a FLAG_SECRET option given on the
+ * command line (the option's name only, never its value). */
+void flags_warn_secret_on_argv(const struct flag_def *d);
+
 /* What every `roster start <role>` does with its options: flags_parse;
  * --help printed to stdout (returns 1); an error printed to stderr (returns
  * -1); `log_level_offset` (offsetof the role's char *log_level) applied to
- * the logger; a warning logged for each FLAG_SECRET option given on the
- * command line, where other users can read it. `sources` (NULL, or one
- * slot per table entry) receives where each value came from. Returns 0
- * otherwise. */
+ * the logger; each FLAG_SECRET option given on the command line
+ * overwritten in argv (flags_scrub_secrets) and a warning logged for it.
+ * `sources` (NULL, or one slot per table entry) receives where each value
+ * came from. Returns 0 otherwise. */
 int flags_load_role(const struct flag_def *defs, void *cfg, int argc, char **argv,
                     const char *usage, const char *summary, size_t log_level_offset,
                     enum flag_source *sources);

@@ -22,9 +22,12 @@
  *     request whose client went away stays valid until it is replied to;
  *     the reply is then dropped.
  *   - Limits: header bytes, body bytes, header count, time to receive the
- *     headers, idle time between requests and between body bytes, write
- *     time, connection count. Each violation gets a JSON error (400, 408,
- *     413, 431, 503) and the connection is closed.
+ *     headers, time to receive the whole request (headers and body, from
+ *     its first byte), idle time between requests and between body bytes,
+ *     write time, connection count, connections per client address, and a
+ *     reserve of connection slots for clients that hold few. Each violation
+ *     gets a JSON error (400, 408, 413, 429, 431, 503) and the connection
+ *     is closed. common/http_limits.h has the flags every role shares.
  *
  * Threads: everything here runs on loop threads except http_server_new,
  * http_server_run, http_server_shutdown (any thread) and http_loop_post
@@ -53,16 +56,30 @@ struct http_route {
 };
 
 struct http_server_config {
-    const char *host;      /* bind address; default "127.0.0.1" */
-    int port;              /* 0 = let the kernel pick (see http_server_port) */
-    int threads;           /* event loops; default 1 */
-    size_t max_body;       /* default 1 MiB */
-    size_t max_header;     /* request line + headers; default 16 KiB */
-    int max_connections;   /* default 4096 */
-    int header_timeout_ms; /* first byte of a request to end of its headers; default 10 s */
-    int idle_timeout_ms;   /* keep-alive idle and body inactivity; default 60 s */
-    int write_timeout_ms;  /* default 30 s */
+    const char *host;    /* bind address; default "127.0.0.1" */
+    int port;            /* 0 = let the kernel pick (see http_server_port) */
+    int threads;         /* event loops; default 1 */
+    size_t max_body;     /* default 1 MiB */
+    size_t max_header;   /* request line + headers; default 16 KiB */
+    int max_connections; /* default 4096 */
+    /* Open connections one client address may hold (an IPv4 address, or
+     * an IPv6 /64: one host's usual allocation); a connection over it is
+     * answered 429 and closed. Default (0): max_connections / 2. */
+    int max_connections_per_client;
+    /* The last `connection_reserve` slots under max_connections go only to
+     * an address that holds fewer than HTTP_RESERVE_CLIENT_MAX connections:
+     * a flood from a few addresses cannot take them, a health check or a
+     * new client can. Default (0): 64, at most max_connections / 4; -1 =
+     * none. */
+    int connection_reserve;
+    int header_timeout_ms;  /* first byte of a request to end of its headers; default 10 s */
+    int request_timeout_ms; /* first byte of a request to end of its body; default 30 s */
+    int idle_timeout_ms;    /* keep-alive idle and body inactivity; default 60 s */
+    int write_timeout_ms;   /* default 30 s */
 };
+
+/* See connection_reserve. */
+#define HTTP_RESERVE_CLIENT_MAX 4
 
 /* A hook run on every loop thread: at start (before any request) and at
  * the beginning of shutdown (to answer long-polls, etc.). */
@@ -147,7 +164,8 @@ struct http_server_stats {
     uint64_t requests;
     uint64_t status_2xx, status_3xx, status_4xx, status_5xx;
     uint64_t connections_accepted;
-    uint64_t connections_rejected; /* over max_connections */
+    uint64_t connections_rejected;            /* over max_connections (or the reserve) */
+    uint64_t connections_rejected_per_client; /* over max_connections_per_client */
     int64_t connections_open;
 };
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);

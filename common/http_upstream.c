@@ -13,6 +13,14 @@
  * each response; completion, the return to the pool and every callback
  * that may free things run after the parser has returned, never inside it.
  * A cancel requested from inside a callback is deferred the same way.
+ *
+ * The host table: a chained hash table (FNV-1a of the address bytes, with
+ * a per-pool seed; doubled when it holds more entries than buckets,
+ * halved below an eighth) and a doubly linked list of the entries with no
+ * request in flight, most recently used first. An entry leaves the list
+ * when a request takes it and comes back at the front when its last
+ * request ends; so the list's tail is the oldest, and both expiry (a timer
+ * armed while the list is not empty) and eviction take from the tail.
  */
 #include "http_upstream.h"
 
@@ -37,38 +45,35 @@
 #include <http_parser.h>
 
 struct hu_host {
+    struct hu_pool *pool;
     struct sockaddr_storage sa;
     unsigned salen;
+    uint32_t hash;
     struct hu_conn *idle; /* most recently used first */
     int nidle;
-    struct hu_host *next;
+    int nbusy;             /* requests holding this entry */
+    long long last_us;     /* when its last request ended */
+    struct hu_host *hnext; /* in its hash bucket */
+    struct hu_host *lprev; /* in the pool's list of entries without */
+    struct hu_host *lnext; /* requests (nbusy == 0), most recent first */
 };
 
 struct hu_conn {
     struct hu_pool *pool;
     struct hu_host *host;
     int fd;
-    struct event rev;  /* readable: the answer, or an idle connection closing */
-    struct event wev;  /* writable: connect done, or room for the rest of a request */
-    bool rev_on;       /* rev is added (off while paused) */
-    int connect_err;   /* a connect that failed at once, reported from wev */
-    bool write_failed; /* a write failed, reported from wev */
-    http_parser parser;
+    struct event rev;   /* readable: the answer, or an idle connection closing */
+    struct event wev;   /* writable: connect done, or room for the rest of a request */
+    bool rev_on;        /* rev is added (off while paused) */
+    int connect_err;    /* a connect that failed at once, reported from wev */
+    bool write_failed;  /* a write failed, reported from wev */
     struct hu_req *req; /* NULL while idle */
     size_t sent;        /* bytes of the request written */
+    struct hu_parser rp;
     bool connected;
     bool reused; /* has completed a response before */
     bool parsing;
-    bool complete;  /* the current response has ended */
-    bool extra;     /* bytes came after the end of the response */
-    bool head_done; /* the final response's headers are in */
-    /* header capture: only Content-Type matters */
-    char field[16];
-    size_t flen;
-    bool field_done;
-    bool in_ct;
-    char ct[128];
-    size_t ctlen;
+    bool extra;           /* bytes came after the end of the response */
     struct hu_conn *next; /* in the host's idle list */
 };
 
@@ -92,10 +97,22 @@ struct hu_pool {
     struct event_base *base;
     int connect_timeout_ms;
     int max_idle;
-    struct hu_host *hosts;
+    /* the host table */
+    struct hu_host **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t nhosts;
+    uint32_t seed;
+    struct hu_host *lru_head, *lru_tail; /* entries without requests */
+    size_t max_hosts;
+    long long host_idle_us;
+    struct event sweep; /* armed while the list is not empty */
+    bool sweep_on;
+    struct hu_pool_stats stats;
 };
 
-static http_parser_settings settings;
+#define MIN_BUCKETS       64
+#define DEFAULT_MAX_HOSTS 4096
+#define DEFAULT_HOST_IDLE 60000 /* ms */
 
 /* A reused connection that fails this soon after the request was handed
  * over is taken for one the server had closed while it idled (it cannot
@@ -174,9 +191,14 @@ conn_new(struct hu_pool *p, struct hu_host *h)
 
 /* ---- requests ------------------------------------------------------------------- */
 
+static void host_release(struct hu_host *h);
+
 static void
 req_free(struct hu_req *r)
 {
+    if (r->host) {
+        host_release(r->host);
+    }
     free(r->head);
     free(r);
 }
@@ -226,11 +248,8 @@ req_start(struct hu_req *r, struct hu_conn *c)
     r->conn = c;
     c->req = r;
     c->sent = 0;
-    c->complete = c->extra = c->head_done = false;
-    c->flen = c->ctlen = 0;
-    c->field_done = c->in_ct = false;
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
+    c->extra = false;
+    hu_parser_init(&c->rp, r->cb, r->arg);
     if (!c->rev_on) {
         event_add(&c->rev, NULL);
         c->rev_on = true;
@@ -337,36 +356,26 @@ static bool
 feed(struct hu_conn *c, const char *p, size_t n)
 {
     struct hu_req *r = c->req;
-    size_t used;
+    size_t used = 0;
+    enum hu_parse st;
 
     c->parsing = true;
-    used = http_parser_execute(&c->parser, &settings, p, n);
+    st = hu_parser_feed(&c->rp, p, n, &used);
     c->parsing = false;
     if (r->cancelled) {
         finish(r, HU_OK, false); /* no callback: cancelled */
         return false;
     }
-    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK && HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+    if (st == HU_PARSE_ERROR) {
         finish(r, HU_PROTOCOL, false);
         return false;
     }
-    if (c->complete) {
+    if (st == HU_PARSE_DONE) {
         c->extra = used < n;
-        finish(r, HU_OK, http_should_keep_alive(&c->parser) != 0);
+        finish(r, HU_OK, hu_parser_keep_alive(&c->rp));
         return false;
     }
     return true;
-}
-
-/* The answer's body runs to the end of the connection: neither chunked nor
- * of a known length (http-parser keeps ULLONG_MAX for "no length"). */
-static bool
-needs_eof(const http_parser *p)
-{
-    const struct hu_conn *c = p->data;
-
-    return c->head_done && !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX &&
-           p->status_code >= 200 && p->status_code != 204 && p->status_code != 304;
 }
 
 static void
@@ -396,9 +405,18 @@ on_readable(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
-    if (n == 0 && r->got_byte && needs_eof(&c->parser)) {
-        /* an answer delimited by the end of the connection */
-        if (!feed(c, NULL, 0)) {
+    if (n == 0 && r->got_byte) {
+        /* an answer delimited by the end of the connection? */
+        enum hu_parse st;
+        c->parsing = true;
+        st = hu_parser_eof(&c->rp);
+        c->parsing = false;
+        if (r->cancelled) {
+            finish(r, HU_OK, false); /* no callback: cancelled */
+            return;
+        }
+        if (st == HU_PARSE_DONE) {
+            finish(r, HU_OK, false);
             return;
         }
     }
@@ -423,79 +441,361 @@ append_capped(char *dst, size_t cap, size_t *len, const char *at, size_t n)
 }
 
 static int
-p_header_field(http_parser *p, const char *at, size_t n)
+p_header_field(http_parser *hp, const char *at, size_t n)
 {
-    struct hu_conn *c = p->data;
+    struct hu_parser *p = hp->data;
 
-    if (c->field_done) { /* a new header begins */
-        c->flen = 0;
-        c->field_done = false;
-        c->in_ct = false;
+    if (p->field_done) { /* a new header begins */
+        p->flen = 0;
+        p->field_done = false;
+        p->in_ct = false;
     }
-    append_capped(c->field, sizeof(c->field), &c->flen, at, n);
+    append_capped(p->field, sizeof(p->field), &p->flen, at, n);
     return 0;
 }
 
 static int
-p_header_value(http_parser *p, const char *at, size_t n)
+p_header_value(http_parser *hp, const char *at, size_t n)
 {
-    struct hu_conn *c = p->data;
+    struct hu_parser *p = hp->data;
 
-    if (!c->field_done) {
-        c->field_done = true;
-        c->in_ct = strcasecmp(c->field, "Content-Type") == 0;
-        if (c->in_ct) {
-            c->ctlen = 0;
+    if (!p->field_done) {
+        p->field_done = true;
+        p->in_ct = strcasecmp(p->field, "Content-Type") == 0;
+        if (p->in_ct) {
+            p->ctlen = 0;
+            p->ct[0] = '\0';
         }
     }
-    if (c->in_ct) {
-        append_capped(c->ct, sizeof(c->ct), &c->ctlen, at, n);
+    if (p->in_ct) {
+        append_capped(p->ct, sizeof(p->ct), &p->ctlen, at, n);
     }
     return 0;
 }
 
 static int
-p_headers_complete(http_parser *p)
+p_headers_complete(http_parser *hp)
 {
-    struct hu_conn *c = p->data;
-    struct hu_req *r = c->req;
+    struct hu_parser *p = hp->data;
 
-    if (p->status_code < 200) {
+    if (hp->status_code < 100) {
+        return -1; /* no such status (http-parser takes "HTTP/1.1 20"): not HTTP */
+    }
+    if (hp->status_code < 200) {
         /* an interim answer (100 Continue): the final one follows */
-        c->flen = c->ctlen = 0;
-        c->field_done = c->in_ct = false;
+        p->flen = p->ctlen = 0;
+        p->field_done = p->in_ct = false;
         return 0;
     }
-    c->head_done = true;
-    if (!r->cancelled) {
-        r->cb->on_head(r->arg, (int)p->status_code, c->ctlen ? c->ct : NULL);
+    p->head_done = true;
+    if (!p->muted) {
+        p->cb->on_head(p->arg, (int)hp->status_code, p->ctlen ? p->ct : NULL);
+    }
+    /* 204 and 304 end at their headers whatever Content-Length says (RFC
+     * 9110 6.4.1; http-parser would read that many bytes as a body) */
+    return hp->status_code == 204 || hp->status_code == 304 ? 1 : 0;
+}
+
+static int
+p_body(http_parser *hp, const char *at, size_t n)
+{
+    struct hu_parser *p = hp->data;
+
+    if (!p->head_done) {
+        return -1; /* a body without a final status line before it */
+    }
+    if (!p->muted) {
+        p->cb->on_data(p->arg, at, n);
     }
     return 0;
 }
 
 static int
-p_body(http_parser *p, const char *at, size_t n)
+p_message_complete(http_parser *hp)
 {
-    struct hu_conn *c = p->data;
-    struct hu_req *r = c->req;
+    struct hu_parser *p = hp->data;
 
-    if (!r->cancelled) {
-        r->cb->on_data(r->arg, at, n);
-    }
-    return 0;
-}
-
-static int
-p_message_complete(http_parser *p)
-{
-    struct hu_conn *c = p->data;
-
-    if (p->status_code >= 100 && p->status_code < 200) {
+    if (hp->status_code >= 100 && hp->status_code < 200) {
         return 0; /* an interim answer: the real one follows */
     }
-    c->complete = true;
-    http_parser_pause(p, 1);
+    p->complete = true;
+    http_parser_pause(hp, 1);
     return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_header_field = p_header_field,
+    .on_header_value = p_header_value,
+    .on_headers_complete = p_headers_complete,
+    .on_body = p_body,
+    .on_message_complete = p_message_complete,
+};
+
+void
+hu_parser_init(struct hu_parser *p, const struct hu_callbacks *cb, void *arg)
+{
+    memset(p, 0, sizeof(*p));
+    http_parser_init(&p->hp, HTTP_RESPONSE);
+    p->hp.data = p;
+    p->cb = cb;
+    p->arg = arg;
+}
+
+enum hu_parse
+hu_parser_feed(struct hu_parser *p, const char *data, size_t n, size_t *used)
+{
+    *used = 0;
+    if (p->complete) {
+        return HU_PARSE_DONE;
+    }
+    if (HTTP_PARSER_ERRNO(&p->hp) != HPE_OK) {
+        return HU_PARSE_ERROR;
+    }
+    if (n == 0) {
+        return HU_PARSE_MORE; /* (to http-parser, 0 bytes would mean the end) */
+    }
+    *used = http_parser_execute(&p->hp, &settings, data, n);
+    if (p->complete) {
+        return HU_PARSE_DONE;
+    }
+    /* bytes left over with no error: an upgrade (101, CONNECT), which no
+     * worker may answer: the rest would never be read */
+    return HTTP_PARSER_ERRNO(&p->hp) == HPE_OK && *used == n ? HU_PARSE_MORE : HU_PARSE_ERROR;
+}
+
+/* The answer's body runs to the end of the connection: neither chunked nor
+ * of a known length (http-parser keeps ULLONG_MAX for "no length"). */
+static bool
+needs_eof(const struct hu_parser *p)
+{
+    const http_parser *hp = &p->hp;
+
+    return p->head_done && !(hp->flags & F_CHUNKED) && hp->content_length == ULLONG_MAX &&
+           hp->status_code >= 200 && hp->status_code != 204 && hp->status_code != 304;
+}
+
+enum hu_parse
+hu_parser_eof(struct hu_parser *p)
+{
+    if (p->complete) {
+        return HU_PARSE_DONE;
+    }
+    if (HTTP_PARSER_ERRNO(&p->hp) != HPE_OK || !needs_eof(p)) {
+        return HU_PARSE_ERROR;
+    }
+    http_parser_execute(&p->hp, &settings, NULL, 0);
+    return p->complete ? HU_PARSE_DONE : HU_PARSE_ERROR;
+}
+
+bool
+hu_parser_keep_alive(const struct hu_parser *p)
+{
+    return p->complete && http_should_keep_alive(&p->hp) != 0;
+}
+
+/* ---- the host table ------------------------------------------------------------ */
+
+static uint32_t
+hash_addr(uint32_t seed, const void *key, size_t n)
+{
+    const unsigned char *b = key;
+    uint32_t h = 2166136261u ^ seed;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 16777619u;
+    }
+    return h ^ (h >> 15);
+}
+
+static void
+lru_unlink(struct hu_pool *p, struct hu_host *h)
+{
+    if (h->lprev) {
+        h->lprev->lnext = h->lnext;
+    } else {
+        p->lru_head = h->lnext;
+    }
+    if (h->lnext) {
+        h->lnext->lprev = h->lprev;
+    } else {
+        p->lru_tail = h->lprev;
+    }
+    h->lprev = h->lnext = NULL;
+}
+
+static void
+lru_push_front(struct hu_pool *p, struct hu_host *h)
+{
+    h->lprev = NULL;
+    h->lnext = p->lru_head;
+    if (p->lru_head) {
+        p->lru_head->lprev = h;
+    } else {
+        p->lru_tail = h;
+    }
+    p->lru_head = h;
+}
+
+/* Moves every entry to a table of n buckets (a power of two); keeps the
+ * old one when out of memory (lookups stay correct, only longer). */
+static void
+rehash(struct hu_pool *p, size_t n)
+{
+    struct hu_host **nb = calloc(n, sizeof(*nb));
+
+    if (!nb) {
+        return;
+    }
+    for (size_t i = 0; i < p->nbuckets; i++) {
+        while (p->buckets[i]) {
+            struct hu_host *h = p->buckets[i];
+            p->buckets[i] = h->hnext;
+            h->hnext = nb[h->hash & (n - 1)];
+            nb[h->hash & (n - 1)] = h;
+        }
+    }
+    free(p->buckets);
+    p->buckets = nb;
+    p->nbuckets = n;
+}
+
+/* Drops an entry without requests: its idle connections are closed. */
+static void
+host_drop(struct hu_pool *p, struct hu_host *h)
+{
+    struct hu_host **pp = &p->buckets[h->hash & (p->nbuckets - 1)];
+
+    while (*pp != h) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = h->hnext;
+    lru_unlink(p, h);
+    while (h->idle) {
+        struct hu_conn *c = h->idle;
+        h->idle = c->next;
+        conn_free(c);
+    }
+    free(h);
+    p->nhosts--;
+    if (p->nbuckets > MIN_BUCKETS && p->nhosts < p->nbuckets / 8) {
+        rehash(p, p->nbuckets / 2);
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg);
+
+/* Arms the expiry timer for when the oldest entry without requests
+ * expires; disarms it when there is none. */
+static void
+sweep_arm(struct hu_pool *p)
+{
+    if (!p->lru_tail) {
+        if (p->sweep_on) {
+            event_del(&p->sweep);
+            p->sweep_on = false;
+        }
+        return;
+    }
+    if (!p->sweep_on) {
+        long long due = p->lru_tail->last_us + p->host_idle_us - mono_us();
+        struct timeval tv;
+        if (due < 1000) {
+            due = 1000;
+        }
+        tv.tv_sec = (time_t)(due / 1000000);
+        tv.tv_usec = (suseconds_t)(due % 1000000);
+        event_add(&p->sweep, &tv);
+        p->sweep_on = true;
+    }
+}
+
+/* Drops the entries unused for host_idle_us (from the oldest). */
+static void
+sweep(struct hu_pool *p)
+{
+    long long now = mono_us();
+
+    while (p->lru_tail && now - p->lru_tail->last_us >= p->host_idle_us) {
+        p->stats.expired++;
+        host_drop(p, p->lru_tail);
+    }
+}
+
+static void
+on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct hu_pool *p = arg;
+
+    (void)fd;
+    (void)what;
+    p->sweep_on = false;
+    sweep(p);
+    sweep_arm(p);
+}
+
+/* A request ended: its entry goes back to the list when it was the last
+ * (and the oldest entries go when the table is past its bound: this may
+ * close idle connections, never one with a request). */
+static void
+host_release(struct hu_host *h)
+{
+    struct hu_pool *p = h->pool;
+
+    if (--h->nbusy == 0) {
+        h->last_us = mono_us();
+        lru_push_front(p, h);
+        /* past the bound only while requests were in flight: back to it */
+        while (p->nhosts > p->max_hosts && p->lru_tail) {
+            p->stats.evicted++;
+            host_drop(p, p->lru_tail);
+        }
+        sweep_arm(p);
+    }
+}
+
+/* The entry of an address, taken for a request (created if new; NULL when
+ * out of memory or the address is too long). */
+static struct hu_host *
+host_take(struct hu_pool *p, const struct sockaddr *sa, unsigned salen)
+{
+    uint32_t hash = hash_addr(p->seed, sa, salen);
+    struct hu_host *h;
+
+    p->stats.lookups++;
+    for (h = p->buckets[hash & (p->nbuckets - 1)]; h; h = h->hnext) {
+        p->stats.probes++;
+        if (h->hash == hash && h->salen == salen && memcmp(&h->sa, sa, salen) == 0) {
+            break;
+        }
+    }
+    if (!h) {
+        if (salen > sizeof(h->sa)) {
+            return NULL;
+        }
+        sweep(p);
+        while (p->lru_tail && p->nhosts >= p->max_hosts) {
+            p->stats.evicted++;
+            host_drop(p, p->lru_tail);
+        }
+        if (!(h = calloc(1, sizeof(*h)))) {
+            return NULL;
+        }
+        memcpy(&h->sa, sa, salen);
+        h->pool = p;
+        h->salen = salen;
+        h->hash = hash;
+        h->hnext = p->buckets[hash & (p->nbuckets - 1)];
+        p->buckets[hash & (p->nbuckets - 1)] = h;
+        if (++p->nhosts > p->nbuckets) {
+            rehash(p, p->nbuckets * 2);
+        }
+    } else if (h->nbusy == 0) {
+        lru_unlink(p, h);
+    }
+    h->nbusy++;
+    sweep_arm(p);
+    return h;
 }
 
 /* ---- the pool ---------------------------------------------------------------------- */
@@ -508,15 +808,40 @@ hu_pool_new(struct event_base *base, int connect_timeout_ms, int max_idle)
     if (!p) {
         return NULL;
     }
-    settings.on_header_field = p_header_field;
-    settings.on_header_value = p_header_value;
-    settings.on_headers_complete = p_headers_complete;
-    settings.on_body = p_body;
-    settings.on_message_complete = p_message_complete;
+    p->buckets = calloc(MIN_BUCKETS, sizeof(*p->buckets));
+    if (!p->buckets) {
+        free(p);
+        return NULL;
+    }
+    p->nbuckets = MIN_BUCKETS;
+    p->seed = (uint32_t)mono_us() ^ (uint32_t)(uintptr_t)p;
     p->base = base;
     p->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 1000;
     p->max_idle = max_idle > 0 ? max_idle : 1;
+    p->max_hosts = DEFAULT_MAX_HOSTS;
+    p->host_idle_us = DEFAULT_HOST_IDLE * 1000LL;
+    evtimer_assign(&p->sweep, base, on_sweep, p);
     return p;
+}
+
+void
+hu_pool_set_limits(struct hu_pool *p, int max_hosts, int host_idle_ms)
+{
+    p->max_hosts = max_hosts > 0 ? (size_t)max_hosts : 1;
+    p->host_idle_us = (host_idle_ms > 0 ? host_idle_ms : 1) * 1000LL;
+    if (p->sweep_on) { /* re-armed for the new time */
+        event_del(&p->sweep);
+        p->sweep_on = false;
+    }
+    sweep_arm(p);
+}
+
+void
+hu_pool_stats(const struct hu_pool *p, struct hu_pool_stats *out)
+{
+    *out = p->stats;
+    out->hosts = p->nhosts;
+    out->buckets = p->nbuckets;
 }
 
 void
@@ -525,37 +850,21 @@ hu_pool_free(struct hu_pool *p)
     if (!p) {
         return;
     }
-    while (p->hosts) {
-        struct hu_host *h = p->hosts;
-        p->hosts = h->next;
-        while (h->idle) {
-            struct hu_conn *c = h->idle;
-            h->idle = c->next;
-            conn_free(c);
+    event_del(&p->sweep);
+    for (size_t i = 0; i < p->nbuckets; i++) {
+        while (p->buckets[i]) {
+            struct hu_host *h = p->buckets[i];
+            p->buckets[i] = h->hnext;
+            while (h->idle) {
+                struct hu_conn *c = h->idle;
+                h->idle = c->next;
+                conn_free(c);
+            }
+            free(h);
         }
-        free(h);
     }
+    free(p->buckets);
     free(p);
-}
-
-static struct hu_host *
-host_for(struct hu_pool *p, const struct sockaddr *sa, unsigned salen)
-{
-    struct hu_host *h;
-
-    for (h = p->hosts; h; h = h->next) {
-        if (h->salen == salen && memcmp(&h->sa, sa, salen) == 0) {
-            return h;
-        }
-    }
-    if (salen > sizeof(h->sa) || !(h = calloc(1, sizeof(*h)))) {
-        return NULL;
-    }
-    memcpy(&h->sa, sa, salen);
-    h->salen = salen;
-    h->next = p->hosts;
-    p->hosts = h;
-    return h;
 }
 
 struct hu_req *
@@ -563,20 +872,25 @@ hu_post(struct hu_pool *p, const struct sockaddr *sa, unsigned salen, const char
         const char *path, const char *headers, const char *body, size_t len,
         const struct hu_callbacks *cb, void *arg)
 {
-    struct hu_host *h = host_for(p, sa, salen);
     struct hu_req *r = calloc(1, sizeof(*r));
+    struct hu_host *h;
     struct hu_conn *c;
     int n;
 
-    if (!h || !r) {
+    if (!r) {
+        return NULL;
+    }
+    h = host_take(p, sa, salen);
+    if (!h) {
         free(r);
         return NULL;
     }
+    r->host = h; /* released by req_free */
     n = snprintf(NULL, 0, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n%s\r\n", path,
                  hostport, len, headers);
     r->head = malloc((size_t)n + 1);
     if (!r->head) {
-        free(r);
+        req_free(r);
         return NULL;
     }
     snprintf(r->head, (size_t)n + 1,
@@ -584,7 +898,6 @@ hu_post(struct hu_pool *p, const struct sockaddr *sa, unsigned salen, const char
              headers);
     r->headlen = (size_t)n;
     r->pool = p;
-    r->host = h;
     r->cb = cb;
     r->arg = arg;
     r->body = body;
@@ -607,6 +920,7 @@ hu_cancel(struct hu_req *r)
 {
     if (r->conn && r->conn->parsing) {
         r->cancelled = true; /* on_read finishes it when the parser returns */
+        r->conn->rp.muted = true;
         return;
     }
     r->cancelled = true;

@@ -26,12 +26,26 @@
  * Timeouts other than the connect timeout are the caller's (cancel the
  * request from a timer).
  *
- * Loop thread only, all of it.
+ * Hosts: the pool keeps one entry per address (its idle connections), in a
+ * hash table keyed by the address bytes (O(1) lookup per request). An entry
+ * without a request in flight sits in a most-recently-used list; entries
+ * unused for host_idle_ms (default 60 s) are dropped with their idle
+ * connections by a timer that runs only while such entries exist, and past
+ * max_hosts entries (default 4,096) the least recently used one is dropped
+ * to make room. Entries with requests in flight are never dropped, so the
+ * table exceeds max_hosts only by addresses with requests in flight (which
+ * the caller bounds).
+ *
+ * Loop thread only, all of it (the parser alone may be used on any thread,
+ * one parser per thread).
  */
 #ifndef ROSTER_HTTP_UPSTREAM_H
 #define ROSTER_HTTP_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include <http_parser.h>
 
 struct event_base;
 struct hu_pool;
@@ -86,5 +100,65 @@ void hu_pause(struct hu_req *r, int paused);
 
 /* Time from hu_post to the first response byte, in microseconds (0 before). */
 long long hu_ttfb_us(const struct hu_req *r);
+
+/* Limits of the host table (see the top): at most max_hosts entries
+ * without a request in flight (>= 1), each dropped after host_idle_ms
+ * without a request (>= 1). Takes effect from the next request or sweep. */
+void hu_pool_set_limits(struct hu_pool *p, int max_hosts, int host_idle_ms);
+
+/* The host table's figures: entries, hash buckets, and the address
+ * comparisons made by lookups so far (tests check that a lookup costs
+ * O(1) whatever the size). */
+struct hu_pool_stats {
+    size_t hosts;
+    size_t buckets;
+    unsigned long long lookups;
+    unsigned long long probes;
+    unsigned long long evicted; /* dropped to make room */
+    unsigned long long expired; /* dropped after host_idle_ms */
+};
+void hu_pool_stats(const struct hu_pool *p, struct hu_pool_stats *out);
+
+/* ---- the response parser on its own ---------------------------------------------
+ * What each connection feeds the bytes of its socket to: http-parser (the
+ * status line, Content-Type kept, chunked bodies decoded, interim 1xx
+ * answers skipped), with on_head and on_data called from inside
+ * hu_parser_feed (on_flush and on_done never: the connection does that).
+ * Public so that tests and tests/fuzz/fuzz_upstream.c drive it without
+ * sockets. Embedded by value; no allocation; nothing to clean up. */
+enum hu_parse { HU_PARSE_MORE, HU_PARSE_DONE, HU_PARSE_ERROR };
+
+struct hu_parser {
+    http_parser hp;
+    const struct hu_callbacks *cb; /* on_head and on_data are used */
+    void *arg;
+    bool muted;     /* set to stop calling back (the request was cancelled) */
+    bool complete;  /* the response has ended */
+    bool head_done; /* the final response's headers are in */
+    /* header capture: only Content-Type matters */
+    char field[16];
+    size_t flen;
+    bool field_done;
+    bool in_ct;
+    char ct[128]; /* Content-Type, NUL-terminated, cut at 127 bytes */
+    size_t ctlen;
+};
+
+/* Readies p for one response. */
+void hu_parser_init(struct hu_parser *p, const struct hu_callbacks *cb, void *arg);
+
+/* Feeds data[0..n) of the response. *used receives the bytes that belong
+ * to it (fewer than n when the response ended before the rest). Returns
+ * HU_PARSE_MORE (the response goes on), HU_PARSE_DONE (it has ended: feed
+ * no more) or HU_PARSE_ERROR (not valid HTTP). */
+enum hu_parse hu_parser_feed(struct hu_parser *p, const char *data, size_t n, size_t *used);
+
+/* The connection ended: HU_PARSE_DONE when that ends the response (a body
+ * delimited by the end of the connection), HU_PARSE_ERROR otherwise (cut
+ * short). */
+enum hu_parse hu_parser_eof(struct hu_parser *p);
+
+/* After HU_PARSE_DONE: the connection may carry another request. */
+bool hu_parser_keep_alive(const struct hu_parser *p);
 
 #endif

@@ -4,9 +4,11 @@
  */
 #include "metrics.h"
 
+#include "budget.h"
 #include "http_server.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static const double bounds_s[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                  0.005,  0.01,    0.025,  0.05,  0.1,
@@ -24,6 +26,132 @@ metrics_hist_observe_us(struct metrics_hist *h, int64_t us)
     atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(us < 0 ? 0 : us), memory_order_relaxed);
+}
+
+/* ---- labels ---------------------------------------------------------------- */
+
+/* The length of the well-formed UTF-8 sequence (RFC 3629: no overlong form,
+ * no surrogate, nothing past U+10FFFF) at s[0..len), or 0 when there is
+ * none there. */
+static size_t
+utf8_seq(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (len < n || s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            return 0;
+        }
+    }
+    return n;
+}
+
+size_t
+metrics_utf8_prefix(const char *s, size_t len, size_t max)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_seq(u + i, len - i);
+        n = n ? n : 1;
+        if (i + n > max) {
+            break;
+        }
+        i += n;
+    }
+    return i;
+}
+
+size_t
+metrics_label_escape(const char *value, char *out, size_t cap, bool *cut)
+{
+    const unsigned char *u = (const unsigned char *)(value ? value : "");
+    size_t len = strlen((const char *)u), i = 0, o = 0;
+    bool was_cut = false;
+
+    if (cap == 0) {
+        if (cut) {
+            *cut = len > 0;
+        }
+        return 0;
+    }
+    while (i < len) {
+        size_t n = utf8_seq(u + i, len - i);
+        const char *piece = (const char *)u + i;
+        size_t plen = n;
+        if (n == 0) {
+            piece = "\xEF\xBF\xBD"; /* U+FFFD for a byte that is not UTF-8 */
+            plen = 3;
+            n = 1;
+        } else if (u[i] == '\\') {
+            piece = "\\\\";
+            plen = 2;
+        } else if (u[i] == '"') {
+            piece = "\\\"";
+            plen = 2;
+        } else if (u[i] == '\n') {
+            piece = "\\n";
+            plen = 2;
+        }
+        if (o + plen > cap - 1) {
+            was_cut = true;
+            break;
+        }
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += n;
+    }
+    out[o] = '\0';
+    if (cut) {
+        *cut = was_cut;
+    }
+    return o;
+}
+
+int
+metrics_label_add(char *out, size_t cap, const char *name, const char *value)
+{
+    size_t used = strnlen(out, cap), nlen = strlen(name), avail;
+    char *p;
+
+    /* [,]name="" and the NUL */
+    if (used >= cap || cap - used < (used ? 1 : 0) + nlen + 4) {
+        return -1;
+    }
+    p = out + used;
+    if (used) {
+        *p++ = ',';
+    }
+    memcpy(p, name, nlen);
+    p += nlen;
+    *p++ = '=';
+    *p++ = '"';
+    avail = cap - (size_t)(p - out); /* >= 2: the closing quote and the NUL */
+    p += metrics_label_escape(value, p, avail - 1, NULL);
+    *p++ = '"';
+    *p = '\0';
+    return 0;
 }
 
 int
@@ -120,6 +248,27 @@ metrics_write_http(struct buf *b, struct http_server *srv)
                   hs.connections_rejected);
     rc |= metrics_header(b, "roster_http_connections_open", "gauge", "Open connections.");
     rc |= metrics_sample(b, "roster_http_connections_open", NULL, (double)hs.connections_open);
+    return rc ? -1 : 0;
+}
+
+int
+metrics_write_budget(struct buf *b)
+{
+    int rc;
+
+    rc = metrics_header(b, "roster_memory_budget_bytes", "gauge",
+                        "--memory_budget_bytes: the most bytes buffered answers and stream "
+                        "queues may hold (0: no limit).");
+    rc |= metrics_sample(b, "roster_memory_budget_bytes", NULL, (double)budget_limit());
+    rc |= metrics_header(b, "roster_memory_budget_used_bytes", "gauge",
+                         "Bytes of the memory budget held now.");
+    rc |= metrics_sample(b, "roster_memory_budget_used_bytes", NULL, (double)budget_used());
+    rc |= metrics_header(b, "roster_memory_budget_peak_bytes", "gauge",
+                         "The most bytes of the memory budget ever held at once.");
+    rc |= metrics_sample(b, "roster_memory_budget_peak_bytes", NULL, (double)budget_peak());
+    rc |= counter(b, "roster_memory_budget_refused_total",
+                  "Requests refused (503) or streams ended because the memory budget was spent.",
+                  budget_refused());
     return rc ? -1 : 0;
 }
 

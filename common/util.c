@@ -412,6 +412,36 @@ util_url_redact(const char *text, char *out, size_t cap)
 }
 
 int
+util_url_mask_passwords(char *s)
+{
+    char *p = s, *sep;
+    int n = 0;
+
+    while ((sep = strstr(p, "://")) != NULL) {
+        char *auth = sep + 3;
+        size_t alen = strcspn(auth, "/?# \t\r\n\"'<>"); /* as util_url_redact */
+        char *at = NULL;
+        for (size_t i = 0; i < alen; i++) {
+            if (auth[i] == '@') {
+                at = auth + i;
+            }
+        }
+        if (at) {
+            char *colon = memchr(auth, ':', (size_t)(at - auth));
+            char *from = colon ? colon + 1 : auth;
+            if (at > from) {
+                memset(from, 'x', (size_t)(at - from));
+                n++;
+            }
+            p = at;
+        } else {
+            p = auth;
+        }
+    }
+    return n;
+}
+
+int
 util_check_creatable(const char *path, char *why, size_t cap)
 {
     char dir[4096];

@@ -68,6 +68,9 @@ int util_parse_urls(const char *list, char (*out)[UTIL_URL_MAX], size_t max, cha
  * Truncates at cap - 1 bytes (never cutting a password into view);
  * returns out (cap > 0). */
 const char *util_url_redact(const char *text, char *out, size_t cap);
+/* The same passwords overwritten in place with 'x's (the length kept): for
+ * argv, which /proc/PID/cmdline shows. Returns how many were masked. */
+int util_url_mask_passwords(char *s);
 
 /* Constant-time equality of two byte strings (time depends only on the
  * lengths). Returns true when equal. */

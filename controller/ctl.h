@@ -24,6 +24,20 @@
  *   row's heartbeat age as computed by the database, the view converts it
  *   to this process's monotonic clock, so a controller whose wall clock is
  *   wrong computes the same health as the others.
+ *
+ * LOCKS A LOOP THREAD MAY TAKE (each held for a few instructions, never
+ * across a query, a merge or a snapshot build; nothing else is locked on a
+ * loop thread):
+ *   - the view's snap_mu: ctl_view_acquire (a pointer copy and a reference);
+ *   - the writer's mu: ctl_writer_submit, ctl_writer_queue_len (link a job,
+ *     read a count);
+ *   - ctl_server.db.mu: /api/health copies the database state.
+ * The view's master lock (held by the refresher through a whole full
+ * refresh: tens of ms with 100,000 instances) is never taken on a loop
+ * thread; what a loop reads besides the snapshot is atomic
+ * (ctl_view_last_refresh_mono, ctl_metrics, the histograms). The writer
+ * and the view post completions and wake-ups to a loop through its mailbox
+ * lock (http_loop_post, held to link a task); the log takes no lock.
  */
 #ifndef ROSTER_CTL_H
 #define ROSTER_CTL_H
@@ -36,6 +50,7 @@
 
 #include "buf.h"
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -70,7 +85,9 @@ struct ctl_config {
     bool protect_reads;
     char *instance_networks;
     int64_t max_instances;
+    int64_t memory_budget_bytes;
     int64_t max_body_bytes;
+    struct http_limits http; /* --max_connections, --client_*_timeout_ms, ... */
     int64_t max_queue;
     int64_t write_gather_us;
     int64_t watch_max_secs;
@@ -150,8 +167,9 @@ bool ctl_valid_host(const char *s);
  * time the snapshot was built. */
 struct ctl_snap_inst {
     struct reg_instance rec;
-    bool alive;
-    bool routable;
+    bool alive;       /* false for a blocked instance */
+    bool routable;    /* alive, enabled, weight > 0 */
+    bool blocked;     /* host outside --instance_networks */
     int64_t lease_ms; /* effective lease */
     int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
 };
@@ -163,8 +181,14 @@ enum ctl_json_variant {
     CTL_JSON_FULL_ROUTABLE
 };
 
+/* Longest JSON one instance can take in a list (either form, every string
+ * at its column limit and escaped as \u00XX): the cap of a list's buffer is
+ * this times the instances in the snapshot. */
+#define CTL_INST_JSON_MAX 4096
+
 struct ctl_json {
     _Atomic int refs;
+    size_t charged; /* bytes taken from the process budget (budget.h) */
     size_t len;
     char data[];
 };
@@ -198,8 +222,11 @@ struct ctl_view;
 struct ctl_view_config {
     int64_t default_lease_ms;
     int64_t tick_ms;       /* lease-expiry check period */
-    int64_t max_instances; /* bound on the table */
+    int64_t max_instances; /* most rows read from the table the view holds */
     int64_t stale_ms;      /* no lease expires on data older than this (0 = no limit) */
+    /* --instance_networks (borrowed; NULL or empty: every host): instances
+     * outside are listed as blocked, never alive or routable */
+    const struct netaddr_list *instance_nets;
 };
 
 /* `on_change(arg)` runs (on a view thread) after a snapshot whose routing
@@ -210,6 +237,14 @@ void ctl_view_free(struct ctl_view *v);
 int ctl_view_start(struct ctl_view *v); /* starts the expiry tick thread */
 void ctl_view_stop(struct ctl_view *v);
 
+/* Threads and locks. The view's master lock is held by the refresher for
+ * a whole merge and publish (tens of ms with 100,000 instances), by the
+ * writer while it applies a batch and by the tick thread: functions that
+ * take it are marked "not on a loop thread". Loop threads may call only
+ * ctl_view_acquire (the snapshot lock, held for a pointer copy), the
+ * ctl_snap_* functions (no lock: the snapshot is immutable; the JSON cache
+ * slots are atomics) and ctl_view_last_refresh_mono (an atomic). */
+
 /* The current snapshot, with a reference the caller drops with
  * ctl_snap_release(). Any thread; never blocks for long. */
 struct ctl_snap *ctl_view_acquire(struct ctl_view *v);
@@ -219,7 +254,9 @@ void ctl_snap_release(struct ctl_snap *s);
 const struct ctl_model_snap *ctl_snap_model(const struct ctl_snap *s, const char *name);
 
 /* The list JSON ('[...]') for one model or, with name NULL, all models, with
- * a reference (release with ctl_json_release). NULL when out of memory. */
+ * a reference (release with ctl_json_release). Built on first use (by the
+ * caller's thread) and charged to the process budget while it lives. NULL
+ * when the budget (--memory_budget_bytes) or memory refuses: answer 503. */
 struct ctl_json *ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var);
 void ctl_json_release(struct ctl_json *j);
 /* Appends one instance as JSON (DB-GPT's ten fields; with `full`, roster's
@@ -230,21 +267,27 @@ void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
 uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
 
 /* Applies committed operations to the view and publishes (writer thread).
- * `ops` carry their per-op rc. */
+ * `ops` carry their per-op rc. Every committed REGISTER/HEARTBEAT is
+ * inserted, past max_instances too (the writer admitted it). */
 void ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n);
-/* Would applying these REGISTER/HEARTBEAT ops exceed max_instances? Counts
- * the keys not yet in the view (a key repeated in `ops` counts each time). */
-bool ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_t n);
+/* Sets missing[i] for each REGISTER/HEARTBEAT op whose key the view does
+ * not hold (false for other kinds); returns how many (a key repeated in
+ * `ops` counts each time) and the view's instance count in *count_out.
+ * Writer thread (takes the master lock: not on a loop thread). */
+size_t ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, bool *missing,
+                        size_t *count_out);
 
 /* Merging rows read from the database (refresher thread): call
  * ctl_view_refresh_begin() before the query, then ctl_view_refresh_apply()
  * with the rows, the database's clock and the monotonic time the query
  * returned. Local writes that happened meanwhile win over the (older) rows.
- * A `full` refresh also drops instances the database no longer has. */
+ * A `full` refresh also drops instances the database no longer has.
+ * Returns how many rows were ignored because the view already held
+ * max_instances instances (or memory ran out). */
 uint64_t ctl_view_refresh_begin(struct ctl_view *v);
-void ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token,
-                            const struct reg_instance *rows, size_t n, bool full, int64_t db_now_ms,
-                            int64_t query_end_mono_ms);
+size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token,
+                              const struct reg_instance *rows, size_t n, bool full,
+                              int64_t db_now_ms, int64_t query_end_mono_ms);
 /* The database became (un)reachable: freezes lease expiry while it is down
  * and grants one lease of grace after it returns (the mass-eviction brake). */
 void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);
@@ -252,12 +295,14 @@ void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);
  * it came back: the stored heartbeat times are stale, so the sweep must not
  * mark instances unhealthy. */
 bool ctl_view_sweep_allowed(struct ctl_view *v);
-/* Instances in the view. */
+/* Instances in the view. Not on a loop thread. */
 size_t ctl_view_count(struct ctl_view *v);
 /* The shortest lease of any instance in the view (0 = none): the refresher
- * reads the whole table at least three times per shortest lease. */
+ * reads the whole table at least three times per shortest lease. Not on a
+ * loop thread. */
 int64_t ctl_view_min_lease_ms(struct ctl_view *v);
-/* Monotonic time of the last successful refresh (0 = never). */
+/* Monotonic time of the last successful refresh (0 = never). Any thread:
+ * an atomic read, no lock. */
 int64_t ctl_view_last_refresh_mono(struct ctl_view *v);
 
 /* ---- the writer and refresher (ctl_writer.c) -------------------------------- */
@@ -281,7 +326,7 @@ struct ctl_job {
 
 struct ctl_writer;
 
-/* ctl_job.rc when the instance table is full (--max_instances): 503. */
+/* ctl_job.rc when the instance table is full (--max_instances): 409. */
 #define CTL_RC_FULL (-100)
 
 int ctl_writer_new(struct ctl_server *srv, struct ctl_writer **out);
@@ -319,6 +364,8 @@ struct ctl_metrics {
     _Atomic uint64_t batches;
     _Atomic uint64_t batch_ops;
     _Atomic uint64_t rejected_queue_full;
+    _Atomic uint64_t rejected_full;    /* 409 registry_full (--max_instances) */
+    _Atomic int64_t view_ignored_rows; /* table rows the view ignored at the last full read */
     _Atomic uint64_t rejected_auth;
     _Atomic uint64_t refreshes;
     _Atomic uint64_t full_refreshes;

@@ -129,7 +129,11 @@ ctl_api_job_done(struct http_task *t)
     struct http_request *req = job->req;
 
     if (job->rc == CTL_RC_FULL) {
-        http_reply_error(req, 503, "server_error", "registry_full",
+        /* 409, not 5xx: the request conflicts with the registry's state (full);
+         * no other controller of the table can take it (a 5xx would send
+         * workers failing over to them) and nothing is wrong with this one.
+         * Workers register again a period later: a slot may have freed. */
+        http_reply_error(req, 409, "invalid_request_error", "registry_full",
                          "the registry holds --max_instances=%lld instances; not adding %s at "
                          "%s:%d",
                          (long long)job->srv->cfg->max_instances, job->op.inst.model_name,
@@ -312,7 +316,9 @@ reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
     char hdr[64];
 
     if (!json) {
-        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        http_reply_error(req, 503, "server_error", "memory_budget_exceeded",
+                         "the list does not fit in the controller's memory budget "
+                         "(--memory_budget_bytes) now; retry");
         return;
     }
     format_etag(ctl_snap_etag(snap, model, routable_only), etag, sizeof(etag));
@@ -688,6 +694,13 @@ ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
                   atomic_load(&m->batch_ops));
     rc |= counter(b, "roster_registry_rejected_total", "Writes refused: queue full.",
                   atomic_load(&m->rejected_queue_full));
+    rc |= counter(b, "roster_registry_full_rejected_total",
+                  "Registrations and heartbeats refused with 409: the table holds "
+                  "--max_instances rows.",
+                  atomic_load(&m->rejected_full));
+    rc |= gauge(b, "roster_view_ignored_rows",
+                "Rows of the table the view ignored at the last full read (over --max_instances).",
+                (double)atomic_load(&m->view_ignored_rows));
     rc |=
         counter(b, "roster_auth_rejected_total", "Requests refused for a missing or wrong secret.",
                 atomic_load(&m->rejected_auth));
@@ -740,6 +753,7 @@ h_metrics(struct http_request *req, void *arg)
     buf_init(&b, 1024 * 1024);
     rc = metrics_write_http(&b, srv->http);
     rc |= ctl_api_write_metrics(srv, &b);
+    rc |= metrics_write_budget(&b);
     metrics_reply(req, &b, rc);
     buf_cleanup(&b);
 }

@@ -81,8 +81,11 @@ ctl_check(struct ctl_config *cfg, FILE *out)
                 rc.mysql_database, rc.mysql_user, rc.mysql_socket,
                 rc.mysql_password && *rc.mysql_password ? " with a password" : "");
     } else {
-        fprintf(out, "  registry: MySQL database '%s' as '%s' at %s:%d%s (not connected)\n",
-                rc.mysql_database, rc.mysql_user, rc.mysql_host, rc.mysql_port,
+        /* a server list carries its own ports */
+        bool list = strchr(rc.mysql_host, ',') != NULL;
+        fprintf(out, "  registry: MySQL database '%s' as '%s' at %s%s%.0d%s (not connected)\n",
+                rc.mysql_database, rc.mysql_user, rc.mysql_host, list ? "" : ":",
+                list ? 0 : rc.mysql_port,
                 rc.mysql_password && *rc.mysql_password ? " with a password" : "");
     }
     fprintf(out, "  writes: %s\n",

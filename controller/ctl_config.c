@@ -30,21 +30,25 @@ const struct flag_def ctl_flag_defs[] = {
     F(threads, FLAG_INT, "1", 1, 64, NULL, 0, "N", "HTTP event-loop threads."),
     F(port_file, FLAG_STR, NULL, 1, 0, NULL, 0, "PATH",
       "Write the bound port to PATH once listening (for tests and supervisors)."),
-    F(registry_type, FLAG_STR, "database", 1, 0, NULL, 0, "TYPE",
+    F(registry_type, FLAG_ENUM, "database", 1, 0, NULL, 0, "database|embedded",
       "'database' (the table in --registry_db_type) or 'embedded' (an in-memory SQLite "
       "table: state is lost on exit)."),
     F(registry_db_url, FLAG_STR, NULL, 1, 0, NULL, 0, "URL",
       "The registry database as one URL, instead of --registry_db_type/host/port/user/name/"
-      "socket: mysql://USER@HOST[:PORT]/DATABASE (also mariadb:// and SQLAlchemy's "
+      "socket: mysql://USER@HOST[:PORT][,HOST[:PORT]...]/DATABASE (also mariadb:// and "
+      "SQLAlchemy's "
       "mysql+pymysql://; a Unix socket with ?unix_socket=PATH), sqlite:///relative.db, "
       "sqlite:////absolute/path.db or sqlite:///:memory:. Keep the password out of it: "
       "ROSTER_REGISTRY_DB_PASSWORD."),
-    F(registry_db_type, FLAG_STR, "sqlite", 1, 0, NULL, 0, "TYPE",
+    F(registry_db_type, FLAG_ENUM, "sqlite", 1, 0, NULL, 0, "sqlite|mysql|mariadb",
       "'sqlite' (one machine, the default) or 'mysql' (MySQL or MariaDB, shared by any "
       "number of controllers; 'mariadb' is the same)."),
     F(registry_db_name, FLAG_STR, "", 1, 0, NULL, 0, "NAME",
       "SQLite: the database file (default roster.db). MySQL: the database (default roster)."),
-    F(registry_db_host, FLAG_STR, "127.0.0.1", 1, 0, NULL, 0, "HOST", "MySQL server host."),
+    F(registry_db_host, FLAG_STR, "127.0.0.1", 1, 0, NULL, 0, "HOST",
+      "MySQL server host, or several comma-separated as HOST[:PORT],HOST[:PORT],... (the "
+      "nodes of a Galera cluster; also in --registry_db_url): the controller keeps to the one "
+      "that answers and moves to the next when it fails."),
     F(registry_db_port, FLAG_INT, "3306", 1, 65535, NULL, 0, "PORT", "MySQL server port."),
     F(registry_db_user, FLAG_STR, "root", 1, 0, NULL, 0, "USER", "MySQL user."),
     F(registry_db_password, FLAG_STR, "", 1, 0, "CONTROLLER_REGISTRY_DB_PASSWORD", FLAG_SECRET,
@@ -80,7 +84,11 @@ const struct flag_def ctl_flag_defs[] = {
     F(instance_networks, FLAG_STR, "", 1, 0, NULL, 0, "CIDRS",
       "If set, registered hosts must be IP literals inside these networks (SSRF guard)."),
     F(max_instances, FLAG_INT, "100000", 1, 10000000, NULL, 0, "N",
-      "Most instances the registry holds; registrations beyond it get 503."),
+      "Most instances the registry holds: a registration or heartbeat that would add a row "
+      "beyond it gets 409 (the table's rows are counted, not only this controller's view)."),
+    F(memory_budget_bytes, FLAG_INT, "536870912", 0, 1099511627776.0, NULL, 0, "BYTES",
+      "Most bytes the list JSON documents may hold (cached, or pinned by responses still "
+      "being sent); beyond it lists get 503 with Retry-After (0 = no limit)."),
     F(max_body_bytes, FLAG_INT, "65536", 1024, 16777216, NULL, 0, "BYTES",
       "Largest request body accepted (413 beyond)."),
     F(write_gather_us, FLAG_INT, "1000", 0, 100000, NULL, 0, "US",
@@ -92,9 +100,11 @@ const struct flag_def ctl_flag_defs[] = {
       "Longest a watch (long-poll list with If-None-Match and wait=) is held."),
     F(max_watchers, FLAG_INT, "10000", 0, 1000000, NULL, 0, "N",
       "Most watches held at once; beyond it a watch is answered at once."),
+    HTTP_LIMIT_FLAGS(struct ctl_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests (a second signal stops at once)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(access_log, FLAG_BOOL, "false", 1, 0, NULL, 0, NULL,
       "Log every request at info (default: writes at info, heartbeats and reads at debug)."),
     F(check, FLAG_BOOL, "false", 1, 0, NULL, FLAG_ARGV_ONLY, NULL, FLAG_CHECK_HELP),
@@ -110,12 +120,6 @@ void
 ctl_config_cleanup(struct ctl_config *cfg)
 {
     flags_cleanup(ctl_flag_defs, cfg);
-}
-
-static bool
-one_of(const char *v, const char *a, const char *b)
-{
-    return strcmp(v, a) == 0 || strcmp(v, b) == 0;
 }
 
 /* Replaces a string option's value (the table owns it). */
@@ -394,6 +398,38 @@ parse_host_port(const char *p, size_t n, struct db_url *u, char *err, size_t err
     return 0;
 }
 
+/* Several servers, HOST[:PORT],HOST[:PORT],... (a Galera cluster): each is
+ * checked as above, and the list is kept as written for the registry,
+ * which parses it again (registry.h, reg_config.mysql_host). */
+static int
+parse_host_list(const char *p, size_t n, struct db_url *u, char *err, size_t errcap)
+{
+    struct db_url one;
+    size_t off = 0;
+
+    if (n >= sizeof(u->host)) {
+        snprintf(err, errcap, "--registry_db_url: the host list is too long");
+        return -1;
+    }
+    while (off <= n) {
+        const char *c = memchr(p + off, ',', n - off);
+        size_t len = c ? (size_t)(c - (p + off)) : n - off;
+        if (len == 0) {
+            snprintf(err, errcap, "--registry_db_url: an empty host in the host list");
+            return -1;
+        }
+        memset(&one, 0, sizeof(one));
+        if (parse_host_port(p + off, len, &one, err, errcap) != 0) {
+            return -1;
+        }
+        off += len + 1;
+    }
+    memcpy(u->host, p, n);
+    u->host[n] = '\0';
+    u->port = 3306;
+    return 0;
+}
+
 #define NEED_DATABASE "--registry_db_url: no database name (mysql://USER@HOST:PORT/DATABASE)"
 
 static int
@@ -437,7 +473,11 @@ parse_mysql_url(const char *rest, struct db_url *u, char *err, size_t errcap)
                  "give it in ROSTER_REGISTRY_DB_PASSWORD");
         return -1;
     }
-    if (parse_host_port(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
+    if (memchr(hp, ',', (size_t)(rest + alen - hp))) {
+        if (parse_host_list(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
+            return -1;
+        }
+    } else if (parse_host_port(hp, (size_t)(rest + alen - hp), u, err, errcap) != 0) {
         return -1;
     }
     if (*path != '/') {
@@ -706,7 +746,7 @@ check_host_and_name(const struct ctl_config *cfg, char *err, size_t errcap)
                  "--registry_db_url (mysql://USER@HOST:PORT/DATABASE)");
         return -1;
     }
-    if (colon && colon[1] && !strchr(colon + 1, ':') &&
+    if (!strchr(h, ',') && colon && colon[1] && !strchr(colon + 1, ':') &&
         strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
         snprintf(err, errcap,
                  "--registry_db_host takes a host name without a port: put the port in "
@@ -734,14 +774,6 @@ ctl_config_check(struct ctl_config *cfg, const enum flag_source *sources, char *
     cfg->db_url_password_on_argv = false;
     if (cfg->registry_db_type && strcmp(cfg->registry_db_type, "mariadb") == 0 &&
         set_str(&cfg->registry_db_type, "mysql", err, errcap) != 0) {
-        return -1;
-    }
-    if (!cfg->registry_type || !one_of(cfg->registry_type, "database", "embedded")) {
-        snprintf(err, errcap, "--registry_type must be 'database' or 'embedded'");
-        return -1;
-    }
-    if (!cfg->registry_db_type || !one_of(cfg->registry_db_type, "sqlite", "mysql")) {
-        snprintf(err, errcap, "--registry_db_type must be 'sqlite' or 'mysql'");
         return -1;
     }
     if (check_host_and_name(cfg, err, errcap) != 0) {

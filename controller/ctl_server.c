@@ -34,6 +34,7 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "controller"
+#include "budget.h"
 #include "log.h"
 #include "util.h"
 
@@ -70,6 +71,8 @@ ctl_server_describe_db(const struct ctl_server *srv, char *out, size_t cap)
     } else if (rc->mysql_socket) {
         snprintf(out, cap, "mysql:%s@unix:%s/%s", rc->mysql_user, rc->mysql_socket,
                  rc->mysql_database);
+    } else if (strchr(rc->mysql_host, ',')) { /* a server list carries its own ports */
+        snprintf(out, cap, "mysql:%s@%s/%s", rc->mysql_user, rc->mysql_host, rc->mysql_database);
     } else {
         snprintf(out, cap, "mysql:%s@%s:%d/%s", rc->mysql_user, rc->mysql_host, rc->mysql_port,
                  rc->mysql_database);
@@ -148,6 +151,7 @@ ctl_server_open(struct ctl_config *cfg, struct ctl_server **out)
     /* a refresh succeeds every view_poll_ms while the database answers;
      * beyond this, the refresher is stuck (database unreachable) */
     vc.stale_ms = cfg->view_poll_ms + 500;
+    vc.instance_nets = &srv->instance_nets; /* filled by setup_networks, before any row */
     if (setup_networks(srv) != 0) {
         return EX_USAGE;
     }
@@ -275,6 +279,7 @@ ctl_main(int argc, char **argv)
         return code;
     }
     signal(SIGPIPE, SIG_IGN);
+    budget_set_limit(cfg.memory_budget_bytes); /* the process is this controller */
     code = ctl_server_open(&cfg, &srv);
     if (code != 0) {
         goto out;
@@ -285,6 +290,7 @@ ctl_main(int argc, char **argv)
         .threads = (int)cfg.threads,
         .max_body = (size_t)cfg.max_body_bytes,
     };
+    http_limits_apply(&cfg.http, &hc);
     if (http_server_new(&hc, &http, err, sizeof(err)) != 0) {
         log_error("%s", err);
         code = EX_OSERR;

@@ -28,13 +28,41 @@
  * refresh stuck in its retry budget), so the seconds before the refresher
  * gives up and freezes the view evict no one either.
  *
- * Lock order: mu, then snap_mu. on_change runs with neither held.
+ * Admission (--max_instances) is the writer's (ctl_writer.c): it counts the
+ * table before a batch that adds keys. So a row committed here is always
+ * inserted, even past the bound (another controller's rows may have raced
+ * it), and only rows read from the table are ignored when the view is full;
+ * ctl_view_refresh_apply says how many, so the refresher can tell "rows
+ * the view cannot hold" from "rows deleted elsewhere".
+ *
+ * --instance_networks at read: an instance whose host is outside the
+ * allowed networks (a row another controller, one without the flag, or a
+ * DB-GPT controller wrote) is listed with healthy=false, routable=false and
+ * "blocked" in view=full: no client that routes by the list (DB-GPT's
+ * healthy_only=true, roster's apiserver by `routable`) is sent to it, and an
+ * operator still sees the row and why it gets no traffic. The host is part
+ * of the key, so the test runs once, when the instance enters the view.
+ *
+ * Locks. `mu` guards the master table and is held for a whole merge and
+ * publish (tens of ms with 100,000 instances): loop threads never take it.
+ * `snap_mu` guards only the `current` pointer (held for a pointer copy and
+ * a reference count): ctl_view_acquire takes it, from any thread. What a
+ * loop thread reads besides the snapshot (the time of the last refresh) is
+ * atomic. Lock order: mu, then snap_mu. on_change runs with neither held.
+ *
+ * Memory. Each list JSON is charged to the process budget (budget.h,
+ * --memory_budget_bytes) for as long as it lives (the snapshot's cache and
+ * every response still sending it hold references); the buffer it is built
+ * in is capped at CTL_INST_JSON_MAX bytes per instance of the snapshot. A
+ * JSON the budget cannot hold is dropped: the reader answers 503 +
+ * Retry-After.
  */
 #include "ctl.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "json_write.h"
 #include "util.h"
 
@@ -45,6 +73,7 @@ struct vinst {
     uint64_t write_seq;       /* view seq of the last local write */
     uint64_t seen_gen;        /* refresh generation that last saw the row */
     bool alive;               /* as last computed */
+    bool blocked;             /* host outside --instance_networks: never routable */
 };
 
 struct vmodel {
@@ -67,9 +96,10 @@ struct ctl_view {
     uint64_t gen;
     int64_t db_offset_ms; /* db clock - monotonic clock, from the last refresh */
     bool frozen;
-    int64_t grace_end_mono; /* latest grace_until of any instance */
-    int64_t last_refresh_mono;
-    int64_t min_lease_ms; /* shortest lease in the table (0 = empty) */
+    int64_t grace_end_mono;            /* latest grace_until of any instance */
+    _Atomic int64_t last_refresh_mono; /* read by loop threads without mu */
+    size_t ignored;                    /* rows of the current refresh the full view ignored */
+    int64_t min_lease_ms;              /* shortest lease in the table (0 = empty) */
     uint64_t version;
     bool any_dirty;
     bool structure_dirty; /* models added or removed */
@@ -105,6 +135,7 @@ void
 ctl_json_release(struct ctl_json *j)
 {
     if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
+        budget_give((int64_t)j->charged);
         free(j);
     }
 }
@@ -251,6 +282,8 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
         jw_raw(w, ",\"capacity\":");
         jw_i64(w, r->capacity);
         jw_raw(w, "}");
+        jw_raw(w, ",\"blocked\":");
+        jw_str(w, si->blocked ? "host outside --instance_networks" : NULL);
     }
     jw_raw(w, "}");
 }
@@ -275,15 +308,24 @@ write_model_items(struct jw *w, const struct ctl_model_snap *m, enum ctl_json_va
     }
 }
 
+/* A JSON document copied out of `b`, charged to the process budget for its
+ * whole life; NULL when the budget or memory refuses. */
 static struct ctl_json *
 json_from_buf(struct buf *b)
 {
-    struct ctl_json *j = malloc(sizeof(*j) + b->len + 1);
+    size_t size = sizeof(struct ctl_json) + b->len + 1;
+    struct ctl_json *j;
 
+    if (!budget_take((int64_t)size)) {
+        return NULL;
+    }
+    j = malloc(size);
     if (!j) {
+        budget_give((int64_t)size);
         return NULL;
     }
     atomic_init(&j->refs, 1);
+    j->charged = size;
     j->len = b->len;
     memcpy(j->data, buf_str(b), b->len + 1);
     return j;
@@ -297,12 +339,16 @@ cached_json(struct ctl_json *_Atomic *slot, struct ctl_snap *s, const struct ctl
 {
     struct ctl_json *j = atomic_load_explicit(slot, memory_order_acquire);
     struct ctl_json *expected = NULL;
+    size_t n = m ? m->n : s->n_instances;
     struct buf b;
     struct jw w;
     bool first = true;
 
     if (!j) {
-        buf_init(&b, (size_t)1 << 30);
+        /* the buffer is capped by what the snapshot's instances can take; the
+         * document is charged to the budget once built (the buffer itself is
+         * transient: one per building thread) */
+        buf_init(&b, 2 + n * (CTL_INST_JSON_MAX + 1));
         jw_init(&w, &b);
         jw_raw(&w, "[");
         if (m) {
@@ -343,6 +389,7 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
     j = malloc(sizeof(*j) + 3);
     if (j) {
         atomic_init(&j->refs, 1);
+        j->charged = 0;
         j->len = 2;
         memcpy(j->data, "[]", 3);
     }
@@ -376,9 +423,9 @@ compute_alive(const struct ctl_view *v, const struct vinst *in, int64_t now)
      * stuck retrying an unreachable server and heartbeats cannot commit
      * either. Time stands still for leases until it answers (or fails and
      * freezes the view), so the start of an outage evicts no one. */
-    if (v->cfg.stale_ms > 0 && v->last_refresh_mono > 0 &&
-        now > v->last_refresh_mono + v->cfg.stale_ms) {
-        now = v->last_refresh_mono + v->cfg.stale_ms;
+    int64_t last = atomic_load(&v->last_refresh_mono);
+    if (v->cfg.stale_ms > 0 && last > 0 && now > last + v->cfg.stale_ms) {
+        now = last + v->cfg.stale_ms;
     }
     return in->rec.has_last_heartbeat && now - in->hb_mono_ms <= lease_of(v, in);
 }
@@ -485,17 +532,18 @@ find_inst(struct ctl_view *v, const struct reg_instance *key, struct vmodel **m_
     return found ? m->v[*idx] : NULL;
 }
 
-/* Inserts a new instance for `rec`; NULL when the table is full or memory
- * ran out. */
+/* Inserts a new instance for `rec`; NULL when memory ran out or, for a
+ * row read from the table (`local` false), when the view is full. A local
+ * write committed here is always inserted: the writer admitted it. */
 static struct vinst *
-insert_inst(struct ctl_view *v, const struct reg_instance *rec)
+insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
 {
     struct vmodel *m;
     struct vinst *in;
     bool found;
     size_t i;
 
-    if ((int64_t)v->ninst >= v->cfg.max_instances) {
+    if (!local && (int64_t)v->ninst >= v->cfg.max_instances) {
         return NULL;
     }
     m = get_model(v, rec->model_name, true);
@@ -520,6 +568,8 @@ insert_inst(struct ctl_view *v, const struct reg_instance *rec)
         return NULL;
     }
     in->rec = *rec;
+    in->blocked = v->cfg.instance_nets && v->cfg.instance_nets->n > 0 &&
+                  !netaddr_list_match_str(v->cfg.instance_nets, rec->host);
     memmove(&m->v[i + 1], &m->v[i], (m->n - i) * sizeof(*m->v));
     m->v[i] = in;
     m->n++;
@@ -574,8 +624,9 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
         unsigned char flags[2];
 
         si->rec = in->rec;
-        si->alive = in->alive;
-        si->routable = in->alive && in->rec.enabled && w > 0;
+        si->blocked = in->blocked;
+        si->alive = in->alive && !in->blocked;
+        si->routable = si->alive && in->rec.enabled && w > 0;
         si->lease_ms = lease_of(v, in);
         si->age_ms =
             in->rec.has_last_heartbeat ? (now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0) : -1;
@@ -696,9 +747,9 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
     bool dirty = false;
 
     if (!in) {
-        in = insert_inst(v, &op->inst);
+        in = insert_inst(v, &op->inst, true);
         if (!in) {
-            return;
+            return; /* out of memory: the next full refresh reads it */
         }
         in->rec.has_weight_override = false;
         in->rec.healthy = true;
@@ -794,8 +845,9 @@ ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n)
     notify(v, changed);
 }
 
-bool
-ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_t n)
+size_t
+ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, bool *missing,
+                 size_t *count_out)
 {
     size_t fresh = 0;
 
@@ -803,14 +855,13 @@ ctl_view_would_overflow(struct ctl_view *v, const struct reg_op *ops, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct vmodel *m = NULL;
         size_t idx = 0;
-        if ((ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
-            !find_inst(v, &ops[i].inst, &m, &idx)) {
-            fresh++; /* duplicates within the batch count twice: conservative */
-        }
+        missing[i] = (ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
+                     !find_inst(v, &ops[i].inst, &m, &idx);
+        fresh += missing[i];
     }
-    bool over = (int64_t)(v->ninst + fresh) > v->cfg.max_instances;
+    *count_out = v->ninst;
     pthread_mutex_unlock(&v->mu);
-    return over;
+    return fresh;
 }
 
 /* ---- refreshes from the database -------------------------------------------- */
@@ -849,9 +900,10 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
     int64_t hb = row->has_last_heartbeat ? mono_end - row->age_ms : 0;
 
     if (!in) {
-        in = insert_inst(v, row);
+        in = insert_inst(v, row, false);
         if (!in) {
-            return; /* table full: the row is ignored (and counted nowhere else) */
+            v->ignored++; /* the view is full (or out of memory): counted for the caller */
+            return;
         }
         in->hb_mono_ms = hb;
         in->seen_gen = v->gen;
@@ -878,14 +930,16 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
     }
 }
 
-void
+size_t
 ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_instance *rows,
                        size_t n, bool full, int64_t db_now_ms, int64_t mono_end)
 {
     bool changed;
+    size_t ignored;
 
     pthread_mutex_lock(&v->mu);
     v->gen++;
+    v->ignored = 0;
     for (size_t i = 0; i < n; i++) {
         merge_row(v, token, &rows[i], mono_end);
     }
@@ -905,7 +959,7 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_inst
         }
     }
     v->db_offset_ms = db_now_ms - mono_end;
-    v->last_refresh_mono = mono_end;
+    atomic_store(&v->last_refresh_mono, mono_end);
     int64_t min_lease = 0;
     for (size_t mi = 0; mi < v->nmodels; mi++) {
         struct vmodel *m = v->models[mi];
@@ -924,8 +978,10 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_inst
         v->min_lease_ms = min_lease;
     }
     changed = publish(v);
+    ignored = v->ignored;
     pthread_mutex_unlock(&v->mu);
     notify(v, changed);
+    return ignored;
 }
 
 void
@@ -989,12 +1045,7 @@ ctl_view_min_lease_ms(struct ctl_view *v)
 int64_t
 ctl_view_last_refresh_mono(struct ctl_view *v)
 {
-    int64_t t;
-
-    pthread_mutex_lock(&v->mu);
-    t = v->last_refresh_mono;
-    pthread_mutex_unlock(&v->mu);
-    return t;
+    return atomic_load(&v->last_refresh_mono); /* loop threads: never mu */
 }
 
 /* ---- the expiry tick ------------------------------------------------------------ */

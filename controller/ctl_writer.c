@@ -21,6 +21,36 @@
  * deletions), and runs the idempotent sweep every heartbeat_interval_secs.
  * Before its first success it applies the schema migrations.
  *
+ * Admission (--max_instances). The table is the truth: the view may lag
+ * behind rows other controllers (or DB-GPT's) wrote. Before a batch whose
+ * registrations or heartbeats name keys the view does not hold, the writer
+ * counts the table's rows (one COUNT on its own connection) and admits new
+ * keys, in arrival order and each key once however often the batch repeats
+ * it, while max(table rows, view instances) + admitted < --max_instances;
+ * the others are answered 409 registry_full before anything is written.
+ * Within one controller this is exact (the writer is its only writer).
+ * Controllers sharing a table each count before they commit, so batches
+ * committing at the same moment on different controllers can each take
+ * the last free rows: the table may then pass the bound by the new keys
+ * of such racing batches; every committed row is in the committing
+ * controller's view (it never answers 200 for a row it drops), and the
+ * others hold at most --max_instances rows read from the table.
+ *
+ * Refresher counts. A poll compares the table's row count with the view's:
+ * a difference it did not expect means rows were deleted elsewhere (or
+ * written by a DB-GPT controller, which leaves roster_updated_ms alone) and
+ * forces a full read. What a full read leaves unequal (rows the full view
+ * ignored, a NULL and an '' sys_code row for one key) is remembered as the
+ * expected difference, so a table over the bound costs one full read, not
+ * one per poll.
+ *
+ * Threads and locks. Both threads block on the database and take the
+ * view's master lock (ctl_view.c) for as long as a merge takes; `mu` of
+ * each (the writer's queue, the refresher's stop flag) is held only to
+ * link or unlink jobs or test a flag, never across a query: loop threads
+ * take the writer's `mu` in ctl_writer_submit and ctl_writer_queue_len,
+ * and the server's db.mu (a few fields copied) in health. Nothing else.
+ *
  * Each thread owns its own reg_store (one connection) for its lifetime.
  */
 #include "ctl.h"
@@ -33,8 +63,9 @@
 #include "log.h"
 #include "util.h"
 
-#define WRITER_MAX_BATCH 512
-#define POLL_SLACK_MS    5000 /* re-read changes this far back: slow commits */
+#define WRITER_MAX_BATCH        512
+#define POLL_SLACK_MS           5000 /* re-read changes this far back: slow commits */
+#define WRITER_ANSWER_MARGIN_MS 100  /* of the write's time bound, kept for answering */
 
 struct ctl_writer {
     struct ctl_server *srv;
@@ -89,48 +120,105 @@ ctl_db_note(struct ctl_server *srv, int rc, const char *err)
 
 /* ---- writer ---------------------------------------------------------------- */
 
-/* Fails the jobs that would add instances beyond --max_instances (they are
- * answered 503) and compacts the rest to the front. Returns how many remain. */
-static size_t
-drop_overflow(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
+static bool
+same_key(const struct reg_op *a, const struct reg_op *b)
 {
-    struct ctl_view *view = w->srv->view;
-    size_t keep = 0;
+    return a->inst.port == b->inst.port && strcmp(a->inst.host, b->inst.host) == 0 &&
+           strcmp(a->inst.model_name, b->inst.model_name) == 0;
+}
 
+/* Posts a job back to its loop with `rc`. */
+static void
+finish(struct ctl_job *job, int rc, const char *errmsg)
+{
+    job->rc = rc;
+    if (errmsg) {
+        util_strlcpy(job->errmsg, errmsg, sizeof(job->errmsg));
+    }
+    http_loop_post(job->loop, &job->task);
+}
+
+/* Admission against --max_instances (see DESIGN): answers 409 to the jobs
+ * whose new keys do not fit, and compacts the rest (jobs and ops) to the
+ * front; *n_io becomes how many remain. Returns REG_OK, or the error of
+ * the count (every job has then been failed with it). */
+static int
+admit(struct ctl_writer *w, struct ctl_job **jobs, struct reg_op *ops, size_t *n_io,
+      int64_t deadline_mono_ms)
+{
+    struct ctl_server *srv = w->srv;
+    size_t n = *n_io;
+    bool missing[WRITER_MAX_BATCH];
+    size_t in_view = 0;
+    int64_t table_rows = 0;
+    int64_t used;
+    size_t keep = 0;
+    size_t admitted = 0;
+    int rc;
+
+    if (ctl_view_missing(srv->view, ops, n, missing, &in_view) == 0) {
+        return REG_OK; /* every key is known: no row can be added */
+    }
+    rc = reg_table_rows_until(w->store, deadline_mono_ms, &table_rows);
+    add_stats(srv, w->store, &w->last_stats);
+    if (rc != REG_OK) {
+        ctl_db_note(srv, rc, reg_errmsg(w->store));
+        for (size_t i = 0; i < n; i++) {
+            finish(jobs[i], rc, reg_errmsg(w->store));
+        }
+        atomic_fetch_add(&srv->metrics.writes_failed, n);
+        *n_io = 0;
+        return rc;
+    }
+    used = table_rows > (int64_t)in_view ? table_rows : (int64_t)in_view;
     for (size_t i = 0; i < n; i++) {
-        struct reg_op *op = &jobs[i]->op;
-        if ((op->kind == REG_OP_REGISTER || op->kind == REG_OP_HEARTBEAT) &&
-            ctl_view_would_overflow(view, op, 1)) {
-            jobs[i]->rc = CTL_RC_FULL;
-            http_loop_post(jobs[i]->loop, &jobs[i]->task);
+        bool ok = !missing[i];
+        for (size_t k = 0; !ok && k < keep; k++) {
+            ok = missing[k] && same_key(&ops[k], &ops[i]); /* admitted earlier in this batch */
+        }
+        if (!ok && used + (int64_t)admitted < srv->cfg->max_instances) {
+            ok = true;
+            admitted++;
+        }
+        if (!ok) {
+            atomic_fetch_add(&srv->metrics.rejected_full, 1);
+            finish(jobs[i], CTL_RC_FULL, NULL);
             continue;
         }
+        missing[keep] = missing[i];
+        ops[keep] = ops[i];
         jobs[keep++] = jobs[i];
     }
-    return keep;
+    *n_io = keep;
+    return REG_OK;
 }
 
 static int
 process_batch(struct ctl_writer *w, struct ctl_job **jobs, size_t n)
 {
     struct ctl_server *srv = w->srv;
-    struct reg_op *ops = NULL;
+    struct reg_op *ops = malloc(n * sizeof(*ops));
     int64_t t0 = util_mono_ms();
     int rc;
 
-    n = drop_overflow(w, jobs, n);
-    if (n == 0) {
-        return REG_OK;
-    }
-    ops = malloc(n * sizeof(*ops));
-    if (!ops) {
-        rc = REG_ENOMEM;
-    } else {
+    if (ops) {
         for (size_t i = 0; i < n; i++) {
             ops[i] = jobs[i]->op;
         }
-        rc = reg_apply(w->store, ops, n);
+        /* the batch answers by its oldest write's arrival + the budget,
+         * less a little for posting the answers (docs/operations.md); the
+         * count of admission and the transaction share it */
+        int64_t deadline =
+            jobs[0]->enqueued_us / 1000 + srv->regcfg.retry_budget_ms - WRITER_ANSWER_MARGIN_MS;
+        rc = admit(w, jobs, ops, &n, deadline);
+        if (rc != REG_OK || n == 0) {
+            free(ops);
+            return rc;
+        }
+        rc = reg_apply_until(w->store, ops, n, deadline);
         add_stats(srv, w->store, &w->last_stats);
+    } else {
+        rc = REG_ENOMEM;
     }
     int64_t t1 = util_mono_ms();
     metrics_hist_observe_us(&srv->metrics.commit_latency, (t1 - t0) * 1000);
@@ -357,6 +445,7 @@ struct ctl_refresher {
     int64_t last_full_mono;
     int64_t last_sweep_mono;
     int64_t poll_since_ms; /* database time */
+    int64_t count_offset;  /* table rows - view instances after the last full read */
     struct rowvec rows;
     struct reg_stats last_stats;
 };
@@ -405,11 +494,20 @@ do_refresh(struct ctl_refresher *r, bool full)
     int64_t t1 = util_mono_ms();
     metrics_hist_observe_us(&srv->metrics.refresh_latency, (t1 - t0) * 1000);
     ctl_view_set_db_reachable(srv->view, true);
-    ctl_view_refresh_apply(srv->view, token, r->rows.v, r->rows.n, full, db_now, t1);
+    size_t ignored =
+        ctl_view_refresh_apply(srv->view, token, r->rows.v, r->rows.n, full, db_now, t1);
     r->poll_since_ms = db_now - POLL_SLACK_MS;
+    int64_t offset = table_rows - (int64_t)ctl_view_count(srv->view);
     if (full) {
         r->last_full_mono = t1;
-    } else if (table_rows != (int64_t)ctl_view_count(srv->view)) {
+        if (ignored > 0 && r->count_offset != offset) {
+            log_warn("the registry table holds %lld rows; this controller's view holds at most "
+                     "--max_instances=%lld and ignores %zu of them",
+                     (long long)table_rows, (long long)srv->cfg->max_instances, ignored);
+        }
+        r->count_offset = offset; /* what a poll should find when nothing was deleted */
+        atomic_store(&srv->metrics.view_ignored_rows, (int64_t)ignored);
+    } else if (offset != r->count_offset) {
         /* Rows were deleted elsewhere (or written by a DB-GPT controller,
          * which leaves roster_updated_ms alone): only a full read shows
          * which. A write racing the count costs one needless full read. */

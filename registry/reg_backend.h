@@ -54,6 +54,20 @@ struct reg_backend_ops {
                 int64_t *db_now_ms_out, int64_t *table_rows_out);
     int (*sweep)(struct reg_store *st, int64_t gc_after_ms, int *marked, int *deleted);
     int (*ping)(struct reg_store *st);
+    /* The connected socket, or -1 (optional; NULL for SQLite). The time
+     * guard shuts it down when an attempt outlives its deadline. */
+    int (*socket_fd)(struct reg_store *st);
+};
+
+/* One armed time guard (reg_store.c): while armed, a watchdog thread
+ * shuts `fd` down (shutdown(2), never close) once `deadline_ms` passes,
+ * so a blocked read or write on it returns at once with an error. */
+struct reg_guard {
+    struct reg_guard *next;
+    int fd;
+    int64_t deadline_ms; /* monotonic */
+    bool armed;
+    bool fired;
 };
 
 struct reg_store {
@@ -63,6 +77,11 @@ struct reg_store {
     bool connected;          /* maintained by the wrappers */
     int64_t next_connect_ms; /* monotonic; reconnect backoff while the database is down */
     int connect_backoff_ms;
+    /* Monotonic deadline of the call in progress (0: none). Backends bound
+     * their connect timeouts by it (reg__connect_secs). */
+    int64_t deadline_ms;
+    int64_t call_start_ms; /* monotonic start of that call */
+    struct reg_guard guard;
     struct reg_stats stats;
     char errmsg[512];
 };
@@ -73,6 +92,18 @@ extern const struct reg_backend_ops reg_mysql_ops;
 void reg__set_err(struct reg_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int reg__rows_push(struct reg_rows *rows, const struct reg_instance *in);
 void reg__rows_cleanup(struct reg_rows *rows);
+/* Whole seconds a connect may take now: the configured connect timeout,
+ * cut to what is left before st->deadline_ms (rounded down, as Connector/C
+ * counts whole seconds). 0: no time left for a connect. A call whose whole
+ * bound is under a second gets 1 s connects while time is left (Connector/C
+ * cannot wait less). */
+unsigned int reg__connect_secs(const struct reg_store *st);
+/* Arms st->guard on `fd` until st->deadline_ms (nothing if no deadline or
+ * fd < 0), and disarms it. disarm returns true if the guard fired: the
+ * socket was shut down because the deadline passed. */
+void reg__guard_arm(struct reg_store *st, int fd);
+bool reg__guard_disarm(struct reg_store *st);
+int64_t reg__mono_ms(void);
 /* Runs the migrations for st->ops over a connected store (reg_migrate.c). */
 int reg__migrate(struct reg_store *st);
 

@@ -29,6 +29,18 @@
  *   retried by reg_store.c. ODKU assignments run left to right and later
  *   ones see earlier new values, so the heartbeat's "was it dead?" test on
  *   roster_updated_ms comes before healthy/last_heartbeat are assigned.
+ * - Several servers (reg_config.mysql_host "h1:3306,h2:3306,..."): one
+ *   connection at a time, to the server that last worked (be->cur). A
+ *   connect tries it first, then the others in list order (wrapping); a
+ *   lost connection starts the next connect at the server after it, so a
+ *   killed or stopped Galera node is left at once. Each connect gets the
+ *   whole seconds left of the call's time bound (reg__connect_secs). A
+ *   Galera node outside the primary component answers 1047 (WSREP not
+ *   ready): that counts as unreachable, so the store moves on.
+ * - Galera: a certification conflict aborts the later transaction with
+ *   1213, like an InnoDB deadlock: retried by reg_store.c. The session sets
+ *   wsrep_sync_wait = 2 (galera_session). Every write is
+ *   one autocommit statement or one short transaction, so a retry is cheap.
  * - InnoDB (innodb_autoinc_lock_mode 1, the default) hands every upserted
  *   row an AUTO_INCREMENT value even when the row is updated, so heartbeats
  *   consume ids steadily: migration 0003 widens DB-GPT's `id int` to BIGINT.
@@ -47,6 +59,7 @@
 #define KEY_WHERE                                                                                  \
     " WHERE model_name = ? AND host = ? AND port = ? AND (sys_code = '' OR sys_code IS NULL)"
 
+#define NO_TIME       "mysql connect: less than a second left of the time bound"
 #define BATCH_MAX     64                         /* rows per multi-row upsert */
 #define UPSERT_PARAMS 11                         /* bound parameters per upsert row */
 #define TEXT_CAP      (4 * REG_TEMPLATE_MAX + 1) /* varchar(128) in utf8mb4 */
@@ -132,8 +145,18 @@ static const char *const stmt_sql[S_COUNT] = {
                          " VALUES (?, ?, UTC_TIMESTAMP())",
 };
 
+struct db_server {
+    char host[256];
+    unsigned int port;
+};
+
 struct mysql_be {
     MYSQL *conn;
+    struct db_server servers[REG_MYSQL_HOSTS_MAX];
+    size_t nservers;
+    size_t cur;       /* the server that last worked */
+    bool move_on;     /* its connection was lost: start the next connect after it */
+    bool established; /* conn is connected (not a half-made connect) */
     MYSQL_STMT *stmt[S_COUNT];
     MYSQL_STMT *upsert[K_COUNT][BATCH_MAX]; /* [kind][rows - 1] */
     /* parameter space of one multi-row upsert, and its int conversions */
@@ -168,6 +191,10 @@ static const unsigned int conn_errors[] = {
     1053, /* ER_SERVER_SHUTDOWN */
     4031, /* ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8) */
     1040, /* ER_CON_COUNT_ERROR: too many connections */
+    1047, /* ER_UNKNOWN_COM_ERROR: Galera "WSREP has not yet prepared node for
+             application use" (not in the primary component, or not synced) */
+    1180, /* ER_ERROR_DURING_COMMIT: Galera "... provider status: Not connected to
+             Primary Component" (the node lost quorum while committing) */
 };
 
 static int
@@ -228,11 +255,106 @@ ceil_secs(int ms)
     return ms <= 0 ? 1 : (unsigned int)((ms + 999) / 1000);
 }
 
+/* One entry of the server list: HOST, HOST:PORT, [IPV6], [IPV6]:PORT or a
+ * bare IPv6 address (two colons or more, no port). */
+static int
+parse_server(const char *p, size_t n, unsigned int default_port, struct db_server *out)
+{
+    const char *host = p;
+    size_t hlen = n;
+    const char *port = NULL;
+    size_t plen = 0;
+
+    if (n && p[0] == '[') {
+        const char *close = memchr(p, ']', n);
+        if (!close) {
+            return REG_EINVAL;
+        }
+        host = p + 1;
+        hlen = (size_t)(close - host);
+        if (close + 1 < p + n) {
+            if (close[1] != ':') {
+                return REG_EINVAL;
+            }
+            port = close + 2;
+            plen = (size_t)(p + n - port);
+        }
+    } else {
+        const char *colon = memchr(p, ':', n);
+        if (colon && !memchr(colon + 1, ':', (size_t)(p + n - colon - 1))) {
+            hlen = (size_t)(colon - p);
+            port = colon + 1;
+            plen = (size_t)(p + n - port);
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof(out->host)) {
+        return REG_EINVAL;
+    }
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+    out->port = default_port;
+    if (port) {
+        unsigned long v = 0;
+        if (plen == 0 || plen > 5) {
+            return REG_EINVAL;
+        }
+        for (size_t i = 0; i < plen; i++) {
+            if (port[i] < '0' || port[i] > '9') {
+                return REG_EINVAL;
+            }
+            v = v * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (v < 1 || v > 65535) {
+            return REG_EINVAL;
+        }
+        out->port = (unsigned int)v;
+    }
+    return REG_OK;
+}
+
+static int
+parse_servers(struct reg_store *st, struct mysql_be *be)
+{
+    const char *list = st->cfg.mysql_host && *st->cfg.mysql_host ? st->cfg.mysql_host : "127.0.0.1";
+    const char *p = list;
+
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *q = p;
+        size_t m = n;
+
+        while (m && (*q == ' ' || *q == '\t')) {
+            q++;
+            m--;
+        }
+        while (m && (q[m - 1] == ' ' || q[m - 1] == '\t')) {
+            m--;
+        }
+        if (be->nservers == REG_MYSQL_HOSTS_MAX ||
+            parse_server(q, m, (unsigned int)st->cfg.mysql_port, &be->servers[be->nservers]) !=
+                REG_OK) {
+            reg__set_err(st, "mysql: bad server list (HOST[:PORT],... at most %d)",
+                         REG_MYSQL_HOSTS_MAX);
+            return REG_EINVAL;
+        }
+        be->nservers++;
+        if (p[n] != ',') {
+            return REG_OK;
+        }
+        p += n + 1;
+    }
+}
+
 static int
 be_init(struct reg_store *st)
 {
-    st->be = calloc(1, sizeof(struct mysql_be));
-    return st->be ? REG_OK : REG_ENOMEM;
+    struct mysql_be *be = calloc(1, sizeof(struct mysql_be));
+
+    st->be = be;
+    if (!be) {
+        return REG_ENOMEM;
+    }
+    return parse_servers(st, be);
 }
 
 static void
@@ -255,9 +377,13 @@ be_disconnect(struct reg_store *st)
         }
     }
     if (be->conn) {
+        if (be->established) {
+            be->move_on = true; /* lost (or closed): try the next server first */
+        }
         mysql_close(be->conn);
         be->conn = NULL;
     }
+    be->established = false;
 }
 
 static void
@@ -407,6 +533,29 @@ scalar(struct reg_store *st, enum stmt_id id, MYSQL_BIND *params, long long *out
     return rc;
 }
 
+/* Galera: UPDATE and DELETE wait until this node has applied every write
+ * the cluster committed before them (wsrep_sync_wait bit 2). Without it a
+ * deregistration or admin change through node B moments after the
+ * registration through node A can match no row (not applied on B yet) and
+ * be lost as "unknown instance". Reads need no wait (the refresher re-reads
+ * 5 s of changes every poll), nor do the upserts (certification orders
+ * them). MySQL has no such variable (1193): nothing to do there; on a
+ * MariaDB without Galera it is accepted and has no effect. */
+static int
+galera_session(struct reg_store *st)
+{
+    struct mysql_be *be = st->be;
+    const char *sql = "SET SESSION wsrep_sync_wait = 2";
+
+    if (mysql_real_query(be->conn, sql, strlen(sql)) != 0) {
+        if (mysql_errno(be->conn) == 1193) { /* ER_UNKNOWN_SYSTEM_VARIABLE */
+            return REG_OK;
+        }
+        return fail_conn(st, "session set-up");
+    }
+    return REG_OK;
+}
+
 static int
 session_setup(struct reg_store *st)
 {
@@ -425,14 +574,16 @@ session_setup(struct reg_store *st)
     if (rc == REG_OK) {
         rc = query(st, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
     }
+    if (rc == REG_OK) {
+        rc = galera_session(st);
+    }
     return rc;
 }
 
 static int
-set_options(struct reg_store *st)
+set_options(struct reg_store *st, unsigned int ct)
 {
     struct mysql_be *be = st->be;
-    unsigned int ct = ceil_secs(st->cfg.connect_timeout_ms);
     unsigned int io = ceil_secs(st->cfg.io_timeout_ms);
     unsigned int tcp = MYSQL_PROTOCOL_TCP;
     int bad = 0;
@@ -452,13 +603,13 @@ set_options(struct reg_store *st)
     return REG_OK;
 }
 
+/* One connect to one server (host NULL: the Unix socket), with the session
+ * set-up under the time guard. */
 static int
-be_connect(struct reg_store *st)
+connect_one(struct reg_store *st, const struct db_server *srv, unsigned int ct)
 {
     struct mysql_be *be = st->be;
     const struct reg_config *c = &st->cfg;
-    bool sock = c->mysql_socket && *c->mysql_socket;
-    const char *host = sock ? "localhost" : (c->mysql_host ? c->mysql_host : "127.0.0.1");
     int rc;
 
     be->conn = mysql_init(NULL);
@@ -466,20 +617,84 @@ be_connect(struct reg_store *st)
         reg__set_err(st, "mysql_init: out of memory");
         return REG_ENOMEM;
     }
-    rc = set_options(st);
+    rc = set_options(st, ct);
     if (rc == REG_OK &&
-        !mysql_real_connect(be->conn, host, c->mysql_user, c->mysql_password, c->mysql_database,
-                            sock ? 0 : (unsigned int)c->mysql_port, sock ? c->mysql_socket : NULL,
-                            CLIENT_FOUND_ROWS)) {
+        !mysql_real_connect(be->conn, srv ? srv->host : "localhost", c->mysql_user,
+                            c->mysql_password, c->mysql_database, srv ? srv->port : 0,
+                            srv ? NULL : c->mysql_socket, CLIENT_FOUND_ROWS)) {
         rc = fail_conn(st, "connect");
+        if (srv) {
+            char keep[sizeof(st->errmsg)];
+            memcpy(keep, st->errmsg, sizeof(keep));
+            reg__set_err(st, "%s (server %s:%u)", keep, srv->host, srv->port);
+        }
     }
     if (rc == REG_OK) {
+        reg__guard_arm(st, (int)mysql_get_socket(be->conn));
         rc = session_setup(st);
+        if (reg__guard_disarm(st) && rc != REG_OK) {
+            rc = REG_EUNAVAIL; /* the server stopped answering during the set-up */
+        }
     }
     if (rc != REG_OK) {
         be_disconnect(st);
     }
     return rc;
+}
+
+static int
+be_connect(struct reg_store *st)
+{
+    struct mysql_be *be = st->be;
+    size_t start = be->cur;
+    int last = REG_EUNAVAIL;
+    bool unreachable = false;
+    bool tried = false;
+
+    if (be->move_on && be->nservers > 1) {
+        start = (be->cur + 1) % be->nservers;
+    }
+    be->move_on = false;
+    for (size_t k = 0; k < (st->cfg.mysql_socket && *st->cfg.mysql_socket ? 1 : be->nservers);
+         k++) {
+        size_t i = (start + k) % be->nservers;
+        unsigned int ct = reg__connect_secs(st);
+        int one;
+
+        if (ct == 0) {
+            if (!tried && strncmp(st->errmsg, NO_TIME, strlen(NO_TIME)) != 0) {
+                /* keep the last connect error: it says why */
+                char keep[sizeof(st->errmsg)];
+                memcpy(keep, st->errmsg, sizeof(keep));
+                reg__set_err(st, NO_TIME "%s%.300s", keep[0] ? "; last error: " : "", keep);
+            }
+            break;
+        }
+        tried = true;
+        one = connect_one(
+            st, st->cfg.mysql_socket && *st->cfg.mysql_socket ? NULL : &be->servers[i], ct);
+        if (one == REG_OK) {
+            be->cur = i;
+            be->established = true;
+            return REG_OK;
+        }
+        if (one == REG_ENOMEM) {
+            return one;
+        }
+        /* any server may be the one that works; report "unreachable" if
+         * any of them was, else the refusal (bad credentials everywhere) */
+        last = one;
+        unreachable = unreachable || one == REG_EUNAVAIL;
+    }
+    return unreachable || !tried ? REG_EUNAVAIL : last;
+}
+
+static int
+be_socket_fd(struct reg_store *st)
+{
+    struct mysql_be *be = st->be;
+
+    return be->conn && be->established ? (int)mysql_get_socket(be->conn) : -1;
 }
 
 /* ---- writes ---------------------------------------------------------------- */
@@ -1093,4 +1308,5 @@ const struct reg_backend_ops reg_mysql_ops = {
     .list = be_list,
     .sweep = be_sweep,
     .ping = be_ping,
+    .socket_fd = be_socket_fd,
 };

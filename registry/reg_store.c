@@ -16,15 +16,36 @@
  *   - REG_EBACKEND / REG_ESCHEMA / REG_EINVAL: return at once.
  * Retrying a write whose COMMIT was lost is safe because every registry
  * operation is idempotent (registry.h).
+ *
+ * Time bound. A call has a deadline (now + the retry budget, or the
+ * caller's: reg_apply_until). It bounds the whole call, not each attempt:
+ *   - a connect gets at most the whole seconds left (reg__connect_secs),
+ *     and none is started when less than a second is left;
+ *   - with the caller's deadline (reg_apply_until), the I/O of an attempt
+ *     is guarded: a watchdog thread shuts the socket down at the deadline, so a read blocked on a
+ * stopped server returns then, not one read timeout later (Connector/C counts whole seconds per
+ * read, and an attempt is several reads);
+ *   - no retry starts after the deadline.
+ * Measured with mariadbd SIGSTOPped (Connector/C 3.3, 10.11): a read
+ * blocks exactly MYSQL_OPT_READ_TIMEOUT (no internal retry there), a
+ * connect blocks MYSQL_OPT_CONNECT_TIMEOUT (the kernel completes the TCP
+ * handshake; the greeting never comes). Before the bound, a write could
+ * start a 2 s connect with 1.9 s of its 3 s budget left: 503 after 4-4.5 s.
+ *
+ * The watchdog only ever calls shutdown(2) on a descriptor whose guard is
+ * armed; the owner disarms (under the watchdog's mutex) before it can
+ * close the descriptor, so a reused descriptor number is never touched.
  */
 #include "reg_backend.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <mysql.h>
@@ -37,6 +58,12 @@ mono_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+reg__mono_ms(void)
+{
+    return mono_ms();
 }
 
 static void
@@ -66,6 +93,162 @@ jitter(int64_t ms)
         r = (uint32_t)mono_ms();
     }
     return ms / 2 + (int64_t)(r % (uint32_t)(ms / 2 + 1));
+}
+
+/* ---- time guard ------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool started;
+    bool stop;
+    struct reg_guard *head;
+    int64_t waiting_for; /* the deadline the watchdog sleeps until; INT64_MAX: none */
+} gw = {.mu = PTHREAD_MUTEX_INITIALIZER, .waiting_for = INT64_MAX};
+
+static void *
+watchdog_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gw.mu);
+    while (!gw.stop) {
+        int64_t now = mono_ms();
+        int64_t next = INT64_MAX;
+
+        for (struct reg_guard *g = gw.head; g; g = g->next) {
+            if (g->fired) {
+                continue;
+            }
+            if (g->deadline_ms <= now) {
+                shutdown(g->fd, SHUT_RDWR);
+                g->fired = true;
+            } else if (g->deadline_ms < next) {
+                next = g->deadline_ms;
+            }
+        }
+        gw.waiting_for = next;
+        if (next == INT64_MAX) {
+            pthread_cond_wait(&gw.cond, &gw.mu);
+        } else {
+            struct timespec ts = {.tv_sec = (time_t)(next / 1000),
+                                  .tv_nsec = (long)(next % 1000) * 1000000L};
+            pthread_cond_timedwait(&gw.cond, &gw.mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&gw.mu);
+    return NULL;
+}
+
+/* Called with gw.mu held. */
+static bool
+watchdog_start(void)
+{
+    pthread_condattr_t attr;
+    bool ok;
+
+    if (gw.started) {
+        return true;
+    }
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    ok = pthread_cond_init(&gw.cond, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (!ok) {
+        return false;
+    }
+    gw.stop = false;
+    if (pthread_create(&gw.thread, NULL, watchdog_main, NULL) != 0) {
+        pthread_cond_destroy(&gw.cond);
+        return false;
+    }
+    gw.started = true;
+    return true;
+}
+
+static void
+watchdog_stop(void)
+{
+    pthread_mutex_lock(&gw.mu);
+    if (!gw.started) {
+        pthread_mutex_unlock(&gw.mu);
+        return;
+    }
+    gw.stop = true;
+    pthread_cond_signal(&gw.cond);
+    pthread_mutex_unlock(&gw.mu);
+    pthread_join(gw.thread, NULL);
+    pthread_mutex_lock(&gw.mu);
+    pthread_cond_destroy(&gw.cond);
+    gw.started = false;
+    gw.waiting_for = INT64_MAX;
+    pthread_mutex_unlock(&gw.mu);
+}
+
+void
+reg__guard_arm(struct reg_store *st, int fd)
+{
+    struct reg_guard *g = &st->guard;
+
+    if (g->armed || fd < 0 || st->deadline_ms <= 0) {
+        return;
+    }
+    g->fd = fd;
+    g->deadline_ms = st->deadline_ms;
+    g->fired = false;
+    pthread_mutex_lock(&gw.mu);
+    if (watchdog_start()) {
+        g->next = gw.head;
+        gw.head = g;
+        g->armed = true;
+        /* deadlines mostly grow: wake the watchdog only for an earlier one */
+        if (g->deadline_ms < gw.waiting_for) {
+            pthread_cond_signal(&gw.cond);
+        }
+    }
+    pthread_mutex_unlock(&gw.mu);
+}
+
+bool
+reg__guard_disarm(struct reg_store *st)
+{
+    struct reg_guard *g = &st->guard;
+    bool fired;
+
+    if (!g->armed) {
+        return false;
+    }
+    pthread_mutex_lock(&gw.mu);
+    for (struct reg_guard **pp = &gw.head; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    fired = g->fired;
+    g->armed = false;
+    g->next = NULL;
+    pthread_mutex_unlock(&gw.mu);
+    return fired;
+}
+
+unsigned int
+reg__connect_secs(const struct reg_store *st)
+{
+    int ms = st->cfg.connect_timeout_ms;
+    unsigned int secs = ms <= 0 ? 1 : (unsigned int)((ms + 999) / 1000);
+
+    if (st->deadline_ms > 0) {
+        int64_t left = st->deadline_ms - mono_ms();
+        unsigned int left_s = left <= 0 ? 0 : (unsigned int)(left / 1000);
+        if (left_s < secs) {
+            secs = left_s;
+        }
+        if (secs == 0 && left > 0 && st->deadline_ms - st->call_start_ms < 1000) {
+            secs = 1; /* a bound under a second: connects are rounded up */
+        }
+    }
+    return secs;
 }
 
 const char *
@@ -329,6 +512,7 @@ struct call {
     int64_t gc_after_ms;
     int *marked;
     int *deleted;
+    bool hard; /* the caller's deadline: the attempt's I/O is guarded */
 };
 
 static int
@@ -350,17 +534,42 @@ attempt(struct reg_store *st, struct call *c)
     return REG_EINVAL;
 }
 
+/* One attempt, with the write's I/O under the time guard. */
 static int
-run(struct reg_store *st, struct call *c)
+guarded_attempt(struct reg_store *st, struct call *c)
 {
-    int64_t deadline = mono_ms() + st->cfg.retry_budget_ms;
+    int fd = c->hard && st->ops->socket_fd ? st->ops->socket_fd(st) : -1;
+    int rc;
+
+    reg__guard_arm(st, fd);
+    rc = attempt(st, c);
+    if (reg__guard_disarm(st) && rc != REG_OK) {
+        char keep[sizeof(st->errmsg)];
+        memcpy(keep, st->errmsg, sizeof(keep));
+        reg__set_err(st, "no answer from the database within the time bound (%.200s)", keep);
+        rc = REG_EUNAVAIL;
+    }
+    return rc;
+}
+
+static int
+run(struct reg_store *st, struct call *c, int64_t deadline)
+{
     int64_t backoff = 5;
     int rc;
 
+    if (mono_ms() >= deadline) {
+        /* the caller's bound ran out before the first attempt (a write that
+         * queued behind a slow batch): busy, not unreachable */
+        reg__set_err(st, "the time bound ran out before the database was tried");
+        return REG_EBUSY;
+    }
+    st->deadline_ms = deadline;
+    st->call_start_ms = mono_ms();
     for (;;) {
         rc = ensure_connected(st, deadline);
         if (rc == REG_OK) {
-            rc = attempt(st, c);
+            rc = guarded_attempt(st, c);
             st->stats.statements++;
             if (rc == REG_EUNAVAIL) {
                 /* the connection is lost: the next attempt reconnects */
@@ -370,15 +579,23 @@ run(struct reg_store *st, struct call *c)
             }
         }
         if (rc != REG_EBUSY && rc != REG_EUNAVAIL) {
-            return rc;
+            break;
         }
         if (mono_ms() + backoff >= deadline) {
-            return rc;
+            break;
         }
         st->stats.retries++;
         sleep_ms(jitter(backoff));
         backoff = backoff * 2 > 250 ? 250 : backoff * 2;
     }
+    st->deadline_ms = 0;
+    return rc;
+}
+
+static int64_t
+budget_deadline(const struct reg_store *st)
+{
+    return mono_ms() + st->cfg.retry_budget_ms;
 }
 
 int
@@ -386,13 +603,19 @@ reg_migrate(struct reg_store *st)
 {
     struct call c = {.kind = CALL_MIGRATE};
 
-    return run(st, &c);
+    return run(st, &c, budget_deadline(st));
 }
 
 int
 reg_apply(struct reg_store *st, struct reg_op *ops, size_t n)
 {
-    struct call c = {.kind = CALL_APPLY, .ops = ops, .n = n};
+    return reg_apply_until(st, ops, n, 0);
+}
+
+int
+reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n, int64_t deadline_mono_ms)
+{
+    struct call c = {.kind = CALL_APPLY, .ops = ops, .n = n, .hard = deadline_mono_ms > 0};
 
     for (size_t i = 0; i < n; i++) {
         if (validate_op(&ops[i]) != REG_OK) {
@@ -404,7 +627,7 @@ reg_apply(struct reg_store *st, struct reg_op *ops, size_t n)
     if (n == 0) {
         return REG_OK;
     }
-    return run(st, &c);
+    return run(st, &c, deadline_mono_ms > 0 ? deadline_mono_ms : budget_deadline(st));
 }
 
 int
@@ -419,7 +642,7 @@ reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *
                      .rows = &rows,
                      .now_out = &now,
                      .table_rows_out = &total};
-    int rc = run(st, &c);
+    int rc = run(st, &c, budget_deadline(st));
 
     if (rc == REG_OK) {
         for (size_t i = 0; i < rows.n; i++) {
@@ -439,13 +662,30 @@ reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *
 }
 
 int
+reg_table_rows_until(struct reg_store *st, int64_t deadline_mono_ms, int64_t *rows_out)
+{
+    struct reg_rows rows = {0};
+    int64_t now = 0;
+    struct call c = {.kind = CALL_LIST,
+                     .since = INT64_MAX, /* no row changed after the end of time */
+                     .rows = &rows,
+                     .now_out = &now,
+                     .table_rows_out = rows_out,
+                     .hard = true};
+    int rc = run(st, &c, deadline_mono_ms);
+
+    reg__rows_cleanup(&rows);
+    return rc;
+}
+
+int
 reg_sweep(struct reg_store *st, int64_t gc_after_ms, int *marked_out, int *deleted_out)
 {
     int marked = 0;
     int deleted = 0;
     struct call c = {
         .kind = CALL_SWEEP, .gc_after_ms = gc_after_ms, .marked = &marked, .deleted = &deleted};
-    int rc = run(st, &c);
+    int rc = run(st, &c, budget_deadline(st));
 
     if (marked_out) {
         *marked_out = marked;
@@ -461,7 +701,7 @@ reg_ping(struct reg_store *st)
 {
     struct call c = {.kind = CALL_PING};
 
-    return run(st, &c);
+    return run(st, &c, budget_deadline(st));
 }
 
 int
@@ -479,6 +719,7 @@ reg_library_init(void)
 void
 reg_library_end(void)
 {
+    watchdog_stop();
     mysql_library_end();
     sqlite3_shutdown();
 }

@@ -22,7 +22,10 @@
  * operation is idempotent (registering twice, heartbeating twice, removing
  * twice all leave the same state), so a batch that failed with an
  * ambiguous error (lost connection during COMMIT) is retried whole. Lock
- * waits and deadlocks are retried too, inside the retry budget.
+ * waits and deadlocks (MySQL 1213 and 1205; Galera reports a certification
+ * conflict as 1213) are retried too, with a short jittered backoff, inside
+ * the retry budget; a Galera node that is not ready (1047, 1927) counts as
+ * unreachable and the store moves to the next server of its list.
  */
 #ifndef ROSTER_REGISTRY_H
 #define ROSTER_REGISTRY_H
@@ -37,6 +40,8 @@
 #define REG_NAME_MAX     128
 #define REG_HOST_MAX     128
 #define REG_TEMPLATE_MAX 128
+
+#define REG_MYSQL_HOSTS_MAX 16 /* servers in reg_config.mysql_host */
 
 enum reg_rc {
     REG_OK = 0,
@@ -67,7 +72,12 @@ struct reg_config {
     const char *sqlite_path;
     bool sqlite_synchronous_full; /* PRAGMA synchronous=FULL (default NORMAL) */
     /* MySQL/MariaDB. `mysql_socket` (a Unix socket path) wins over host:port
-     * when set. */
+     * when set. `mysql_host` may list several servers (a Galera cluster),
+     * comma-separated, each HOST, HOST:PORT, [IPV6] or [IPV6]:PORT; an entry
+     * without a port uses `mysql_port`. A store keeps to the server that
+     * last worked; when a connect to it fails or its connection is lost,
+     * it tries the next ones in list order (wrapping), within the call's
+     * time bound. At most REG_MYSQL_HOSTS_MAX entries. */
     const char *mysql_host;
     int mysql_port;
     const char *mysql_socket;
@@ -175,6 +185,16 @@ REG_MUSTCHECK int reg_migrate(struct reg_store *st);
  * is safe because every op is idempotent). Blocks: yes. */
 REG_MUSTCHECK int reg_apply(struct reg_store *st, struct reg_op *ops, size_t n);
 
+/* reg_apply with the caller's hard deadline (CLOCK_MONOTONIC ms, as
+ * util_mono_ms) instead of now + retry budget: the whole call, retries and
+ * reconnects included, returns by then. A statement still waiting at the
+ * deadline - for a stopped server, or for a row lock held that long - is
+ * cut off (its socket shut down) and the call returns REG_EUNAVAIL. A
+ * deadline already past returns REG_EBUSY without trying. Plain reg_apply
+ * bounds each wait by the configured timeouts instead. Blocks: yes. */
+REG_MUSTCHECK int reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n,
+                                  int64_t deadline_mono_ms);
+
 /* Called once per row by reg_list. Return 0 to continue, non-zero to stop
  * (reg_list then returns REG_OK). `in` is valid only during the call. */
 typedef int reg_list_cb(const struct reg_instance *in, void *arg);
@@ -190,6 +210,12 @@ typedef int reg_list_cb(const struct reg_instance *in, void *arg);
  * reported. Blocks: yes. */
 REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb,
                            void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
+
+/* The number of rows in the table, within the caller's hard deadline (as
+ * reg_apply_until: a statement still waiting then is cut off and the call
+ * returns REG_EUNAVAIL). Blocks: yes. */
+REG_MUSTCHECK int reg_table_rows_until(struct reg_store *st, int64_t deadline_mono_ms,
+                                       int64_t *rows_out);
 
 /* The idempotent sweep, safe to run from every controller at once:
  * marks `healthy = 0` on rows whose lease ran out (for DB-GPT readers of the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what roster needs on Debian 12, and nothing when it is all there.
 #   scripts/deps.sh build   compilers and libraries, and dpkg-dev for `cpack -G DEB` (default)
-#   scripts/deps.sh test    + MariaDB server, python3, faketime, valgrind, clang (fuzzing),
+#   scripts/deps.sh test    + MariaDB server, galera-4 and rsync (the three-node Galera
+#                           cluster of test_galera), python3, faketime, valgrind, clang (fuzzing),
 #                           systemd (systemd-analyze verify of the units), man-db and
 #                           groff-base (the man page renders),
 #                           Chromium (the dashboard's browser test), the openai and
@@ -17,7 +18,7 @@ set -euo pipefail
 mode=${1:-build}
 build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev libsqlite3-dev
        libcurl4-openssl-dev libcjson-dev libhttp-parser-dev dpkg-dev)
-test=(mariadb-server mariadb-client python3 faketime curl valgrind clang libclang-rt-14-dev
+test=(mariadb-server mariadb-client galera-4 rsync python3 faketime curl valgrind clang libclang-rt-14-dev
       clang-format chromium systemd man-db groff-base
       docker.io docker-compose debootstrap yamllint python3-yaml podman runc catatonit)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3)

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds and runs every test of roster:
 #   1. the release build (warnings are errors): unit, registry on SQLite and on
-#      a private MariaDB, service tests (real processes over loopback), replay
-#      of the fuzz corpora;
+#      a private MariaDB, service tests (real processes over loopback), the
+#      fault suite (label chaos: controllers, workers, MariaDB and a Galera
+#      node killed and stopped under load), the security suite (label
+#      security), replay of the fuzz corpora;
 #   2. unit and SQLite registry tests, and controllers and workers under
-#      seven service tests, in valgrind (memcheck, leaks);
-#   3. the same suite built with ASan+UBSan;
+#      thirteen service tests, in valgrind (memcheck, leaks);
+#   3. the same suite built with ASan+UBSan; the controller's unit and
+#      service tests under ThreadSanitizer (scripts/tsan.sh); then every fuzz
+#      target run by libFuzzer (ASan+UBSan) for 60 s, two at a time
+#      (tests/fuzz/run.sh: a crash, leak or hang fails the run and prints
+#      the reproducer);
 #   4. source checks: clang-format, banned functions, generated docs current;
 #   5. the deployment examples run for real: the Compose HA topology on Docker
 #      (the image built from compose/Dockerfile on a debootstrapped debian:12,
@@ -52,6 +58,12 @@ if [ "$quick" -eq 0 ]; then
     cmake --build build-asan -j"$jobs"
     step "ASan+UBSan tests"
     (cd build-asan && ctest --output-on-failure --timeout 900)
+
+    step "ThreadSanitizer: the controller's unit and service tests"
+    scripts/tsan.sh
+
+    step "fuzzing: every target for 60 s, two at a time"
+    ROSTER_FUZZ_JOBS=2 tests/fuzz/run.sh 60
 fi
 
 step "source checks"

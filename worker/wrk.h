@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "flags.h"
+#include "http_limits.h"
 #include "http_server.h"
 #include "netaddr.h"
 
@@ -71,6 +72,7 @@ struct wrk_config {
     int64_t max_answer_bytes;    /* openai, exec: an engine's answer buffered whole */
     int64_t stream_buffer_bytes; /* openai, exec: a slow client's queue before pausing */
     int64_t memory_budget_bytes; /* budget.h: the process-wide limit (0: none) */
+    struct http_limits http;     /* --max_connections, --client_*_timeout_ms, ... */
     char *log_level;
     bool access_log;
     int64_t access_log_sample;

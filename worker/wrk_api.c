@@ -34,7 +34,6 @@
 #include "json_check.h"
 #include "json_write.h"
 #include "log.h"
-#include "budget.h"
 #include "metrics.h"
 #include "netaddr.h"
 #include "util.h"
@@ -553,18 +552,7 @@ h_metrics(struct http_request *req, void *arg)
                          "(--stream_buffer_bytes).");
     rc |= metrics_sample(&b, "roster_worker_stream_pauses_total", NULL,
                          (double)atomic_load(&srv->stream_pauses));
-    rc |= metrics_header(&b, "roster_worker_memory_budget_bytes", "gauge",
-                         "The process-wide memory budget (--memory_budget_bytes; 0: none).");
-    rc |= metrics_sample(&b, "roster_worker_memory_budget_bytes", NULL, (double)budget_limit());
-    rc |= metrics_header(&b, "roster_worker_memory_used_bytes", "gauge",
-                         "Bytes held now by buffered answers, request copies and stream queues.");
-    rc |= metrics_sample(&b, "roster_worker_memory_used_bytes", NULL, (double)budget_used());
-    rc |= metrics_header(&b, "roster_worker_memory_peak_bytes", "gauge",
-                         "The most bytes ever held at once.");
-    rc |= metrics_sample(&b, "roster_worker_memory_peak_bytes", NULL, (double)budget_peak());
-    rc |= metrics_header(&b, "roster_worker_memory_refused_total", "counter",
-                         "Requests (or streams) refused because the budget was exhausted.");
-    rc |= metrics_sample(&b, "roster_worker_memory_refused_total", NULL, (double)budget_refused());
+    rc |= metrics_write_budget(&b);
     rc |= metrics_header(&b, "roster_worker_queued", "gauge", "Requests waiting for capacity.");
     rc |= metrics_sample(&b, "roster_worker_queued", NULL,
                          (double)atomic_load(&srv->load.queue_length));

@@ -23,7 +23,7 @@ const struct flag_def wrk_flag_defs[] = {
       "NAME@WORKER_TYPE."),
     F(model_path, FLAG_STR, NULL, 1, 0, NULL, 0, "PATH",
       "Model files (unused by the builtin backend; accepted for DB-GPT compatibility)."),
-    F(worker_type, FLAG_STR, "llm", 1, 0, NULL, 0, "TYPE",
+    F(worker_type, FLAG_ENUM, "llm", 1, 0, NULL, 0, "llm|text2vec",
       "'llm' (text generation) or 'text2vec' (embeddings)."),
     F(host, FLAG_STR, "0.0.0.0", 1, 0, NULL, 0, "ADDR", "Address to listen on."),
     F(port, FLAG_INT, "8001", 0, 65535, NULL, 0, "PORT", "Port to listen on (0 = any free port)."),
@@ -41,7 +41,7 @@ const struct flag_def wrk_flag_defs[] = {
     F(queue_timeout_ms, FLAG_INT, "10000", 1, 3600000, NULL, 0, "MS",
       "Longest wait in the queue; then 503 with Retry-After (never an unbounded wait)."),
     F(weight, FLAG_DOUBLE, "1", 0, 1000000, NULL, 0, "W", "Routing weight of the instances."),
-    F(backend, FLAG_STR, "builtin", 1, 0, NULL, 0, "NAME",
+    F(backend, FLAG_ENUM, "builtin", 1, 0, NULL, 0, "builtin|openai|exec",
       "'builtin' (a small model trained at start-up on roster's docs: for trying roster out "
       "and for tests); 'openai' (proxy to the OpenAI-compatible engine at --upstream); 'exec' "
       "(start --engine_cmd, supervise it, and proxy to it at --upstream)."),
@@ -84,6 +84,7 @@ const struct flag_def wrk_flag_defs[] = {
       "Write the bound port to PATH once listening (for tests and supervisors)."),
     F(control_timeout_ms, FLAG_INT, "2000", 50, 60000, NULL, 0, "MS",
       "Timeout of one control-plane call (register, heartbeat, deregister)."),
+    HTTP_LIMIT_FLAGS(struct wrk_config, http),
     F(shutdown_grace_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "On SIGTERM, time allowed for in-flight requests after deregistering (a second signal "
       "stops at once)."),
@@ -100,7 +101,8 @@ const struct flag_def wrk_flag_defs[] = {
       "Bytes that all requests together may hold in memory for engine answers, request "
       "copies and stream queues (0 = no limit); past it a request is refused with 503 and "
       "Retry-After (an error event or frame once its stream has begun)."),
-    F(log_level, FLAG_STR, "info", 1, 0, NULL, 0, "LEVEL", "error, warn, info, debug or trace."),
+    F(log_level, FLAG_ENUM, "info", 1, 0, NULL, 0, "error|warn|info|debug|trace",
+      "The least severe messages logged."),
     F(access_log, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
       "Log one line per request at info (method, path, status, duration, request id); false: "
       "5xx only."),
@@ -136,16 +138,8 @@ wrk_config_load(struct wrk_config *cfg, int argc, char **argv)
         fprintf(stderr, "roster: --model_name is required\n");
         return -1;
     }
-    if (strcmp(cfg->worker_type, "text2vec") != 0 && strcmp(cfg->worker_type, "llm") != 0) {
-        fprintf(stderr, "roster: --worker_type must be 'llm' or 'text2vec'\n");
-        return -1;
-    }
     bool builtin = strcmp(cfg->backend, "builtin") == 0;
     bool exec = strcmp(cfg->backend, "exec") == 0;
-    if (!builtin && !exec && strcmp(cfg->backend, "openai") != 0) {
-        fprintf(stderr, "roster: --backend must be 'builtin', 'openai' or 'exec'\n");
-        return -1;
-    }
     if (builtin && (cfg->upstream || cfg->engine_cmd || cfg->upstream_api_key_env)) {
         fprintf(stderr, "roster: --upstream, --upstream_api_key_env and --engine_cmd need "
                         "--backend openai or exec\n");

@@ -572,7 +572,7 @@ over_budget(struct wrk_job *j, bool started)
              http_req_id(j->req), (long long)budget_limit());
     http_req_on_close(j->req, NULL, NULL);
     if (j->api != API_DBGPT_STREAM && (!j->g.stream || !started)) {
-        http_reply_error(j->req, 503, "server_error", "over_memory_budget", "%s", msg);
+        http_reply_error(j->req, 503, "server_error", "memory_budget_exceeded", "%s", msg);
     } else if (j->api == API_DBGPT_STREAM) {
         struct wrk_dbgpt_frame f = {.text = msg, .len = sizeof(msg) - 1, .error_code = 1};
         struct jw w;
@@ -585,7 +585,7 @@ over_budget(struct wrk_job *j, bool started)
         job_send(j, &j->out, &w);
         http_stream_end(j->req);
     } else {
-        http_stream_error(j->req, "over_memory_budget", "%s", msg);
+        http_stream_error(j->req, "memory_budget_exceeded", "%s", msg);
     }
     job_release(j);
 }

@@ -68,6 +68,7 @@
 #include "json_check.h"
 #include "json_write.h"
 #include "log.h"
+#include "sse.h"
 #include "util.h"
 
 #define MAX_ERROR_BODY (64u * 1024) /* what is kept of an error answer */
@@ -92,8 +93,9 @@ struct wrk_proxy_job {
     long status;  /* the upstream's, once its headers are in */
     bool started; /* our streamed reply has begun */
     struct buf resp;
-    struct buf line; /* DB-GPT translation: an SSE line not yet complete */
-    struct buf text; /* DB-GPT translation: the text so far */
+    struct sse_splitter line; /* DB-GPT translation: the upstream's SSE lines */
+    struct buf event;         /* pass-through: the start of an event not yet whole */
+    struct buf text;          /* DB-GPT translation: the text so far */
     char finish[32];
     char err[512]; /* why the answer cannot be used */
     char curl_err[CURL_ERROR_SIZE];
@@ -126,7 +128,8 @@ job_free(struct wrk_proxy_job *j)
     free(j->url);
     free(j->body);
     buf_cleanup(&j->resp);
-    buf_cleanup(&j->line);
+    sse_splitter_cleanup(&j->line);
+    buf_cleanup(&j->event);
     buf_cleanup(&j->text);
     budget_give(j->held);
     free(j);
@@ -139,7 +142,8 @@ job_free(struct wrk_proxy_job *j)
 static bool
 account(struct wrk_proxy_job *j)
 {
-    int64_t now = (int64_t)(j->resp.cap + j->line.cap + j->text.cap + j->body_len);
+    int64_t now =
+        (int64_t)(j->resp.cap + j->line.pending.cap + j->event.cap + j->text.cap + j->body_len);
 
     if (j->started && j->req) {
         now += (int64_t)http_req_output_pending(j->req);
@@ -271,11 +275,11 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
                  "exhausted",
                  http_req_id(j->req), (long long)budget_limit());
         if (j->started) {
-            stream_error(j, "over_memory_budget",
+            stream_error(j, "memory_budget_exceeded",
                          "the worker is out of memory for this answer "
                          "(--memory_budget_bytes); retry");
         } else {
-            fail(j, 503, "server_error", "over_memory_budget",
+            fail(j, 503, "server_error", "memory_budget_exceeded",
                  "the worker is out of memory for this answer (--memory_budget_bytes); retry");
         }
         return;
@@ -593,25 +597,16 @@ clamp_tokens(double v)
 
 /* One SSE line of the upstream's chat stream. Returns 0, or -1 with j->err. */
 static int
-sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
+sse_line(void *arg, const char *p, size_t n)
 {
+    struct wrk_proxy_job *j = arg;
     cJSON *root = NULL;
     char err[128];
     const cJSON *c, *it;
     bool grew = false;
 
-    if (n >= 5 && memcmp(p, "data:", 5) == 0) {
-        p += 5;
-        n -= 5;
-    } else {
-        return 0; /* comments, event names, blank lines */
-    }
-    while (n && *p == ' ') {
-        p++;
-        n--;
-    }
-    if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
-        return 0;
+    if (!sse_line_data(p, n, &p, &n) || sse_data_is_done(p, n)) {
+        return 0; /* comments, event names, blank lines; the end */
     }
     if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0 || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -663,28 +658,13 @@ sse_line(struct wrk_proxy_job *j, const char *p, size_t n)
 static int
 sse_feed(struct wrk_proxy_job *j, const char *p, size_t n)
 {
-    size_t start = 0;
-    char *nl;
+    int rc = sse_splitter_feed(&j->line, p, n, sse_line, j);
 
-    if (buf_append(&j->line, p, n) != 0) {
+    if (rc == SSE_TOO_LONG) {
         snprintf(j->err, sizeof(j->err), "an event of the engine's stream exceeds %u bytes",
                  MAX_SSE_LINE);
-        return -1;
     }
-    while ((nl = memchr(j->line.data + start, '\n', j->line.len - start))) {
-        size_t len = (size_t)(nl - (j->line.data + start));
-        if (len && j->line.data[start + len - 1] == '\r') {
-            len--;
-        }
-        if (sse_line(j, j->line.data + start, len) != 0) {
-            return -1;
-        }
-        start = (size_t)(nl - j->line.data) + 1;
-    }
-    memmove(j->line.data, j->line.data + start, j->line.len - start);
-    j->line.len -= start;
-    j->line.data[j->line.len] = '\0';
-    return 0;
+    return rc == SSE_OK ? 0 : -1;
 }
 
 /* DB-GPT's embeddings answer, [[float]], from OpenAI's. */
@@ -798,7 +778,7 @@ check_events(struct wrk_proxy_job *j, const char *p, size_t n, bool last)
 }
 
 /* Forwards the engine's stream whole events at a time: the end of an
- * event that has not fully arrived waits in j->line, so an error event
+ * event that has not fully arrived waits in j->event, so an error event
  * written after a failure (the engine drops, the budget refuses) never
  * lands inside a half-sent one. Returns 0, or -1 with j->err. */
 static int
@@ -806,7 +786,7 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
 {
     size_t end;
 
-    if (j->line.len == 0) {
+    if (j->event.len == 0) {
         end = last_event_end(p, n, 0);
         if (end) {
             size_t good = check_events(j, p, end, false);
@@ -819,27 +799,27 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
         }
         p += end;
         n -= end;
-        if (n && buf_append(&j->line, p, n) != 0) {
+        if (n && buf_append(&j->event, p, n) != 0) {
             goto too_long;
         }
         return 0;
     }
-    size_t searched = j->line.len; /* no event ends in it */
-    if (buf_append(&j->line, p, n) != 0) {
+    size_t searched = j->event.len; /* no event ends in it */
+    if (buf_append(&j->event, p, n) != 0) {
         goto too_long;
     }
-    end = last_event_end(j->line.data, j->line.len, searched);
+    end = last_event_end(j->event.data, j->event.len, searched);
     if (end) {
-        size_t good = check_events(j, j->line.data, end, false);
+        size_t good = check_events(j, j->event.data, end, false);
         if (good) {
-            http_stream_write(j->req, j->line.data, good);
+            http_stream_write(j->req, j->event.data, good);
         }
         if (good < end) {
             return -1;
         }
-        memmove(j->line.data, j->line.data + end, j->line.len - end);
-        j->line.len -= end;
-        j->line.data[j->line.len] = '\0';
+        memmove(j->event.data, j->event.data + end, j->event.len - end);
+        j->event.len -= end;
+        j->event.data[j->event.len] = '\0';
     }
     return 0;
 too_long:
@@ -971,20 +951,21 @@ on_done(CURL *easy, CURLcode rc, void *arg)
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &j->status);
     }
     http_req_on_close(j->req, NULL, NULL);
-    if (rc == CURLE_OK && !j->pass_stream && j->line.len && sse_feed(j, "\n", 1) != 0) {
+    if (rc == CURLE_OK && !j->pass_stream && sse_splitter_pending(&j->line) &&
+        sse_feed(j, "\n", 1) != 0) {
         rc = CURLE_WEIRD_SERVER_REPLY; /* the last line had no newline */
     }
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
         rc = CURLE_WEIRD_SERVER_REPLY;
     }
-    if (rc == CURLE_OK && j->started && j->pass_stream && j->line.len) {
+    if (rc == CURLE_OK && j->started && j->pass_stream && j->event.len) {
         /* a last event without its blank line: checked like the others */
-        size_t good = check_events(j, j->line.data, j->line.len, true);
-        if (good < j->line.len) {
+        size_t good = check_events(j, j->event.data, j->event.len, true);
+        if (good < j->event.len) {
             if (good) {
-                http_stream_write(j->req, j->line.data, good);
+                http_stream_write(j->req, j->event.data, good);
             }
-            j->line.len = 0;
+            j->event.len = 0;
             rc = CURLE_WEIRD_SERVER_REPLY;
         }
     } else if (rc == CURLE_OK && j->status / 100 == 2 && !j->started &&
@@ -1003,8 +984,8 @@ on_done(CURL *easy, CURLcode rc, void *arg)
         dbgpt_frame(j, j->finish[0] ? j->finish : "stop");
         http_stream_end(j->req);
     } else if (j->started) {
-        if (j->line.len) {
-            http_stream_write(j->req, j->line.data, j->line.len); /* a last unended event */
+        if (j->event.len) {
+            http_stream_write(j->req, j->event.data, j->event.len); /* a last unended event */
         }
         http_stream_end(j->req);
     } else if (j->api == PX_DBGPT) {
@@ -1349,7 +1330,8 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
     j->prompt_tokens = -1;
     j->start_ms = util_wall_ms();
     buf_init(&j->resp, (size_t)srv->cfg->max_answer_bytes);
-    buf_init(&j->line, MAX_SSE_LINE);
+    sse_splitter_init(&j->line, SSE_LINES, MAX_SSE_LINE);
+    buf_init(&j->event, MAX_SSE_LINE);
     buf_init(&j->text, (size_t)srv->cfg->max_answer_bytes);
     if (upstream_body(j, root, model) != 0) {
         job_free(j);
@@ -1359,7 +1341,7 @@ proxy(struct http_request *req, struct wrk_server *srv, enum px_api api)
         log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is "
                  "exhausted",
                  http_req_id(req), (long long)budget_limit());
-        http_reply_error(req, 503, "server_error", "over_memory_budget",
+        http_reply_error(req, 503, "server_error", "memory_budget_exceeded",
                          "the worker is out of memory for this request "
                          "(--memory_budget_bytes); retry");
         job_free(j);

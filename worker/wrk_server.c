@@ -342,6 +342,7 @@ wrk_server_new(struct wrk_config *cfg, struct wrk_server **out)
         .threads = 1,
         .max_body = (size_t)cfg->max_body_bytes,
     };
+    http_limits_apply(&cfg->http, &hc);
     const struct http_service svc = {
         .routes = wrk_routes,
         .arg = srv,

@@ -1146,6 +1146,7 @@ function updateRow(g, row) {
     const why = [];
     if (it.weight === 0) why.push(it.weight_override === 0 ? "drained" : "weight 0");
     if (!it.enabled) why.push("disabled");
+    if (it.excluded) why.push(it.excluded);
     note = it.routable ? "routable" : "not routable" + (why.length ? ": " + why.join(", ") : "");
   }
   if (!it.ejected && it.last_error) note += (note ? " · " : "") + "last error: " + it.last_error;
@@ -1488,6 +1489,7 @@ const PROBLEMS = new Set([
   "controller_down",
   "drained",
   "disabled",
+  "excluded",
 ]);
 
 function addEvents(list) {

@@ -11,21 +11,25 @@
  * asynchronous reply has been sent, or a bound is hit (a hang: abort).
  *
  * Routes: synchronous replies (/sync, /echo, /ref with http_reply_ref, /big
- * with more bytes than the socket buffers, the controller's body and query
+ * with more bytes than the socket buffers, /nocontent 204, /notmod 304 and
+ * /stream204 a stream started with 204, the controller's body and query
  * parsers on /api/controller/models), an
  * asynchronous one (/async: replied from a zero-delay event timer), and a
  * guard that answers 401 when the request has an X-Deny header.
  *
  * What comes back must be a sequence of complete HTTP/1.x responses and
  * nothing else: a status line with a known status, header lines, exactly
- * one Content-Length (except 1xx), a body of that length (none for HEAD),
+ * one Content-Length (none for 1xx, 204, 304, which have no body), a body
+ * of that length (none for HEAD: a request whose method was read as HEAD,
+ * even if what follows it is malformed),
  * JSON bodies that json_parse accepts, nothing after "Connection: close".
  * Each final response answers one request, in order, so there are never
  * more final responses than requests begun (+1 for bytes that never began
  * one); the client's own http_parser pass over the input tells which
- * requests were HEADs. Empty input gets no bytes at all; a complete first
- * request to a synchronous route always gets its response, even though
- * the client half-closed.
+ * requests were HEADs (the method is known once the parser is past it: its
+ * URL began, or it failed anywhere but in the method). Empty input gets no bytes at all; a complete
+ * first request to a synchronous route always gets its response, even though the client
+ * half-closed.
  */
 #include <errno.h>
 #include <signal.h>
@@ -128,6 +132,31 @@ h_deregister(struct http_request *req, void *arg)
     http_reply(req, 200, "application/json", "true", 4, NULL);
 }
 
+/* Statuses without content: the server must drop the body it is given. */
+static void
+h_nocontent(struct http_request *req, void *arg)
+{
+    (void)arg;
+    http_reply(req, 204, "application/json", "{}", 2, NULL);
+}
+
+static void
+h_notmodified(struct http_request *req, void *arg)
+{
+    (void)arg;
+    http_reply(req, 304, "application/json", NULL, 0, "ETag: \"1\"\r\n");
+}
+
+/* A stream that turns out to have no content: no chunks, no length. */
+static void
+h_stream204(struct http_request *req, void *arg)
+{
+    (void)arg;
+    http_stream_start(req, 204, "text/event-stream", NULL);
+    http_stream_write(req, "data: x\n\n", 9);
+    http_stream_end(req);
+}
+
 /* More than the socket buffers hold: a client that half-closed must still
  * get all of it. Twice per input at most, to keep runs fast. */
 static void
@@ -201,6 +230,9 @@ static const struct http_route routes[] = {
     {"PUT", "/echo", h_echo, 0},
     {"GET", "/ref", h_ref, 0},
     {"GET", "/big", h_big, 0},
+    {"GET", "/nocontent", h_nocontent, 0},
+    {"GET", "/notmod", h_notmodified, 0},
+    {"GET", "/stream204", h_stream204, 0},
     {"GET", "/async", h_async, 0},
     {"POST", "/async", h_async, 0},
     {"POST", "/api/controller/models", h_register, 0},
@@ -258,6 +290,10 @@ rq_url(http_parser *p, const char *at, size_t len)
 {
     struct reqs *r = p->data;
 
+    if (r->n <= MAX_REQUESTS) {
+        r->head[r->n - 1] = p->method == HTTP_HEAD; /* the method is complete */
+    }
+
     if (buf_append(&r->url, at, len) != 0) {
         buf_reset(&r->url); /* longer than the server takes: it answers 431 */
     }
@@ -302,6 +338,12 @@ scan_requests(const uint8_t *data, size_t size, struct reqs *r)
     http_parser_init(&p, HTTP_REQUEST);
     p.data = r;
     http_parser_execute(&p, &s, (const char *)data, size);
+    /* stopped past the method of the last request begun: the server, as
+     * strict or stricter, knows that method too */
+    enum http_errno e = HTTP_PARSER_ERRNO(&p);
+    if (e != HPE_OK && e != HPE_INVALID_METHOD && r->n > 0 && r->n <= MAX_REQUESTS) {
+        r->head[r->n - 1] = p.method == HTTP_HEAD;
+    }
 }
 
 /* ---- what the server sent -------------------------------------------------- */
@@ -309,7 +351,7 @@ scan_requests(const uint8_t *data, size_t size, struct reqs *r)
 static bool
 known_status(int status)
 {
-    static const int ok[] = {100, 200, 400, 401, 404, 405, 408, 413, 422, 431, 503};
+    static const int ok[] = {100, 200, 204, 304, 400, 401, 404, 405, 408, 413, 422, 431, 503, 505};
 
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         if (ok[i] == status) {
@@ -390,9 +432,16 @@ check_responses(const char *out, size_t n, const struct reqs *r)
             FUZZ_ASSERT(nclen == 0);
             continue; /* 100 Continue: an interim response, no body */
         }
-        FUZZ_ASSERT(nclen == 1);
         head = finals < r->n && finals < MAX_REQUESTS && r->head[finals];
         finals++;
+        if (status == 204 || status == 304) {
+            FUZZ_ASSERT(nclen == 0); /* no content, hence no length (RFC 9110 8.6) */
+            if (close) {
+                FUZZ_ASSERT(pos == n);
+            }
+            continue;
+        }
+        FUZZ_ASSERT(nclen == 1);
         if (!head) {
             FUZZ_ASSERT((size_t)clen <= n - pos);
             if (json && clen > 0) {

@@ -770,3 +770,190 @@ def main(ns):
         failed += not ok
     print(f"{len(tests) - failed}/{len(tests)} passed in {time.monotonic() - t_all:.1f}s")
     sys.exit(1 if failed else 0)
+
+
+# ---- fault and security suites (test_chaos.py, test_security.py) ---------------------
+
+def metric_sample(url, name, labels=None, headers=None):
+    """The value of a sample of `name` whose labels contain every k="v" of
+    `labels` (a dict); the first match, or None."""
+    r = request("GET", url + "/metrics", headers=headers)
+    if r.status != 200:
+        raise Failure(f"/metrics failed: {r}")
+    want = [f'{k}="{v}"' for k, v in (labels or {}).items()]
+    for line in r.body.decode().splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        lab = line[len(name):].rpartition(" ")[0]
+        if all(w in lab for w in want):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def proc_rss_bytes(pid):
+    """Resident set size of a process (VmRSS), in bytes; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def mariadb_pid():
+    """The pid of the shared MariaDB server now (it changes on restart)."""
+    with open(os.path.join(mariadb()["dir"], "pid")) as f:
+        return int(f.read().strip())
+
+
+def sqlite_dump(path, table="dbgpt_cluster_registry_instance"):
+    """Every row of `table` in the SQLite file, sorted, as one bytes value
+    (read-only; works while a controller holds the file in WAL mode)."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute(f"SELECT * FROM {table}").fetchall()
+    finally:
+        con.close()
+    return "\n".join(sorted(repr(r) for r in rows)).encode()
+
+
+def sse_check(body):
+    """Parses an SSE body; returns (events, done, error) where events are the
+    decoded JSON data objects, done is True when it ends with [DONE], and
+    error the error object of a final error event. Fails on a data line
+    that is neither JSON nor [DONE], or on anything after [DONE]."""
+    events, done, error = [], False, None
+    text = body.decode("utf-8")
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        data = [ln[5:].lstrip(" ") for ln in block.split("\n") if ln.startswith("data:")]
+        if not data:
+            continue
+        check(not done and error is None, f"SSE data after the end of the stream: {block[:200]!r}")
+        payload = "\n".join(data)
+        if payload == "[DONE]":
+            done = True
+            continue
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            raise Failure(f"SSE data is not JSON: {payload[:200]!r}") from None
+        if isinstance(doc, dict) and "error" in doc:
+            error = doc["error"]
+        else:
+            events.append(doc)
+    return events, done, error
+
+
+class LoadClient:
+    """A steady rate of chat requests (plain and streamed, alternating)
+    through one API endpoint, each on a fresh connection, from a thread
+    pool; records every request as a dict: t0, t1 (monotonic), stream, ok,
+    status, error. Use start(), then stop() (waits for those in flight)."""
+
+    def __init__(self, url, model, rate=20.0, max_tokens=8, timeout=30.0, headers=None,
+                 threads=48):
+        import concurrent.futures
+        self.url, self.model, self.rate = url, model, rate
+        self.max_tokens, self.timeout = max_tokens, timeout
+        self.headers = dict(headers or {})
+        self.records = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads)
+        self._futures = []
+        self._th = None
+        self.t_start = None
+
+    def _one(self, n):
+        stream = n % 2 == 1
+        rec = {"t0": time.monotonic(), "t1": None, "stream": stream, "ok": False,
+               "status": None, "error": None}
+        body = {"model": self.model, "max_tokens": self.max_tokens, "stream": stream,
+                "messages": [{"role": "user", "content": f"request {n}: what is a lease?"}]}
+        try:
+            r = request("POST", self.url + "/v1/chat/completions", body, headers=self.headers,
+                        timeout=self.timeout)
+            rec["status"] = r.status
+            if r.status != 200:
+                rec["error"] = f"status {r.status}: {r.body[:200]!r}"
+            elif stream:
+                events, done, error = sse_check(r.body)
+                if error is not None:
+                    rec["error"] = f"SSE error event: {error}"
+                elif not done:
+                    rec["error"] = "stream without [DONE]"
+                elif not events:
+                    rec["error"] = "stream without chunks"
+                else:
+                    rec["ok"] = True
+            else:
+                doc = r.json()
+                if doc.get("choices") and doc["choices"][0]["message"]["content"] is not None:
+                    rec["ok"] = True
+                else:
+                    rec["error"] = f"no choices: {r.body[:200]!r}"
+        except Exception as e:  # noqa: BLE001 - every failure is a recorded failure
+            rec["error"] = repr(e)
+        rec["t1"] = time.monotonic()
+        with self._lock:
+            self.records.append(rec)
+
+    def _run(self):
+        n = 0
+        self.t_start = time.monotonic()
+        while not self._stop.is_set():
+            due = self.t_start + n / self.rate
+            now = time.monotonic()
+            if due > now:
+                self._stop.wait(due - now)
+                continue
+            self._futures.append(self._pool.submit(self._one, n))
+            n += 1
+
+    def start(self):
+        self._th = threading.Thread(target=self._run, daemon=True)
+        self._th.start()
+        return self
+
+    def stop(self, timeout=60.0):
+        self._stop.set()
+        self._th.join(10)
+        import concurrent.futures
+        concurrent.futures.wait(self._futures, timeout=timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            return sorted(self.records, key=lambda r: r["t0"])
+
+
+def load_figures(records, since=None, until=None):
+    """Figures of the records that started in [since, until): dict with
+    n, failed, failures (first 5 errors), p50/p99/max latency in seconds."""
+    sel = [r for r in records if (since is None or r["t0"] >= since)
+           and (until is None or r["t0"] < until)]
+    lat = sorted(r["t1"] - r["t0"] for r in sel)
+    bad = [r for r in sel if not r["ok"]]
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else 0.0
+    return {"n": len(sel), "failed": len(bad), "failures": [r["error"] for r in bad[:5]],
+            "p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] if lat else 0.0}
+
+
+def fmt_figures(f):
+    return (f"{f['n']} requests, {f['failed']} failed, latency p50 {f['p50'] * 1000:.0f} ms "
+            f"p99 {f['p99'] * 1000:.0f} ms max {f['max'] * 1000:.0f} ms")
+
+
+def sql_root(statement, timeout=30):
+    """Runs SQL as MariaDB's root over the fixture's Unix socket (for what
+    the 'roster' user may not do, such as granting privileges)."""
+    m = mariadb()
+    cmd = ["mariadb", "--no-defaults", f"--socket={m['socket']}", "-uroot", "--batch",
+           "--skip-column-names", "-e", statement]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise Failure(f"SQL (root) failed: {statement}: {r.stderr.strip()}")
+    return [line.split("\t") for line in r.stdout.splitlines()]

@@ -26,8 +26,10 @@ LONG = 129  # one byte over the table's varchar(128)
 
 class Case:
     def __init__(self, label, method=None, path=None, body=None, headers=None, raw=None,
-                 status=None, pause=0.0, timeout=5.0):
+                 status=None, pause=0.0, timeout=5.0, cls=None, close_ok=False):
         self.label = label
+        self.cls = cls  # the bad-input class (see case_class); None: derived from the label
+        self.close_ok = close_ok  # a clean close without an answer is acceptable
         self.method = method
         self.path = path
         self.body = body
@@ -387,3 +389,194 @@ def run_matrix(port, url, table_state=None, extra_cases=()):
     if failures:
         raise h.Failure(f"{len(failures)} of {len(cases)} cases failed:\n  " + "\n  ".join(failures))
     return len(cases)
+
+
+# ---- classes, and the worker's and the apiserver's cases (test_security.py) ----------
+#
+# A class is one kind of bad input ("framing: two different Content-Lengths",
+# "types: port is a string"): the security suite counts the distinct classes
+# it sent. Cases of the catalogue above get theirs from their label.
+
+def case_class(case):
+    """The class of a case: its own, or one derived from its label."""
+    if case.cls:
+        return case.cls
+    label = case.label
+    if case.raw is not None:
+        return "framing: " + label
+    if label.startswith("auth "):
+        return "auth: " + label[len("auth "):].split("}", 1)[0] + "}"
+    if label.startswith(("DELETE ?", "GET ?")):
+        q = label.split("?", 1)[1]
+        key = q.split("=", 1)[0] or "empty key"
+        return "query: " + key
+    if ": " in label:
+        what = label.split(": ", 1)[1]
+        if "=" in what:
+            return "field: " + what.split("=", 1)[0]
+        return "body: " + what
+    return "path: " + label.split(" ", 1)[0]
+
+
+def _chat(**fields):
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    body.update(fields)
+    return enc(body)
+
+
+def inference_cases(who, chat_model="chat", emb_model="emb", headers=None):
+    """Bad inputs for the OpenAI-style routes a worker and an apiserver both
+    serve. `headers` go with every case (an API key, say)."""
+    hd = dict(headers or {})
+    path = "/v1/chat/completions"
+
+    def c(cls, body, status=None, p=path, method="POST", hdrs=None):
+        return Case(f"{who}: {cls}", method, p, body, headers=dict(hd, **(hdrs or {})),
+                    status=status, cls=cls)
+
+    def chat(**f):
+        d = json.loads(_chat(**f))
+        d["model"] = f.get("model", chat_model)
+        return enc(d)
+
+    deep = b'{"model":"%s","messages":' % chat_model.encode() + b"[" * 5000 + b"]" * 5000 + b"}"
+    cases = [
+        c("json: malformed", b"{not json"),
+        c("json: truncated", chat()[:-7]),
+        c("json: empty body", b""),
+        c("json: top-level array", b"[" + chat() + b"]"),
+        c("json: top-level string", b'"hello"'),
+        c("json: trailing garbage", chat() + b"}}"),
+        c("json: duplicate model key", b'{"model":"%s","model":"other","messages":[]}'
+          % chat_model.encode()),
+        c("nesting: 5000 arrays deep in messages", deep),
+        c("nesting: 5000 objects deep", b'{"a":' * 5000 + b"1" + b"}" * 5000),
+        c("encoding: invalid UTF-8 in content", chat().replace(b'"hi"', b'"h\xffi"')),
+        c("encoding: overlong UTF-8 in content", chat().replace(b'"hi"', b'"h\xc0\xafi"')),
+        c("encoding: lone surrogate escape", chat().replace(b'"hi"', b'"h\\udc00i"')),
+        c("encoding: UTF-16 body", chat().decode().encode("utf-16")),
+        c("types: messages is a string", chat(messages="hi")),
+        c("types: messages is an empty list", chat(messages=[])),
+        c("types: message is a number", chat(messages=[5])),
+        c("types: content is an object", chat(messages=[{"role": "user", "content": {"a": 1}}])),
+        c("types: role is a number", chat(messages=[{"role": 1, "content": "hi"}])),
+        c("types: model is a number", chat(model=5)),
+        c("types: model missing", enc({"messages": [{"role": "user", "content": "hi"}]})),
+        c("types: stream is a string", chat(stream="yes")),
+        c("types: max_tokens is a string", chat(max_tokens="4")),
+        c("types: stop is a number", chat(stop=5)),
+        c("ranges: max_tokens negative", chat(max_tokens=-1)),
+        c("ranges: max_tokens 1e12", chat(max_tokens=10 ** 12)),
+        c("ranges: temperature 9", chat(temperature=9)),
+        c("ranges: temperature NaN", chat().replace(b'"max_tokens": 4', b'"temperature": NaN')),
+        c("ranges: top_p negative", chat(top_p=-0.5)),
+        c("ranges: n 1000", chat(n=1000)),
+        c("ranges: 100 stop sequences", chat(stop=[f"s{i}" for i in range(100)])),
+        c("names: SQL metacharacters in model", chat(model="x' OR '1'='1'; DROP TABLE t; --"),
+          status=404),
+        c("names: unicode model name", chat(model="模型\u202e名"), status=404),
+        c("names: NUL in model", chat(model="chat\u0000x")),
+        c("names: model of 10,000 characters", chat(model="m" * 10000)),
+        c("names: control characters in model", chat(model="chat\u001b[31m"), status=None),
+        c("embeddings: input is a number", enc({"model": emb_model, "input": 5}),
+          p="/v1/embeddings"),
+        c("embeddings: input list of objects", enc({"model": emb_model, "input": [{"a": 1}]}),
+          p="/v1/embeddings"),
+        c("embeddings: encoding_format unknown", enc({"model": emb_model, "input": ["a"],
+                                                      "encoding_format": "hex"}),
+          p="/v1/embeddings"),
+        c("embeddings: dimensions negative", enc({"model": emb_model, "input": ["a"],
+                                                  "dimensions": -3}), p="/v1/embeddings"),
+        c("embeddings: chat model", enc({"model": chat_model, "input": ["a"]}), p="/v1/embeddings"),
+        c("content type: form encoded", b"model=chat&messages=hi",
+          hdrs={"Content-Type": "application/x-www-form-urlencoded"}),
+        c("method: GET on chat", None, method="GET", status=405),
+        c("method: DELETE on models", None, p="/v1/models", method="DELETE", status=405),
+        c("path: unknown", None, p="/v1/nope", method="GET", status=404),
+        c("path: traversal", None, p="/v1/../../etc/passwd", method="GET", status=(400, 404)),
+        c("path: percent-encoded NUL", None, p="/v1/models%00", method="GET", status=(400, 404)),
+    ]
+    return cases
+
+
+def worker_only_cases(who, chat_model="chat"):
+    """DB-GPT's routes of a worker."""
+    def c(cls, p, body, status=None):
+        return Case(f"{who}: {cls}", "POST", p, body, headers={}, status=status, cls=cls)
+    return [
+        c("dbgpt: generate without prompt or messages", "/api/worker/generate",
+          enc({"model": chat_model})),
+        c("dbgpt: max_new_tokens negative", "/api/worker/generate",
+          enc({"model": chat_model, "prompt": "hi", "max_new_tokens": -5})),
+        c("dbgpt: messages is a string", "/api/worker/generate_stream",
+          enc({"model": chat_model, "messages": "hi"})),
+        c("dbgpt: count_token prompt a number", "/api/worker/count_token",
+          enc({"model": chat_model, "prompt": 5})),
+        c("dbgpt: model_metadata unknown model", "/api/worker/model_metadata",
+          enc({"model": "nope"}), status=(400, 404)),
+        c("dbgpt: embeddings input a string", "/api/worker/embeddings",
+          enc({"model": chat_model, "input": "x"})),
+        c("apply: unknown apply_type", "/api/worker/apply",
+          enc({"model": chat_model, "apply_type": "explode"})),
+        c("apply: weight negative", "/api/worker/apply",
+          enc({"model": chat_model, "apply_type": "update_params", "params": {"weight": -1}})),
+        c("apply: params a string", "/api/worker/apply",
+          enc({"model": chat_model, "apply_type": "update_params", "params": "weight=2"})),
+    ]
+
+
+def framing_cases(who, path="/v1/chat/completions"):
+    """Raw HTTP cases that the catalogue above sends to the controller, for
+    another server (same classes: they count once)."""
+    def r(label, data, status=None, close_ok=False):
+        return Case(f"{who}: {label}", raw=[data], status=status, cls="framing: " + label,
+                    close_ok=close_ok)
+    body = _chat()
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    return [
+        r("garbage request line", b"GARBAGE\r\n\r\n", 400),
+        r("Content-Length not a number", (head + "Content-Length: abc\r\n\r\n").encode() + body,
+          400),
+        r("two different Content-Lengths", (head + f"Content-Length: {len(body)}\r\n"
+                                            "Content-Length: 3\r\n\r\n").encode() + body, 400),
+        r("chunked and Content-Length", (head + "Transfer-Encoding: chunked\r\nContent-Length: "
+                                         f"{len(body)}\r\n\r\n").encode()
+          + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n", 400),
+        r("bad chunk size", (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+          + b"zz\r\n" + body + b"\r\n0\r\n\r\n", 400),
+        r("headers over 16 KiB", (head + "X-Pad: " + "a" * 17000 + "\r\n\r\n").encode(), 431),
+        r("Content-Length of 10 GB announced",
+          (head + "Content-Length: 10737418240\r\n\r\n").encode(), 413),
+        r("NUL in a header", (head + "X-A: a\x00b\r\n\r\n").encode(), 400),
+        r("TLS client hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, 400),
+    ]
+
+
+def run_cases(port, url, cases, health_urls=(), table_state=None):
+    """Sends every case to one server: each must get a 4xx with roster's JSON
+    error (the status the case names, if any), or close cleanly when the
+    case allows it; every server in health_urls must answer /api/health 200
+    after each; table_state() must not change. Returns the classes sent;
+    fails listing every case that went wrong."""
+    before = table_state() if table_state else None
+    failures = []
+    for case in cases:
+        try:
+            status, body, ctype = send(port, url, case)
+            if status is None and case.close_ok:
+                pass
+            else:
+                h.check_error(status or 0, body, case.status, case.label, ctype)
+            for hu in [url] + list(health_urls):
+                r = h.request("GET", hu + "/api/health")
+                h.check(r.status in (200,), f"{case.label}: {hu}/api/health right after: {r}")
+        except Exception as e:  # noqa: BLE001 - collect every failing case, report all
+            failures.append(f"{case.label}: {e}"[:400])
+    if table_state:
+        after = table_state()
+        if after != before:
+            failures.append(f"THE TABLE CHANGED:\n{before!r}\n->\n{after!r}"[:2000])
+    if failures:
+        raise h.Failure(f"{len(failures)} of {len(cases)} cases failed:\n  "
+                        + "\n  ".join(failures))
+    return {case_class(c) for c in cases}

@@ -18,7 +18,8 @@ import harness as h  # noqa: E402
 DBGPT_KEYS = sorted(["model_name", "host", "port", "weight", "check_healthy", "healthy",
                      "enabled", "prompt_template", "last_heartbeat", "remove_from_registry"])
 FULL_KEYS = sorted(DBGPT_KEYS + ["model", "worker_type", "alive", "routable", "weight_declared",
-                                 "weight_override", "lease_ms", "heartbeat_age_ms", "load"])
+                                 "weight_override", "lease_ms", "heartbeat_age_ms", "load",
+                                 "blocked"])
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 
 

@@ -162,7 +162,7 @@ def test_openai_backend_errors(t):
                        (["--backend", "openai", "--upstream", "ftp://x/v1"], "--upstream"),
                        (["--backend", "exec", "--upstream", "http://x/v1"], "--engine_cmd"),
                        (["--upstream", "http://x/v1"], "--backend openai or exec"),
-                       (["--backend", "mystery"], "'builtin', 'openai' or 'exec'"),
+                       (["--backend", "mystery"], "'mystery' is not one of builtin|openai|exec"),
                        (["--backend", "openai", "--upstream", "http://x/v1",
                          "--upstream_api_key_env", "ROSTER_TEST_UNSET_KEY"], "not set")]:
         r = h.cli(["start", "worker", "--model_name", "x"] + args)

@@ -8,10 +8,19 @@ either). After a restart: health is 200 again within a few seconds, writes
 succeed, and instances that were alive before the outage stay healthy for
 one more lease (the grace rule) before they can expire.
 
+A stopped database (SIGSTOP: connections hang instead of failing) is the
+harder case for the time bound: every write, whatever the controller is
+doing at the time (a read blocked on the old connection, a connect that
+waits for a greeting that never comes, the retry), answers 503 with
+Retry-After within --registry_db_timeout_ms of its arrival; after SIGCONT
+writes succeed again within 2 s.
+
 This disturbs the shared MariaDB server, so ctest runs it alone
-(RUN_SERIAL) and it always restarts the server in a finally block.
+(RUN_SERIAL) and it always restarts (or resumes) the server in a finally
+block.
 """
 import os
+import signal
 import sys
 import time
 
@@ -19,6 +28,70 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
 
 BUDGET_S = 3.0  # --registry_db_timeout_ms default
+MARGIN_S = 0.35  # answering, Python's threads, a loaded 2-core machine
+
+
+def mariadbd_pid():
+    """The shared server's pid, checked to be a mariadbd (never signal another)."""
+    with open(os.path.join(h.mariadb()["dir"], "pid")) as f:
+        pid = int(f.read().strip())
+    with open(f"/proc/{pid}/comm") as f:
+        comm = f.read().strip()
+    h.check(comm in ("mariadbd", "mysqld"), f"pid {pid} is {comm!r}, not mariadbd")
+    return pid
+
+
+def test_writes_bounded_while_database_stopped(t):
+    db = t.mysql_database()
+    c = t.controller("c1", db=db)
+    h.register(c.url, h.instance(port=8101))
+    pid = mariadbd_pid()
+    stopped = False
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+
+        # 4 clients x 5 writes, started 0.7 s apart: the writes land on every
+        # phase of the writer (a read on the old connection, connects that
+        # never get a greeting, queued behind a failing batch, retries)
+        def client(k):
+            time.sleep(0.7 * k)
+            out = []
+            for i in range(5):
+                t0 = time.monotonic()
+                r = h.request("POST", c.url + "/api/controller/heartbeat",
+                              h.instance(port=8110 + k * 5 + i), timeout=BUDGET_S + 10)
+                out.append((r, time.monotonic() - t0))
+            return out
+        results = [x for xs in h.in_threads([lambda k=k: client(k) for k in range(4)], 120)
+                   for x in xs]
+        times = sorted(dt for _, dt in results)
+        print(f"    20 writes with the database stopped: 503 after {times[0]:.2f}"
+              f"-{times[-1]:.2f}s (median {times[10]:.2f}s)")
+        h.eq(len(results), 20)
+        for r, dt in results:
+            h.check_error(r.status, r.body, 503, "write with the database stopped",
+                          r.header("Content-Type"))
+            h.check(r.header("Retry-After"), "503 without Retry-After")
+            h.check(dt <= BUDGET_S + MARGIN_S,
+                    f"a write got its 503 after {dt:.2f}s (bound {BUDGET_S}s)")
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        resumed = time.monotonic()
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+
+    def written():
+        r = h.request("POST", c.url + "/api/controller/heartbeat", h.instance(port=8102),
+                      timeout=BUDGET_S + 10)
+        return r if r.status == 200 else None
+    h.wait_until(written, 2.0 + BUDGET_S, interval=0.05, what="a write after SIGCONT")
+    took = time.monotonic() - resumed
+    print(f"    first successful write {took:.2f}s after SIGCONT")
+    h.check(took <= 2.0, f"writes came back {took:.2f}s after SIGCONT (bound 2 s)")
+    h.eq(h.sql("SELECT COUNT(*) FROM dbgpt_cluster_registry_instance WHERE port IN (8101, 8102)",
+               db), [["2"]])
 
 
 def healthy(url, port):

@@ -220,7 +220,7 @@ def test_stream_nonsense_ends_with_error_event(t):
             h.eq(r.status, 502, f"dbgpt generate {model}: {r.body[:200]!r}")
             h.eq(r.json()["error"]["code"], "upstream_bad_response")
         h.check(p.alive())
-        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0)
+        h.eq(h.metric(p.url, "roster_memory_budget_used_bytes"), 0.0)
     finally:
         eng.close()
 

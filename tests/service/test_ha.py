@@ -6,7 +6,9 @@ instance healthy everywhere; SIGKILL of a controller loses nothing and a
 restarted one serves the whole table from its first answer; leases expire
 on every controller at the same time (and heal on the next heartbeat);
 concurrent registration of one instance through all three leaves one row
-with sys_code ''; a table created by DB-GPT's own DDL is migrated on start.
+with sys_code ''; --max_instances counts the table (concurrent registrations,
+a row DB-GPT wrote behind a lagging view); a table created by DB-GPT's own
+DDL is migrated on start.
 """
 import os
 import sys
@@ -221,6 +223,34 @@ def test_concurrent_registration_one_row(t):
     h.eq(rows, [["1", "1", "0"]], "one row, sys_code '' (count, sys_code='', sys_code NULL):")
     for c in ctls:
         h.eq(h.keys(h.list_models(c.url, model="race@llm")), [("race@llm", "10.9.8.7", 7777)])
+
+
+def test_max_instances_counts_the_table(t):
+    """--max_instances on MariaDB: 150 concurrent registrations through one
+    controller leave exactly 5 rows; a second controller, whose view lags
+    (polls a minute apart), counts a row a DB-GPT controller wrote."""
+    db = t.mysql_database()
+    quiet = ["--max_instances", "5", "--heartbeat_timeout_secs", "3600",
+             "--view_refresh_ms", "600000"]
+    c1 = t.controller("c1", db=db, args=quiet)
+    results = h.in_threads([lambda p=p: h.request(
+        "POST", c1.url + "/api/controller/models", h.instance(port=20000 + p), timeout=30)
+        for p in range(150)], timeout=120)
+    ok = sorted(20000 + p for p, r in enumerate(results) if r.status == 200)
+    h.eq(len(ok), 5, "answered 200:")
+    h.eq(sum(r.status == 409 for r in results), 145, "answered 409:")
+    rows = h.sql(f"SELECT port FROM {TABLE} ORDER BY port", db)
+    h.eq([int(r[0]) for r in rows], ok, "the rows are exactly the 200s:")
+    # two rows go; a second controller loads 3; "DB-GPT" writes one behind
+    # its lagging view: one row is left, not two
+    h.sql(f"DELETE FROM {TABLE} WHERE port IN ({ok[0]}, {ok[1]})", db)
+    c2 = t.controller("c2", db=db, args=quiet + ["--view_poll_ms", "60000"])
+    h.sql(f"INSERT INTO {TABLE} (model_name, host, port, healthy, last_heartbeat, sys_code)"
+          " VALUES ('vicuna@llm', '10.0.0.9', 1, 1, UTC_TIMESTAMP(), '')", db)
+    h.register(c2.url, port=30000)
+    h.eq(h.request("POST", c2.url + "/api/controller/models",
+                   h.instance(port=30001)).error(409)["code"], "registry_full")
+    h.eq(h.sql(f"SELECT COUNT(*) FROM {TABLE}", db), [["5"]])
 
 
 DBGPT_DDL = """CREATE TABLE `dbgpt_cluster_registry_instance` (

@@ -8,7 +8,8 @@ one controller is listed by the others; the password, from the
 environment or from the URL, never appears in a log (debug level), and a
 password given in a URL on the command line is warned about and scrubbed
 from /proc/PID/cmdline; a URL with a wrong password exits 78 without
-printing it.
+printing it. A URL with several servers (a Galera cluster) skips a dead
+one and works on the next, as does --registry_db_host with a list.
 """
 import os
 import subprocess
@@ -99,6 +100,31 @@ def test_mysql_urls_share_one_table(t):
         h.check(f"mysql:{m['user']}@" in logs, f"{c.name}: the log names the database")
     h.check("carries a password" in c2.logs(), "a password in a URL on argv is warned about")
     h.check("carries a password" not in c1.logs() + c3.logs(), "no warning without one")
+
+
+def test_several_servers(t):
+    m = h.mariadb()
+    db = t.mysql_database()
+    env = {"ROSTER_REGISTRY_DB_PASSWORD": m["password"]}
+    dead_sock, dead = h.dead_port()
+    try:
+        live = f"{m['host']}:{m['port']}"
+        c1 = ctl_url(t, "list-url", f"mysql://{m['user']}@127.0.0.1:{dead},{live}/{db}", env=env)
+        c2 = t.controller("list-flag", db=None, env=env, args=[
+            "--registry_db_type", "mysql", "--registry_db_name", db, "--registry_db_user",
+            m["user"], "--registry_db_host", f"127.0.0.1:{dead},[::1]:{dead},{live}"])
+        h.register(c1.url, h.instance(port=8301))
+        h.register(c2.url, h.instance(port=8302))
+        h.wait_until(lambda: registered_everywhere([c1, c2], 8301)
+                     and registered_everywhere([c1, c2], 8302), 5, what="both rows everywhere")
+        h.eq(h.sql("SELECT COUNT(*) FROM dbgpt_cluster_registry_instance", db), [["2"]])
+    finally:
+        dead_sock.close()
+    # a bad entry in the list is refused at start-up (exit 64), naming the URL option
+    r = h.cli(["start", "controller", "--registry_db_url",
+               f"mysql://{m['user']}@127.0.0.1:70000,{live}/{db}", "--check"])
+    h.eq(r.returncode, 64, f"bad host list: {r.stderr}")
+    h.check("--registry_db_url" in r.stderr, r.stderr)
 
 
 def test_percent_encoded_credentials(t):

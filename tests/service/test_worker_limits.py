@@ -198,7 +198,7 @@ def test_stream_back_pressure(t):
         h.eq(r.status, 200)
         h.check(r.body.endswith(b"data: [DONE]\n\n"), f"{r.body[-100:]!r}")
         h.check(h.metric(p.url, "roster_worker_stream_pauses_total") >= 1, "pauses counted")
-        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0, "all given back:")
+        h.eq(h.metric(p.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
     finally:
         eng.close()
 
@@ -231,7 +231,7 @@ def test_memory_budget(t):
         budget = 1 * MiB
         p = proxy(t, eng.url, models="flood", args=[
             "--memory_budget_bytes", str(budget), "--stream_buffer_bytes", str(8 * MiB)])
-        h.eq(h.metric(p.url, "roster_worker_memory_budget_bytes"), float(budget))
+        h.eq(h.metric(p.url, "roster_memory_budget_bytes"), float(budget))
         # within the budget: served
         r = post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS,
                                              "max_tokens": 4, "pad": 1000})
@@ -241,7 +241,7 @@ def test_memory_budget(t):
         r = post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS,
                                              "max_tokens": 2, "pad": MiB})
         h.check_error(r.status, r.body, 503, "an answer past the budget")
-        h.eq(r.json()["error"]["code"], "over_memory_budget")
+        h.eq(r.json()["error"]["code"], "memory_budget_exceeded")
         h.eq(r.header("Retry-After"), "1")
         # DB-GPT's answer likewise (its error frame under 503)
         r = post(p, "/api/worker/generate", {"model": "flood", "prompt": "hi",
@@ -252,13 +252,13 @@ def test_memory_budget(t):
                                              "messages": [{"role": "user",
                                                            "content": "z" * (budget + 1)}]})
         h.check_error(r.status, r.body, 503, "a request past the budget")
-        h.eq(r.json()["error"]["code"], "over_memory_budget")
+        h.eq(r.json()["error"]["code"], "memory_budget_exceeded")
         h.eq(len(eng.auth_seen), 3, "the refused request never reached the engine")
         # a stream whose client is behind by more than the budget: an error
         # event after what was sent, and no [DONE]
         s = raw_post(p.port, {"model": "flood", "messages": MSGS, "stream": True,
                               "max_tokens": 3200, "pad": 64 * 1024})
-        h.wait_until(lambda: h.metric(p.url, "roster_worker_memory_refused_total") >= 3, 20,
+        h.wait_until(lambda: h.metric(p.url, "roster_memory_budget_refused_total") >= 3, 20,
                      what="the stream's refusal")
         data = read_all(s)
         head, _, rest = data.partition(b"\r\n\r\n")
@@ -267,12 +267,12 @@ def test_memory_budget(t):
         h.check(len(events) >= 2, f"some events before the error ({len(events)})")
         h.check(events[0].startswith(b'data: {"i":0,'), f"{events[0][:40]!r}")
         last = json.loads(events[-1][len(b"data: "):])
-        h.eq(last["error"]["code"], "over_memory_budget", f"{last}")
+        h.eq(last["error"]["code"], "memory_budget_exceeded", f"{last}")
         h.check(b"[DONE]" not in events[-2], "no [DONE] before the error")
-        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0, "all given back:")
-        peak = h.metric(p.url, "roster_worker_memory_peak_bytes")
+        h.eq(h.metric(p.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
+        peak = h.metric(p.url, "roster_memory_budget_peak_bytes")
         h.check(0 < peak <= budget, f"peak {peak} within the budget")
-        h.eq(h.metric(p.url, "roster_worker_memory_refused_total"), 3.0)
+        h.eq(h.metric(p.url, "roster_memory_budget_refused_total"), 3.0)
         # and the worker still serves
         r = post(p, "/v1/chat/completions", {"model": "flood", "messages": MSGS,
                                              "max_tokens": 4, "pad": 1000})
@@ -298,7 +298,7 @@ def test_max_answer_bytes(t):
                                              "stream": True, "max_tokens": 4, "pad": 60000})
         h.eq(r.status, 200)
         h.check(r.body.endswith(b"data: [DONE]\n\n"))
-        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0)
+        h.eq(h.metric(p.url, "roster_memory_budget_used_bytes"), 0.0)
     finally:
         eng.close()
 
@@ -352,7 +352,7 @@ def test_dbgpt_stream_bounded(t):
         s.close()
         h.wait_until(lambda: h.metric(p.url, "roster_worker_in_flight") == 0, 10,
                      what="the cancelled stream to end")
-        h.eq(h.metric(p.url, "roster_worker_memory_used_bytes"), 0.0)
+        h.eq(h.metric(p.url, "roster_memory_budget_used_bytes"), 0.0)
         # a budget smaller than the text: an error frame ends the stream
         q = proxy(t, eng.url, name="small", models="chat",
                   args=["--memory_budget_bytes", str(MiB)])
@@ -363,8 +363,8 @@ def test_dbgpt_stream_bounded(t):
         h.check(len(frames) >= 2, f"{len(frames)} frames")
         h.eq(frames[-1]["error_code"], 1, "an error frame last:")
         h.check("--memory_budget_bytes" in frames[-1]["text"], f"{frames[-1]['text']}")
-        h.eq(h.metric(q.url, "roster_worker_memory_refused_total"), 1.0)
-        h.eq(h.metric(q.url, "roster_worker_memory_used_bytes"), 0.0)
+        h.eq(h.metric(q.url, "roster_memory_budget_refused_total"), 1.0)
+        h.eq(h.metric(q.url, "roster_memory_budget_used_bytes"), 0.0)
     finally:
         eng.close()
 
@@ -440,7 +440,7 @@ def test_builtin_stream_back_pressure(t):
     print(f"    then read {total / MiB:.1f} MiB; worker RSS {rss_bytes(pid) / MiB:.1f} MiB")
     h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 0, 10,
                  what="the streams to end")
-    h.eq(h.metric(w.url, "roster_worker_memory_used_bytes"), 0.0, "all given back:")
+    h.eq(h.metric(w.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
 
 
 def test_builtin_stream_budget(t):
@@ -463,12 +463,12 @@ def test_builtin_stream_budget(t):
     r = post(w, "/v1/chat/completions", {"model": "tiny", "max_tokens": 5, "stream": True,
                                          "messages": [{"role": "user", "content": "x" * 300000}]})
     h.eq(r.status, 503, f"{r.body[:200]!r}")
-    h.eq(r.json()["error"]["code"], "over_memory_budget")
+    h.eq(r.json()["error"]["code"], "memory_budget_exceeded")
     h.eq(r.header("Retry-After"), "1")
-    h.check(h.metric(w.url, "roster_worker_memory_refused_total") >= 2, "refusals counted")
+    h.check(h.metric(w.url, "roster_memory_budget_refused_total") >= 2, "refusals counted")
     h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 0, 10,
                  what="the streams to end")
-    h.eq(h.metric(w.url, "roster_worker_memory_used_bytes"), 0.0, "all given back:")
+    h.eq(h.metric(w.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
     # small answers still fit
     r = post(w, "/v1/chat/completions", {"model": "tiny", "messages": MSGS, "max_tokens": 20,
                                          "stream": True})

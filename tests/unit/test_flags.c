@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "check.h"
+#include "ctl.h"
 #include "flags.h"
+#include "wrk.h"
 
 struct tcfg {
     char *t_host;
@@ -388,6 +391,172 @@ test_help_text(void)
     free(text);
 }
 
+/* ---- FLAG_ENUM --------------------------------------------------------------- */
+
+struct ecfg {
+    char *e_mode;
+    char *e_unset;
+    char *e_key;
+    bool e_flag;
+    char *e_plain;
+};
+
+#define E(name, type, def, env, fl, meta, help)                                                    \
+    {                                                                                              \
+#name, type, offsetof(struct ecfg, name), def, 1, 0, env, fl, meta, help                   \
+    }
+
+static const struct flag_def edefs[] = {
+    E(e_mode, FLAG_ENUM, "fast", NULL, 0, "fast|safe|very_safe", "Mode."),
+    E(e_unset, FLAG_ENUM, NULL, NULL, 0, "a|b", "Unset by default."),
+    E(e_key, FLAG_STR, NULL, NULL, FLAG_SECRET, "KEY", "A secret."),
+    E(e_flag, FLAG_BOOL, "false", NULL, 0, NULL, "A flag."),
+    E(e_plain, FLAG_STR, NULL, NULL, 0, "TEXT", "Not secret."),
+    {NULL, FLAG_STR, 0, NULL, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static int
+eparse(struct ecfg *cfg, char *err, size_t errcap, char **argv, int argc)
+{
+    flags_cleanup(edefs, cfg);
+    memset(cfg, 0, sizeof(*cfg));
+    err[0] = '\0';
+    return flags_parse(edefs, cfg, argc, argv, NULL, err, errcap);
+}
+
+static void
+test_enum(void)
+{
+    struct ecfg c = {0};
+    char err[256];
+    char a0[] = "--e_mode", a1[] = "SAFE", b0[] = "--e-mode=very_safe", c0[] = "--e_mode=saf",
+         d0[] = "--e_mode=", e0[] = "--e_unset", e1[] = "b", f0[] = "--e_mode=fast|safe";
+    char *argv_a[] = {a0, a1}, *argv_b[] = {b0}, *argv_c[] = {c0}, *argv_d[] = {d0},
+         *argv_e[] = {e0, e1}, *argv_f[] = {f0};
+
+    unsetenv("ROSTER_E_MODE");
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), NULL, 0), 0);
+    CHECK_EQ_STR(c.e_mode, "fast");
+    CHECK(c.e_unset == NULL);
+    /* any case; stored as the table writes it */
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_a, 2), 0);
+    CHECK_EQ_STR(c.e_mode, "safe");
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_b, 1), 0);
+    CHECK_EQ_STR(c.e_mode, "very_safe");
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_e, 2), 0);
+    CHECK_EQ_STR(c.e_unset, "b");
+    /* prefixes, the empty string and the separator are no choice */
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_c, 1), -1);
+    CHECK(strstr(err, "--e_mode: 'saf' is not one of fast|safe|very_safe") != NULL);
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_d, 1), -1);
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv_f, 1), -1);
+    /* from the environment, checked the same way */
+    setenv("ROSTER_E_MODE", "Very_Safe", 1);
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), NULL, 0), 0);
+    CHECK_EQ_STR(c.e_mode, "very_safe");
+    setenv("ROSTER_E_MODE", "slow", 1);
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), NULL, 0), -1);
+    CHECK(strstr(err, "'slow'") != NULL);
+    unsetenv("ROSTER_E_MODE");
+    flags_cleanup(edefs, &c);
+    CHECK(c.e_mode == NULL);
+}
+
+static void
+test_enum_help(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    CHECK(f != NULL);
+    flags_print_help(f, "u", "s", edefs);
+    fclose(f);
+    CHECK(strstr(text, "--e_mode fast|safe|very_safe") != NULL);
+    free(text);
+    text = NULL;
+    f = open_memstream(&text, &len);
+    CHECK(f != NULL);
+    flags_print_markdown(f, "T", "S", edefs);
+    fclose(f);
+    /* a '|' would end the Markdown table's cell */
+    CHECK(strstr(text, "| `--e_mode fast\\|safe\\|very_safe` | `fast` |") != NULL);
+    free(text);
+}
+
+/* Every enum of the role tables has choices, and every default is valid. */
+static void
+test_role_tables(void)
+{
+    static const struct {
+        const struct flag_def *defs;
+        size_t size;
+    } tables[] = {
+        {ctl_flag_defs, sizeof(struct ctl_config)},
+        {api_flag_defs, sizeof(struct api_config)},
+        {wrk_flag_defs, sizeof(struct wrk_config)},
+    };
+    int enums = 0;
+
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+        void *cfg = calloc(1, tables[t].size);
+        char err[256] = "";
+        CHECK(cfg != NULL);
+        for (size_t i = 0; tables[t].defs[i].name; i++) {
+            const struct flag_def *d = &tables[t].defs[i];
+            if (d->type == FLAG_ENUM) {
+                CHECK(d->metavar && strchr(d->metavar, '|'));
+                CHECK(d->offset + sizeof(char *) <= tables[t].size);
+                enums++;
+            }
+        }
+        int rc = flags_set_defaults(tables[t].defs, cfg, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "defaults: %s\n", err);
+        }
+        flags_cleanup(tables[t].defs, cfg);
+        free(cfg);
+        CHECK_EQ_INT(rc, 0);
+    }
+    CHECK(enums >= 7); /* log_level x3, routing, registry_type, registry_db_type, backend... */
+}
+
+/* ---- secrets out of argv ----------------------------------------------------- */
+
+static void
+test_scrub_secrets(void)
+{
+    struct ecfg c = {0};
+    char err[256];
+    char a0[] = "--e_key", a1[] = "canary-1", a2[] = "--e-key=canary-2", a3[] = "--e_plain",
+         a4[] = "--e_key", a5[] = "--e_flag", a6[] = "--e_key", a7[] = "", a8[] = "--e_plain=v";
+    /* --e_plain's value is "--e_key": the parse reads it as a value, and so must the scrub */
+    char *argv[] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+    struct flag_group g = {.defs = edefs, .cfg = &c};
+
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv, 9), 0);
+    CHECK_EQ_STR(c.e_key, ""); /* the last one wins */
+    CHECK_EQ_STR(c.e_plain, "v");
+    CHECK_EQ_INT(flags_scrub_secrets(&g, 1, 9, argv), 2);
+    CHECK_EQ_STR(a0, "--e_key");
+    CHECK_EQ_STR(a1, "xxxxxxxx");
+    CHECK_EQ_STR(a2, "--e-key=xxxxxxxx");
+    CHECK_EQ_STR(a3, "--e_plain");
+    CHECK_EQ_STR(a4, "--e_key"); /* a value, not a secret */
+    CHECK_EQ_STR(a5, "--e_flag");
+    CHECK_EQ_STR(a8, "--e_plain=v");
+    /* the values were copied before: the parse's result is unchanged */
+    CHECK_EQ_INT(eparse(&c, err, sizeof(err), argv, 2), 0);
+    CHECK_EQ_STR(c.e_key, "xxxxxxxx");
+    /* a parse that fails stops the scrub where it stopped */
+    char b0[] = "--e_key", b1[] = "canary-3", b2[] = "--nope", b3[] = "--e_key=canary-4";
+    char *bad[] = {b0, b1, b2, b3};
+    CHECK_EQ_INT(flags_scrub_secrets(&g, 1, 4, bad), 1);
+    CHECK_EQ_STR(b1, "xxxxxxxx");
+    CHECK_EQ_STR(b3, "--e_key=canary-4");
+    flags_cleanup(edefs, &c);
+}
+
 int
 main(void)
 {
@@ -401,6 +570,10 @@ main(void)
     CHECK_RUN(test_errors);
     CHECK_RUN(test_help);
     CHECK_RUN(test_help_text);
+    CHECK_RUN(test_enum);
+    CHECK_RUN(test_enum_help);
+    CHECK_RUN(test_role_tables);
+    CHECK_RUN(test_scrub_secrets);
     clear_env();
     return check_summary();
 }

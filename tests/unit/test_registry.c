@@ -1085,6 +1085,58 @@ t_mysql_closed_port(void)
     CHECK_EQ_INT(reg_ping(st), REG_EUNAVAIL);
 }
 
+/* Several servers: a bad list is refused at reg_open; a dead server in
+ * front of a live one costs one refused connect, and the store then keeps
+ * to the live one. reg_apply_until honours its deadline. */
+static void
+t_mysql_server_list(void)
+{
+    static const char *const bad[] = {"a:0",   "a:70000", "a,,b", "[::1", "[::1]x",
+                                      "a:12x", ",a",      "a:",   " , "};
+    struct reg_config c;
+    struct reg_store *st = NULL;
+    struct reg_instance a = mk("list@llm", "10.0.4.4", 1);
+    struct reg_op op = op_of(REG_OP_REGISTER, &a);
+    struct reg_stats s;
+    char list[256];
+    int dead = closed_port();
+    int64_t t0, took;
+
+    CHECK(dead > 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        base_cfg(&c);
+        c.mysql_host = bad[i];
+        st = NULL;
+        CHECK_EQ_INT(reg_open(&c, &st), REG_EINVAL);
+        CHECK(st == NULL);
+    }
+    base_cfg(&c);
+    snprintf(list, sizeof(list), "127.0.0.1:%d, %s:%d", dead, g_my.host, g_my.port);
+    c.mysql_host = list;
+    c.retry_budget_ms = 3000;
+    st = open_cfg(&c);
+    CHECK(st);
+    CHECK_EQ_INT(reg_migrate(st), REG_OK);
+    CHECK_EQ_INT(reg_apply(st, &op, 1), REG_OK);
+    CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE host = '10.0.4.4'", 1);
+    reg_get_stats(st, &s);
+    CHECK_EQ_INT((int)s.retries, 0); /* the failover happened inside one connect */
+
+    /* a past deadline: not tried */
+    CHECK_EQ_INT(reg_apply_until(st, &op, 1, mono_ms() - 1), REG_EBUSY);
+    /* only dead servers: unreachable, within the deadline */
+    base_cfg(&c);
+    snprintf(list, sizeof(list), "127.0.0.1:%d,[::1]:%d", dead, dead);
+    c.mysql_host = list;
+    st = open_cfg(&c);
+    CHECK(st);
+    t0 = mono_ms();
+    CHECK_EQ_INT(reg_apply_until(st, &op, 1, t0 + 400), REG_EUNAVAIL);
+    took = mono_ms() - t0;
+    CHECK(took < 600);
+    CHECK(strstr(reg_errmsg(st), "server") != NULL);
+}
+
 static void
 t_mysql_socket(void)
 {
@@ -1110,6 +1162,7 @@ struct blocked {
     struct reg_store *st;
     int rc;
     int64_t took;
+    int64_t until_ms; /* > 0: reg_apply_until(now + until_ms) */
 };
 
 static void *
@@ -1120,7 +1173,10 @@ blocked_thread(void *arg)
     int64_t t0 = mono_ms();
 
     in.lease_ms = 777;
-    b->rc = reg_apply(b->st, &(struct reg_op){.kind = REG_OP_REGISTER, .inst = in}, 1);
+    struct reg_op op = {.kind = REG_OP_REGISTER, .inst = in};
+
+    b->rc = b->until_ms > 0 ? reg_apply_until(b->st, &op, 1, t0 + b->until_ms)
+                            : reg_apply(b->st, &op, 1);
     b->took = mono_ms() - t0;
     reg_thread_end();
     return NULL;
@@ -1196,6 +1252,22 @@ t_lock_wait(void)
     CHECK(b.took < hold + 900);
     CHECK(strlen(reg_errmsg(other)) > 0);
     CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 0);
+
+    /* a hard deadline cuts a statement still waiting for the lock (the
+     * socket is shut down), and the store reconnects for the next call */
+    if (g_mysql) {
+        b.until_ms = 700;
+        CHECK(write_while_locked(st, 2500, &b) == 0);
+        CHECK_EQ_INT(b.rc, REG_EUNAVAIL);
+        CHECK(b.took >= 650 && b.took < 1300);
+        CHECK(strstr(reg_errmsg(st), "time bound") != NULL);
+        CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 0);
+        CHECK_EQ_INT(reg_ping(st), REG_OK);
+        b.until_ms = 3000; /* and one that ends in time */
+        CHECK(write_while_locked(st, 200, &b) == 0);
+        CHECK_EQ_INT(b.rc, REG_OK);
+        CHECK_SQL_INT("SELECT COUNT(*) FROM " TABLE " WHERE roster_lease_ms = 777", 1);
+    }
 }
 
 /* ---- cases: SQLite only ----------------------------------------------------------- */
@@ -1365,6 +1437,7 @@ main(int argc, char **argv)
         RUN(t_mysql_kill);
         RUN(t_mysql_bad_password);
         RUN(t_mysql_closed_port);
+        RUN(t_mysql_server_list);
         RUN(t_mysql_socket);
     } else {
         RUN_IN(t_sqlite_memory, true);

@@ -44,8 +44,23 @@ struct server {
     enum script script;
     int accepts;
     int requests;
-    int closed; /* connections the client closed */
+    int closed;                   /* connections the client closed */
+    struct bufferevent *open[64]; /* connections not yet freed (teardown frees them) */
+    int nopen;
 };
+
+/* Frees a server connection. */
+static void
+srv_close(struct server *s, struct bufferevent *bev)
+{
+    for (int i = 0; i < s->nopen; i++) {
+        if (s->open[i] == bev) {
+            s->open[i] = s->open[--s->nopen];
+            break;
+        }
+    }
+    bufferevent_free(bev);
+}
 
 static const char *
 answer(enum script s)
@@ -84,7 +99,7 @@ srv_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         s->closed++;
-        bufferevent_free(bev);
+        srv_close(s, bev);
     }
 }
 
@@ -95,7 +110,7 @@ srv_written(struct bufferevent *bev, void *arg)
 
     if (s->script == S_EOF || s->script == S_CLOSE_IDLE || s->script == S_CUT ||
         s->script == S_GARBAGE) {
-        bufferevent_free(bev);
+        srv_close(s, bev);
     }
 }
 
@@ -132,7 +147,7 @@ srv_read(struct bufferevent *bev, void *arg)
     evbuffer_drain(in, head + len);
     s->requests++;
     if (s->script == S_NO_ANSWER) {
-        bufferevent_free(bev);
+        srv_close(s, bev);
         return;
     }
     bufferevent_write(bev, answer(s->script), strlen(answer(s->script)));
@@ -148,6 +163,9 @@ srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, in
     (void)sa;
     (void)salen;
     s->accepts++;
+    if (s->nopen < (int)(sizeof(s->open) / sizeof(s->open[0]))) {
+        s->open[s->nopen++] = bev;
+    }
     bufferevent_setcb(bev, srv_read, srv_written, srv_event, s);
     bufferevent_enable(bev, EV_READ);
 }
@@ -242,6 +260,9 @@ teardown(struct hu_pool *p, struct server *s, struct event_base *base)
 {
     hu_pool_free(p);
     run(base, 100);
+    while (s->nopen > 0) {
+        srv_close(s, s->open[0]);
+    }
     evconnlistener_free(s->lis);
     event_base_free(base);
 }
@@ -468,6 +489,169 @@ test_cancel_mid_answer(void)
     teardown(p, &s, base);
 }
 
+/* ---- the host table --------------------------------------------------------------- */
+
+static void
+count_done(void *arg, enum hu_result r)
+{
+    int *left = arg;
+
+    (void)r;
+    (*left)--;
+}
+
+static void
+ignore_head(void *arg, int status, const char *ct)
+{
+    (void)arg;
+    (void)status;
+    (void)ct;
+}
+
+static void
+ignore_data(void *arg, const char *p, size_t n)
+{
+    (void)arg;
+    (void)p;
+    (void)n;
+}
+
+static const struct hu_callbacks count_cbs = {ignore_head, ignore_data, NULL, count_done};
+
+/* A port bound on every loopback address but not listening: connections
+ * to it are refused at once. Returns the socket (close it after). */
+static int
+refusing_port(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) != 0) {
+        return -1;
+    }
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* The i-th distinct address: 127.x.y.z at `port`. */
+static struct sockaddr_in
+nth_addr(int i, int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+    sin.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)(i + 2));
+    return sin;
+}
+
+/* Posts to addresses [from, to) in batches, each run to its end (refused).
+ * Returns the requests that did not end (0 expected). */
+static int
+post_range(struct hu_pool *p, struct event_base *base, int port, int from, int to)
+{
+    for (int i = from; i < to;) {
+        int left = 0;
+        for (int k = 0; k < 250 && i < to; k++, i++) {
+            struct sockaddr_in sin = nth_addr(i, port);
+            if (hu_post(p, (struct sockaddr *)&sin, sizeof(sin), "x", "/", "", "", 0, &count_cbs,
+                        &left)) {
+                left++;
+            }
+        }
+        for (int spins = 0; left > 0 && spins < 200; spins++) {
+            event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+            if (left > 0) {
+                struct timeval tv = {0, 5000};
+                event_base_loopexit(base, &tv);
+                event_base_dispatch(base);
+            }
+        }
+        if (left) {
+            return left;
+        }
+    }
+    return 0;
+}
+
+/* Average address comparisons of a lookup of known addresses, over `n`
+ * requests to addresses [0, hosts). */
+static double
+probes_per_lookup(struct hu_pool *p, struct event_base *base, int port, int hosts, int n)
+{
+    struct hu_pool_stats a, b;
+
+    hu_pool_stats(p, &a);
+    for (int i = 0; i < n; i += 100) {
+        int from = (int)(((unsigned)i * 2654435761u) % (unsigned)hosts);
+        int to = from + 100 < hosts ? from + 100 : hosts;
+        if (post_range(p, base, port, from, to) != 0) {
+            return -1;
+        }
+    }
+    hu_pool_stats(p, &b);
+    return (double)(b.probes - a.probes) / (double)(b.lookups - a.lookups);
+}
+
+static void
+test_host_table_expires_and_stays_o1(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct hu_pool_stats st;
+    int port = 0;
+    int fd = refusing_port(&port);
+    double small, large;
+
+    CHECK(fd >= 0);
+    hu_pool_set_limits(p, 20000, 600000); /* no expiry while filling */
+    CHECK_EQ_INT(post_range(p, base, port, 0, 10), 0);
+    small = probes_per_lookup(p, base, port, 10, 2000);
+    CHECK_EQ_INT(post_range(p, base, port, 10, 10000), 0);
+    hu_pool_stats(p, &st);
+    CHECK_EQ_INT(st.hosts, 10000);
+    CHECK(st.buckets >= 8192);
+    large = probes_per_lookup(p, base, port, 10000, 2000);
+    fprintf(stderr, "probes per lookup: %.2f with 10 hosts, %.2f with 10000\n", small, large);
+    CHECK(small > 0 && small <= 2.0);
+    CHECK(large > 0 && large <= 2.0); /* a list would take ~5000 */
+    /* idle (for 50 ms, from now on): every entry expires, the table shrinks */
+    hu_pool_set_limits(p, 20000, 50);
+    for (int spins = 0; spins < 200 && st.hosts > 0; spins++) {
+        run(base, 50);
+        hu_pool_stats(p, &st);
+    }
+    CHECK_EQ_INT(st.hosts, 0);
+    CHECK(st.expired >= 10000);
+    CHECK_EQ_INT(st.buckets, 64);
+    hu_pool_free(p);
+    event_base_free(base);
+    close(fd);
+}
+
+static void
+test_host_table_bounded(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 1000, 4);
+    struct hu_pool_stats st;
+    int port = 0;
+    int fd = refusing_port(&port);
+
+    CHECK(fd >= 0);
+    hu_pool_set_limits(p, 100, 60000);
+    for (int i = 0; i < 2000; i += 250) {
+        CHECK_EQ_INT(post_range(p, base, port, i, i + 250), 0);
+        hu_pool_stats(p, &st);
+        CHECK(st.hosts <= 100);
+    }
+    CHECK(st.evicted >= 1900);
+    CHECK_EQ_INT(st.expired, 0);
+    hu_pool_free(p);
+    event_base_free(base);
+    close(fd);
+}
+
 int
 main(void)
 {
@@ -478,5 +662,7 @@ main(void)
     CHECK_RUN(test_failures);
     CHECK_RUN(test_interim_answer_and_early_answer);
     CHECK_RUN(test_cancel_mid_answer);
+    CHECK_RUN(test_host_table_expires_and_stays_o1);
+    CHECK_RUN(test_host_table_bounded);
     return check_summary();
 }

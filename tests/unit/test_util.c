@@ -397,6 +397,30 @@ test_url_redact(void)
     CHECK(strstr(err, "ftp://u:***@x"));
 }
 
+static void
+test_url_mask_passwords(void)
+{
+    static const char *const cases[][2] = {
+        {"http://user:pass@host:8000/v1", "http://user:xxxx@host:8000/v1"},
+        {"http://token@host/", "http://xxxxx@host/"},
+        {"http://host:8000/v1", "http://host:8000/v1"},
+        {"http://host/a@b", "http://host/a@b"},
+        {"http://u:p@ss@host/x", "http://u:xxxx@host/x"},
+        {"http://a:8000,http://u:pw@b:8000", "http://a:8000,http://u:xx@b:8000"},
+        {"mysql://root:secret@db/roster", "mysql://root:xxxxxx@db/roster"},
+        {"://@", "://@"},
+        {"", ""},
+    };
+    char buf[128];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        util_strlcpy(buf, cases[i][0], sizeof(buf));
+        int n = util_url_mask_passwords(buf);
+        CHECK_EQ_STR(buf, cases[i][1]);
+        CHECK_EQ_INT(n, strcmp(cases[i][0], cases[i][1]) != 0);
+    }
+}
+
 int
 main(void)
 {
@@ -415,5 +439,6 @@ main(void)
     CHECK_RUN(test_next_item);
     CHECK_RUN(test_deadline);
     CHECK_RUN(test_url_redact);
+    CHECK_RUN(test_url_mask_passwords);
     return check_summary();
 }

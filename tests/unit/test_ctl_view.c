@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_ctl_view.c - controller/ctl_view.c without a database: local writes
+ * past --max_instances are kept while rows read from the table are
+ * ignored (and counted), ctl_view_missing, --instance_networks applied to
+ * rows when they are listed, the list JSON charged to the process budget,
+ * and readers on other threads while merges and writes publish snapshots
+ * (run under TSan by scripts/tsan.sh).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "budget.h"
+#include "check.h"
+#include "ctl.h"
+#include "util.h"
+
+static struct reg_instance
+row(const char *model, const char *host, int port)
+{
+    struct reg_instance r;
+
+    memset(&r, 0, sizeof(r));
+    util_strlcpy(r.model_name, model, sizeof(r.model_name));
+    util_strlcpy(r.host, host, sizeof(r.host));
+    r.port = port;
+    r.weight = 1.0;
+    r.check_healthy = true;
+    r.healthy = true;
+    r.enabled = true;
+    r.has_last_heartbeat = true;
+    r.age_ms = 0;
+    r.lease_ms = 60000;
+    return r;
+}
+
+static struct reg_op
+op(enum reg_op_kind kind, const char *host, int port)
+{
+    struct reg_op o;
+
+    memset(&o, 0, sizeof(o));
+    o.kind = kind;
+    o.inst = row("m@llm", host, port);
+    return o;
+}
+
+static struct ctl_view *
+view(int64_t max, const struct netaddr_list *nets)
+{
+    struct ctl_view_config cfg = {.default_lease_ms = 60000,
+                                  .tick_ms = 100,
+                                  .max_instances = max,
+                                  .stale_ms = 0,
+                                  .instance_nets = nets};
+    struct ctl_view *v = NULL;
+
+    return ctl_view_new(&cfg, NULL, NULL, &v) == 0 ? v : NULL;
+}
+
+static size_t
+refresh(struct ctl_view *v, const struct reg_instance *rows, size_t n, bool full)
+{
+    uint64_t token = ctl_view_refresh_begin(v);
+
+    return ctl_view_refresh_apply(v, token, rows, n, full, util_wall_ms(), util_mono_ms());
+}
+
+static void
+test_local_writes_kept_table_rows_ignored(void)
+{
+    struct ctl_view *v = view(2, NULL);
+    struct reg_op ops[3] = {op(REG_OP_REGISTER, "10.0.0.1", 1), op(REG_OP_REGISTER, "10.0.0.1", 2),
+                            op(REG_OP_HEARTBEAT, "10.0.0.1", 3)};
+    struct reg_instance rows[5];
+
+    CHECK(v);
+    ctl_view_apply_ops(v, ops, 3);
+    CHECK_EQ_INT(ctl_view_count(v), 3); /* committed here: never dropped */
+    for (int i = 0; i < 5; i++) {
+        rows[i] = row("m@llm", "10.0.0.1", i + 1);
+    }
+    CHECK_EQ_INT(refresh(v, rows, 5, true), 2); /* 4 and 5: the view is full */
+    CHECK_EQ_INT(ctl_view_count(v), 3);
+    struct ctl_snap *s = ctl_view_acquire(v);
+    CHECK_EQ_INT(s->n_instances, 3);
+    ctl_snap_release(s);
+    CHECK(ctl_view_last_refresh_mono(v) > 0);
+    ctl_view_free(v);
+}
+
+static void
+test_missing(void)
+{
+    struct ctl_view *v = view(100, NULL);
+    struct reg_op known = op(REG_OP_REGISTER, "10.0.0.1", 1);
+    struct reg_op ops[5] = {op(REG_OP_HEARTBEAT, "10.0.0.1", 1), op(REG_OP_REGISTER, "10.0.0.1", 2),
+                            op(REG_OP_REGISTER, "10.0.0.1", 2),
+                            op(REG_OP_DEREGISTER, "10.0.0.1", 3), op(REG_OP_ADMIN, "10.0.0.1", 4)};
+    bool missing[5];
+    size_t count = 99;
+
+    CHECK(v);
+    ctl_view_apply_ops(v, &known, 1);
+    CHECK_EQ_INT(ctl_view_missing(v, ops, 5, missing, &count), 2);
+    CHECK_EQ_INT(count, 1);
+    CHECK(!missing[0] && missing[1] && missing[2] && !missing[3] && !missing[4]);
+    ctl_view_free(v);
+}
+
+static void
+test_instance_networks_at_read(void)
+{
+    struct netaddr_list nets;
+    char err[128];
+    struct reg_instance rows[3] = {row("m@llm", "10.1.1.1", 1), row("m@llm", "192.168.0.1", 2),
+                                   row("m@llm", "name.example", 3)};
+    struct ctl_view *v;
+
+    CHECK(netaddr_list_parse("10.0.0.0/8", &nets, err, sizeof(err)) == 0);
+    v = view(100, &nets);
+    CHECK(v);
+    refresh(v, rows, 3, true);
+    struct ctl_snap *s = ctl_view_acquire(v);
+    const struct ctl_model_snap *m = ctl_snap_model(s, "m@llm");
+    CHECK(m && m->n == 3);
+    CHECK(!m->v[0].blocked && m->v[0].alive && m->v[0].routable);
+    for (int i = 1; i < 3; i++) {
+        CHECK(m->v[i].blocked && !m->v[i].alive && !m->v[i].routable);
+    }
+    CHECK_EQ_INT(s->n_routable, 1);
+    CHECK_EQ_INT(s->n_alive, 1);
+    struct ctl_json *j = ctl_snap_json(s, NULL, CTL_JSON_ROUTABLE);
+    CHECK(j && strstr(j->data, "10.1.1.1") && !strstr(j->data, "192.168") &&
+          !strstr(j->data, "name.example"));
+    ctl_json_release(j);
+    j = ctl_snap_json(s, "m@llm", CTL_JSON_FULL_ALL);
+    CHECK(j && strstr(j->data, "\"blocked\":\"host outside --instance_networks\"") &&
+          strstr(j->data, "\"blocked\":null"));
+    ctl_json_release(j);
+    ctl_snap_release(s);
+    ctl_view_free(v);
+    netaddr_list_cleanup(&nets);
+}
+
+static void
+test_json_budget(void)
+{
+    struct ctl_view *v = view(1000, NULL);
+    struct reg_instance rows[50];
+    int64_t before = budget_used();
+
+    CHECK(v);
+    for (int i = 0; i < 50; i++) {
+        rows[i] = row(i == 0 ? "a@llm" : "b@llm", "10.0.0.1", i + 1);
+    }
+    refresh(v, rows, 50, true);
+    struct ctl_snap *s = ctl_view_acquire(v);
+    budget_set_limit(before + 2000);
+    struct ctl_json *big = ctl_snap_json(s, NULL, CTL_JSON_FULL_ALL);
+    struct ctl_json *small = ctl_snap_json(s, "a@llm", CTL_JSON_ALL);
+    CHECK(big == NULL);   /* 50 instances: over the budget */
+    CHECK(small != NULL); /* one: fits, and is charged */
+    CHECK(budget_used() >= before + (int64_t)small->len);
+    ctl_json_release(small);
+    ctl_snap_release(s);
+    ctl_view_free(v); /* the cached copy goes with the snapshot */
+    CHECK_EQ_INT(budget_used(), before);
+    budget_set_limit(0);
+}
+
+/* ---- readers while the view publishes (a data race shows under TSan) ---- */
+
+struct stress {
+    struct ctl_view *v;
+    _Atomic bool stop;
+    _Atomic long reads;
+};
+
+static void *
+reader(void *arg)
+{
+    struct stress *st = arg;
+
+    while (!atomic_load(&st->stop)) {
+        struct ctl_snap *s = ctl_view_acquire(st->v);
+        struct ctl_json *j = ctl_snap_json(s, NULL, CTL_JSON_ALL);
+        struct ctl_json *k = ctl_snap_json(s, "m@llm", CTL_JSON_FULL_ROUTABLE);
+        (void)ctl_snap_etag(s, "m@llm", true);
+        (void)ctl_view_last_refresh_mono(st->v);
+        ctl_json_release(j);
+        ctl_json_release(k);
+        ctl_snap_release(s);
+        atomic_fetch_add(&st->reads, 1);
+    }
+    return NULL;
+}
+
+static void
+test_readers_during_merges(void)
+{
+    static struct reg_instance rows[2000];
+    struct stress st = {.v = view(100000, NULL)};
+    pthread_t th[2];
+
+    CHECK(st.v);
+    atomic_init(&st.stop, false);
+    atomic_init(&st.reads, 0);
+    for (int i = 0; i < 2000; i++) {
+        rows[i] = row("m@llm", "10.0.0.1", i + 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_create(&th[i], NULL, reader, &st) == 0);
+    }
+    for (int round = 0; round < 20; round++) {
+        struct reg_op o = op(round % 2 ? REG_OP_DEREGISTER : REG_OP_REGISTER, "10.0.0.2", 1);
+        rows[round].enabled = round % 3 != 0;
+        refresh(st.v, rows, 2000, round % 2 == 0);
+        ctl_view_apply_ops(st.v, &o, 1);
+    }
+    while (atomic_load(&st.reads) < 10) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&st.stop, true);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    CHECK_EQ_INT(ctl_view_count(st.v), 2001);
+    ctl_view_free(st.v);
+}
+
+int
+main(void)
+{
+    CHECK_RUN(test_local_writes_kept_table_rows_ignored);
+    CHECK_RUN(test_missing);
+    CHECK_RUN(test_instance_networks_at_read);
+    CHECK_RUN(test_json_budget);
+    CHECK_RUN(test_readers_during_merges);
+    return check_summary();
+}
