@@ -382,10 +382,7 @@ excerpt(const char *p, size_t n, char *out, size_t cap)
     }
 }
 
-/* JSON's grammar over p[*i..n), without building anything (every event
- * of a stream is checked: no allocation per event). Strings are only
- * delimited here: json_check() has checked their contents, the UTF-8 and
- * the depth. Returns false at the first byte that does not fit. */
+/* Moves *i past JSON whitespace. */
 static void
 skip_ws(const char *p, size_t n, size_t *i)
 {
@@ -394,6 +391,7 @@ skip_ws(const char *p, size_t n, size_t *i)
     }
 }
 
+/* Moves *i past the digits at p[*i..n); false if there are none. */
 static bool
 skip_digits(const char *p, size_t n, size_t *i)
 {
@@ -405,6 +403,10 @@ skip_digits(const char *p, size_t n, size_t *i)
     return *i > from;
 }
 
+/* Moves *i past one JSON value of p[*i..n), without building anything
+ * (every event of a stream is checked: no allocation per event). Strings
+ * are only delimited here: json_check() has checked their contents, the
+ * UTF-8 and the depth. False at the first byte that does not fit. */
 static bool
 grammar_value(const char *p, size_t n, size_t *i, int depth)
 {
