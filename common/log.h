@@ -27,9 +27,14 @@ int log_set_level_name(const char *name);
 void log_write(enum log_level lvl, const char *mod, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Copies `s` into `out` (size `cap`, always NUL-terminated), replacing
- * control bytes, quotes and backslashes with \xHH so that a user-supplied
- * string cannot forge a log line. Returns `out`. */
+/* Copies `s` into `out` (size `cap`, always NUL-terminated) so that a
+ * user-supplied string cannot forge a log line, even in a viewer that
+ * honours Unicode line breaks: C0 control bytes, DEL, quotes and
+ * backslashes become \xHH; C1 controls (U+0080-U+009F, NEL among them) and
+ * U+2028/U+2029 become \uXXXX; a byte that is not part of well-formed
+ * UTF-8 becomes \xHH. Never cuts a character or an escape. Returns `out`.
+ * (log_write applies the same rules, quotes and backslashes aside, to
+ * every message, whatever its arguments.) */
 const char *log_escape(const char *s, char *out, size_t cap);
 
 /* Whether a request's access-log line is written: always for a 5xx;

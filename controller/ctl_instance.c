@@ -43,6 +43,13 @@ ctl_valid_model_name(const char *s)
         if (c < 0x20 || c == 0x7f) {
             return false;
         }
+        /* C1 controls (U+0080-U+009F: C2 80-9F) and U+2028/U+2029 (E2 80
+         * A8/A9) break lines in some log viewers, as C0 controls do */
+        if ((c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] <= 0x9f) ||
+            (c == 0xe2 && i + 2 < n && (unsigned char)s[i + 1] == 0x80 &&
+             ((unsigned char)s[i + 2] == 0xa8 || (unsigned char)s[i + 2] == 0xa9))) {
+            return false;
+        }
     }
     return json_utf8_valid(s, n);
 }

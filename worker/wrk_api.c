@@ -547,8 +547,9 @@ h_metrics(struct http_request *req, void *arg)
     rc |= metrics_sample(&b, "roster_worker_engine_restarts_total", NULL,
                          (double)atomic_load(&srv->engine_restarts));
     rc |= metrics_header(&b, "roster_worker_stream_pauses_total", "counter",
-                         "openai/exec backends: times a stream stopped reading the engine "
-                         "because its client was behind (--stream_buffer_bytes).");
+                         "Times a stream paused (stopped reading the engine, or the builtin "
+                         "model stopped generating) because its client was behind "
+                         "(--stream_buffer_bytes).");
     rc |= metrics_sample(&b, "roster_worker_stream_pauses_total", NULL,
                          (double)atomic_load(&srv->stream_pauses));
     rc |= metrics_write_budget(&b);

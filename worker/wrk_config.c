@@ -94,9 +94,9 @@ const struct flag_def wrk_flag_defs[] = {
       "openai, exec: largest answer of the engine that is buffered whole (a non-streamed "
       "answer, DB-GPT's text); beyond, 502 (or an error event or frame once streaming)."),
     F(stream_buffer_bytes, FLAG_INT, "524288", 4096, 268435456, NULL, 0, "BYTES",
-      "openai, exec: bytes of a stream queued for a slow client before the worker stops "
-      "reading the engine (back-pressure); it reads again once the client has taken 3/4 of "
-      "them."),
+      "Bytes of a stream queued for a slow client before the worker pauses it "
+      "(back-pressure: it stops reading the engine, or the builtin model stops generating); "
+      "it goes on once the client has taken 3/4 of them."),
     F(memory_budget_bytes, FLAG_INT, "536870912", 0, 1099511627776.0, NULL, 0, "BYTES",
       "Bytes that all requests together may hold in memory for engine answers, request "
       "copies and stream queues (0 = no limit); past it a request is refused with 503 and "

@@ -12,7 +12,17 @@
  * something:
  *
  * Back-pressure: each job holds a ticket for one of its model's slots, or
- * waits in the model's queue, or is refused with 429 (wrk_admit.c).
+ * waits in the model's queue, or is refused with 429 (wrk_admit.c). A
+ * stream whose client is more than --stream_buffer_bytes behind stops
+ * generating (no timer armed) until the client has drained to a quarter of
+ * that (http_req_on_drain), as the proxy's pass-through does; so a client
+ * that reads nothing costs a bounded queue, not the whole answer (DB-GPT's
+ * frames, which repeat the whole text, would otherwise grow as its square).
+ *
+ * Memory: each job keeps its share of the process's budget (budget.h,
+ * --memory_budget_bytes) equal to what it holds: its prompt, its text, its
+ * chunk buffer and its stream's queue; past the budget, 503 + Retry-After
+ * before the head, an error event or frame after it.
  *
  * Streams: SSE `data:` chunks (chat.completion.chunk or text_completion; a
  * role chunk first, a finish chunk, a usage chunk with
@@ -38,6 +48,7 @@
 #include <event2/event.h>
 
 #define LOG_MODULE "worker"
+#include "budget.h"
 #include "json_check.h"
 #include "json_write.h"
 #include "log.h"
@@ -280,6 +291,8 @@ struct wrk_job {
     int64_t first_ms; /* DB-GPT metrics: the first frame with text */
     int first_tokens; /* completion tokens in that frame */
     int frames;       /* DB-GPT frames written */
+    bool paused;      /* a stream waiting for its client to drain (no timer armed) */
+    int64_t held;     /* bytes taken from the memory budget */
 };
 
 static void
@@ -291,7 +304,28 @@ job_free(struct wrk_job *j)
     buf_cleanup(&j->text);
     buf_cleanup(&j->out);
     buf_cleanup(&j->g.prompt);
+    budget_give(j->held);
     free(j);
+}
+
+/* Brings the job's share of the memory budget up or down to what it holds
+ * now: its buffers and its stream's queue. False when the budget cannot
+ * cover the growth (nothing taken). */
+static bool
+account(struct wrk_job *j)
+{
+    int64_t now = (int64_t)(j->text.cap + j->out.cap + j->g.prompt.cap);
+
+    if (j->g.stream && j->t.running) {
+        now += (int64_t)http_req_output_pending(j->req);
+    }
+    if (now < j->held) {
+        budget_give(j->held - now);
+    } else if (now > j->held && !budget_take(now - j->held)) {
+        return false;
+    }
+    j->held = now;
+    return true;
 }
 
 /* A running job is done: free its slot for the next queued one. */
@@ -524,6 +558,71 @@ schedule(struct wrk_job *j, int64_t ms)
     evtimer_add(j->timer, &tv);
 }
 
+/* The budget refused what the job holds: 503 + Retry-After before the
+ * head (`started` false; for DB-GPT's stream with an error frame as its
+ * body, since DB-GPT's client reads only frames), an error event (OpenAI)
+ * or frame (DB-GPT) after it. Ends the job. */
+static void
+over_budget(struct wrk_job *j, bool started)
+{
+    static const char msg[] =
+        "the worker is out of memory for this answer (--memory_budget_bytes); retry";
+
+    log_warn("request %s: refused: the memory budget (--memory_budget_bytes %lld) is exhausted",
+             http_req_id(j->req), (long long)budget_limit());
+    http_req_on_close(j->req, NULL, NULL);
+    if (j->api != API_DBGPT_STREAM && (!j->g.stream || !started)) {
+        http_reply_error(j->req, 503, "server_error", "memory_budget_exceeded", "%s", msg);
+    } else if (j->api == API_DBGPT_STREAM) {
+        struct wrk_dbgpt_frame f = {.text = msg, .len = sizeof(msg) - 1, .error_code = 1};
+        struct jw w;
+        if (!started) {
+            http_stream_start(j->req, 503, "text/plain; charset=utf-8", "Retry-After: 1\r\n");
+        }
+        buf_reset(&j->out);
+        jw_init(&w, &j->out);
+        wrk_dbgpt_output(&w, &f);
+        job_send(j, &j->out, &w);
+        http_stream_end(j->req);
+    } else {
+        http_stream_error(j->req, "memory_budget_exceeded", "%s", msg);
+    }
+    job_release(j);
+}
+
+/* The client has taken most of what was queued: generate again. */
+static void
+on_drained(struct http_request *req, void *arg)
+{
+    struct wrk_job *j = arg;
+
+    (void)req;
+    j->paused = false;
+    (void)account(j); /* the queue is shorter: give back */
+    schedule(j, j->srv->cfg->decode_delay_ms);
+}
+
+/* The next turn: now (after the decode delay), or, for a stream whose
+ * client is more than --stream_buffer_bytes behind, once it has drained to
+ * a quarter of that. Ends the job if the budget refuses what it holds. */
+static void
+next_turn(struct wrk_job *j)
+{
+    int64_t limit = j->srv->cfg->stream_buffer_bytes;
+
+    if (!account(j)) {
+        over_budget(j, j->g.stream);
+        return;
+    }
+    if (j->g.stream && http_req_output_pending(j->req) > (size_t)limit) {
+        j->paused = true;
+        atomic_fetch_add(&j->srv->stream_pauses, 1);
+        http_req_on_drain(j->req, (size_t)limit / 4, on_drained, j);
+        return;
+    }
+    schedule(j, j->srv->cfg->decode_delay_ms);
+}
+
 static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -553,7 +652,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
             }
         }
     }
-    schedule(j, j->srv->cfg->decode_delay_ms);
+    next_turn(j);
 }
 
 /* The client went away: stop at once (queued: leave the queue). */
@@ -583,6 +682,10 @@ job_run(struct wrk_ticket *t)
 {
     struct wrk_job *j = (struct wrk_job *)t;
 
+    if (!account(j)) {
+        over_budget(j, false); /* before the head: 503 + Retry-After */
+        return;
+    }
     if (j->g.stream) {
         http_stream_start(
             j->req, 200,
@@ -646,11 +749,10 @@ admit(struct http_request *req, struct wrk_server *srv, enum gen_api api, size_t
                  &j->g.p);
     j->t = (struct wrk_ticket){
         .srv = srv, .model = model, .req = req, .run = job_run, .dropped = job_dropped};
+    http_req_on_close(req, on_client_gone, j); /* before: job_run may end the job */
     if (wrk_admit(&j->t) < 0) {
-        job_free(j);
-        return;
+        job_free(j); /* refused: replied, and req is gone */
     }
-    http_req_on_close(req, on_client_gone, j);
 }
 
 static void

@@ -28,6 +28,12 @@
  * error event (SSE) or an error frame (DB-GPT), never a silent truncation.
  * DB-GPT's stream gets an error frame before it has begun too (under the
  * error status), since DB-GPT's client reads frames and never the status.
+ * Nonsense from the engine is never passed through: a 2xx answer that is
+ * not a JSON object is 502 upstream_bad_response (a stream request answered
+ * with anything but text/event-stream is buffered and checked the same
+ * way), and a stream event whose data is neither [DONE] nor a JSON object
+ * in valid UTF-8 ends the stream after the events before it with an error
+ * event of that code; messages show at most an escaped 40-byte excerpt.
  * The API key is only ever put in the Authorization header; an engine's
  * 401/403 text (which may echo it) is never relayed or logged, and the key
  * is masked in any other engine message; --upstream is shown with its
@@ -50,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -98,6 +105,7 @@ struct wrk_proxy_job {
     bool released;                     /* the slot is given back */
     bool paused;                       /* reading the engine waits for the client to drain */
     bool over_budget;                  /* the memory budget refused the next bytes */
+    bool bad_response;                 /* the engine's 2xx answer is nonsense (j->err says) */
     int64_t held;                      /* bytes taken from the memory budget */
     struct wrk_proxy_job *prev, *next; /* srv->proxies while running */
 };
@@ -281,7 +289,12 @@ transfer_failed(struct wrk_proxy_job *j, CURLcode rc)
     if (j->started) {
         char msg[768];
         snprintf(msg, sizeof(msg), "the engine failed mid-stream: %s", why);
-        stream_error(j, "upstream_error", msg);
+        stream_error(j, j->bad_response ? "upstream_bad_response" : "upstream_error", msg);
+        return;
+    }
+    if (j->bad_response) {
+        fail(j, 502, "server_error", "upstream_bad_response",
+             "the engine at %s answered nonsense: %s", up, why);
         return;
     }
     curl_off_t connected = 0;
@@ -334,6 +347,178 @@ engine_message(const struct wrk_server *srv, const char *body, size_t len, char 
             break;
         }
     }
+}
+
+/* At most the first 40 bytes of p[0..n) for a message, printable ASCII
+ * only: anything else (and quotes, backslashes) as \xHH, so that an
+ * engine's nonsense is shown, never passed through. */
+static void
+excerpt(const char *p, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && i < 40; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        if (o + (plain ? 1 : 4) + 4 >= cap) {
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (n > 40 && o + 3 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    if (cap) {
+        out[o < cap ? o : cap - 1] = '\0';
+    }
+}
+
+/* Moves *i past JSON whitespace. */
+static void
+skip_ws(const char *p, size_t n, size_t *i)
+{
+    while (*i < n && (p[*i] == ' ' || p[*i] == '\t' || p[*i] == '\n' || p[*i] == '\r')) {
+        (*i)++;
+    }
+}
+
+/* Moves *i past the digits at p[*i..n); false if there are none. */
+static bool
+skip_digits(const char *p, size_t n, size_t *i)
+{
+    size_t from = *i;
+
+    while (*i < n && p[*i] >= '0' && p[*i] <= '9') {
+        (*i)++;
+    }
+    return *i > from;
+}
+
+/* Moves *i past one JSON value of p[*i..n), without building anything
+ * (every event of a stream is checked: no allocation per event). Strings
+ * are only delimited here: json_check() has checked their contents, the
+ * UTF-8 and the depth. False at the first byte that does not fit. */
+static bool
+grammar_value(const char *p, size_t n, size_t *i, int depth)
+{
+    static const char *const words[] = {"true", "false", "null"};
+
+    skip_ws(p, n, i);
+    if (*i >= n || depth > MAX_JSON_DEPTH) {
+        return false;
+    }
+    char c = p[*i];
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        (*i)++;
+        skip_ws(p, n, i);
+        if (*i < n && p[*i] == close) {
+            (*i)++;
+            return true;
+        }
+        for (;;) {
+            if (c == '{') {
+                skip_ws(p, n, i);
+                if (*i >= n || p[*i] != '"' || !grammar_value(p, n, i, depth + 1)) {
+                    return false;
+                }
+                skip_ws(p, n, i);
+                if (*i >= n || p[(*i)++] != ':') {
+                    return false;
+                }
+            }
+            if (!grammar_value(p, n, i, depth + 1)) {
+                return false;
+            }
+            skip_ws(p, n, i);
+            if (*i >= n) {
+                return false;
+            }
+            if (p[*i] == close) {
+                (*i)++;
+                return true;
+            }
+            if (p[(*i)++] != ',') {
+                return false;
+            }
+        }
+    }
+    if (c == '"') {
+        for ((*i)++; *i < n; (*i)++) {
+            if (p[*i] == '\\') {
+                (*i)++;
+            } else if (p[*i] == '"') {
+                (*i)++;
+                return true;
+            }
+        }
+        return false;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        if (c == '-') {
+            (*i)++;
+        }
+        if (*i < n && p[*i] == '0') {
+            (*i)++;
+        } else if (!skip_digits(p, n, i)) {
+            return false;
+        }
+        if (*i < n && p[*i] == '.' && ((*i)++, !skip_digits(p, n, i))) {
+            return false;
+        }
+        if (*i < n && (p[*i] == 'e' || p[*i] == 'E')) {
+            (*i)++;
+            if (*i < n && (p[*i] == '+' || p[*i] == '-')) {
+                (*i)++;
+            }
+            return skip_digits(p, n, i);
+        }
+        return true;
+    }
+    for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
+        size_t len = strlen(words[k]);
+        if (n - *i >= len && memcmp(p + *i, words[k], len) == 0) {
+            *i += len;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Whether p[0..n) is a JSON object; if not, j->err says why (with an
+ * escaped excerpt) and j->bad_response is set. `what`: "answer" or "event". */
+static bool
+json_object_ok(struct wrk_proxy_job *j, const char *p, size_t n, const char *what)
+{
+    char err[128], ex[200];
+    size_t i = 0;
+    bool ok = false;
+
+    if (json_check(p, n, MAX_JSON_DEPTH, err, sizeof(err)) != 0) {
+        /* err says why: not UTF-8, a control character, too deep */
+    } else if (skip_ws(p, n, &i), i >= n || p[i] != '{') {
+        snprintf(err, sizeof(err), "not an object");
+    } else if (!grammar_value(p, n, &i, 1) || (skip_ws(p, n, &i), i != n)) {
+        snprintf(err, sizeof(err), "not JSON at byte %zu", i);
+    } else {
+        ok = true;
+    }
+    if (!ok) {
+        excerpt(p, n, ex, sizeof(ex));
+        snprintf(j->err, sizeof(j->err), "the engine's %s is not a JSON object (%s): \"%s\"", what,
+                 err, ex);
+        j->bad_response = true;
+    }
+    return ok;
 }
 
 /* The engine answered with an error status. */
@@ -425,9 +610,9 @@ sse_line(void *arg, const char *p, size_t n)
     if (!sse_line_data(p, n, &p, &n) || sse_data_is_done(p, n)) {
         return 0; /* comments, event names, blank lines; the end */
     }
-    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0) {
-        snprintf(j->err, sizeof(j->err), "an event of the engine's stream is not JSON: %s", err);
-        return -1;
+    if (json_parse(p, n, MAX_JSON_DEPTH, &root, err, sizeof(err)) != 0 || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return json_object_ok(j, p, n, "stream event") ? 0 : -1;
     }
     it = json_get(root, "error");
     if (it) {
@@ -553,6 +738,47 @@ last_event_end(const char *p, size_t n, size_t from)
     return 0;
 }
 
+/* Checks the whole events in p[0..n) (with `last`, what follows the last
+ * blank line is an event too): the data of each (its data: lines joined by
+ * newlines) must be [DONE] or a JSON object. Returns n, or the end of the
+ * last good event before a bad one (j->err and j->bad_response set). */
+static size_t
+check_events(struct wrk_proxy_job *j, const char *p, size_t n, bool last)
+{
+    size_t i = 0, good = 0;
+    bool has_data = false;
+
+    buf_reset(&j->text); /* the data of the event being read */
+    while (i < n || (last && has_data)) {
+        size_t k = i, next;
+        while (k < n && p[k] != '\n' && p[k] != '\r') {
+            k++;
+        }
+        next = k < n && p[k] == '\r' && k + 1 < n && p[k + 1] == '\n' ? k + 2 : k + 1;
+        if (k == i) { /* a blank line (or the end, for `last`): the event ends */
+            if (has_data && !(j->text.len == 6 && memcmp(j->text.data, "[DONE]", 6) == 0) &&
+                !json_object_ok(j, j->text.data, j->text.len, "stream event")) {
+                return good;
+            }
+            has_data = false;
+            buf_reset(&j->text);
+            good = next < n ? next : n;
+        } else if (k - i >= 5 && memcmp(p + i, "data:", 5) == 0) {
+            size_t from = i + 5 + (k - i > 5 && p[i + 5] == ' ');
+            if ((has_data && buf_append(&j->text, "\n", 1) != 0) ||
+                buf_append(&j->text, p + from, k - from) != 0) {
+                snprintf(j->err, sizeof(j->err),
+                         "an event of the engine's stream exceeds %zu bytes (--max_answer_bytes)",
+                         j->text.max);
+                return good;
+            }
+            has_data = true;
+        }
+        i = next;
+    }
+    return n;
+}
+
 /* Forwards the engine's stream whole events at a time: the end of an
  * event that has not fully arrived waits in j->event, so an error event
  * written after a failure (the engine drops, the budget refuses) never
@@ -565,7 +791,13 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
     if (j->event.len == 0) {
         end = last_event_end(p, n, 0);
         if (end) {
-            http_stream_write(j->req, p, end);
+            size_t good = check_events(j, p, end, false);
+            if (good) {
+                http_stream_write(j->req, p, good);
+            }
+            if (good < end) {
+                return -1;
+            }
         }
         p += end;
         n -= end;
@@ -580,7 +812,13 @@ pass_events(struct wrk_proxy_job *j, const char *p, size_t n)
     }
     end = last_event_end(j->event.data, j->event.len, searched);
     if (end) {
-        http_stream_write(j->req, j->event.data, end);
+        size_t good = check_events(j, j->event.data, end, false);
+        if (good) {
+            http_stream_write(j->req, j->event.data, good);
+        }
+        if (good < end) {
+            return -1;
+        }
         memmove(j->event.data, j->event.data + end, j->event.len - end);
         j->event.len -= end;
         j->event.data[j->event.len] = '\0';
@@ -666,8 +904,14 @@ on_body(char *p, size_t size, size_t n, void *arg)
         if (j->status / 100 == 2 && j->pass_stream) {
             char *ct = NULL;
             curl_easy_getinfo(j->easy, CURLINFO_CONTENT_TYPE, &ct);
-            http_stream_start(j->req, (int)j->status, ct ? ct : "text/event-stream", NULL);
-            j->started = true;
+            if (ct && strncasecmp(ct, "text/event-stream", 17) != 0) {
+                /* not a stream (an engine that ignores "stream", or a JSON
+                 * answer): buffered whole and checked like a plain one */
+                j->pass_stream = false;
+            } else {
+                http_stream_start(j->req, (int)j->status, ct ? ct : "text/event-stream", NULL);
+                j->started = true;
+            }
         } else if (j->status / 100 == 2 && j->api == PX_DBGPT_STREAM) {
             http_stream_start(j->req, 200, "text/plain; charset=utf-8", NULL);
             j->started = true;
@@ -715,6 +959,21 @@ on_done(CURL *easy, CURLcode rc, void *arg)
     }
     if (rc == CURLE_OK && (j->api == PX_DBGPT || j->api == PX_DBGPT_STREAM) && j->err[0]) {
         rc = CURLE_WEIRD_SERVER_REPLY;
+    }
+    if (rc == CURLE_OK && j->started && j->pass_stream && j->event.len) {
+        /* a last event without its blank line: checked like the others */
+        size_t good = check_events(j, j->event.data, j->event.len, true);
+        if (good < j->event.len) {
+            if (good) {
+                http_stream_write(j->req, j->event.data, good);
+            }
+            j->event.len = 0;
+            rc = CURLE_WEIRD_SERVER_REPLY;
+        }
+    } else if (rc == CURLE_OK && j->status / 100 == 2 && !j->started &&
+               (j->api == PX_CHAT || j->api == PX_COMPLETIONS || j->api == PX_EMBEDDINGS) &&
+               !json_object_ok(j, j->resp.data ? j->resp.data : "", j->resp.len, "answer")) {
+        rc = CURLE_WEIRD_SERVER_REPLY; /* a 200 must carry a JSON object */
     }
     /* the slot first: a request pipelined behind this one on the same
      * connection is read during the reply and must find it free */

@@ -369,6 +369,113 @@ def test_dbgpt_stream_bounded(t):
         eng.close()
 
 
+def builtin_stream_socket(port, path, body):
+    """A socket that sent a streamed generation and reads nothing yet (a
+    small receive buffer: the kernel holds little of it for the client)."""
+    data = json.dumps(body).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % (path.encode(), len(data)) + data)
+    return s
+
+
+def test_builtin_stream_back_pressure(t):
+    """The builtin model's streams pause while their client is behind: DB-GPT
+    frames repeat the whole text (a 4,096-token answer is ~40 MB of frames),
+    so 4 clients that read nothing would otherwise hold ~170 MB in the
+    worker. Then each client reads its whole stream, well formed."""
+    from test_backends import engine
+    w = engine(t, "builtin", args=["--concurrency", "16", "--stream_buffer_bytes", "65536"])
+    pid = w.p.pid
+    r = post(w, "/api/worker/generate_stream", {"model": "tiny", "prompt": "hi",
+                                                "max_new_tokens": 50})
+    h.eq(r.status, 200)
+    base = rss_bytes(pid)
+    n_dbgpt, n_sse = 4, 2
+    socks = [builtin_stream_socket(w.port, "/api/worker/generate_stream",
+                                   {"model": "tiny", "prompt": f"hi {i}", "max_new_tokens": 4096,
+                                    "seed": i}) for i in range(n_dbgpt)]
+    socks += [builtin_stream_socket(w.port, "/v1/chat/completions",
+                                    {"model": "tiny", "messages": MSGS, "max_tokens": 4096,
+                                     "stream": True, "seed": i}) for i in range(n_sse)]
+    peak, t0 = base, time.monotonic()
+    while time.monotonic() - t0 < 3:
+        peak = max(peak, rss_bytes(pid))
+        time.sleep(0.05)
+    print(f"    worker RSS {base / MiB:.1f} MiB at start, peak {peak / MiB:.1f} MiB while "
+          f"{len(socks)} builtin streams' clients read nothing")
+    h.check(peak - base < 40 * MiB,
+            f"the worker grew by {(peak - base) / MiB:.1f} MiB (limit 40) for clients that "
+            f"read nothing")
+    # (the SSE streams, ~0.8 MB each, may fit in the kernel's socket buffers)
+    h.check(h.metric(w.url, "roster_worker_stream_pauses_total") >= n_dbgpt,
+            "every DB-GPT stream paused")
+    h.check(h.metric(w.url, "roster_worker_in_flight") >= n_dbgpt, "all still running")
+    # now each client reads it all: whole, well-formed streams
+    total = 0
+    for i, s in enumerate(socks):
+        data = read_all(s, timeout=120)
+        total += len(data)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        h.check(head.startswith(b"HTTP/1.1 200"), f"{head[:200]!r}")
+        body = dechunk(rest)
+        if i < n_dbgpt:
+            h.check(body.endswith(b"\0"), "the last frame ends with its NUL")
+            frames = [json.loads(f) for f in body.split(b"\0")[:-1]]
+            for a, b in zip(frames, frames[1:]):
+                if not b["text"].startswith(a["text"]) or b["error_code"] != 0:
+                    raise h.Failure(f"stream {i}: frames not cumulative: {a} then {b}")
+            h.eq(frames[-1]["finish_reason"], "length", f"stream {i}:")
+            h.eq(frames[-1]["usage"]["completion_tokens"], 4096, f"stream {i}:")
+        else:
+            events = body.split(b"\n\n")
+            h.eq(events[-1], b"", "the stream ends with a blank line:")
+            h.eq(events[-2], b"data: [DONE]", "the stream ends with [DONE]:")
+            chunks = [json.loads(e[6:]) for e in events[:-2]]
+            h.eq(chunks[-1]["choices"][0]["finish_reason"], "length")
+            h.eq(len(chunks), 4096 + 2, "a role chunk, a chunk per token, a finish chunk:")
+    print(f"    then read {total / MiB:.1f} MiB; worker RSS {rss_bytes(pid) / MiB:.1f} MiB")
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 0, 10,
+                 what="the streams to end")
+    h.eq(h.metric(w.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
+
+
+def test_builtin_stream_budget(t):
+    """Past --memory_budget_bytes a builtin DB-GPT stream ends with an error
+    frame, and a request whose prompt does not fit gets 503 + Retry-After;
+    all the budget is given back."""
+    from test_backends import engine
+    w = engine(t, "builtin", args=["--memory_budget_bytes", str(256 * 1024),
+                                   "--stream_buffer_bytes", str(8 * MiB)])
+    s = builtin_stream_socket(w.port, "/api/worker/generate_stream",
+                              {"model": "tiny", "prompt": "hi", "max_new_tokens": 4096})
+    time.sleep(1.0)  # the queue grows past the budget while the client reads nothing
+    data = read_all(s)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    h.check(head.startswith(b"HTTP/1.1 200"), f"{head[:200]!r}")
+    frames = [json.loads(f) for f in dechunk(rest).split(b"\0") if f]
+    h.eq(frames[-1]["error_code"], 1, "an error frame last:")
+    h.check("--memory_budget_bytes" in frames[-1]["text"], f"{frames[-1]}")
+    # before the head: 503 + Retry-After (the budget is smaller than a request's copy)
+    r = post(w, "/v1/chat/completions", {"model": "tiny", "max_tokens": 5, "stream": True,
+                                         "messages": [{"role": "user", "content": "x" * 300000}]})
+    h.eq(r.status, 503, f"{r.body[:200]!r}")
+    h.eq(r.json()["error"]["code"], "memory_budget_exceeded")
+    h.eq(r.header("Retry-After"), "1")
+    h.check(h.metric(w.url, "roster_memory_budget_refused_total") >= 2, "refusals counted")
+    h.wait_until(lambda: h.metric(w.url, "roster_worker_in_flight") == 0, 10,
+                 what="the streams to end")
+    h.eq(h.metric(w.url, "roster_memory_budget_used_bytes"), 0.0, "all given back:")
+    # small answers still fit
+    r = post(w, "/v1/chat/completions", {"model": "tiny", "messages": MSGS, "max_tokens": 20,
+                                         "stream": True})
+    h.eq(r.status, 200)
+    h.check(r.body.endswith(b"data: [DONE]\n\n"), f"{r.body[-100:]!r}")
+
+
 def with_password(url, pw):
     return url.replace("http://", f"http://u:{pw}@", 1)
 
