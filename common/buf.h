@@ -9,6 +9,8 @@
  *
  * Ownership: buf_init() takes nothing; buf_cleanup() frees the storage.
  * buf_take() hands the storage to the caller (free() it) and empties the buf.
+ *
+ * Threads: a buf belongs to one thread at a time; no locks.
  */
 #ifndef ROSTER_BUF_H
 #define ROSTER_BUF_H

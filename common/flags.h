@@ -11,6 +11,10 @@
  * underscores are interchangeable (--registry-db-host == --registry_db_host),
  * as DB-GPT accepts. Values come from, in increasing precedence: the
  * default, the environment (ROSTER_<NAME> and any alias in `env`), argv.
+ *
+ * Threads: parsing runs once, on the main thread, before any other thread
+ * starts (it reads the environment and may rewrite argv in place); the
+ * tables are constant. No locks.
  */
 #ifndef ROSTER_FLAGS_H
 #define ROSTER_FLAGS_H

@@ -7,6 +7,8 @@
  * so a sequence of calls is checked once at the end (jw.err != 0 means the
  * buf hit its cap or memory ran out and the output must be discarded).
  * Separators are the caller's: jw_raw(w, ",").
+ *
+ * Threads: a jw and its buf belong to one thread at a time; no locks.
  */
 #ifndef ROSTER_JSON_WRITE_H
 #define ROSTER_JSON_WRITE_H

@@ -4,6 +4,9 @@
  * tests, for trusted-network and registered-address policies.
  * IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match as IPv4, and a mapped
  * entry in a list (prefix >= 96) is stored as the IPv4 network it names.
+ *
+ * Threads: a list is built once at start-up and then only read, so any
+ * thread (event loops included) may test membership; no locks.
  */
 #ifndef ROSTER_NETADDR_H
 #define ROSTER_NETADDR_H

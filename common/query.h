@@ -5,6 +5,8 @@
  * Percent escapes and '+' are decoded. Bounded: at most QUERY_MAX_PARAMS
  * pairs; a repeated key, a bad escape, a NUL byte or invalid UTF-8 after
  * decoding is an error, so two layers can never disagree on a value.
+ *
+ * Threads: a query belongs to the thread that parsed it; no locks.
  */
 #ifndef ROSTER_QUERY_H
 #define ROSTER_QUERY_H

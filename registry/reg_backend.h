@@ -15,6 +15,10 @@
  *   REG_ESCHEMA   the table is not usable
  * and leaves detail in st->errmsg via reg__set_err(). An op that began a
  * transaction rolls it back before returning an error.
+ *
+ * Threads: a store (and so its backend connection) is used by one thread
+ * at a time, the caller's (a writer, the refresher): never an event loop,
+ * since every op blocks on the database.
  */
 #ifndef ROSTER_REG_BACKEND_H
 #define ROSTER_REG_BACKEND_H

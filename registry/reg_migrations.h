@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * reg_migrations.h - the schema migrations embedded from sql/<backend>/
- * by cmake/EmbedSql.cmake (internal to registry/).
+ * by cmake/EmbedSql.cmake (internal to registry/). Constant data: any
+ * thread may read it.
  */
 #ifndef ROSTER_REG_MIGRATIONS_H
 #define ROSTER_REG_MIGRATIONS_H
