@@ -33,6 +33,7 @@
 # Only processes whose pid is in DIR/nN/pid (and whose name is mariadbd) are
 # ever signalled.
 set -euo pipefail
+NROOT=
 
 READY_DEADLINE_S=90
 STOP_DEADLINE_S=20
@@ -47,9 +48,9 @@ die() {
     echo "galera.sh: $*" >&2
     if [[ -n "${DIR:-}" ]]; then
         for n in $(seq 1 $NODES); do
-            if [[ -f "$DIR/n$n/error.log" ]]; then
-                echo "---- tail of $DIR/n$n/error.log ----" >&2
-                tail -n 20 "$DIR/n$n/error.log" >&2 || true
+            if [[ -f "$NROOT/n$n/error.log" ]]; then
+                echo "---- tail of $NROOT/n$n/error.log ----" >&2
+                tail -n 20 "$NROOT/n$n/error.log" >&2 || true
             fi
         done
     fi
@@ -66,7 +67,7 @@ need() {
 }
 
 node_pid() { # n
-    local pid comm f="$DIR/n$1/pid"
+    local pid comm f="$NROOT/n$1/pid"
     [[ -f "$f" ]] || return 1
     pid=$(tr -dc '0-9' <"$f")
     [[ -n "$pid" && -r "/proc/$pid/comm" ]] || return 1
@@ -114,7 +115,7 @@ random_base() {
 client() { # n args...
     local n=$1
     shift
-    mariadb --no-defaults --socket="$DIR/n$n/sock" -uroot --connect-timeout=2 "$@"
+    mariadb --no-defaults --socket="$NROOT/n$n/sock" -uroot --connect-timeout=2 "$@"
 }
 
 status_var() { # n name
@@ -133,15 +134,15 @@ launch() { # n bootstrap(0|1)
     for m in $(seq 1 $NODES); do
         addr="$addr${addr:+,}127.0.0.1:$(($(base_of "$m") + 1))"
     done
-    rm -f "$DIR/n$n/pid"
-    : >"$DIR/n$n/error.log"
-    chown mysql:mysql "$DIR/n$n/error.log"
+    rm -f "$NROOT/n$n/pid"
+    : >"$NROOT/n$n/error.log"
+    chown mysql:mysql "$NROOT/n$n/error.log"
     local extra=()
     ((boot)) && extra+=(--wsrep-new-cluster)
     [[ -n "${START_POSITION:-}" ]] && extra+=(--wsrep-start-position="$START_POSITION")
-    setsid mariadbd --no-defaults --user=mysql --datadir="$DIR/n$n/data" \
-        --socket="$DIR/n$n/sock" --port="$base" --bind-address=127.0.0.1 \
-        --pid-file="$DIR/n$n/pid" --skip-name-resolve --log-error="$DIR/n$n/error.log" \
+    setsid mariadbd --no-defaults --user=mysql --datadir="$NROOT/n$n/data" \
+        --socket="$NROOT/n$n/sock" --port="$base" --bind-address=127.0.0.1 \
+        --pid-file="$NROOT/n$n/pid" --skip-name-resolve --log-error="$NROOT/n$n/error.log" \
         --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
         --binlog-format=ROW --default-storage-engine=InnoDB --innodb-autoinc-lock-mode=2 \
@@ -150,14 +151,14 @@ launch() { # n bootstrap(0|1)
         --wsrep-node-address="127.0.0.1:$g" \
         --wsrep-provider-options="gmcast.listen_addr=tcp://127.0.0.1:$g;ist.recv_addr=127.0.0.1:$((g + 1));$EVS" \
         --wsrep-sst-receive-address="127.0.0.1:$((g + 2))" --wsrep-sst-method=rsync \
-        "${extra[@]}" </dev/null >>"$DIR/n$n/mariadbd.out" 2>&1 &
-    echo $! >"$DIR/n$n/launched"
+        "${extra[@]}" </dev/null >>"$NROOT/n$n/mariadbd.out" 2>&1 &
+    echo $! >"$NROOT/n$n/launched"
 }
 
 # Waits until node n answers and is Synced (and, if given, the cluster has `size` nodes).
 wait_synced() { # n [size]
     local n=$1 size=${2:-} deadline=$((SECONDS + READY_DEADLINE_S)) pid st cs
-    pid=$(cat "$DIR/n$n/launched")
+    pid=$(cat "$NROOT/n$n/launched")
     while :; do
         st=$(status_var "$n" wsrep_local_state_comment || true)
         cs=$(status_var "$n" wsrep_cluster_size || true)
@@ -168,8 +169,8 @@ wait_synced() { # n [size]
             # galera-4 26.4 now and then fails its own gcomm thread set-up
             # ("Failed to read thread schedparams: ... No such process"): the
             # node never joined, so starting it again is safe
-            grep -q 'Failed to read thread schedparams' "$DIR/n$n/error.log" && return 2
-            grep -q 'Address already in use' "$DIR/n$n/error.log" && return 3
+            grep -q 'Failed to read thread schedparams' "$NROOT/n$n/error.log" && return 2
+            grep -q 'Address already in use' "$NROOT/n$n/error.log" && return 3
             die "node $n (pid $pid) exited during start-up"
         fi
         ((SECONDS < deadline)) || die "node $n not Synced within ${READY_DEADLINE_S}s (state '$st', size '$cs')"
@@ -187,7 +188,7 @@ start_node() { # n bootstrap [size]
         ((rc == 0)) && return 0
         ((rc == 3)) && return 3 # a port was taken meanwhile: the caller picks others
         echo "galera.sh: node $1 failed its gcomm set-up, starting it again (attempt $attempt)" >&2
-        cp "$DIR/n$1/error.log" "$DIR/n$1/error.log.$attempt" 2>/dev/null || true
+        cp "$NROOT/n$1/error.log" "$NROOT/n$1/error.log.$attempt" 2>/dev/null || true
     done
     die "node $1 did not start after 3 attempts"
 }
@@ -219,14 +220,14 @@ start_cluster() {
     : >"$DIR/ports"
     base=$(random_base) || die "no free loopback ports found for three nodes"
     for n in $(seq 1 $NODES); do
-        rm -rf "$DIR/n$n"
-        mkdir -p "$DIR/n$n/data"
+        rm -rf "$NROOT/n$n"
+        mkdir -p "$NROOT/n$n/data"
         echo "BASE$n=$((base + 10 * (n - 1)))" >>"$DIR/ports"
     done
-    chown -R mysql:mysql "$DIR"/n*
-    runuser -u mysql -- test -w "$DIR/n1/data" ||
-        die "user mysql cannot reach $DIR/n1/data: make every parent directory traversable (o+x)"
-    if ! mariadb-install-db --no-defaults --user=mysql --datadir="$DIR/n1/data" \
+    chown -R mysql:mysql "$NROOT"/n*
+    runuser -u mysql -- test -w "$NROOT/n1/data" ||
+        die "user mysql cannot reach $NROOT/n1/data: make every parent directory traversable (o+x)"
+    if ! mariadb-install-db --no-defaults --user=mysql --datadir="$NROOT/n1/data" \
         --auth-root-authentication-method=normal --skip-test-db >"$DIR/install.log" 2>&1; then
         tail -n 30 "$DIR/install.log" >&2
         die "mariadb-install-db failed"
@@ -252,9 +253,7 @@ do_start() {
     [[ -r "$PROVIDER" ]] || die "$PROVIDER missing (install galera-4)"
     getent passwd mysql >/dev/null || die "no 'mysql' user (install mariadb-server)"
     do_stop
-    (( ${#DIR} + 8 < 108 )) || die "DIR is too long for a Unix socket path: $DIR"
-    # mysql must reach its datadir: every parent traversable
-    chmod o+x "$DIR"
+    (( ${#NROOT} + 8 < 108 )) || die "too long for a Unix socket path: $NROOT"
     local attempt rc
     for attempt in 1 2 3; do
         rc=0
@@ -272,7 +271,7 @@ do_start() {
             base=$(base_of "$n")
             hosts="$hosts${hosts:+,}127.0.0.1:$base"
             echo "ROSTER_TEST_GALERA_PORT$n=$base"
-            echo "ROSTER_TEST_GALERA_SOCKET$n=$DIR/n$n/sock"
+            echo "ROSTER_TEST_GALERA_SOCKET$n=$NROOT/n$n/sock"
         done
         echo "ROSTER_TEST_GALERA_HOSTS=$hosts"
         echo "ROSTER_TEST_GALERA_USER=roster"
@@ -290,11 +289,11 @@ do_start() {
 # systemd), so the node rejoins by IST from the others' gcache instead.
 recover_position() { # n
     local n=$1
-    local log="$DIR/n$n/recover.log"
+    local log="$NROOT/n$n/recover.log"
     : >"$log"
     chown mysql:mysql "$log"
-    mariadbd --no-defaults --user=mysql --datadir="$DIR/n$n/data" --socket="$DIR/n$n/recover.sock" \
-        --pid-file="$DIR/n$n/recover.pid" --skip-networking --log-error="$log" \
+    mariadbd --no-defaults --user=mysql --datadir="$NROOT/n$n/data" --socket="$NROOT/n$n/recover.sock" \
+        --pid-file="$NROOT/n$n/recover.pid" --skip-networking --log-error="$log" \
         --innodb-buffer-pool-size=32M --innodb-log-file-size=16M --binlog-format=ROW \
         --wsrep-on=ON --wsrep-provider="$PROVIDER" --wsrep-cluster-address=gcomm:// \
         --wsrep-recover </dev/null >/dev/null 2>&1 || true
@@ -303,7 +302,7 @@ recover_position() { # n
 
 do_restart() { # n
     local n=$1
-    [[ -f "$DIR/env" && -d "$DIR/n$n/data" ]] || die "nothing to restart in $DIR (run start first)"
+    [[ -f "$DIR/env" && -d "$NROOT/n$n/data" ]] || die "nothing to restart in $DIR (run start first)"
     ! node_pid "$n" >/dev/null || die "node $n is still running"
     START_POSITION=$(recover_position "$n")
     if [[ "$START_POSITION" == *:-1 || -z "$START_POSITION" ]]; then
@@ -322,10 +321,26 @@ elif [[ ! -d "$2" ]]; then
     exit 0
 fi
 DIR=$(cd "$2" && pwd -P)
+# The nodes (DIR/n1..n3 in the usage above) live in a directory of their
+# own under /tmp, named in DIR/nodes: mariadbd runs as `mysql`, which must
+# traverse every parent of its datadir, and a build tree inside a private
+# directory (mktemp -d makes them 0700) is not traversable.
+NROOT=$(cat "$DIR/nodes" 2>/dev/null || true)
+[[ -n "$NROOT" && -d "$NROOT" ]] || NROOT=
+if [[ "$1" == start && -z "$NROOT" ]]; then
+    NROOT=$(mktemp -d /tmp/roster-galera.XXXXXX) || die "cannot create a directory in /tmp"
+    chmod 755 "$NROOT"
+    echo "$NROOT" >"$DIR/nodes"
+fi
+[[ -n "$NROOT" ]] || NROOT=$DIR
 
 case "$1" in
 start) [[ $# -eq 2 ]] || usage; do_start ;;
-stop) [[ $# -eq 2 ]] || usage; do_stop ;;
+stop)
+    [[ $# -eq 2 ]] || usage
+    do_stop
+    case "$NROOT" in /tmp/roster-galera.*) rm -rf "$NROOT" "$DIR/nodes" ;; esac
+    ;;
 kill) [[ $# -eq 3 && "$3" =~ ^[1-3]$ ]] || usage; do_kill "$3" ;;
 restart) [[ $# -eq 3 && "$3" =~ ^[1-3]$ ]] || usage; do_restart "$3" ;;
 *) usage ;;
