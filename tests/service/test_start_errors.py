@@ -12,6 +12,7 @@ URLs.
 """
 import os
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +28,16 @@ NOBODY = 65534
 def start_controller(t, args, env=None, as_nobody=False, timeout=EXIT_DEADLINE_S):
     """Runs `roster start controller ARGS` to its exit (it must exit by itself
     within `timeout`); returns (CompletedProcess, seconds)."""
-    cmd = [h.BIN, "start", "controller", "--host", "127.0.0.1", "--port", "0"] + list(args)
+    binary = h.BIN
+    if as_nobody:
+        # nobody must reach the binary: a wrapper such as valgrind checks the
+        # whole path as that user, and the build tree may sit in a private
+        # (0700) directory; a copy in the test's own directory is reachable
+        os.chmod(t.tmp, 0o755)
+        binary = os.path.join(t.tmp, "roster")
+        if not os.path.exists(binary):
+            shutil.copy2(h.BIN, binary)
+    cmd = [binary, "start", "controller", "--host", "127.0.0.1", "--port", "0"] + list(args)
     if os.environ.get("ROSTER_TEST_WRAPPER"):
         cmd = shlex.split(os.environ["ROSTER_TEST_WRAPPER"]) + cmd
         timeout *= 3
