@@ -545,6 +545,9 @@ enum hu_parse
 hu_parser_feed(struct hu_parser *p, const char *data, size_t n, size_t *used)
 {
     *used = 0;
+    if (p->hp.upgrade) {
+        return HU_PARSE_ERROR; /* see below */
+    }
     if (p->complete) {
         return HU_PARSE_DONE;
     }
@@ -555,6 +558,13 @@ hu_parser_feed(struct hu_parser *p, const char *data, size_t n, size_t *used)
         return HU_PARSE_MORE; /* (to http-parser, 0 bytes would mean the end) */
     }
     *used = http_parser_execute(&p->hp, &settings, data, n);
+    if (p->hp.upgrade) {
+        /* an upgrade (101 with Upgrade, CONNECT) answers no request a
+         * worker is sent: an error wherever the pieces were cut (the
+         * parser stops at the end of its head, which may or may not be
+         * the end of a piece) */
+        return HU_PARSE_ERROR;
+    }
     if (p->complete) {
         return HU_PARSE_DONE;
     }
