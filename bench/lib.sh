@@ -1,7 +1,24 @@
 # Shared by the bench/*.sh scripts (source it from the repository root):
 # a Release build in build-bench, a work dir cleaned up on exit with every
 # process in `pids` (and nginx, and a MariaDB in $work/mariadb if any),
-# nginx as the baseline, and wrk output as "rps p50_ms p99_ms non2xx".
+# nginx as the baseline, wrk output as "rps p50_ms p99_ms non2xx", and the
+# results protocol bench/run collects (emit, below).
+#
+# Results protocol. bench/run sets, for every script it runs:
+#   BENCH_RESULTS  a TSV file the script appends result rows to (emit)
+#   BENCH_RUNS     how many times to repeat each measurement (3; 1 quick)
+#   BENCH_QUICK    1 for a short smoke run (small sizes, 2-3 s per point)
+# A row is "key<TAB>x<TAB>run<TAB>value": key is "<bench>.<metric>" with
+# the unit as the metric's suffix (_rps _ms _us _kib _mib _bytes _ratio
+# _count _s _pct), x the curve's parameter (instances, streams, ...) or
+# "-" for a single point, run 1..BENCH_RUNS. Ratios to a baseline are
+# computed per run inside the script (baseline and subject measured back
+# to back) and emitted as their own keys; bench/report.py takes medians
+# and spreads over runs and writes docs/performance.md.
+
+BENCH_RUNS=${BENCH_RUNS:-3}
+BENCH_QUICK=${BENCH_QUICK:-0}
+BENCH_RESULTS=${BENCH_RESULTS:-/dev/null}
 
 scripts/deps.sh bench >&2
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -90,3 +107,21 @@ summarize() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+
+# emit KEY X RUN VALUE: one result row (see the protocol above)
+emit() {
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$BENCH_RESULTS"
+}
+
+# emit_cmd BENCH COMMAND...: records the command that produced BENCH's rows
+emit_cmd() {
+    local b=$1
+    shift
+    printf '#cmd\t%s\t%s\n' "$b" "$*" >>"$BENCH_RESULTS"
+}
+
+# rss_kib PID: resident set size in KiB
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# cpu_ticks PID: user+system CPU time in clock ticks (sysconf CLK_TCK, 100)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -10,8 +10,10 @@
 #                           and what the deployment tests run: Docker and docker-compose,
 #                           debootstrap (the debian:12 base image), podman with runc and
 #                           catatonit (the Kubernetes manifests played), kubectl (kustomize),
-#                           yamllint, and the kubernetes-models npm package
+#                           yamllint, and the kubernetes-models npm package;
+#                           for `bench/run --quick`, wrk, nginx and gnuplot
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
+#                           and gnuplot (the charts)
 # Needs root (or passwordless sudo). Safe to run any number of times.
 set -euo pipefail
 
@@ -20,8 +22,9 @@ build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev 
        libcurl4-openssl-dev libcjson-dev libhttp-parser-dev dpkg-dev)
 test=(mariadb-server mariadb-client galera-4 rsync python3 faketime curl valgrind clang libclang-rt-14-dev
       clang-format chromium systemd man-db groff-base
-      docker.io docker-compose debootstrap yamllint python3-yaml podman runc catatonit)
-bench=(wrk nginx-light mariadb-server mariadb-client curl python3)
+      docker.io docker-compose debootstrap yamllint python3-yaml podman runc catatonit
+      wrk nginx-light gnuplot-nox)
+bench=(wrk nginx-light mariadb-server mariadb-client curl python3 gnuplot-nox)
 
 case "$mode" in
 build) want=("${build[@]}") ;;
