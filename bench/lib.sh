@@ -21,9 +21,15 @@ BENCH_QUICK=${BENCH_QUICK:-0}
 BENCH_RESULTS=${BENCH_RESULTS:-/dev/null}
 
 scripts/deps.sh bench >&2
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-bin=$PWD/build-bench/roster
+# ROSTER_BIN: a roster binary to measure instead (bench/run --bin; CI's
+# smoke run passes its own build rather than making a second one)
+if [ -n "${ROSTER_BIN:-}" ]; then
+    bin=$(realpath "$ROSTER_BIN")
+else
+    cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build-bench -j"$(nproc)" >/dev/null
+    bin=$PWD/build-bench/roster
+fi
 
 work=$(mktemp -d /tmp/roster-bench.XXXXXX)
 pids=()
