@@ -11,7 +11,8 @@
 #      service tests under ThreadSanitizer (scripts/tsan.sh); then every fuzz
 #      target run by libFuzzer (ASan+UBSan) for 60 s, two at a time
 #      (tests/fuzz/run.sh: a crash, leak or hang fails the run and prints
-#      the reproducer);
+#      the reproducer); then `bench/run --quick`, a smoke run of every
+#      benchmark script and of the report they feed (no figure asserted);
 #   4. source checks: clang-format, banned functions, generated docs current;
 #   5. the deployment examples run for real: the Compose HA topology on Docker
 #      (the image built from compose/Dockerfile on a debootstrapped debian:12,
@@ -67,6 +68,11 @@ if [ "$quick" -eq 0 ]; then
 
     step "fuzzing: every target for 60 s, two at a time"
     ROSTER_FUZZ_JOBS=2 tests/fuzz/run.sh 60
+
+    # the benchmark scripts still work (no figure is asserted: speed is
+    # measured by `bench/run`, never by a test); report under build-bench/quick
+    step "benchmarks: bench/run --quick (smoke)"
+    bench/run --quick --bin build/roster
 fi
 
 step "source checks"
