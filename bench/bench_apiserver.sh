@@ -24,6 +24,7 @@
 # apiserver.vs_nginx_proxy_ratio, apiserver.stream_vs_nonstream_ratio,
 # apiserver.stream_vs_direct_ratio, apiserver.stream_events_rps,
 # apiserver.added_p50_ms, apiserver.added_p99_ms, apiserver.non2xx_count.
+# shellcheck disable=SC2154 # NAME_rps etc. are set by measure (bench/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -44,32 +45,18 @@ chat_luas tiny
 wait_chat "http://127.0.0.1:$aport/v1" tiny
 wait_chat "http://127.0.0.1:$pport/v1" tiny
 
-echo "bench: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS runs, work dir $work" >&2
+bench_banner
 path=/v1/chat/completions
 for run in $(seq 1 "$BENCH_RUNS"); do
     echo "bench: run $run/$BENCH_RUNS" >&2
-    d=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$wport$path" "$work/chat.lua")
-    n=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$pport$path" "$work/chat.lua")
-    r=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$aport$path" "$work/chat.lua")
-    ds=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$wport$path" "$work/stream.lua")
-    s=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$aport$path" "$work/stream.lua")
-    dl=$(wrk_run 4 1 "$secs" "http://127.0.0.1:$wport$path" "$work/chat.lua")
-    rl=$(wrk_run 4 1 "$secs" "http://127.0.0.1:$aport$path" "$work/chat.lua")
-    read -r d_rps d_p50 d_p99 d_bad <<<"$d"
-    read -r n_rps n_p50 n_p99 n_bad <<<"$n"
-    read -r r_rps r_p50 r_p99 r_bad <<<"$r"
-    read -r ds_rps ds_p50 ds_p99 ds_bad <<<"$ds"
-    read -r s_rps s_p50 s_p99 s_bad <<<"$s"
-    read -r dl_rps dl_p50 dl_p99 dl_bad <<<"$dl"
-    read -r rl_rps rl_p50 rl_p99 rl_bad <<<"$rl"
+    measure d apiserver.direct 32 2 "http://127.0.0.1:$wport$path" "$work/chat.lua"
+    measure n apiserver.nginx_proxy 32 2 "http://127.0.0.1:$pport$path" "$work/chat.lua"
+    measure r apiserver.chat 32 2 "http://127.0.0.1:$aport$path" "$work/chat.lua"
+    measure ds apiserver.direct_stream 32 2 "http://127.0.0.1:$wport$path" "$work/stream.lua"
+    measure s apiserver.stream 32 2 "http://127.0.0.1:$aport$path" "$work/stream.lua"
+    measure dl apiserver.direct_c4 4 1 "http://127.0.0.1:$wport$path" "$work/chat.lua"
+    measure rl apiserver.chat_c4 4 1 "http://127.0.0.1:$aport$path" "$work/chat.lua"
 
-    emit_wrk apiserver.direct "$run" "$d"
-    emit_wrk apiserver.nginx_proxy "$run" "$n"
-    emit_wrk apiserver.chat "$run" "$r"
-    emit_wrk apiserver.direct_stream "$run" "$ds"
-    emit_wrk apiserver.stream "$run" "$s"
-    emit_wrk apiserver.direct_c4 "$run" "$dl"
-    emit_wrk apiserver.chat_c4 "$run" "$rl"
     emit apiserver.nginx_proxy_vs_direct_ratio - "$run" "$(ratio "$n_rps" "$d_rps")"
     emit apiserver.vs_nginx_proxy_ratio - "$run" "$(ratio "$r_rps" "$n_rps")"
     emit apiserver.stream_vs_nonstream_ratio - "$run" "$(ratio "$s_rps" "$r_rps")"
@@ -80,20 +67,16 @@ for run in $(seq 1 "$BENCH_RUNS"); do
     emit apiserver.non2xx_count - "$run" \
         "$((d_bad + n_bad + r_bad + ds_bad + s_bad + dl_bad + rl_bad))"
 
-    printf '\nrun %d/%d, %ss per line\n' "$run" "$BENCH_RUNS" "$secs"
-    printf '%-38s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker (-c32)" "$d_rps" "$d_p50" "$d_p99" \
-        "non-2xx $d_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "nginx proxy_pass, keepalive (-c32)" "$n_rps" "$n_p50" \
-        "$n_p99" "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c32)" "$r_rps" "$r_p50" "$r_p99" \
+    table_head 38 "$run"
+    table_row 38 "direct to the worker (-c32)" "$d" "non-2xx $d_bad"
+    table_row 38 "nginx proxy_pass, keepalive (-c32)" "$n" \
+        "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
+    table_row 38 "roster apiserver (-c32)" "$r" \
         "x$(ratio "$r_rps" "$n_rps") nginx (target 0.8); non-2xx $r_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker, stream (-c32)" "$ds_rps" "$ds_p50" \
-        "$ds_p99" "non-2xx $ds_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver, stream (-c32)" "$s_rps" "$s_p50" \
-        "$s_p99" "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5), x$(ratio "$s_rps" "$ds_rps") direct; non-2xx $s_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker (-c4)" "$dl_rps" "$dl_p50" "$dl_p99" \
-        "non-2xx $dl_bad"
-    printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c4)" "$rl_rps" "$rl_p50" "$rl_p99" \
+    table_row 38 "direct to the worker, stream (-c32)" "$ds" "non-2xx $ds_bad"
+    table_row 38 "roster apiserver, stream (-c32)" "$s" \
+        "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5), x$(ratio "$s_rps" "$ds_rps") direct; non-2xx $s_bad"
+    table_row 38 "direct to the worker (-c4)" "$dl" "non-2xx $dl_bad"
+    table_row 38 "roster apiserver (-c4)" "$rl" \
         "added p50 $(sub "$rl_p50" "$dl_p50") ms (target 0.2), p99 $(sub "$rl_p99" "$dl_p99") ms (target 2); non-2xx $rl_bad"
 done

@@ -26,6 +26,7 @@
 # webserver.added_p50_ms, webserver.added_p99_ms, webserver.non2xx_count,
 # webserver.dash_instances_count, webserver.dash_{state,page}_{median_ms,
 # max_ms,bytes}.
+# shellcheck disable=SC2154 # NAME_rps etc. are set by measure (bench/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -102,13 +103,13 @@ timed() { # url -> "median_ms max_ms bytes"
     done | sort -n | awk '{t[NR]=$1*1000; b=$2} END {printf "%.2f %.2f %d\n", t[int((NR+1)/2)], t[NR], b}'
 }
 
-echo "bench: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS runs, work dir $work" >&2
+bench_banner
 path=/v1/chat/completions
 for run in $(seq 1 "$BENCH_RUNS"); do
     echo "bench: run $run/$BENCH_RUNS" >&2
-    d=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$chat_port$path" "$work/chat.lua")
-    n=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$pport$path" "$work/chat.lua")
-    r=$(wrk_run 32 2 "$secs" "$web$path" "$work/chat.lua")
+    measure d webserver.direct 32 2 "http://127.0.0.1:$chat_port$path" "$work/chat.lua"
+    measure n webserver.nginx_proxy 32 2 "http://127.0.0.1:$pport$path" "$work/chat.lua"
+    measure r webserver.chat 32 2 "$web$path" "$work/chat.lua"
     # a dashboard open: its live feed (a state every second, events as they come)
     curl -sfN "$web/api/dashboard/stream" >"$work/feed.txt" &
     feed=$!
@@ -117,27 +118,15 @@ for run in $(seq 1 "$BENCH_RUNS"); do
         grep -q '^event: state' "$work/feed.txt" && break
         sleep 0.1
     done
-    f=$(wrk_run 32 2 "$secs" "$web$path" "$work/chat.lua")
+    measure f webserver.feed_chat 32 2 "$web$path" "$work/chat.lua"
     kill "$feed" 2>/dev/null || true
     wait "$feed" 2>/dev/null || true
     feed_states=$(grep -c '^event: state' "$work/feed.txt" || true)
-    dl=$(wrk_run 4 1 "$secs" "http://127.0.0.1:$chat_port$path" "$work/chat.lua")
-    rl=$(wrk_run 4 1 "$secs" "$web$path" "$work/chat.lua")
+    measure dl webserver.direct_c4 4 1 "http://127.0.0.1:$chat_port$path" "$work/chat.lua"
+    measure rl webserver.chat_c4 4 1 "$web$path" "$work/chat.lua"
     read -r st_med st_max st_bytes < <(timed "$web/api/dashboard/state")
     read -r pg_med pg_max pg_bytes < <(timed "$web/api/dashboard/instances?model=$page_model&limit=50")
-    read -r d_rps d_p50 d_p99 d_bad <<<"$d"
-    read -r n_rps n_p50 n_p99 n_bad <<<"$n"
-    read -r r_rps r_p50 r_p99 r_bad <<<"$r"
-    read -r f_rps f_p50 f_p99 f_bad <<<"$f"
-    read -r dl_rps dl_p50 dl_p99 dl_bad <<<"$dl"
-    read -r rl_rps rl_p50 rl_p99 rl_bad <<<"$rl"
 
-    emit_wrk webserver.direct "$run" "$d"
-    emit_wrk webserver.nginx_proxy "$run" "$n"
-    emit_wrk webserver.chat "$run" "$r"
-    emit_wrk webserver.feed_chat "$run" "$f"
-    emit_wrk webserver.direct_c4 "$run" "$dl"
-    emit_wrk webserver.chat_c4 "$run" "$rl"
     emit webserver.nginx_proxy_vs_direct_ratio - "$run" "$(ratio "$n_rps" "$d_rps")"
     emit webserver.vs_nginx_proxy_ratio - "$run" "$(ratio "$r_rps" "$n_rps")"
     emit webserver.feed_vs_plain_ratio - "$run" "$(ratio "$f_rps" "$r_rps")"
@@ -153,19 +142,16 @@ for run in $(seq 1 "$BENCH_RUNS"); do
     emit webserver.dash_page_max_ms - "$run" "$pg_max"
     emit webserver.dash_page_bytes - "$run" "$pg_bytes"
 
-    printf '\nrun %d/%d, %ss per line\n' "$run" "$BENCH_RUNS" "$secs"
-    printf '%-42s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "direct to the builtin worker (-c32)" "$d_rps" "$d_p50" \
-        "$d_p99" "non-2xx $d_bad"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "nginx proxy_pass to it, keepalive (-c32)" "$n_rps" \
-        "$n_p50" "$n_p99" "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "roster webserver, embedded (-c32)" "$r_rps" "$r_p50" \
-        "$r_p99" "x$(ratio "$r_rps" "$n_rps") nginx; non-2xx $r_bad"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "  ... with a dashboard feed open" "$f_rps" "$f_p50" \
-        "$f_p99" "x$(ratio "$f_rps" "$r_rps") without; $feed_states states received; non-2xx $f_bad"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "direct to the builtin worker (-c4)" "$dl_rps" "$dl_p50" \
-        "$dl_p99" "non-2xx $dl_bad"
-    printf '%-42s %10d %9.3f %9.3f %s\n' "roster webserver (-c4)" "$rl_rps" "$rl_p50" "$rl_p99" \
+    table_head 42 "$run"
+    table_row 42 "direct to the builtin worker (-c32)" "$d" "non-2xx $d_bad"
+    table_row 42 "nginx proxy_pass to it, keepalive (-c32)" "$n" \
+        "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
+    table_row 42 "roster webserver, embedded (-c32)" "$r" \
+        "x$(ratio "$r_rps" "$n_rps") nginx; non-2xx $r_bad"
+    table_row 42 "  ... with a dashboard feed open" "$f" \
+        "x$(ratio "$f_rps" "$r_rps") without; $feed_states states received; non-2xx $f_bad"
+    table_row 42 "direct to the builtin worker (-c4)" "$dl" "non-2xx $dl_bad"
+    table_row 42 "roster webserver (-c4)" "$rl" \
         "added p50 $(sub "$rl_p50" "$dl_p50") ms, p99 $(sub "$rl_p99" "$dl_p99") ms; non-2xx $rl_bad"
     printf '\n%-42s %10s %9s %9s\n' "dashboard, $instances instances" "bytes" "median ms" "max ms"
     printf '%-42s %10d %9.2f %9.2f\n' "GET /api/dashboard/state ($models models)" "$st_bytes" \

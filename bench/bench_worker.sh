@@ -29,6 +29,7 @@
 # worker.proxied_vs_direct_ratio, worker.proxied_added_p50_ms,
 # worker.proxied_stream_vs_direct_ratio, worker.proxied_stream_events_rps,
 # worker.non2xx_count.
+# shellcheck disable=SC2154 # NAME_rps etc. are set by measure (bench/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -54,29 +55,17 @@ wait_chat "http://127.0.0.1:$llm/v1" tiny
 wait_chat "http://127.0.0.1:$proxy/v1" tiny
 curl -sf "http://127.0.0.1:$emb/v1/embeddings" -d '{"model":"emb","input":"x"}' >/dev/null
 
-echo "bench: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS runs, work dir $work" >&2
+bench_banner
 path=/v1/chat/completions
 for run in $(seq 1 "$BENCH_RUNS"); do
     echo "bench: run $run/$BENCH_RUNS" >&2
-    ng=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$nport/")
-    ch=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$llm$path" "$work/chat.lua")
-    em=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$emb/v1/embeddings" "$work/emb.lua")
-    st=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$llm$path" "$work/stream.lua")
-    pc=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$proxy$path" "$work/chat.lua")
-    ps=$(wrk_run 32 2 "$secs" "http://127.0.0.1:$proxy$path" "$work/stream.lua")
-    read -r ng_rps ng_p50 ng_p99 _ <<<"$ng"
-    read -r ch_rps ch_p50 ch_p99 ch_bad <<<"$ch"
-    read -r em_rps em_p50 em_p99 em_bad <<<"$em"
-    read -r st_rps st_p50 st_p99 st_bad <<<"$st"
-    read -r pc_rps pc_p50 pc_p99 pc_bad <<<"$pc"
-    read -r ps_rps ps_p50 ps_p99 ps_bad <<<"$ps"
+    measure ng worker.nginx 32 2 "http://127.0.0.1:$nport/"
+    measure ch worker.chat 32 2 "http://127.0.0.1:$llm$path" "$work/chat.lua"
+    measure em worker.embeddings 32 2 "http://127.0.0.1:$emb/v1/embeddings" "$work/emb.lua"
+    measure st worker.stream 32 2 "http://127.0.0.1:$llm$path" "$work/stream.lua"
+    measure pc worker.proxied_chat 32 2 "http://127.0.0.1:$proxy$path" "$work/chat.lua"
+    measure ps worker.proxied_stream 32 2 "http://127.0.0.1:$proxy$path" "$work/stream.lua"
 
-    emit_wrk worker.nginx "$run" "$ng"
-    emit_wrk worker.chat "$run" "$ch"
-    emit_wrk worker.embeddings "$run" "$em"
-    emit_wrk worker.stream "$run" "$st"
-    emit_wrk worker.proxied_chat "$run" "$pc"
-    emit_wrk worker.proxied_stream "$run" "$ps"
     emit worker.chat_vs_nginx_ratio - "$run" "$(ratio "$ch_rps" "$ng_rps")"
     emit worker.embeddings_vs_nginx_ratio - "$run" "$(ratio "$em_rps" "$ng_rps")"
     emit worker.stream_events_rps - "$run" "$((st_rps * 19))"
@@ -87,17 +76,16 @@ for run in $(seq 1 "$BENCH_RUNS"); do
     emit worker.proxied_stream_events_rps - "$run" "$((ps_rps * 19))"
     emit worker.non2xx_count - "$run" "$((ch_bad + em_bad + st_bad + pc_bad + ps_bad))"
 
-    printf '\nrun %d/%d, %ss per line\n' "$run" "$BENCH_RUNS" "$secs"
-    printf '%-34s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "nginx return 200 (2 workers)" "$ng_rps" "$ng_p50" "$ng_p99" "baseline"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "chat, non-stream, 16 tokens" "$ch_rps" "$ch_p50" "$ch_p99" \
+    table_head 34 "$run"
+    table_row 34 "nginx return 200 (2 workers)" "$ng" "baseline"
+    table_row 34 "chat, non-stream, 16 tokens" "$ch" \
         "x$(ratio "$ch_rps" "$ng_rps") nginx; non-2xx $ch_bad"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "embeddings, 1 input, 384 dims" "$em_rps" "$em_p50" "$em_p99" \
+    table_row 34 "embeddings, 1 input, 384 dims" "$em" \
         "x$(ratio "$em_rps" "$ng_rps") nginx; non-2xx $em_bad"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "chat, stream, 16 tokens" "$st_rps" "$st_p50" "$st_p99" \
+    table_row 34 "chat, stream, 16 tokens" "$st" \
         "$((st_rps * 19)) SSE events/s; x$(ratio "$st_rps" "$ch_rps") non-stream; non-2xx $st_bad"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "proxied chat, non-stream" "$pc_rps" "$pc_p50" "$pc_p99" \
+    table_row 34 "proxied chat, non-stream" "$pc" \
         "x$(ratio "$pc_rps" "$ch_rps") direct; +$(sub "$pc_p50" "$ch_p50") ms p50; non-2xx $pc_bad"
-    printf '%-34s %10d %9.3f %9.3f %s\n' "proxied chat, stream" "$ps_rps" "$ps_p50" "$ps_p99" \
+    table_row 34 "proxied chat, stream" "$ps" \
         "x$(ratio "$ps_rps" "$st_rps") direct; $((ps_rps * 19)) SSE events/s; non-2xx $ps_bad"
 done

@@ -209,3 +209,33 @@ emit_wrk() {
     emit "$1_p50_ms" - "$2" "$p50"
     emit "$1_p99_ms" - "$2" "$p99"
 }
+
+# bench_banner: the progress line that starts the measurements
+bench_banner() {
+    echo "bench: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS runs, work dir $work" >&2
+}
+
+# table_head WIDTH RUN: the human table's head for run RUN
+table_head() {
+    printf '\nrun %d/%d, %ss per line\n' "$2" "$BENCH_RUNS" "$secs"
+    printf "%-$1s %10s %9s %9s %s\n" "measurement" "req/s" "p50 ms" "p99 ms" "notes"
+}
+
+# table_row WIDTH LABEL "rps p50 p99 non2xx" NOTES: one line of it
+table_row() {
+    local rps p50 p99 _bad
+    read -r rps p50 p99 _bad <<<"$3"
+    printf "%-$1s %10d %9.3f %9.3f %s\n" "$2" "$rps" "$p50" "$p99" "$4"
+}
+
+# measure NAME KEY CONNS THREADS URL [SCRIPT]: one wrk measurement (secs
+# long) in run $run: emits KEY_rps, KEY_p50_ms and KEY_p99_ms (emit_wrk)
+# and sets NAME to wrk_run's "rps p50_ms p99_ms non2xx", and NAME_rps,
+# NAME_p50, NAME_p99 and NAME_bad to its fields
+measure() {
+    local res
+    res=$(wrk_run "$3" "$4" "$secs" "$5" "${6:-}")
+    printf -v "$1" '%s' "$res"
+    read -r "$1_rps" "$1_p50" "$1_p99" "$1_bad" <<<"$res"
+    emit_wrk "$2" "$run" "$res"
+}
