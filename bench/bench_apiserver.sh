@@ -6,7 +6,7 @@
 # wrk and prints figures and ratios measured in the same run (compare
 # ratios, not absolute numbers: these machines are noisy).
 #
-#   bench/bench_apiserver.sh [SECONDS]      (default 5 s per measurement, 2 quick)
+#   bench/bench_apiserver.sh [SECONDS]      (default 4 s per measurement, 2 quick)
 #
 # Measurements (POST /v1/chat/completions, 16 tokens, temperature 0), all
 # repeated BENCH_RUNS times, the baselines re-measured in each run:
@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-secs=$(bench_secs "${1:-}")
+secs=$(bench_secs "${1:-}" 4)
 emit_cmd apiserver "bench/bench_apiserver.sh"
 
 start_role ctl controller --registry_db_name "$work/registry.db"

@@ -6,7 +6,7 @@
 # in the same run. Prints figures and ratios (compare ratios: these
 # machines are noisy).
 #
-#   bench/bench_webserver.sh [SECONDS]      (default 4 s per measurement, 2 quick)
+#   bench/bench_webserver.sh [SECONDS]      (default 3 s per measurement, 2 quick)
 #
 # Measurements (POST /v1/chat/completions, 16 tokens, temperature 0), all
 # repeated BENCH_RUNS times, the baselines re-measured in each run:
@@ -31,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-secs=$(bench_secs "${1:-}" 4)
+secs=$(bench_secs "${1:-}" 3)
 models=100 timed_n=20
 [ "$BENCH_QUICK" = 1 ] && models=10 timed_n=10
 emit_cmd webserver "bench/bench_webserver.sh"
