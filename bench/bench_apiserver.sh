@@ -6,9 +6,10 @@
 # wrk and prints figures and ratios measured in the same run (compare
 # ratios, not absolute numbers: these machines are noisy).
 #
-#   bench/bench_apiserver.sh [SECONDS]      (default 10 s per measurement)
+#   bench/bench_apiserver.sh [SECONDS]      (default 4 s per measurement, 2 quick)
 #
-# Measurements (POST /v1/chat/completions, 16 tokens, temperature 0):
+# Measurements (POST /v1/chat/completions, 16 tokens, temperature 0), all
+# repeated BENCH_RUNS times, the baselines re-measured in each run:
 #   throughput  wrk -t2 -c32: direct to the worker, through nginx, through
 #               roster (non-stream); streaming (19 SSE events) direct and
 #               through roster
@@ -16,75 +17,66 @@
 #               roster's added latency = its p50/p99 minus direct's
 # Targets (issue 4): roster >= 0.8x nginx through the same worker; added
 # p50 <= 0.2 ms and p99 <= 2 ms; streaming >= 0.5x roster's non-stream.
+#
+# Rows (bench/lib.sh's protocol; x "-"; per run): apiserver.{direct,
+# nginx_proxy,chat,direct_stream,stream,direct_c4,chat_c4}_{rps,p50_ms,
+# p99_ms}, apiserver.nginx_proxy_vs_direct_ratio,
+# apiserver.vs_nginx_proxy_ratio, apiserver.stream_vs_nonstream_ratio,
+# apiserver.stream_vs_direct_ratio, apiserver.stream_events_rps,
+# apiserver.added_p50_ms, apiserver.added_p99_ms, apiserver.non2xx_count.
+# shellcheck disable=SC2154 # NAME_rps etc. are set by measure (bench/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-10}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+secs=$(bench_secs "${1:-}" 4)
+emit_cmd apiserver "bench/bench_apiserver.sh"
 
-"$bin" start controller --host 127.0.0.1 --port 0 --port_file "$work/ctl.port" \
-    --registry_db_name "$work/registry.db" --log_level error >"$work/ctl.log" 2>&1 &
-pids+=($!)
-ctl=$(wait_port_file "$work/ctl.port")
-"$bin" start worker --model_name tiny --host 127.0.0.1 --port 0 --port_file "$work/w.port" \
-    --controller_addr "http://127.0.0.1:$ctl" --concurrency 256 --log_level error \
-    >"$work/w.log" 2>&1 &
-pids+=($!)
-wport=$(wait_port_file "$work/w.port")
-"$bin" start apiserver --host 127.0.0.1 --port 0 --port_file "$work/api.port" \
-    --controller_addr "http://127.0.0.1:$ctl" --access_log false --log_level error \
-    >"$work/api.log" 2>&1 &
-pids+=($!)
-aport=$(wait_port_file "$work/api.port")
+start_role ctl controller --registry_db_name "$work/registry.db"
+ctl=$(port_of ctl)
+start_role w worker --model_name tiny --controller_addr "http://127.0.0.1:$ctl" --concurrency 256
+start_role api apiserver --controller_addr "http://127.0.0.1:$ctl" --access_log false
+wport=$(port_of w)
+aport=$(port_of api)
 start_nginx_proxy "$wport"
 
-chat='{"model":"tiny","messages":[{"role":"user","content":"How does a worker register?"}],"temperature":0,"max_tokens":16}'
-cat >"$work/chat.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[$chat]]
-function response(status, headers, body)
-  if status ~= 200 then bad = (bad or 0) + 1 end
-end
-LUA
-sed "s/\"max_tokens\":16}/\"max_tokens\":16,\"stream\":true}/" "$work/chat.lua" >"$work/stream.lua"
-
+chat_luas tiny
 # the apiserver routes once the worker's registration reaches its table
-for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$aport/v1/chat/completions" -d "$chat" >/dev/null && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$aport/v1/chat/completions" -d "$chat" >/dev/null
-curl -sf "http://127.0.0.1:$pport/v1/chat/completions" -d "$chat" >/dev/null
-curl -sfN "http://127.0.0.1:$aport/v1/chat/completions" -d "${chat%\}},\"stream\":true}" |
-    grep -q '^data: \[DONE\]'
+wait_chat "http://127.0.0.1:$aport/v1" tiny
+wait_chat "http://127.0.0.1:$pport/v1" tiny
 
-run() { # conns threads url script
-    wrk -t"$2" -c"$1" -d"${secs}s" --latency -s "$4" "$3" | summarize
-}
-
-echo "bench: $(nproc) CPUs, ${secs}s per run, work dir $work" >&2
+bench_banner
 path=/v1/chat/completions
-read -r d_rps d_p50 d_p99 d_bad < <(run 32 2 "http://127.0.0.1:$wport$path" "$work/chat.lua")
-read -r n_rps n_p50 n_p99 n_bad < <(run 32 2 "http://127.0.0.1:$pport$path" "$work/chat.lua")
-read -r r_rps r_p50 r_p99 r_bad < <(run 32 2 "http://127.0.0.1:$aport$path" "$work/chat.lua")
-read -r ds_rps ds_p50 ds_p99 _ < <(run 32 2 "http://127.0.0.1:$wport$path" "$work/stream.lua")
-read -r s_rps s_p50 s_p99 s_bad < <(run 32 2 "http://127.0.0.1:$aport$path" "$work/stream.lua")
-read -r dl_rps dl_p50 dl_p99 _ < <(run 4 1 "http://127.0.0.1:$wport$path" "$work/chat.lua")
-read -r rl_rps rl_p50 rl_p99 rl_bad < <(run 4 1 "http://127.0.0.1:$aport$path" "$work/chat.lua")
+for run in $(seq 1 "$BENCH_RUNS"); do
+    echo "bench: run $run/$BENCH_RUNS" >&2
+    measure d apiserver.direct 32 2 "http://127.0.0.1:$wport$path" "$work/chat.lua"
+    measure n apiserver.nginx_proxy 32 2 "http://127.0.0.1:$pport$path" "$work/chat.lua"
+    measure r apiserver.chat 32 2 "http://127.0.0.1:$aport$path" "$work/chat.lua"
+    measure ds apiserver.direct_stream 32 2 "http://127.0.0.1:$wport$path" "$work/stream.lua"
+    measure s apiserver.stream 32 2 "http://127.0.0.1:$aport$path" "$work/stream.lua"
+    measure dl apiserver.direct_c4 4 1 "http://127.0.0.1:$wport$path" "$work/chat.lua"
+    measure rl apiserver.chat_c4 4 1 "http://127.0.0.1:$aport$path" "$work/chat.lua"
 
-sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a-b}'; }
-printf '\n%-38s %10s %9s %9s %s\n' "measurement" "req/s" "p50 ms" "p99 ms" "notes"
-printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker (-c32)" "$d_rps" "$d_p50" "$d_p99" \
-    "non-2xx $d_bad"
-printf '%-38s %10d %9.3f %9.3f %s\n' "nginx proxy_pass, keepalive (-c32)" "$n_rps" "$n_p50" \
-    "$n_p99" "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
-printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c32)" "$r_rps" "$r_p50" "$r_p99" \
-    "x$(ratio "$r_rps" "$n_rps") nginx (target 0.8); non-2xx $r_bad"
-printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker, stream (-c32)" "$ds_rps" "$ds_p50" \
-    "$ds_p99" ""
-printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver, stream (-c32)" "$s_rps" "$s_p50" \
-    "$s_p99" "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5), x$(ratio "$s_rps" "$ds_rps") direct; non-2xx $s_bad"
-printf '%-38s %10d %9.3f %9.3f %s\n' "direct to the worker (-c4)" "$dl_rps" "$dl_p50" "$dl_p99" ""
-printf '%-38s %10d %9.3f %9.3f %s\n' "roster apiserver (-c4)" "$rl_rps" "$rl_p50" "$rl_p99" \
-    "added p50 $(sub "$rl_p50" "$dl_p50") ms (target 0.2), p99 $(sub "$rl_p99" "$dl_p99") ms (target 2); non-2xx $rl_bad"
+    emit apiserver.nginx_proxy_vs_direct_ratio - "$run" "$(ratio "$n_rps" "$d_rps")"
+    emit apiserver.vs_nginx_proxy_ratio - "$run" "$(ratio "$r_rps" "$n_rps")"
+    emit apiserver.stream_vs_nonstream_ratio - "$run" "$(ratio "$s_rps" "$r_rps")"
+    emit apiserver.stream_vs_direct_ratio - "$run" "$(ratio "$s_rps" "$ds_rps")"
+    emit apiserver.stream_events_rps - "$run" "$((s_rps * 19))"
+    emit apiserver.added_p50_ms - "$run" "$(sub "$rl_p50" "$dl_p50")"
+    emit apiserver.added_p99_ms - "$run" "$(sub "$rl_p99" "$dl_p99")"
+    emit apiserver.non2xx_count - "$run" \
+        "$((d_bad + n_bad + r_bad + ds_bad + s_bad + dl_bad + rl_bad))"
+
+    table_head 38 "$run"
+    table_row 38 "direct to the worker (-c32)" "$d" "non-2xx $d_bad"
+    table_row 38 "nginx proxy_pass, keepalive (-c32)" "$n" \
+        "x$(ratio "$n_rps" "$d_rps") direct; non-2xx $n_bad"
+    table_row 38 "roster apiserver (-c32)" "$r" \
+        "x$(ratio "$r_rps" "$n_rps") nginx (target 0.8); non-2xx $r_bad"
+    table_row 38 "direct to the worker, stream (-c32)" "$ds" "non-2xx $ds_bad"
+    table_row 38 "roster apiserver, stream (-c32)" "$s" \
+        "x$(ratio "$s_rps" "$r_rps") non-stream (target 0.5), x$(ratio "$s_rps" "$ds_rps") direct; non-2xx $s_bad"
+    table_row 38 "direct to the worker (-c4)" "$dl" "non-2xx $dl_bad"
+    table_row 38 "roster apiserver (-c4)" "$rl" \
+        "added p50 $(sub "$rl_p50" "$dl_p50") ms (target 0.2), p99 $(sub "$rl_p99" "$dl_p99") ms (target 2); non-2xx $rl_bad"
+done

@@ -20,14 +20,16 @@ BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_QUICK=${BENCH_QUICK:-0}
 BENCH_RESULTS=${BENCH_RESULTS:-/dev/null}
 
-scripts/deps.sh bench >&2
+# bench/run installs and builds once, then sets BENCH_PREPARED=1 and
+# ROSTER_BIN for every script it runs.
+[ "${BENCH_PREPARED:-0}" = 1 ] || scripts/deps.sh bench >&2
 # ROSTER_BIN: a roster binary to measure instead (bench/run --bin; CI's
 # smoke run passes its own build rather than making a second one)
 if [ -n "${ROSTER_BIN:-}" ]; then
     bin=$(realpath "$ROSTER_BIN")
 else
     cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build build-bench -j"$(nproc)" >/dev/null
+    cmake --build build-bench -j"$(nproc)" --target roster >/dev/null
     bin=$PWD/build-bench/roster
 fi
 
@@ -131,3 +133,117 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # cpu_ticks PID: user+system CPU time in clock ticks (sysconf CLK_TCK, 100)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# ---- shared by bench_worker.sh, bench_apiserver.sh, bench_webserver.sh ----
+
+# bench_secs [SECONDS [FULL]]: seconds per measurement: SECONDS if given
+# and not empty, else 2 in quick mode and FULL (default 5) otherwise
+bench_secs() {
+    if [ -n "${1:-}" ]; then
+        echo "$1"
+    elif [ "$BENCH_QUICK" = 1 ]; then
+        echo 2
+    else
+        echo "${2:-5}"
+    fi
+}
+
+# start_role NAME ROLE [ARGS...]: starts `roster start ROLE` on a free
+# loopback port (written to $work/NAME.port, log in $work/NAME.log) and
+# adds it to pids (call it directly, not in a subshell); port_of NAME
+# then waits for and prints its port.
+start_role() {
+    local name=$1 role=$2
+    shift 2
+    "$bin" start "$role" --host 127.0.0.1 --port 0 --port_file "$work/$name.port" \
+        --log_level error "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
+port_of() { wait_port_file "$work/$1.port"; }
+
+# chat_body MODEL [stream]: the benchmarks' chat request (16 tokens,
+# temperature 0), streamed if a second argument is given
+chat_body() {
+    printf '{"model":"%s","messages":[{"role":"user","content":"How does a worker register?"}],"temperature":0,"max_tokens":16%s}' \
+        "$1" "${2:+,\"stream\":true}"
+}
+
+# post_lua FILE BODY: a wrk script posting BODY as JSON
+post_lua() {
+    cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[$2]]
+function response(status, headers, body)
+  if status ~= 200 then bad = (bad or 0) + 1 end
+end
+LUA
+}
+
+# chat_luas MODEL: writes $work/chat.lua and $work/stream.lua (chat_body)
+chat_luas() {
+    post_lua "$work/chat.lua" "$(chat_body "$1")"
+    post_lua "$work/stream.lua" "$(chat_body "$1" stream)"
+}
+
+# wait_chat URL MODEL: polls (10 s deadline) until a chat at URL (.../v1)
+# answers 200, e.g. an apiserver once a worker's registration reaches its
+# table; then checks that a stream ends with [DONE]
+wait_chat() {
+    local body
+    body=$(chat_body "$2")
+    for _ in $(seq 1 100); do
+        curl -sf "$1/chat/completions" -d "$body" >/dev/null && break
+        sleep 0.1
+    done
+    curl -sf "$1/chat/completions" -d "$body" >/dev/null
+    curl -sfN "$1/chat/completions" -d "$(chat_body "$2" stream)" | grep -q '^data: \[DONE\]'
+}
+
+# wrk_run CONNS THREADS SECS URL [SCRIPT]: "rps p50_ms p99_ms non2xx"
+wrk_run() {
+    wrk -t"$2" -c"$1" -d"$3s" --latency ${5:+-s "$5"} "$4" | summarize
+}
+
+# sub A B: A - B to 3 decimals
+sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a-b}'; }
+
+# emit_wrk KEY RUN "rps p50 p99 non2xx": KEY_rps, KEY_p50_ms, KEY_p99_ms
+# (x "-"); the non-2xx count is the caller's to report
+emit_wrk() {
+    local rps p50 p99 _bad
+    read -r rps p50 p99 _bad <<<"$3"
+    emit "$1_rps" - "$2" "$rps"
+    emit "$1_p50_ms" - "$2" "$p50"
+    emit "$1_p99_ms" - "$2" "$p99"
+}
+
+# bench_banner: the progress line that starts the measurements
+bench_banner() {
+    echo "bench: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS runs, work dir $work" >&2
+}
+
+# table_head WIDTH RUN: the human table's head for run RUN
+table_head() {
+    printf '\nrun %d/%d, %ss per line\n' "$2" "$BENCH_RUNS" "$secs"
+    printf "%-$1s %10s %9s %9s %s\n" "measurement" "req/s" "p50 ms" "p99 ms" "notes"
+}
+
+# table_row WIDTH LABEL "rps p50 p99 non2xx" NOTES: one line of it
+table_row() {
+    local rps p50 p99 _bad
+    read -r rps p50 p99 _bad <<<"$3"
+    printf "%-$1s %10d %9.3f %9.3f %s\n" "$2" "$rps" "$p50" "$p99" "$4"
+}
+
+# measure NAME KEY CONNS THREADS URL [SCRIPT]: one wrk measurement (secs
+# long) in run $run: emits KEY_rps, KEY_p50_ms and KEY_p99_ms (emit_wrk)
+# and sets NAME to wrk_run's "rps p50_ms p99_ms non2xx", and NAME_rps,
+# NAME_p50, NAME_p99 and NAME_bad to its fields
+measure() {
+    local res
+    res=$(wrk_run "$3" "$4" "$secs" "$5" "${6:-}")
+    printf -v "$1" '%s' "$res"
+    read -r "$1_rps" "$1_p50" "$1_p99" "$1_bad" <<<"$res"
+    emit_wrk "$2" "$run" "$res"
+}

@@ -22,12 +22,12 @@
 #include "fuzz.h"
 #include "json_check.h"
 #include "json_write.h"
+#include "split_check.h"
 #include "sse.h"
 #include "wrk.h"
 
 struct frames {
-    struct buf all; /* each frame, then its length as 4 bytes */
-    size_t n;
+    struct split_record rec; /* first: the frames */
     size_t max;
     /* part 2: the texts read back */
     const char *want[3];
@@ -45,13 +45,13 @@ read_frame(const char *p, size_t n, struct frames *f)
     if (json_parse(p, n, 16, &root, err, sizeof(err)) != 0) {
         FUZZ_ASSERT(root == NULL && err[0]);
         /* a frame the worker wrote from valid text always parses */
-        FUZZ_ASSERT(!f->want[0] || f->n >= 3 || !f->valid[f->n]);
+        FUZZ_ASSERT(!f->want[0] || f->rec.n >= 3 || !f->valid[f->rec.n]);
         return;
     }
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "error_code");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
     if (f->want[0]) {
-        size_t k = f->n;
+        size_t k = f->rec.n;
         FUZZ_ASSERT(k < 3);
         FUZZ_ASSERT(cJSON_IsNumber(code) && code->valueint == 0);
         FUZZ_ASSERT(cJSON_IsString(text));
@@ -67,23 +67,22 @@ static int
 on_frame(void *arg, const char *p, size_t n)
 {
     struct frames *f = arg;
-    uint32_t len = (uint32_t)n;
 
     FUZZ_ASSERT(n <= f->max);
     FUZZ_ASSERT(!memchr(p, '\0', n));
     read_frame(p, n, f);
-    FUZZ_ASSERT(buf_append(&f->all, p, n) == 0);
-    FUZZ_ASSERT(buf_append(&f->all, &len, sizeof(len)) == 0);
-    f->n++;
+    split_record_put(&f->rec, p, n);
     return 0;
 }
 
 /* The reference split: frames end at each NUL. */
 static int
-reference(const char *p, size_t n, struct frames *f, size_t *pending)
+reference(const char *p, size_t n, unsigned seed, struct split_record *r, size_t *pending)
 {
+    struct frames *f = (struct frames *)r;
     size_t start = 0;
 
+    (void)seed;
     for (size_t i = 0; i < n; i++) {
         if (p[i] != '\0') {
             if (i + 1 - start > f->max) {
@@ -91,10 +90,7 @@ reference(const char *p, size_t n, struct frames *f, size_t *pending)
             }
             continue;
         }
-        uint32_t len = (uint32_t)(i - start);
-        FUZZ_ASSERT(buf_append(&f->all, p + start, i - start) == 0);
-        FUZZ_ASSERT(buf_append(&f->all, &len, sizeof(len)) == 0);
-        f->n++;
+        split_record_put(&f->rec, p + start, i - start);
         start = i + 1;
     }
     *pending = n - start;
@@ -102,25 +98,14 @@ reference(const char *p, size_t n, struct frames *f, size_t *pending)
 }
 
 static int
-split(const char *p, size_t n, unsigned seed, struct frames *f, size_t *pending)
+split(const char *p, size_t n, unsigned seed, struct split_record *r, size_t *pending)
 {
+    struct frames *f = (struct frames *)r;
     struct sse_splitter s;
-    int rc = SSE_OK;
-    size_t i = 0;
+    int rc;
 
     sse_splitter_init(&s, SSE_NUL, f->max);
-    while (i < n && rc == SSE_OK) {
-        size_t piece = n - i;
-        if (seed) {
-            seed = seed * 1103515245u + 12345u;
-            piece = 1 + (seed >> 16) % 13;
-            if (piece > n - i) {
-                piece = n - i;
-            }
-        }
-        rc = sse_splitter_feed(&s, p + i, piece, on_frame, f);
-        i += piece;
-    }
+    rc = split_feed_cut(&s, p, n, seed, 13, on_frame, f);
     *pending = sse_splitter_pending(&s);
     sse_splitter_cleanup(&s);
     return rc;
@@ -130,24 +115,8 @@ static void
 as_stream(const char *p, size_t n, size_t max, unsigned seed)
 {
     struct frames want = {.max = max}, whole = {.max = max}, cut = {.max = max};
-    size_t pw = 0, p1 = 0, p2 = 0;
-    int rw, r1, r2;
 
-    buf_init(&want.all, 5 * n + 64);
-    buf_init(&whole.all, 5 * n + 64);
-    buf_init(&cut.all, 5 * n + 64);
-    rw = reference(p, n, &want, &pw);
-    r1 = split(p, n, 0, &whole, &p1);
-    r2 = split(p, n, seed, &cut, &p2);
-    FUZZ_ASSERT(r1 == rw && r2 == rw);
-    FUZZ_ASSERT(whole.n == want.n && cut.n == want.n);
-    FUZZ_ASSERT(whole.all.len == want.all.len && cut.all.len == want.all.len);
-    FUZZ_ASSERT(want.all.len == 0 || (memcmp(whole.all.data, want.all.data, want.all.len) == 0 &&
-                                      memcmp(cut.all.data, want.all.data, want.all.len) == 0));
-    FUZZ_ASSERT(rw != SSE_OK || (p1 == pw && p2 == pw));
-    buf_cleanup(&want.all);
-    buf_cleanup(&whole.all);
-    buf_cleanup(&cut.all);
+    split_compare(reference, split, p, n, seed, &want.rec, &whole.rec, &cut.rec);
 }
 
 static void
@@ -159,7 +128,7 @@ as_text(const char *p, size_t n, unsigned seed)
     size_t cuts[3] = {n / 3, n / 2, n};
 
     buf_init(&stream, 3 * (6 * n + 4096));
-    buf_init(&f.all, 3 * (6 * n + 4096) + 64);
+    buf_init(&f.rec.all, 3 * (6 * n + 4096) + 64);
     for (int k = 0; k < 3; k++) {
         struct wrk_dbgpt_frame fr = {.text = p,
                                      .len = cuts[k],
@@ -189,10 +158,10 @@ as_text(const char *p, size_t n, unsigned seed)
         FUZZ_ASSERT(sse_splitter_feed(&s, stream.data + i, piece, on_frame, &f) == SSE_OK);
         i += piece;
     }
-    FUZZ_ASSERT(f.n == 3);
+    FUZZ_ASSERT(f.rec.n == 3);
     FUZZ_ASSERT(sse_splitter_pending(&s) == 0);
     sse_splitter_cleanup(&s);
-    buf_cleanup(&f.all);
+    buf_cleanup(&f.rec.all);
     buf_cleanup(&stream);
 }
 

@@ -22,24 +22,14 @@
 
 #include "buf.h"
 #include "fuzz.h"
+#include "split_check.h"
 #include "sse.h"
 
 struct lines {
-    struct buf all; /* each line, then its length as 4 bytes */
-    size_t n;
-    size_t stop_at; /* stop after this many lines (0: never) */
+    struct split_record rec; /* first: the lines */
+    size_t stop_at;          /* stop after this many lines (0: never) */
     size_t max;
 };
-
-static void
-put_line(struct lines *l, const char *p, size_t n)
-{
-    uint32_t len = (uint32_t)n;
-
-    FUZZ_ASSERT(buf_append(&l->all, p, n) == 0);
-    FUZZ_ASSERT(buf_append(&l->all, &len, sizeof(len)) == 0);
-    l->n++;
-}
 
 /* Keeps the one line of a write-back. */
 static int
@@ -99,21 +89,23 @@ on_line(void *arg, const char *p, size_t n)
 {
     struct lines *l = arg;
 
-    FUZZ_ASSERT(l->stop_at == 0 || l->n < l->stop_at); /* nothing after a stop */
+    FUZZ_ASSERT(l->stop_at == 0 || l->rec.n < l->stop_at); /* nothing after a stop */
     FUZZ_ASSERT(n <= l->max);
     FUZZ_ASSERT(!memchr(p, '\n', n) && !memchr(p, '\r', n));
     check_line(p, n);
-    put_line(l, p, n);
-    return l->stop_at && l->n >= l->stop_at;
+    split_record_put(&l->rec, p, n);
+    return l->stop_at && l->rec.n >= l->stop_at;
 }
 
 /* The reference: the whole stream at once, byte by byte. Returns the
  * result the splitter must give; *pending the bytes left. */
 static int
-reference(const char *p, size_t n, struct lines *l, size_t *pending)
+reference(const char *p, size_t n, unsigned seed, struct split_record *r, size_t *pending)
 {
+    struct lines *l = (struct lines *)r;
     size_t start = 0;
 
+    (void)seed;
     for (size_t i = 0; i < n; i++) {
         if (p[i] != '\n' && p[i] != '\r') {
             if (i + 1 - start > l->max) {
@@ -121,8 +113,8 @@ reference(const char *p, size_t n, struct lines *l, size_t *pending)
             }
             continue;
         }
-        put_line(l, p + start, i - start);
-        if (l->stop_at && l->n >= l->stop_at) {
+        split_record_put(&l->rec, p + start, i - start);
+        if (l->stop_at && l->rec.n >= l->stop_at) {
             return SSE_STOPPED;
         }
         if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
@@ -135,25 +127,14 @@ reference(const char *p, size_t n, struct lines *l, size_t *pending)
 }
 
 static int
-split(const char *p, size_t n, unsigned seed, struct lines *l, size_t *pending)
+split(const char *p, size_t n, unsigned seed, struct split_record *r, size_t *pending)
 {
+    struct lines *l = (struct lines *)r;
     struct sse_splitter s;
-    int rc = SSE_OK;
-    size_t i = 0;
+    int rc;
 
     sse_splitter_init(&s, SSE_LINES, l->max);
-    while (i < n && rc == SSE_OK) {
-        size_t piece = n - i;
-        if (seed) {
-            seed = seed * 1103515245u + 12345u;
-            piece = 1 + (seed >> 16) % 9;
-            if (piece > n - i) {
-                piece = n - i;
-            }
-        }
-        rc = sse_splitter_feed(&s, p + i, piece, on_line, l);
-        i += piece;
-    }
+    rc = split_feed_cut(&s, p, n, seed, 9, on_line, l);
     *pending = sse_splitter_pending(&s);
     FUZZ_ASSERT(*pending <= l->max);
     if (rc == SSE_TOO_LONG) { /* sticky */
@@ -168,33 +149,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const size_t caps[] = {1, 2, 5, 16, 64, 1 << 20};
     struct lines want = {0}, whole = {0}, cut = {0};
-    const char *p = (const char *)data + 2;
-    size_t n, pw = 0, p1 = 0, p2 = 0;
-    int rw, r1, r2;
 
     if (size < 2) {
         return 0;
     }
-    n = size - 2;
     want.max = whole.max = cut.max = caps[data[1] % 6];
     want.stop_at = whole.stop_at = cut.stop_at = (data[1] >> 3) % 4 == 0 ? (data[1] >> 5) + 1 : 0;
-    buf_init(&want.all, 5 * n + 64);
-    buf_init(&whole.all, 5 * n + 64);
-    buf_init(&cut.all, 5 * n + 64);
-    rw = reference(p, n, &want, &pw);
-    r1 = split(p, n, 0, &whole, &p1);
-    r2 = split(p, n, data[0] | 1u, &cut, &p2);
-    FUZZ_ASSERT(r1 == rw && r2 == rw);
-    FUZZ_ASSERT(whole.n == want.n && cut.n == want.n);
-    FUZZ_ASSERT(whole.all.len == want.all.len && cut.all.len == want.all.len);
-    FUZZ_ASSERT(want.all.len == 0 || (memcmp(whole.all.data, want.all.data, want.all.len) == 0 &&
-                                      memcmp(cut.all.data, want.all.data, want.all.len) == 0));
-    if (rw == SSE_OK) {
-        /* a CR LF cut after its CR leaves nothing pending either way */
-        FUZZ_ASSERT(p1 == pw && p2 == pw);
-    }
-    buf_cleanup(&want.all);
-    buf_cleanup(&whole.all);
-    buf_cleanup(&cut.all);
+    split_compare(reference, split, (const char *)data + 2, size - 2, data[0] | 1u, &want.rec,
+                  &whole.rec, &cut.rec);
     return 0;
 }

@@ -5,20 +5,19 @@ disconnects cancels the upstream transfer; the exec backend registers only
 once its engine answers, restarts a killed engine and stops it on shutdown.
 
 A few cases need an engine that misbehaves on purpose (drops a stream
-half-way, hangs, checks the API key): a small HTTP server in this file
-plays it, over loopback."""
+half-way, hangs, checks the API key): tests/lib/stub_engine.py plays
+it, over loopback."""
 import json
 import os
 import signal
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
+from stub_engine import StubEngine, chat_chunk, completion, sse  # noqa: E402
 from test_worker import (check_cancelled_within_1s, open_stream, registered_on, rows, sse_events,
                          stream_text)  # noqa: E402
 
@@ -170,63 +169,29 @@ def test_openai_backend_errors(t):
         h.check(what in r.stderr, f"{args}: {r.stderr!r}")
 
 
-class MisbehavingEngine:
-    """An OpenAI-compatible engine that misbehaves on purpose: 'drop' sends
-    two chunks and closes the connection mid-stream; 'hang' sends the
-    headers and then nothing; 'key' records the Authorization header and
-    answers normally."""
+def misbehave(ex):
+    """An OpenAI-compatible engine that misbehaves on purpose (by model):
+    'drop' sends two chunks and closes the connection mid-stream; 'hang'
+    sends the headers and then nothing; any other answers normally (the
+    tests read the Authorization header each request came with)."""
+    mode = ex.body["model"]
+    if mode == "hang":
+        ex.start_stream()
+        ex.write(b"")
+        time.sleep(5)
+        return
+    if mode == "drop":
+        ex.start_stream([("Content-Length", "100000")])
+        for _ in range(2):
+            ex.write(sse(chat_chunk("hello ", model=mode)), flush=False)
+        ex.write(b"")
+        ex.handler.close_connection = True
+        return
+    ex.send_json(200, completion("ok", model=mode))
 
-    def __init__(self):
-        seen = self.seen = []
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append((self.headers.get("Authorization"), body))
-                mode = body["model"]
-                if mode == "hang":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
-                    self.end_headers()
-                    self.wfile.flush()
-                    time.sleep(5)
-                    return
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1,
-                         "model": mode, "choices": [{"index": 0, "delta": {"content": "hello "},
-                                                     "finish_reason": None}]}
-                if mode == "drop":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
-                    self.send_header("Content-Length", "100000")
-                    self.end_headers()
-                    for _ in range(2):
-                        self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                out = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
-                                  "model": mode, "choices": [{"index": 0, "message": {
-                                      "role": "assistant", "content": "ok"},
-                                      "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def MisbehavingEngine():  # noqa: N802 - an engine, as the other tests' engines
+    return StubEngine(misbehave)
 
 
 def test_openai_backend_upstream_failures(t):
@@ -239,7 +204,8 @@ def test_openai_backend_upstream_failures(t):
         p = proxy(t, m.url, models="key,drop,hang", args=args, env=env)
         r = post(p, "/v1/chat/completions", {"model": "key", "messages": MSGS})
         h.eq((r.status, r.json()["choices"][0]["message"]["content"]), (200, "ok"))
-        h.eq(m.seen[-1][0], "Bearer " + key, "the key goes upstream as a bearer token:")
+        h.eq(m.requests[-1]["headers"].get("Authorization"), "Bearer " + key,
+             "the key goes upstream as a bearer token:")
         # a stream that breaks half-way ends with an error event, not a silent truncation
         r = post(p, "/v1/chat/completions", {"model": "drop", "messages": MSGS, "stream": True})
         h.eq(r.status, 200)

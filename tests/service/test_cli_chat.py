@@ -6,7 +6,6 @@ it gets), --system, --temperature, --max_tokens, --api_base with --api_key,
 instance; and, through a pseudo-terminal, Ctrl-C stopping one reply while
 the conversation goes on, and Ctrl-C or Ctrl-D leaving at the prompt.
 """
-import json
 import os
 import pty
 import select
@@ -16,13 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
+from stub_engine import StubEngine, chat_chunk, completion  # noqa: E402
 
 
-class RecordingEngine:
+class RecordingEngine(StubEngine):
     """An OpenAI-compatible chat server that records every request and
     answers according to the last user message: by default a streamed
     "reply N: <message>" in three chunks; 'slow' streams "tick " every 50 ms
@@ -32,95 +31,45 @@ class RecordingEngine:
     whole chat.completion instead of a stream."""
 
     def __init__(self):
-        self.requests = []
         self.gone = threading.Event()
-        eng = self
+        super().__init__(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def event(self, obj):
-                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-                self.wfile.write(b"data: " + data + b"\n\n")
-                self.wfile.flush()
-
-            def chunk(self, content=None, finish=None, role=None):
-                delta = {}
-                if role:
-                    delta["role"] = role
-                if content is not None:
-                    delta["content"] = content
-                return {"id": "c", "object": "chat.completion.chunk", "created": 1,
-                        "model": "m", "choices": [{"index": 0, "delta": delta,
-                                                   "finish_reason": finish}]}
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                eng.requests.append({"path": self.path, "headers": dict(self.headers),
-                                     "body": body})
-                n = len(eng.requests)
-                msg = body["messages"][-1]["content"]
-                if msg == "http500":
-                    out = json.dumps({"error": {"message": "the engine is on fire",
-                                                "type": "server_error", "param": None,
-                                                "code": "fire"}}).encode()
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                if msg == "json":
-                    out = json.dumps({"id": "c", "object": "chat.completion", "created": 1,
-                                      "model": "m", "choices": [{"index": 0, "message": {
-                                          "role": "assistant", "content": f"whole {n}"},
-                                          "finish_reason": "stop"}]}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                self.event(self.chunk(role="assistant", content=""))
-                if msg == "slow":
-                    try:
-                        for _ in range(600):
-                            self.event(self.chunk("tick "))
-                            time.sleep(0.05)
-                    except (BrokenPipeError, ConnectionResetError):
-                        eng.gone.set()
-                    return
-                if msg in ("boom", "cut"):
-                    self.event(self.chunk("partial "))
-                    if msg == "boom":
-                        self.event({"error": {"message": "the engine broke", "type": "server_error",
-                                              "param": None, "code": "upstream_error"}})
-                    return
-                text = f"reply {n}: {msg}"
-                for piece in (text[:4], text[4:9], text[9:]):
-                    self.event(self.chunk(piece))
-                self.event(self.chunk(finish="stop"))
-                self.event(b"[DONE]")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, ex):
+        n = len(self.requests)
+        msg = ex.body["messages"][-1]["content"]
+        if msg == "http500":
+            ex.send_json(500, {"error": {"message": "the engine is on fire",
+                                         "type": "server_error", "param": None,
+                                         "code": "fire"}})
+            return
+        if msg == "json":
+            ex.send_json(200, completion(f"whole {n}"))
+            return
+        ex.start_stream([("Connection", "close")])
+        ex.handler.close_connection = True
+        ex.event(chat_chunk(role="assistant", content=""))
+        if msg == "slow":
+            try:
+                for _ in range(600):
+                    ex.event(chat_chunk("tick "))
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                self.gone.set()
+            return
+        if msg in ("boom", "cut"):
+            ex.event(chat_chunk("partial "))
+            if msg == "boom":
+                ex.event({"error": {"message": "the engine broke", "type": "server_error",
+                                    "param": None, "code": "upstream_error"}})
+            return
+        text = f"reply {n}: {msg}"
+        for piece in (text[:4], text[4:9], text[9:]):
+            ex.event(chat_chunk(piece))
+        ex.event(chat_chunk(finish="stop"))
+        ex.event(b"[DONE]")
 
     def messages(self, i):
         return self.requests[i]["body"]["messages"]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ROSTER_TEST_WRAPPER (valgrind, ...) runs the chat command too

@@ -13,31 +13,25 @@ loopback:
   error event (code upstream_bad_response) and no [DONE];
 - DB-GPT's generate_stream over the same engine ends with an error frame.
 
-The engine is a small stdlib HTTP server in this file (NonsenseEngine)."""
+The engine is tests/lib/stub_engine.py answering as nonsense() says."""
 import json
 import os
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
+from stub_engine import StubEngine, chat_chunk, completion, sse  # noqa: E402
 from test_backends import MSGS, post, proxy  # noqa: E402
 
 GARBAGE = b"\x00\xff\xfeGARBAGE-MARK<script>\n\r\x85 \xe2\x80\xa8" + bytes(range(256)) * 4
 
 
 def chunk(text):
-    return b"data: " + json.dumps({
-        "id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}).encode() \
-        + b"\n\n"
+    return sse(chat_chunk(text))
 
 
-COMPLETION = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                             "role": "assistant", "content": "fine"}}]}).encode()
+COMPLETION = json.dumps(completion("fine")).encode()
 
 # model -> (content type, body); "sse:" models stream these events
 PLAIN = {
@@ -76,39 +70,20 @@ STREAMS["good_mix"] = [b"data: " + g + b"\n\n" for g in GOOD_JSON] + [b"data: [D
 PLAIN.update({f"plaingood{i}": ("application/json", g) for i, g in enumerate(GOOD_JSON)})
 
 
-class NonsenseEngine:
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # the body ends at the close
+def nonsense(ex):
+    """Answers the model (or the request's "user" field) names: a PLAIN
+    body or a STREAMS stream, each status 200."""
+    model = ex.body.get("user") or ex.body["model"]
+    if model in PLAIN:
+        ex.send_body(200, *PLAIN[model])
+        return
+    ex.start_stream()
+    for ev in STREAMS[model]:
+        ex.write(ev)
 
-            def log_message(self, *a):
-                pass
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model = body.get("user") or body["model"]
-                self.send_response(200)
-                if model in PLAIN:
-                    ctype, out = PLAIN[model]
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for ev in STREAMS[model]:
-                    self.wfile.write(ev)
-                    self.wfile.flush()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def NonsenseEngine():  # noqa: N802 - an engine, as the other tests' engines
+    return StubEngine(nonsense, protocol="HTTP/1.0")  # the body ends at the close
 
 
 def check_not_passed(r, what):

@@ -13,25 +13,23 @@
   bodies, and an engine's 401/403 text that echoes the key is never passed
   through.
 
-The engines are small stdlib HTTP servers in this file (FloodEngine)."""
+The engine is tests/lib/stub_engine.py answering as FloodEngine says."""
 import json
 import os
-import re
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
+from stub_engine import StubEngine, completion  # noqa: E402
 from test_backends import MSGS, post, proxy  # noqa: E402
 
 MiB = 1024 * 1024
 
 
-class FloodEngine:
+class FloodEngine(StubEngine):
     """An OpenAI-compatible engine that answers any POST with `events`
     events of `size` bytes each (the request's max_tokens and "pad"
     fields), streamed as fast as the socket takes them (SSE ending with
@@ -40,74 +38,44 @@ class FloodEngine:
     echoes the Authorization header it came with, as some engines do;
     model "chat" streams chat deltas of `seed` bytes each (the field DB-GPT's
     requests carry through); model "crlf" ends its lines with CRLF.
-    `sent` counts the bytes of the streams written so far."""
+    `sent` counts the bytes of the streams written so far; `auth_seen` the
+    Authorization headers of the requests."""
 
     def __init__(self):
         self.sent = 0
         self.auth_seen = []
-        eng = self
+        super().__init__(self.answer, protocol="HTTP/1.0")  # the body ends at the close
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # the body ends at the close
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                auth = self.headers.get("Authorization") or ""
-                eng.auth_seen.append(auth)
-                if body.get("model") == "auth":
-                    out = json.dumps({"error": {
-                        "message": f"Incorrect API key provided: {auth[len('Bearer '):]}",
-                        "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
-                    self.send_response(401)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                n, size = int(body.get("max_tokens") or 1), int(body.get("pad") or 100)
+    def answer(self, ex):
+        body = ex.body
+        auth = ex.headers.get("Authorization") or ""
+        self.auth_seen.append(auth)
+        if body.get("model") == "auth":
+            ex.send_json(401, {"error": {
+                "message": f"Incorrect API key provided: {auth[len('Bearer '):]}",
+                "type": "invalid_request_error", "code": "invalid_api_key"}})
+            return
+        n, size = int(body.get("max_tokens") or 1), int(body.get("pad") or 100)
+        if body.get("model") == "chat":
+            size = int(body.get("seed") or 100)
+        pad = b"x" * size
+        eol = b"\r\n" if body.get("model") == "crlf" else b"\n"
+        if not body.get("stream"):
+            ex.send_json(200, completion("y" * (n * size), model=body["model"]))
+            return
+        ex.start_stream()
+        try:
+            for i in range(n):
                 if body.get("model") == "chat":
-                    size = int(body.get("seed") or 100)
-                pad = b"x" * size
-                eol = b"\r\n" if body.get("model") == "crlf" else b"\n"
-                if not body.get("stream"):
-                    out = json.dumps({"id": "x", "object": "chat.completion", "created": 1,
-                                      "model": body["model"], "choices": [{
-                                          "index": 0, "finish_reason": "stop", "message": {
-                                              "role": "assistant",
-                                              "content": "y" * (n * size)}}]}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                try:
-                    for i in range(n):
-                        if body.get("model") == "chat":
-                            ev = (b'data: {"choices":[{"index":0,"delta":{"content":"%s"},'
-                                  b'"finish_reason":null}]}\n\n' % pad)
-                        else:
-                            ev = b'data: {"i":%d,"pad":"%s"}%s%s' % (i, pad, eol, eol)
-                        self.wfile.write(ev)
-                        eng.sent += len(ev)
-                    self.wfile.write(b"data: [DONE]" + eol + eol)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+                    ev = (b'data: {"choices":[{"index":0,"delta":{"content":"%s"},'
+                          b'"finish_reason":null}]}\n\n' % pad)
+                else:
+                    ev = b'data: {"i":%d,"pad":"%s"}%s%s' % (i, pad, eol, eol)
+                ex.write(ev, flush=False)
+                self.sent += len(ev)
+            ex.write(b"data: [DONE]" + eol + eol, flush=False)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 def rss_bytes(pid):
