@@ -16,6 +16,7 @@ the runs (spreads are min-max over runs):
   {{v:KEY}} {{v:KEY@X}}                a median, with its unit
   {{s:KEY@X}}                          a median and its spread
   {{check:KEY@X<=LIMIT}}               a target's verdict (<=, >=)
+  {{x:KEY@max}}                        X may be "max": the largest x measured
   {{points:BENCH|METRIC=label|...}}    a table of single figures
   {{curve:BENCH|x label|METRIC=label|...}}
                                        a table, one row per x
@@ -119,8 +120,18 @@ class Report:
         self.gnuplot = shutil.which("gnuplot")
 
     def split_key(self, spec):
+        """KEY, KEY@X, or KEY@max (the largest x the run measured KEY at)."""
         key, _, x = spec.partition("@")
-        return key.strip(), (x.strip() or "-")
+        key, x = key.strip(), (x.strip() or "-")
+        if x == "max":
+            xs = [x for x in self.res.xs(key.split(".")[0]) if self.res.values(key, x)]
+            x = xs[-1] if xs else "max"
+        return key, x
+
+    def d_x(self, arg):
+        """{{x:KEY@max}}: the x that KEY@max resolved to, as a number."""
+        _, x = self.split_key(arg)
+        return "n/a" if x in ("-", "max") else f"{float(x):,.0f}"
 
     def figure(self, key, x, spread):
         vals = self.res.values(key, x)
