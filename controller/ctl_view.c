@@ -1145,6 +1145,12 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
         mark(v, m);
     }
     in->rec = *row;
+    if (!differ && beat && hb <= in->hb_mono_ms) {
+        /* a poll reads this controller's own heartbeats back too, stamped at
+         * their statement, a little before the commit time the view holds:
+         * a listed time never goes back for that */
+        return;
+    }
     if (row->has_last_heartbeat) {
         in->hb_mono_ms = hb;
     }
