@@ -18,8 +18,13 @@
  *   a commit) and posts each job back to its loop to be answered.
  * - Reads are served from an immutable, reference-counted snapshot of the
  *   table (ctl_view.c) with the JSON of each list pre-serialised, rebuilt
- *   when a local write commits, when the refresher sees other controllers'
- *   changes, and when a lease runs out.
+ *   when a local write changes routing or membership, when the refresher
+ *   sees such changes from other controllers, when a lease runs out, and
+ *   at every full read. A plain heartbeat (local, or read by the poll from
+ *   another controller's commit) rebuilds nothing: its time is stored in
+ *   the model snapshot's heartbeat cell and the next list copies it into
+ *   the JSON (struct ctl_model_snap), so the acknowledging controller lists
+ *   the new last_heartbeat at once and the others within --view_poll_ms.
  * - Health is computed from the database clock: the refresher reads each
  *   row's heartbeat age as computed by the database, the view converts it
  *   to this process's monotonic clock, so a controller whose wall clock is
@@ -29,6 +34,7 @@
  * across a query, a merge or a snapshot build; nothing else is locked on a
  * loop thread):
  *   - the view's snap_mu: ctl_view_acquire (a pointer copy and a reference);
+ *   - a snapshot's json_mu: ctl_snap_json (a pointer swap and a reference);
  *   - the writer's mu: ctl_writer_submit, ctl_writer_queue_len (link a job,
  *     read a count);
  *   - ctl_server.db.mu: /api/health copies the database state.
@@ -186,13 +192,40 @@ enum ctl_json_variant {
  * this times the instances in the snapshot. */
 #define CTL_INST_JSON_MAX 4096
 
+/* Where one instance's last_heartbeat sits in a list JSON (DB-GPT's form:
+ * "YYYY-MM-DDTHH:MM:SS.mmm000", fixed width), the time written there, and
+ * the live time it is copied from (a cell of a ctl_model_snap). */
+struct ctl_json_patch {
+    size_t off;
+    int64_t ms;
+    const _Atomic int64_t *cell;
+};
+
+/* A list JSON. Immutable once published (a response may be sending it):
+ * fresher heartbeat times make a new copy (ctl_snap_json). */
 struct ctl_json {
     _Atomic int refs;
-    size_t charged; /* bytes taken from the process budget (budget.h) */
+    size_t charged;               /* bytes taken from the process budget (budget.h) */
+    uint64_t hb_gen;              /* heartbeat generation of the snapshot it was made at */
+    size_t npatch;                /* entries of `patch`; the view=full forms have none */
+    struct ctl_json_patch *patch; /* inside this allocation */
     size_t len;
     char data[];
 };
 
+/* Heartbeat times (last_heartbeat) without a snapshot rebuild. A model
+ * snapshot is immutable but for its cells hb_ms[i] (one per instance, the
+ * epoch ms shown as instance i's last_heartbeat; INT64_MIN = none): the
+ * writer and the refresher store a plain heartbeat's time there (an atomic
+ * 64-bit store, under the view's master lock, into the model's current
+ * snapshot only) and then bump hb_gen (release). A reader that finds the
+ * cached JSON older than hb_gen (acquire) makes a new JSON - a copy with
+ * the changed timestamps rewritten, or, for view=full (whose heartbeat age
+ * is not fixed-width), a fresh serialisation - and swaps it into the slot
+ * under json_mu. So a timestamp in a JSON being sent is never written (no
+ * torn time is possible), a heartbeat costs the writer two atomics, and a
+ * list after heartbeats costs one copy. Loop threads take json_mu for a
+ * pointer swap and a reference, nothing else. */
 struct ctl_model_snap {
     _Atomic int refs;
     char name[REG_NAME_MAX + 1];
@@ -200,8 +233,12 @@ struct ctl_model_snap {
     struct ctl_snap_inst *v; /* sorted by host, port */
     size_t n_alive;
     size_t n_routable;
-    uint64_t etag[2];                 /* [0] all instances, [1] routable only (routing fields) */
-    struct ctl_json *_Atomic json[4]; /* built on first use */
+    uint64_t etag[2];        /* [0] all instances, [1] routable only (routing fields) */
+    int64_t db_offset_ms;    /* database clock - monotonic clock at build (heartbeat ages) */
+    _Atomic uint64_t hb_gen; /* bumped after each store into hb_ms */
+    _Atomic int64_t *hb_ms;  /* n cells */
+    pthread_mutex_t json_mu; /* guards the json slots */
+    struct ctl_json *_Atomic json[4]; /* built on first use, replaced when hb_gen moved */
 };
 
 struct ctl_snap {
@@ -214,7 +251,8 @@ struct ctl_snap {
     size_t n_alive;
     size_t n_routable;
     uint64_t etag[2];
-    struct ctl_json *_Atomic json[4];
+    pthread_mutex_t json_mu;          /* guards the json slots */
+    struct ctl_json *_Atomic json[4]; /* hb_gen: the sum of its models' */
 };
 
 struct ctl_view;
@@ -255,8 +293,10 @@ const struct ctl_model_snap *ctl_snap_model(const struct ctl_snap *s, const char
 
 /* The list JSON ('[...]') for one model or, with name NULL, all models, with
  * a reference (release with ctl_json_release). Built on first use (by the
- * caller's thread) and charged to the process budget while it lives. NULL
- * when the budget (--memory_budget_bytes) or memory refuses: answer 503. */
+ * caller's thread) and charged to the process budget while it lives; it
+ * shows every heartbeat time stored before the call (see ctl_model_snap).
+ * NULL when the budget (--memory_budget_bytes) or memory refuses: answer
+ * 503. */
 struct ctl_json *ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var);
 void ctl_json_release(struct ctl_json *j);
 /* Appends one instance as JSON (DB-GPT's ten fields; with `full`, roster's

@@ -149,6 +149,8 @@ model_snap_release(struct ctl_model_snap *m)
     for (int i = 0; i < 4; i++) {
         ctl_json_release(atomic_load(&m->json[i]));
     }
+    pthread_mutex_destroy(&m->json_mu);
+    free(m->hb_ms);
     free(m->v);
     free(m);
 }
@@ -165,6 +167,7 @@ ctl_snap_release(struct ctl_snap *s)
     for (int i = 0; i < 4; i++) {
         ctl_json_release(atomic_load(&s->json[i]));
     }
+    pthread_mutex_destroy(&s->json_mu);
     free(s->models);
     free(s);
 }
@@ -219,12 +222,61 @@ ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only)
     return m->etag[routable_only];
 }
 
-void
-ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmm000" (26 bytes, no NUL) for `ms`, as
+ * util_format_iso_ms does; `day`/`date` cache the last day's date part,
+ * so a run of times on one day costs no gmtime. */
+struct ts_cache {
+    int64_t day;
+    char date[11];
+};
+
+static void
+format_ts(struct ts_cache *c, int64_t ms, char *out)
+{
+    int64_t day = ms >= 0 ? ms / 86400000 : -((-ms + 86399999) / 86400000);
+    int64_t in_day = ms - day * 86400000;
+    int h = (int)(in_day / 3600000);
+    int mi = (int)(in_day / 60000 % 60);
+    int sec = (int)(in_day / 1000 % 60);
+    int milli = (int)(in_day % 1000);
+
+    if (c->day != day || c->date[0] == '\0') {
+        char iso[40];
+        util_format_iso_ms(day * 86400000, iso, sizeof(iso));
+        memcpy(c->date, iso, 10);
+        c->date[10] = '\0';
+        c->day = day;
+    }
+    memcpy(out, c->date, 10);
+    out[10] = 'T';
+    out[11] = (char)('0' + h / 10);
+    out[12] = (char)('0' + h % 10);
+    out[13] = ':';
+    out[14] = (char)('0' + mi / 10);
+    out[15] = (char)('0' + mi % 10);
+    out[16] = ':';
+    out[17] = (char)('0' + sec / 10);
+    out[18] = (char)('0' + sec % 10);
+    out[19] = '.';
+    out[20] = (char)('0' + milli / 100);
+    out[21] = (char)('0' + milli / 10 % 10);
+    out[22] = (char)('0' + milli % 10);
+    memcpy(out + 23, "000", 3);
+}
+
+#define TS_LEN 26
+
+/* One instance. `hb_ms` (INT64_MIN: none) and `age_ms` (-1: none) are the
+ * times to show; *ts_off receives the offset of the timestamp's first
+ * byte in w's buffer (0 when it is null). */
+static void
+inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms, int64_t age_ms,
+          struct ts_cache *tc, size_t *ts_off)
 {
     const struct reg_instance *r = &si->rec;
-    char iso[40];
+    char ts[TS_LEN + 1];
 
+    *ts_off = 0;
     jw_raw(w, "{\"model_name\":");
     jw_str(w, r->model_name);
     jw_raw(w, ",\"host\":");
@@ -242,9 +294,13 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
     jw_raw(w, ",\"prompt_template\":");
     jw_str(w, r->has_prompt_template ? r->prompt_template : NULL);
     jw_raw(w, ",\"last_heartbeat\":");
-    if (r->has_last_heartbeat) {
-        util_format_iso_ms(r->last_heartbeat_ms, iso, sizeof(iso));
-        jw_str(w, iso);
+    if (hb_ms != INT64_MIN) {
+        format_ts(tc, hb_ms, ts);
+        ts[TS_LEN] = '\0';
+        jw_raw(w, "\"");
+        *ts_off = w->b->len;
+        jw_raw(w, ts);
+        jw_raw(w, "\"");
     } else {
         jw_raw(w, "null");
     }
@@ -270,8 +326,8 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
         jw_raw(w, ",\"lease_ms\":");
         jw_i64(w, si->lease_ms);
         jw_raw(w, ",\"heartbeat_age_ms\":");
-        if (si->age_ms >= 0) {
-            jw_i64(w, si->age_ms);
+        if (age_ms >= 0) {
+            jw_i64(w, age_ms);
         } else {
             jw_raw(w, "null");
         }
@@ -288,32 +344,75 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
     jw_raw(w, "}");
 }
 
-/* Appends the model's instances (comma-separated, no brackets). */
+void
+ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
+{
+    struct ts_cache tc = {0};
+    size_t off;
+
+    inst_json(w, si, full, si->rec.has_last_heartbeat ? si->rec.last_heartbeat_ms : INT64_MIN,
+              si->age_ms, &tc, &off);
+}
+
+/* A JSON being built: the document and, for DB-GPT's form, where each
+ * timestamp went. */
+struct json_build {
+    struct buf b;
+    struct jw w;
+    struct ctl_json_patch *patch;
+    size_t npatch;
+    bool patchable;
+    int64_t now_mono;
+    struct ts_cache tc;
+};
+
+/* Appends the model's instances (comma-separated, no brackets), with the
+ * heartbeat times of its cells. */
 static void
-write_model_items(struct jw *w, const struct ctl_model_snap *m, enum ctl_json_variant var,
+write_model_items(struct json_build *jb, const struct ctl_model_snap *m, enum ctl_json_variant var,
                   bool *first)
 {
     bool routable_only = var == CTL_JSON_ROUTABLE || var == CTL_JSON_FULL_ROUTABLE;
     bool full = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
 
     for (size_t i = 0; i < m->n; i++) {
+        int64_t hb;
+        int64_t age = -1;
+        size_t off;
+
         if (routable_only && !m->v[i].routable) {
             continue;
         }
         if (!*first) {
-            jw_raw(w, ",");
+            jw_raw(&jb->w, ",");
         }
         *first = false;
-        ctl_snap_inst_json(w, &m->v[i], full);
+        hb = atomic_load_explicit(&m->hb_ms[i], memory_order_relaxed);
+        if (hb != INT64_MIN) {
+            /* the age now, on the database clock of the snapshot */
+            age = jb->now_mono + m->db_offset_ms - hb;
+            age = age > 0 ? age : 0;
+        }
+        inst_json(&jb->w, &m->v[i], full, hb, age, &jb->tc, &off);
+        if (jb->patchable && off > 0) {
+            jb->patch[jb->npatch].off = off;
+            jb->patch[jb->npatch].ms = hb;
+            jb->patch[jb->npatch].cell = &m->hb_ms[i];
+            jb->npatch++;
+        }
     }
 }
 
-/* A JSON document copied out of `b`, charged to the process budget for its
- * whole life; NULL when the budget or memory refuses. */
+/* Allocates a ctl_json for `len` bytes of document and `npatch` entries,
+ * charged to the process budget for its whole life; NULL when the budget
+ * or memory refuses. */
 static struct ctl_json *
-json_from_buf(struct buf *b)
+json_alloc(size_t len, size_t npatch)
 {
-    size_t size = sizeof(struct ctl_json) + b->len + 1;
+    size_t data = sizeof(struct ctl_json) + len + 1;
+    size_t pad = (_Alignof(struct ctl_json_patch) - data % _Alignof(struct ctl_json_patch)) %
+                 _Alignof(struct ctl_json_patch);
+    size_t size = data + pad + npatch * sizeof(struct ctl_json_patch);
     struct ctl_json *j;
 
     if (!budget_take((int64_t)size)) {
@@ -326,51 +425,134 @@ json_from_buf(struct buf *b)
     }
     atomic_init(&j->refs, 1);
     j->charged = size;
-    j->len = b->len;
-    memcpy(j->data, buf_str(b), b->len + 1);
+    j->len = len;
+    j->npatch = npatch;
+    j->patch = npatch ? (struct ctl_json_patch *)((char *)j + data + pad) : NULL;
+    j->hb_gen = 0;
     return j;
 }
 
-/* Returns the cached JSON in *slot, building and installing it if needed,
- * with one extra reference for the caller. */
+/* Serialises the list of one model (m) or of every model (m NULL). */
 static struct ctl_json *
-cached_json(struct ctl_json *_Atomic *slot, struct ctl_snap *s, const struct ctl_model_snap *m,
-            enum ctl_json_variant var)
+json_build(struct ctl_snap *s, const struct ctl_model_snap *m, enum ctl_json_variant var,
+           uint64_t gen)
 {
-    struct ctl_json *j = atomic_load_explicit(slot, memory_order_acquire);
-    struct ctl_json *expected = NULL;
     size_t n = m ? m->n : s->n_instances;
-    struct buf b;
-    struct jw w;
+    struct json_build jb = {0};
+    struct ctl_json *j = NULL;
     bool first = true;
 
-    if (!j) {
-        /* the buffer is capped by what the snapshot's instances can take; the
-         * document is charged to the budget once built (the buffer itself is
-         * transient: one per building thread) */
-        buf_init(&b, 2 + n * (CTL_INST_JSON_MAX + 1));
-        jw_init(&w, &b);
-        jw_raw(&w, "[");
-        if (m) {
-            write_model_items(&w, m, var, &first);
-        } else {
-            for (size_t i = 0; i < s->nmodels; i++) {
-                write_model_items(&w, s->models[i], var, &first);
-            }
-        }
-        jw_raw(&w, "]");
-        j = w.err ? NULL : json_from_buf(&b);
-        buf_cleanup(&b);
-        if (!j) {
+    jb.patchable = var == CTL_JSON_ALL || var == CTL_JSON_ROUTABLE;
+    jb.now_mono = util_mono_ms();
+    if (jb.patchable && n > 0) {
+        jb.patch = malloc(n * sizeof(*jb.patch));
+        if (!jb.patch) {
             return NULL;
         }
-        if (!atomic_compare_exchange_strong(slot, &expected, j)) {
-            ctl_json_release(j); /* another thread won the race: use its copy */
-            j = expected;
+    }
+    /* the buffer is capped by what the snapshot's instances can take; the
+     * document is charged to the budget once built (the buffer itself is
+     * transient: one per building thread) */
+    buf_init(&jb.b, 2 + n * (CTL_INST_JSON_MAX + 1));
+    jw_init(&jb.w, &jb.b);
+    jw_raw(&jb.w, "[");
+    if (m) {
+        write_model_items(&jb, m, var, &first);
+    } else {
+        for (size_t i = 0; i < s->nmodels; i++) {
+            write_model_items(&jb, s->models[i], var, &first);
         }
     }
-    atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+    jw_raw(&jb.w, "]");
+    if (!jb.w.err) {
+        j = json_alloc(jb.b.len, jb.npatch);
+    }
+    if (j) {
+        memcpy(j->data, buf_str(&jb.b), jb.b.len + 1);
+        if (jb.npatch) {
+            memcpy(j->patch, jb.patch, jb.npatch * sizeof(*jb.patch));
+        }
+        j->hb_gen = gen;
+    }
+    buf_cleanup(&jb.b);
+    free(jb.patch);
     return j;
+}
+
+/* A copy of `old` with every timestamp whose cell moved rewritten. */
+static struct ctl_json *
+json_patched(const struct ctl_json *old, uint64_t gen)
+{
+    struct ctl_json *j = json_alloc(old->len, old->npatch);
+    struct ts_cache tc = {0};
+
+    if (!j) {
+        return NULL;
+    }
+    memcpy(j->data, old->data, old->len + 1);
+    memcpy(j->patch, old->patch, old->npatch * sizeof(*old->patch));
+    j->hb_gen = gen;
+    for (size_t i = 0; i < j->npatch; i++) {
+        struct ctl_json_patch *p = &j->patch[i];
+        int64_t ms = atomic_load_explicit(p->cell, memory_order_relaxed);
+        if (ms != p->ms && ms != INT64_MIN) {
+            format_ts(&tc, ms, j->data + p->off);
+            p->ms = ms;
+        }
+    }
+    return j;
+}
+
+/* Returns the JSON in *slot, made or refreshed for heartbeat generation
+ * `gen` if needed, with one extra reference for the caller. */
+static struct ctl_json *
+cached_json(pthread_mutex_t *mu, struct ctl_json *_Atomic *slot, struct ctl_snap *s,
+            const struct ctl_model_snap *m, enum ctl_json_variant var, uint64_t gen)
+{
+    struct ctl_json *j;
+    struct ctl_json *nj;
+    struct ctl_json *old = NULL;
+
+    pthread_mutex_lock(mu);
+    j = atomic_load_explicit(slot, memory_order_relaxed);
+    if (j) {
+        atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(mu);
+    if (j && j->hb_gen >= gen) {
+        return j;
+    }
+    /* built here, outside the lock: another thread may build at the same
+     * time; the later generation stays in the slot */
+    nj = j && j->npatch > 0 ? json_patched(j, gen) : json_build(s, m, var, gen);
+    if (!nj) {
+        return j; /* the budget refused a fresher copy: serve the older times */
+    }
+    atomic_fetch_add_explicit(&nj->refs, 1, memory_order_relaxed); /* the slot's */
+    pthread_mutex_lock(mu);
+    old = atomic_load_explicit(slot, memory_order_relaxed);
+    if (!old || old->hb_gen < nj->hb_gen) {
+        atomic_store_explicit(slot, nj, memory_order_relaxed);
+    } else {
+        old = nj; /* another thread installed a fresher one: drop the slot's reference */
+    }
+    pthread_mutex_unlock(mu);
+    ctl_json_release(old);
+    ctl_json_release(j);
+    return nj;
+}
+
+/* The heartbeat generation of a whole snapshot: the sum of its models'
+ * (each only grows, so the sum moves whenever one does). */
+static uint64_t
+snap_hb_gen(const struct ctl_snap *s)
+{
+    uint64_t g = 0;
+
+    for (size_t i = 0; i < s->nmodels; i++) {
+        g += atomic_load_explicit(&s->models[i]->hb_gen, memory_order_acquire);
+    }
+    return g;
 }
 
 struct ctl_json *
@@ -380,16 +562,20 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
     struct ctl_json *j;
 
     if (!name || !*name) {
-        return cached_json(&s->json[var], s, NULL, var);
+        return cached_json(&s->json_mu, &s->json[var], s, NULL, var, snap_hb_gen(s));
     }
     m = (struct ctl_model_snap *)ctl_snap_model(s, name);
     if (m) {
-        return cached_json(&m->json[var], s, m, var);
+        return cached_json(&m->json_mu, &m->json[var], s, m, var,
+                           atomic_load_explicit(&m->hb_gen, memory_order_acquire));
     }
     j = malloc(sizeof(*j) + 3);
     if (j) {
         atomic_init(&j->refs, 1);
         j->charged = 0;
+        j->hb_gen = 0;
+        j->npatch = 0;
+        j->patch = NULL;
         j->len = 2;
         memcpy(j->data, "[]", 3);
     }
@@ -610,11 +796,17 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
         return NULL;
     }
     s->v = calloc(m->n ? m->n : 1, sizeof(*s->v));
-    if (!s->v) {
+    s->hb_ms = malloc((m->n ? m->n : 1) * sizeof(*s->hb_ms));
+    if (!s->v || !s->hb_ms) {
+        free(s->v);
+        free(s->hb_ms);
         free(s);
         return NULL;
     }
     atomic_init(&s->refs, 1);
+    atomic_init(&s->hb_gen, 0);
+    pthread_mutex_init(&s->json_mu, NULL);
+    s->db_offset_ms = v->db_offset_ms;
     util_strlcpy(s->name, m->name, sizeof(s->name));
     s->n = m->n;
     for (size_t i = 0; i < m->n; i++) {
@@ -633,6 +825,8 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
         if (in->rec.has_last_heartbeat) {
             si->rec.last_heartbeat_ms = now + v->db_offset_ms - si->age_ms;
         }
+        atomic_init(&s->hb_ms[i],
+                    in->rec.has_last_heartbeat ? si->rec.last_heartbeat_ms : INT64_MIN);
         s->n_alive += si->alive;
         s->n_routable += si->routable;
         flags[0] = (unsigned char)si->alive;
@@ -696,6 +890,7 @@ publish(struct ctl_view *v)
         return false;
     }
     atomic_init(&s->refs, 1);
+    pthread_mutex_init(&s->json_mu, NULL);
     s->version = ++v->version;
     s->built_mono_ms = now;
     s->etag[0] = s->etag[1] = FNV_INIT;
@@ -726,6 +921,22 @@ publish(struct ctl_view *v)
     changed = !old || old->etag[0] != s->etag[0];
     ctl_snap_release(old);
     return changed;
+}
+
+/* A plain heartbeat: its time into the model's published snapshot (see
+ * struct ctl_model_snap in ctl.h), for the next list to copy into the
+ * JSON. Nothing when the model is rebuilt at the next publish anyway (its
+ * layout may differ from the published one: the rebuild reads the time). */
+static void
+store_hb(struct ctl_view *v, struct vmodel *m, size_t idx, const struct vinst *in)
+{
+    struct ctl_model_snap *s = m->snap;
+
+    if (m->dirty || !s || idx >= s->n) {
+        return;
+    }
+    atomic_store_explicit(&s->hb_ms[idx], in->hb_mono_ms + v->db_offset_ms, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->hb_gen, 1, memory_order_release);
 }
 
 static void
@@ -767,7 +978,8 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
                        sizeof(in->rec.prompt_template));
             }
         }
-        dirty |= !in->rec.healthy || in->rec.lease_ms != op->inst.lease_ms;
+        dirty |= !in->rec.healthy || !in->rec.has_last_heartbeat ||
+                 in->rec.lease_ms != op->inst.lease_ms;
         in->rec.healthy = true;
         in->rec.lease_ms = op->inst.lease_ms;
         in->rec.in_flight = op->inst.in_flight;
@@ -786,11 +998,14 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
     in->alive = alive;
     /* Only what routing or a registration changes rebuilds the model's
      * snapshot at once: a new instance, a revived one, a new weight, template
-     * or lease. A plain heartbeat's last_heartbeat and load reach the list
-     * with the next full refresh (view_refresh_ms); rebuilding on every
-     * heartbeat cost a snapshot per model per batch (docs/performance.md). */
+     * or lease. A plain heartbeat's time goes into the published snapshot's
+     * cell (the next list shows it); its load reaches view=full with the
+     * next full refresh (view_refresh_ms). Rebuilding on every heartbeat
+     * cost a snapshot per model per batch (docs/performance.md). */
     if (m && dirty) {
         mark(v, m);
+    } else if (m) {
+        store_hb(v, m, idx, in);
     }
 }
 
@@ -877,6 +1092,10 @@ ctl_view_refresh_begin(struct ctl_view *v)
     return seq;
 }
 
+/* Fields whose change rebuilds the model's snapshot. Not last_heartbeat
+ * (a cell: store_hb) nor the load: polls return every heartbeated row, and
+ * a rebuild per poll is what the cells avoid; the load reaches view=full
+ * with the next full read, which rebuilds every model. */
 static bool
 displayed_fields_differ(const struct reg_instance *a, const struct reg_instance *b)
 {
@@ -886,9 +1105,7 @@ displayed_fields_differ(const struct reg_instance *a, const struct reg_instance 
            (a->has_weight_override && a->weight_override != b->weight_override) ||
            a->has_prompt_template != b->has_prompt_template ||
            strcmp(a->prompt_template, b->prompt_template) != 0 || a->lease_ms != b->lease_ms ||
-           a->in_flight != b->in_flight || a->queue_length != b->queue_length ||
-           a->capacity != b->capacity || a->has_last_heartbeat != b->has_last_heartbeat ||
-           a->last_heartbeat_ms != b->last_heartbeat_ms;
+           a->has_last_heartbeat != b->has_last_heartbeat;
 }
 
 static void
@@ -918,15 +1135,27 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
         /* written here while the query ran: local state is newer */
         if (row->has_last_heartbeat && hb > in->hb_mono_ms) {
             in->hb_mono_ms = hb;
+            store_hb(v, m, idx, in);
         }
         return;
     }
-    if (displayed_fields_differ(&in->rec, row)) {
+    bool differ = displayed_fields_differ(&in->rec, row);
+    bool beat = row->has_last_heartbeat && row->last_heartbeat_ms != in->rec.last_heartbeat_ms;
+    if (differ) {
         mark(v, m);
     }
     in->rec = *row;
+    if (!differ && beat && hb <= in->hb_mono_ms) {
+        /* a poll reads this controller's own heartbeats back too, stamped at
+         * their statement, a little before the commit time the view holds:
+         * a listed time never goes back for that */
+        return;
+    }
     if (row->has_last_heartbeat) {
         in->hb_mono_ms = hb;
+    }
+    if (!differ && beat) {
+        store_hb(v, m, idx, in);
     }
 }
 
@@ -940,6 +1169,7 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_inst
     pthread_mutex_lock(&v->mu);
     v->gen++;
     v->ignored = 0;
+    v->db_offset_ms = db_now_ms - mono_end; /* before store_hb uses it */
     for (size_t i = 0; i < n; i++) {
         merge_row(v, token, &rows[i], mono_end);
     }

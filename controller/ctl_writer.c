@@ -15,10 +15,12 @@
  * because the database is unreachable, the jobs that queued meanwhile fail
  * with it, so no write waits more than about one retry budget.
  *
- * Refresher. Polls the table: rows changed since the last poll every
- * view_poll_ms (other controllers' registrations, deregistrations, admin
- * changes), the whole table every view_refresh_ms (heartbeat times and
- * deletions), and runs the idempotent sweep every heartbeat_interval_secs.
+ * Refresher. Polls the table: rows changed or heartbeated since the last
+ * poll every view_poll_ms (other controllers' registrations,
+ * deregistrations, admin changes, and heartbeat times, which the view
+ * stores without a rebuild), the whole table every view_refresh_ms (ages,
+ * load, deletions), and runs the idempotent sweep every
+ * heartbeat_interval_secs.
  * Before its first success it applies the schema migrations.
  *
  * Admission (--max_instances). The table is the truth: the view may lag
@@ -63,9 +65,18 @@
 #include "log.h"
 #include "util.h"
 
-#define WRITER_MAX_BATCH        512
-#define POLL_SLACK_MS           5000 /* re-read changes this far back: slow commits */
-#define WRITER_ANSWER_MARGIN_MS 100  /* of the write's time bound, kept for answering */
+#define WRITER_MAX_BATCH 512
+#define POLL_SLACK_MS    5000 /* re-read changes this far back: slow commits */
+/* Re-read heartbeats this far back: a heartbeat's time is taken when its
+ * statement runs and becomes visible at commit, so a commit slower than
+ * this is seen by the next full read instead (at most --view_refresh_ms,
+ * and never later than a third of the shortest lease). Every poll reads
+ * the heartbeats of (poll interval + this): kept short, as it is paid in
+ * rows per heartbeat by every controller. On a table DB-GPT created
+ * (last_heartbeat DATETIME, truncated to the second) most heartbeats
+ * written elsewhere reach the list with the full read. */
+#define HB_POLL_SLACK_MS        250
+#define WRITER_ANSWER_MARGIN_MS 100 /* of the write's time bound, kept for answering */
 
 struct ctl_writer {
     struct ctl_server *srv;
@@ -445,6 +456,7 @@ struct ctl_refresher {
     int64_t last_full_mono;
     int64_t last_sweep_mono;
     int64_t poll_since_ms; /* database time */
+    int64_t hb_since_ms;   /* database time: heartbeats since (-1: none yet) */
     int64_t count_offset;  /* table rows - view instances after the last full read */
     struct rowvec rows;
     struct reg_stats last_stats;
@@ -479,7 +491,8 @@ do_refresh(struct ctl_refresher *r, bool full)
     int rc;
 
     r->rows.n = 0;
-    rc = reg_list(r->store, full ? -1 : r->poll_since_ms, collect, &r->rows, &db_now, &table_rows);
+    rc = reg_list_delta(r->store, full ? -1 : r->poll_since_ms, r->hb_since_ms, collect, &r->rows,
+                        &db_now, &table_rows);
     add_stats(srv, r->store, &r->last_stats);
     ctl_db_note(srv, rc, reg_errmsg(r->store));
     atomic_fetch_add(&srv->metrics.refreshes, 1);
@@ -497,6 +510,7 @@ do_refresh(struct ctl_refresher *r, bool full)
     size_t ignored =
         ctl_view_refresh_apply(srv->view, token, r->rows.v, r->rows.n, full, db_now, t1);
     r->poll_since_ms = db_now - POLL_SLACK_MS;
+    r->hb_since_ms = db_now - HB_POLL_SLACK_MS;
     int64_t offset = table_rows - (int64_t)ctl_view_count(srv->view);
     if (full) {
         r->last_full_mono = t1;
@@ -619,6 +633,7 @@ ctl_refresher_new(struct ctl_server *srv, struct ctl_refresher **out)
         return -1;
     }
     r->srv = srv;
+    r->hb_since_ms = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);
     if (reg_open(&srv->regcfg, &r->store) != REG_OK) {

@@ -54,8 +54,9 @@ struct reg_backend_ops {
     int (*migrate_record)(struct reg_store *st, int version, const char *name);
     /* data */
     int (*apply)(struct reg_store *st, struct reg_op *ops, size_t n);
-    int (*list)(struct reg_store *st, int64_t changed_since_ms, struct reg_rows *rows,
-                int64_t *db_now_ms_out, int64_t *table_rows_out);
+    /* heartbeat_since_ms < 0: no heartbeat delta (see reg_list_delta) */
+    int (*list)(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
+                struct reg_rows *rows, int64_t *db_now_ms_out, int64_t *table_rows_out);
     int (*sweep)(struct reg_store *st, int64_t gc_after_ms, int *marked, int *deleted);
     int (*ping)(struct reg_store *st);
     /* The connected socket, or -1 (optional; NULL for SQLite). The time

@@ -72,6 +72,7 @@ enum stmt_id {
     S_ADMIN,
     S_LIST_ALL,
     S_LIST_SINCE,
+    S_LIST_DELTA,
     S_NOW,
     S_COUNT_ROWS,
     S_SWEEP_MARK,
@@ -128,6 +129,10 @@ static const char *const stmt_sql[S_COUNT] = {
                 " gmt_modified = UTC_TIMESTAMP(), roster_updated_ms = " NOW_MS KEY_WHERE,
     [S_LIST_ALL] = LIST_COLUMNS,
     [S_LIST_SINCE] = LIST_COLUMNS " WHERE roster_updated_ms >= ?",
+    /* index_merge (sort_union) of idx_roster_updated and
+     * idx_roster_last_heartbeat: only the rows changed or heartbeated since */
+    [S_LIST_DELTA] = LIST_COLUMNS " WHERE roster_updated_ms >= ?"
+                                  " OR last_heartbeat >= FROM_UNIXTIME(? / 1000)",
     [S_NOW] = "SELECT " NOW_MS,
     [S_COUNT_ROWS] = "SELECT COUNT(*) FROM " TABLE,
     /* gmt_modified = gmt_modified: no ON UPDATE CURRENT_TIMESTAMP, as in SQLite */
@@ -1111,21 +1116,22 @@ fetch_rows(struct reg_store *st, MYSQL_STMT *s, struct reg_rows *rows, int64_t *
 }
 
 static int
-be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out,
-        int64_t *total_out)
+be_list(struct reg_store *st, int64_t since, int64_t hb_since, struct reg_rows *rows,
+        int64_t *now_out, int64_t *total_out)
 {
     MYSQL_STMT *s = NULL;
-    MYSQL_BIND b;
+    MYSQL_BIND b[2];
     long long now = 0;
     long long total = 0;
-    int rc = prep(st, since < 0 ? S_LIST_ALL : S_LIST_SINCE, &s);
+    int rc = prep(st, since < 0 ? S_LIST_ALL : hb_since < 0 ? S_LIST_SINCE : S_LIST_DELTA, &s);
 
     if (rc != REG_OK) {
         return rc;
     }
-    memset(&b, 0, sizeof(b));
-    bind_i64(&b, &since);
-    rc = execute(st, s, since < 0 ? NULL : &b, "list");
+    memset(b, 0, sizeof(b));
+    bind_i64(&b[0], &since);
+    bind_i64(&b[1], &hb_since);
+    rc = execute(st, s, since < 0 ? NULL : b, "list");
     if (rc == REG_OK) {
         rc = fetch_rows(st, s, rows, now_out);
         mysql_stmt_free_result(s);

@@ -45,6 +45,7 @@ enum stmt_id {
     S_ADMIN,
     S_LIST_ALL,
     S_LIST_SINCE,
+    S_LIST_DELTA,
     S_SWEEP_MARK,
     S_SWEEP_GC,
     S_COUNT
@@ -89,6 +90,10 @@ static const char *const stmt_sql[S_COUNT] = {
     " roster_queue_length, roster_capacity, roster_updated_ms, " NOW_MS " FROM " TABLE
     [S_LIST_ALL] = LIST_COLUMNS,
     [S_LIST_SINCE] = LIST_COLUMNS " WHERE roster_updated_ms >= ?1",
+    /* the OR is answered from idx_roster_updated and idx_roster_last_heartbeat
+     * (last_heartbeat is text in one format: compared as text) */
+    [S_LIST_DELTA] = LIST_COLUMNS " WHERE roster_updated_ms >= ?1 OR last_heartbeat >="
+                                  " strftime('%Y-%m-%d %H:%M:%f', ?2 / 1000.0, 'unixepoch')",
     /* a NULL check_healthy / healthy means what read_row makes of it (1 / 0) */
     [S_SWEEP_MARK] = "UPDATE " TABLE " SET healthy = 0 WHERE healthy = 1"
                      " AND COALESCE(check_healthy, 1) != 0"
@@ -464,8 +469,8 @@ read_row(sqlite3_stmt *s, struct reg_instance *in)
 }
 
 static int
-be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now_out,
-        int64_t *total_out)
+be_list(struct reg_store *st, int64_t since, int64_t hb_since, struct reg_rows *rows,
+        int64_t *now_out, int64_t *total_out)
 {
     struct sqlite_be *be = st->be;
     sqlite3_stmt *s = NULL;
@@ -474,12 +479,15 @@ be_list(struct reg_store *st, int64_t since, struct reg_rows *rows, int64_t *now
     int rc;
 
     /* The clock is read separately so that an empty table still has a "now". */
-    rc = prep(st, since < 0 ? S_LIST_ALL : S_LIST_SINCE, &s);
+    rc = prep(st, since < 0 ? S_LIST_ALL : hb_since < 0 ? S_LIST_SINCE : S_LIST_DELTA, &s);
     if (rc != REG_OK) {
         return rc;
     }
     if (since >= 0) {
         sqlite3_bind_int64(s, 1, since);
+    }
+    if (since >= 0 && hb_since >= 0) {
+        sqlite3_bind_int64(s, 2, hb_since);
     }
     while ((code = sqlite3_step(s)) == SQLITE_ROW) {
         read_row(s, &in);

@@ -506,6 +506,7 @@ struct call {
     struct reg_op *ops;
     size_t n;
     int64_t since;
+    int64_t hb_since;
     struct reg_rows *rows;
     int64_t *now_out;
     int64_t *table_rows_out;
@@ -523,7 +524,7 @@ attempt(struct reg_store *st, struct call *c)
         return st->ops->apply(st, c->ops, c->n);
     case CALL_LIST:
         c->rows->n = 0;
-        return st->ops->list(st, c->since, c->rows, c->now_out, c->table_rows_out);
+        return st->ops->list(st, c->since, c->hb_since, c->rows, c->now_out, c->table_rows_out);
     case CALL_SWEEP:
         return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
     case CALL_PING:
@@ -634,11 +635,19 @@ int
 reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
          int64_t *db_now_ms_out, int64_t *table_rows_out)
 {
+    return reg_list_delta(st, changed_since_ms, -1, cb, arg, db_now_ms_out, table_rows_out);
+}
+
+int
+reg_list_delta(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
+               reg_list_cb *cb, void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out)
+{
     struct reg_rows rows = {0};
     int64_t now = 0;
     int64_t total = 0;
     struct call c = {.kind = CALL_LIST,
                      .since = changed_since_ms,
+                     .hb_since = changed_since_ms < 0 ? -1 : heartbeat_since_ms,
                      .rows = &rows,
                      .now_out = &now,
                      .table_rows_out = &total};
@@ -668,6 +677,7 @@ reg_table_rows_until(struct reg_store *st, int64_t deadline_mono_ms, int64_t *ro
     int64_t now = 0;
     struct call c = {.kind = CALL_LIST,
                      .since = INT64_MAX, /* no row changed after the end of time */
+                     .hb_since = -1,
                      .rows = &rows,
                      .now_out = &now,
                      .table_rows_out = rows_out,

@@ -211,6 +211,17 @@ typedef int reg_list_cb(const struct reg_instance *in, void *arg);
 REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb,
                            void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
+/* reg_list, plus (when both since values are >= 0) the rows whose
+ * last_heartbeat is at or after `heartbeat_since_ms` (database time, epoch
+ * ms): a poll that also sees heartbeats written elsewhere. Both filters are
+ * index range reads (idx_roster_updated, idx_roster_last_heartbeat: an
+ * index_merge union on MySQL, SQLite's multi-index OR), so a poll costs
+ * the rows it returns, not the table. A row matching both comes once.
+ * heartbeat_since_ms < 0 is reg_list. Blocks: yes. */
+REG_MUSTCHECK int reg_list_delta(struct reg_store *st, int64_t changed_since_ms,
+                                 int64_t heartbeat_since_ms, reg_list_cb *cb, void *arg,
+                                 int64_t *db_now_ms_out, int64_t *table_rows_out);
+
 /* The number of rows in the table, within the caller's hard deadline (as
  * reg_apply_until: a statement still waiting then is cut off and the call
  * returns REG_EUNAVAIL). Blocks: yes. */

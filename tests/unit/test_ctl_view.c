@@ -4,8 +4,9 @@
  * past --max_instances are kept while rows read from the table are
  * ignored (and counted), ctl_view_missing, --instance_networks applied to
  * rows when they are listed, the list JSON charged to the process budget,
- * and readers on other threads while merges and writes publish snapshots
- * (run under TSan by scripts/tsan.sh).
+ * readers on other threads while merges and writes publish snapshots, and
+ * a heartbeat's time listed at once without a snapshot rebuild, never torn
+ * while readers copy the JSON (run under TSan by scripts/tsan.sh).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -235,6 +236,142 @@ test_readers_during_merges(void)
     ctl_view_free(st.v);
 }
 
+/* ---- heartbeat times without a rebuild ---------------------------------- */
+
+/* The "last_heartbeat" of port `port` in a list JSON, as epoch-free text
+ * (26 bytes + NUL), or "" if absent. */
+static void
+hb_of(const struct ctl_json *j, int port, char *out)
+{
+    char key[64];
+    const char *p;
+    const char *q;
+
+    out[0] = '\0';
+    snprintf(key, sizeof(key), "\"port\":%d,", port);
+    p = strstr(j->data, key);
+    if (!p || !(q = strstr(p, "\"last_heartbeat\":\"")) || strlen(q) < 18 + 26) {
+        return;
+    }
+    memcpy(out, q + 18, 26);
+    out[26] = '\0';
+}
+
+static bool
+well_formed(const char *t)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddddd";
+
+    for (int i = 0; i < 26; i++) {
+        if (shape[i] == 'd' ? (t[i] < '0' || t[i] > '9') : t[i] != shape[i]) {
+            return false;
+        }
+    }
+    return t[26] == '\0';
+}
+
+struct hb_stress {
+    struct ctl_view *v;
+    _Atomic bool stop;
+    _Atomic long reads;
+    _Atomic long bad;
+};
+
+/* Lists while heartbeats patch: every time is whole and never goes back. */
+static void *
+hb_reader(void *arg)
+{
+    struct hb_stress *st = arg;
+    char last[32] = "";
+    char t[32];
+
+    while (!atomic_load(&st->stop)) {
+        struct ctl_snap *s = ctl_view_acquire(st->v);
+        struct ctl_json *j = ctl_snap_json(s, "m@llm", CTL_JSON_ALL);
+        struct ctl_json *k = ctl_snap_json(s, NULL, CTL_JSON_ROUTABLE);
+        hb_of(j, 7, t);
+        if (!well_formed(t) || strcmp(t, last) < 0) {
+            atomic_fetch_add(&st->bad, 1);
+        }
+        memcpy(last, t, sizeof(last));
+        hb_of(k, 7, t);
+        atomic_fetch_add(&st->bad, !well_formed(t));
+        ctl_json_release(j);
+        ctl_json_release(k);
+        ctl_snap_release(s);
+        atomic_fetch_add(&st->reads, 1);
+    }
+    return NULL;
+}
+
+static void
+test_heartbeat_listed_at_once(void)
+{
+    struct hb_stress st = {.v = view(100000, NULL)};
+    struct reg_op reg[50];
+    pthread_t th[2];
+    char before[32];
+    char after[32];
+
+    CHECK(st.v);
+    atomic_init(&st.stop, false);
+    atomic_init(&st.reads, 0);
+    atomic_init(&st.bad, 0);
+    for (int i = 0; i < 50; i++) {
+        reg[i] = op(REG_OP_REGISTER, "10.0.0.1", i + 1);
+    }
+    ctl_view_apply_ops(st.v, reg, 50);
+    struct ctl_snap *s0 = ctl_view_acquire(st.v);
+    struct ctl_model_snap *m0 = (struct ctl_model_snap *)ctl_snap_model(s0, "m@llm");
+    struct ctl_json *j0 = ctl_snap_json(s0, "m@llm", CTL_JSON_ALL);
+    CHECK(m0 && j0 && j0->npatch == 50);
+    hb_of(j0, 7, before);
+    CHECK(well_formed(before));
+    ctl_json_release(j0);
+    ctl_snap_release(s0);
+
+    /* a heartbeat: no new model snapshot, yet the next list has its time */
+    struct timespec ms5 = {0, 5000000};
+    nanosleep(&ms5, NULL);
+    struct reg_op hb = op(REG_OP_HEARTBEAT, "10.0.0.1", 7);
+    ctl_view_apply_ops(st.v, &hb, 1);
+    struct ctl_snap *s1 = ctl_view_acquire(st.v);
+    CHECK(ctl_snap_model(s1, "m@llm") == m0);
+    struct ctl_json *j1 = ctl_snap_json(s1, "m@llm", CTL_JSON_ALL);
+    struct ctl_json *f1 = ctl_snap_json(s1, NULL, CTL_JSON_FULL_ALL);
+    hb_of(j1, 7, after);
+    CHECK(well_formed(after) && strcmp(after, before) > 0);
+    hb_of(f1, 7, before); /* view=full is serialised again: the same time */
+    CHECK(strcmp(after, before) == 0);
+    ctl_json_release(j1);
+    ctl_json_release(f1);
+    ctl_snap_release(s1);
+
+    /* readers while heartbeats patch (TSan: no race; no torn time) */
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_create(&th[i], NULL, hb_reader, &st) == 0);
+    }
+    for (int round = 0; round < 300; round++) {
+        struct reg_op b[3] = {op(REG_OP_HEARTBEAT, "10.0.0.1", 7),
+                              op(REG_OP_HEARTBEAT, "10.0.0.1", 1 + round % 50),
+                              op(REG_OP_HEARTBEAT, "10.0.0.1", 50)};
+        ctl_view_apply_ops(st.v, b, 3);
+        if (round % 100 == 99) {
+            struct reg_op n = op(REG_OP_REGISTER, "10.0.0.2", round); /* a rebuild */
+            ctl_view_apply_ops(st.v, &n, 1);
+        }
+    }
+    while (atomic_load(&st.reads) < 20) {
+        nanosleep(&ms5, NULL);
+    }
+    atomic_store(&st.stop, true);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    CHECK_EQ_INT(atomic_load(&st.bad), 0);
+    ctl_view_free(st.v);
+}
+
 int
 main(void)
 {
@@ -243,5 +380,6 @@ main(void)
     CHECK_RUN(test_instance_networks_at_read);
     CHECK_RUN(test_json_budget);
     CHECK_RUN(test_readers_during_merges);
+    CHECK_RUN(test_heartbeat_listed_at_once);
     return check_summary();
 }
