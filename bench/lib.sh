@@ -73,12 +73,13 @@ NGINX
 start_nginx_proxy() { start_nginx_proxy_multi "$1"; }
 
 # The same proxy over 127.0.0.1:PORT for each argument, round robin (nginx's
-# default); a proxy already running is stopped first. Sets pport.
+# default); a proxy already running is stopped first, and its port reused.
+# Sets pport.
 start_nginx_proxy_multi() {
     local p servers=""
     stop_nginx_proxy
     for p in "$@"; do servers+="    server 127.0.0.1:$p;"$'\n'; done
-    pport=$(free_port)
+    pport=${pport:-$(free_port)}
     cat >"$work/nginx-proxy.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx-proxy.pid;

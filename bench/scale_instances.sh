@@ -98,20 +98,16 @@ end
 LUA
 
 # worker_counts: each worker's roster_worker_requests_total, one a line
-cat >"$work/counts.py" <<'PY'
-import sys, urllib.request
-from concurrent.futures import ThreadPoolExecutor
-def count(p):
-    with urllib.request.urlopen("http://127.0.0.1:%s/metrics" % p, timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("roster_worker_requests_total"):
-                return int(float(line.split()[-1]))
-    sys.exit("worker %s: no roster_worker_requests_total" % p)
-with ThreadPoolExecutor(8) as ex:
-    for n in ex.map(count, sys.argv[1:]):
-        print(n)
-PY
-worker_counts() { python3 "$work/counts.py" "${wports[@]}"; }
+# (one curl for all: its URLs are fetched in order)
+worker_counts() {
+    local urls=() p n
+    for p in "${wports[@]}"; do urls+=("http://127.0.0.1:$p/metrics"); done
+    curl -sf --max-time 10 "${urls[@]}" | awk '/^roster_worker_requests_total / {print $2}' \
+        >"$work/counts"
+    n=$(wc -l <"$work/counts")
+    [ "$n" = "${#wports[@]}" ] || { echo "bench: $n counts from ${#wports[@]} workers" >&2; exit 1; }
+    cat "$work/counts"
+}
 # spread BEFORE AFTER: "requests max/min" over the per-worker deltas
 # (requests in all; min taken as 1 when a worker got nothing, with a warning)
 spread() {
