@@ -31,7 +31,7 @@
 #
 # Between the two curves the table is emptied and the controllers read it
 # again. Rows (x = fleet size N, instances):
-#   heartbeat.hb_rps_<T>s, false_evictions_<T>s_count, db_cpu_<T>s_pct,
+#   heartbeat.hb_<T>s_rps, false_evictions_<T>s_count, db_cpu_<T>s_pct,
 #   db_cpu_per_heartbeat_<T>s_us, ctl_cpu_<T>s_pct, hb_p99_<T>s_ms,
 #   hb_errors_<T>s_count (T = 5, 20) and, with x "-",
 #   heartbeat.capacity_5s_count, heartbeat.capacity_20s_count (largest N
@@ -156,7 +156,7 @@ for run in $(seq 1 "$runs"); do
             db_us=$(awk -v t=$((d1 - d0)) -v h="$hb" -v k="$tck" 'BEGIN{if (h > 0) printf "%.1f", t * 1e6 / k / h; else print 0}')
             ok=$(awk -v r="$hb_rps" -v w="$want" -v p="$p99" -v t="$T" -v b="$bad" -v e="$evicted" \
                 'BEGIN{print (r >= 0.9 * w && p < t * 1000 && b == 0 && e == 0) ? 1 : 0}')
-            emit "$B.hb_rps_${T}s" "$N" "$run" "$hb_rps"
+            emit "$B.hb_${T}s_rps" "$N" "$run" "$hb_rps"
             emit "$B.false_evictions_${T}s_count" "$N" "$run" "$evicted"
             emit "$B.db_cpu_${T}s_pct" "$N" "$run" "$db_pct"
             emit "$B.db_cpu_per_heartbeat_${T}s_us" "$N" "$run" "$db_us"
