@@ -183,6 +183,36 @@ http_server_shutdown(struct http_server *srv, int grace_ms)
     }
 }
 
+/* The loop-lag probe: a one-shot timer re-armed every HS_LAG_PERIOD_US;
+ * how late it fires is how long the loop's thread could not run callbacks
+ * (a long callback, lock or page fault, or the CPU taken away). Costs a
+ * wake-up per period per loop, nothing else. */
+static void
+arm_lag(struct http_loop *loop)
+{
+    struct timeval tv = {0, HS_LAG_PERIOD_US};
+
+    loop->lag_due_us = util_mono_us() + HS_LAG_PERIOD_US;
+    evtimer_add(loop->lag_ev, &tv);
+}
+
+static void
+on_lag(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_loop *loop = arg;
+    int64_t late = util_mono_us() - loop->lag_due_us;
+
+    (void)fd;
+    (void)what;
+    if (late > atomic_load_explicit(&loop->lag_max_us, memory_order_relaxed)) {
+        atomic_store_explicit(&loop->lag_max_us, late, memory_order_relaxed);
+    }
+    if (late >= HS_STALL_US) {
+        atomic_fetch_add_explicit(&loop->n_stalls, 1, memory_order_relaxed);
+    }
+    arm_lag(loop);
+}
+
 static void *
 loop_main(void *arg)
 {
@@ -194,6 +224,7 @@ loop_main(void *arg)
             srv->svcs[i].on_start(loop, srv->svcs[i].arg);
         }
     }
+    arm_lag(loop);
     event_base_dispatch(loop->base);
     pthread_mutex_lock(&loop->mbox_mu);
     loop->stopped = true;
@@ -361,10 +392,11 @@ http_server_new(const struct http_server_config *cfg, struct http_server **out, 
         pthread_mutex_init(&loop->mbox_mu, NULL);
         loop->base = event_base_new();
         loop->mbox_ev = loop->base ? event_new(loop->base, -1, 0, on_mailbox, loop) : NULL;
+        loop->lag_ev = loop->base ? evtimer_new(loop->base, on_lag, loop) : NULL;
         loop->listener = loop->base ? evconnlistener_new(loop->base, hs_on_accept, loop,
                                                          LEV_OPT_CLOSE_ON_EXEC, -1, srv->fd)
                                     : NULL;
-        if (!loop->base || !loop->mbox_ev || !loop->listener) {
+        if (!loop->base || !loop->mbox_ev || !loop->lag_ev || !loop->listener) {
             snprintf(err, errcap, "cannot set up event loop %d", i);
             http_server_free(srv);
             return -1;
@@ -418,6 +450,11 @@ http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
         out->connections_rejected += atomic_load_explicit(&l->n_rejected, memory_order_relaxed);
         out->connections_rejected_per_client +=
             atomic_load_explicit(&l->n_rejected_client, memory_order_relaxed);
+        int64_t lag = atomic_load_explicit(&l->lag_max_us, memory_order_relaxed);
+        if (lag > out->loop_stall_max_us) {
+            out->loop_stall_max_us = lag;
+        }
+        out->loop_stalls += atomic_load_explicit(&l->n_stalls, memory_order_relaxed);
     }
     out->connections_open = atomic_load_explicit(&srv->open_conns, memory_order_relaxed);
 }
@@ -458,6 +495,9 @@ http_server_free(struct http_server *srv)
         }
         if (loop->mbox_ev) {
             event_free(loop->mbox_ev);
+        }
+        if (loop->lag_ev) {
+            event_free(loop->lag_ev);
         }
         if (loop->base) {
             event_base_free(loop->base);
