@@ -87,6 +87,10 @@ struct reg_store {
     int64_t call_start_ms; /* monotonic start of that call */
     struct reg_guard guard;
     struct reg_stats stats;
+    /* reg_list's rows, kept between calls: a full read of a large table
+     * reuses the same pages instead of growing and faulting in a new array
+     * each time (reg_list_rows hands it to the caller) */
+    struct reg_rows list_rows;
     char errmsg[512];
 };
 

@@ -211,6 +211,14 @@ typedef int reg_list_cb(const struct reg_instance *in, void *arg);
 REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb,
                            void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
+/* reg_list without a copy per row: *rows_out points at the store's own
+ * array of *n_out rows, valid until the next call on `st` (or reg_close).
+ * The array is kept between calls (a full read of a large table reuses its
+ * pages); it shrinks when a read fills under a quarter of it. */
+REG_MUSTCHECK int reg_list_rows(struct reg_store *st, int64_t changed_since_ms,
+                                const struct reg_instance **rows_out, size_t *n_out,
+                                int64_t *db_now_ms_out, int64_t *table_rows_out);
+
 /* The number of rows in the table, within the caller's hard deadline (as
  * reg_apply_until: a statement still waiting then is cut off and the call
  * returns REG_EUNAVAIL). Blocks: yes. */
