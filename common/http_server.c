@@ -187,12 +187,24 @@ http_server_shutdown(struct http_server *srv, int grace_ms)
  * how late it fires is how long the loop's thread could not run callbacks
  * (a long callback, lock or page fault, or the CPU taken away). Costs a
  * wake-up per period per loop, nothing else. */
+static int64_t
+thread_cpu_us(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void
 arm_lag(struct http_loop *loop)
 {
     struct timeval tv = {0, HS_LAG_PERIOD_US};
 
     loop->lag_due_us = util_mono_us() + HS_LAG_PERIOD_US;
+    loop->lag_cpu_us = thread_cpu_us();
     evtimer_add(loop->lag_ev, &tv);
 }
 
@@ -201,11 +213,20 @@ on_lag(evutil_socket_t fd, short what, void *arg)
 {
     struct http_loop *loop = arg;
     int64_t late = util_mono_us() - loop->lag_due_us;
+    /* the part of the lateness the thread spent running (its own callbacks),
+     * not waiting for a CPU or stopped */
+    int64_t busy = thread_cpu_us() - loop->lag_cpu_us;
 
     (void)fd;
     (void)what;
+    if (busy > late) {
+        busy = late;
+    }
     if (late > atomic_load_explicit(&loop->lag_max_us, memory_order_relaxed)) {
         atomic_store_explicit(&loop->lag_max_us, late, memory_order_relaxed);
+    }
+    if (busy > atomic_load_explicit(&loop->busy_max_us, memory_order_relaxed)) {
+        atomic_store_explicit(&loop->busy_max_us, busy, memory_order_relaxed);
     }
     if (late >= HS_STALL_US) {
         atomic_fetch_add_explicit(&loop->n_stalls, 1, memory_order_relaxed);
@@ -455,6 +476,10 @@ http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
             out->loop_stall_max_us = lag;
         }
         out->loop_stalls += atomic_load_explicit(&l->n_stalls, memory_order_relaxed);
+        int64_t busy = atomic_load_explicit(&l->busy_max_us, memory_order_relaxed);
+        if (busy > out->loop_busy_max_us) {
+            out->loop_busy_max_us = busy;
+        }
     }
     out->connections_open = atomic_load_explicit(&srv->open_conns, memory_order_relaxed);
 }

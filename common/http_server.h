@@ -171,7 +171,9 @@ struct http_server_stats {
      * late it fired (the time its thread spent inside one callback, or
      * off the CPU). Max over loops and over the process's life. */
     int64_t loop_stall_max_us;
-    uint64_t loop_stalls; /* firings late by >= 5 ms, summed over loops */
+    uint64_t loop_stalls;     /* firings late by >= 5 ms, summed over loops */
+    int64_t loop_busy_max_us; /* the most of one lateness that was the loop thread's own
+                               * CPU time (a long callback, not a wait for a CPU) */
 };
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);
 

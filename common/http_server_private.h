@@ -182,9 +182,11 @@ struct http_loop {
     /* loop-lag probe (http_server.c): a timer every HS_LAG_PERIOD_US; how
      * late it fired is how long the loop could not run its callbacks */
     struct event *lag_ev;
-    int64_t lag_due_us;         /* monotonic time it should fire */
-    _Atomic int64_t lag_max_us; /* the latest it fired, since start */
-    _Atomic uint64_t n_stalls;  /* firings late by >= HS_STALL_US */
+    int64_t lag_due_us;          /* monotonic time it should fire */
+    _Atomic int64_t lag_max_us;  /* the latest it fired, since start */
+    _Atomic uint64_t n_stalls;   /* firings late by >= HS_STALL_US */
+    int64_t lag_cpu_us;          /* the thread's CPU time when armed */
+    _Atomic int64_t busy_max_us; /* the most of a lateness that was the thread's own CPU time */
 };
 
 struct http_server {

@@ -253,6 +253,11 @@ metrics_write_http(struct buf *b, struct http_server *srv)
                          "start (a 5 ms probe timer's latest firing, over all loops).");
     rc |= metrics_sample(b, "roster_loop_stall_max_seconds", NULL,
                          (double)hs.loop_stall_max_us / 1e6);
+    rc |= metrics_header(b, "roster_loop_busy_max_seconds", "gauge",
+                         "The most of one such lateness that the loop thread spent running "
+                         "(its own long callbacks; excludes waiting for a CPU), since start.");
+    rc |=
+        metrics_sample(b, "roster_loop_busy_max_seconds", NULL, (double)hs.loop_busy_max_us / 1e6);
     rc |= counter(b, "roster_loop_stalls_total",
                   "Probe timer firings at least 5 ms late (loop stalls), over all loops.",
                   hs.loop_stalls);

@@ -1,7 +1,9 @@
 """The loop-lag probe (common/http_server.c): every role's /metrics has
 roster_loop_stall_max_seconds and roster_loop_stalls_total, near zero on an
 idle process, and both move when the loops cannot run: the process is
-stopped (SIGSTOP) for 400 ms, so every probe timer fires that late. No
+stopped (SIGSTOP) for 400 ms, so every probe timer fires that late; and
+roster_loop_busy_max_seconds (the part of a lateness the loop thread spent
+running) does not take the stop for the thread's own work. No
 timing threshold but generous ones (the machine is shared).
 """
 import os
@@ -18,9 +20,11 @@ STOP_S = 0.4
 def stall_metrics(url):
     mx = h.metric(url, "roster_loop_stall_max_seconds")
     n = h.metric(url, "roster_loop_stalls_total")
+    busy = h.metric(url, "roster_loop_busy_max_seconds")
     h.check(mx is not None, f"{url}: no roster_loop_stall_max_seconds")
     h.check(n is not None, f"{url}: no roster_loop_stalls_total")
-    return mx, n
+    h.check(busy is not None and 0 <= busy <= mx, f"{url}: busy max {busy} (wall max {mx})")
+    return mx, n, busy
 
 
 def stop_for(p, secs):
@@ -32,16 +36,18 @@ def stop_for(p, secs):
 
 
 def check_moves(p):
-    mx0, n0 = stall_metrics(p.url)
+    mx0, n0, _ = stall_metrics(p.url)
     h.check(0 <= mx0 < STOP_S, f"{p.url}: max {mx0} s before any stall")
     stop_for(p, STOP_S)
     # the timer fires once the process runs again; the scrape after it sees it
     h.wait_until(lambda: stall_metrics(p.url)[0] >= STOP_S / 2, timeout=10,
                  what="roster_loop_stall_max_seconds to record the stop")
-    mx1, n1 = stall_metrics(p.url)
+    mx1, n1, busy1 = stall_metrics(p.url)
     h.check(mx1 >= STOP_S / 2, f"{p.url}: max {mx1} s after a {STOP_S} s stop")
     h.check(mx1 < 60, f"{p.url}: max {mx1} s is not a lateness")
     h.check(n1 >= n0 + 1, f"{p.url}: stalls {n0} -> {n1} after a {STOP_S} s stop")
+    # a stopped thread runs nothing: the stop is not its own CPU time
+    h.check(busy1 < STOP_S / 2, f"{p.url}: busy max {busy1} s counts the stop")
     # the max is since start: it stays after the process runs freely again
     time.sleep(0.05)
     h.check(stall_metrics(p.url)[0] >= mx1, "the max fell")
