@@ -226,7 +226,7 @@ on_lag(evutil_socket_t fd, short what, void *arg)
         atomic_store_explicit(&loop->lag_max_us, late, memory_order_relaxed);
     }
     if (busy > atomic_load_explicit(&loop->busy_max_us, memory_order_relaxed)) {
-        atomic_store_explicit(&loop->busy_max_us, busy, memory_order_relaxed);
+        atomic_store_explicit(&loop->busy_max_us, busy, memory_order_release);
     }
     if (late >= HS_STALL_US) {
         atomic_fetch_add_explicit(&loop->n_stalls, 1, memory_order_relaxed);
@@ -471,15 +471,17 @@ http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
         out->connections_rejected += atomic_load_explicit(&l->n_rejected, memory_order_relaxed);
         out->connections_rejected_per_client +=
             atomic_load_explicit(&l->n_rejected_client, memory_order_relaxed);
+        /* busy before lag (stored in the other order): a busy max read is
+         * never above the lag max read with it */
+        int64_t busy = atomic_load_explicit(&l->busy_max_us, memory_order_acquire);
         int64_t lag = atomic_load_explicit(&l->lag_max_us, memory_order_relaxed);
         if (lag > out->loop_stall_max_us) {
             out->loop_stall_max_us = lag;
         }
-        out->loop_stalls += atomic_load_explicit(&l->n_stalls, memory_order_relaxed);
-        int64_t busy = atomic_load_explicit(&l->busy_max_us, memory_order_relaxed);
         if (busy > out->loop_busy_max_us) {
             out->loop_busy_max_us = busy;
         }
+        out->loop_stalls += atomic_load_explicit(&l->n_stalls, memory_order_relaxed);
     }
     out->connections_open = atomic_load_explicit(&srv->open_conns, memory_order_relaxed);
 }

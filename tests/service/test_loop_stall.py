@@ -18,9 +18,17 @@ STOP_S = 0.4
 
 
 def stall_metrics(url):
-    mx = h.metric(url, "roster_loop_stall_max_seconds")
-    n = h.metric(url, "roster_loop_stalls_total")
-    busy = h.metric(url, "roster_loop_busy_max_seconds")
+    """The probe's three samples, from one scrape."""
+    r = h.request("GET", url + "/metrics")
+    h.eq(r.status, 200, f"{url}/metrics: {r}")
+    got = {}
+    for line in r.body.decode().splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("roster_loop_"):
+            got[name] = float(value)
+    mx = got.get("roster_loop_stall_max_seconds")
+    n = got.get("roster_loop_stalls_total")
+    busy = got.get("roster_loop_busy_max_seconds")
     h.check(mx is not None, f"{url}: no roster_loop_stall_max_seconds")
     h.check(n is not None, f"{url}: no roster_loop_stalls_total")
     h.check(busy is not None and 0 <= busy <= mx, f"{url}: busy max {busy} (wall max {mx})")
