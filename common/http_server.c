@@ -213,14 +213,19 @@ on_lag(evutil_socket_t fd, short what, void *arg)
 {
     struct http_loop *loop = arg;
     int64_t late = util_mono_us() - loop->lag_due_us;
-    /* the part of the lateness the thread spent running (its own callbacks),
-     * not waiting for a CPU or stopped */
-    int64_t busy = thread_cpu_us() - loop->lag_cpu_us;
+    /* The part of the lateness the thread spent running (its own
+     * callbacks), not waiting for a CPU or stopped: its CPU time since it
+     * armed the timer, less the period (it may have been busy all of it
+     * and still fired on time). A lower bound, within one period. */
+    int64_t busy = thread_cpu_us() - loop->lag_cpu_us - HS_LAG_PERIOD_US;
 
     (void)fd;
     (void)what;
     if (busy > late) {
         busy = late;
+    }
+    if (busy < 0) {
+        busy = 0;
     }
     if (late > atomic_load_explicit(&loop->lag_max_us, memory_order_relaxed)) {
         atomic_store_explicit(&loop->lag_max_us, late, memory_order_relaxed);

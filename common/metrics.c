@@ -255,7 +255,8 @@ metrics_write_http(struct buf *b, struct http_server *srv)
                          (double)hs.loop_stall_max_us / 1e6);
     rc |= metrics_header(b, "roster_loop_busy_max_seconds", "gauge",
                          "The most of one such lateness that the loop thread spent running "
-                         "(its own long callbacks; excludes waiting for a CPU), since start.");
+                         "(its own long callbacks; excludes waiting for a CPU; a lower bound, "
+                         "within 5 ms), since start.");
     rc |=
         metrics_sample(b, "roster_loop_busy_max_seconds", NULL, (double)hs.loop_busy_max_us / 1e6);
     rc |= counter(b, "roster_loop_stalls_total",
