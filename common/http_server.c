@@ -183,6 +183,62 @@ http_server_shutdown(struct http_server *srv, int grace_ms)
     }
 }
 
+/* The loop-lag probe: a one-shot timer re-armed every HS_LAG_PERIOD_US;
+ * how late it fires is how long the loop's thread could not run callbacks
+ * (a long callback, lock or page fault, or the CPU taken away). Costs a
+ * wake-up per period per loop, nothing else. */
+static int64_t
+thread_cpu_us(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+arm_lag(struct http_loop *loop)
+{
+    struct timeval tv = {0, HS_LAG_PERIOD_US};
+
+    loop->lag_due_us = util_mono_us() + HS_LAG_PERIOD_US;
+    loop->lag_cpu_us = thread_cpu_us();
+    evtimer_add(loop->lag_ev, &tv);
+}
+
+static void
+on_lag(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_loop *loop = arg;
+    int64_t late = util_mono_us() - loop->lag_due_us;
+    /* The part of the lateness the thread spent running (its own
+     * callbacks), not waiting for a CPU or stopped: its CPU time since it
+     * armed the timer, less the period (it may have been busy all of it
+     * and still fired on time). A lower bound, within one period. */
+    int64_t busy = thread_cpu_us() - loop->lag_cpu_us - HS_LAG_PERIOD_US;
+
+    (void)fd;
+    (void)what;
+    if (busy > late) {
+        busy = late;
+    }
+    if (busy < 0) {
+        busy = 0;
+    }
+    if (late > atomic_load_explicit(&loop->lag_max_us, memory_order_relaxed)) {
+        atomic_store_explicit(&loop->lag_max_us, late, memory_order_relaxed);
+    }
+    if (busy > atomic_load_explicit(&loop->busy_max_us, memory_order_relaxed)) {
+        atomic_store_explicit(&loop->busy_max_us, busy, memory_order_release);
+    }
+    if (late >= HS_STALL_US) {
+        atomic_fetch_add_explicit(&loop->n_stalls, 1, memory_order_relaxed);
+    }
+    arm_lag(loop);
+}
+
 static void *
 loop_main(void *arg)
 {
@@ -194,6 +250,7 @@ loop_main(void *arg)
             srv->svcs[i].on_start(loop, srv->svcs[i].arg);
         }
     }
+    arm_lag(loop);
     event_base_dispatch(loop->base);
     pthread_mutex_lock(&loop->mbox_mu);
     loop->stopped = true;
@@ -361,10 +418,11 @@ http_server_new(const struct http_server_config *cfg, struct http_server **out, 
         pthread_mutex_init(&loop->mbox_mu, NULL);
         loop->base = event_base_new();
         loop->mbox_ev = loop->base ? event_new(loop->base, -1, 0, on_mailbox, loop) : NULL;
+        loop->lag_ev = loop->base ? evtimer_new(loop->base, on_lag, loop) : NULL;
         loop->listener = loop->base ? evconnlistener_new(loop->base, hs_on_accept, loop,
                                                          LEV_OPT_CLOSE_ON_EXEC, -1, srv->fd)
                                     : NULL;
-        if (!loop->base || !loop->mbox_ev || !loop->listener) {
+        if (!loop->base || !loop->mbox_ev || !loop->lag_ev || !loop->listener) {
             snprintf(err, errcap, "cannot set up event loop %d", i);
             http_server_free(srv);
             return -1;
@@ -418,6 +476,17 @@ http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
         out->connections_rejected += atomic_load_explicit(&l->n_rejected, memory_order_relaxed);
         out->connections_rejected_per_client +=
             atomic_load_explicit(&l->n_rejected_client, memory_order_relaxed);
+        /* busy before lag (stored in the other order): a busy max read is
+         * never above the lag max read with it */
+        int64_t busy = atomic_load_explicit(&l->busy_max_us, memory_order_acquire);
+        int64_t lag = atomic_load_explicit(&l->lag_max_us, memory_order_relaxed);
+        if (lag > out->loop_stall_max_us) {
+            out->loop_stall_max_us = lag;
+        }
+        if (busy > out->loop_busy_max_us) {
+            out->loop_busy_max_us = busy;
+        }
+        out->loop_stalls += atomic_load_explicit(&l->n_stalls, memory_order_relaxed);
     }
     out->connections_open = atomic_load_explicit(&srv->open_conns, memory_order_relaxed);
 }
@@ -458,6 +527,9 @@ http_server_free(struct http_server *srv)
         }
         if (loop->mbox_ev) {
             event_free(loop->mbox_ev);
+        }
+        if (loop->lag_ev) {
+            event_free(loop->lag_ev);
         }
         if (loop->base) {
             event_base_free(loop->base);

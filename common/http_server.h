@@ -167,6 +167,13 @@ struct http_server_stats {
     uint64_t connections_rejected;            /* over max_connections (or the reserve) */
     uint64_t connections_rejected_per_client; /* over max_connections_per_client */
     int64_t connections_open;
+    /* Loop-lag probe: each loop runs a timer every 5 ms and records how
+     * late it fired (the time its thread spent inside one callback, or
+     * off the CPU). Max over loops and over the process's life. */
+    int64_t loop_stall_max_us;
+    uint64_t loop_stalls;     /* firings late by >= 5 ms, summed over loops */
+    int64_t loop_busy_max_us; /* the most of one lateness that was the loop thread's own
+                               * CPU time (a long callback, not a wait for a CPU) */
 };
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);
 

@@ -93,6 +93,8 @@
 
 #define MAX_HEADERS              64
 #define HANDLING_READ_HIGH_WATER (64 * 1024)
+#define HS_LAG_PERIOD_US         5000 /* the loop-lag probe's period */
+#define HS_STALL_US              5000 /* a firing this late counts as a stall */
 
 enum conn_state { S_IDLE, S_READING, S_HANDLING, S_CLOSING };
 
@@ -177,6 +179,14 @@ struct http_loop {
     /* counters (read racily by get_stats) */
     _Atomic uint64_t n_requests, n_2xx, n_3xx, n_4xx, n_5xx, n_accepted, n_rejected,
         n_rejected_client;
+    /* loop-lag probe (http_server.c): a timer every HS_LAG_PERIOD_US; how
+     * late it fired is how long the loop could not run its callbacks */
+    struct event *lag_ev;
+    int64_t lag_due_us;          /* monotonic time it should fire */
+    _Atomic int64_t lag_max_us;  /* the latest it fired, since start */
+    _Atomic uint64_t n_stalls;   /* firings late by >= HS_STALL_US */
+    int64_t lag_cpu_us;          /* the thread's CPU time when armed */
+    _Atomic int64_t busy_max_us; /* the most of a lateness that was the thread's own CPU time */
 };
 
 struct http_server {

@@ -248,6 +248,20 @@ metrics_write_http(struct buf *b, struct http_server *srv)
                   hs.connections_rejected);
     rc |= metrics_header(b, "roster_http_connections_open", "gauge", "Open connections.");
     rc |= metrics_sample(b, "roster_http_connections_open", NULL, (double)hs.connections_open);
+    rc |= metrics_header(b, "roster_loop_stall_max_seconds", "gauge",
+                         "Longest time an HTTP loop thread could not run its callbacks, since "
+                         "start (a 5 ms probe timer's latest firing, over all loops).");
+    rc |= metrics_sample(b, "roster_loop_stall_max_seconds", NULL,
+                         (double)hs.loop_stall_max_us / 1e6);
+    rc |= metrics_header(b, "roster_loop_busy_max_seconds", "gauge",
+                         "The most of one such lateness that the loop thread spent running "
+                         "(its own long callbacks; excludes waiting for a CPU; a lower bound, "
+                         "within 5 ms), since start.");
+    rc |=
+        metrics_sample(b, "roster_loop_busy_max_seconds", NULL, (double)hs.loop_busy_max_us / 1e6);
+    rc |= counter(b, "roster_loop_stalls_total",
+                  "Probe timer firings at least 5 ms late (loop stalls), over all loops.",
+                  hs.loop_stalls);
     return rc ? -1 : 0;
 }
 

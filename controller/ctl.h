@@ -416,8 +416,9 @@ struct ctl_metrics {
     _Atomic uint64_t db_retries;
     _Atomic int64_t watchers;
     struct metrics_hist commit_latency;
-    struct metrics_hist write_latency; /* enqueue to commit, per job */
-    struct metrics_hist refresh_latency;
+    struct metrics_hist write_latency;        /* enqueue to commit, per job */
+    struct metrics_hist refresh_latency;      /* every table read (polls and full), read only */
+    struct metrics_hist full_refresh_latency; /* a full refresh: read, merge and publish */
 };
 
 struct ctl_loop;

@@ -737,8 +737,14 @@ ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
     rc |= metrics_header(b, "roster_registry_write_seconds", "histogram",
                          "Time from a write's arrival to its commit.");
     rc |= metrics_hist_write(b, "roster_registry_write_seconds", NULL, &m->write_latency);
-    rc |= metrics_header(b, "roster_view_refresh_seconds", "histogram", "Table read latency.");
+    rc |= metrics_header(b, "roster_view_refresh_seconds", "histogram",
+                         "Table read latency (every read: polls and full refreshes; the query "
+                         "and fetching the rows only).");
     rc |= metrics_hist_write(b, "roster_view_refresh_seconds", NULL, &m->refresh_latency);
+    rc |= metrics_header(b, "roster_view_full_refresh_seconds", "histogram",
+                         "Full refresh time: reading the whole table, merging it into the view "
+                         "and publishing the snapshot.");
+    rc |= metrics_hist_write(b, "roster_view_full_refresh_seconds", NULL, &m->full_refresh_latency);
     ctl_snap_release(snap);
     return rc ? -1 : 0;
 }

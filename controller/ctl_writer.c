@@ -437,13 +437,6 @@ ctl_writer_free(struct ctl_writer *w)
 }
 
 /* ---- refresher ------------------------------------------------------------- */
-
-struct rowvec {
-    struct reg_instance *v;
-    size_t n;
-    size_t cap;
-};
-
 struct ctl_refresher {
     struct ctl_server *srv;
     struct reg_store *store;
@@ -458,41 +451,25 @@ struct ctl_refresher {
     int64_t poll_since_ms; /* database time */
     int64_t hb_since_ms;   /* database time: heartbeats since (-1: none yet) */
     int64_t count_offset;  /* table rows - view instances after the last full read */
-    struct rowvec rows;
     struct reg_stats last_stats;
 };
-
-static int
-collect(const struct reg_instance *in, void *arg)
-{
-    struct rowvec *rows = arg;
-
-    if (rows->n == rows->cap) {
-        size_t ncap = rows->cap ? rows->cap * 2 : 256;
-        struct reg_instance *nv = realloc(rows->v, ncap * sizeof(*nv));
-        if (!nv) {
-            return 1;
-        }
-        rows->v = nv;
-        rows->cap = ncap;
-    }
-    rows->v[rows->n++] = *in;
-    return 0;
-}
 
 static int
 do_refresh(struct ctl_refresher *r, bool full)
 {
     struct ctl_server *srv = r->srv;
     int64_t t0 = util_mono_ms();
+    int64_t t0_us = util_mono_us();
     uint64_t token = ctl_view_refresh_begin(srv->view);
     int64_t db_now = 0;
     int64_t table_rows = 0;
     int rc;
 
-    r->rows.n = 0;
-    rc = reg_list_delta(r->store, full ? -1 : r->poll_since_ms, r->hb_since_ms, collect, &r->rows,
-                        &db_now, &table_rows);
+    const struct reg_instance *rows = NULL;
+    size_t nrows = 0;
+    /* the rows stay in the store's array (no copy): valid until its next call */
+    rc = reg_list_rows(r->store, full ? -1 : r->poll_since_ms, r->hb_since_ms, &rows, &nrows,
+                       &db_now, &table_rows);
     add_stats(srv, r->store, &r->last_stats);
     ctl_db_note(srv, rc, reg_errmsg(r->store));
     atomic_fetch_add(&srv->metrics.refreshes, 1);
@@ -507,12 +484,12 @@ do_refresh(struct ctl_refresher *r, bool full)
     int64_t t1 = util_mono_ms();
     metrics_hist_observe_us(&srv->metrics.refresh_latency, (t1 - t0) * 1000);
     ctl_view_set_db_reachable(srv->view, true);
-    size_t ignored =
-        ctl_view_refresh_apply(srv->view, token, r->rows.v, r->rows.n, full, db_now, t1);
+    size_t ignored = ctl_view_refresh_apply(srv->view, token, rows, nrows, full, db_now, t1);
     r->poll_since_ms = db_now - POLL_SLACK_MS;
     r->hb_since_ms = db_now - HB_POLL_SLACK_MS;
     int64_t offset = table_rows - (int64_t)ctl_view_count(srv->view);
     if (full) {
+        metrics_hist_observe_us(&srv->metrics.full_refresh_latency, util_mono_us() - t0_us);
         r->last_full_mono = t1;
         if (ignored > 0 && r->count_offset != offset) {
             log_warn("the registry table holds %lld rows; this controller's view holds at most "
@@ -695,7 +672,6 @@ ctl_refresher_free(struct ctl_refresher *r)
     }
     ctl_refresher_stop(r);
     reg_close(r->store);
-    free(r->rows.v);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cond);
     free(r);

@@ -54,7 +54,7 @@ struct reg_backend_ops {
     int (*migrate_record)(struct reg_store *st, int version, const char *name);
     /* data */
     int (*apply)(struct reg_store *st, struct reg_op *ops, size_t n);
-    /* heartbeat_since_ms < 0: no heartbeat delta (see reg_list_delta) */
+    /* heartbeat_since_ms < 0: no heartbeat delta (see reg_list_rows) */
     int (*list)(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
                 struct reg_rows *rows, int64_t *db_now_ms_out, int64_t *table_rows_out);
     int (*sweep)(struct reg_store *st, int64_t gc_after_ms, int *marked, int *deleted);
@@ -88,6 +88,10 @@ struct reg_store {
     int64_t call_start_ms; /* monotonic start of that call */
     struct reg_guard guard;
     struct reg_stats stats;
+    /* reg_list's rows, kept between calls: a full read of a large table
+     * reuses the same pages instead of growing and faulting in a new array
+     * each time (reg_list_rows hands it to the caller) */
+    struct reg_rows list_rows;
     char errmsg[512];
 };
 

@@ -467,6 +467,7 @@ reg_close(struct reg_store *st)
     }
     free((char *)st->cfg.mysql_password);
     free((char *)st->cfg.mysql_database);
+    reg__rows_cleanup(&st->list_rows);
     free(st);
 }
 
@@ -632,33 +633,24 @@ reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n, int64_t dead
 }
 
 int
-reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
-         int64_t *db_now_ms_out, int64_t *table_rows_out)
+reg_list_rows(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
+              const struct reg_instance **rows_out, size_t *n_out, int64_t *db_now_ms_out,
+              int64_t *table_rows_out)
 {
-    return reg_list_delta(st, changed_since_ms, -1, cb, arg, db_now_ms_out, table_rows_out);
-}
-
-int
-reg_list_delta(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
-               reg_list_cb *cb, void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out)
-{
-    struct reg_rows rows = {0};
+    struct reg_rows *rows = &st->list_rows;
     int64_t now = 0;
     int64_t total = 0;
     struct call c = {.kind = CALL_LIST,
                      .since = changed_since_ms,
                      .hb_since = changed_since_ms < 0 ? -1 : heartbeat_since_ms,
-                     .rows = &rows,
+                     .rows = rows,
                      .now_out = &now,
                      .table_rows_out = &total};
     int rc = run(st, &c, budget_deadline(st));
 
+    *rows_out = rows->v;
+    *n_out = rc == REG_OK ? rows->n : 0;
     if (rc == REG_OK) {
-        for (size_t i = 0; i < rows.n; i++) {
-            if (cb(&rows.v[i], arg) != 0) {
-                break;
-            }
-        }
         if (db_now_ms_out) {
             *db_now_ms_out = now;
         }
@@ -666,7 +658,33 @@ reg_list_delta(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat
             *table_rows_out = total;
         }
     }
-    reg__rows_cleanup(&rows);
+    /* a full read that fills under a quarter of the array (the table
+     * shrank) gives the rest back; polls, small by nature, never do */
+    if (changed_since_ms < 0 && rows->cap > 1024 && rows->n < rows->cap / 4) {
+        size_t ncap = rows->n > 512 ? rows->n * 2 : 1024;
+        struct reg_instance *v = realloc(rows->v, ncap * sizeof(*v));
+        if (v) {
+            rows->v = v;
+            rows->cap = ncap;
+            *rows_out = v;
+        }
+    }
+    return rc;
+}
+
+int
+reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
+         int64_t *db_now_ms_out, int64_t *table_rows_out)
+{
+    const struct reg_instance *rows = NULL;
+    size_t n = 0;
+    int rc = reg_list_rows(st, changed_since_ms, -1, &rows, &n, db_now_ms_out, table_rows_out);
+
+    for (size_t i = 0; rc == REG_OK && i < n; i++) {
+        if (cb(&rows[i], arg) != 0) {
+            break;
+        }
+    }
     return rc;
 }
 

@@ -211,16 +211,20 @@ typedef int reg_list_cb(const struct reg_instance *in, void *arg);
 REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb,
                            void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
-/* reg_list, plus (when both since values are >= 0) the rows whose
+/* reg_list without a copy per row: *rows_out points at the store's own
+ * array of *n_out rows, valid until the next call on `st` (or reg_close).
+ * The array is kept between calls (a full read of a large table reuses its
+ * pages); it shrinks when a read fills under a quarter of it.
+ * With both since values >= 0 the poll also returns the rows whose
  * last_heartbeat is at or after `heartbeat_since_ms` (database time, epoch
- * ms): a poll that also sees heartbeats written elsewhere. Both filters are
+ * ms): a poll that sees heartbeats written elsewhere. Both filters are
  * index range reads (idx_roster_updated, idx_roster_last_heartbeat: an
  * index_merge union on MySQL, SQLite's multi-index OR), so a poll costs
- * the rows it returns, not the table. A row matching both comes once.
- * heartbeat_since_ms < 0 is reg_list. Blocks: yes. */
-REG_MUSTCHECK int reg_list_delta(struct reg_store *st, int64_t changed_since_ms,
-                                 int64_t heartbeat_since_ms, reg_list_cb *cb, void *arg,
-                                 int64_t *db_now_ms_out, int64_t *table_rows_out);
+ * the rows it returns, not the table; a row matching both comes once.
+ * heartbeat_since_ms < 0: changed rows only (as reg_list). Blocks: yes. */
+REG_MUSTCHECK int reg_list_rows(struct reg_store *st, int64_t changed_since_ms,
+                                int64_t heartbeat_since_ms, const struct reg_instance **rows_out,
+                                size_t *n_out, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
 /* The number of rows in the table, within the caller's hard deadline (as
  * reg_apply_until: a statement still waiting then is cut off and the call

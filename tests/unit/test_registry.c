@@ -613,6 +613,59 @@ t_list_since(void)
     CHECK_EQ_INT(total, 1);
 }
 
+/* reg_list_rows: the store's own array, exact on every call (a second full
+ * read is not appended to the first), and a full read of a table that
+ * shrank gives back the memory it no longer needs without losing a row. */
+static void
+t_list_rows(void)
+{
+    struct reg_store *st = open_migrated();
+    const struct reg_instance *rows = NULL;
+    struct reg_op *ops = calloc(3000, sizeof(*ops));
+    struct reg_instance in;
+    size_t n = 99;
+    int64_t now = 0, total = 0;
+
+    CHECK(st && ops);
+    CHECK_EQ_INT(reg_list_rows(st, -1, -1, &rows, &n, &now, &total), REG_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK(now > 0);
+    for (int i = 0; i < 3000; i++) {
+        char host[32];
+        snprintf(host, sizeof(host), "10.1.%d.%d", i / 250, i % 250);
+        in = mk(i < 10 ? "keep@llm" : "bulk@llm", host, 8000);
+        ops[i] = op_of(REG_OP_REGISTER, &in);
+    }
+    CHECK_EQ_INT(reg_apply(st, ops, 3000), REG_OK);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ_INT(reg_list_rows(st, -1, -1, &rows, &n, &now, &total), REG_OK);
+        CHECK_EQ_INT(n, 3000);
+        CHECK_EQ_INT(total, 3000);
+    }
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+        keep += strcmp(rows[i].model_name, "keep@llm") == 0;
+    }
+    CHECK_EQ_INT(keep, 10);
+    /* a poll finds nothing new */
+    CHECK_EQ_INT(reg_list_rows(st, now + 60000, -1, &rows, &n, &now, &total), REG_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(total, 3000);
+    CHECK_EQ_INT(
+        raw_exec("DELETE FROM dbgpt_cluster_registry_instance WHERE model_name = 'bulk@llm'"), 0);
+    CHECK_EQ_INT(reg_list_rows(st, -1, -1, &rows, &n, &now, &total), REG_OK);
+    CHECK_EQ_INT(n, 10);
+    CHECK_EQ_INT(total, 10);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_STR(rows[i].model_name, "keep@llm");
+        CHECK_EQ_INT(rows[i].port, 8000);
+    }
+    /* reg_list on the same store still sees every row */
+    CHECK_EQ_INT(list_rows(st, -1, &now), REG_OK);
+    CHECK_EQ_INT(g_rows.n, 10);
+    free(ops);
+}
+
 static void
 t_batch(void)
 {
@@ -1427,6 +1480,7 @@ main(int argc, char **argv)
     RUN(t_heartbeat);
     RUN(t_deregister_remove_admin);
     RUN(t_list_since);
+    RUN(t_list_rows);
     RUN(t_batch);
     RUN(t_batch_duplicates);
     RUN(t_validation);
