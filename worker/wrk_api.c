@@ -522,8 +522,9 @@ h_metrics(struct http_request *req, void *arg)
     struct buf b;
 
     buf_init(&b, 64 * 1024);
-    int rc = metrics_header(&b, "roster_worker_requests_total", "counter",
-                            "Inference requests received.");
+    int rc = srv->http ? metrics_write_http(&b, srv->http) : 0;
+    rc |= metrics_header(&b, "roster_worker_requests_total", "counter",
+                         "Inference requests received.");
     rc |= metrics_sample(&b, "roster_worker_requests_total", NULL,
                          (double)atomic_load(&srv->requests));
     rc |= metrics_header(&b, "roster_worker_errors_total", "counter",
