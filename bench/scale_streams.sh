@@ -134,6 +134,8 @@ for run in $(seq 1 "$BENCH_RUNS"); do
         r=$("$work/streamload" "$aport" "$n" "$work/body.json" -a "$addrs" -r "$rate" \
             -p "$apid" -t "$secs")
         a_t1=$(cpu_ticks "$apid")
+        echo "bench:   direct: $d" >&2
+        echo "bench:   apiserver: $r" >&2
         stop_pair
 
         d_err=$(field errors "$d")
