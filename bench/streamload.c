@@ -25,7 +25,8 @@
  *   streams ok errors events elapsed_s ttfb_p50_ms ttfb_p99_ms ttfb_max_ms
  *   open_at_sample rss_kib_<PID>... cpu_s (this process's user+system)
  *   err_connect err_status err_closed err_event err_timeout (why streams
- *   failed) last_status (a non-200 status line seen, blanks as _)
+ *   failed) last_status (a non-200 status line seen, blanks as _) last_code
+ *   (the "code" of its error body, when in the same read)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -75,6 +76,7 @@ enum why { W_CONNECT, W_STATUS, W_CLOSED, W_EVENT, W_TIMEOUT, W_N };
 static const char *const why_names[W_N] = {"connect", "status", "closed", "event", "timeout"};
 static int whys[W_N];
 static char last_status[13];
+static char last_code[64];
 static long long total_events;
 static pid_t pids[MAX_PIDS];
 static int npids;
@@ -177,6 +179,14 @@ on_read(struct conn *c)
                 c->status[c->hl++] = ch;
                 if (c->hl == sizeof c->status && memcmp(c->status + 8, " 200", 4) != 0) {
                     memcpy(last_status, c->status, sizeof c->status);
+                    /* the error's code, for the report: the body's tail of this read */
+                    const char *code = memmem(buf + i, (size_t)(n - i), "\"code\":\"", 8);
+                    if (code) {
+                        size_t k = 0;
+                        for (code += 8; code < buf + n && *code != '"' && k + 1 < sizeof last_code;)
+                            last_code[k++] = *code++;
+                        last_code[k] = 0;
+                    }
                     finish(c, 0, W_STATUS);
                     return;
                 }
@@ -409,7 +419,8 @@ main(int argc, char **argv)
     for (char *p = last_status; *p; p++)
         if (*p == ' ')
             *p = '_';
-    printf(" last_status=%s\n", last_status[0] ? last_status : "-");
+    printf(" last_status=%s last_code=%s\n", last_status[0] ? last_status : "-",
+           last_code[0] ? last_code : "-");
     rc = 0;
 out:
     if (conns)
