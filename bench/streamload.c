@@ -16,6 +16,9 @@
  *     -t SECS    give up on the run after SECS (default 60): the streams
  *                still open count as errors
  *
+ * The RSS sample is taken once every stream has had its first token or
+ * failed before it.
+ *
  * Time to first token: from the moment the whole request has been written
  * to the first "data: " of the answer. A stream is good when its status is
  * 200, it ends with "data: [DONE]" and carries no error event ({"error":...}); anything
@@ -31,6 +34,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -70,7 +74,7 @@ static double rate = 20000;
 static char *req;
 static size_t reqlen;
 static double *ttfb;
-static int nttfb, started, finished, good, bad, first_tokens;
+static int nttfb, started, finished, good, bad, first_tokens, settled;
 /* why streams failed: connect, other status, closed early, error event, timed out */
 enum why { W_CONNECT, W_STATUS, W_CLOSED, W_EVENT, W_TIMEOUT, W_N };
 static const char *const why_names[W_N] = {"connect", "status", "closed", "event", "timeout"};
@@ -111,6 +115,28 @@ vmrss_kib(pid_t pid)
     return v;
 }
 
+/* A stream has had its first token, or failed before it: once every
+ * stream has, the servers' RSS is sampled (the streams open then are
+ * open_at_sample). */
+static void
+settle(void)
+{
+    if (++settled == nstreams) {
+        open_at_sample = started - finished;
+        for (int i = 0; i < npids; i++)
+            rss[i] = vmrss_kib(pids[i]);
+    }
+}
+
+static void
+first_token(struct conn *c)
+{
+    if (nttfb < nstreams)
+        ttfb[nttfb++] = (now() - c->t_sent) * 1000.0;
+    first_tokens++;
+    settle();
+}
+
 static void
 finish(struct conn *c, int ok, enum why why)
 {
@@ -118,6 +144,7 @@ finish(struct conn *c, int ok, enum why why)
         return;
     if (!ok)
         whys[why < W_N ? why : W_CONNECT]++;
+    bool unsettled = !ok && c->events == 0;
     if (c->ev)
         event_free(c->ev);
     c->ev = NULL;
@@ -126,6 +153,8 @@ finish(struct conn *c, int ok, enum why why)
     c->fd = -1;
     c->st = S_DONE;
     finished++;
+    if (unsettled)
+        settle(); /* after finished++: it is not open */
     if (ok)
         good++;
     else
@@ -146,19 +175,6 @@ step(unsigned char m, const char *pat, size_t plen, char ch)
     else
         m = ch == pat[0] ? 1 : 0;
     return m == plen ? 0xff : m;
-}
-
-static void
-first_token(struct conn *c)
-{
-    if (nttfb < nstreams)
-        ttfb[nttfb++] = (now() - c->t_sent) * 1000.0;
-    first_tokens++;
-    if (first_tokens == nstreams) {
-        open_at_sample = started - finished;
-        for (int i = 0; i < npids; i++)
-            rss[i] = vmrss_kib(pids[i]);
-    }
 }
 
 static void
