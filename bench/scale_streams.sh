@@ -84,6 +84,7 @@ printf '%s\n' "${body/\"max_tokens\":$tokens/\"max_tokens\":1}" >"$work/warm.jso
 probe='{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":1}'
 
 limits=(--max_connections 16384 --connection_reserve 64)
+read -r -a api_extra <<<"${STREAMS_API_ARGS:-}" # experiments: e.g. "--connect_timeout_ms 3000"
 
 start_pair() { # fresh worker and apiserver; sets wpid wport apid aport
     rm -f "$work/w.port" "$work/api.port"
@@ -96,7 +97,7 @@ start_pair() { # fresh worker and apiserver; sets wpid wport apid aport
     pids+=("$wpid")
     wport=$(wait_port_file "$work/w.port")
     "$bin" start apiserver --host 127.0.0.1 --port 0 --port_file "$work/api.port" \
-        --controller_addr "http://127.0.0.1:$ctl" "${limits[@]}" --access_log false \
+        --controller_addr "http://127.0.0.1:$ctl" "${limits[@]}" ${api_extra[@]+"${api_extra[@]}"} --access_log false \
         --log_level error >>"$work/api.log" 2>&1 &
     apid=$!
     pids+=("$apid")
