@@ -126,8 +126,8 @@ for run in $(seq 1 "$BENCH_RUNS"); do
     for n in "${levels[@]}"; do
         start_pair
         # warm-up (both paths, first-use costs: allocator, upstream pool), then idle RSS
-        "$work/streamload" "$wport" 100 "$work/warm.json" -a "$addrs" -r "$rate" >/dev/null
-        "$work/streamload" "$aport" 100 "$work/warm.json" -a "$addrs" -r "$rate" >/dev/null
+        "$work/streamload" "$wport" 10 "$work/warm.json" -a "$addrs" -r "$rate" >/dev/null
+        "$work/streamload" "$aport" 10 "$work/warm.json" -a "$addrs" -r "$rate" >/dev/null
         # every stream stays open until the last has begun (12 tokens + the ramp)
         ntok=$((tokens + n * 1000 / rate / delay))
         printf '%s\n' "${body/\"max_tokens\":$tokens/\"max_tokens\":$ntok}" >"$work/body.json"
