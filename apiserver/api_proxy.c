@@ -53,6 +53,7 @@
 
 #define MAX_ERROR_BODY (64u * 1024)
 #define MAX_PENDING    (64u * 1024) /* streams: what one read of the instance gathers */
+#define QUEUE_STEP     (16u * 1024) /* streams: the client's queue is reserved in these steps */
 #define MAX_JSON_DEPTH 64
 #define MAX_KEY        256
 
@@ -89,7 +90,7 @@ struct api_px {
     bool ever_paused; /* ... at some time: the client set the pace */
     struct buf resp;
     int64_t held_resp;    /* bytes of the memory budget resp holds (its len) */
-    int64_t held_stream;  /* ... and the stream's queues (reserved when it starts) */
+    int64_t held_stream;  /* ... and the stream's queues (reserved in steps, up_flush) */
     struct buf pending;   /* streams: what one read brought, forwarded as one chunk */
     int64_t start_us;     /* arrival */
     int64_t attempt_us;   /* the current attempt's start */
@@ -285,10 +286,15 @@ remember(struct api_px *px, int status, const char *code, const char *what, cons
  * A whole answer is held in px->resp as it arrives: each append takes its
  * bytes from the process-wide budget first, and the answer gives them back
  * once the client has it (http_reply_ref's done) or the request ends. A
- * stream reserves its queues when it starts: --stream_buffer_bytes (the
- * client's output queue, beyond which the instance is no longer read) and
- * what one read of the instance gathers (MAX_PENDING). Past the budget the
- * request gets 503 + Retry-After before anything was sent to the client. */
+ * stream reserves, when it starts, what one read of the instance gathers
+ * (MAX_PENDING) and a first step (QUEUE_STEP) of the client's output queue;
+ * past the budget it gets 503 + Retry-After before anything was sent to the
+ * client. The queue's reservation then grows in steps as a slow client
+ * falls behind, up to --stream_buffer_bytes (beyond which the instance is
+ * no longer read); where the budget has no more room, the stream is held
+ * back sooner (the instance is not read until the client catches up), never
+ * cut. So an open stream that keeps up costs the budget 80 KiB, not
+ * --stream_buffer_bytes: 10,000 of them fit the default budget. */
 
 /* Appends p[0..n) to px->resp. Returns 0; -1 past resp's cap or out of
  * memory; -2 past the budget. Nothing is appended on failure. */
@@ -407,7 +413,7 @@ up_head(void *arg, int status, const char *content_type)
     px->resp.max = status / 100 == 2 ? (size_t)px->srv->cfg->max_answer_bytes : MAX_ERROR_BODY;
     if (status / 100 == 2 && px->stream) {
         char hdr[64];
-        int64_t queue = px->srv->cfg->stream_buffer_bytes + (int64_t)MAX_PENDING;
+        int64_t queue = (int64_t)QUEUE_STEP + (int64_t)MAX_PENDING;
         if (!budget_take(queue)) {
             refuse_over_budget(px, "another stream");
             return;
@@ -450,8 +456,27 @@ up_flush(void *arg)
         buf_reset(&px->pending);
         px->last_data_us = now_us(); /* the idle timer checks it when it fires */
     }
+    if (!px->started) {
+        return; /* a whole answer: nothing queued for the client yet */
+    }
     size_t high = (size_t)px->srv->cfg->stream_buffer_bytes;
-    if (px->up && !px->paused && http_req_output_pending(px->req) > high) {
+    size_t queued = http_req_output_pending(px->req);
+    size_t covered = (size_t)px->held_stream - MAX_PENDING; /* of the client's queue */
+    if (queued > covered && covered < high) {
+        /* a slow client: reserve more of its queue, a step at a time */
+        size_t want = (queued / QUEUE_STEP + 1) * QUEUE_STEP;
+        if (want > high) {
+            want = high;
+        }
+        if (budget_take((int64_t)(want - covered))) {
+            px->held_stream += (int64_t)(want - covered);
+            covered = want;
+        }
+    }
+    if (covered < high) {
+        high = covered; /* the budget has no more room: hold the stream back sooner */
+    }
+    if (px->up && !px->paused && queued > high) {
         px->paused = true;
         px->ever_paused = true;
         atomic_fetch_add(&px->model->stats->s.paused, 1);

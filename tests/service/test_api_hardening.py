@@ -411,8 +411,9 @@ def test_memory_budget(t):
 def test_memory_budget_streams(t):
     c = t.controller()
     worker(t, c, "w")
-    # one stream's queues (128 KiB + 64 KiB) do not fit in 100 KiB
-    a = apiserver(t, [c], args=["--memory_budget_bytes", "102400",
+    # one stream's first reservation (64 KiB read + a 16 KiB step of its
+    # queue) does not fit in 64 KiB
+    a = apiserver(t, [c], args=["--memory_budget_bytes", "65536",
                                 "--stream_buffer_bytes", "131072"])
     h.wait_until(lambda: chat(a.url, CHAT).status == 200, 10, what="tiny served")
     r = chat(a.url, dict(CHAT, stream=True, max_tokens=50))
@@ -430,6 +431,37 @@ def test_memory_budget_streams(t):
     h.eq(r.status, 200)
     h.check(r.body.endswith(b"data: [DONE]\n\n"), "a whole stream")
     h.eq(metric(b.url, "roster_memory_budget_used_bytes"), 0)
+
+
+def test_memory_budget_many_streams(t):
+    """A stream that keeps up reserves 80 KiB of the budget, not
+    --stream_buffer_bytes: in 1 MiB with 512 KiB stream buffers, eight
+    streams open at once all go through (each reserving its whole buffer
+    up front, only one did)."""
+    c = t.controller()
+    worker(t, c, "w", args=["--decode_delay_ms", "100", "--concurrency", "16"])
+    a = apiserver(t, [c], args=["--memory_budget_bytes", "1048576",
+                                "--stream_buffer_bytes", "524288"])
+    h.wait_until(lambda: chat(a.url, dict(CHAT, max_tokens=1)).status == 200, 10,
+                 what="tiny served")
+    results = [None] * 8
+
+    def one(i):
+        results[i] = chat(a.url, dict(CHAT, stream=True, max_tokens=10), timeout=30)
+
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for th in ths:
+        th.start()
+    # all eight are open at once: each holds its reservation
+    h.wait_until(lambda: metric(a.url, "roster_memory_budget_used_bytes") >= 8 * 80 * 1024, 10,
+                 what="eight streams open together")
+    for th in ths:
+        th.join(60)
+    for r in results:
+        h.eq(r.status, 200, "every stream admitted:")
+        h.check(r.body.endswith(b"data: [DONE]\n\n"), "a whole stream")
+    h.eq(metric(a.url, "roster_memory_budget_used_bytes"), 0)
+    h.eq(metric(a.url, "roster_memory_budget_refused_total"), 0)
 
 
 # ---- a slow client does not get the instance ejected -------------------------------------------
