@@ -307,7 +307,12 @@ listen_socket(const struct http_server_config *cfg, evutil_socket_t *fd_out, int
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 1024) != 0) {
+    /* The accept queue: the kernel caps it at net.core.somaxconn (4096 on
+     * Debian 12). 1024 overflowed when thousands of streams opened at once
+     * against a loop busy writing (bench/scale_streams.sh): a dropped SYN
+     * costs its client a 1 s retransmit, past the apiserver's connect
+     * timeout. */
+    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 65535) != 0) {
         snprintf(err, errcap, "cannot listen on %s port %d: %s", cfg->host, cfg->port,
                  strerror(errno));
         close(fd);
