@@ -66,6 +66,8 @@ def fmt_num(key, v, with_unit=True):
         text = f"{v:,.0f}"
     elif dec == 2 and abs(v) >= 100:
         text = f"{v:,.0f}"
+    elif dec == 2 and abs(v) >= 10:
+        text = f"{v:,.1f}"
     elif dec == 2 and abs(v) < 0.1 and v != 0:
         text = f"{v:.3f}"
     else:

@@ -35,7 +35,8 @@
 #   db_cpu_per_heartbeat_<T>s_us, ctl_cpu_<T>s_pct, hb_p99_<T>s_ms,
 #   hb_errors_<T>s_count (T = 5, 20) and, with x "-",
 #   heartbeat.capacity_5s_count, heartbeat.capacity_20s_count (largest N
-#   that passed; 0 if none). Full mode: one run (BENCH_RUNS is honoured in
+#   that passed; 0 if none). ROSTER_BENCH_CTL_ARGS: more controller flags
+#   (e.g. "--view_poll_heartbeats false"). Full mode: one run (BENCH_RUNS is honoured in
 #   quick mode only: the time budget, 8 minutes, holds one pass); quick:
 #   one small size per interval, 2 s warm-up, 2 s window.
 set -euo pipefail
@@ -80,7 +81,8 @@ for i in 1 2 3; do
         --host 127.0.0.1 --port 0 --port_file "$work/ctl$i.port" --log_level warn \
         --registry_db_type mysql --registry_db_host "$ROSTER_TEST_MYSQL_HOST" \
         --registry_db_port "$ROSTER_TEST_MYSQL_PORT" --registry_db_user "$ROSTER_TEST_MYSQL_USER" \
-        --registry_db_name bench --max_instances 1000000 >"$work/ctl$i.log" 2>&1 &
+        --registry_db_name bench --max_instances 1000000 ${ROSTER_BENCH_CTL_ARGS:-} \
+        >"$work/ctl$i.log" 2>&1 &
     pids+=($!)
     ctl_pids+=($!)
     ports+=("$(wait_port_file "$work/ctl$i.port")")
