@@ -36,7 +36,7 @@
 #   hb_errors_<T>s_count (T = 5, 20) and, with x "-",
 #   heartbeat.capacity_5s_count, heartbeat.capacity_20s_count (largest N
 #   that passed; 0 if none). ROSTER_BENCH_CTL_ARGS: more controller flags
-#   (e.g. "--view_poll_heartbeats false"). Full mode: one run (BENCH_RUNS is honoured in
+#   (e.g. "--view_poll_ms 1000"). Full mode: one run (BENCH_RUNS is honoured in
 #   quick mode only: the time budget, 8 minutes, holds one pass); quick:
 #   one small size per interval, 2 s warm-up, 2 s window.
 set -euo pipefail

@@ -24,8 +24,7 @@
  *   another controller's commit) rebuilds nothing: its time is stored in
  *   the model snapshot's heartbeat cell and the next list copies it into
  *   the JSON (struct ctl_model_snap), so the acknowledging controller lists
- *   the new last_heartbeat at once and the others within --view_poll_ms
- *   (with --view_poll_heartbeats; without, at their next full read).
+ *   the new last_heartbeat at once and the others within --view_poll_ms.
  * - Health is computed from the database clock: the refresher reads each
  *   row's heartbeat age as computed by the database, the view converts it
  *   to this process's monotonic clock, so a controller whose wall clock is
@@ -87,7 +86,6 @@ struct ctl_config {
     int64_t registry_gc_secs;
     int64_t view_refresh_ms;
     int64_t view_poll_ms;
-    bool view_poll_heartbeats; /* the poll reads heartbeats written elsewhere */
     char *cluster_secret;
     char *trusted_networks;
     bool protect_reads;

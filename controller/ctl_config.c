@@ -74,12 +74,6 @@ const struct flag_def ctl_flag_defs[] = {
       "rows deleted elsewhere); sooner when a third of the shortest lease is shorter."),
     F(view_poll_ms, FLAG_INT, "200", 10, 60000, NULL, 0, "MS",
       "Poll for rows other controllers changed (registrations, deregistrations, admin)."),
-    F(view_poll_heartbeats, FLAG_BOOL, "true", 1, 0, NULL, 0, NULL,
-      "The poll also reads the rows heartbeated through other controllers, so their new "
-      "last_heartbeat is listed here within --view_poll_ms (DB-GPT's behaviour). Each "
-      "controller then reads every heartbeat of the fleet about twice: false halves the "
-      "fleet a tier carries (docs/performance.md, Heartbeats) and lists such times at the "
-      "next full read (--view_refresh_ms). Health is unaffected either way."),
     F(cluster_secret, FLAG_STR, NULL, 1, 0, NULL, FLAG_SECRET, "SECRET",
       "Shared secret required for writes (header X-Roster-Secret or Authorization: Bearer)."),
     F(trusted_networks, FLAG_STR, "127.0.0.0/8,::1", 1, 0, NULL, 0, "CIDRS",

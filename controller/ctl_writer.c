@@ -486,9 +486,7 @@ do_refresh(struct ctl_refresher *r, bool full)
     ctl_view_set_db_reachable(srv->view, true);
     size_t ignored = ctl_view_refresh_apply(srv->view, token, rows, nrows, full, db_now, t1);
     r->poll_since_ms = db_now - POLL_SLACK_MS;
-    if (srv->cfg->view_poll_heartbeats) {
-        r->hb_since_ms = db_now - HB_POLL_SLACK_MS;
-    }
+    r->hb_since_ms = db_now - HB_POLL_SLACK_MS;
     int64_t offset = table_rows - (int64_t)ctl_view_count(srv->view);
     if (full) {
         metrics_hist_observe_us(&srv->metrics.full_refresh_latency, util_mono_us() - t0_us);

@@ -5,8 +5,7 @@ next list (one model, every model, healthy_only, view=full), with no sleep
 and no rebuild of the model's snapshot; the same heartbeat is listed by
 another controller on the same database within its poll interval (with
 full reads pushed far out, so only the poll can show it), on MariaDB and on
-SQLite; a list never shows a time older than one already listed; with
---view_poll_heartbeats false only the acknowledging controller does.
+SQLite; a list never shows a time older than one already listed.
 """
 import datetime
 import os
@@ -92,29 +91,6 @@ def test_sqlite_other_controller_within_poll(t):
     b = t.controller("b", args=ARGS)
     seen_elsewhere(a, b)
     seen_elsewhere(b, a)
-
-
-def test_sqlite_poll_heartbeats_off(t):
-    """--view_poll_heartbeats false: the acknowledging controller still lists
-    the new time at once; the other one keeps the old time (until its next
-    full read, pushed out here), while registrations still reach it."""
-    args = ARGS + ["--view_poll_heartbeats", "false"]
-    a = t.controller("a", args=args)
-    b = t.controller("b", args=args)
-    beat_then_list_at_once(a)
-    h.register(a.url, h.instance(port=8003))
-    h.wait_until(lambda: h.find(h.list_models(b.url), port=8003) is not None, 5,
-                 what="the registration on the other controller (the poll still runs)")
-    # past the poll's re-read of recent changes (5 s: slow commits), which
-    # would carry the row's new time along with its registration
-    time.sleep(5.5)
-    before = ts(h.find(h.list_models(b.url), port=8003))
-    h.eq(h.heartbeat(a.url, h.instance(port=8003)).status, 200)
-    mine = ts(h.find(h.list_models(a.url), port=8003))
-    h.check(mine > before, f"through a: {mine} not after {before}")
-    time.sleep(POLL_MS / 1000 * 4)  # four polls: long enough for the poll to have shown it
-    h.eq(ts(h.find(h.list_models(b.url), port=8003)), before,
-         "b lists the time of its last full read:")
 
 
 def test_mariadb_same_and_other_controllers(t):
