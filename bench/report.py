@@ -270,7 +270,8 @@ class Report:
             f"set title {gp_str(title)}",
             f"set xlabel {gp_str(xlabel)}",
             f"set ylabel {gp_str(ylabel)}",
-            "set key top left",
+            "set key below",
+            "set termoption noenhanced",
             "set grid",
         ]
         if "logx" in opts:
