@@ -40,27 +40,8 @@ B=controller
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 emit_cmd "$B" "bench/bench_controller.sh $*"
 
-# ---- MariaDB -------------------------------------------------------------------
-tests/lib/mariadb.sh start "$work/mariadb" >/dev/null
-# shellcheck disable=SC1091
-. "$work/mariadb/env"
-db_pid=$(tr -dc '0-9' <"$work/mariadb/pid")
-MYSQL_PWD=$ROSTER_TEST_MYSQL_PASSWORD mariadb --protocol=TCP -h "$ROSTER_TEST_MYSQL_HOST" \
-    -P "$ROSTER_TEST_MYSQL_PORT" -u "$ROSTER_TEST_MYSQL_USER" -e "CREATE DATABASE bench"
-
-# ---- three controllers ---------------------------------------------------------
-ports=()
-ctl_pids=()
-for i in 1 2 3; do
-    ROSTER_REGISTRY_DB_PASSWORD=$ROSTER_TEST_MYSQL_PASSWORD "$bin" start controller \
-        --host 127.0.0.1 --port 0 --port_file "$work/ctl$i.port" --log_level warn \
-        --registry_db_type mysql --registry_db_host "$ROSTER_TEST_MYSQL_HOST" \
-        --registry_db_port "$ROSTER_TEST_MYSQL_PORT" --registry_db_user "$ROSTER_TEST_MYSQL_USER" \
-        --registry_db_name bench >"$work/ctl$i.log" 2>&1 &
-    pids+=($!)
-    ctl_pids+=($!)
-    ports+=("$(wait_port_file "$work/ctl$i.port")")
-done
+# ---- MariaDB and three controllers -------------------------------------------
+start_db_controllers 3
 start_nginx
 echo "bench controller: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS run(s), $bin" >&2
 
@@ -68,7 +49,6 @@ echo "bench controller: $(nproc) CPUs, ${secs}s per measurement, $BENCH_RUNS run
 export ROSTER_BENCH_INSTANCES=10000
 wrk -t1 -c16 -d"$((BENCH_QUICK == 1 ? 1 : 3))s" -s bench/heartbeat.lua "http://127.0.0.1:${ports[0]}" >/dev/null
 
-ctl_ticks() { local s=0 p; for p in "${ctl_pids[@]}"; do s=$((s + $(cpu_ticks "$p"))); done; echo "$s"; }
 # CPU ticks of this shell's waited-for children (the wrk processes)
 child_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
 tck=$(getconf CLK_TCK)

@@ -270,3 +270,38 @@ measure() {
     read -r "$1_rps" "$1_p50" "$1_p99" "$1_bad" <<<"$res"
     emit_wrk "$2" "$run" "$res"
 }
+
+# sqlq ARGS...: the mariadb client on the private MariaDB (start_db_controllers)
+sqlq() {
+    MYSQL_PWD=$ROSTER_TEST_MYSQL_PASSWORD mariadb --protocol=TCP -h "$ROSTER_TEST_MYSQL_HOST" \
+        -P "$ROSTER_TEST_MYSQL_PORT" -u "$ROSTER_TEST_MYSQL_USER" --batch --skip-column-names "$@"
+}
+
+# start_db_controllers N [FLAG...]: a private MariaDB in $work/mariadb (its
+# env sourced, its pid in db_pid) with a database `bench`, and N
+# controllers sharing its registry table, each with the extra FLAGs; sets
+# ports and ctl_pids (also in pids)
+start_db_controllers() {
+    local n=$1 i
+    shift
+    tests/lib/mariadb.sh start "$work/mariadb" >/dev/null
+    # shellcheck disable=SC1091
+    . "$work/mariadb/env"
+    db_pid=$(tr -dc '0-9' <"$work/mariadb/pid")
+    sqlq -e "CREATE DATABASE bench"
+    ports=()
+    ctl_pids=()
+    for i in $(seq 1 "$n"); do
+        ROSTER_REGISTRY_DB_PASSWORD=$ROSTER_TEST_MYSQL_PASSWORD "$bin" start controller \
+            --host 127.0.0.1 --port 0 --port_file "$work/ctl$i.port" --log_level warn \
+            --registry_db_type mysql --registry_db_host "$ROSTER_TEST_MYSQL_HOST" \
+            --registry_db_port "$ROSTER_TEST_MYSQL_PORT" --registry_db_user "$ROSTER_TEST_MYSQL_USER" \
+            --registry_db_name bench "$@" >"$work/ctl$i.log" 2>&1 &
+        pids+=($!)
+        ctl_pids+=($!)
+        ports+=("$(wait_port_file "$work/ctl$i.port")")
+    done
+}
+
+# ctl_ticks: CPU ticks of the controllers in ctl_pids together
+ctl_ticks() { local s=0 p; for p in "${ctl_pids[@]}"; do s=$((s + $(cpu_ticks "$p"))); done; echo "$s"; }

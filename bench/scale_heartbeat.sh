@@ -64,33 +64,11 @@ fi
 fleet_conns() { awk -v r="$1" -v c="${ROSTER_BENCH_FLEET_CONNS:-0}" \
     'BEGIN{ if (c > 0) print c; else { n = int(r * 0.2); print (n < 4) ? 4 : (n > 256) ? 256 : n } }'; }
 
-tests/lib/mariadb.sh start "$work/mariadb" >/dev/null
-# shellcheck disable=SC1091
-. "$work/mariadb/env"
-db_pid=$(tr -dc '0-9' <"$work/mariadb/pid")
-sqlq() {
-    MYSQL_PWD=$ROSTER_TEST_MYSQL_PASSWORD mariadb --protocol=TCP -h "$ROSTER_TEST_MYSQL_HOST" \
-        -P "$ROSTER_TEST_MYSQL_PORT" -u "$ROSTER_TEST_MYSQL_USER" --batch --skip-column-names "$@"
-}
-sqlq -e "CREATE DATABASE bench"
-
-ports=()
-ctl_pids=()
-for i in 1 2 3; do
-    ROSTER_REGISTRY_DB_PASSWORD=$ROSTER_TEST_MYSQL_PASSWORD "$bin" start controller \
-        --host 127.0.0.1 --port 0 --port_file "$work/ctl$i.port" --log_level warn \
-        --registry_db_type mysql --registry_db_host "$ROSTER_TEST_MYSQL_HOST" \
-        --registry_db_port "$ROSTER_TEST_MYSQL_PORT" --registry_db_user "$ROSTER_TEST_MYSQL_USER" \
-        --registry_db_name bench --max_instances 1000000 ${ROSTER_BENCH_CTL_ARGS:-} \
-        >"$work/ctl$i.log" 2>&1 &
-    pids+=($!)
-    ctl_pids+=($!)
-    ports+=("$(wait_port_file "$work/ctl$i.port")")
-done
+# shellcheck disable=SC2086 # ROSTER_BENCH_CTL_ARGS: words
+start_db_controllers 3 --max_instances 1000000 ${ROSTER_BENCH_CTL_ARGS:-}
 echo "bench heartbeat: $(nproc) CPUs, $bin" >&2
 
 tck=$(getconf CLK_TCK)
-ctl_ticks() { local s=0 p; for p in "${ctl_pids[@]}"; do s=$((s + $(cpu_ticks "$p"))); done; echo "$s"; }
 # The three controllers' /metrics in one file (one curl: a process start
 # costs a loaded machine ~0.2 s), then values from it:
 #   hb   committed heartbeats and registrations (first beats), summed
