@@ -12,6 +12,29 @@
  * waits for, or calls, a controller, and a registration reaches routing as
  * soon as the controller's watch fires.
  *
+ * Deltas: every view=full answer names the controller's view version
+ * (header X-Roster-View: "<epoch>-<version>", the epoch random per
+ * controller process), and the watcher sends it back as since= with its
+ * long poll. The controller then answers a change with a delta (a JSON
+ * object, docs/api.md): the names of all current models, the models whose
+ * routing changed since, and their instances. The watcher merges it into
+ * the table it holds (w->last): a changed model gets its routing built
+ * from its rows; an unchanged one shares the previous table's
+ * api_model_core (the route set: entries, cumulative weights, round-robin
+ * schedule, consistent-hash ring; and its instance references), at the
+ * cost of a reference; a model not named is gone. So at 100,000 instances
+ * a registration costs the changed model's rows, not a 45 MB list parsed
+ * and a ring sorted per model. Instances keep their identity either way
+ * (api_inst, with in-flight counts, ejection and counters). A full answer
+ * (an array) replaces everything, as before: the controller sends one for
+ * a token of another process, a version it has not reached, or a change
+ * touching more than half of the instances; the watcher asks for one
+ * (drops since=) after switching controllers, when a delta does not fit
+ * the table it holds (a model said unchanged that it lacks), and while an
+ * instance's host does not resolve (each full list retries the lookup).
+ * A controller that sends no X-Roster-View (DB-GPT's, an older roster) is
+ * watched with full lists.
+ *
  * Failover: on an error, a timeout or a 5xx the watcher moves to the next
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes

@@ -14,6 +14,14 @@
  *     heartbeat storm on one model does not copy the others; the list JSON
  *     of each model is serialised once per snapshot, on first use.
  *
+ * Versions (incremental watches): each snapshot has a version (one more
+ * per publish) and the view a random epoch; each model snapshot records
+ * the version in which its routing fields last changed (a rebuild that
+ * routes alike, e.g. for a full refresh's new ages, keeps the version of
+ * the one it replaces: routing_same). ctl_snap_delta_json serves
+ * since=<epoch>-<version> from that: the models above the version, from
+ * their cached JSON, and the names of all.
+ *
  * Time: an instance's heartbeat is kept as a point on this process's
  * monotonic clock, derived from the age the database computed
  * (db now - last_heartbeat) when the row was read, or from the commit time
