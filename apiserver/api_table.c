@@ -1158,8 +1158,8 @@ take_list(struct api_watch *w, struct call *c, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory building the table");
         goto out;
     }
-    log_debug("table version %" PRIu64 " (%s): %zu models, %zu instances, %zu routable", t->version,
-              delta ? "delta" : "full", t->nmodels, t->instances, t->routable);
+    log_debug("table version %" PRIu64 ": %zu models, %zu instances, %zu routable (%s)", t->version,
+              t->nmodels, t->instances, t->routable, delta ? "delta" : "full");
     api_table_unref(w->last);
     w->last = t; /* build() counted this reference */
     publish(w, t);

@@ -158,7 +158,7 @@ def routable(a):
 
 
 def tables(a, kind):
-    return len(re.findall(r"table version \d+ \(%s\)" % kind, a.logs()))
+    return len(re.findall(r"table version \d+: [^\n]* \(%s\)" % kind, a.logs()))
 
 
 def ejected(a, model, port):
