@@ -169,7 +169,7 @@ def ejected(a, model, port):
 def test_apiserver_merges_delta(t):
     c = t.controller()
     dead_sock, dead = h.dead_port()
-    keep = [dead] + [p for p in range(8101, 8106)]
+    keep = [dead] + list(range(8101, 8106))
     for p in keep:
         h.register(c.url, h.instance(model="keep@llm", port=p))
     h.register(c.url, h.instance(model="gone@llm", port=8201))
@@ -179,14 +179,14 @@ def test_apiserver_merges_delta(t):
     for p in range(8401, 8409):
         h.register(c.url, h.instance(model="bulk@llm", port=p))
     a = apiserver(t, [c], args=["--eject_ms", "60000", "--max_attempts", "1"])
-    h.wait_until(lambda: routable(a) == {"keep": 6, "gone": 2, "bulk": 8}, 10, what="the first table")
+    h.wait_until(lambda: routable(a) == {"keep": 6, "gone": 2, "bulk": 8}, 10,
+                 what="the first table")
     h.eq(tables(a, "full"), 1, "the first table is a full list:")
     # eject keep's dead instance: state of the apiserver only (the registry
-    # knows nothing of it), which a rebuild of keep's routing would keep
-    # too, but only a merge keeps its route set
+    # knows nothing of it) that must survive the tables to come
     for _ in range(30):
-        r = h.request("POST", a.url + "/v1/chat/completions",
-                      {"model": "keep", "messages": [{"role": "user", "content": "hi"}]})
+        h.request("POST", a.url + "/v1/chat/completions",
+                  {"model": "keep", "messages": [{"role": "user", "content": "hi"}]})
         if ejected(a, "keep@llm", dead) == 1:
             break
     h.eq(ejected(a, "keep@llm", dead), 1, "the dead instance ejected:")
