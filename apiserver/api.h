@@ -157,11 +157,18 @@ struct api_inst {
     char last_error[160];   /* why it was last ejected ("" never) */
 };
 
+/* What a model's routing is built from, shared by every table in which
+ * the model did not change (the watcher merges the controller's deltas:
+ * api_table.c); refcounted, immutable. */
+struct api_model_core;
+
 struct api_model {
     char name[API_NAME_MAX + 1]; /* without "@type" */
     char type[32];               /* "llm", "text2vec", ... */
-    struct route_set set;        /* the routable instances */
-    struct api_inst **inst;      /* parallel to set.e; the table holds a reference each */
+    struct route_set set;        /* the routable instances: a copy of the core's arrays (not
+                                    owned) with this table's round-robin cursor */
+    struct api_inst **inst;      /* parallel to set.e; the core's (it holds a reference each) */
+    struct api_model_core *core; /* one reference */
     size_t known;                /* instances of any health (0 routable: 503, not 404) */
     size_t alive;                /* ... whose lease runs (and not deregistered) */
     size_t excluded;             /* ... left out: outside --instance_networks */

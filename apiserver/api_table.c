@@ -12,6 +12,29 @@
  * waits for, or calls, a controller, and a registration reaches routing as
  * soon as the controller's watch fires.
  *
+ * Deltas: every view=full answer names the controller's view version
+ * (header X-Roster-View: "<epoch>-<version>", the epoch random per
+ * controller process), and the watcher sends it back as since= with its
+ * long poll. The controller then answers a change with a delta (a JSON
+ * object, docs/api.md): the names of all current models, the models whose
+ * routing changed since, and their instances. The watcher merges it into
+ * the table it holds (w->last): a changed model gets its routing built
+ * from its rows; an unchanged one shares the previous table's
+ * api_model_core (the route set: entries, cumulative weights, round-robin
+ * schedule, consistent-hash ring; and its instance references), at the
+ * cost of a reference; a model not named is gone. So at 100,000 instances
+ * a registration costs the changed model's rows, not a 45 MB list parsed
+ * and a ring sorted per model. Instances keep their identity either way
+ * (api_inst, with in-flight counts, ejection and counters). A full answer
+ * (an array) replaces everything, as before: the controller sends one for
+ * a token of another process, a version it has not reached, or a change
+ * touching more than half of the instances; the watcher asks for one
+ * (drops since=) after switching controllers, when a delta does not fit
+ * the table it holds (a model said unchanged that it lacks), and while an
+ * instance's host does not resolve (each full list retries the lookup).
+ * A controller that sends no X-Roster-View (DB-GPT's, an older roster) is
+ * watched with full lists.
+ *
  * Failover: on an error, a timeout or a 5xx the watcher moves to the next
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
@@ -69,6 +92,9 @@ struct api_watch {
     struct api_watch_status st;
     int cur;
     char etag[128];
+    char view[64];           /* the controller's view token of the table held ("": none): since= */
+    struct api_table *last;  /* the table held (a reference): deltas are merged into it */
+    bool unresolved;         /* some instance of it has no address: full lists (each retries) */
     struct api_inst **known; /* sorted by (model, host, port); one reference each */
     size_t nknown;
     uint64_t version;
@@ -94,6 +120,14 @@ api_table_ref(struct api_table *t)
     return t;
 }
 
+struct api_model_core {
+    _Atomic int refs;
+    struct route_set set;   /* built once; tables copy it (their cursor their own) */
+    struct api_inst **inst; /* parallel to set.e; a reference each */
+};
+
+static void core_unref(struct api_model_core *c);
+
 static void
 table_free(struct api_table *t)
 {
@@ -102,12 +136,7 @@ table_free(struct api_table *t)
     }
     free(t->all);
     for (size_t m = 0; m < t->nmodels; m++) {
-        struct api_model *am = &t->models[m];
-        for (size_t i = 0; i < am->set.n; i++) {
-            api_inst_unref(am->inst[i]);
-        }
-        free(am->inst);
-        route_set_cleanup(&am->set);
+        core_unref(t->models[m].core); /* the set and inst arrays are the core's */
     }
     free(t->models);
     free(t);
@@ -371,75 +400,191 @@ parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
     return (long)k;
 }
 
-/* Builds the table for rows[0..n) and makes `known` its instances. Returns
- * the table (one reference per loop), or NULL when out of memory. */
-static struct api_table *
-build(struct api_watch *w, const struct row *rows, size_t n)
-{
-    struct api_table *t = calloc(1, sizeof(*t));
-    struct api_inst **next = calloc(n ? n : 1, sizeof(*next));
-    struct route_entry *ent = calloc(n ? n : 1, sizeof(*ent));
-    size_t nm = 0, nexcluded = 0;
+/* One model of the list being taken: its rows (changed: the list or the
+ * delta carries them) or, unchanged in a delta, taken over from the
+ * previous table. */
+struct mdesc {
+    const char *model; /* "name@type" */
+    bool changed;
+    const struct row *rows; /* changed: rows[0..nrows), sorted by (host, port) */
+    size_t nrows;
+    const struct api_model *old; /* unchanged: the previous table's */
+    size_t old_first;            /* ... and its first instance in that table's `all` */
+    size_t first;                /* its first instance in the new `all` */
+};
 
-    if (!t || !next || !ent) {
-        goto oom;
+static void
+core_unref(struct api_model_core *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
+        for (size_t i = 0; i < c->set.n; i++) {
+            api_inst_unref(c->inst[i]);
+        }
+        free(c->inst);
+        route_set_cleanup(&c->set);
+        free(c);
     }
-    for (size_t i = 0; i < n; i++) {
-        nm += i == 0 || strcmp(rows[i].model, rows[i - 1].model) != 0;
-    }
-    t->models = calloc(nm ? nm : 1, sizeof(*t->models));
-    if (!t->models) {
-        goto oom;
-    }
-    for (size_t i = 0; i < n; i++) {
-        next[i] = inst_for(w, &rows[i]);
-        if (!next[i]) {
-            goto oom;
+}
+
+/* The table's view of a core: the arrays shared, the round-robin cursor
+ * its own (carried over from `cursor`). */
+static void
+model_set_core(struct api_model *m, struct api_model_core *c, uint64_t cursor)
+{
+    m->core = c;
+    memcpy(&m->set, &c->set, sizeof(m->set));
+    atomic_store(&m->set.rr_next, cursor);
+    m->inst = c->inst;
+}
+
+/* The index in t->all of the first instance of `model` (t->nall if none). */
+static size_t
+all_lower_bound(const struct api_table *t, const char *model)
+{
+    size_t lo = 0, hi = t->nall;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(t->all[mid]->model->model, model) < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
     }
+    return lo;
+}
+
+/* Splits "name@type" at its last '@' into m->name and m->type. */
+static void
+model_names(struct api_model *m, const char *model)
+{
+    const char *at = strrchr(model, '@');
+
+    snprintf(m->name, sizeof(m->name), "%.*s", (int)(at - model), model);
+    util_strlcpy(m->type, at + 1, sizeof(m->type));
+}
+
+/* A changed model's routing from its rows (next: their instances). */
+static int
+model_build(struct api_watch *w, struct api_table *t, struct api_model *m, const struct mdesc *d,
+            struct api_inst **next, struct route_entry *ent, size_t *nexcluded)
+{
+    struct api_model_core *c = calloc(1, sizeof(*c));
+    size_t ne = 0;
+
+    if (!c) {
+        return -1;
+    }
+    atomic_init(&c->refs, 1);
+    c->inst = calloc(d->nrows ? d->nrows : 1, sizeof(*c->inst));
+    if (!c->inst) {
+        free(c);
+        return -1;
+    }
+    model_names(m, d->model);
+    m->known = d->nrows;
+    m->stats = next[0]->model;
+    for (size_t k = 0; k < d->nrows; k++) {
+        const struct row *r = &d->rows[k];
+        bool ex = excluded(w, next[k], nexcluded);
+        m->alive += r->alive;
+        m->excluded += ex;
+        if (r->routable && r->weight > 0 && !ex) {
+            ent[ne] = (struct route_entry){&next[k]->rt, r->weight};
+            c->inst[ne++] = next[k];
+            atomic_fetch_add(&next[k]->refs, 1); /* the core's */
+        }
+    }
+    if (route_set_build(&c->set, ent, ne) != 0) {
+        for (size_t k = 0; k < ne; k++) {
+            api_inst_unref(c->inst[k]);
+        }
+        free(c->inst);
+        free(c);
+        return -1;
+    }
+    model_set_core(m, c, 0);
+    t->routable += ne;
+    t->excluded += m->excluded;
+    return 0;
+}
+
+/* Builds the table of the models md[0..nmd) (sorted by "name@type"; `old`
+ * the previous table, for the unchanged ones) and makes `known` its
+ * instances. Returns the table (one reference per loop, srv->latest's and
+ * the watcher's), or NULL when out of memory. A model whose routing did
+ * not change keeps its route set (and so its instances' state: they are
+ * the same api_inst anyway), at the cost of a reference. */
+static struct api_table *
+build(struct api_watch *w, const struct api_table *old, struct mdesc *md, size_t nmd)
+{
+    struct api_table *t = calloc(1, sizeof(*t));
+    struct api_inst **next = NULL;
+    struct route_entry *ent = NULL;
+    size_t n = 0, got = 0, maxrows = 0, nexcluded = 0;
+
+    if (!t) {
+        return NULL;
+    }
+    for (size_t i = 0; i < nmd; i++) {
+        n += md[i].changed ? md[i].nrows : md[i].old->known;
+        if (md[i].changed && md[i].nrows > maxrows) {
+            maxrows = md[i].nrows;
+        }
+    }
+    next = calloc(n ? n : 1, sizeof(*next));
+    ent = calloc(maxrows ? maxrows : 1, sizeof(*ent));
+    t->models = calloc(nmd ? nmd : 1, sizeof(*t->models));
     t->all = calloc(n ? n : 1, sizeof(*t->all));
-    if (!t->all) {
+    if (!next || !ent || !t->models || !t->all) {
         goto oom;
     }
+    for (size_t i = 0; i < nmd; i++) {
+        md[i].first = got;
+        if (md[i].changed) {
+            for (size_t k = 0; k < md[i].nrows; k++, got++) {
+                next[got] = inst_for(w, &md[i].rows[k]);
+                if (!next[got]) {
+                    goto oom;
+                }
+            }
+        } else {
+            for (size_t k = 0; k < md[i].old->known; k++, got++) {
+                next[got] = old->all[md[i].old_first + k];
+                atomic_fetch_add(&next[got]->refs, 1); /* the new list's */
+            }
+        }
+    }
+    w->unresolved = false;
     for (size_t i = 0; i < n; i++) {
         t->all[i] = next[i];
         atomic_fetch_add(&next[i]->refs, 1); /* the table's */
+        w->unresolved |= atomic_load_explicit(&next[i]->salen, memory_order_acquire) == 0;
     }
     t->nall = n;
-    for (size_t i = 0, j; i < n; i = j) {
+    for (size_t i = 0; i < nmd; i++) {
         struct api_model *m = &t->models[t->nmodels];
-        const char *at = strrchr(rows[i].model, '@');
-        size_t ne = 0;
-        for (j = i; j < n && strcmp(rows[j].model, rows[i].model) == 0; j++) {
-        }
-        snprintf(m->name, sizeof(m->name), "%.*s", (int)(at - rows[i].model), rows[i].model);
-        util_strlcpy(m->type, at + 1, sizeof(m->type));
-        m->known = j - i;
-        m->stats = next[i]->model;
-        m->inst = calloc(j - i, sizeof(*m->inst));
-        if (!m->inst) {
-            goto oom;
-        }
-        for (size_t k = i; k < j; k++) {
-            bool ex = excluded(w, next[k], &nexcluded);
-            m->alive += rows[k].alive;
-            m->excluded += ex;
-            if (rows[k].routable && rows[k].weight > 0 && !ex) {
-                ent[ne] = (struct route_entry){&next[k]->rt, rows[k].weight};
-                m->inst[ne++] = next[k];
-                atomic_fetch_add(&next[k]->refs, 1); /* the table's */
+        const struct api_model *om = md[i].old;
+        if (md[i].changed) {
+            if (md[i].nrows == 0) {
+                continue; /* nothing listed: not in the table */
             }
+            if (model_build(w, t, m, &md[i], next + md[i].first, ent, &nexcluded) != 0) {
+                goto oom;
+            }
+        } else {
+            memcpy(m->name, om->name, sizeof(m->name));
+            memcpy(m->type, om->type, sizeof(m->type));
+            m->known = om->known;
+            m->alive = om->alive;
+            m->excluded = om->excluded;
+            m->stats = om->stats;
+            atomic_fetch_add(&om->core->refs, 1);
+            model_set_core(m, om->core, atomic_load(&om->set.rr_next));
+            t->routable += m->set.n;
+            t->excluded += m->excluded;
         }
         t->nmodels++;
-        if (route_set_build(&m->set, ent, ne) != 0) {
-            for (size_t k = 0; k < ne; k++) {
-                api_inst_unref(m->inst[k]);
-            }
-            m->set.n = 0;
-            goto oom;
-        }
-        t->routable += ne;
-        t->excluded += m->excluded;
     }
     /* sorted by (name, type): "name@type" order can differ when a name is
      * a prefix of another */
@@ -454,12 +599,13 @@ build(struct api_watch *w, const struct row *rows, size_t n)
     t->instances = n;
     t->version = ++w->version;
     t->built_mono_ms = util_mono_ms();
-    atomic_store(&t->refs, w->srv->nloops + 1); /* each loop's, and srv->latest */
+    atomic_store(&t->refs, w->srv->nloops + 2); /* each loop's, srv->latest and w->last */
     /* what changed since the last list: instances that left, then each row */
     w->nevents = 0;
     for (size_t i = 0, k = 0; i < w->nknown; i++) {
         struct api_inst *o = w->known[i];
-        while (k < n && inst_cmp_key(rows[k].model, rows[k].host, rows[k].port, o) < 0) {
+        while (k < n && next[k] != o &&
+               inst_cmp_key(next[k]->model->model, next[k]->host, next[k]->port, o) < 0) {
             k++;
         }
         if ((k == n || next[k] != o) && ++w->nevents <= MAX_EVENTS_PER_LIST) {
@@ -467,8 +613,10 @@ build(struct api_watch *w, const struct row *rows, size_t n)
                           "removed from the registry");
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        note_changes(w, next[i], &rows[i]);
+    for (size_t i = 0; i < nmd; i++) {
+        for (size_t k = 0; md[i].changed && k < md[i].nrows; k++) {
+            note_changes(w, next[md[i].first + k], &md[i].rows[k]);
+        }
     }
     if (w->first_list) {
         api_event_add(w->srv, "loaded", NULL, NULL, 0, "the registry: %zu instances of %zu models",
@@ -492,13 +640,11 @@ build(struct api_watch *w, const struct row *rows, size_t n)
     free(ent);
     return t;
 oom:
-    for (size_t i = 0; next && i < n && next[i]; i++) {
+    for (size_t i = 0; next && i < got; i++) {
         api_inst_unref(next[i]); /* the ones created here go away */
     }
-    if (t) {
-        atomic_store(&t->refs, 1);
-        table_free(t);
-    }
+    atomic_store(&t->refs, 1);
+    table_free(t);
     free(next);
     free(ent);
     return NULL;
@@ -591,6 +737,7 @@ struct call {
     struct api_watch *w;
     struct buf body;
     char etag[128];
+    char view[64]; /* X-Roster-View: the answer's view token ("": none, or not a token) */
 };
 
 static size_t
@@ -608,6 +755,19 @@ on_header(char *p, size_t size, size_t n, void *arg)
             b--;
         }
         snprintf(c->etag, sizeof(c->etag), "%.*s", (int)(b - a), p + a);
+    } else if (len > 14 && strncasecmp(p, "X-Roster-View:", 14) == 0) {
+        size_t a = 14, b = len;
+        while (a < b && (p[a] == ' ' || p[a] == '\t')) {
+            a++;
+        }
+        while (b > a && (p[b - 1] == '\r' || p[b - 1] == '\n' || p[b - 1] == ' ')) {
+            b--;
+        }
+        /* it goes into a URL: hex digits, '-' and decimal digits only */
+        c->view[0] = '\0';
+        if (b - a < sizeof(c->view) && strspn(p + a, "0123456789abcdef-") >= b - a) {
+            snprintf(c->view, sizeof(c->view), "%.*s", (int)(b - a), p + a);
+        }
     }
     return len;
 }
@@ -717,8 +877,10 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
         goto out;
     }
     if (w->etag[0]) {
-        snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld", w->srv->ctl[ctl],
-                 (long long)cfg->watch_wait_secs);
+        /* with the view token of the table held: a change comes as a delta */
+        snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld%s%s",
+                 w->srv->ctl[ctl], (long long)cfg->watch_wait_secs, w->view[0] ? "&since=" : "",
+                 w->view);
     } else {
         snprintf(url, sizeof(url), "%s/api/controller/models?view=full", w->srv->ctl[ctl]);
     }
@@ -828,41 +990,185 @@ out:
     return status;
 }
 
-/* Turns a 200 answer into a table and publishes it. Returns 0, or -1 with
- * a reason in err. */
+static int
+str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A model name of a delta: "name@type" within the registry's limits. */
+static bool
+valid_model(const cJSON *it)
+{
+    return cJSON_IsString(it) && strchr(it->valuestring, '@') &&
+           strlen(it->valuestring) <= API_NAME_MAX;
+}
+
+/* The models of a delta answer (object: see docs/api.md, "Watching"):
+ * every current model, the changed ones with their rows (rows[0..nrows),
+ * sorted), the others taken from `old`. Returns the count of *md_out, or
+ * -1 when the delta does not fit the table held (a model it says is
+ * unchanged that `old` lacks, rows of a model it does not list): the
+ * watcher then asks for the full list. */
+static long
+delta_models(const cJSON *root, const struct api_table *old, const struct row *rows, size_t nrows,
+             struct mdesc **md_out)
+{
+    const cJSON *models = json_get(root, "models"), *changed = json_get(root, "changed");
+    size_t nm = (size_t)cJSON_GetArraySize(models), nc = (size_t)cJSON_GetArraySize(changed);
+    const char **names = calloc(nm ? nm : 1, sizeof(*names));
+    const char **ch = calloc(nc ? nc : 1, sizeof(*ch));
+    struct mdesc *md = calloc(nm ? nm : 1, sizeof(*md));
+    size_t k = 0, r = 0;
+    long rc = -1;
+
+    if (!old || !cJSON_IsArray(models) || !cJSON_IsArray(changed) || !names || !ch || !md) {
+        goto out;
+    }
+    nm = nc = 0;
+    for (const cJSON *it = models->child; it; it = it->next) {
+        if (!valid_model(it)) {
+            goto out;
+        }
+        names[nm++] = it->valuestring;
+    }
+    for (const cJSON *it = changed->child; it; it = it->next) {
+        if (!valid_model(it)) {
+            goto out;
+        }
+        ch[nc++] = it->valuestring;
+    }
+    qsort(names, nm, sizeof(*names), str_cmp);
+    qsort(ch, nc, sizeof(*ch), str_cmp);
+    for (size_t i = 0; i < nm; i++) {
+        struct mdesc *d = &md[k];
+        if (i > 0 && strcmp(names[i], names[i - 1]) == 0) {
+            goto out; /* listed twice */
+        }
+        d->model = names[i];
+        d->changed = bsearch(&names[i], ch, nc, sizeof(*ch), str_cmp) != NULL;
+        if (r < nrows && strcmp(rows[r].model, names[i]) < 0) {
+            goto out; /* rows of a model not listed */
+        }
+        d->rows = rows + r;
+        while (r < nrows && strcmp(rows[r].model, names[i]) == 0) {
+            r++;
+        }
+        d->nrows = (size_t)(rows + r - d->rows);
+        if (!d->changed) {
+            struct api_model probe;
+            if (d->nrows > 0) {
+                goto out; /* rows of a model said to be unchanged */
+            }
+            model_names(&probe, names[i]);
+            d->old = api_table_find((struct api_table *)old, probe.name, probe.type);
+            if (!d->old) {
+                goto out; /* unchanged since a table we do not hold */
+            }
+            d->old_first = all_lower_bound(old, names[i]);
+            if (d->old_first + d->old->known > old->nall) {
+                goto out;
+            }
+        }
+        k++;
+    }
+    if (r < nrows) {
+        goto out;
+    }
+    *md_out = md;
+    md = NULL;
+    rc = (long)k;
+out:
+    free(names);
+    free(ch);
+    free(md);
+    return rc;
+}
+
+/* The models of a full list: every group of rows, changed. */
+static long
+full_models(const struct row *rows, size_t n, struct mdesc **md_out)
+{
+    size_t nm = 0;
+    struct mdesc *md;
+
+    for (size_t i = 0; i < n; i++) {
+        nm += i == 0 || strcmp(rows[i].model, rows[i - 1].model) != 0;
+    }
+    md = calloc(nm ? nm : 1, sizeof(*md));
+    if (!md) {
+        return -1;
+    }
+    nm = 0;
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i; j < n && strcmp(rows[j].model, rows[i].model) == 0; j++) {
+        }
+        md[nm++] = (struct mdesc){
+            .model = rows[i].model, .changed = true, .rows = rows + i, .nrows = j - i};
+    }
+    *md_out = md;
+    return (long)nm;
+}
+
+/* Turns a 200 answer (a full list, or a delta since the table held) into
+ * a table and publishes it. Returns 0; 1 when a delta does not fit the
+ * table held (ask for the full list); -1 with a reason in err. */
 static int
 take_list(struct api_watch *w, struct call *c, char *err, size_t errcap)
 {
     cJSON *root = NULL;
+    const cJSON *inst;
     struct row *rows = NULL;
+    struct mdesc *md = NULL;
     struct api_table *t;
     char jerr[128];
-    long n;
+    long n, nm;
+    bool delta;
+    int rc = -1;
 
     if (json_parse(c->body.data, c->body.len, MAX_JSON_DEPTH, &root, jerr, sizeof(jerr)) != 0 ||
-        !cJSON_IsArray(root)) {
+        !(cJSON_IsArray(root) || cJSON_IsObject(root))) {
         snprintf(err, errcap, "the controller's list is not a JSON array");
-        cJSON_Delete(root);
-        return -1;
+        goto out;
     }
-    n = parse_rows(root, &rows, err, errcap);
+    delta = cJSON_IsObject(root);
+    inst = delta ? json_get(root, "instances") : root;
+    if (delta && (!cJSON_IsTrue(json_get(root, "delta")) || !cJSON_IsArray(inst))) {
+        snprintf(err, errcap, "the controller's answer is neither a list nor a delta");
+        goto out;
+    }
+    n = parse_rows(inst, &rows, err, errcap);
     if (n < 0) {
-        cJSON_Delete(root);
-        return -1;
+        goto out;
     }
-    t = build(w, rows, (size_t)n);
+    nm = delta ? delta_models(root, w->last, rows, (size_t)n, &md)
+               : full_models(rows, (size_t)n, &md);
+    if (nm < 0) {
+        if (delta) {
+            rc = 1;
+            log_info("the controller's delta does not fit the table held: asking for the full "
+                     "list");
+        } else {
+            snprintf(err, errcap, "out of memory");
+        }
+        goto out;
+    }
+    t = build(w, w->last, md, (size_t)nm);
     if (!t) {
         snprintf(err, errcap, "out of memory building the table");
-        free(rows);
-        cJSON_Delete(root);
-        return -1;
+        goto out;
     }
-    log_debug("table version %" PRIu64 ": %zu models, %zu instances, %zu routable", t->version,
-              t->nmodels, t->instances, t->routable);
+    log_debug("table version %" PRIu64 ": %zu models, %zu instances, %zu routable (%s)", t->version,
+              t->nmodels, t->instances, t->routable, delta ? "delta" : "full");
+    api_table_unref(w->last);
+    w->last = t; /* build() counted this reference */
     publish(w, t);
+    rc = 0;
+out:
+    free(md);
     free(rows);
     cJSON_Delete(root);
-    return 0;
+    return rc;
 }
 
 /* Waits ms or until stopped; returns true when stopped. */
@@ -916,8 +1222,19 @@ watch_main(void *arg)
             buf_cleanup(&c.body);
             break;
         }
-        if (st == 200 && take_list(w, &c, err, sizeof(err)) == 0) {
+        int took = st == 200 ? take_list(w, &c, err, sizeof(err)) : -1;
+        if (took == 1) {
+            /* a delta that does not fit the table held: the full list next */
+            w->etag[0] = '\0';
+            w->view[0] = '\0';
+            buf_cleanup(&c.body);
+            continue;
+        }
+        if (st == 200 && took == 0) {
             util_strlcpy(w->etag, c.etag, sizeof(w->etag));
+            /* an instance whose host did not resolve is looked up again
+             * with each list that carries it: full lists until it does */
+            util_strlcpy(w->view, w->unresolved ? "" : c.view, sizeof(w->view));
         } else if (st == 200 || (st != 304 && st >= 0)) {
             if (!err[0]) {
                 snprintf(err, sizeof(err), "status %ld", st);
@@ -958,6 +1275,10 @@ watch_main(void *arg)
          * with the last one's ETag: its answer says at once that it serves
          * (health is no longer stale) and brings its view */
         w->etag[0] = '\0';
+        /* and never a delta: versions are per controller process (its
+         * token names it, so another controller would answer in full
+         * anyway) */
+        w->view[0] = '\0';
         if (++failed_in_a_row < w->srv->nctl) {
             continue; /* the next controller at once */
         }
@@ -1014,6 +1335,7 @@ api_watch_stop(struct api_server *srv)
         api_inst_unref(w->known[i]);
     }
     free(w->known);
+    api_table_unref(w->last);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -192,14 +192,24 @@ enum ctl_json_variant {
  * this times the instances in the snapshot. */
 #define CTL_INST_JSON_MAX 4096
 
-/* Where one instance's last_heartbeat sits in a list JSON (DB-GPT's form:
- * "YYYY-MM-DDTHH:MM:SS.mmm000", fixed width), the time written there, and
- * the live time it is copied from (a cell of a ctl_model_snap). */
+/* Where one instance's heartbeat fields sit in a list JSON, the time
+ * written there, and the live time it is copied from (a cell of a
+ * ctl_model_snap). Both are fixed width, so a fresher time is written in
+ * place (in a copy): last_heartbeat in DB-GPT's form
+ * "YYYY-MM-DDTHH:MM:SS.mmm000", and view=full's heartbeat_age_ms as a
+ * number right-aligned in CTL_AGE_WIDTH bytes (spaces before it: JSON
+ * allows whitespace before a value). */
 struct ctl_json_patch {
-    size_t off;
-    int64_t ms;
+    size_t off;           /* of the timestamp's first byte */
+    size_t age_off;       /* of heartbeat_age_ms's field (0: not in this form) */
+    int64_t ms;           /* the time written */
+    int64_t db_offset_ms; /* the model snapshot's (the age is computed on the db clock) */
     const _Atomic int64_t *cell;
 };
+
+/* Width of view=full's heartbeat_age_ms (ages above 10^12 ms, 31 years,
+ * are shown as 999999999999). */
+#define CTL_AGE_WIDTH 12
 
 /* A list JSON. Immutable once published (a response may be sending it):
  * fresher heartbeat times make a new copy (ctl_snap_json). */
@@ -207,7 +217,7 @@ struct ctl_json {
     _Atomic int refs;
     size_t charged;               /* bytes taken from the process budget (budget.h) */
     uint64_t hb_gen;              /* heartbeat generation of the snapshot it was made at */
-    size_t npatch;                /* entries of `patch`; the view=full forms have none */
+    size_t npatch;                /* entries of `patch` (instances with a heartbeat) */
     struct ctl_json_patch *patch; /* inside this allocation */
     size_t len;
     char data[];
@@ -220,9 +230,10 @@ struct ctl_json {
  * 64-bit store, under the view's master lock, into the model's current
  * snapshot only) and then bump hb_gen (release). A reader that finds the
  * cached JSON older than hb_gen (acquire) makes a new JSON - a copy with
- * the changed timestamps rewritten, or, for view=full (whose heartbeat age
- * is not fixed-width), a fresh serialisation - and swaps it into the slot
- * under json_mu. So a timestamp in a JSON being sent is never written (no
+ * the changed timestamps rewritten and, in view=full, every heartbeat age
+ * recomputed (both are fixed width: struct ctl_json_patch) - and swaps it
+ * into the slot under json_mu. So a timestamp in a JSON being sent is
+ * never written (no
  * torn time is possible), a heartbeat costs the writer two atomics, and a
  * list after heartbeats costs one copy. Loop threads take json_mu for a
  * pointer swap and a reference, nothing else. */
@@ -233,7 +244,13 @@ struct ctl_model_snap {
     struct ctl_snap_inst *v; /* sorted by host, port */
     size_t n_alive;
     size_t n_routable;
-    uint64_t etag[2];        /* [0] all instances, [1] routable only (routing fields) */
+    uint64_t etag[2]; /* [0] all instances, [1] routable only (routing fields) */
+    /* the view version (ctl_snap.version) of the snapshot in which this
+     * model's routing fields (host, port, effective weight, alive, enabled,
+     * routable) last changed: a rebuild that changes none of them keeps the
+     * version of the snapshot it replaces. A watch with since=V lists the
+     * models whose version is above V (ctl_snap_delta_json). */
+    uint64_t version;
     int64_t db_offset_ms;    /* database clock - monotonic clock at build (heartbeat ages) */
     _Atomic uint64_t hb_gen; /* bumped after each store into hb_ms */
     _Atomic int64_t *hb_ms;  /* n cells */
@@ -244,6 +261,7 @@ struct ctl_model_snap {
 struct ctl_snap {
     _Atomic int refs;
     uint64_t version;
+    uint64_t epoch; /* random per view (process): a version means nothing in another one */
     int64_t built_mono_ms;
     size_t nmodels;
     struct ctl_model_snap **models; /* sorted by name */
@@ -299,6 +317,29 @@ const struct ctl_model_snap *ctl_snap_model(const struct ctl_snap *s, const char
  * 503. */
 struct ctl_json *ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var);
 void ctl_json_release(struct ctl_json *j);
+/* The view token of a snapshot, "<epoch>-<version>" (16 hex digits, '-',
+ * decimal): the X-Roster-View header of a view=full answer, and what a
+ * watcher sends back as since=. Writes at most cap bytes (NUL included). */
+void ctl_snap_token(const struct ctl_snap *s, char *out, size_t cap);
+/* Parses a since= token: true and *version_out when it names a version
+ * of this snapshot's view (same epoch, not above s->version); false for a
+ * token of another controller process, a version this view has not
+ * reached, or garbage (the caller answers with the full list). */
+bool ctl_snap_since(const struct ctl_snap *s, const char *token, uint64_t *version_out);
+/* The delta answer of view=full since `since` (a version of s's view):
+ *   {"delta":true,"since":"<token>","version":"<token>",
+ *    "models":[every model of s, by name],
+ *    "changed":[models whose version > since],
+ *    "instances":[the instances of the changed models, as in the list]}
+ * `var` is CTL_JSON_FULL_ALL or CTL_JSON_FULL_ROUTABLE. Built by the
+ * caller's thread from the models' cached lists (a copy of the changed
+ * models' JSON plus the names: small when few changed), not cached.
+ * Returns NULL with *full_out true when the changed models hold more than
+ * half of s's instances (the cached full list is then the cheaper
+ * answer), NULL with *full_out false when the budget or memory refuses
+ * (503). Release with ctl_json_release. */
+struct ctl_json *ctl_snap_delta_json(struct ctl_snap *s, uint64_t since, enum ctl_json_variant var,
+                                     bool *full_out);
 /* Appends one instance as JSON (DB-GPT's ten fields; with `full`, roster's
  * extended record). */
 struct jw;

@@ -11,7 +11,10 @@
  * roster's own:
  *   GET    /api/controller/models?view=full   the extended record (load, lease, ...)
  *          + If-None-Match: "<etag>" and wait=SECS: a watch (long poll) that answers
- *          when the routing state of the result changes, or 304 after SECS
+ *          when the routing state of the result changes, or 304 after SECS;
+ *          every view=full answer names its view version (X-Roster-View),
+ *          and since=<that token> asks for a delta: only the models whose
+ *          routing changed since, and the names of all (docs/api.md)
  *   POST   /api/roster/instance            admin: {model_name, host, port, weight?, enabled?}
  *   GET    /metrics                        Prometheus text
  *
@@ -56,6 +59,8 @@ struct watcher {
     bool routable_only;
     enum ctl_json_variant var;
     uint64_t etag;
+    bool has_since; /* since= named a version of this view */
+    uint64_t since;
     struct watcher *prev;
     struct watcher *next;
 };
@@ -307,14 +312,26 @@ etag_matches(const char *inm, uint64_t etag)
     return false;
 }
 
+/* The list, or with `has_since` (view=full of every model) the delta
+ * since that version when it is the smaller answer. view=full answers
+ * carry the view's token (X-Roster-View) for the next since=. */
 static void
 reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
-           enum ctl_json_variant var, bool routable_only)
+           enum ctl_json_variant var, bool routable_only, bool has_since, uint64_t since)
 {
-    struct ctl_json *json = ctl_snap_json(snap, model, var);
+    bool full_form = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
+    bool use_full = true;
+    struct ctl_json *json = NULL;
     char etag[24];
-    char hdr[64];
+    char token[48];
+    char hdr[160];
 
+    if (has_since && full_form && !(model && *model)) {
+        json = ctl_snap_delta_json(snap, since, var, &use_full);
+    }
+    if (!json && use_full) {
+        json = ctl_snap_json(snap, model, var);
+    }
     if (!json) {
         http_reply_error(req, 503, "server_error", "memory_budget_exceeded",
                          "the list does not fit in the controller's memory budget "
@@ -322,7 +339,12 @@ reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
         return;
     }
     format_etag(ctl_snap_etag(snap, model, routable_only), etag, sizeof(etag));
-    snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n", etag);
+    token[0] = '\0';
+    if (full_form) {
+        ctl_snap_token(snap, token, sizeof(token));
+    }
+    snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n%s%s%s", etag,
+             token[0] ? "X-Roster-View: " : "", token, token[0] ? "\r\n" : "");
     http_reply_ref(req, 200, "application/json", json->data, json->len, hdr, json_done, json);
 }
 
@@ -377,7 +399,7 @@ on_watch_closed(struct http_request *req, void *arg)
 
 static bool
 park_watch(struct http_request *req, struct ctl_server *srv, const char *model, bool routable_only,
-           enum ctl_json_variant var, uint64_t etag, int64_t wait_s)
+           enum ctl_json_variant var, uint64_t etag, bool has_since, uint64_t since, int64_t wait_s)
 {
     struct ctl_loop *cl = srv->loops[http_loop_index(http_req_loop(req))];
     struct watcher *w;
@@ -402,6 +424,8 @@ park_watch(struct http_request *req, struct ctl_server *srv, const char *model, 
     w->routable_only = routable_only;
     w->var = var;
     w->etag = etag;
+    w->has_since = has_since;
+    w->since = since;
     w->next = cl->watchers;
     if (cl->watchers) {
         cl->watchers->prev = w;
@@ -423,7 +447,10 @@ h_list(struct http_request *req, void *arg)
     const char *ho;
     const char *view;
     const char *wait;
+    const char *since_tok;
     bool routable_only = false;
+    bool has_since = false;
+    uint64_t since = 0;
     bool full = false;
     int64_t wait_s = 0;
     char err[160];
@@ -439,6 +466,7 @@ h_list(struct http_request *req, void *arg)
     ho = query_get(&query, "healthy_only");
     view = query_get(&query, "view");
     wait = query_get(&query, "wait");
+    since_tok = query_get(&query, "since");
     if (model && *model && !ctl_valid_model_name(model)) {
         query_cleanup(&query);
         http_reply_error(req, 422, "invalid_request_error", "invalid_query",
@@ -466,13 +494,18 @@ h_list(struct http_request *req, void *arg)
         return;
     }
     snap = ctl_view_acquire(srv->view);
+    /* a token of another controller (failover), of a version this view
+     * has not reached, or garbage: the full list (never an error, so a
+     * watcher that switched controllers just gets everything) */
+    has_since = full && since_tok && *since_tok && ctl_snap_since(snap, since_tok, &since);
     etag = ctl_snap_etag(snap, model, routable_only);
     if (etag_matches(http_req_header(req, "If-None-Match"), etag)) {
-        if (!(wait_s > 0 && park_watch(req, srv, model, routable_only, var, etag, wait_s))) {
+        if (!(wait_s > 0 &&
+              park_watch(req, srv, model, routable_only, var, etag, has_since, since, wait_s))) {
             reply_not_modified(req, etag);
         }
     } else {
-        reply_list(req, snap, model, var, routable_only);
+        reply_list(req, snap, model, var, routable_only, has_since, since);
     }
     ctl_snap_release(snap);
     query_cleanup(&query);
@@ -523,7 +556,7 @@ on_view_changed_task(struct http_task *t)
         next = w->next;
         if (ctl_snap_etag(snap, w->model, w->routable_only) != w->etag) {
             http_req_on_close(w->req, NULL, NULL);
-            reply_list(w->req, snap, w->model, w->var, w->routable_only);
+            reply_list(w->req, snap, w->model, w->var, w->routable_only, w->has_since, w->since);
             watcher_unlink(w);
         }
     }

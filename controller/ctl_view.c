@@ -14,6 +14,14 @@
  *     heartbeat storm on one model does not copy the others; the list JSON
  *     of each model is serialised once per snapshot, on first use.
  *
+ * Versions (incremental watches): each snapshot has a version (one more
+ * per publish) and the view a random epoch; each model snapshot records
+ * the version in which its routing fields last changed (a rebuild that
+ * routes alike, e.g. for a full refresh's new ages, keeps the version of
+ * the one it replaces: routing_same). ctl_snap_delta_json serves
+ * since=<epoch>-<version> from that: the models above the version, from
+ * their cached JSON, and the names of all.
+ *
  * Time: an instance's heartbeat is kept as a point on this process's
  * monotonic clock, derived from the age the database computed
  * (db now - last_heartbeat) when the row was read, or from the commit time
@@ -59,6 +67,8 @@
  */
 #include "ctl.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,6 +111,7 @@ struct ctl_view {
     size_t ignored;                    /* rows of the current refresh the full view ignored */
     int64_t min_lease_ms;              /* shortest lease in the table (0 = empty) */
     uint64_t version;
+    uint64_t epoch; /* random: names this view in watch tokens */
     bool any_dirty;
     bool structure_dirty; /* models added or removed */
     pthread_mutex_t snap_mu;
@@ -266,17 +277,34 @@ format_ts(struct ts_cache *c, int64_t ms, char *out)
 
 #define TS_LEN 26
 
+/* Writes `age` right-aligned in CTL_AGE_WIDTH bytes (no NUL): a number
+ * with spaces before it, valid JSON and patchable in place. */
+static void
+format_age(int64_t age, char *out)
+{
+    int64_t a = age < 0 ? 0 : age > 999999999999 ? 999999999999 : age;
+    size_t i = CTL_AGE_WIDTH;
+
+    do {
+        out[--i] = (char)('0' + a % 10);
+        a /= 10;
+    } while (a > 0 && i > 0);
+    memset(out, ' ', i);
+}
+
 /* One instance. `hb_ms` (INT64_MIN: none) and `age_ms` (-1: none) are the
  * times to show; *ts_off receives the offset of the timestamp's first
- * byte in w's buffer (0 when it is null). */
+ * byte in w's buffer (0 when it is null), *age_off that of the fixed-width
+ * heartbeat_age_ms (view=full with a heartbeat; 0 otherwise). */
 static void
 inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms, int64_t age_ms,
-          struct ts_cache *tc, size_t *ts_off)
+          struct ts_cache *tc, size_t *ts_off, size_t *age_off)
 {
     const struct reg_instance *r = &si->rec;
     char ts[TS_LEN + 1];
 
     *ts_off = 0;
+    *age_off = 0;
     jw_raw(w, "{\"model_name\":");
     jw_str(w, r->model_name);
     jw_raw(w, ",\"host\":");
@@ -327,7 +355,11 @@ inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms
         jw_i64(w, si->lease_ms);
         jw_raw(w, ",\"heartbeat_age_ms\":");
         if (age_ms >= 0) {
-            jw_i64(w, age_ms);
+            char age[CTL_AGE_WIDTH + 1];
+            format_age(age_ms, age);
+            age[CTL_AGE_WIDTH] = '\0';
+            *age_off = w->b->len;
+            jw_raw(w, age);
         } else {
             jw_raw(w, "null");
         }
@@ -349,19 +381,18 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
 {
     struct ts_cache tc = {0};
     size_t off;
+    size_t age_off;
 
     inst_json(w, si, full, si->rec.has_last_heartbeat ? si->rec.last_heartbeat_ms : INT64_MIN,
-              si->age_ms, &tc, &off);
+              si->age_ms, &tc, &off, &age_off);
 }
 
-/* A JSON being built: the document and, for DB-GPT's form, where each
- * timestamp went. */
+/* A JSON being built: the document and where each heartbeat field went. */
 struct json_build {
     struct buf b;
     struct jw w;
     struct ctl_json_patch *patch;
     size_t npatch;
-    bool patchable;
     int64_t now_mono;
     struct ts_cache tc;
 };
@@ -379,6 +410,7 @@ write_model_items(struct json_build *jb, const struct ctl_model_snap *m, enum ct
         int64_t hb;
         int64_t age = -1;
         size_t off;
+        size_t age_off;
 
         if (routable_only && !m->v[i].routable) {
             continue;
@@ -393,10 +425,12 @@ write_model_items(struct json_build *jb, const struct ctl_model_snap *m, enum ct
             age = jb->now_mono + m->db_offset_ms - hb;
             age = age > 0 ? age : 0;
         }
-        inst_json(&jb->w, &m->v[i], full, hb, age, &jb->tc, &off);
-        if (jb->patchable && off > 0) {
+        inst_json(&jb->w, &m->v[i], full, hb, age, &jb->tc, &off, &age_off);
+        if (off > 0 && jb->patch) {
             jb->patch[jb->npatch].off = off;
+            jb->patch[jb->npatch].age_off = age_off;
             jb->patch[jb->npatch].ms = hb;
+            jb->patch[jb->npatch].db_offset_ms = m->db_offset_ms;
             jb->patch[jb->npatch].cell = &m->hb_ms[i];
             jb->npatch++;
         }
@@ -442,9 +476,8 @@ json_build(struct ctl_snap *s, const struct ctl_model_snap *m, enum ctl_json_var
     struct ctl_json *j = NULL;
     bool first = true;
 
-    jb.patchable = var == CTL_JSON_ALL || var == CTL_JSON_ROUTABLE;
     jb.now_mono = util_mono_ms();
-    if (jb.patchable && n > 0) {
+    if (n > 0) {
         jb.patch = malloc(n * sizeof(*jb.patch));
         if (!jb.patch) {
             return NULL;
@@ -479,12 +512,14 @@ json_build(struct ctl_snap *s, const struct ctl_model_snap *m, enum ctl_json_var
     return j;
 }
 
-/* A copy of `old` with every timestamp whose cell moved rewritten. */
+/* A copy of `old` with every timestamp whose cell moved rewritten and, in
+ * view=full, every heartbeat age recomputed for now. */
 static struct ctl_json *
 json_patched(const struct ctl_json *old, uint64_t gen)
 {
     struct ctl_json *j = json_alloc(old->len, old->npatch);
     struct ts_cache tc = {0};
+    int64_t now = util_mono_ms();
 
     if (!j) {
         return NULL;
@@ -498,6 +533,9 @@ json_patched(const struct ctl_json *old, uint64_t gen)
         if (ms != p->ms && ms != INT64_MIN) {
             format_ts(&tc, ms, j->data + p->off);
             p->ms = ms;
+        }
+        if (p->age_off > 0) {
+            format_age(now + p->db_offset_ms - p->ms, j->data + p->age_off);
         }
     }
     return j;
@@ -579,6 +617,133 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
         j->len = 2;
         memcpy(j->data, "[]", 3);
     }
+    return j;
+}
+
+void
+ctl_snap_token(const struct ctl_snap *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "%016" PRIx64 "-%" PRIu64, s->epoch, s->version);
+}
+
+bool
+ctl_snap_since(const struct ctl_snap *s, const char *token, uint64_t *version_out)
+{
+    uint64_t epoch = 0;
+    uint64_t ver = 0;
+    const char *p = token;
+
+    for (int i = 0; i < 16; i++, p++) {
+        int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (d < 0) {
+            return false;
+        }
+        epoch = epoch << 4 | (uint64_t)d;
+    }
+    if (*p++ != '-' || *p < '0' || *p > '9') {
+        return false;
+    }
+    for (int digits = 0; *p; p++, digits++) {
+        if (*p < '0' || *p > '9' || digits >= 19) {
+            return false;
+        }
+        ver = ver * 10 + (uint64_t)(*p - '0');
+    }
+    if (epoch != s->epoch || ver > s->version) {
+        return false;
+    }
+    *version_out = ver;
+    return true;
+}
+
+struct ctl_json *
+ctl_snap_delta_json(struct ctl_snap *s, uint64_t since, enum ctl_json_variant var, bool *full_out)
+{
+    struct ctl_json **parts = NULL;
+    struct ctl_json *j = NULL;
+    size_t nchanged = 0;
+    size_t changed_inst = 0;
+    size_t cap = 256;
+    char tok[48];
+    struct buf b;
+    struct jw w;
+    bool first = true;
+
+    *full_out = false;
+    for (size_t i = 0; i < s->nmodels; i++) {
+        if (s->models[i]->version > since) {
+            nchanged++;
+            changed_inst += s->models[i]->n;
+        }
+        /* a name, quoted and escaped (\u00XX at worst), twice */
+        cap += 2 * (6 * REG_NAME_MAX + 3);
+    }
+    if (changed_inst > 0 && changed_inst * 2 > s->n_instances) {
+        *full_out = true;
+        return NULL;
+    }
+    parts = calloc(nchanged ? nchanged : 1, sizeof(*parts));
+    if (!parts) {
+        return NULL;
+    }
+    for (size_t i = 0, k = 0; i < s->nmodels; i++) {
+        if (s->models[i]->version > since) {
+            parts[k] = ctl_snap_json(s, s->models[i]->name, var);
+            if (!parts[k]) {
+                goto out;
+            }
+            cap += parts[k]->len + 1;
+            k++;
+        }
+    }
+    buf_init(&b, cap);
+    jw_init(&w, &b);
+    jw_raw(&w, "{\"delta\":true,\"since\":\"");
+    snprintf(tok, sizeof(tok), "%016" PRIx64 "-%" PRIu64, s->epoch, since);
+    jw_raw(&w, tok);
+    jw_raw(&w, "\",\"version\":\"");
+    ctl_snap_token(s, tok, sizeof(tok));
+    jw_raw(&w, tok);
+    jw_raw(&w, "\",\"models\":[");
+    for (size_t i = 0; i < s->nmodels; i++) {
+        if (i > 0) {
+            jw_raw(&w, ",");
+        }
+        jw_str(&w, s->models[i]->name);
+    }
+    jw_raw(&w, "],\"changed\":[");
+    for (size_t i = 0, k = 0; i < s->nmodels; i++) {
+        if (s->models[i]->version > since) {
+            jw_raw(&w, k++ > 0 ? "," : "");
+            jw_str(&w, s->models[i]->name);
+        }
+    }
+    jw_raw(&w, "],\"instances\":[");
+    for (size_t k = 0; k < nchanged; k++) {
+        /* each part is "[...]": its items, without the brackets */
+        if (parts[k]->len > 2) {
+            if (!first && buf_append(&b, ",", 1) != 0) {
+                w.err = true;
+            }
+            first = false;
+            if (buf_append(&b, parts[k]->data + 1, parts[k]->len - 2) != 0) {
+                w.err = true;
+            }
+        }
+    }
+    jw_raw(&w, "]}");
+    if (!w.err) {
+        j = json_alloc(b.len, 0);
+    }
+    if (j) {
+        memcpy(j->data, buf_str(&b), b.len + 1);
+    }
+    buf_cleanup(&b);
+out:
+    for (size_t k = 0; k < nchanged; k++) {
+        ctl_json_release(parts[k]);
+    }
+    free(parts);
     return j;
 }
 
@@ -846,6 +1011,27 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
     return s;
 }
 
+/* True when two snapshots of a model route alike: the same instances
+ * with the same routing fields (what a watcher's delta carries). */
+static bool
+routing_same(const struct ctl_model_snap *a, const struct ctl_model_snap *b)
+{
+    if (a->n != b->n || a->etag[0] != b->etag[0] || a->etag[1] != b->etag[1]) {
+        return false;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        const struct ctl_snap_inst *x = &a->v[i];
+        const struct ctl_snap_inst *y = &b->v[i];
+        if (x->rec.port != y->rec.port || x->alive != y->alive || x->routable != y->routable ||
+            x->rec.enabled != y->rec.enabled ||
+            reg_instance_weight(&x->rec) != reg_instance_weight(&y->rec) ||
+            strcmp(x->rec.host, y->rec.host) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Builds and installs a new snapshot from the master (mu held). Returns
  * true when the routing state changed (the caller runs on_change). */
 static bool
@@ -872,6 +1058,8 @@ publish(struct ctl_view *v)
         if (m->dirty || !m->snap) {
             struct ctl_model_snap *ns = build_model_snap(v, m, now);
             if (ns) {
+                ns->version =
+                    m->snap && routing_same(m->snap, ns) ? m->snap->version : v->version + 1;
                 model_snap_release(m->snap);
                 m->snap = ns;
                 m->dirty = false;
@@ -892,6 +1080,7 @@ publish(struct ctl_view *v)
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->json_mu, NULL);
     s->version = ++v->version;
+    s->epoch = v->epoch;
     s->built_mono_ms = now;
     s->etag[0] = s->etag[1] = FNV_INIT;
     for (size_t i = 0; i < v->nmodels; i++) {
@@ -1345,6 +1534,7 @@ ctl_view_new(const struct ctl_view_config *cfg, void (*on_change)(void *), void 
     pthread_mutex_init(&v->snap_mu, NULL);
     pthread_cond_init(&v->cond, NULL);
     v->structure_dirty = true;
+    util_random_bytes(&v->epoch, sizeof(v->epoch));
     /* until the first refresh, show heartbeat times on this host's clock */
     v->db_offset_ms = util_wall_ms() - util_mono_ms();
     pthread_mutex_lock(&v->mu);

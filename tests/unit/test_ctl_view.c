@@ -6,7 +6,8 @@
  * rows when they are listed, the list JSON charged to the process budget,
  * readers on other threads while merges and writes publish snapshots, and
  * a heartbeat's time listed at once without a snapshot rebuild, never torn
- * while readers copy the JSON (run under TSan by scripts/tsan.sh).
+ * while readers copy the JSON (run under TSan by scripts/tsan.sh), and the
+ * versions behind incremental watches (since=, ctl_snap_delta_json).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -341,7 +342,7 @@ test_heartbeat_listed_at_once(void)
     struct ctl_json *f1 = ctl_snap_json(s1, NULL, CTL_JSON_FULL_ALL);
     hb_of(j1, 7, after);
     CHECK(well_formed(after) && strcmp(after, before) > 0);
-    hb_of(f1, 7, before); /* view=full is serialised again: the same time */
+    hb_of(f1, 7, before); /* view=full: the same time */
     CHECK(strcmp(after, before) == 0);
     ctl_json_release(j1);
     ctl_json_release(f1);
@@ -372,6 +373,87 @@ test_heartbeat_listed_at_once(void)
     ctl_view_free(st.v);
 }
 
+static struct reg_op
+op_model(enum reg_op_kind kind, const char *model, int port)
+{
+    struct reg_op o = op(kind, "10.0.0.1", port);
+
+    util_strlcpy(o.inst.model_name, model, sizeof(o.inst.model_name));
+    return o;
+}
+
+static void
+test_versions_and_delta(void)
+{
+    struct ctl_view *v = view(1000, NULL);
+    struct reg_op reg[5] = {
+        op_model(REG_OP_REGISTER, "a@llm", 1), op_model(REG_OP_REGISTER, "a@llm", 2),
+        op_model(REG_OP_REGISTER, "a@llm", 3), op_model(REG_OP_REGISTER, "b@llm", 1),
+        op_model(REG_OP_REGISTER, "c@llm", 1)};
+    struct reg_instance rows[5];
+    char tok[48];
+    char bad[48];
+    uint64_t since = 0;
+    bool full = false;
+
+    CHECK(v);
+    ctl_view_apply_ops(v, reg, 5);
+    struct ctl_snap *s1 = ctl_view_acquire(v);
+    uint64_t va = ctl_snap_model(s1, "a@llm")->version;
+    CHECK(va > 0 && va == s1->version);
+    ctl_snap_token(s1, tok, sizeof(tok));
+    CHECK(ctl_snap_since(s1, tok, &since) && since == s1->version);
+    /* another epoch, a version not reached, garbage */
+    snprintf(bad, sizeof(bad), "%016llx-%llu", (unsigned long long)(s1->epoch ^ 1),
+             (unsigned long long)s1->version);
+    CHECK(!ctl_snap_since(s1, bad, &since));
+    snprintf(bad, sizeof(bad), "%016llx-%llu", (unsigned long long)s1->epoch,
+             (unsigned long long)s1->version + 1);
+    CHECK(!ctl_snap_since(s1, bad, &since));
+    CHECK(!ctl_snap_since(s1, "", &since) && !ctl_snap_since(s1, "0123", &since));
+    snprintf(bad, sizeof(bad), "%016llx-", (unsigned long long)s1->epoch);
+    CHECK(!ctl_snap_since(s1, bad, &since));
+
+    /* a full refresh with the same rows rebuilds every model (new ages) but
+     * routes alike: the versions stay, the delta is empty */
+    for (int i = 0; i < 5; i++) {
+        rows[i] = reg[i].inst;
+    }
+    CHECK_EQ_INT(refresh(v, rows, 5, true), 0);
+    struct ctl_snap *s2 = ctl_view_acquire(v);
+    CHECK(s2->version > s1->version);
+    CHECK(ctl_snap_model(s2, "a@llm") != ctl_snap_model(s1, "a@llm"));
+    CHECK(ctl_snap_model(s2, "a@llm")->version == va);
+    struct ctl_json *d = ctl_snap_delta_json(s2, s1->version, CTL_JSON_FULL_ALL, &full);
+    CHECK(d && !full);
+    CHECK(d && strstr(d->data, "\"changed\":[],\"instances\":[]}") != NULL);
+    CHECK(d && strstr(d->data, "\"models\":[\"a@llm\",\"b@llm\",\"c@llm\"]") != NULL);
+    ctl_json_release(d);
+
+    /* a weight change of b, c removed: b changed, c gone from the names */
+    struct reg_op ch[2] = {op_model(REG_OP_ADMIN, "b@llm", 1), op_model(REG_OP_REMOVE, "c@llm", 1)};
+    ch[0].admin_enabled = -1;
+    ch[0].admin_weight = REG_WEIGHT_SET;
+    ch[0].admin_weight_value = 2.0;
+    ctl_view_apply_ops(v, ch, 2);
+    struct ctl_snap *s3 = ctl_view_acquire(v);
+    CHECK(ctl_snap_model(s3, "b@llm")->version == s3->version);
+    CHECK(ctl_snap_model(s3, "a@llm")->version == va);
+    d = ctl_snap_delta_json(s3, s1->version, CTL_JSON_FULL_ALL, &full);
+    CHECK(d && !full);
+    CHECK(d && strstr(d->data, "\"models\":[\"a@llm\",\"b@llm\"],\"changed\":[\"b@llm\"]") != NULL);
+    CHECK(d && strstr(d->data, "\"weight\":2.0") != NULL &&
+          strstr(d->data, "a@llm\",\"host") == NULL);
+    ctl_json_release(d);
+    /* since 0 everything changed: the full list is the smaller answer */
+    d = ctl_snap_delta_json(s3, 0, CTL_JSON_FULL_ALL, &full);
+    CHECK(!d && full);
+    ctl_snap_release(s1);
+    ctl_snap_release(s2);
+    ctl_snap_release(s3);
+    ctl_view_free(v);
+}
+
 int
 main(void)
 {
@@ -381,5 +463,6 @@ main(void)
     CHECK_RUN(test_json_budget);
     CHECK_RUN(test_readers_during_merges);
     CHECK_RUN(test_heartbeat_listed_at_once);
+    CHECK_RUN(test_versions_and_delta);
     return check_summary();
 }
