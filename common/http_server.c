@@ -311,7 +311,9 @@ listen_socket(const struct http_server_config *cfg, evutil_socket_t *fd_out, int
      * Debian 12). 1024 overflowed when thousands of streams opened at once
      * against a loop busy writing (bench/scale_streams.sh): a dropped SYN
      * costs its client a 1 s retransmit, past the apiserver's connect
-     * timeout. */
+     * timeout. The listeners below are made with backlog 0 ("already
+     * listening"): a negative one has libevent call listen(fd, 128) again,
+     * which shrank this queue to 128 whatever was asked here. */
     if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 65535) != 0) {
         snprintf(err, errcap, "cannot listen on %s port %d: %s", cfg->host, cfg->port,
                  strerror(errno));
@@ -425,7 +427,7 @@ http_server_new(const struct http_server_config *cfg, struct http_server **out, 
         loop->mbox_ev = loop->base ? event_new(loop->base, -1, 0, on_mailbox, loop) : NULL;
         loop->lag_ev = loop->base ? evtimer_new(loop->base, on_lag, loop) : NULL;
         loop->listener = loop->base ? evconnlistener_new(loop->base, hs_on_accept, loop,
-                                                         LEV_OPT_CLOSE_ON_EXEC, -1, srv->fd)
+                                                         LEV_OPT_CLOSE_ON_EXEC, 0, srv->fd)
                                     : NULL;
         if (!loop->base || !loop->mbox_ev || !loop->lag_ev || !loop->listener) {
             snprintf(err, errcap, "cannot set up event loop %d", i);
