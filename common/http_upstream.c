@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -71,7 +72,8 @@ struct hu_conn {
     size_t sent;        /* bytes of the request written */
     struct hu_parser rp;
     bool connected;
-    bool reused; /* has completed a response before */
+    bool timed_out; /* the connect timeout passed unconnected */
+    bool reused;    /* has completed a response before */
     bool parsing;
     bool extra;           /* bytes came after the end of the response */
     struct hu_conn *next; /* in the host's idle list */
@@ -319,7 +321,22 @@ fail(struct hu_conn *c)
         finish(r, HU_RESET, false);
         return;
     }
-    finish(r, !c->connected ? HU_CONNECT : r->got_byte ? HU_BROKEN : HU_RESET, false);
+    finish(r,
+           !c->connected ? (c->timed_out ? HU_CONNECT_TIMEOUT : HU_CONNECT)
+           : r->got_byte ? HU_BROKEN
+                         : HU_RESET,
+           false);
+}
+
+/* Whether the kernel has finished the connect on fd (writable now): the
+ * timeout may come due in the same loop turn as the writability, or
+ * before it when the loop ran late. */
+static bool
+connect_done(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) != 0;
 }
 
 static void
@@ -334,7 +351,8 @@ on_writable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!c->connected) {
-        if (what & EV_TIMEOUT) {
+        if ((what & EV_TIMEOUT) && !(what & EV_WRITE) && !connect_done(fd)) {
+            c->timed_out = true;
             fail(c); /* connect timeout */
             return;
         }
