@@ -276,6 +276,29 @@ http_server_run(struct http_server *srv)
     return 0;
 }
 
+/* An event base for a loop. With epoll's change list, the changes to one
+ * descriptor within a loop turn are applied as one epoll_ctl at the next
+ * wait, or none when they cancel out: a stream's connection, whose output
+ * event libevent arms when a turn adds bytes and disarms when the next
+ * turn has written them, stays armed instead of costing two system calls
+ * per turn (bench/bench_apiserver.sh, streamed: 10 -> 6 per request in the
+ * worker, 6.5 -> 4 in the apiserver). libevent's caveat: unsafe with
+ * descriptors cloned by dup(), which no loop has. */
+static struct event_base *
+new_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *base;
+
+    if (!cfg) {
+        return NULL;
+    }
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
+
 static int
 listen_socket(const struct http_server_config *cfg, evutil_socket_t *fd_out, int *port_out,
               char *err, size_t errcap)
@@ -423,7 +446,7 @@ http_server_new(const struct http_server_config *cfg, struct http_server **out, 
         loop->index = i;
         loop->id_prefix = prefix;
         pthread_mutex_init(&loop->mbox_mu, NULL);
-        loop->base = event_base_new();
+        loop->base = new_base();
         loop->mbox_ev = loop->base ? event_new(loop->base, -1, 0, on_mailbox, loop) : NULL;
         loop->lag_ev = loop->base ? evtimer_new(loop->base, on_lag, loop) : NULL;
         loop->listener = loop->base ? evconnlistener_new(loop->base, hs_on_accept, loop,
