@@ -262,7 +262,8 @@ class QueueWorker:
         self.accepting.set()
         self.served = 0
         self.fill = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while not self.closed.is_set():
@@ -336,6 +337,7 @@ class QueueWorker:
     def close(self):
         self.end_stream.set()
         self.closed.set()
+        self.acceptor.join(5)  # out of its select() before the socket closes
         self.drain()
         self.ls.close()
 
