@@ -155,6 +155,10 @@ struct api_inst {
     struct api_window win;  /* the dashboard feed thread's */
     pthread_mutex_t err_mu; /* guards last_error (any loop writes, the dashboard reads) */
     char last_error[160];   /* why it was last ejected ("" never) */
+    /* when a loop last read bytes of an answer from it (util_mono_ms; 0:
+     * never): a connect that times out on an instance heard from this
+     * recently meets a full accept queue, not a dead worker (api_proxy.c) */
+    _Atomic int64_t heard_ms;
 };
 
 /* What a model's routing is built from, shared by every table in which

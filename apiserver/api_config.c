@@ -34,7 +34,9 @@ const struct flag_def api_flag_defs[] = {
       "Largest request body accepted (413 beyond)."),
     F(connect_timeout_ms, FLAG_INT, "1000", 1, 600000, NULL, 0, "MS",
       "Connecting to an instance; beyond it the instance is ejected and the request retried "
-      "elsewhere."),
+      "elsewhere. Not when the instance answered other requests within the last second (a full "
+      "accept queue: overload, not failure): the request is then retried elsewhere, or on it "
+      "over a new connection (up to 3 times), and it stays in."),
     F(first_byte_timeout_ms, FLAG_INT, "120000", 1, 86400000, NULL, 0, "MS",
       "From sending a request to an instance to its first response byte (a non-streamed "
       "answer's comes when the whole generation is done): 504, and the instance is ejected."),
@@ -59,7 +61,8 @@ const struct flag_def api_flag_defs[] = {
       "controller's registrations too."),
     F(max_attempts, FLAG_INT, "3", 1, API_MAX_ATTEMPTS, NULL, 0, "N",
       "Instances tried per request (retries happen only before the first byte reaches the "
-      "client, and never twice on one instance)."),
+      "client, and never twice on one instance but for an overloaded one's new connections: "
+      "see --connect_timeout_ms)."),
     F(eject_ms, FLAG_INT, "5000", 1, 3600000, NULL, 0, "MS",
       "How long an instance that failed (connect error, timeout, 5xx) gets no requests; then "
       "one trial request decides."),

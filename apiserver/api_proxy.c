@@ -25,6 +25,14 @@
  *   the whole request's deadline when the instance alone set the pace (a
  *   stream held back for a slow client ends at the deadline, but the
  *   instance stays in).
+ *   Overload is not death: a connect that times out on an instance this
+ *   server has read answer bytes from within the last ALIVE_MS (any loop)
+ *   meets a full accept queue (the kernel drops the SYN and the client
+ *   would resend it only after a second), so it does not eject the
+ *   instance. The request goes to another instance if there is one, else
+ *   to the same one on a new connection, up to MAX_RECONNECTS times. A
+ *   refused or reset connection, and a timeout on an instance not heard
+ *   from, still eject.
  *   Memory: whole answers and stream queues are held within
  *   --memory_budget_bytes (see "the memory budget" below).
  *   A client that disconnects cancels the transfer: the worker sees its
@@ -56,6 +64,8 @@
 #define QUEUE_STEP     (16u * 1024) /* streams: the client's queue is reserved in these steps */
 #define MAX_JSON_DEPTH 64
 #define MAX_KEY        256
+#define ALIVE_MS       1000 /* heard from this recently: alive (see the top) */
+#define MAX_RECONNECTS 3    /* connect timeouts on an alive instance, per request */
 
 enum px_kind { PX_CHAT, PX_COMPLETIONS, PX_EMBEDDINGS };
 
@@ -97,6 +107,8 @@ struct api_px {
     int64_t deadline_us;  /* ... and its end (--request_timeout_ms) */
     int64_t last_data_us; /* streams: the last chunk's arrival */
     bool saw_429;
+    bool again;      /* the last instance timed out connecting but is alive: it may be retried */
+    int reconnects;  /* ... times it was */
     int fail_status; /* what to answer if every attempt fails (0: nothing yet) */
     char fail_code[32];
     char fail_msg[640];
@@ -175,6 +187,27 @@ instance_ok(struct api_px *px)
         api_event_add(px->srv, "readmitted", px->inst->model->model, px->inst->host, px->inst->port,
                       "its trial request succeeded");
     }
+}
+
+/* Bytes of an answer came from the instance: it is alive (written at most
+ * once per millisecond: loops share the instance). */
+static void
+heard(struct api_px *px)
+{
+    int64_t now = util_mono_ms();
+
+    if (atomic_load_explicit(&px->inst->heard_ms, memory_order_relaxed) != now) {
+        atomic_store_explicit(&px->inst->heard_ms, now, memory_order_relaxed);
+    }
+}
+
+/* Whether the instance answered anything within the last ALIVE_MS. */
+static bool
+heard_lately(const struct api_px *px)
+{
+    int64_t t = atomic_load_explicit(&px->inst->heard_ms, memory_order_relaxed);
+
+    return t != 0 && util_mono_ms() - t < ALIVE_MS;
 }
 
 /* The request is answered: forget it. */
@@ -407,6 +440,7 @@ up_head(void *arg, int status, const char *content_type)
 
     px->got_header = true;
     px->status = status;
+    heard(px);
     util_strlcpy(px->ct, content_type ? content_type : "application/json", sizeof(px->ct));
     metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
@@ -455,6 +489,7 @@ up_flush(void *arg)
         http_stream_write(px->req, px->pending.data, px->pending.len);
         buf_reset(&px->pending);
         px->last_data_us = now_us(); /* the idle timer checks it when it fires */
+        heard(px);
     }
     if (!px->started) {
         return; /* a whole answer: nothing queued for the client yet */
@@ -527,7 +562,9 @@ result_text(enum hu_result r)
 {
     switch (r) {
     case HU_CONNECT:
-        return "connection refused or timed out";
+        return "connection refused";
+    case HU_CONNECT_TIMEOUT:
+        return "connect timed out";
     case HU_RESET:
         return "connection closed before an answer";
     case HU_BROKEN:
@@ -546,12 +583,22 @@ transfer_failed(struct api_px *px, enum hu_result res)
     char msg[640];
     const char *why = result_text(res);
 
+    if (res == HU_CONNECT_TIMEOUT && !px->trial && heard_lately(px)) {
+        /* overloaded, not dead (see the top): retried, not ejected */
+        log_debug("request %s: connect to %s timed out while it answers others; retried",
+                  http_req_id(px->req), px->inst->label);
+        remember(px, 503, "upstream_unavailable", "is overloaded",
+                 "connect timed out (its accept queue is full) while it answers other requests");
+        px->again = true;
+        attempt(px);
+        return;
+    }
     count_error(px, API_ERR_CONNECT);
     eject(px, why);
     if (px->started) {
         snprintf(msg, sizeof(msg), "instance %.150s failed mid-stream: %s", px->inst->label, why);
         stream_error(px, msg);
-    } else if (res == HU_CONNECT || res == HU_RESET) {
+    } else if (res == HU_CONNECT || res == HU_CONNECT_TIMEOUT || res == HU_RESET) {
         /* nothing reached the client, and (HU_RESET) the worker answered
          * nothing: another instance may serve it */
         remember(px, 503, "upstream_unavailable", "is unreachable", why);
@@ -709,14 +756,26 @@ attempt(struct api_px *px)
 {
     for (;;) {
         bool trial = false;
-        int i;
+        int i = -1;
 
-        if (px->ntried >= (size_t)px->srv->cfg->max_attempts) {
-            fail_all(px);
+        if (px->ntried < (size_t)px->srv->cfg->max_attempts) {
+            i = route_pick(&px->model->set, px->srv->policy, px->tried, px->ntried, px->key,
+                           px->keylen, util_mono_ms(), &trial);
+        }
+        if (i < 0 && px->again && px->reconnects < MAX_RECONNECTS) {
+            /* no other instance: the alive one again, on a new connection */
+            px->again = false;
+            px->reconnects++;
+            atomic_fetch_add(&px->model->stats->s.retries, 1);
+            atomic_fetch_add_explicit(&px->inst->s.requests, 1, memory_order_relaxed);
+            if (start_transfer(px) == 0) {
+                return;
+            }
+            end_attempt(px);
+            finish_error(px, 503, "server_error", "out_of_memory", "cannot start a transfer");
             return;
         }
-        i = route_pick(&px->model->set, px->srv->policy, px->tried, px->ntried, px->key, px->keylen,
-                       util_mono_ms(), &trial);
+        px->again = false;
         if (i < 0) {
             fail_all(px);
             return;

@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -71,7 +72,8 @@ struct hu_conn {
     size_t sent;        /* bytes of the request written */
     struct hu_parser rp;
     bool connected;
-    bool reused; /* has completed a response before */
+    bool timed_out; /* the connect timeout passed unconnected */
+    bool reused;    /* has completed a response before */
     bool parsing;
     bool extra;           /* bytes came after the end of the response */
     struct hu_conn *next; /* in the host's idle list */
@@ -158,11 +160,23 @@ idle_remove(struct hu_conn *c)
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
+/* A connect in progress waits for writability, at most the connect
+ * timeout. */
+static void
+wait_connect(struct hu_conn *c)
+{
+    struct hu_pool *p = c->pool;
+    struct timeval tv = {p->connect_timeout_ms / 1000, (p->connect_timeout_ms % 1000) * 1000};
+
+    event_add(&c->wev, &tv);
+}
+
+/* A new connection: connected at once, failed at once (reported from the
+ * loop), or in progress (req_start then arms the wait). */
 static struct hu_conn *
 conn_new(struct hu_pool *p, struct hu_host *h)
 {
     struct hu_conn *c = calloc(1, sizeof(*c));
-    struct timeval tv = {p->connect_timeout_ms / 1000, (p->connect_timeout_ms % 1000) * 1000};
     int one = 1;
 
     if (!c) {
@@ -183,9 +197,7 @@ conn_new(struct hu_pool *p, struct hu_host *h)
     } else if (errno != EINPROGRESS) {
         c->connect_err = errno ? errno : ECONNREFUSED;
         event_active(&c->wev, EV_WRITE, 0); /* reported from the loop, not from here */
-        return c;
     }
-    event_add(&c->wev, c->connected ? NULL : &tv);
     return c;
 }
 
@@ -241,6 +253,32 @@ flush_out(struct hu_conn *c)
     return 0;
 }
 
+/* A connect in progress: to a nearby server (loopback, the same host) the
+ * handshake is often over by the time connect() returns, so the request is
+ * written now rather than a loop turn later; where the socket is not
+ * connected yet (EAGAIN) or failed, the wait for writability (with the
+ * connect timeout) tells. */
+static void
+early_write(struct hu_conn *c)
+{
+    struct hu_req *r = c->req;
+    struct iovec iov[2] = {{r->head, r->headlen}, {(void *)r->body, r->len}};
+    ssize_t w = writev(c->fd, iov, r->len ? 2 : 1);
+
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        c->connect_err = errno; /* refused already: reported from the loop */
+        event_active(&c->wev, EV_WRITE, 0);
+        return;
+    }
+    if (w <= 0) {
+        wait_connect(c);
+        return;
+    }
+    c->connected = true;
+    c->sent = (size_t)w;
+    (void)flush_out(c); /* the rest, if any: waits for room, or fails from the loop */
+}
+
 /* Puts the request on connection c and, once connected, writes it. */
 static void
 req_start(struct hu_req *r, struct hu_conn *c)
@@ -256,6 +294,8 @@ req_start(struct hu_req *r, struct hu_conn *c)
     }
     if (c->connected) {
         (void)flush_out(c); /* a failure is reported from the loop */
+    } else if (!c->connect_err) {
+        early_write(c);
     }
 }
 
@@ -319,7 +359,22 @@ fail(struct hu_conn *c)
         finish(r, HU_RESET, false);
         return;
     }
-    finish(r, !c->connected ? HU_CONNECT : r->got_byte ? HU_BROKEN : HU_RESET, false);
+    finish(r,
+           !c->connected ? (c->timed_out ? HU_CONNECT_TIMEOUT : HU_CONNECT)
+           : r->got_byte ? HU_BROKEN
+                         : HU_RESET,
+           false);
+}
+
+/* Whether the kernel has finished the connect on fd (writable now): the
+ * timeout may come due in the same loop turn as the writability, or
+ * before it when the loop ran late. */
+static bool
+connect_done(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) != 0;
 }
 
 static void
@@ -334,7 +389,8 @@ on_writable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!c->connected) {
-        if (what & EV_TIMEOUT) {
+        if ((what & EV_TIMEOUT) && !(what & EV_WRITE) && !connect_done(fd)) {
+            c->timed_out = true;
             fail(c); /* connect timeout */
             return;
         }

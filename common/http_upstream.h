@@ -14,8 +14,14 @@
  *
  * Errors are reported once, through on_done:
  *   HU_OK        the whole response arrived
- *   HU_CONNECT   no connection (refused, unreachable, connect timeout):
- *                nothing was sent
+ *   HU_CONNECT   no connection (refused, unreachable): nothing was sent
+ *   HU_CONNECT_TIMEOUT  no connection within the connect timeout: nothing
+ *                was sent. A connection the kernel had completed by then
+ *                counts as connected, whenever the loop gets to it (a busy
+ *                loop is not the server's fault). Apart from HU_CONNECT
+ *                because a server that stays silent to a SYN is often
+ *                only one whose accept queue is full (overload), while a
+ *                refusal is an answer.
  *   HU_RESET     the connection failed or closed before any response byte
  *                (a reused keep-alive connection that the server had closed
  *                is retried once on a new connection before this is given,
@@ -51,7 +57,7 @@ struct event_base;
 struct hu_pool;
 struct hu_req;
 
-enum hu_result { HU_OK, HU_CONNECT, HU_RESET, HU_BROKEN, HU_PROTOCOL };
+enum hu_result { HU_OK, HU_CONNECT, HU_CONNECT_TIMEOUT, HU_RESET, HU_BROKEN, HU_PROTOCOL };
 
 struct hu_callbacks {
     /* The status line and headers are in. `content_type` is NULL when

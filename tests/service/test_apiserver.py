@@ -5,6 +5,7 @@ cancellation, and bad input."""
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -242,6 +243,151 @@ def test_sigstop_gives_bounded_504_and_ejects(t):
         h.eq(served(w2) - before, 10, "the stopped worker gets nothing while ejected")
     finally:
         w1.signal(signal.SIGCONT)
+
+
+class QueueWorker:
+    """A fake worker whose accept queue the test can fill: listen(1), and
+    accepting only while `accepting` is set. The first request it serves
+    is a stream that sends an event every 100 ms until `end_stream` is
+    set; the others get a short JSON answer. Every answer closes its
+    connection (so each request through the apiserver connects anew)."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(1)  # the kernel queues backlog + 1 = 2
+        self.port = self.ls.getsockname()[1]
+        self.accepting, self.paused = threading.Event(), threading.Event()
+        self.end_stream, self.closed = threading.Event(), threading.Event()
+        self.accepting.set()
+        self.served = 0
+        self.fill = []
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            if not self.accepting.is_set():
+                self.paused.set()
+                time.sleep(0.01)
+                continue
+            self.paused.clear()
+            r, _, _ = select.select([self.ls], [], [], 0.05)
+            if r and self.accepting.is_set():
+                conn, _ = self.ls.accept()
+                self.served += 1
+                threading.Thread(target=self._serve, args=(conn, self.served == 1),
+                                 daemon=True).start()
+
+    def _serve(self, conn, stream):
+        conn.settimeout(10)
+        try:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return  # a connection of the test's own, to fill the queue
+                got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                     if ln.lower().startswith(b"content-length:")][0])
+            while len(body) < n:
+                body += conn.recv(65536)
+            if not stream:
+                data = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "finish_reason": "stop"}]}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(data)
+                             + data)
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+            ev = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+            while not self.end_stream.wait(0.1):
+                conn.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
+            done = b"data: [DONE]\n\n"
+            conn.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def fill_queue(self):
+        """Stops accepting and fills the accept queue: connects until one
+        does not complete (its SYN dropped: the queue is full)."""
+        self.accepting.clear()
+        h.wait_until(self.paused.is_set, 5, what="the fake worker to stop accepting")
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", self.port))
+            self.fill.append(s)
+            _, w, _ = select.select([], [s], [], 0.3)
+            if not w:
+                return
+        raise h.Failure("the fake worker's accept queue never filled")
+
+    def drain(self):
+        for s in self.fill:
+            s.close()
+        self.fill = []
+        self.accepting.set()
+
+    def close(self):
+        self.end_stream.set()
+        self.closed.set()
+        self.acceptor.join(5)  # out of its select() before the socket closes
+        self.drain()
+        self.ls.close()
+
+
+def test_connect_timeout_on_a_busy_instance_is_not_an_ejection(t):
+    """A connect that times out on an instance that answers other requests
+    (its accept queue is full: overload) is retried, the instance not
+    ejected; on an instance not heard from for a second it still ejects."""
+    c = t.controller()
+    fw = QueueWorker()
+    try:
+        h.register(c.url, h.instance(model="tiny@llm", port=fw.port))
+        a = apiserver(t, [c], args=["--connect_timeout_ms", "200", "--eject_ms", "600000"])
+        wait_instances(a, 1)
+        ejections = 'roster_api_model_ejections_total{model="tiny@llm"}'
+        s = open_stream(a.port, {"model": "tiny", "messages": MSGS, "stream": True})
+        fw.fill_queue()
+        # the stream keeps the instance heard from while this request waits
+        cl = Client(a.port)
+        retries = 'roster_api_model_retries_total{model="tiny@llm"}'
+        h.eq(h.metric(a.url, retries), 0.0, "retries before")
+        st, body, _ = cl.post("/v1/chat/completions", CHAT)
+        h.check_error(st, body, 503, "the overloaded instance's request")
+        err = json.loads(body)["error"]
+        h.eq(err["code"], "upstream_unavailable")
+        h.check("overloaded" in err["message"], f"the message says why: {err['message']}")
+        # the first connect, then three more on the same (only) instance
+        h.eq(h.metric(a.url, retries), 3.0, "new connections to the busy instance")
+        h.eq(h.metric(a.url, ejections), 0.0, "ejections of the busy instance")
+        fw.drain()
+        h.eq(cl.post("/v1/chat/completions", CHAT)[0], 200, "the busy instance, drained")
+        fw.end_stream.set()
+        s.settimeout(5)
+        got = recv_to_end(s)
+        s.close()
+        h.check(b"[DONE]" in got and b'"error"' not in got, f"the stream ended well: {got[-200:]!r}")
+        # silent (no answer for over a second, nothing streaming) and full:
+        # a timeout there is no sign of overload, and ejects
+        fw.fill_queue()
+        time.sleep(1.2)  # past ALIVE_MS (api_proxy.c) since the last answer: the rule under test
+        st, body, _ = cl.post("/v1/chat/completions", CHAT)
+        h.check_error(st, body, 503, "the silent instance's request")
+        h.check("connect timed out" in json.loads(body)["error"]["message"], body)
+        h.eq(h.metric(a.url, ejections), 1.0, "ejections of the silent instance")
+        fw.drain()
+        st, body, _ = cl.post("/v1/chat/completions", CHAT)
+        h.check_error(st, body, 503, "the ejected instance")
+        h.eq(json.loads(body)["error"]["code"], "no_routable_instance")
+    finally:
+        fw.close()
 
 
 def test_serves_from_last_table_when_controllers_die(t):

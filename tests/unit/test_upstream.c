@@ -652,6 +652,65 @@ test_host_table_bounded(void)
     close(fd);
 }
 
+/* A server whose accept queue is full drops the SYN: HU_CONNECT_TIMEOUT,
+ * apart from a refusal (HU_CONNECT). */
+static void
+test_connect_timeout(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 200, 4);
+    struct sockaddr_in sin = addr(0);
+    socklen_t len = sizeof(sin);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int fill[8];
+    int nfill = 0;
+    struct result x;
+
+    CHECK(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+    CHECK(listen(lfd, 1) == 0); /* never accepted: the queue fills */
+    getsockname(lfd, (struct sockaddr *)&sin, &len);
+    for (int i = 0; i < 8; i++) { /* more than the queue holds (backlog + 1) */
+        fill[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[nfill], (struct sockaddr *)&sin, sizeof(sin));
+        nfill++;
+    }
+    usleep(100000); /* the handshakes that can complete have (loopback) */
+    CHECK(post(p, ntohs(sin.sin_port), &x, base));
+    run(base, 3000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_CONNECT_TIMEOUT);
+    buf_cleanup(&x.body);
+    hu_pool_free(p);
+    event_base_free(base);
+    for (int i = 0; i < nfill; i++) {
+        close(fill[i]);
+    }
+    close(lfd);
+}
+
+/* The loop runs late: by the time it looks, the connect timeout has passed
+ * but the kernel completed the connection long before. Connected, not a
+ * timeout (the busy loop is this side's, not the server's). */
+static void
+test_connect_done_late(void)
+{
+    struct event_base *base = event_base_new();
+    struct hu_pool *p = hu_pool_new(base, 50, 4);
+    struct server s;
+    struct result x;
+
+    server_start(&s, base);
+    s.script = S_LENGTH;
+    CHECK(post(p, s.port, &x, base));
+    usleep(200000); /* the loop is busy elsewhere for 4 connect timeouts */
+    run(base, 2000);
+    CHECK(x.done);
+    CHECK_EQ_INT(x.r, HU_OK);
+    CHECK_EQ_INT(x.status, 200);
+    buf_cleanup(&x.body);
+    teardown(p, &s, base);
+}
+
 int
 main(void)
 {
@@ -660,6 +719,8 @@ main(void)
     CHECK_RUN(test_pooled_connection_closed_by_server);
     CHECK_RUN(test_retry_on_a_fresh_connection);
     CHECK_RUN(test_failures);
+    CHECK_RUN(test_connect_timeout);
+    CHECK_RUN(test_connect_done_late);
     CHECK_RUN(test_interim_answer_and_early_answer);
     CHECK_RUN(test_cancel_mid_answer);
     CHECK_RUN(test_host_table_expires_and_stays_o1);
