@@ -299,7 +299,8 @@ static const struct family model_families[] = {
     {"_requests_total", ST_REQUESTS, "counter", "Client requests per model (name@type)."},
     {"_errors_total", ST_ERRORS, "counter", "Failed requests per model, by class."},
     {"_retries_total", ST_RETRIES, "counter",
-     "Attempts on another instance after a failure, per model."},
+     "Attempts on another instance after a failure, or on a new connection to an overloaded "
+     "one, per model."},
     {"_ejections_total", ST_EJECTIONS, "counter",
      "Instances of the model ejected after a failure of their own."},
     {"_stream_pauses_total", ST_PAUSES, "counter",
