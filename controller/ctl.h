@@ -170,14 +170,16 @@ bool ctl_valid_host(const char *s);
 /* ---- the view (ctl_view.c) -------------------------------------------------- */
 
 /* One instance as served: the stored record plus state computed at the
- * time the snapshot was built. */
+ * time the snapshot was built. The record's strings belong to its model
+ * snapshot (model_name is the model's name; host and prompt_template sit
+ * in its string block): valid as long as the snapshot. */
 struct ctl_snap_inst {
-    struct reg_instance rec;
+    struct reg_row rec;
+    int64_t lease_ms; /* effective lease */
+    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
     bool alive;       /* false for a blocked instance */
     bool routable;    /* alive, enabled, weight > 0 */
     bool blocked;     /* host outside --instance_networks */
-    int64_t lease_ms; /* effective lease */
-    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
 };
 
 enum ctl_json_variant {
@@ -231,6 +233,7 @@ struct ctl_model_snap {
     char name[REG_NAME_MAX + 1];
     size_t n;
     struct ctl_snap_inst *v; /* sorted by host, port */
+    char *strs;              /* the hosts and templates of v, at their length */
     size_t n_alive;
     size_t n_routable;
     uint64_t etag[2];        /* [0] all instances, [1] routable only (routing fields) */
@@ -325,9 +328,8 @@ size_t ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, 
  * Returns how many rows were ignored because the view already held
  * max_instances instances (or memory ran out). */
 uint64_t ctl_view_refresh_begin(struct ctl_view *v);
-size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token,
-                              const struct reg_instance *rows, size_t n, bool full,
-                              int64_t db_now_ms, int64_t query_end_mono_ms);
+size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token, const struct reg_row *rows,
+                              size_t n, bool full, int64_t db_now_ms, int64_t query_end_mono_ms);
 /* The database became (un)reachable: freezes lease expiry while it is down
  * and grants one lease of grace after it returns (the mass-eviction brake). */
 void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);

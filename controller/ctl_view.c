@@ -66,14 +66,18 @@
 #include "json_write.h"
 #include "util.h"
 
+/* One instance of the master table, one allocation: the record's
+ * model_name is its model's name, its host the `host` at the end, its
+ * prompt_template a string of its own (NULL: none). */
 struct vinst {
-    struct reg_instance rec;
+    struct reg_row rec;
     int64_t hb_mono_ms;       /* valid when rec.has_last_heartbeat */
     int64_t grace_until_mono; /* alive until then after an outage (0 = none) */
     uint64_t write_seq;       /* view seq of the last local write */
     uint64_t seen_gen;        /* refresh generation that last saw the row */
     bool alive;               /* as last computed */
     bool blocked;             /* host outside --instance_networks: never routable */
+    char host[];              /* the key's host, at its length */
 };
 
 struct vmodel {
@@ -151,6 +155,7 @@ model_snap_release(struct ctl_model_snap *m)
     }
     pthread_mutex_destroy(&m->json_mu);
     free(m->hb_ms);
+    free(m->strs);
     free(m->v);
     free(m);
 }
@@ -273,7 +278,7 @@ static void
 inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms, int64_t age_ms,
           struct ts_cache *tc, size_t *ts_off)
 {
-    const struct reg_instance *r = &si->rec;
+    const struct reg_row *r = &si->rec;
     char ts[TS_LEN + 1];
 
     *ts_off = 0;
@@ -284,7 +289,7 @@ inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms
     jw_raw(w, ",\"port\":");
     jw_i64(w, r->port);
     jw_raw(w, ",\"weight\":");
-    jw_double(w, reg_instance_weight(r));
+    jw_double(w, reg_row_weight(r));
     jw_raw(w, ",\"check_healthy\":");
     jw_bool(w, r->check_healthy);
     jw_raw(w, ",\"healthy\":");
@@ -705,29 +710,80 @@ get_model(struct ctl_view *v, const char *name, bool create)
 }
 
 static struct vinst *
-find_inst(struct ctl_view *v, const struct reg_instance *key, struct vmodel **m_out, size_t *idx)
+find_inst(struct ctl_view *v, const char *model_name, const char *host, int port,
+          struct vmodel **m_out, size_t *idx)
 {
-    struct vmodel *m = get_model(v, key->model_name, false);
+    struct vmodel *m = get_model(v, model_name, false);
     bool found = false;
 
     *m_out = m;
     if (!m) {
         return NULL;
     }
-    *idx = find_inst_idx(m, key->host, key->port, &found);
+    *idx = find_inst_idx(m, host, port, &found);
     return found ? m->v[*idx] : NULL;
+}
+
+/* Sets the instance's template to `t` (NULL: none). Returns false when
+ * memory ran out (the old one is kept). */
+static bool
+set_template(struct vinst *in, const char *t)
+{
+    char *copy = NULL;
+
+    if (t) {
+        if (in->rec.prompt_template && strcmp(in->rec.prompt_template, t) == 0) {
+            return true;
+        }
+        copy = strdup(t);
+        if (!copy) {
+            return false;
+        }
+    }
+    free((char *)in->rec.prompt_template);
+    in->rec.prompt_template = copy;
+    in->rec.has_prompt_template = t != NULL;
+    return true;
+}
+
+/* Copies `row`'s fields into `in`, keeping its own strings (the key's are
+ * the same; the template is copied when it differs). */
+static void
+vinst_assign(struct vinst *in, const struct reg_row *row)
+{
+    struct reg_row keep = in->rec;
+
+    in->rec = *row;
+    in->rec.model_name = keep.model_name;
+    in->rec.host = keep.host;
+    in->rec.prompt_template = keep.prompt_template;
+    in->rec.has_prompt_template = keep.has_prompt_template;
+    if (!set_template(in, row->has_prompt_template ? row->prompt_template : NULL)) {
+        /* out of memory: the record keeps its old template until the next
+         * read (shown as the flag said before) */
+    }
+}
+
+static void
+vinst_free(struct vinst *in)
+{
+    if (in) {
+        free((char *)in->rec.prompt_template);
+        free(in);
+    }
 }
 
 /* Inserts a new instance for `rec`; NULL when memory ran out or, for a
  * row read from the table (`local` false), when the view is full. A local
  * write committed here is always inserted: the writer admitted it. */
 static struct vinst *
-insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
+insert_inst(struct ctl_view *v, const struct reg_row *rec, bool local)
 {
     struct vmodel *m;
     struct vinst *in;
     bool found;
     size_t i;
+    size_t hostlen;
 
     if (!local && (int64_t)v->ninst >= v->cfg.max_instances) {
         return NULL;
@@ -749,11 +805,21 @@ insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
         m->v = nv;
         m->cap = ncap;
     }
-    in = calloc(1, sizeof(*in));
+    hostlen = strnlen(rec->host, REG_HOST_MAX);
+    in = calloc(1, sizeof(*in) + hostlen + 1);
     if (!in) {
         return NULL;
     }
+    memcpy(in->host, rec->host, hostlen);
     in->rec = *rec;
+    in->rec.model_name = m->name;
+    in->rec.host = in->host;
+    in->rec.prompt_template = NULL;
+    in->rec.has_prompt_template = false;
+    if (!set_template(in, rec->has_prompt_template ? rec->prompt_template : NULL)) {
+        free(in);
+        return NULL;
+    }
     in->blocked = v->cfg.instance_nets && v->cfg.instance_nets->n > 0 &&
                   !netaddr_list_match_str(v->cfg.instance_nets, rec->host);
     memmove(&m->v[i + 1], &m->v[i], (m->n - i) * sizeof(*m->v));
@@ -768,7 +834,7 @@ insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
 static void
 remove_inst(struct ctl_view *v, struct vmodel *m, size_t i)
 {
-    free(m->v[i]);
+    vinst_free(m->v[i]);
     memmove(&m->v[i], &m->v[i + 1], (m->n - i - 1) * sizeof(*m->v));
     m->n--;
     m->dirty = true;
@@ -791,18 +857,30 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
     struct ctl_model_snap *s = calloc(1, sizeof(*s));
     uint64_t h_all = FNV_INIT;
     uint64_t h_rt = FNV_INIT;
+    size_t nstr = 0;
+    char *sp;
 
     if (!s) {
         return NULL;
     }
-    s->v = calloc(m->n ? m->n : 1, sizeof(*s->v));
+    /* the instances' strings at their length, in one block */
+    for (size_t i = 0; i < m->n; i++) {
+        nstr += strlen(m->v[i]->rec.host) + 1;
+        if (m->v[i]->rec.prompt_template) {
+            nstr += strlen(m->v[i]->rec.prompt_template) + 1;
+        }
+    }
+    s->v = malloc((m->n ? m->n : 1) * sizeof(*s->v));
     s->hb_ms = malloc((m->n ? m->n : 1) * sizeof(*s->hb_ms));
-    if (!s->v || !s->hb_ms) {
+    s->strs = malloc(nstr ? nstr : 1);
+    if (!s->v || !s->hb_ms || !s->strs) {
         free(s->v);
         free(s->hb_ms);
+        free(s->strs);
         free(s);
         return NULL;
     }
+    sp = s->strs;
     atomic_init(&s->refs, 1);
     atomic_init(&s->hb_gen, 0);
     pthread_mutex_init(&s->json_mu, NULL);
@@ -812,10 +890,23 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
     for (size_t i = 0; i < m->n; i++) {
         const struct vinst *in = m->v[i];
         struct ctl_snap_inst *si = &s->v[i];
-        double w = reg_instance_weight(&in->rec);
+        double w = reg_row_weight(&in->rec);
         unsigned char flags[2];
+        size_t len;
 
+        memset(si, 0, sizeof(*si));
         si->rec = in->rec;
+        si->rec.model_name = s->name;
+        len = strlen(in->rec.host) + 1;
+        memcpy(sp, in->rec.host, len);
+        si->rec.host = sp;
+        sp += len;
+        if (in->rec.prompt_template) {
+            len = strlen(in->rec.prompt_template) + 1;
+            memcpy(sp, in->rec.prompt_template, len);
+            si->rec.prompt_template = sp;
+            sp += len;
+        }
         si->blocked = in->blocked;
         si->alive = in->alive && !in->blocked;
         si->routable = si->alive && in->rec.enabled && w > 0;
@@ -954,11 +1045,13 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
 {
     struct vmodel *m = NULL;
     size_t idx = 0;
-    struct vinst *in = find_inst(v, &op->inst, &m, &idx);
+    struct vinst *in = find_inst(v, op->inst.model_name, op->inst.host, op->inst.port, &m, &idx);
     bool dirty = false;
 
     if (!in) {
-        in = insert_inst(v, &op->inst, true);
+        struct reg_row row;
+        reg_row_from_instance(&row, &op->inst);
+        in = insert_inst(v, &row, true);
         if (!in) {
             return; /* out of memory: the next full refresh reads it */
         }
@@ -973,9 +1066,9 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
             if (op->inst.has_prompt_template) {
                 dirty |= !in->rec.has_prompt_template ||
                          strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0;
-                in->rec.has_prompt_template = true;
-                memcpy(in->rec.prompt_template, op->inst.prompt_template,
-                       sizeof(in->rec.prompt_template));
+                if (!set_template(in, op->inst.prompt_template)) {
+                    /* out of memory: the next full refresh reads it */
+                }
             }
         }
         dirty |= !in->rec.healthy || !in->rec.has_last_heartbeat ||
@@ -1026,7 +1119,7 @@ ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n)
             apply_upsert(v, op, now);
             continue;
         }
-        in = find_inst(v, &op->inst, &m, &idx);
+        in = find_inst(v, op->inst.model_name, op->inst.host, op->inst.port, &m, &idx);
         if (!in) {
             continue;
         }
@@ -1070,8 +1163,9 @@ ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, bool *m
     for (size_t i = 0; i < n; i++) {
         struct vmodel *m = NULL;
         size_t idx = 0;
-        missing[i] = (ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
-                     !find_inst(v, &ops[i].inst, &m, &idx);
+        missing[i] =
+            (ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
+            !find_inst(v, ops[i].inst.model_name, ops[i].inst.host, ops[i].inst.port, &m, &idx);
         fresh += missing[i];
     }
     *count_out = v->ninst;
@@ -1097,23 +1191,23 @@ ctl_view_refresh_begin(struct ctl_view *v)
  * a rebuild per poll is what the cells avoid; the load reaches view=full
  * with the next full read, which rebuilds every model. */
 static bool
-displayed_fields_differ(const struct reg_instance *a, const struct reg_instance *b)
+displayed_fields_differ(const struct reg_row *a, const struct reg_row *b)
 {
     return a->healthy != b->healthy || a->enabled != b->enabled ||
            a->check_healthy != b->check_healthy || a->weight != b->weight ||
            a->has_weight_override != b->has_weight_override ||
            (a->has_weight_override && a->weight_override != b->weight_override) ||
            a->has_prompt_template != b->has_prompt_template ||
-           strcmp(a->prompt_template, b->prompt_template) != 0 || a->lease_ms != b->lease_ms ||
-           a->has_last_heartbeat != b->has_last_heartbeat;
+           (a->has_prompt_template && strcmp(a->prompt_template, b->prompt_template) != 0) ||
+           a->lease_ms != b->lease_ms || a->has_last_heartbeat != b->has_last_heartbeat;
 }
 
 static void
-merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, int64_t mono_end)
+merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t mono_end)
 {
     struct vmodel *m = NULL;
     size_t idx = 0;
-    struct vinst *in = find_inst(v, row, &m, &idx);
+    struct vinst *in = find_inst(v, row->model_name, row->host, row->port, &m, &idx);
     int64_t hb = row->has_last_heartbeat ? mono_end - row->age_ms : 0;
 
     if (!in) {
@@ -1144,7 +1238,7 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
     if (differ) {
         mark(v, m);
     }
-    in->rec = *row;
+    vinst_assign(in, row);
     if (!differ && beat && hb <= in->hb_mono_ms) {
         /* a poll reads this controller's own heartbeats back too, stamped at
          * their statement, a little before the commit time the view holds:
@@ -1160,8 +1254,8 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
 }
 
 size_t
-ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_instance *rows,
-                       size_t n, bool full, int64_t db_now_ms, int64_t mono_end)
+ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row *rows, size_t n,
+                       bool full, int64_t db_now_ms, int64_t mono_end)
 {
     bool changed;
     size_t ignored;
@@ -1392,7 +1486,7 @@ ctl_view_free(struct ctl_view *v)
     for (size_t mi = 0; mi < v->nmodels; mi++) {
         struct vmodel *m = v->models[mi];
         for (size_t i = 0; i < m->n; i++) {
-            free(m->v[i]);
+            vinst_free(m->v[i]);
         }
         model_snap_release(m->snap);
         free(m->v);

@@ -64,12 +64,24 @@ view(int64_t max, const struct netaddr_list *nets)
     return ctl_view_new(&cfg, NULL, NULL, &v) == 0 ? v : NULL;
 }
 
+/* Rows as a store hands them out (compact, strings borrowed from `rows`). */
 static size_t
 refresh(struct ctl_view *v, const struct reg_instance *rows, size_t n, bool full)
 {
     uint64_t token = ctl_view_refresh_begin(v);
+    struct reg_row *r = calloc(n ? n : 1, sizeof(*r));
+    size_t ignored;
 
-    return ctl_view_refresh_apply(v, token, rows, n, full, util_wall_ms(), util_mono_ms());
+    if (!r) {
+        fprintf(stderr, "refresh: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        reg_row_from_instance(&r[i], &rows[i]);
+    }
+    ignored = ctl_view_refresh_apply(v, token, r, n, full, util_wall_ms(), util_mono_ms());
+    free(r);
+    return ignored;
 }
 
 static void
