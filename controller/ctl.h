@@ -211,6 +211,7 @@ struct ctl_json {
     uint64_t hb_gen;              /* heartbeat generation of the snapshot it was made at */
     size_t npatch;                /* entries of `patch`; the view=full forms have none */
     struct ctl_json_patch *patch; /* inside this allocation */
+    bool mapped;                  /* an mmap of `charged` bytes (a large list), not malloc */
     size_t len;
     char data[];
 };
@@ -228,12 +229,15 @@ struct ctl_json {
  * torn time is possible), a heartbeat costs the writer two atomics, and a
  * list after heartbeats costs one copy. Loop threads take json_mu for a
  * pointer swap and a reference, nothing else. */
+struct ctl_snap_slab;
+
 struct ctl_model_snap {
     _Atomic int refs;
+    struct ctl_snap_slab *slab; /* the mapping it was built in (NULL: its own malloc) */
     char name[REG_NAME_MAX + 1];
     size_t n;
-    struct ctl_snap_inst *v; /* sorted by host, port */
-    char *strs;              /* the hosts and templates of v, at their length */
+    struct ctl_snap_inst *v; /* sorted by host, port; in the same block as the snapshot */
+    char *strs;              /* the hosts and templates of v, at their length (same block) */
     size_t n_alive;
     size_t n_routable;
     uint64_t etag[2];        /* [0] all instances, [1] routable only (routing fields) */

@@ -56,11 +56,30 @@
  * in is capped at CTL_INST_JSON_MAX bytes per instance of the snapshot. A
  * JSON the budget cannot hold is dropped: the reader answers 503 +
  * Retry-After.
+ * Records are compact (struct reg_row, 96 bytes, strings at their length):
+ * a master instance holds its host inline, a template only if it has one,
+ * and its model's name by pointer; a model snapshot is one block (the
+ * struct, its instances, their heartbeat cells, their strings). At 100,000
+ * instances the master table takes about 170 bytes an instance and the
+ * snapshot about 140 (they were 536 and 504 with reg_instance's fixed
+ * 129-byte strings), the refresher's row array 110 (registry/reg_store.c).
+ * Every full refresh rebuilds every model, so the old and the new snapshot
+ * live side by side for a moment: with malloc, the old one's pages stayed
+ * in the heap (and in another thread's arena the first time), about
+ * 300 bytes an instance for good. So a publish that rebuilds at least
+ * SNAP_SLAB_MIN bytes of snapshots builds them in one mapping (struct
+ * ctl_snap_slab), counted by the model snapshots in it and unmapped when
+ * the last is released; smaller publishes (a write, a poll) use malloc. A
+ * list JSON of SNAP_SLAB_MIN or more is a mapping of its own too. The
+ * price is the page faults of a fresh mapping per full refresh (3,500 at
+ * 100,000 instances, in the refresh time).
  */
 #include "ctl.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "budget.h"
 #include "json_write.h"
@@ -140,7 +159,32 @@ ctl_json_release(struct ctl_json *j)
 {
     if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
         budget_give((int64_t)j->charged);
-        free(j);
+        if (j->mapped) {
+            munmap(j, j->charged);
+        } else {
+            free(j);
+        }
+    }
+}
+
+/* A mapping that holds the model snapshots of one publish that rebuilt
+ * many (see "Memory." at the top): given back whole (munmap) once the
+ * last of them is released. */
+struct ctl_snap_slab {
+    _Atomic size_t refs; /* model snapshots in it, and the publish building it */
+    size_t size;         /* of the mapping */
+    size_t used;
+};
+
+/* Publishes whose rebuilt snapshots take at least this much build them in
+ * one mapping; smaller ones use malloc. Large lists (json_alloc) too. */
+#define SNAP_SLAB_MIN (1024 * 1024)
+
+static void
+slab_release(struct ctl_snap_slab *sl)
+{
+    if (sl && atomic_fetch_sub_explicit(&sl->refs, 1, memory_order_acq_rel) == 1) {
+        munmap(sl, sl->size);
     }
 }
 
@@ -154,10 +198,11 @@ model_snap_release(struct ctl_model_snap *m)
         ctl_json_release(atomic_load(&m->json[i]));
     }
     pthread_mutex_destroy(&m->json_mu);
-    free(m->hb_ms);
-    free(m->strs);
-    free(m->v);
-    free(m);
+    if (m->slab) {
+        slab_release(m->slab); /* v, hb_ms and strs are in the same block */
+    } else {
+        free(m);
+    }
 }
 
 void
@@ -420,14 +465,29 @@ json_alloc(size_t len, size_t npatch)
     size_t size = data + pad + npatch * sizeof(struct ctl_json_patch);
     struct ctl_json *j;
 
+    bool mapped = size >= SNAP_SLAB_MIN;
+
+    if (mapped) {
+        /* a large list gets its own mapping, given back whole when it is
+         * released (malloc would keep the pages for the next one) */
+        long page = sysconf(_SC_PAGESIZE);
+        size_t pg = page > 0 ? (size_t)page : 4096;
+        size = (size + pg - 1) / pg * pg;
+    }
     if (!budget_take((int64_t)size)) {
         return NULL;
     }
-    j = malloc(size);
+    if (mapped) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        j = p == MAP_FAILED ? NULL : p;
+    } else {
+        j = malloc(size);
+    }
     if (!j) {
         budget_give((int64_t)size);
         return NULL;
     }
+    j->mapped = mapped;
     atomic_init(&j->refs, 1);
     j->charged = size;
     j->len = len;
@@ -576,6 +636,7 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
     }
     j = malloc(sizeof(*j) + 3);
     if (j) {
+        j->mapped = false;
         atomic_init(&j->refs, 1);
         j->charged = 0;
         j->hb_gen = 0;
@@ -851,35 +912,57 @@ mark(struct ctl_view *v, struct vmodel *m)
 
 /* ---- publishing ------------------------------------------------------------- */
 
-static struct ctl_model_snap *
-build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
-{
-    struct ctl_model_snap *s = calloc(1, sizeof(*s));
-    uint64_t h_all = FNV_INIT;
-    uint64_t h_rt = FNV_INIT;
-    size_t nstr = 0;
-    char *sp;
+#define ALIGN16(x) (((x) + 15) & ~(size_t)15)
 
-    if (!s) {
-        return NULL;
-    }
-    /* the instances' strings at their length, in one block */
+/* The bytes of m's snapshot: the struct, its instances, their heartbeat
+ * cells and their strings at their length, in one block. */
+static size_t
+model_snap_bytes(const struct vmodel *m)
+{
+    size_t nstr = 0;
+
     for (size_t i = 0; i < m->n; i++) {
         nstr += strlen(m->v[i]->rec.host) + 1;
         if (m->v[i]->rec.prompt_template) {
             nstr += strlen(m->v[i]->rec.prompt_template) + 1;
         }
     }
-    s->v = malloc((m->n ? m->n : 1) * sizeof(*s->v));
-    s->hb_ms = malloc((m->n ? m->n : 1) * sizeof(*s->hb_ms));
-    s->strs = malloc(nstr ? nstr : 1);
-    if (!s->v || !s->hb_ms || !s->strs) {
-        free(s->v);
-        free(s->hb_ms);
-        free(s->strs);
-        free(s);
-        return NULL;
+    return ALIGN16(sizeof(struct ctl_model_snap)) + ALIGN16(m->n * sizeof(struct ctl_snap_inst)) +
+           ALIGN16(m->n * sizeof(_Atomic int64_t)) + ALIGN16(nstr);
+}
+
+/* Builds m's snapshot in `slab` if it has `bytes` left, else in a block
+ * of its own. */
+static struct ctl_model_snap *
+build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_snap_slab *slab)
+{
+    size_t bytes = model_snap_bytes(m);
+    struct ctl_model_snap *s;
+    uint64_t h_all = FNV_INIT;
+    uint64_t h_rt = FNV_INIT;
+    char *block;
+    char *sp;
+
+    if (slab && slab->size - slab->used >= bytes) {
+        block = (char *)slab + slab->used;
+        slab->used += bytes;
+        atomic_fetch_add_explicit(&slab->refs, 1, memory_order_relaxed);
+    } else {
+        slab = NULL;
+        block = malloc(bytes);
+        if (!block) {
+            return NULL;
+        }
     }
+    s = (struct ctl_model_snap *)block;
+    memset(s, 0, sizeof(*s));
+    s->slab = slab;
+    block += ALIGN16(sizeof(*s));
+    s->v = (struct ctl_snap_inst *)block;
+    block += ALIGN16(m->n * sizeof(*s->v));
+    s->hb_ms = (_Atomic int64_t *)block;
+    block += ALIGN16(m->n * sizeof(*s->hb_ms));
+    s->strs = block;
     sp = s->strs;
     atomic_init(&s->refs, 1);
     atomic_init(&s->hb_gen, 0);
@@ -945,11 +1028,31 @@ publish(struct ctl_view *v)
     int64_t now = util_mono_ms();
     struct ctl_snap *s;
     struct ctl_snap *old;
+    struct ctl_snap_slab *slab = NULL;
     size_t keep = 0;
     bool changed;
 
     if (!v->any_dirty && !v->structure_dirty) {
         return false;
+    }
+    /* a publish that rebuilds many models (every full refresh) builds them
+     * in one mapping, given back whole once they are all replaced */
+    size_t slab_bytes = ALIGN16(sizeof(struct ctl_snap_slab));
+    for (size_t i = 0; i < v->nmodels; i++) {
+        struct vmodel *m = v->models[i];
+        if (m->n > 0 && (m->dirty || !m->snap)) {
+            slab_bytes += model_snap_bytes(m);
+        }
+    }
+    if (slab_bytes >= SNAP_SLAB_MIN) {
+        void *p =
+            mmap(NULL, slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            slab = p;
+            atomic_init(&slab->refs, 1); /* this publish's, dropped below */
+            slab->size = slab_bytes;
+            slab->used = ALIGN16(sizeof(*slab));
+        }
     }
     /* rebuild dirty models; drop empty ones */
     for (size_t i = 0; i < v->nmodels; i++) {
@@ -961,7 +1064,7 @@ publish(struct ctl_view *v)
             continue;
         }
         if (m->dirty || !m->snap) {
-            struct ctl_model_snap *ns = build_model_snap(v, m, now);
+            struct ctl_model_snap *ns = build_model_snap(v, m, now, slab);
             if (ns) {
                 model_snap_release(m->snap);
                 m->snap = ns;
@@ -971,6 +1074,7 @@ publish(struct ctl_view *v)
         v->models[keep++] = m;
     }
     v->nmodels = keep;
+    slab_release(slab); /* the model snapshots built in it hold it now */
     s = calloc(1, sizeof(*s));
     if (!s) {
         return false; /* keep serving the old snapshot; retried on the next change */
