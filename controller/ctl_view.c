@@ -836,10 +836,8 @@ vinst_assign(struct vinst *in, const struct reg_row *row)
     in->rec.host = keep.host;
     in->rec.prompt_template = keep.prompt_template;
     in->rec.has_prompt_template = keep.has_prompt_template;
-    if (!set_template(in, row->has_prompt_template ? row->prompt_template : NULL)) {
-        /* out of memory: the record keeps its old template until the next
-         * read (shown as the flag said before) */
-    }
+    /* out of memory: the old template stays until the next read */
+    (void)set_template(in, row->has_prompt_template ? row->prompt_template : NULL);
 }
 
 static void
@@ -1185,9 +1183,8 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
             if (op->inst.has_prompt_template) {
                 dirty |= !in->rec.has_prompt_template ||
                          strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0;
-                if (!set_template(in, op->inst.prompt_template)) {
-                    /* out of memory: the next full refresh reads it */
-                }
+                /* out of memory: the next full refresh reads it */
+                (void)set_template(in, op->inst.prompt_template);
             }
         }
         dirty |= !in->rec.healthy || !in->rec.has_last_heartbeat ||
