@@ -313,6 +313,11 @@ void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
 /* The ETag for a query (routing fields only). */
 uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
 
+/* Bytes held now in the mappings of every view of the process (model
+ * snapshots built by a large publish, large list JSONs; ctl_view.c
+ * "Memory."): 0 once every snapshot and JSON is released. Any thread. */
+int64_t ctl_view_mapped_bytes(void);
+
 /* Applies committed operations to the view and publishes (writer thread).
  * `ops` carry their per-op rc. Every committed REGISTER/HEARTBEAT is
  * inserted, past max_instances too (the writer admitted it). */

@@ -156,13 +156,29 @@ fnv(uint64_t h, const void *p, size_t n)
 
 /* ---- snapshots ------------------------------------------------------------ */
 
+/* Bytes the view's mappings (snapshot slabs, large lists) hold now. */
+static _Atomic int64_t mapped_bytes;
+
+int64_t
+ctl_view_mapped_bytes(void)
+{
+    return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
+}
+
+static void
+unmap(void *p, size_t size)
+{
+    munmap(p, size);
+    atomic_fetch_sub_explicit(&mapped_bytes, (int64_t)size, memory_order_relaxed);
+}
+
 void
 ctl_json_release(struct ctl_json *j)
 {
     if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
         budget_give((int64_t)j->charged);
         if (j->mapped) {
-            munmap(j, j->charged);
+            unmap(j, j->charged);
         } else {
             free(j);
         }
@@ -196,14 +212,18 @@ map_fresh(size_t size)
     void *p =
         mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
 
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&mapped_bytes, (int64_t)size, memory_order_relaxed);
+    return p;
 }
 
 static void
 slab_release(struct ctl_snap_slab *sl)
 {
     if (sl && atomic_fetch_sub_explicit(&sl->refs, 1, memory_order_acq_rel) == 1) {
-        munmap(sl, sl->size);
+        unmap(sl, sl->size);
     }
 }
 

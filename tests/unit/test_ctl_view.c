@@ -286,9 +286,12 @@ test_large_snapshots_mapped(void)
             snprintf(rows[i].prompt_template, sizeof(rows[i].prompt_template), "tmpl-%d", i);
         }
     }
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
     refresh(v, rows, N, true);
     struct ctl_snap *s1 = ctl_view_acquire(v);
     CHECK_EQ_INT(s1->n_instances, N);
+    int64_t one_slab = ctl_view_mapped_bytes();
+    CHECK(one_slab >= (int64_t)N * (int64_t)sizeof(struct ctl_snap_inst));
     const struct ctl_model_snap *m1 = ctl_snap_model(s1, "m007@llm");
     CHECK(m1 && m1->n == N / MODELS && m1->slab != NULL);
     struct ctl_json *j1 = ctl_snap_json(s1, NULL, CTL_JSON_ALL);
@@ -336,16 +339,21 @@ test_large_snapshots_mapped(void)
     CHECK(i3 && i3->rec.has_prompt_template && strcmp(i3->rec.prompt_template, "local") == 0);
 
     /* the first mapping goes with its last holder; the rest still reads */
+    int64_t before = ctl_view_mapped_bytes();
     ctl_json_release(f1);
-    ctl_json_release(j1);
     ctl_snap_release(s1);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), before - one_slab); /* j1 holds its own */
+    ctl_json_release(j1);
+    CHECK(ctl_view_mapped_bytes() < before - one_slab);
     struct ctl_json *j3 = ctl_snap_json(s3, "m007@llm", CTL_JSON_ALL);
     CHECK(j3 && strstr(j3->data, "\"host\":\"192.168.1.1\"") &&
           strstr(j3->data, "\"prompt_template\":\"new one\""));
     ctl_json_release(j3);
     ctl_snap_release(s2);
     ctl_snap_release(s3);
+    CHECK(ctl_view_mapped_bytes() > 0); /* the view's current snapshot */
     ctl_view_free(v);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
 }
 
 /* ---- heartbeat times without a rebuild ---------------------------------- */
