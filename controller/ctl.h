@@ -211,7 +211,6 @@ struct ctl_json {
     uint64_t hb_gen;              /* heartbeat generation of the snapshot it was made at */
     size_t npatch;                /* entries of `patch`; the view=full forms have none */
     struct ctl_json_patch *patch; /* inside this allocation */
-    bool mapped;                  /* an mmap of `charged` bytes (a large list), not malloc */
     size_t len;
     char data[];
 };
@@ -314,8 +313,8 @@ void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
 uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
 
 /* Bytes held now in the mappings of every view of the process (model
- * snapshots built by a large publish, large list JSONs; ctl_view.c
- * "Memory."): 0 once every snapshot and JSON is released. Any thread. */
+ * snapshots built by a large publish; ctl_view.c "Memory."): 0 once every
+ * snapshot is released. Any thread. */
 int64_t ctl_view_mapped_bytes(void);
 
 /* Applies committed operations to the view and publishes (writer thread).

@@ -69,19 +69,20 @@
  * 300 bytes an instance for good. So a publish that rebuilds at least
  * SNAP_SLAB_MIN bytes of snapshots builds them in one mapping (struct
  * ctl_snap_slab), counted by the model snapshots in it and unmapped when
- * the last is released; smaller publishes (a write, a poll) use malloc. A
- * list JSON of SNAP_SLAB_MIN or more is a mapping of its own too. The
- * price is faulting in a fresh mapping per full refresh (14 MB at 100,000
- * instances, in the refresh time): done in one call (MAP_POPULATE), the
- * full refresh costs what it did before the records were compact; page by
- * page it cost about 25 ms more.
+ * the last is released; smaller publishes (a write, a poll) use malloc.
+ * The price is faulting in a fresh mapping per full refresh (14 MB at
+ * 100,000 instances, in the refresh time): done in one call (MAP_POPULATE),
+ * the full refresh costs about what it did before the records were
+ * compact; page by page it cost about 25 ms more. The list JSONs stay on
+ * malloc: a mapping of their own (tried) freed nothing the benchmark saw
+ * and made every rebuild of the list-all fault its pages in anew (the
+ * first list after a full refresh: ~250 ms instead of ~60 to ~200).
  */
 #include "ctl.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include "budget.h"
 #include "json_write.h"
@@ -156,7 +157,7 @@ fnv(uint64_t h, const void *p, size_t n)
 
 /* ---- snapshots ------------------------------------------------------------ */
 
-/* Bytes the view's mappings (snapshot slabs, large lists) hold now. */
+/* Bytes the view's mappings (snapshot slabs) hold now. */
 static _Atomic int64_t mapped_bytes;
 
 int64_t
@@ -177,11 +178,7 @@ ctl_json_release(struct ctl_json *j)
 {
     if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
         budget_give((int64_t)j->charged);
-        if (j->mapped) {
-            unmap(j, j->charged);
-        } else {
-            free(j);
-        }
+        free(j);
     }
 }
 
@@ -195,7 +192,7 @@ struct ctl_snap_slab {
 };
 
 /* Publishes whose rebuilt snapshots take at least this much build them in
- * one mapping; smaller ones use malloc. Large lists (json_alloc) too. */
+ * one mapping; smaller ones use malloc. */
 #define SNAP_SLAB_MIN (1024 * 1024)
 
 /* A fresh mapping of `size` bytes, its pages faulted in by the one call
@@ -502,29 +499,16 @@ json_alloc(size_t len, size_t npatch)
     size_t pad = (_Alignof(struct ctl_json_patch) - data % _Alignof(struct ctl_json_patch)) %
                  _Alignof(struct ctl_json_patch);
     size_t size = data + pad + npatch * sizeof(struct ctl_json_patch);
-    bool mapped = size >= SNAP_SLAB_MIN;
     struct ctl_json *j;
 
-    if (mapped) {
-        /* a large list gets its own mapping, given back whole when it is
-         * released (malloc would keep the pages for the next one) */
-        long page = sysconf(_SC_PAGESIZE);
-        size_t pg = page > 0 ? (size_t)page : 4096;
-        size = (size + pg - 1) / pg * pg;
-    }
     if (!budget_take((int64_t)size)) {
         return NULL;
     }
-    if (mapped) {
-        j = map_fresh(size);
-    } else {
-        j = malloc(size);
-    }
+    j = malloc(size);
     if (!j) {
         budget_give((int64_t)size);
         return NULL;
     }
-    j->mapped = mapped;
     atomic_init(&j->refs, 1);
     j->charged = size;
     j->len = len;
@@ -673,7 +657,6 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
     }
     j = malloc(sizeof(*j) + 3);
     if (j) {
-        j->mapped = false;
         atomic_init(&j->refs, 1);
         j->charged = 0;
         j->hb_gen = 0;

@@ -251,7 +251,7 @@ test_readers_during_merges(void)
 /* ---- compact records, snapshots in one mapping ----------------------------- */
 
 /* A full refresh of many instances builds every model snapshot in one
- * mapping (ctl_view.c "Memory."), a large list JSON in its own: a snapshot
+ * mapping (ctl_view.c "Memory."): a snapshot
  * and a JSON taken before the next refresh stay readable after it (the old
  * mapping lives until its last model snapshot is released), a local write
  * rebuilds its model alone, and every string (host, template, model name)
@@ -295,7 +295,7 @@ test_large_snapshots_mapped(void)
     const struct ctl_model_snap *m1 = ctl_snap_model(s1, "m007@llm");
     CHECK(m1 && m1->n == N / MODELS && m1->slab != NULL);
     struct ctl_json *j1 = ctl_snap_json(s1, NULL, CTL_JSON_ALL);
-    CHECK(j1 && j1->mapped && strstr(j1->data, "\"host\":\"10.0.46.219\"") &&
+    CHECK(j1 && strstr(j1->data, "\"host\":\"10.0.46.219\"") &&
           strstr(j1->data, "\"prompt_template\":\"tmpl-11995\""));
     struct ctl_json *f1 = ctl_snap_json(s1, "m007@llm", CTL_JSON_FULL_ALL);
     CHECK(f1 && strstr(f1->data, "\"model_name\":\"m007@llm\",\"host\":\"10.0.0.7\",") &&
@@ -342,9 +342,8 @@ test_large_snapshots_mapped(void)
     int64_t before = ctl_view_mapped_bytes();
     ctl_json_release(f1);
     ctl_snap_release(s1);
-    CHECK_EQ_INT(ctl_view_mapped_bytes(), before - one_slab); /* j1 holds its own */
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), before - one_slab);
     ctl_json_release(j1);
-    CHECK(ctl_view_mapped_bytes() < before - one_slab);
     struct ctl_json *j3 = ctl_snap_json(s3, "m007@llm", CTL_JSON_ALL);
     CHECK(j3 && strstr(j3->data, "\"host\":\"192.168.1.1\"") &&
           strstr(j3->data, "\"prompt_template\":\"new one\""));
