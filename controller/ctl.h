@@ -170,14 +170,16 @@ bool ctl_valid_host(const char *s);
 /* ---- the view (ctl_view.c) -------------------------------------------------- */
 
 /* One instance as served: the stored record plus state computed at the
- * time the snapshot was built. */
+ * time the snapshot was built. The record's strings belong to its model
+ * snapshot (model_name is the model's name; host and prompt_template sit
+ * in its string block): valid as long as the snapshot. */
 struct ctl_snap_inst {
-    struct reg_instance rec;
+    struct reg_row rec;
+    int64_t lease_ms; /* effective lease */
+    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
     bool alive;       /* false for a blocked instance */
     bool routable;    /* alive, enabled, weight > 0 */
     bool blocked;     /* host outside --instance_networks */
-    int64_t lease_ms; /* effective lease */
-    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
 };
 
 enum ctl_json_variant {
@@ -237,11 +239,15 @@ struct ctl_json {
  * torn time is possible), a heartbeat costs the writer two atomics, and a
  * list after heartbeats costs one copy. Loop threads take json_mu for a
  * pointer swap and a reference, nothing else. */
+struct ctl_snap_slab;
+
 struct ctl_model_snap {
     _Atomic int refs;
+    struct ctl_snap_slab *slab; /* the mapping it was built in (NULL: its own malloc) */
     char name[REG_NAME_MAX + 1];
     size_t n;
-    struct ctl_snap_inst *v; /* sorted by host, port */
+    struct ctl_snap_inst *v; /* sorted by host, port; in the same block as the snapshot */
+    char *strs;              /* the hosts and templates of v, at their length (same block) */
     size_t n_alive;
     size_t n_routable;
     uint64_t etag[2]; /* [0] all instances, [1] routable only (routing fields) */
@@ -347,6 +353,11 @@ void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
 /* The ETag for a query (routing fields only). */
 uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
 
+/* Bytes held now in the mappings of every view of the process (model
+ * snapshots built by a large publish; ctl_view.c "Memory."): 0 once every
+ * snapshot is released. Any thread. */
+int64_t ctl_view_mapped_bytes(void);
+
 /* Applies committed operations to the view and publishes (writer thread).
  * `ops` carry their per-op rc. Every committed REGISTER/HEARTBEAT is
  * inserted, past max_instances too (the writer admitted it). */
@@ -366,9 +377,8 @@ size_t ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, 
  * Returns how many rows were ignored because the view already held
  * max_instances instances (or memory ran out). */
 uint64_t ctl_view_refresh_begin(struct ctl_view *v);
-size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token,
-                              const struct reg_instance *rows, size_t n, bool full,
-                              int64_t db_now_ms, int64_t query_end_mono_ms);
+size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token, const struct reg_row *rows,
+                              size_t n, bool full, int64_t db_now_ms, int64_t query_end_mono_ms);
 /* The database became (un)reachable: freezes lease expiry while it is down
  * and grants one lease of grace after it returns (the mass-eviction brake). */
 void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);

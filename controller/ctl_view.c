@@ -64,6 +64,27 @@
  * in is capped at CTL_INST_JSON_MAX bytes per instance of the snapshot. A
  * JSON the budget cannot hold is dropped: the reader answers 503 +
  * Retry-After.
+ * Records are compact (struct reg_row, 96 bytes, strings at their length):
+ * a master instance holds its host inline, a template only if it has one,
+ * and its model's name by pointer; a model snapshot is one block (the
+ * struct, its instances, their heartbeat cells, their strings). At 100,000
+ * instances the master table takes about 170 bytes an instance and the
+ * snapshot about 140 (they were 536 and 504 with reg_instance's fixed
+ * 129-byte strings), the refresher's row array 110 (registry/reg_store.c).
+ * Every full refresh rebuilds every model, so the old and the new snapshot
+ * live side by side for a moment: with malloc, the old one's pages stayed
+ * in the heap (and in another thread's arena the first time), about
+ * 300 bytes an instance for good. So a publish that rebuilds at least
+ * SNAP_SLAB_MIN bytes of snapshots builds them in one mapping (struct
+ * ctl_snap_slab), counted by the model snapshots in it and unmapped when
+ * the last is released; smaller publishes (a write, a poll) use malloc.
+ * The price is faulting in a fresh mapping per full refresh (14 MB at
+ * 100,000 instances, in the refresh time): done in one call (MAP_POPULATE),
+ * the full refresh costs about what it did before the records were
+ * compact; page by page it cost about 25 ms more. The list JSONs stay on
+ * malloc: a mapping of their own (tried) freed nothing the benchmark saw
+ * and made every rebuild of the list-all fault its pages in anew (the
+ * first list after a full refresh: ~250 ms instead of ~60 to ~200).
  */
 #include "ctl.h"
 
@@ -71,19 +92,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "budget.h"
 #include "json_write.h"
 #include "util.h"
 
+/* One instance of the master table, one allocation: the record's
+ * model_name is its model's name, its host the `host` at the end, its
+ * prompt_template a string of its own (NULL: none). */
 struct vinst {
-    struct reg_instance rec;
+    struct reg_row rec;
     int64_t hb_mono_ms;       /* valid when rec.has_last_heartbeat */
     int64_t grace_until_mono; /* alive until then after an outage (0 = none) */
     uint64_t write_seq;       /* view seq of the last local write */
     uint64_t seen_gen;        /* refresh generation that last saw the row */
     bool alive;               /* as last computed */
     bool blocked;             /* host outside --instance_networks: never routable */
+    char host[];              /* the key's host, at its length */
 };
 
 struct vmodel {
@@ -142,12 +168,70 @@ fnv(uint64_t h, const void *p, size_t n)
 
 /* ---- snapshots ------------------------------------------------------------ */
 
+/* Bytes the view's mappings (snapshot slabs) hold now. */
+static _Atomic int64_t mapped_bytes;
+
+int64_t
+ctl_view_mapped_bytes(void)
+{
+    return atomic_load_explicit(&mapped_bytes, memory_order_relaxed);
+}
+
+static void
+unmap(void *p, size_t size)
+{
+    munmap(p, size);
+    atomic_fetch_sub_explicit(&mapped_bytes, (int64_t)size, memory_order_relaxed);
+}
+
 void
 ctl_json_release(struct ctl_json *j)
 {
     if (j && atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1) {
         budget_give((int64_t)j->charged);
         free(j);
+    }
+}
+
+/* A mapping that holds the model snapshots of one publish that rebuilt
+ * many (see "Memory." at the top): given back whole (munmap) once the
+ * last of them is released. */
+struct ctl_snap_slab {
+    _Atomic size_t refs; /* model snapshots in it, and the publish building it */
+    size_t size;         /* of the mapping */
+    size_t used;
+};
+
+/* Publishes whose rebuilt snapshots take at least this much build them in
+ * one mapping; smaller ones use malloc. */
+#define SNAP_SLAB_MIN (1024 * 1024)
+
+/* A fresh mapping of `size` bytes, its pages faulted in by the one call
+ * (MAP_POPULATE: a page fault per page cost a full refresh at 100,000
+ * instances about 25 ms more, measured); NULL when refused. */
+static void *
+map_fresh(size_t size)
+{
+#ifdef MAP_POPULATE
+    int populate = MAP_POPULATE;
+#else
+    int populate = 0;
+#endif
+    void *p =
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
+
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&mapped_bytes, (int64_t)size, memory_order_relaxed);
+    return p;
+}
+
+static void
+slab_release(struct ctl_snap_slab *sl)
+{
+    if (sl && atomic_fetch_sub_explicit(&sl->refs, 1, memory_order_acq_rel) == 1) {
+        unmap(sl, sl->size);
     }
 }
 
@@ -161,9 +245,11 @@ model_snap_release(struct ctl_model_snap *m)
         ctl_json_release(atomic_load(&m->json[i]));
     }
     pthread_mutex_destroy(&m->json_mu);
-    free(m->hb_ms);
-    free(m->v);
-    free(m);
+    if (m->slab) {
+        slab_release(m->slab); /* v, hb_ms and strs are in the same block */
+    } else {
+        free(m);
+    }
 }
 
 void
@@ -300,7 +386,7 @@ static void
 inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms, int64_t age_ms,
           struct ts_cache *tc, size_t *ts_off, size_t *age_off)
 {
-    const struct reg_instance *r = &si->rec;
+    const struct reg_row *r = &si->rec;
     char ts[TS_LEN + 1];
 
     *ts_off = 0;
@@ -312,7 +398,7 @@ inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms
     jw_raw(w, ",\"port\":");
     jw_i64(w, r->port);
     jw_raw(w, ",\"weight\":");
-    jw_double(w, reg_instance_weight(r));
+    jw_double(w, reg_row_weight(r));
     jw_raw(w, ",\"check_healthy\":");
     jw_bool(w, r->check_healthy);
     jw_raw(w, ",\"healthy\":");
@@ -870,29 +956,78 @@ get_model(struct ctl_view *v, const char *name, bool create)
 }
 
 static struct vinst *
-find_inst(struct ctl_view *v, const struct reg_instance *key, struct vmodel **m_out, size_t *idx)
+find_inst(struct ctl_view *v, const char *model_name, const char *host, int port,
+          struct vmodel **m_out, size_t *idx)
 {
-    struct vmodel *m = get_model(v, key->model_name, false);
+    struct vmodel *m = get_model(v, model_name, false);
     bool found = false;
 
     *m_out = m;
     if (!m) {
         return NULL;
     }
-    *idx = find_inst_idx(m, key->host, key->port, &found);
+    *idx = find_inst_idx(m, host, port, &found);
     return found ? m->v[*idx] : NULL;
+}
+
+/* Sets the instance's template to `t` (NULL: none). Returns false when
+ * memory ran out (the old one is kept). */
+static bool
+set_template(struct vinst *in, const char *t)
+{
+    char *copy = NULL;
+
+    if (t) {
+        if (in->rec.prompt_template && strcmp(in->rec.prompt_template, t) == 0) {
+            return true;
+        }
+        copy = strdup(t);
+        if (!copy) {
+            return false;
+        }
+    }
+    free((char *)in->rec.prompt_template);
+    in->rec.prompt_template = copy;
+    in->rec.has_prompt_template = t != NULL;
+    return true;
+}
+
+/* Copies `row`'s fields into `in`, keeping its own strings (the key's are
+ * the same; the template is copied when it differs). */
+static void
+vinst_assign(struct vinst *in, const struct reg_row *row)
+{
+    struct reg_row keep = in->rec;
+
+    in->rec = *row;
+    in->rec.model_name = keep.model_name;
+    in->rec.host = keep.host;
+    in->rec.prompt_template = keep.prompt_template;
+    in->rec.has_prompt_template = keep.has_prompt_template;
+    /* out of memory: the old template stays until the next read */
+    (void)set_template(in, row->has_prompt_template ? row->prompt_template : NULL);
+}
+
+static void
+vinst_free(struct vinst *in)
+{
+    if (in) {
+        free((char *)in->rec.prompt_template);
+        free(in);
+    }
 }
 
 /* Inserts a new instance for `rec`; NULL when memory ran out or, for a
  * row read from the table (`local` false), when the view is full. A local
  * write committed here is always inserted: the writer admitted it. */
 static struct vinst *
-insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
+insert_inst(struct ctl_view *v, const struct reg_row *rec, bool local)
 {
     struct vmodel *m;
     struct vinst *in;
     bool found;
     size_t i;
+    size_t hostlen;
 
     if (!local && (int64_t)v->ninst >= v->cfg.max_instances) {
         return NULL;
@@ -914,11 +1049,21 @@ insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
         m->v = nv;
         m->cap = ncap;
     }
-    in = calloc(1, sizeof(*in));
+    hostlen = strnlen(rec->host, REG_HOST_MAX);
+    in = calloc(1, sizeof(*in) + hostlen + 1);
     if (!in) {
         return NULL;
     }
+    memcpy(in->host, rec->host, hostlen);
     in->rec = *rec;
+    in->rec.model_name = m->name;
+    in->rec.host = in->host;
+    in->rec.prompt_template = NULL;
+    in->rec.has_prompt_template = false;
+    if (!set_template(in, rec->has_prompt_template ? rec->prompt_template : NULL)) {
+        free(in);
+        return NULL;
+    }
     in->blocked = v->cfg.instance_nets && v->cfg.instance_nets->n > 0 &&
                   !netaddr_list_match_str(v->cfg.instance_nets, rec->host);
     memmove(&m->v[i + 1], &m->v[i], (m->n - i) * sizeof(*m->v));
@@ -933,7 +1078,7 @@ insert_inst(struct ctl_view *v, const struct reg_instance *rec, bool local)
 static void
 remove_inst(struct ctl_view *v, struct vmodel *m, size_t i)
 {
-    free(m->v[i]);
+    vinst_free(m->v[i]);
     memmove(&m->v[i], &m->v[i + 1], (m->n - i - 1) * sizeof(*m->v));
     m->n--;
     m->dirty = true;
@@ -950,24 +1095,58 @@ mark(struct ctl_view *v, struct vmodel *m)
 
 /* ---- publishing ------------------------------------------------------------- */
 
-static struct ctl_model_snap *
-build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
+#define ALIGN16(x) (((x) + 15) & ~(size_t)15)
+
+/* The bytes of m's snapshot: the struct, its instances, their heartbeat
+ * cells and their strings at their length, in one block. */
+static size_t
+model_snap_bytes(const struct vmodel *m)
 {
-    struct ctl_model_snap *s = calloc(1, sizeof(*s));
+    size_t nstr = 0;
+
+    for (size_t i = 0; i < m->n; i++) {
+        nstr += strlen(m->v[i]->rec.host) + 1;
+        if (m->v[i]->rec.prompt_template) {
+            nstr += strlen(m->v[i]->rec.prompt_template) + 1;
+        }
+    }
+    return ALIGN16(sizeof(struct ctl_model_snap)) + ALIGN16(m->n * sizeof(struct ctl_snap_inst)) +
+           ALIGN16(m->n * sizeof(_Atomic int64_t)) + ALIGN16(nstr);
+}
+
+/* Builds m's snapshot in `slab` if it has `bytes` left, else in a block
+ * of its own. */
+static struct ctl_model_snap *
+build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_snap_slab *slab)
+{
+    size_t bytes = model_snap_bytes(m);
+    struct ctl_model_snap *s;
     uint64_t h_all = FNV_INIT;
     uint64_t h_rt = FNV_INIT;
+    char *block;
+    char *sp;
 
-    if (!s) {
-        return NULL;
+    if (slab && slab->size - slab->used >= bytes) {
+        block = (char *)slab + slab->used;
+        slab->used += bytes;
+        atomic_fetch_add_explicit(&slab->refs, 1, memory_order_relaxed);
+    } else {
+        slab = NULL;
+        block = malloc(bytes);
+        if (!block) {
+            return NULL;
+        }
     }
-    s->v = calloc(m->n ? m->n : 1, sizeof(*s->v));
-    s->hb_ms = malloc((m->n ? m->n : 1) * sizeof(*s->hb_ms));
-    if (!s->v || !s->hb_ms) {
-        free(s->v);
-        free(s->hb_ms);
-        free(s);
-        return NULL;
-    }
+    s = (struct ctl_model_snap *)block;
+    memset(s, 0, sizeof(*s));
+    s->slab = slab;
+    block += ALIGN16(sizeof(*s));
+    s->v = (struct ctl_snap_inst *)block;
+    block += ALIGN16(m->n * sizeof(*s->v));
+    s->hb_ms = (_Atomic int64_t *)block;
+    block += ALIGN16(m->n * sizeof(*s->hb_ms));
+    s->strs = block;
+    sp = s->strs;
     atomic_init(&s->refs, 1);
     atomic_init(&s->hb_gen, 0);
     pthread_mutex_init(&s->json_mu, NULL);
@@ -977,10 +1156,23 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now)
     for (size_t i = 0; i < m->n; i++) {
         const struct vinst *in = m->v[i];
         struct ctl_snap_inst *si = &s->v[i];
-        double w = reg_instance_weight(&in->rec);
+        double w = reg_row_weight(&in->rec);
         unsigned char flags[2];
+        size_t len;
 
+        memset(si, 0, sizeof(*si));
         si->rec = in->rec;
+        si->rec.model_name = s->name;
+        len = strlen(in->rec.host) + 1;
+        memcpy(sp, in->rec.host, len);
+        si->rec.host = sp;
+        sp += len;
+        if (in->rec.prompt_template) {
+            len = strlen(in->rec.prompt_template) + 1;
+            memcpy(sp, in->rec.prompt_template, len);
+            si->rec.prompt_template = sp;
+            sp += len;
+        }
         si->blocked = in->blocked;
         si->alive = in->alive && !in->blocked;
         si->routable = si->alive && in->rec.enabled && w > 0;
@@ -1024,7 +1216,7 @@ routing_same(const struct ctl_model_snap *a, const struct ctl_model_snap *b)
         const struct ctl_snap_inst *y = &b->v[i];
         if (x->rec.port != y->rec.port || x->alive != y->alive || x->routable != y->routable ||
             x->rec.enabled != y->rec.enabled ||
-            reg_instance_weight(&x->rec) != reg_instance_weight(&y->rec) ||
+            reg_row_weight(&x->rec) != reg_row_weight(&y->rec) ||
             strcmp(x->rec.host, y->rec.host) != 0) {
             return false;
         }
@@ -1040,11 +1232,29 @@ publish(struct ctl_view *v)
     int64_t now = util_mono_ms();
     struct ctl_snap *s;
     struct ctl_snap *old;
+    struct ctl_snap_slab *slab = NULL;
     size_t keep = 0;
     bool changed;
 
     if (!v->any_dirty && !v->structure_dirty) {
         return false;
+    }
+    /* a publish that rebuilds many models (every full refresh) builds them
+     * in one mapping, given back whole once they are all replaced */
+    size_t slab_bytes = ALIGN16(sizeof(struct ctl_snap_slab));
+    for (size_t i = 0; i < v->nmodels; i++) {
+        struct vmodel *m = v->models[i];
+        if (m->n > 0 && (m->dirty || !m->snap)) {
+            slab_bytes += model_snap_bytes(m);
+        }
+    }
+    if (slab_bytes >= SNAP_SLAB_MIN) {
+        slab = map_fresh(slab_bytes);
+        if (slab) {
+            atomic_init(&slab->refs, 1); /* this publish's, dropped below */
+            slab->size = slab_bytes;
+            slab->used = ALIGN16(sizeof(*slab));
+        }
     }
     /* rebuild dirty models; drop empty ones */
     for (size_t i = 0; i < v->nmodels; i++) {
@@ -1056,7 +1266,7 @@ publish(struct ctl_view *v)
             continue;
         }
         if (m->dirty || !m->snap) {
-            struct ctl_model_snap *ns = build_model_snap(v, m, now);
+            struct ctl_model_snap *ns = build_model_snap(v, m, now, slab);
             if (ns) {
                 ns->version =
                     m->snap && routing_same(m->snap, ns) ? m->snap->version : v->version + 1;
@@ -1068,6 +1278,7 @@ publish(struct ctl_view *v)
         v->models[keep++] = m;
     }
     v->nmodels = keep;
+    slab_release(slab); /* the model snapshots built in it hold it now */
     s = calloc(1, sizeof(*s));
     if (!s) {
         return false; /* keep serving the old snapshot; retried on the next change */
@@ -1143,11 +1354,13 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
 {
     struct vmodel *m = NULL;
     size_t idx = 0;
-    struct vinst *in = find_inst(v, &op->inst, &m, &idx);
+    struct vinst *in = find_inst(v, op->inst.model_name, op->inst.host, op->inst.port, &m, &idx);
     bool dirty = false;
 
     if (!in) {
-        in = insert_inst(v, &op->inst, true);
+        struct reg_row row;
+        reg_row_from_instance(&row, &op->inst);
+        in = insert_inst(v, &row, true);
         if (!in) {
             return; /* out of memory: the next full refresh reads it */
         }
@@ -1162,9 +1375,8 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
             if (op->inst.has_prompt_template) {
                 dirty |= !in->rec.has_prompt_template ||
                          strcmp(in->rec.prompt_template, op->inst.prompt_template) != 0;
-                in->rec.has_prompt_template = true;
-                memcpy(in->rec.prompt_template, op->inst.prompt_template,
-                       sizeof(in->rec.prompt_template));
+                /* out of memory: the next full refresh reads it */
+                (void)set_template(in, op->inst.prompt_template);
             }
         }
         dirty |= !in->rec.healthy || !in->rec.has_last_heartbeat ||
@@ -1215,7 +1427,7 @@ ctl_view_apply_ops(struct ctl_view *v, const struct reg_op *ops, size_t n)
             apply_upsert(v, op, now);
             continue;
         }
-        in = find_inst(v, &op->inst, &m, &idx);
+        in = find_inst(v, op->inst.model_name, op->inst.host, op->inst.port, &m, &idx);
         if (!in) {
             continue;
         }
@@ -1259,8 +1471,9 @@ ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, bool *m
     for (size_t i = 0; i < n; i++) {
         struct vmodel *m = NULL;
         size_t idx = 0;
-        missing[i] = (ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
-                     !find_inst(v, &ops[i].inst, &m, &idx);
+        missing[i] =
+            (ops[i].kind == REG_OP_REGISTER || ops[i].kind == REG_OP_HEARTBEAT) &&
+            !find_inst(v, ops[i].inst.model_name, ops[i].inst.host, ops[i].inst.port, &m, &idx);
         fresh += missing[i];
     }
     *count_out = v->ninst;
@@ -1286,23 +1499,23 @@ ctl_view_refresh_begin(struct ctl_view *v)
  * a rebuild per poll is what the cells avoid; the load reaches view=full
  * with the next full read, which rebuilds every model. */
 static bool
-displayed_fields_differ(const struct reg_instance *a, const struct reg_instance *b)
+displayed_fields_differ(const struct reg_row *a, const struct reg_row *b)
 {
     return a->healthy != b->healthy || a->enabled != b->enabled ||
            a->check_healthy != b->check_healthy || a->weight != b->weight ||
            a->has_weight_override != b->has_weight_override ||
            (a->has_weight_override && a->weight_override != b->weight_override) ||
            a->has_prompt_template != b->has_prompt_template ||
-           strcmp(a->prompt_template, b->prompt_template) != 0 || a->lease_ms != b->lease_ms ||
-           a->has_last_heartbeat != b->has_last_heartbeat;
+           (a->has_prompt_template && strcmp(a->prompt_template, b->prompt_template) != 0) ||
+           a->lease_ms != b->lease_ms || a->has_last_heartbeat != b->has_last_heartbeat;
 }
 
 static void
-merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, int64_t mono_end)
+merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t mono_end)
 {
     struct vmodel *m = NULL;
     size_t idx = 0;
-    struct vinst *in = find_inst(v, row, &m, &idx);
+    struct vinst *in = find_inst(v, row->model_name, row->host, row->port, &m, &idx);
     int64_t hb = row->has_last_heartbeat ? mono_end - row->age_ms : 0;
 
     if (!in) {
@@ -1333,7 +1546,7 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
     if (differ) {
         mark(v, m);
     }
-    in->rec = *row;
+    vinst_assign(in, row);
     if (!differ && beat && hb <= in->hb_mono_ms) {
         /* a poll reads this controller's own heartbeats back too, stamped at
          * their statement, a little before the commit time the view holds:
@@ -1349,8 +1562,8 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_instance *row, in
 }
 
 size_t
-ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_instance *rows,
-                       size_t n, bool full, int64_t db_now_ms, int64_t mono_end)
+ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row *rows, size_t n,
+                       bool full, int64_t db_now_ms, int64_t mono_end)
 {
     bool changed;
     size_t ignored;
@@ -1582,7 +1795,7 @@ ctl_view_free(struct ctl_view *v)
     for (size_t mi = 0; mi < v->nmodels; mi++) {
         struct vmodel *m = v->models[mi];
         for (size_t i = 0; i < m->n; i++) {
-            free(m->v[i]);
+            vinst_free(m->v[i]);
         }
         model_snap_release(m->snap);
         free(m->v);

@@ -465,7 +465,7 @@ do_refresh(struct ctl_refresher *r, bool full)
     int64_t table_rows = 0;
     int rc;
 
-    const struct reg_instance *rows = NULL;
+    const struct reg_row *rows = NULL;
     size_t nrows = 0;
     /* the rows stay in the store's array (no copy): valid until its next call */
     rc = reg_list_rows(r->store, full ? -1 : r->poll_since_ms, r->hb_since_ms, &rows, &nrows,

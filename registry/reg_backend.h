@@ -29,12 +29,26 @@
 
 #define REG_BACKEND_OPS_VERSION 1
 
+/* A block of the strings of collected rows (a list of them, reused). */
+struct reg_strblock {
+    struct reg_strblock *next;
+    size_t used;
+    size_t cap;
+    char data[];
+};
+
 /* Rows collected by a list attempt; delivered to the caller only after the
- * attempt succeeded, so a retried attempt never shows a row twice. */
+ * attempt succeeded, so a retried attempt never shows a row twice. Rows
+ * are compact (struct reg_row); their strings sit in `blocks` (fixed-size
+ * blocks, so a string never moves once written: the pointers stay valid
+ * while more rows arrive). reg__rows_push copies a reg_instance in;
+ * reg__rows_reset empties the set for the next attempt, keeping the memory. */
 struct reg_rows {
-    struct reg_instance *v;
+    struct reg_row *v;
     size_t n;
     size_t cap;
+    struct reg_strblock *blocks; /* first block */
+    struct reg_strblock *cur;    /* the block being filled (NULL: none yet) */
 };
 
 struct reg_store;
@@ -100,6 +114,7 @@ extern const struct reg_backend_ops reg_mysql_ops;
 
 void reg__set_err(struct reg_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int reg__rows_push(struct reg_rows *rows, const struct reg_instance *in);
+void reg__rows_reset(struct reg_rows *rows);
 void reg__rows_cleanup(struct reg_rows *rows);
 /* Whole seconds a connect may take now: the configured connect timeout,
  * cut to what is left before st->deadline_ms (rounded down, as Connector/C

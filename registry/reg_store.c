@@ -35,6 +35,15 @@
  * The watchdog only ever calls shutdown(2) on a descriptor whose guard is
  * armed; the owner disarms (under the watchdog's mutex) before it can
  * close the descriptor, so a reused descriptor number is never touched.
+ *
+ * Rows read. A store keeps the rows of its last list (reg_list_rows hands
+ * them out without a copy) in compact form, struct reg_row: the fixed
+ * fields (96 bytes) in one array, the strings at their length in 64 KiB
+ * blocks, a model's name once per run of its rows. Both are reused by the
+ * next read, so a full read of a large table faults no new pages; at
+ * 100,000 instances that is about 11 MB where an array of reg_instance
+ * (464 bytes each, strings at their column limits) held 46 MB, kept for
+ * the controller's whole life.
  */
 #include "reg_backend.h"
 
@@ -298,25 +307,180 @@ reg_get_stats(const struct reg_store *st, struct reg_stats *out)
     *out = st->stats;
 }
 
+/* Strings of collected rows go into blocks of this size (a row's three
+ * strings take at most 3 * 129 bytes, far less than a block). */
+#define STRBLOCK_BYTES (64 * 1024)
+
+/* A copy of `s` (len bytes and a NUL) in the row set's blocks; NULL when
+ * memory ran out. */
+static const char *
+rows_strdup(struct reg_rows *rows, const char *s, size_t len)
+{
+    struct reg_strblock *b = rows->cur;
+    char *p;
+
+    if (!b || b->cap - b->used < len + 1) {
+        if (b && b->next) {
+            b = b->next; /* a block kept from an earlier read */
+            b->used = 0;
+        } else {
+            struct reg_strblock *nb = malloc(sizeof(*nb) + STRBLOCK_BYTES);
+            if (!nb) {
+                return NULL;
+            }
+            nb->next = NULL;
+            nb->used = 0;
+            nb->cap = STRBLOCK_BYTES;
+            if (b) {
+                b->next = nb;
+            } else {
+                rows->blocks = nb;
+            }
+            b = nb;
+        }
+        rows->cur = b;
+    }
+    p = b->data + b->used;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    b->used += len + 1;
+    return p;
+}
+
+void
+reg_row_from_instance(struct reg_row *out, const struct reg_instance *in)
+{
+    out->model_name = in->model_name;
+    out->host = in->host;
+    out->prompt_template = in->has_prompt_template ? in->prompt_template : NULL;
+    out->weight = in->weight;
+    out->weight_override = in->weight_override;
+    out->last_heartbeat_ms = in->last_heartbeat_ms;
+    out->age_ms = in->age_ms;
+    out->updated_ms = in->updated_ms;
+    out->port = in->port;
+    out->lease_ms = in->lease_ms;
+    out->in_flight = in->in_flight;
+    out->queue_length = in->queue_length;
+    out->capacity = in->capacity;
+    out->has_weight_override = in->has_weight_override;
+    out->check_healthy = in->check_healthy;
+    out->healthy = in->healthy;
+    out->enabled = in->enabled;
+    out->has_prompt_template = in->has_prompt_template;
+    out->has_last_heartbeat = in->has_last_heartbeat;
+}
+
+static void
+copy_bounded(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+void
+reg_row_to_instance(struct reg_instance *out, const struct reg_row *r)
+{
+    memset(out, 0, sizeof(*out));
+    copy_bounded(out->model_name, sizeof(out->model_name), r->model_name);
+    copy_bounded(out->host, sizeof(out->host), r->host);
+    copy_bounded(out->prompt_template, sizeof(out->prompt_template),
+                 r->has_prompt_template ? r->prompt_template : NULL);
+    out->weight = r->weight;
+    out->weight_override = r->weight_override;
+    out->last_heartbeat_ms = r->last_heartbeat_ms;
+    out->age_ms = r->age_ms;
+    out->updated_ms = r->updated_ms;
+    out->port = r->port;
+    out->lease_ms = r->lease_ms;
+    out->in_flight = r->in_flight;
+    out->queue_length = r->queue_length;
+    out->capacity = r->capacity;
+    out->has_weight_override = r->has_weight_override;
+    out->check_healthy = r->check_healthy;
+    out->healthy = r->healthy;
+    out->enabled = r->enabled;
+    out->has_prompt_template = r->has_prompt_template;
+    out->has_last_heartbeat = r->has_last_heartbeat;
+}
+
+double
+reg_row_weight(const struct reg_row *r)
+{
+    return r->has_weight_override ? r->weight_override : r->weight;
+}
+
 int
 reg__rows_push(struct reg_rows *rows, const struct reg_instance *in)
 {
+    struct reg_row *r;
+    const struct reg_row *prev = rows->n > 0 ? &rows->v[rows->n - 1] : NULL;
+
     if (rows->n == rows->cap) {
         size_t ncap = rows->cap ? rows->cap * 2 : 64;
-        struct reg_instance *v = realloc(rows->v, ncap * sizeof(*v));
+        struct reg_row *v = realloc(rows->v, ncap * sizeof(*v));
         if (!v) {
             return REG_ENOMEM;
         }
         rows->v = v;
         rows->cap = ncap;
+        prev = rows->n > 0 ? &rows->v[rows->n - 1] : NULL;
     }
-    rows->v[rows->n++] = *in;
+    r = &rows->v[rows->n];
+    reg_row_from_instance(r, in);
+    /* rows come in model order: consecutive rows share their model's name */
+    if (prev && strcmp(prev->model_name, in->model_name) == 0) {
+        r->model_name = prev->model_name;
+    } else {
+        r->model_name = rows_strdup(rows, in->model_name, strnlen(in->model_name, REG_NAME_MAX));
+    }
+    r->host = rows_strdup(rows, in->host, strnlen(in->host, REG_HOST_MAX));
+    if (in->has_prompt_template) {
+        r->prompt_template =
+            rows_strdup(rows, in->prompt_template, strnlen(in->prompt_template, REG_TEMPLATE_MAX));
+    }
+    if (!r->model_name || !r->host || (in->has_prompt_template && !r->prompt_template)) {
+        return REG_ENOMEM;
+    }
+    rows->n++;
     return REG_OK;
+}
+
+void
+reg__rows_reset(struct reg_rows *rows)
+{
+    rows->n = 0;
+    rows->cur = rows->blocks;
+    if (rows->cur) {
+        rows->cur->used = 0;
+    }
+}
+
+/* Frees the string blocks after the one being filled (none are in use). */
+static void
+rows_trim_blocks(struct reg_rows *rows)
+{
+    struct reg_strblock *b = rows->cur ? rows->cur->next : rows->blocks;
+
+    if (rows->cur) {
+        rows->cur->next = NULL;
+    } else {
+        rows->blocks = NULL;
+    }
+    while (b) {
+        struct reg_strblock *next = b->next;
+        free(b);
+        b = next;
+    }
 }
 
 void
 reg__rows_cleanup(struct reg_rows *rows)
 {
+    rows->cur = NULL;
+    rows_trim_blocks(rows);
     free(rows->v);
     rows->v = NULL;
     rows->n = rows->cap = 0;
@@ -524,7 +688,7 @@ attempt(struct reg_store *st, struct call *c)
     case CALL_APPLY:
         return st->ops->apply(st, c->ops, c->n);
     case CALL_LIST:
-        c->rows->n = 0;
+        reg__rows_reset(c->rows);
         return st->ops->list(st, c->since, c->hb_since, c->rows, c->now_out, c->table_rows_out);
     case CALL_SWEEP:
         return st->ops->sweep(st, c->gc_after_ms, c->marked, c->deleted);
@@ -634,7 +798,7 @@ reg_apply_until(struct reg_store *st, struct reg_op *ops, size_t n, int64_t dead
 
 int
 reg_list_rows(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_since_ms,
-              const struct reg_instance **rows_out, size_t *n_out, int64_t *db_now_ms_out,
+              const struct reg_row **rows_out, size_t *n_out, int64_t *db_now_ms_out,
               int64_t *table_rows_out)
 {
     struct reg_rows *rows = &st->list_rows;
@@ -659,15 +823,17 @@ reg_list_rows(struct reg_store *st, int64_t changed_since_ms, int64_t heartbeat_
         }
     }
     /* a full read that fills under a quarter of the array (the table
-     * shrank) gives the rest back; polls, small by nature, never do */
+     * shrank) gives the rest back, string blocks included; polls, small by
+     * nature, never do */
     if (changed_since_ms < 0 && rows->cap > 1024 && rows->n < rows->cap / 4) {
         size_t ncap = rows->n > 512 ? rows->n * 2 : 1024;
-        struct reg_instance *v = realloc(rows->v, ncap * sizeof(*v));
+        struct reg_row *v = realloc(rows->v, ncap * sizeof(*v));
         if (v) {
             rows->v = v;
             rows->cap = ncap;
             *rows_out = v;
         }
+        rows_trim_blocks(rows);
     }
     return rc;
 }
@@ -676,12 +842,14 @@ int
 reg_list(struct reg_store *st, int64_t changed_since_ms, reg_list_cb *cb, void *arg,
          int64_t *db_now_ms_out, int64_t *table_rows_out)
 {
-    const struct reg_instance *rows = NULL;
+    const struct reg_row *rows = NULL;
     size_t n = 0;
     int rc = reg_list_rows(st, changed_since_ms, -1, &rows, &n, db_now_ms_out, table_rows_out);
 
     for (size_t i = 0; rc == REG_OK && i < n; i++) {
-        if (cb(&rows[i], arg) != 0) {
+        struct reg_instance in;
+        reg_row_to_instance(&in, &rows[i]);
+        if (cb(&in, arg) != 0) {
             break;
         }
     }

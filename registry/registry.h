@@ -125,6 +125,40 @@ struct reg_instance {
 /* Effective weight: the operator's override if set, else the declared one. */
 double reg_instance_weight(const struct reg_instance *in);
 
+/* A row in compact form: reg_instance's fields with the strings held by
+ * pointer (NUL-terminated, at most the column limits), 96 bytes instead of
+ * 464. What reg_list_rows hands out and what the controller's view keeps
+ * per instance; whoever fills one says who owns the strings.
+ * prompt_template is NULL when has_prompt_template is false. */
+struct reg_row {
+    const char *model_name;
+    const char *host;
+    const char *prompt_template;
+    double weight;
+    double weight_override;
+    int64_t last_heartbeat_ms;
+    int64_t age_ms;
+    int64_t updated_ms;
+    int32_t port;
+    int32_t lease_ms;
+    int32_t in_flight;
+    int32_t queue_length;
+    int32_t capacity;
+    bool has_weight_override;
+    bool check_healthy;
+    bool healthy;
+    bool enabled;
+    bool has_prompt_template;
+    bool has_last_heartbeat;
+};
+
+/* reg_instance_weight for a row. */
+double reg_row_weight(const struct reg_row *r);
+/* A row over `in`'s fields; its strings point into `in` (borrowed). */
+void reg_row_from_instance(struct reg_row *out, const struct reg_instance *in);
+/* Copies a row into a self-contained record (strings cut at the limits). */
+void reg_row_to_instance(struct reg_instance *out, const struct reg_row *r);
+
 enum reg_op_kind {
     REG_OP_REGISTER = 1, /* upsert; updates declared weight, template, lease, load;
                             sets healthy and last_heartbeat. Never touches
@@ -212,9 +246,12 @@ REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_l
                            void *arg, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
 /* reg_list without a copy per row: *rows_out points at the store's own
- * array of *n_out rows, valid until the next call on `st` (or reg_close).
- * The array is kept between calls (a full read of a large table reuses its
- * pages); it shrinks when a read fills under a quarter of it.
+ * array of *n_out compact rows, their strings in the store's own string
+ * blocks (a row's model_name may be shared with the row before it), all
+ * valid until the next call on `st` (or reg_close). The array and the
+ * blocks are kept between calls (a full read of a large table reuses their
+ * pages: about 110 bytes a row); they shrink when a full read fills under
+ * a quarter of them.
  * With both since values >= 0 the poll also returns the rows whose
  * last_heartbeat is at or after `heartbeat_since_ms` (database time, epoch
  * ms): a poll that sees heartbeats written elsewhere. Both filters are
@@ -223,7 +260,7 @@ REG_MUSTCHECK int reg_list(struct reg_store *st, int64_t changed_since_ms, reg_l
  * the rows it returns, not the table; a row matching both comes once.
  * heartbeat_since_ms < 0: changed rows only (as reg_list). Blocks: yes. */
 REG_MUSTCHECK int reg_list_rows(struct reg_store *st, int64_t changed_since_ms,
-                                int64_t heartbeat_since_ms, const struct reg_instance **rows_out,
+                                int64_t heartbeat_since_ms, const struct reg_row **rows_out,
                                 size_t *n_out, int64_t *db_now_ms_out, int64_t *table_rows_out);
 
 /* The number of rows in the table, within the caller's hard deadline (as

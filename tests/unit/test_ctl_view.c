@@ -65,12 +65,24 @@ view(int64_t max, const struct netaddr_list *nets)
     return ctl_view_new(&cfg, NULL, NULL, &v) == 0 ? v : NULL;
 }
 
+/* Rows as a store hands them out (compact, strings borrowed from `rows`). */
 static size_t
 refresh(struct ctl_view *v, const struct reg_instance *rows, size_t n, bool full)
 {
     uint64_t token = ctl_view_refresh_begin(v);
+    struct reg_row *r = calloc(n ? n : 1, sizeof(*r));
+    size_t ignored;
 
-    return ctl_view_refresh_apply(v, token, rows, n, full, util_wall_ms(), util_mono_ms());
+    if (!r) {
+        fprintf(stderr, "refresh: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        reg_row_from_instance(&r[i], &rows[i]);
+    }
+    ignored = ctl_view_refresh_apply(v, token, r, n, full, util_wall_ms(), util_mono_ms());
+    free(r);
+    return ignored;
 }
 
 static void
@@ -235,6 +247,113 @@ test_readers_during_merges(void)
     }
     CHECK_EQ_INT(ctl_view_count(st.v), 2001);
     ctl_view_free(st.v);
+}
+
+/* ---- compact records, snapshots in one mapping ----------------------------- */
+
+/* A full refresh of many instances builds every model snapshot in one
+ * mapping (ctl_view.c "Memory."): a snapshot
+ * and a JSON taken before the next refresh stay readable after it (the old
+ * mapping lives until its last model snapshot is released), a local write
+ * rebuilds its model alone, and every string (host, template, model name)
+ * is listed as read. */
+static const struct ctl_snap_inst *
+inst_at(const struct ctl_model_snap *m, const char *host)
+{
+    for (size_t i = 0; m && i < m->n; i++) {
+        if (strcmp(m->v[i].rec.host, host) == 0) {
+            return &m->v[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+test_large_snapshots_mapped(void)
+{
+    enum { N = 12000, MODELS = 60 };
+    static struct reg_instance rows[N];
+    struct ctl_view *v = view(100000, NULL);
+    char name[64];
+    char host[64];
+
+    CHECK(v);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "m%03d@llm", i % MODELS);
+        snprintf(host, sizeof(host), "10.%d.%d.%d", i / 65536, i / 256 % 256, i % 256);
+        rows[i] = row(name, host, 8000 + i % 7);
+        if (i % 5 == 0) {
+            rows[i].has_prompt_template = true;
+            snprintf(rows[i].prompt_template, sizeof(rows[i].prompt_template), "tmpl-%d", i);
+        }
+    }
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
+    refresh(v, rows, N, true);
+    struct ctl_snap *s1 = ctl_view_acquire(v);
+    CHECK_EQ_INT(s1->n_instances, N);
+    int64_t one_slab = ctl_view_mapped_bytes();
+    CHECK(one_slab >= (int64_t)N * (int64_t)sizeof(struct ctl_snap_inst));
+    const struct ctl_model_snap *m1 = ctl_snap_model(s1, "m007@llm");
+    CHECK(m1 && m1->n == N / MODELS && m1->slab != NULL);
+    struct ctl_json *j1 = ctl_snap_json(s1, NULL, CTL_JSON_ALL);
+    CHECK(j1 && strstr(j1->data, "\"host\":\"10.0.46.219\"") &&
+          strstr(j1->data, "\"prompt_template\":\"tmpl-11995\""));
+    struct ctl_json *f1 = ctl_snap_json(s1, "m007@llm", CTL_JSON_FULL_ALL);
+    CHECK(f1 && strstr(f1->data, "\"model_name\":\"m007@llm\",\"host\":\"10.0.0.7\",") &&
+          strstr(f1->data, "\"prompt_template\":null") &&
+          strstr(f1->data, "\"model\":\"m007\",\"worker_type\":\"llm\""));
+
+    /* the next full read: a template changes, another goes away */
+    rows[7].has_prompt_template = true;
+    util_strlcpy(rows[7].prompt_template, "new one", sizeof(rows[7].prompt_template));
+    rows[10].has_prompt_template = false;
+    refresh(v, rows, N, true);
+    struct ctl_snap *s2 = ctl_view_acquire(v);
+    const struct ctl_model_snap *m2 = ctl_snap_model(s2, "m007@llm");
+    CHECK(m2 && m2 != m1 && m2->slab != NULL && m2->slab != m1->slab);
+    const struct ctl_snap_inst *i2 = inst_at(m2, "10.0.0.7");
+    CHECK(m2 && m2->n == m1->n && i2);
+    CHECK(i2 && i2->rec.has_prompt_template && strcmp(i2->rec.prompt_template, "new one") == 0);
+    CHECK(i2 && strcmp(i2->rec.model_name, "m007@llm") == 0);
+    const struct ctl_snap_inst *i10 = inst_at(ctl_snap_model(s2, "m010@llm"), "10.0.0.10");
+    CHECK(i10 && !i10->rec.has_prompt_template && i10->rec.prompt_template == NULL);
+    const struct ctl_snap_inst *i5 = inst_at(ctl_snap_model(s2, "m005@llm"), "10.0.0.5");
+    CHECK(i5 && i5->rec.has_prompt_template && strcmp(i5->rec.prompt_template, "tmpl-5") == 0);
+    /* the old snapshot is intact */
+    const struct ctl_snap_inst *i1 = inst_at(m1, "10.0.0.7");
+    CHECK(i1 && !i1->rec.has_prompt_template && i1->rec.prompt_template == NULL);
+    CHECK(strstr(j1->data, "\"prompt_template\":\"tmpl-11995\"") != NULL);
+
+    /* a local registration rebuilds its model alone, outside the mapping */
+    struct reg_op o;
+    memset(&o, 0, sizeof(o));
+    o.kind = REG_OP_REGISTER;
+    o.inst = row("m007@llm", "192.168.1.1", 9);
+    o.inst.has_prompt_template = true;
+    util_strlcpy(o.inst.prompt_template, "local", sizeof(o.inst.prompt_template));
+    ctl_view_apply_ops(v, &o, 1);
+    struct ctl_snap *s3 = ctl_view_acquire(v);
+    const struct ctl_model_snap *m3 = ctl_snap_model(s3, "m007@llm");
+    CHECK(m3 && m3->slab == NULL && m3->n == m2->n + 1);
+    CHECK(ctl_snap_model(s3, "m008@llm") == ctl_snap_model(s2, "m008@llm"));
+    const struct ctl_snap_inst *i3 = inst_at(m3, "192.168.1.1");
+    CHECK(i3 && i3->rec.has_prompt_template && strcmp(i3->rec.prompt_template, "local") == 0);
+
+    /* the first mapping goes with its last holder; the rest still reads */
+    int64_t before = ctl_view_mapped_bytes();
+    ctl_json_release(f1);
+    ctl_snap_release(s1);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), before - one_slab);
+    ctl_json_release(j1);
+    struct ctl_json *j3 = ctl_snap_json(s3, "m007@llm", CTL_JSON_ALL);
+    CHECK(j3 && strstr(j3->data, "\"host\":\"192.168.1.1\"") &&
+          strstr(j3->data, "\"prompt_template\":\"new one\""));
+    ctl_json_release(j3);
+    ctl_snap_release(s2);
+    ctl_snap_release(s3);
+    CHECK(ctl_view_mapped_bytes() > 0); /* the view's current snapshot */
+    ctl_view_free(v);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
 }
 
 /* ---- heartbeat times without a rebuild ---------------------------------- */
@@ -462,6 +581,7 @@ main(void)
     CHECK_RUN(test_instance_networks_at_read);
     CHECK_RUN(test_json_budget);
     CHECK_RUN(test_readers_during_merges);
+    CHECK_RUN(test_large_snapshots_mapped);
     CHECK_RUN(test_heartbeat_listed_at_once);
     CHECK_RUN(test_versions_and_delta);
     return check_summary();

@@ -620,7 +620,7 @@ static void
 t_list_rows(void)
 {
     struct reg_store *st = open_migrated();
-    const struct reg_instance *rows = NULL;
+    const struct reg_row *rows = NULL;
     struct reg_op *ops = calloc(3000, sizeof(*ops));
     struct reg_instance in;
     size_t n = 99;
@@ -663,6 +663,92 @@ t_list_rows(void)
     /* reg_list on the same store still sees every row */
     CHECK_EQ_INT(list_rows(st, -1, &now), REG_OK);
     CHECK_EQ_INT(g_rows.n, 10);
+    free(ops);
+}
+
+/* A long string for row i: `len` bytes, unique per (i, tag). */
+static void
+long_text(char *out, size_t len, int i, char tag)
+{
+    memset(out, tag, len);
+    snprintf(out, 16, "%c%05d-", tag, i);
+    out[7] = tag; /* snprintf's NUL */
+    out[len] = '\0';
+}
+
+/* Compact rows (registry.h struct reg_row): every string read back exact,
+ * at the column limits too, through the many string blocks of a large read,
+ * on a second read that reuses the blocks, and after a full read of a
+ * table that shrank gave the spare ones back; a NULL template stays NULL
+ * and an empty one "". */
+static void
+t_list_rows_strings(void)
+{
+    enum { N = 1500 };
+    struct reg_store *st = open_migrated();
+    const struct reg_row *rows = NULL;
+    struct reg_op *ops = calloc(N, sizeof(*ops));
+    size_t n = 0;
+    int64_t now = 0, total = 0;
+    char model_a[REG_NAME_MAX + 1], model_b[REG_NAME_MAX + 1];
+
+    CHECK(st && ops);
+    long_text(model_a, REG_NAME_MAX, 0, 'a');
+    model_a[REG_NAME_MAX - 4] = '@';
+    long_text(model_b, REG_NAME_MAX, 1, 'b');
+    model_b[REG_NAME_MAX - 4] = '@';
+    for (int i = 0; i < N; i++) {
+        struct reg_instance in = mk(i % 3 ? model_a : model_b, "h", 1 + i);
+        long_text(in.host, REG_HOST_MAX, i, 'h');
+        in.has_prompt_template = i % 4 != 0;
+        if (i % 4 == 1) {
+            long_text(in.prompt_template, REG_TEMPLATE_MAX, i, 't');
+        } else if (i % 4 == 2) {
+            snprintf(in.prompt_template, sizeof(in.prompt_template), "tmpl %d", i);
+        }
+        ops[i] = op_of(REG_OP_REGISTER, &in);
+    }
+    CHECK_EQ_INT(reg_apply(st, ops, N), REG_OK);
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 2) {
+            CHECK_EQ_INT(raw_exec("DELETE FROM dbgpt_cluster_registry_instance WHERE port > 40"),
+                         0);
+        }
+        CHECK_EQ_INT(reg_list_rows(st, -1, -1, &rows, &n, &now, &total), REG_OK);
+        CHECK_EQ_INT(n, pass == 2 ? 40 : N);
+        size_t seen = 0;
+        for (size_t k = 0; k < n; k++) {
+            const struct reg_row *r = &rows[k];
+            const struct reg_instance *want = NULL;
+            for (int i = 0; i < N && !want; i++) {
+                if (ops[i].inst.port == r->port) {
+                    want = &ops[i].inst;
+                }
+            }
+            CHECK(want != NULL);
+            if (!want) {
+                continue;
+            }
+            seen++;
+            CHECK_EQ_STR(r->model_name, want->model_name);
+            CHECK_EQ_STR(r->host, want->host);
+            CHECK_EQ_INT(r->has_prompt_template, want->has_prompt_template);
+            if (want->has_prompt_template) {
+                CHECK(r->prompt_template != NULL);
+                CHECK_EQ_STR(r->prompt_template ? r->prompt_template : "(null)",
+                             want->prompt_template);
+            } else {
+                CHECK(r->prompt_template == NULL);
+            }
+            struct reg_instance back;
+            reg_row_to_instance(&back, r);
+            CHECK_EQ_STR(back.host, want->host);
+            CHECK_EQ_STR(back.model_name, want->model_name);
+            CHECK_EQ_STR(back.prompt_template,
+                         want->has_prompt_template ? want->prompt_template : "");
+        }
+        CHECK_EQ_INT(seen, n);
+    }
     free(ops);
 }
 
@@ -1481,6 +1567,7 @@ main(int argc, char **argv)
     RUN(t_deregister_remove_admin);
     RUN(t_list_since);
     RUN(t_list_rows);
+    RUN(t_list_rows_strings);
     RUN(t_batch);
     RUN(t_batch_duplicates);
     RUN(t_validation);
