@@ -176,7 +176,6 @@ bool ctl_valid_host(const char *s);
 struct ctl_snap_inst {
     struct reg_row rec;
     int64_t lease_ms; /* effective lease */
-    int64_t age_ms;   /* heartbeat age when the snapshot was built; -1 = never */
     bool alive;       /* false for a blocked instance */
     bool routable;    /* alive, enabled, weight > 0 */
     bool blocked;     /* host outside --instance_networks */
@@ -213,12 +212,18 @@ struct ctl_json_patch {
  * are shown as 999999999999). */
 #define CTL_AGE_WIDTH 12
 
+/* The oldest a listed heartbeat age gets: a cached view=full list is
+ * patched again on the first read after this (ages grow with time, and no
+ * snapshot is rebuilt for time alone). */
+#define CTL_AGE_FRESH_MS 1000
+
 /* A list JSON. Immutable once published (a response may be sending it):
  * fresher heartbeat times make a new copy (ctl_snap_json). */
 struct ctl_json {
     _Atomic int refs;
     size_t charged;               /* bytes taken from the process budget (budget.h) */
     uint64_t hb_gen;              /* heartbeat generation of the snapshot it was made at */
+    int64_t aged_mono;            /* when its heartbeat ages were computed (0: none shown) */
     size_t npatch;                /* entries of `patch` (instances with a heartbeat) */
     struct ctl_json_patch *patch; /* inside this allocation */
     size_t len;
@@ -346,10 +351,10 @@ bool ctl_snap_since(const struct ctl_snap *s, const char *token, uint64_t *versi
  * (503). Release with ctl_json_release. */
 struct ctl_json *ctl_snap_delta_json(struct ctl_snap *s, uint64_t since, enum ctl_json_variant var,
                                      bool *full_out);
-/* Appends one instance as JSON (DB-GPT's ten fields; with `full`, roster's
- * extended record). */
+/* Appends instance i of m as JSON (DB-GPT's ten fields; with `full`,
+ * roster's extended record), its heartbeat time and age as of now. */
 struct jw;
-void ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full);
+void ctl_snap_inst_json(struct jw *w, const struct ctl_model_snap *m, size_t i, bool full);
 /* The ETag for a query (routing fields only). */
 uint64_t ctl_snap_etag(const struct ctl_snap *s, const char *name, bool routable_only);
 

@@ -523,7 +523,7 @@ reply_instance(struct http_request *req, struct ctl_server *srv, const struct re
     jw_init(&w, &b);
     for (size_t i = 0; m && i < m->n; i++) {
         if (m->v[i].rec.port == key->port && strcmp(m->v[i].rec.host, key->host) == 0) {
-            ctl_snap_inst_json(&w, &m->v[i], true);
+            ctl_snap_inst_json(&w, m, i, true);
             break;
         }
     }

@@ -17,8 +17,8 @@
  * Versions (incremental watches): each snapshot has a version (one more
  * per publish) and the view a random epoch; each model snapshot records
  * the version in which its routing fields last changed (a rebuild that
- * routes alike, e.g. for a full refresh's new ages, keeps the version of
- * the one it replaces: routing_same). ctl_snap_delta_json serves
+ * routes alike, e.g. for a full refresh's new load figures, keeps the
+ * version of the one it replaces: routing_same). ctl_snap_delta_json serves
  * since=<epoch>-<version> from that: the models above the version, from
  * their cached JSON, and the names of all.
  *
@@ -71,7 +71,8 @@
  * instances the master table takes about 170 bytes an instance and the
  * snapshot about 140 (they were 536 and 504 with reg_instance's fixed
  * 129-byte strings), the refresher's row array 110 (registry/reg_store.c).
- * Every full refresh rebuilds every model, so the old and the new snapshot
+ * A full refresh rebuilds the models whose load moved (with a fleet that
+ * reports load, most of them), so the old and the new snapshot
  * live side by side for a moment: with malloc, the old one's pages stayed
  * in the heap (and in another thread's arena the first time), about
  * 300 bytes an instance for good. So a publish that rebuilds at least
@@ -109,6 +110,7 @@ struct vinst {
     uint64_t seen_gen;        /* refresh generation that last saw the row */
     bool alive;               /* as last computed */
     bool blocked;             /* host outside --instance_networks: never routable */
+    bool load_stale;          /* its load changed since its model's snapshot was built */
     char host[];              /* the key's host, at its length */
 };
 
@@ -463,14 +465,19 @@ inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms
 }
 
 void
-ctl_snap_inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full)
+ctl_snap_inst_json(struct jw *w, const struct ctl_model_snap *m, size_t i, bool full)
 {
     struct ts_cache tc = {0};
     size_t off;
     size_t age_off;
+    int64_t hb = atomic_load_explicit(&m->hb_ms[i], memory_order_relaxed);
+    int64_t age = -1;
 
-    inst_json(w, si, full, si->rec.has_last_heartbeat ? si->rec.last_heartbeat_ms : INT64_MIN,
-              si->age_ms, &tc, &off, &age_off);
+    if (hb != INT64_MIN) {
+        age = util_mono_ms() + m->db_offset_ms - hb;
+        age = age > 0 ? age : 0;
+    }
+    inst_json(w, &m->v[i], full, hb, age, &tc, &off, &age_off);
 }
 
 /* A JSON being built: the document and where each heartbeat field went. */
@@ -549,6 +556,7 @@ json_alloc(size_t len, size_t npatch)
     j->npatch = npatch;
     j->patch = npatch ? (struct ctl_json_patch *)((char *)j + data + pad) : NULL;
     j->hb_gen = 0;
+    j->aged_mono = 0;
     return j;
 }
 
@@ -592,6 +600,9 @@ json_build(struct ctl_snap *s, const struct ctl_model_snap *m, enum ctl_json_var
             memcpy(j->patch, jb.patch, jb.npatch * sizeof(*jb.patch));
         }
         j->hb_gen = gen;
+        for (size_t i = 0; i < jb.npatch && !j->aged_mono; i++) {
+            j->aged_mono = jb.patch[i].age_off > 0 ? jb.now_mono : 0;
+        }
     }
     buf_cleanup(&jb.b);
     free(jb.patch);
@@ -613,6 +624,7 @@ json_patched(const struct ctl_json *old, uint64_t gen)
     memcpy(j->data, old->data, old->len + 1);
     memcpy(j->patch, old->patch, old->npatch * sizeof(*old->patch));
     j->hb_gen = gen;
+    j->aged_mono = old->aged_mono ? now : 0;
     for (size_t i = 0; i < j->npatch; i++) {
         struct ctl_json_patch *p = &j->patch[i];
         int64_t ms = atomic_load_explicit(p->cell, memory_order_relaxed);
@@ -625,6 +637,14 @@ json_patched(const struct ctl_json *old, uint64_t gen)
         }
     }
     return j;
+}
+
+/* Whether j's heartbeat ages (view=full) are older than CTL_AGE_FRESH_MS:
+ * no snapshot is rebuilt for time passing, the next read patches them. */
+static bool
+ages_stale(const struct ctl_json *j)
+{
+    return j->aged_mono && util_mono_ms() - j->aged_mono >= CTL_AGE_FRESH_MS;
 }
 
 /* Returns the JSON in *slot, made or refreshed for heartbeat generation
@@ -643,7 +663,7 @@ cached_json(pthread_mutex_t *mu, struct ctl_json *_Atomic *slot, struct ctl_snap
         atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(mu);
-    if (j && j->hb_gen >= gen) {
+    if (j && j->hb_gen >= gen && !ages_stale(j)) {
         return j;
     }
     /* built here, outside the lock: another thread may build at the same
@@ -655,7 +675,8 @@ cached_json(pthread_mutex_t *mu, struct ctl_json *_Atomic *slot, struct ctl_snap
     atomic_fetch_add_explicit(&nj->refs, 1, memory_order_relaxed); /* the slot's */
     pthread_mutex_lock(mu);
     old = atomic_load_explicit(slot, memory_order_relaxed);
-    if (!old || old->hb_gen < nj->hb_gen) {
+    if (!old || old->hb_gen < nj->hb_gen ||
+        (old->hb_gen == nj->hb_gen && old->aged_mono < nj->aged_mono)) {
         atomic_store_explicit(slot, nj, memory_order_relaxed);
     } else {
         old = nj; /* another thread installed a fresher one: drop the slot's reference */
@@ -1154,7 +1175,7 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_s
     util_strlcpy(s->name, m->name, sizeof(s->name));
     s->n = m->n;
     for (size_t i = 0; i < m->n; i++) {
-        const struct vinst *in = m->v[i];
+        struct vinst *in = m->v[i];
         struct ctl_snap_inst *si = &s->v[i];
         double w = reg_row_weight(&in->rec);
         unsigned char flags[2];
@@ -1173,14 +1194,14 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_s
             si->rec.prompt_template = sp;
             sp += len;
         }
+        in->load_stale = false;
         si->blocked = in->blocked;
         si->alive = in->alive && !in->blocked;
         si->routable = si->alive && in->rec.enabled && w > 0;
         si->lease_ms = lease_of(v, in);
-        si->age_ms =
-            in->rec.has_last_heartbeat ? (now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0) : -1;
         if (in->rec.has_last_heartbeat) {
-            si->rec.last_heartbeat_ms = now + v->db_offset_ms - si->age_ms;
+            int64_t age = now - in->hb_mono_ms > 0 ? now - in->hb_mono_ms : 0;
+            si->rec.last_heartbeat_ms = now + v->db_offset_ms - age;
         }
         atomic_init(&s->hb_ms[i],
                     in->rec.has_last_heartbeat ? si->rec.last_heartbeat_ms : INT64_MIN);
@@ -1383,6 +1404,9 @@ apply_upsert(struct ctl_view *v, const struct reg_op *op, int64_t now)
                  in->rec.lease_ms != op->inst.lease_ms;
         in->rec.healthy = true;
         in->rec.lease_ms = op->inst.lease_ms;
+        in->load_stale |= in->rec.in_flight != op->inst.in_flight ||
+                          in->rec.queue_length != op->inst.queue_length ||
+                          in->rec.capacity != op->inst.capacity;
         in->rec.in_flight = op->inst.in_flight;
         in->rec.queue_length = op->inst.queue_length;
         in->rec.capacity = op->inst.capacity;
@@ -1496,8 +1520,10 @@ ctl_view_refresh_begin(struct ctl_view *v)
 
 /* Fields whose change rebuilds the model's snapshot. Not last_heartbeat
  * (a cell: store_hb) nor the load: polls return every heartbeated row, and
- * a rebuild per poll is what the cells avoid; the load reaches view=full
- * with the next full read, which rebuilds every model. */
+ * a rebuild per poll is what the cells avoid; the load (load_stale)
+ * reaches view=full with the next full read, which rebuilds the models
+ * whose load moved. Heartbeat ages are never a reason: a cached view=full
+ * list is patched when they are CTL_AGE_FRESH_MS old (cached_json). */
 static bool
 displayed_fields_differ(const struct reg_row *a, const struct reg_row *b)
 {
@@ -1546,6 +1572,9 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t
     if (differ) {
         mark(v, m);
     }
+    in->load_stale |= in->rec.in_flight != row->in_flight ||
+                      in->rec.queue_length != row->queue_length ||
+                      in->rec.capacity != row->capacity;
     vinst_assign(in, row);
     if (!differ && beat && hb <= in->hb_mono_ms) {
         /* a poll reads this controller's own heartbeats back too, stamped at
@@ -1583,11 +1612,23 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row 
                     remove_inst(v, m, i);
                 }
             }
-            /* heartbeat ages (view=full) are computed when a snapshot is
-             * built: rebuild every model once per full refresh so they are
-             * never older than --view_refresh_ms. No watcher wakes for
-             * this: the ETags do not change. */
-            mark(v, m);
+            /* load (view=full) changes with heartbeats without a rebuild:
+             * it reaches the snapshot here, once per full refresh, for the
+             * models whose load moved. No watcher wakes for this: the
+             * ETags do not change. Heartbeat times and ages need no
+             * rebuild: they are patched into the cached JSON (cached_json). */
+            /* Ages are computed on the database clock of the model's
+             * snapshot: one whose offset moved (the database's clock was
+             * set) is rebuilt too. */
+            int64_t drift = m->snap ? m->snap->db_offset_ms - v->db_offset_ms : 0;
+            if (drift > 1000 || drift < -1000) {
+                mark(v, m);
+            }
+            for (size_t i = 0; i < m->n && !m->dirty; i++) {
+                if (m->v[i]->load_stale) {
+                    mark(v, m);
+                }
+            }
         }
     }
     v->db_offset_ms = db_now_ms - mono_end;

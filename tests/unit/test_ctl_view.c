@@ -7,7 +7,8 @@
  * readers on other threads while merges and writes publish snapshots, and
  * a heartbeat's time listed at once without a snapshot rebuild, never torn
  * while readers copy the JSON (run under TSan by scripts/tsan.sh), and the
- * versions behind incremental watches (since=, ctl_snap_delta_json).
+ * versions behind incremental watches (since=, ctl_snap_delta_json), and
+ * full refreshes that rebuild only models whose load moved.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -303,7 +304,11 @@ test_large_snapshots_mapped(void)
           strstr(f1->data, "\"prompt_template\":null") &&
           strstr(f1->data, "\"model\":\"m007\",\"worker_type\":\"llm\""));
 
-    /* the next full read: a template changes, another goes away */
+    /* the next full read: every load moved (every model is rebuilt, in a
+     * mapping of its own), a template changes, another goes away */
+    for (size_t i = 0; i < N; i++) {
+        rows[i].in_flight = 1;
+    }
     rows[7].has_prompt_template = true;
     util_strlcpy(rows[7].prompt_template, "new one", sizeof(rows[7].prompt_template));
     rows[10].has_prompt_template = false;
@@ -492,6 +497,92 @@ test_heartbeat_listed_at_once(void)
     ctl_view_free(st.v);
 }
 
+/* The number after "key": in j (e.g. "heartbeat_age_ms") of the first
+ * instance whose port is `port`; -1 if none. */
+static long long
+field_of(const struct ctl_json *j, int port, const char *key)
+{
+    char pat[32];
+    const char *p;
+
+    snprintf(pat, sizeof(pat), "\"port\":%d,", port);
+    p = strstr(j->data, pat);
+    p = p ? strstr(p, key) : NULL;
+    if (!p) {
+        return -1;
+    }
+    p += strlen(key) + 2; /* the key's closing quote and the colon */
+    while (*p == ' ') {
+        p++;
+    }
+    return strtoll(p, NULL, 10);
+}
+
+/* A full refresh that finds the rows as they were rebuilds nothing (the
+ * model snapshot and its cached JSON stay); one whose load moved rebuilds
+ * that model only; the listed ages still grow with time (re-patched once
+ * CTL_AGE_FRESH_MS old, no rebuild). */
+static void
+test_full_refresh_rebuilds_changed_load_only(void)
+{
+    struct ctl_view *v = view(1000, NULL);
+    struct reg_instance rows[4];
+
+    CHECK(v);
+    for (int i = 0; i < 4; i++) {
+        rows[i] = row(i < 2 ? "a@llm" : "b@llm", "10.0.0.1", i + 1);
+        rows[i].age_ms = 100;
+    }
+    refresh(v, rows, 4, true);
+    struct ctl_snap *s0 = ctl_view_acquire(v);
+    const struct ctl_model_snap *a0 = ctl_snap_model(s0, "a@llm");
+    const struct ctl_model_snap *b0 = ctl_snap_model(s0, "b@llm");
+    struct ctl_json *f0 = ctl_snap_json(s0, "a@llm", CTL_JSON_FULL_ALL);
+    CHECK(a0 && b0 && f0);
+    long long age0 = field_of(f0, 1, "heartbeat_age_ms");
+    CHECK(age0 >= 100 && age0 < 1000);
+
+    /* the same rows again (the database ages them: the same times) */
+    refresh(v, rows, 4, true);
+    struct ctl_snap *s1 = ctl_view_acquire(v);
+    CHECK(ctl_snap_model(s1, "a@llm") == a0);
+    CHECK(ctl_snap_model(s1, "b@llm") == b0);
+    struct ctl_json *f1 = ctl_snap_json(s1, "a@llm", CTL_JSON_FULL_ALL);
+    CHECK(f1 == f0); /* the cached list itself: nothing was rebuilt or patched */
+
+    /* b's load moved: b rebuilt, with the new load; a kept */
+    rows[3].in_flight = 7;
+    refresh(v, rows, 4, true);
+    struct ctl_snap *s2 = ctl_view_acquire(v);
+    CHECK(ctl_snap_model(s2, "a@llm") == a0);
+    CHECK(ctl_snap_model(s2, "b@llm") != b0);
+    struct ctl_json *fb = ctl_snap_json(s2, "b@llm", CTL_JSON_FULL_ALL);
+    CHECK(fb && field_of(fb, 4, "in_flight") == 7);
+
+    /* time passes, no heartbeat, no rebuild: the next list shows older ages */
+    struct timespec wait = {CTL_AGE_FRESH_MS / 1000,
+                            (CTL_AGE_FRESH_MS % 1000) * 1000000 + 50000000};
+    nanosleep(&wait, NULL);
+    struct ctl_json *f3 = ctl_snap_json(s2, "a@llm", CTL_JSON_FULL_ALL);
+    CHECK(f3 && f3 != f0 && f3->len == f0->len);
+    CHECK(field_of(f3, 1, "heartbeat_age_ms") >= age0 + CTL_AGE_FRESH_MS);
+    /* DB-GPT's form shows no age: cached as it was */
+    struct ctl_json *d1 = ctl_snap_json(s2, "a@llm", CTL_JSON_ALL);
+    struct ctl_json *d2 = ctl_snap_json(s2, "a@llm", CTL_JSON_ALL);
+    CHECK(d1 && d1 == d2);
+
+    ctl_json_release(d1);
+    ctl_json_release(d2);
+    ctl_json_release(f3);
+    ctl_json_release(fb);
+    ctl_json_release(f1);
+    ctl_json_release(f0);
+    ctl_snap_release(s2);
+    ctl_snap_release(s1);
+    ctl_snap_release(s0);
+    ctl_view_free(v);
+}
+
 static struct reg_op
 op_model(enum reg_op_kind kind, const char *model, int port)
 {
@@ -533,10 +624,11 @@ test_versions_and_delta(void)
     snprintf(bad, sizeof(bad), "%016llx-", (unsigned long long)s1->epoch);
     CHECK(!ctl_snap_since(s1, bad, &since));
 
-    /* a full refresh with the same rows rebuilds every model (new ages) but
+    /* a full refresh whose rows carry new load rebuilds every model but
      * routes alike: the versions stay, the delta is empty */
     for (int i = 0; i < 5; i++) {
         rows[i] = reg[i].inst;
+        rows[i].in_flight = 3;
     }
     CHECK_EQ_INT(refresh(v, rows, 5, true), 0);
     struct ctl_snap *s2 = ctl_view_acquire(v);
@@ -584,5 +676,6 @@ main(void)
     CHECK_RUN(test_large_snapshots_mapped);
     CHECK_RUN(test_heartbeat_listed_at_once);
     CHECK_RUN(test_versions_and_delta);
+    CHECK_RUN(test_full_refresh_rebuilds_changed_load_only);
     return check_summary();
 }
