@@ -26,8 +26,10 @@
  *   stream held back for a slow client ends at the deadline, but the
  *   instance stays in).
  *   Overload is not death: a connect that times out on an instance this
- *   server has read answer bytes from within the last ALIVE_MS (any loop)
- *   meets a full accept queue (the kernel drops the SYN and the client
+ *   server has heard from within the last ALIVE_MS (any loop: answer
+ *   bytes read, or a new connection's handshake completed, which a
+ *   non-streamed answer still generating gives no other sign of) meets a
+ *   full accept queue (the kernel drops the SYN and the client
  *   would resend it only after a second), so it does not eject the
  *   instance. The request goes to another instance if there is one, else
  *   to the same one on a new connection, up to MAX_RECONNECTS times. A
@@ -189,8 +191,8 @@ instance_ok(struct api_px *px)
     }
 }
 
-/* Bytes of an answer came from the instance: it is alive (written at most
- * once per millisecond: loops share the instance). */
+/* The instance showed it is alive: answer bytes, or a new connection's
+ * handshake (written at most once per millisecond: loops share it). */
 static void
 heard(struct api_px *px)
 {
@@ -668,7 +670,15 @@ up_done(void *arg, enum hu_result res)
     px_free(px);
 }
 
-static const struct hu_callbacks up_callbacks = {up_head, up_data, up_flush, up_done};
+/* A new connection to the instance finished its handshake: its accept
+ * queue has room, so it is alive (see "Overload is not death" above). */
+static void
+up_connected(void *arg)
+{
+    heard(arg);
+}
+
+static const struct hu_callbacks up_callbacks = {up_head, up_data, up_flush, up_done, up_connected};
 
 /* No first byte in time, silence in a stream, or the whole request's
  * deadline. */

@@ -23,8 +23,9 @@
  * api_model_core (the route set: entries, cumulative weights, round-robin
  * schedule, consistent-hash ring; and its instance references), at the
  * cost of a reference; a model not named is gone. So at 100,000 instances
- * a registration costs the changed model's rows, not a 45 MB list parsed
- * and a ring sorted per model. Instances keep their identity either way
+ * a registration costs the changed model's rows parsed and routed plus a
+ * linear pass over the instances (references, the merge by key), not a
+ * 45 MB list parsed and a ring sorted per model. Instances keep their identity either way
  * (api_inst, with in-flight counts, ejection and counters). A full answer
  * (an array) replaces everything, as before: the controller sends one for
  * a token of another process, a version it has not reached, or a change

@@ -253,6 +253,16 @@ flush_out(struct hu_conn *c)
     return 0;
 }
 
+/* c's handshake is over: told to its request, if it has one yet. */
+static void
+set_connected(struct hu_conn *c)
+{
+    c->connected = true;
+    if (c->req && c->req->cb->on_connected) {
+        c->req->cb->on_connected(c->req->arg);
+    }
+}
+
 /* A connect in progress: to a nearby server (loopback, the same host) the
  * handshake is often over by the time connect() returns, so the request is
  * written now rather than a loop turn later; where the socket is not
@@ -274,7 +284,7 @@ early_write(struct hu_conn *c)
         wait_connect(c);
         return;
     }
-    c->connected = true;
+    set_connected(c);
     c->sent = (size_t)w;
     (void)flush_out(c); /* the rest, if any: waits for room, or fails from the loop */
 }
@@ -401,7 +411,7 @@ on_writable(evutil_socket_t fd, short what, void *arg)
             fail(c);
             return;
         }
-        c->connected = true;
+        set_connected(c);
     }
     (void)flush_out(c);
 }

@@ -72,6 +72,10 @@ struct hu_callbacks {
     /* The end, exactly once (not after hu_cancel). The request is gone
      * when this is called. */
     void (*on_done)(void *arg, enum hu_result r);
+    /* Optional (may be NULL): a new connection for this request finished
+     * its handshake (the server's accept queue took it). The one callback
+     * that may come from inside hu_post: it must only note the fact. */
+    void (*on_connected)(void *arg);
 };
 
 /* max_idle: idle keep-alive connections kept per host:port. NULL when out

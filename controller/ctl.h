@@ -242,13 +242,16 @@ struct ctl_json {
  * into the slot under json_mu. So a timestamp in a JSON being sent is
  * never written (no
  * torn time is possible), a heartbeat costs the writer two atomics, and a
- * list after heartbeats costs one copy. Loop threads take json_mu for a
- * pointer swap and a reference, nothing else. */
+ * list after heartbeats costs one copy. So does a view=full list whose
+ * ages are CTL_AGE_FRESH_MS old, heartbeats or not (a whole-list copy on
+ * the loop thread that reads it: ~140 ms at 100,000 instances). Loop
+ * threads take json_mu for a pointer swap and a reference, nothing else. */
 struct ctl_snap_slab;
 
 struct ctl_model_snap {
     _Atomic int refs;
     struct ctl_snap_slab *slab; /* the mapping it was built in (NULL: its own malloc) */
+    size_t bytes;               /* of its block (the struct, instances, cells, strings) */
     char name[REG_NAME_MAX + 1];
     size_t n;
     struct ctl_snap_inst *v; /* sorted by host, port; in the same block as the snapshot */
@@ -266,7 +269,8 @@ struct ctl_model_snap {
     _Atomic uint64_t hb_gen; /* bumped after each store into hb_ms */
     _Atomic int64_t *hb_ms;  /* n cells */
     pthread_mutex_t json_mu; /* guards the json slots */
-    struct ctl_json *_Atomic json[4]; /* built on first use, replaced when hb_gen moved */
+    struct ctl_json *_Atomic json[4]; /* built on first use, replaced when hb_gen moved
+                                         or (view=full) its ages are stale */
 };
 
 struct ctl_snap {

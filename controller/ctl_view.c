@@ -79,7 +79,11 @@
  * SNAP_SLAB_MIN bytes of snapshots builds them in one mapping (struct
  * ctl_snap_slab), counted by the model snapshots in it and unmapped when
  * the last is released; smaller publishes (a write, a poll) use malloc.
- * The price is faulting in a fresh mapping per full refresh (14 MB at
+ * A model that stops changing would keep its mapping alive forever, so
+ * the next publish also rebuilds the survivors of a mapping whose live
+ * bytes fell under half its size (a mapping holds at most about twice
+ * what its snapshots use).
+ * The price is faulting in a fresh mapping per such publish (14 MB at
  * 100,000 instances, in the refresh time): done in one call (MAP_POPULATE),
  * the full refresh costs about what it did before the records were
  * compact; page by page it cost about 25 ms more. The list JSONs stay on
@@ -200,9 +204,14 @@ ctl_json_release(struct ctl_json *j)
  * last of them is released. */
 struct ctl_snap_slab {
     _Atomic size_t refs; /* model snapshots in it, and the publish building it */
+    _Atomic size_t live; /* bytes of the model snapshots in it not yet released */
     size_t size;         /* of the mapping */
     size_t used;
 };
+
+/* A model snapshot whose database clock offset is this far from the
+ * view's is rebuilt at the next full refresh (its listed ages). */
+#define DRIFT_MS 5000
 
 /* Publishes whose rebuilt snapshots take at least this much build them in
  * one mapping; smaller ones use malloc. */
@@ -248,6 +257,7 @@ model_snap_release(struct ctl_model_snap *m)
     }
     pthread_mutex_destroy(&m->json_mu);
     if (m->slab) {
+        atomic_fetch_sub_explicit(&m->slab->live, m->bytes, memory_order_relaxed);
         slab_release(m->slab); /* v, hb_ms and strs are in the same block */
     } else {
         free(m);
@@ -464,6 +474,17 @@ inst_json(struct jw *w, const struct ctl_snap_inst *si, bool full, int64_t hb_ms
     jw_raw(w, "}");
 }
 
+/* The age at monotonic time `now` of heartbeat time hb (a cell of m), on
+ * the database clock of m; -1 for none. */
+static int64_t
+listed_age(const struct ctl_model_snap *m, int64_t hb, int64_t now)
+{
+    if (hb == INT64_MIN) {
+        return -1;
+    }
+    return now + m->db_offset_ms - hb > 0 ? now + m->db_offset_ms - hb : 0;
+}
+
 void
 ctl_snap_inst_json(struct jw *w, const struct ctl_model_snap *m, size_t i, bool full)
 {
@@ -471,13 +492,8 @@ ctl_snap_inst_json(struct jw *w, const struct ctl_model_snap *m, size_t i, bool 
     size_t off;
     size_t age_off;
     int64_t hb = atomic_load_explicit(&m->hb_ms[i], memory_order_relaxed);
-    int64_t age = -1;
 
-    if (hb != INT64_MIN) {
-        age = util_mono_ms() + m->db_offset_ms - hb;
-        age = age > 0 ? age : 0;
-    }
-    inst_json(w, &m->v[i], full, hb, age, &tc, &off, &age_off);
+    inst_json(w, &m->v[i], full, hb, listed_age(m, hb, util_mono_ms()), &tc, &off, &age_off);
 }
 
 /* A JSON being built: the document and where each heartbeat field went. */
@@ -513,11 +529,7 @@ write_model_items(struct json_build *jb, const struct ctl_model_snap *m, enum ct
         }
         *first = false;
         hb = atomic_load_explicit(&m->hb_ms[i], memory_order_relaxed);
-        if (hb != INT64_MIN) {
-            /* the age now, on the database clock of the snapshot */
-            age = jb->now_mono + m->db_offset_ms - hb;
-            age = age > 0 ? age : 0;
-        }
+        age = listed_age(m, hb, jb->now_mono);
         inst_json(&jb->w, &m->v[i], full, hb, age, &jb->tc, &off, &age_off);
         if (off > 0 && jb->patch) {
             jb->patch[jb->npatch].off = off;
@@ -719,6 +731,7 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
         atomic_init(&j->refs, 1);
         j->charged = 0;
         j->hb_gen = 0;
+        j->aged_mono = 0;
         j->npatch = 0;
         j->patch = NULL;
         j->len = 2;
@@ -727,39 +740,39 @@ ctl_snap_json(struct ctl_snap *s, const char *name, enum ctl_json_variant var)
     return j;
 }
 
+/* A view token: "<epoch, 16 hex digits>-<version>". */
+static void
+format_token(uint64_t epoch, uint64_t version, char *out, size_t cap)
+{
+    snprintf(out, cap, "%016" PRIx64 "-%" PRIu64, epoch, version);
+}
+
 void
 ctl_snap_token(const struct ctl_snap *s, char *out, size_t cap)
 {
-    snprintf(out, cap, "%016" PRIx64 "-%" PRIu64, s->epoch, s->version);
+    format_token(s->epoch, s->version, out, cap);
 }
 
 bool
 ctl_snap_since(const struct ctl_snap *s, const char *token, uint64_t *version_out)
 {
     uint64_t epoch = 0;
-    uint64_t ver = 0;
-    const char *p = token;
+    int64_t ver;
 
-    for (int i = 0; i < 16; i++, p++) {
-        int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+    for (int i = 0; i < 16; i++) {
+        int d = util_hexval((unsigned char)token[i]);
         if (d < 0) {
             return false;
         }
         epoch = epoch << 4 | (uint64_t)d;
     }
-    if (*p++ != '-' || *p < '0' || *p > '9') {
+    if (token[16] != '-' || util_parse_i64(token + 17, 0, INT64_MAX, &ver) != 0) {
         return false;
     }
-    for (int digits = 0; *p; p++, digits++) {
-        if (*p < '0' || *p > '9' || digits >= 19) {
-            return false;
-        }
-        ver = ver * 10 + (uint64_t)(*p - '0');
-    }
-    if (epoch != s->epoch || ver > s->version) {
+    if (epoch != s->epoch || (uint64_t)ver > s->version) {
         return false;
     }
-    *version_out = ver;
+    *version_out = (uint64_t)ver;
     return true;
 }
 
@@ -806,7 +819,7 @@ ctl_snap_delta_json(struct ctl_snap *s, uint64_t since, enum ctl_json_variant va
     buf_init(&b, cap);
     jw_init(&w, &b);
     jw_raw(&w, "{\"delta\":true,\"since\":\"");
-    snprintf(tok, sizeof(tok), "%016" PRIx64 "-%" PRIu64, s->epoch, since);
+    format_token(s->epoch, since, tok, sizeof(tok));
     jw_raw(&w, tok);
     jw_raw(&w, "\",\"version\":\"");
     ctl_snap_token(s, tok, sizeof(tok));
@@ -1151,6 +1164,7 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_s
         block = (char *)slab + slab->used;
         slab->used += bytes;
         atomic_fetch_add_explicit(&slab->refs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&slab->live, bytes, memory_order_relaxed);
     } else {
         slab = NULL;
         block = malloc(bytes);
@@ -1161,6 +1175,7 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_s
     s = (struct ctl_model_snap *)block;
     memset(s, 0, sizeof(*s));
     s->slab = slab;
+    s->bytes = bytes;
     block += ALIGN16(sizeof(*s));
     s->v = (struct ctl_snap_inst *)block;
     block += ALIGN16(m->n * sizeof(*s->v));
@@ -1260,8 +1275,21 @@ publish(struct ctl_view *v)
     if (!v->any_dirty && !v->structure_dirty) {
         return false;
     }
-    /* a publish that rebuilds many models (every full refresh) builds them
-     * in one mapping, given back whole once they are all replaced */
+    /* A mapping goes back to the kernel only with the last snapshot in it:
+     * the survivors of one that is mostly released (models that stopped
+     * changing) are rebuilt by the next publish too, so a mapping holds
+     * at most about twice the bytes its live snapshots use. */
+    for (size_t i = 0; i < v->nmodels; i++) {
+        struct vmodel *m = v->models[i];
+        if (!m->dirty && m->snap && m->snap->slab &&
+            atomic_load_explicit(&m->snap->slab->live, memory_order_relaxed) * 2 <
+                m->snap->slab->size) {
+            mark(v, m);
+        }
+    }
+    /* a publish that rebuilds many models (a full refresh that finds most
+     * loads moved) builds them in one mapping, given back whole once they
+     * are all replaced */
     size_t slab_bytes = ALIGN16(sizeof(struct ctl_snap_slab));
     for (size_t i = 0; i < v->nmodels; i++) {
         struct vmodel *m = v->models[i];
@@ -1273,6 +1301,7 @@ publish(struct ctl_view *v)
         slab = map_fresh(slab_bytes);
         if (slab) {
             atomic_init(&slab->refs, 1); /* this publish's, dropped below */
+            atomic_init(&slab->live, 0);
             slab->size = slab_bytes;
             slab->used = ALIGN16(sizeof(*slab));
         }
@@ -1618,10 +1647,12 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row 
              * ETags do not change. Heartbeat times and ages need no
              * rebuild: they are patched into the cached JSON (cached_json). */
             /* Ages are computed on the database clock of the model's
-             * snapshot: one whose offset moved (the database's clock was
-             * set) is rebuilt too. */
+             * snapshot: one whose offset moved by more than DRIFT_MS (the
+             * database's clock was set) is rebuilt too. Smaller moves are
+             * the reads' own durations (db now is taken when a statement
+             * starts, mono_end after its last row). */
             int64_t drift = m->snap ? m->snap->db_offset_ms - v->db_offset_ms : 0;
-            if (drift > 1000 || drift < -1000) {
+            if (drift > DRIFT_MS || drift < -DRIFT_MS) {
                 mark(v, m);
             }
             for (size_t i = 0; i < m->n && !m->dirty; i++) {

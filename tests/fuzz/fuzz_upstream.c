@@ -72,7 +72,7 @@ on_done(void *arg, enum hu_result res)
     FUZZ_ASSERT(!"hu_parser never calls on_done");
 }
 
-static const struct hu_callbacks cbs = {on_head, on_data, NULL, on_done};
+static const struct hu_callbacks cbs = {on_head, on_data, NULL, on_done, NULL};
 
 /* Feeds p[0..n) in pieces whose sizes come from `seed` (0: whole), then
  * the end of the connection if the answer is still open. */

@@ -583,6 +583,52 @@ test_full_refresh_rebuilds_changed_load_only(void)
     ctl_view_free(v);
 }
 
+/* Models that stop changing one after another would each keep the mapping
+ * of the publish that last rebuilt them: the survivors of a mapping that
+ * is mostly released are rebuilt, so the mappings stay within about twice
+ * what the snapshots use. */
+static void
+test_quiet_models_free_their_mapping(void)
+{
+    enum { N = 30000, MODELS = 60, ROUNDS = 8 };
+    static struct reg_instance rows[N];
+    struct ctl_view *v = view(100000, NULL);
+    char name[64];
+    char host[64];
+
+    CHECK(v);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "q%03d@llm", i % MODELS);
+        snprintf(host, sizeof(host), "10.%d.%d.%d", i / 65536, i / 256 % 256, i % 256);
+        rows[i] = row(name, host, 8000);
+    }
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
+    refresh(v, rows, N, true);
+    int64_t whole = ctl_view_mapped_bytes(); /* every model in one mapping */
+    CHECK(whole > 1024 * 1024);
+    int64_t most = whole;
+    for (int r = 1; r <= ROUNDS; r++) {
+        /* models from r * 5 on report new load; those below went quiet */
+        for (int i = 0; i < N; i++) {
+            rows[i].in_flight = i % MODELS >= r * 5 ? r : rows[i].in_flight;
+        }
+        refresh(v, rows, N, true);
+        int64_t now = ctl_view_mapped_bytes();
+        most = now > most ? now : most;
+    }
+    CHECK(most <= whole * 5 / 2);
+    /* and every instance is still listed, with its last load */
+    struct ctl_snap *s = ctl_view_acquire(v);
+    CHECK_EQ_INT(s->n_instances, N);
+    const struct ctl_model_snap *q59 = ctl_snap_model(s, "q059@llm");
+    const struct ctl_model_snap *q7 = ctl_snap_model(s, "q007@llm");
+    CHECK(q59 && q59->v[0].rec.in_flight == ROUNDS);
+    CHECK(q7 && q7->v[0].rec.in_flight == 1); /* quiet since round 2 */
+    ctl_snap_release(s);
+    ctl_view_free(v);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), 0);
+}
+
 static struct reg_op
 op_model(enum reg_op_kind kind, const char *model, int port)
 {
@@ -677,5 +723,6 @@ main(void)
     CHECK_RUN(test_heartbeat_listed_at_once);
     CHECK_RUN(test_versions_and_delta);
     CHECK_RUN(test_full_refresh_rebuilds_changed_load_only);
+    CHECK_RUN(test_quiet_models_free_their_mapping);
     return check_summary();
 }

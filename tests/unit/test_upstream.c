@@ -193,6 +193,7 @@ struct result {
     char ct[64];
     struct buf body;
     int flushes;
+    int connects; /* on_connected calls */
     bool done;
     enum hu_result r;
 };
@@ -232,7 +233,13 @@ on_done(void *arg, enum hu_result r)
     event_base_loopbreak(x->base);
 }
 
-static const struct hu_callbacks cbs = {on_head, on_data, on_flush, on_done};
+static void
+on_connected(void *arg)
+{
+    ((struct result *)arg)->connects++;
+}
+
+static const struct hu_callbacks cbs = {on_head, on_data, on_flush, on_done, on_connected};
 
 static void
 on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -311,6 +318,7 @@ test_keepalive_reuse(void)
     server_start(&s, base);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(roundtrip(p, s.port, &x, base), HU_OK);
+        CHECK_EQ_INT(x.connects, i == 0 ? 1 : 0); /* a handshake only on the new one */
         CHECK_EQ_INT(x.status, 200);
         CHECK_EQ_STR(x.ct, "application/json");
         CHECK_EQ_STR(buf_str(&x.body), "{\"ok\":true}");
@@ -516,7 +524,7 @@ ignore_data(void *arg, const char *p, size_t n)
     (void)n;
 }
 
-static const struct hu_callbacks count_cbs = {ignore_head, ignore_data, NULL, count_done};
+static const struct hu_callbacks count_cbs = {ignore_head, ignore_data, NULL, count_done, NULL};
 
 /* A port bound on every loopback address but not listening: connections
  * to it are refused at once. Returns the socket (close it after). */
@@ -679,6 +687,7 @@ test_connect_timeout(void)
     run(base, 3000);
     CHECK(x.done);
     CHECK_EQ_INT(x.r, HU_CONNECT_TIMEOUT);
+    CHECK_EQ_INT(x.connects, 0); /* no handshake: never told connected */
     buf_cleanup(&x.body);
     hu_pool_free(p);
     event_base_free(base);
