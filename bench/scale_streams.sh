@@ -34,6 +34,9 @@
 #   streams.worker_rss_per_stream_kib the worker's, in the direct pass
 #   streams.api_cpu_pct               apiserver CPU over its pass (100 = 1 core)
 #   streams.loadgen_cpu_pct           the generator's own CPU over that pass
+#   streams.api_retries_count         the apiserver's retries (a new connection
+#                                     after a connect timeout, another instance)
+#   streams.api_loop_stall_max_ms     its loops' longest lateness since start
 # Targets (issue 12): at 10,000 streams no error, <= 16 KiB per stream in
 # the apiserver, added time to first token p99 <= 2 ms.
 set -euo pipefail
@@ -148,6 +151,11 @@ for run in $(seq 1 "$BENCH_RUNS"); do
         a_t1=$(cpu_ticks "$apid")
         echo "bench:   direct: $d" >&2
         echo "bench:   apiserver: $r" >&2
+        # where the apiserver's tail goes: new connections retried after a
+        # connect timeout, and its loops' longest lateness
+        m=$(curl -sf -m 5 "http://127.0.0.1:$aport/metrics" || true)
+        a_retries=$(awk '/^roster_api_model_retries_total/ {s += $NF} END {printf "%d", s}' <<<"$m")
+        a_stall=$(awk '/^roster_loop_stall_max_seconds/ {if ($NF > x) x = $NF} END {printf "%.3f", x * 1000}' <<<"$m")
         stop_pair
 
         d_err=$(field errors "$d")
@@ -190,6 +198,8 @@ for run in $(seq 1 "$BENCH_RUNS"); do
         emit streams.worker_rss_per_stream_kib "$n" "$run" "$wrk_per"
         emit streams.api_cpu_pct "$n" "$run" "$api_cpu"
         emit streams.loadgen_cpu_pct "$n" "$run" "$gen_cpu"
+        emit streams.api_retries_count "$n" "$run" "$a_retries"
+        emit streams.api_loop_stall_max_ms "$n" "$run" "$a_stall"
         table+=("$(printf '%3d %7d %6d %6d %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %7.2f %7.2f %5.0f %5.0f' \
             "$run" "$n" "$r_err" "$d_err" "$tok" "$r_p50" "$r_p99" "$d_p50" "$d_p99" \
             "$add50" "$add99" "$api_per" "$wrk_per" "$api_cpu" "$gen_cpu")")
