@@ -9,7 +9,7 @@
 #      thirteen service tests, in valgrind (memcheck, leaks);
 #   3. the same suite built with ASan+UBSan; the controller's unit and
 #      service tests under ThreadSanitizer (scripts/tsan.sh); then every fuzz
-#      target run by libFuzzer (ASan+UBSan) for 45 s, two at a time
+#      target run by libFuzzer (ASan+UBSan) for 30 s, two at a time
 #      (tests/fuzz/run.sh: a crash, leak or hang fails the run and prints
 #      the reproducer); then `bench/run --quick`, a smoke run of every
 #      benchmark script and of the report they feed (no figure asserted);
@@ -34,7 +34,7 @@ step "release build"
 cmake -S . -B build -DROSTER_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 step "release tests"
-(cd build && ctest --output-on-failure --timeout 600)
+(cd build && ctest -j"$jobs" --output-on-failure --timeout 600)
 
 if [ "$quick" -eq 0 ]; then
     # valgrind: the unit and SQLite registry suites, and the controller
@@ -66,8 +66,8 @@ if [ "$quick" -eq 0 ]; then
     step "ThreadSanitizer: the controller's unit and service tests"
     scripts/tsan.sh
 
-    step "fuzzing: every target for 45 s, two at a time"
-    ROSTER_FUZZ_JOBS=2 tests/fuzz/run.sh 45
+    step "fuzzing: every target for 30 s, two at a time"
+    ROSTER_FUZZ_JOBS=2 tests/fuzz/run.sh 30
 
     # the benchmark scripts still work (no figure is asserted: speed is
     # measured by `bench/run`, never by a test); report under build-bench/quick
