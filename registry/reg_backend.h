@@ -27,7 +27,7 @@
 
 #include "registry.h"
 
-#define REG_BACKEND_OPS_VERSION 1
+#define REG_BACKEND_OPS_VERSION 2
 
 /* A block of the strings of collected rows (a list of them, reused). */
 struct reg_strblock {
@@ -76,6 +76,13 @@ struct reg_backend_ops {
     /* The connected socket, or -1 (optional; NULL for SQLite). The time
      * guard shuts it down when an attempt outlives its deadline. */
     int (*socket_fd)(struct reg_store *st);
+    /* settings (registry.h): one attempt each. settings_read appends rows
+     * with reg__settings_push only when the version differs from `have`
+     * (*version_out set either way); settings_write sets *applied. */
+    int (*settings_read)(struct reg_store *st, int64_t have, int64_t *version_out,
+                         struct reg_settings *rows);
+    int (*settings_write)(struct reg_store *st, int64_t expect, const struct reg_setting *w,
+                          size_t n, bool *applied);
 };
 
 /* One armed time guard (reg_store.c): while armed, a watchdog thread
@@ -116,6 +123,9 @@ void reg__set_err(struct reg_store *st, const char *fmt, ...) __attribute__((for
 int reg__rows_push(struct reg_rows *rows, const struct reg_instance *in);
 void reg__rows_reset(struct reg_rows *rows);
 void reg__rows_cleanup(struct reg_rows *rows);
+/* Appends a copy of a settings row (value of `vlen` bytes). REG_ENOMEM. */
+int reg__settings_push(struct reg_settings *s, const char *kind, const char *name,
+                       const char *value, size_t vlen, int64_t updated_ms);
 /* Whole seconds a connect may take now: the configured connect timeout,
  * cut to what is left before st->deadline_ms (rounded down, as Connector/C
  * counts whole seconds). 0: no time left for a connect. A call whose whole

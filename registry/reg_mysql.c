@@ -81,6 +81,11 @@ enum stmt_id {
     S_GET_LOCK,
     S_RELEASE_LOCK,
     S_MIGRATE_RECORD,
+    S_SET_VERSION,
+    S_SET_LIST,
+    S_SET_BUMP,
+    S_SET_UPSERT,
+    S_SET_DELETE,
     S_COUNT
 };
 
@@ -148,6 +153,14 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_RELEASE_LOCK] = "SELECT RELEASE_LOCK('roster_migrate')",
     [S_MIGRATE_RECORD] = "INSERT IGNORE INTO roster_schema_migrations (version, name, applied_at)"
                          " VALUES (?, ?, UTC_TIMESTAMP())",
+    [S_SET_VERSION] = "SELECT version FROM roster_settings_version WHERE id = 1",
+    [S_SET_LIST] = "SELECT kind, name, value, updated_ms FROM roster_settings ORDER BY kind, name",
+    [S_SET_BUMP] = "UPDATE roster_settings_version SET version = version + 1"
+                   " WHERE id = 1 AND version = ?",
+    [S_SET_UPSERT] = "INSERT INTO roster_settings (kind, name, value, updated_ms)"
+                     " VALUES (?, ?, ?, " NOW_MS ") ON DUPLICATE KEY UPDATE"
+                     " value = VALUES(value), updated_ms = VALUES(updated_ms)",
+    [S_SET_DELETE] = "DELETE FROM roster_settings WHERE kind = ? AND name = ?",
 };
 
 struct db_server {
@@ -1196,6 +1209,128 @@ be_ping(struct reg_store *st)
     return query(st, "SELECT 1");
 }
 
+/* ---- settings -------------------------------------------------------------- */
+
+/* The rows, between two reads of the version: under READ COMMITTED each
+ * statement sees its own snapshot, and a writer bumps the version in the
+ * transaction that changes rows, so equal versions around the rows mean
+ * the rows are those of that version. Otherwise a writer committed in
+ * between: REG_EBUSY, and reg_store.c tries again. */
+static int
+be_settings_read(struct reg_store *st, int64_t have, int64_t *version_out,
+                 struct reg_settings *rows)
+{
+    enum { CAP_KIND = 4 * REG_SETTING_KIND_MAX + 1, CAP_NAME = 4 * REG_SETTING_NAME_MAX + 1 };
+    MYSQL_STMT *s = NULL;
+    MYSQL_BIND rb[4];
+    unsigned long len[4] = {0};
+    my_bool null[4] = {0};
+    my_bool err[4] = {0};
+    char kind[CAP_KIND];
+    char name[CAP_NAME];
+    long long updated = 0;
+    long long v1 = 0;
+    long long v2 = 0;
+    char *value = NULL;
+    int fetched;
+    int rc = scalar(st, S_SET_VERSION, NULL, &v1);
+
+    *version_out = v1;
+    if (rc != REG_OK || v1 == have) {
+        return rc;
+    }
+    value = malloc(REG_SETTING_VALUE_MAX + 1);
+    if (!value) {
+        return REG_ENOMEM;
+    }
+    rc = prep(st, S_SET_LIST, &s);
+    if (rc == REG_OK) {
+        rc = execute(st, s, NULL, "settings list");
+    }
+    if (rc == REG_OK) {
+        memset(rb, 0, sizeof(rb));
+        void *bufs[4] = {kind, name, value, &updated};
+        unsigned long caps[4] = {CAP_KIND - 1, CAP_NAME - 1, REG_SETTING_VALUE_MAX, 0};
+        for (int i = 0; i < 4; i++) {
+            rb[i].buffer_type = i == 3 ? MYSQL_TYPE_LONGLONG : MYSQL_TYPE_STRING;
+            rb[i].buffer = bufs[i];
+            rb[i].buffer_length = caps[i];
+            rb[i].length = &len[i];
+            rb[i].is_null = &null[i];
+            rb[i].error = &err[i];
+        }
+        if (mysql_stmt_bind_result(s, rb) != 0 || mysql_stmt_store_result(s) != 0) {
+            rc = fail_stmt(st, s, "settings list");
+        }
+        while (rc == REG_OK && (fetched = mysql_stmt_fetch(s)) != MYSQL_NO_DATA) {
+            if (fetched == 1) {
+                rc = fail_stmt(st, s, "settings fetch");
+            } else if (fetched == MYSQL_DATA_TRUNCATED || len[0] >= CAP_KIND ||
+                       len[1] >= CAP_NAME || len[2] > REG_SETTING_VALUE_MAX) {
+                reg__set_err(st, "settings: a row is larger than roster writes");
+                rc = REG_EBACKEND;
+            } else {
+                kind[len[0]] = '\0';
+                name[len[1]] = '\0';
+                rc = reg__settings_push(rows, kind, name, value, len[2], (int64_t)updated);
+            }
+        }
+        mysql_stmt_free_result(s);
+    }
+    free(value);
+    if (rc == REG_OK) {
+        rc = scalar(st, S_SET_VERSION, NULL, &v2);
+    }
+    if (rc == REG_OK && v2 != v1) {
+        reg__set_err(st, "settings changed while being read");
+        rc = REG_EBUSY;
+    }
+    return rc;
+}
+
+static int
+be_settings_write(struct reg_store *st, int64_t expect, const struct reg_setting *w, size_t n,
+                  bool *applied)
+{
+    MYSQL_STMT *s = NULL;
+    MYSQL_BIND b[3];
+    int rc = query(st, "START TRANSACTION");
+
+    *applied = false;
+    if (rc == REG_OK) {
+        rc = prep(st, S_SET_BUMP, &s);
+    }
+    if (rc == REG_OK) {
+        memset(b, 0, sizeof(b));
+        bind_i64(&b[0], &expect);
+        rc = execute(st, s, b, "settings version");
+    }
+    if (rc == REG_OK && mysql_stmt_affected_rows(s) != 1) {
+        rollback(st, REG_EBUSY); /* the version moved: nothing written */
+        return REG_OK;
+    }
+    for (size_t i = 0; rc == REG_OK && i < n; i++) {
+        rc = prep(st, w[i].value ? S_SET_UPSERT : S_SET_DELETE, &s);
+        if (rc == REG_OK) {
+            memset(b, 0, sizeof(b));
+            bind_text(&b[0], w[i].kind);
+            bind_text(&b[1], w[i].name);
+            if (w[i].value) {
+                bind_text(&b[2], w[i].value);
+            }
+            rc = execute(st, s, b, "settings write");
+        }
+    }
+    if (rc == REG_OK) {
+        rc = query(st, "COMMIT");
+    }
+    if (rc != REG_OK) {
+        rollback(st, rc);
+    }
+    *applied = rc == REG_OK;
+    return rc;
+}
+
 /* ---- migrations ------------------------------------------------------------ */
 
 static int
@@ -1315,4 +1450,6 @@ const struct reg_backend_ops reg_mysql_ops = {
     .sweep = be_sweep,
     .ping = be_ping,
     .socket_fd = be_socket_fd,
+    .settings_read = be_settings_read,
+    .settings_write = be_settings_write,
 };

@@ -48,6 +48,11 @@ enum stmt_id {
     S_LIST_DELTA,
     S_SWEEP_MARK,
     S_SWEEP_GC,
+    S_SET_VERSION,
+    S_SET_LIST,
+    S_SET_BUMP,
+    S_SET_UPSERT,
+    S_SET_DELETE,
     S_COUNT
 };
 
@@ -103,6 +108,14 @@ static const char *const stmt_sql[S_COUNT] = {
                    " AND COALESCE(healthy, 0) = 1) AND (" NOW_MS
                    " - CAST(ROUND((julianday(COALESCE(last_heartbeat, gmt_modified))"
                    " - 2440587.5) * 86400000.0) AS INTEGER)) > ?1",
+    [S_SET_VERSION] = "SELECT version FROM roster_settings_version WHERE id = 1",
+    [S_SET_LIST] = "SELECT kind, name, value, updated_ms FROM roster_settings ORDER BY kind, name",
+    [S_SET_BUMP] = "UPDATE roster_settings_version SET version = version + 1"
+                   " WHERE id = 1 AND version = ?1",
+    [S_SET_UPSERT] = "INSERT INTO roster_settings (kind, name, value, updated_ms)"
+                     " VALUES (?1, ?2, ?3, " NOW_MS ") ON CONFLICT (kind, name) DO UPDATE SET"
+                     " value = excluded.value, updated_ms = excluded.updated_ms",
+    [S_SET_DELETE] = "DELETE FROM roster_settings WHERE kind = ?1 AND name = ?2",
 };
 
 struct sqlite_be {
@@ -405,6 +418,18 @@ run_op(struct reg_store *st, struct reg_op *op)
     return rc;
 }
 
+/* Ends a transaction that failed (keeping the error's text). */
+static void
+rollback(struct reg_store *st, int rc)
+{
+    if (rc != REG_OK && !sqlite3_get_autocommit(((struct sqlite_be *)st->be)->db)) {
+        char keep[sizeof(st->errmsg)];
+        memcpy(keep, st->errmsg, sizeof(keep));
+        (void)exec_simple(st, "ROLLBACK");
+        memcpy(st->errmsg, keep, sizeof(keep));
+    }
+}
+
 static int
 be_apply(struct reg_store *st, struct reg_op *ops, size_t n)
 {
@@ -417,12 +442,7 @@ be_apply(struct reg_store *st, struct reg_op *ops, size_t n)
     if (rc == REG_OK) {
         rc = exec_simple(st, "COMMIT");
     }
-    if (rc != REG_OK && !sqlite3_get_autocommit(((struct sqlite_be *)st->be)->db)) {
-        char keep[sizeof(st->errmsg)];
-        memcpy(keep, st->errmsg, sizeof(keep));
-        (void)exec_simple(st, "ROLLBACK");
-        memcpy(st->errmsg, keep, sizeof(keep));
-    }
+    rollback(st, rc);
     return rc;
 }
 
@@ -645,6 +665,100 @@ be_migrate_record(struct reg_store *st, int version, const char *name)
     return rc;
 }
 
+/* ---- settings ------------------------------------------------------------------ */
+
+static int
+settings_version(struct reg_store *st, int64_t *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = prep(st, S_SET_VERSION, &s);
+
+    if (rc != REG_OK) {
+        return rc;
+    }
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        rc = fail(st, "settings version");
+        sqlite3_reset(s);
+        return rc == REG_OK ? REG_ESCHEMA : rc;
+    }
+    *out = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return REG_OK;
+}
+
+/* One read transaction: the version, then (if it moved) every row. */
+static int
+be_settings_read(struct reg_store *st, int64_t have, int64_t *version_out,
+                 struct reg_settings *rows)
+{
+    sqlite3_stmt *s = NULL;
+    int code = SQLITE_DONE;
+    int rc = exec_simple(st, "BEGIN");
+
+    if (rc == REG_OK) {
+        rc = settings_version(st, version_out);
+    }
+    if (rc == REG_OK && *version_out != have) {
+        rc = prep(st, S_SET_LIST, &s);
+        while (rc == REG_OK && (code = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *v = (const char *)sqlite3_column_text(s, 2);
+            rc = reg__settings_push(rows, (const char *)sqlite3_column_text(s, 0),
+                                    (const char *)sqlite3_column_text(s, 1), v ? v : "",
+                                    (size_t)sqlite3_column_bytes(s, 2), sqlite3_column_int64(s, 3));
+        }
+        if (rc == REG_OK && code != SQLITE_DONE) {
+            rc = fail(st, "settings list");
+        }
+        if (s) {
+            sqlite3_reset(s);
+        }
+    }
+    if (rc == REG_OK) {
+        rc = exec_simple(st, "COMMIT");
+    }
+    rollback(st, rc);
+    return rc;
+}
+
+static int
+be_settings_write(struct reg_store *st, int64_t expect, const struct reg_setting *w, size_t n,
+                  bool *applied)
+{
+    struct sqlite_be *be = st->be;
+    sqlite3_stmt *s = NULL;
+    int rc = exec_simple(st, "BEGIN IMMEDIATE");
+
+    *applied = false;
+    if (rc == REG_OK) {
+        rc = prep(st, S_SET_BUMP, &s);
+    }
+    if (rc == REG_OK) {
+        sqlite3_bind_int64(s, 1, expect);
+        rc = step_done(st, s, "settings version");
+    }
+    if (rc == REG_OK && sqlite3_changes(be->db) != 1) {
+        (void)exec_simple(st, "ROLLBACK"); /* the version moved: nothing written */
+        return REG_OK;
+    }
+    for (size_t i = 0; rc == REG_OK && i < n; i++) {
+        rc = prep(st, w[i].value ? S_SET_UPSERT : S_SET_DELETE, &s);
+        if (rc == REG_OK) {
+            sqlite3_bind_text(s, 1, w[i].kind, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, w[i].name, -1, SQLITE_STATIC);
+            if (w[i].value) {
+                sqlite3_bind_text(s, 3, w[i].value, -1, SQLITE_STATIC);
+            }
+            rc = step_done(st, s, "settings write");
+        }
+    }
+    if (rc == REG_OK) {
+        rc = exec_simple(st, "COMMIT");
+    }
+    rollback(st, rc);
+    *applied = rc == REG_OK;
+    return rc;
+}
+
 const struct reg_backend_ops reg_sqlite_ops = {
     .version = REG_BACKEND_OPS_VERSION,
     .name = "sqlite",
@@ -661,4 +775,6 @@ const struct reg_backend_ops reg_sqlite_ops = {
     .list = be_list,
     .sweep = be_sweep,
     .ping = be_ping,
+    .settings_read = be_settings_read,
+    .settings_write = be_settings_write,
 };

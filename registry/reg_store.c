@@ -664,7 +664,15 @@ ensure_connected(struct reg_store *st, int64_t deadline)
     return rc;
 }
 
-enum call_kind { CALL_APPLY, CALL_LIST, CALL_SWEEP, CALL_PING, CALL_MIGRATE };
+enum call_kind {
+    CALL_APPLY,
+    CALL_LIST,
+    CALL_SWEEP,
+    CALL_PING,
+    CALL_MIGRATE,
+    CALL_SETTINGS_READ,
+    CALL_SETTINGS_WRITE
+};
 
 struct call {
     enum call_kind kind;
@@ -679,6 +687,12 @@ struct call {
     int *marked;
     int *deleted;
     bool hard; /* the caller's deadline: the attempt's I/O is guarded */
+    /* settings */
+    int64_t version;
+    int64_t *version_out;
+    struct reg_settings *settings;
+    const struct reg_setting *writes;
+    bool *applied;
 };
 
 static int
@@ -696,6 +710,11 @@ attempt(struct reg_store *st, struct call *c)
         return st->ops->ping(st);
     case CALL_MIGRATE:
         return reg__migrate(st);
+    case CALL_SETTINGS_READ:
+        reg_settings_free(c->settings);
+        return st->ops->settings_read(st, c->version, c->version_out, c->settings);
+    case CALL_SETTINGS_WRITE:
+        return st->ops->settings_write(st, c->version, c->writes, c->n, c->applied);
     }
     return REG_EINVAL;
 }
@@ -897,6 +916,102 @@ reg_ping(struct reg_store *st)
 {
     struct call c = {.kind = CALL_PING};
 
+    return run(st, &c, budget_deadline(st));
+}
+
+/* ---- settings ---------------------------------------------------------------- */
+
+int
+reg__settings_push(struct reg_settings *s, const char *kind, const char *name, const char *value,
+                   size_t vlen, int64_t updated_ms)
+{
+    struct reg_setting *r;
+
+    if (s->n % 16 == 0) {
+        struct reg_setting *v = realloc(s->v, (s->n + 16) * sizeof(*v));
+        if (!v) {
+            return REG_ENOMEM;
+        }
+        s->v = v;
+    }
+    r = &s->v[s->n];
+    r->kind = strdup(kind);
+    r->name = strdup(name);
+    r->value = malloc(vlen + 1);
+    r->updated_ms = updated_ms;
+    if (!r->kind || !r->name || !r->value) {
+        free(r->kind);
+        free(r->name);
+        free(r->value);
+        return REG_ENOMEM;
+    }
+    memcpy(r->value, value, vlen);
+    r->value[vlen] = '\0';
+    s->n++;
+    return REG_OK;
+}
+
+void
+reg_settings_free(struct reg_settings *s)
+{
+    for (size_t i = 0; s && i < s->n; i++) {
+        free(s->v[i].kind);
+        free(s->v[i].name);
+        free(s->v[i].value);
+    }
+    if (s) {
+        free(s->v);
+        memset(s, 0, sizeof(*s));
+    }
+}
+
+int
+reg_settings_read(struct reg_store *st, int64_t have_version, struct reg_settings *out,
+                  bool *changed_out)
+{
+    struct reg_settings rows = {0};
+    int64_t version = -1;
+    struct call c = {.kind = CALL_SETTINGS_READ,
+                     .version = have_version,
+                     .version_out = &version,
+                     .settings = &rows};
+    int rc = run(st, &c, budget_deadline(st));
+
+    *changed_out = false;
+    if (rc == REG_OK && version != have_version) {
+        reg_settings_free(out);
+        rows.version = version;
+        *out = rows;
+        *changed_out = true;
+        return REG_OK;
+    }
+    reg_settings_free(&rows);
+    return rc;
+}
+
+int
+reg_settings_write(struct reg_store *st, int64_t expect_version, const struct reg_setting *w,
+                   size_t n, bool *applied_out)
+{
+    struct call c = {.kind = CALL_SETTINGS_WRITE,
+                     .version = expect_version,
+                     .writes = w,
+                     .n = n,
+                     .applied = applied_out};
+
+    *applied_out = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!bounded_text(w[i].kind, REG_SETTING_KIND_MAX, false) ||
+            !bounded_text(w[i].name, REG_SETTING_NAME_MAX, false) ||
+            (w[i].value && strlen(w[i].value) > REG_SETTING_VALUE_MAX)) {
+            reg__set_err(st, "setting %zu: kind, name or value out of bounds", i);
+            return REG_EINVAL;
+        }
+    }
+    if (n == 0) {
+        *applied_out = true;
+        return REG_OK;
+    }
     return run(st, &c, budget_deadline(st));
 }
 

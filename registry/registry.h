@@ -277,6 +277,50 @@ REG_MUSTCHECK int reg_table_rows_until(struct reg_store *st, int64_t deadline_mo
 REG_MUSTCHECK int reg_sweep(struct reg_store *st, int64_t gc_after_ms, int *marked_out,
                             int *deleted_out);
 
+/* ---- cluster settings (tables roster_settings, roster_settings_version) ----
+ *
+ * Rows of (kind, name, value): value is a JSON document that the
+ * controller validates (the registry stores text). Every write bumps one
+ * version number in the same transaction, with a compare-and-set: a
+ * writer names the version it read, and a write over a version that moved
+ * meanwhile changes nothing (*applied_out false), so the caller re-reads
+ * and decides again. Readers poll the version and read every row when it
+ * moved (settings are few: keys, aliases, per-model documents). */
+#define REG_SETTING_KIND_MAX  16
+#define REG_SETTING_NAME_MAX  128
+#define REG_SETTING_VALUE_MAX 16384
+
+struct reg_setting {
+    char *kind;
+    char *name;
+    char *value;        /* JSON text; in a write NULL deletes the row */
+    int64_t updated_ms; /* read: database time of the row's last write */
+};
+
+/* Rows read at one version; strings owned (reg_settings_free). */
+struct reg_settings {
+    int64_t version;
+    struct reg_setting *v; /* sorted by kind, name */
+    size_t n;
+};
+
+/* Reads the version; when it differs from `have_version` (pass -1 to
+ * always read) reads every row too, consistently (the rows as of
+ * out->version) and sets *changed_out. `out` is replaced only when the
+ * version changed (free the old one first or pass a zeroed one).
+ * Blocks: yes. */
+REG_MUSTCHECK int reg_settings_read(struct reg_store *st, int64_t have_version,
+                                    struct reg_settings *out, bool *changed_out);
+void reg_settings_free(struct reg_settings *s); /* NULL-safe; leaves it zeroed */
+
+/* Writes `n` rows (upserts, or deletes where value is NULL) in one
+ * transaction if the version is still `expect_version`, which becomes
+ * expect_version + 1; otherwise writes nothing and sets *applied_out
+ * false. REG_EINVAL (nothing written) for a kind, name or value out of
+ * bounds. Blocks: yes. */
+REG_MUSTCHECK int reg_settings_write(struct reg_store *st, int64_t expect_version,
+                                     const struct reg_setting *w, size_t n, bool *applied_out);
+
 /* A cheap round trip to the database ("SELECT 1"), reconnecting if needed.
  * Returns REG_OK or REG_EUNAVAIL. Blocks: yes. */
 REG_MUSTCHECK int reg_ping(struct reg_store *st);

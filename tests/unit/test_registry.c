@@ -1541,6 +1541,78 @@ t_sqlite_locked(void)
     CHECK_EQ_INT(reg_migrate(st), REG_OK);
 }
 
+/* ---- cases: settings --------------------------------------------------------------- */
+
+/* Version compare-and-set, upsert, delete, bounds, and a second store
+ * seeing the first one's writes. */
+static void
+t_settings(void)
+{
+    struct reg_store *a = open_migrated();
+    struct reg_store *b = open_migrated();
+    struct reg_settings sa = {0};
+    struct reg_settings sb = {0};
+    bool changed = false;
+    bool applied = false;
+    char big[REG_SETTING_VALUE_MAX + 2];
+    struct reg_setting w[2] = {
+        {.kind = "key", .name = "team-a", .value = "{\"hash\":\"ab\"}"},
+        {.kind = "alias", .name = "gpt-4o", .value = "{\"models\":[\"m1\"]}"},
+    };
+
+    CHECK(a && b);
+    CHECK_EQ_INT(reg_settings_read(a, -1, &sa, &changed), REG_OK);
+    CHECK(changed);
+    CHECK_EQ_INT(sa.version, 0);
+    CHECK_EQ_INT(sa.n, 0);
+    /* unchanged: nothing read, `out` kept */
+    CHECK_EQ_INT(reg_settings_read(a, 0, &sa, &changed), REG_OK);
+    CHECK(!changed);
+    CHECK_EQ_INT(reg_settings_write(a, 0, w, 2, &applied), REG_OK);
+    CHECK(applied);
+    /* a writer that read version 0 too loses: nothing written */
+    w[0].value = "{\"hash\":\"cd\"}";
+    CHECK_EQ_INT(reg_settings_write(b, 0, w, 1, &applied), REG_OK);
+    CHECK(!applied);
+    CHECK_EQ_INT(reg_settings_read(b, 0, &sb, &changed), REG_OK);
+    CHECK(changed);
+    CHECK_EQ_INT(sb.version, 1);
+    CHECK_EQ_INT(sb.n, 2);
+    CHECK_EQ_STR(sb.v[0].kind, "alias"); /* sorted by kind, name */
+    CHECK_EQ_STR(sb.v[1].name, "team-a");
+    CHECK_EQ_STR(sb.v[1].value, "{\"hash\":\"ab\"}");
+    CHECK(sb.v[1].updated_ms > wall_ms() - 60000);
+    /* an upsert and a delete at version 1 */
+    w[1].value = NULL;
+    CHECK_EQ_INT(reg_settings_write(b, 1, w, 2, &applied), REG_OK);
+    CHECK(applied);
+    CHECK_EQ_INT(reg_settings_read(a, 0, &sa, &changed), REG_OK);
+    CHECK(changed);
+    CHECK_EQ_INT(sa.version, 2);
+    CHECK_EQ_INT(sa.n, 1);
+    CHECK_EQ_STR(sa.v[0].value, "{\"hash\":\"cd\"}");
+    /* out of bounds: nothing written, the version stays */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    w[0].value = big;
+    CHECK_EQ_INT(reg_settings_write(a, 2, w, 1, &applied), REG_EINVAL);
+    w[0].value = "{}";
+    w[0].kind = "";
+    CHECK_EQ_INT(reg_settings_write(a, 2, w, 1, &applied), REG_EINVAL);
+    CHECK_SQL_INT("SELECT version FROM roster_settings_version", 2);
+    /* a value at the bound round-trips */
+    big[REG_SETTING_VALUE_MAX] = '\0';
+    w[0].kind = "model";
+    w[0].value = big;
+    CHECK_EQ_INT(reg_settings_write(a, 2, w, 1, &applied), REG_OK);
+    CHECK(applied);
+    CHECK_EQ_INT(reg_settings_read(b, 2, &sb, &changed), REG_OK);
+    CHECK_EQ_INT(sb.n, 2);
+    CHECK_EQ_INT(strlen(sb.v[1].value), REG_SETTING_VALUE_MAX);
+    reg_settings_free(&sa);
+    reg_settings_free(&sb);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1574,6 +1646,7 @@ main(int argc, char **argv)
     RUN(t_concurrency);
     RUN(t_sweep);
     RUN(t_lock_wait);
+    RUN(t_settings);
     if (g_mysql) {
         RUN(t_mysql_kill);
         RUN(t_mysql_bad_password);
