@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "sha256.h"
 #include "util.h"
 
 static void
@@ -421,6 +422,38 @@ test_url_mask_passwords(void)
     }
 }
 
+/* FIPS 180-4's vectors (one block, two blocks, a million 'a'), and data
+ * fed in pieces across block boundaries. */
+static void
+test_sha256(void)
+{
+    char hex[SHA256_HEX];
+    static char million[1000000];
+    struct sha256 c;
+    uint8_t d1[SHA256_LEN];
+    uint8_t d2[SHA256_LEN];
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+
+    sha256_hex("abc", 3, hex);
+    CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sha256_hex("", 0, hex);
+    CHECK_EQ_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256_hex(two, strlen(two), hex);
+    CHECK_EQ_STR(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    memset(million, 'a', sizeof(million));
+    sha256_hex(million, sizeof(million), hex);
+    CHECK_EQ_STR(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    sha256_init(&c);
+    for (size_t i = 0; i < strlen(two); i += 7) {
+        sha256_update(&c, two + i, strlen(two) - i < 7 ? strlen(two) - i : 7);
+    }
+    sha256_final(&c, d1);
+    sha256_init(&c);
+    sha256_update(&c, two, strlen(two));
+    sha256_final(&c, d2);
+    CHECK(memcmp(d1, d2, SHA256_LEN) == 0);
+}
+
 int
 main(void)
 {
@@ -440,5 +473,6 @@ main(void)
     CHECK_RUN(test_deadline);
     CHECK_RUN(test_url_redact);
     CHECK_RUN(test_url_mask_passwords);
+    CHECK_RUN(test_sha256);
     return check_summary();
 }
