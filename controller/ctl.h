@@ -37,7 +37,9 @@
  *   - a snapshot's json_mu: ctl_snap_json (a pointer swap and a reference);
  *   - the writer's mu: ctl_writer_submit, ctl_writer_queue_len (link a job,
  *     read a count);
- *   - ctl_server.db.mu: /api/health copies the database state.
+ *   - ctl_server.db.mu: /api/health copies the database state;
+ *   - the settings' mu: ctl_settings_acquire (a pointer copy and a
+ *     reference), ctl_settings_submit (link a job).
  * The view's master lock (held by the refresher through a whole full
  * refresh: tens of ms with 100,000 instances) is never taken on a loop
  * thread; what a loop reads besides the snapshot is atomic
@@ -449,6 +451,65 @@ int ctl_refresher_start(struct ctl_refresher *r);
 void ctl_refresher_stop(struct ctl_refresher *r);
 void ctl_refresher_free(struct ctl_refresher *r);
 
+/* ---- cluster settings (ctl_settings.c, ctl_settings_api.c) -------------------- */
+
+/* The settings as one immutable document (reference-counted). */
+struct ctl_settings_doc {
+    _Atomic int refs;
+    int64_t version;
+    char *json; /* GET /api/roster/settings: every setting, key hashes included */
+    size_t len;
+    char *keys_json; /* GET /api/roster/keys: the keys without their hashes */
+    size_t keys_len;
+    char *aliases_json; /* GET /api/roster/aliases */
+    size_t aliases_len;
+    size_t nkeys, naliases;
+};
+
+enum ctl_set_op { CTL_SET_PUT, CTL_SET_CREATE, CTL_SET_DELETE, CTL_SET_REVOKE };
+
+/* A settings write from a loop thread: owned by that thread until
+ * ctl_settings_submit, by the settings thread until it posts `task` back
+ * to `loop`, then by the loop again, which replies and frees it. */
+struct ctl_set_job {
+    struct http_task task; /* completion, run on `loop` */
+    struct http_request *req;
+    struct http_loop *loop;
+    struct ctl_server *srv;
+    enum ctl_set_op op;
+    char kind[REG_SETTING_KIND_MAX + 1];
+    char name[REG_SETTING_NAME_MAX + 1];
+    char *value;     /* PUT, CREATE: the JSON to store (owned) */
+    char secret[64]; /* a created key, answered once (wiped with the job) */
+    int status;      /* settings thread: 200/201, or 404, 409, 422, 503 with err */
+    char err[256];
+    int64_t version; /* the settings version the write made */
+    struct ctl_set_job *next;
+};
+
+#define CTL_SETTINGS_MAX_QUEUE 256
+
+struct ctl_settings;
+
+int ctl_settings_new(struct ctl_server *srv, struct ctl_settings **out);
+/* A first read before serving (after the schema was migrated); a failure
+ * is logged and the thread keeps trying. */
+void ctl_settings_prime(struct ctl_settings *s);
+int ctl_settings_start(struct ctl_settings *s);
+/* Runs the writes queued, then stops (their completions are posted). */
+void ctl_settings_stop(struct ctl_settings *s);
+void ctl_settings_free(struct ctl_settings *s);
+/* Queues a write; false when the queue is full or stopping (reply 503). */
+bool ctl_settings_submit(struct ctl_settings *s, struct ctl_set_job *job);
+/* The current document with a reference, NULL before the first read.
+ * Any thread (a mutex held for a pointer copy). */
+struct ctl_settings_doc *ctl_settings_acquire(struct ctl_settings *s);
+void ctl_settings_doc_release(struct ctl_settings_doc *d); /* NULL-safe */
+/* The version of the current document, -1 before the first. Any thread. */
+int64_t ctl_settings_version(struct ctl_settings *s);
+
+extern const struct http_route ctl_settings_routes[];
+
 /* ---- the server (ctl_server.c, ctl_api.c) ----------------------------------- */
 
 struct ctl_db_state {
@@ -475,6 +536,8 @@ struct ctl_metrics {
     _Atomic uint64_t db_reconnects;
     _Atomic uint64_t db_retries;
     _Atomic int64_t watchers;
+    _Atomic uint64_t settings_writes; /* committed through this controller */
+    _Atomic uint64_t settings_errors; /* failed settings reads */
     struct metrics_hist commit_latency;
     struct metrics_hist write_latency;        /* enqueue to commit, per job */
     struct metrics_hist refresh_latency;      /* every table read (polls and full), read only */
@@ -492,6 +555,7 @@ struct ctl_server {
     struct ctl_view *view;
     struct ctl_writer *writer;
     struct ctl_refresher *refresher;
+    struct ctl_settings *settings;
     struct netaddr_list trusted;
     struct netaddr_list instance_nets;
     struct ctl_db_state db;

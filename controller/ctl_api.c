@@ -14,7 +14,9 @@
  *          when the routing state of the result changes, or 304 after SECS;
  *          every view=full answer names its view version (X-Roster-View),
  *          and since=<that token> asks for a delta: only the models whose
- *          routing changed since, and the names of all (docs/api.md)
+ *          routing changed since, and the names of all (docs/api.md);
+ *          settings=V (the settings version the watcher holds) answers as
+ *          soon as the version differs: X-Roster-Settings names it
  *   POST   /api/roster/instance            admin: {model_name, host, port, weight?, enabled?}
  *   GET    /metrics                        Prometheus text
  *
@@ -61,6 +63,7 @@ struct watcher {
     uint64_t etag;
     bool has_since; /* since= named a version of this view */
     uint64_t since;
+    int64_t settings; /* settings= : the settings version it holds (-1: not asked) */
     struct watcher *prev;
     struct watcher *next;
 };
@@ -316,15 +319,17 @@ etag_matches(const char *inm, uint64_t etag)
  * since that version when it is the smaller answer. view=full answers
  * carry the view's token (X-Roster-View) for the next since=. */
 static void
-reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
-           enum ctl_json_variant var, bool routable_only, bool has_since, uint64_t since)
+reply_list(struct http_request *req, struct ctl_server *srv, struct ctl_snap *snap,
+           const char *model, enum ctl_json_variant var, bool routable_only, bool has_since,
+           uint64_t since)
 {
     bool full_form = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
     bool use_full = true;
     struct ctl_json *json = NULL;
     char etag[24];
     char token[48];
-    char hdr[160];
+    char settings[48];
+    char hdr[224];
 
     if (has_since && full_form && !(model && *model)) {
         json = ctl_snap_delta_json(snap, since, var, &use_full);
@@ -343,8 +348,13 @@ reply_list(struct http_request *req, struct ctl_snap *snap, const char *model,
     if (full_form) {
         ctl_snap_token(snap, token, sizeof(token));
     }
-    snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n%s%s%s", etag,
-             token[0] ? "X-Roster-View: " : "", token, token[0] ? "\r\n" : "");
+    settings[0] = '\0';
+    if (full_form && ctl_settings_version(srv->settings) >= 0) {
+        snprintf(settings, sizeof(settings), "X-Roster-Settings: %lld\r\n",
+                 (long long)ctl_settings_version(srv->settings));
+    }
+    snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n%s%s%s%s", etag,
+             token[0] ? "X-Roster-View: " : "", token, token[0] ? "\r\n" : "", settings);
     http_reply_ref(req, 200, "application/json", json->data, json->len, hdr, json_done, json);
 }
 
@@ -399,7 +409,8 @@ on_watch_closed(struct http_request *req, void *arg)
 
 static bool
 park_watch(struct http_request *req, struct ctl_server *srv, const char *model, bool routable_only,
-           enum ctl_json_variant var, uint64_t etag, bool has_since, uint64_t since, int64_t wait_s)
+           enum ctl_json_variant var, uint64_t etag, bool has_since, uint64_t since,
+           int64_t settings, int64_t wait_s)
 {
     struct ctl_loop *cl = srv->loops[http_loop_index(http_req_loop(req))];
     struct watcher *w;
@@ -426,6 +437,7 @@ park_watch(struct http_request *req, struct ctl_server *srv, const char *model, 
     w->etag = etag;
     w->has_since = has_since;
     w->since = since;
+    w->settings = settings;
     w->next = cl->watchers;
     if (cl->watchers) {
         cl->watchers->prev = w;
@@ -448,6 +460,9 @@ h_list(struct http_request *req, void *arg)
     const char *view;
     const char *wait;
     const char *since_tok;
+    const char *settings_s;
+    int64_t settings = -1;
+    bool settings_moved;
     bool routable_only = false;
     bool has_since = false;
     uint64_t since = 0;
@@ -467,6 +482,7 @@ h_list(struct http_request *req, void *arg)
     view = query_get(&query, "view");
     wait = query_get(&query, "wait");
     since_tok = query_get(&query, "since");
+    settings_s = query_get(&query, "settings");
     if (model && *model && !ctl_valid_model_name(model)) {
         query_cleanup(&query);
         http_reply_error(req, 422, "invalid_request_error", "invalid_query",
@@ -475,11 +491,12 @@ h_list(struct http_request *req, void *arg)
     }
     if ((ho && *ho && util_parse_bool(ho, &routable_only) != 0) ||
         (view && *view && strcmp(view, "full") != 0 && strcmp(view, "compat") != 0) ||
-        (wait && *wait && util_parse_i64(wait, 0, srv->cfg->watch_max_secs, &wait_s) != 0)) {
+        (wait && *wait && util_parse_i64(wait, 0, srv->cfg->watch_max_secs, &wait_s) != 0) ||
+        (settings_s && *settings_s && util_parse_i64(settings_s, 0, INT64_MAX, &settings) != 0)) {
         query_cleanup(&query);
         http_reply_error(req, 422, "invalid_request_error", "invalid_query",
                          "bad query: healthy_only must be true/false, view 'full' or 'compat', "
-                         "wait 0..%lld seconds",
+                         "wait 0..%lld seconds, settings a version number",
                          (long long)srv->cfg->watch_max_secs);
         return;
     }
@@ -499,13 +516,17 @@ h_list(struct http_request *req, void *arg)
      * watcher that switched controllers just gets everything) */
     has_since = full && since_tok && *since_tok && ctl_snap_since(snap, since_tok, &since);
     etag = ctl_snap_etag(snap, model, routable_only);
-    if (etag_matches(http_req_header(req, "If-None-Match"), etag)) {
-        if (!(wait_s > 0 &&
-              park_watch(req, srv, model, routable_only, var, etag, has_since, since, wait_s))) {
+    /* a watcher holding older settings (settings=V) is answered at once:
+     * the answer's X-Roster-Settings tells it to fetch them */
+    settings_moved = full && settings >= 0 && ctl_settings_version(srv->settings) >= 0 &&
+                     ctl_settings_version(srv->settings) != settings;
+    if (!settings_moved && etag_matches(http_req_header(req, "If-None-Match"), etag)) {
+        if (!(wait_s > 0 && park_watch(req, srv, model, routable_only, var, etag, has_since, since,
+                                       full ? settings : -1, wait_s))) {
             reply_not_modified(req, etag);
         }
     } else {
-        reply_list(req, snap, model, var, routable_only, has_since, since);
+        reply_list(req, srv, snap, model, var, routable_only, has_since, since);
     }
     ctl_snap_release(snap);
     query_cleanup(&query);
@@ -554,9 +575,11 @@ on_view_changed_task(struct http_task *t)
     snap = ctl_view_acquire(cl->srv->view);
     for (struct watcher *w = cl->watchers; w; w = next) {
         next = w->next;
-        if (ctl_snap_etag(snap, w->model, w->routable_only) != w->etag) {
+        if (ctl_snap_etag(snap, w->model, w->routable_only) != w->etag ||
+            (w->settings >= 0 && ctl_settings_version(cl->srv->settings) != w->settings)) {
             http_req_on_close(w->req, NULL, NULL);
-            reply_list(w->req, snap, w->model, w->var, w->routable_only, w->has_since, w->since);
+            reply_list(w->req, cl->srv, snap, w->model, w->var, w->routable_only, w->has_since,
+                       w->since);
             watcher_unlink(w);
         }
     }
@@ -742,6 +765,14 @@ ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
     rc |= counter(b, "roster_db_retries_total",
                   "Database retries (deadlock, lock wait, lost connection).",
                   atomic_load(&m->db_retries));
+    rc |= gauge(b, "roster_settings_version",
+                "Version of the cluster settings this controller serves (-1: not read yet).",
+                (double)ctl_settings_version(srv->settings));
+    rc |= counter(b, "roster_settings_writes_total",
+                  "Settings changes committed through this controller.",
+                  atomic_load(&m->settings_writes));
+    rc |= counter(b, "roster_settings_read_errors_total", "Failed reads of the settings tables.",
+                  atomic_load(&m->settings_errors));
     rc |= counter(b, "roster_view_refreshes_total", "Reads of the registry table.",
                   atomic_load(&m->refreshes));
     rc |= counter(b, "roster_view_full_refreshes_total",

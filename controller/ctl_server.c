@@ -156,11 +156,15 @@ ctl_server_open(struct ctl_config *cfg, struct ctl_server **out)
         return EX_USAGE;
     }
     if (ctl_view_new(&vc, ctl_api_view_changed, srv, &srv->view) != 0 ||
-        ctl_writer_new(srv, &srv->writer) != 0 || ctl_refresher_new(srv, &srv->refresher) != 0) {
+        ctl_writer_new(srv, &srv->writer) != 0 || ctl_refresher_new(srv, &srv->refresher) != 0 ||
+        ctl_settings_new(srv, &srv->settings) != 0) {
         log_error("cannot set up the controller (out of memory or bad registry settings)");
         return EX_SOFTWARE;
     }
     code = prime(srv);
+    if (code == 0) {
+        ctl_settings_prime(srv->settings);
+    }
     return code;
 }
 
@@ -173,6 +177,12 @@ ctl_server_mount(struct ctl_server *srv, struct http_server *http)
         .guard = ctl_api_guard,
         .access_log = ctl_api_access_log,
         .on_drain = ctl_api_loop_drain,
+    };
+    const struct http_service settings_svc = {
+        .routes = ctl_settings_routes,
+        .arg = srv,
+        .guard = ctl_api_guard,
+        .access_log = ctl_api_access_log,
     };
 
     srv->http = http;
@@ -189,7 +199,7 @@ ctl_server_mount(struct ctl_server *srv, struct http_server *http)
             return EX_OSERR;
         }
     }
-    if (http_server_mount(http, &svc) != 0) {
+    if (http_server_mount(http, &svc) != 0 || http_server_mount(http, &settings_svc) != 0) {
         log_error("cannot mount the controller's routes");
         return EX_SOFTWARE;
     }
@@ -200,7 +210,7 @@ int
 ctl_server_start(struct ctl_server *srv)
 {
     if (ctl_view_start(srv->view) != 0 || ctl_writer_start(srv->writer) != 0 ||
-        ctl_refresher_start(srv->refresher) != 0) {
+        ctl_refresher_start(srv->refresher) != 0 || ctl_settings_start(srv->settings) != 0) {
         log_error("cannot start controller threads");
         return EX_OSERR;
     }
@@ -216,6 +226,7 @@ ctl_server_stop(struct ctl_server *srv)
     atomic_store(&srv->stopping, 1);
     /* stop every thread that may post to the loops before they are freed */
     ctl_refresher_stop(srv->refresher);
+    ctl_settings_stop(srv->settings); /* answers the settings writes queued */
     if (srv->view) {
         ctl_view_stop(srv->view);
     }
@@ -240,6 +251,7 @@ ctl_server_free(struct ctl_server *srv)
     }
     free(srv->loops);
     ctl_refresher_free(srv->refresher);
+    ctl_settings_free(srv->settings);
     ctl_writer_free(srv->writer);
     ctl_view_free(srv->view);
     netaddr_list_cleanup(&srv->trusted);
