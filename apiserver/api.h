@@ -207,6 +207,78 @@ struct api_inst *api_table_inst(struct api_table *t, const char *model, const ch
  * first). Any thread; never blocks for long. */
 struct api_table *api_latest_table(struct api_server *srv);
 
+/* ---- cluster settings (api_settings.c) ------------------------------------------
+ *
+ * API keys and model aliases from the controllers' settings (docs/settings.md),
+ * as one immutable, reference-counted snapshot the watcher thread replaces. */
+
+struct api_key {
+    char name[65];
+    char hash[65]; /* SHA-256 of the key, lowercase hex */
+    char prefix[17];
+    char **models; /* the models it may use; none: every model */
+    size_t nmodels;
+    int64_t expires_ms; /* epoch ms; 0: never */
+    int64_t revoked_ms; /* epoch ms; 0: not revoked */
+    int64_t rpm, tpm;   /* limits per minute; 0: none */
+    int priority;
+};
+
+struct api_alias {
+    char name[API_NAME_MAX + 1];
+    char **models; /* in order of preference */
+    size_t nmodels;
+};
+
+struct api_settings {
+    _Atomic int refs;
+    int64_t version;
+    struct api_key *keys; /* sorted by hash */
+    size_t nkeys;
+    struct api_alias *aliases; /* sorted by name */
+    size_t naliases;
+};
+
+/* Parses GET /api/roster/settings' document (one reference), or NULL with err. */
+struct api_settings *api_settings_parse(const char *json, size_t len, char *err, size_t errcap);
+void api_settings_unref(struct api_settings *s); /* NULL-safe */
+/* The current settings with a reference, or NULL before the first. Any
+ * thread (a mutex held for a pointer copy). */
+struct api_settings *api_settings_acquire(struct api_server *srv);
+int64_t api_settings_version(struct api_server *srv); /* -1: none yet */
+/* Replaces the current settings (takes the caller's reference). */
+void api_settings_publish(struct api_server *srv, struct api_settings *s);
+/* Fetches the settings from controller `ctl` (srv->ctl index) and
+ * publishes them. Blocks (bounded by --control_timeout_ms): the watcher
+ * thread only. 0, or -1 with a reason in err. */
+int api_settings_fetch(struct api_server *srv, size_t ctl, char *err, size_t errcap);
+/* The key whose hash is the hash of `bearer`, or NULL. */
+const struct api_key *api_settings_key(const struct api_settings *s, const char *bearer);
+/* True when key `k` (NULL: a --api_keys key or no key) may use `model`. */
+bool api_key_allows(const struct api_key *k, const char *model);
+/* The alias `name`, or NULL. */
+const struct api_alias *api_settings_alias(const struct api_settings *s, const char *name);
+
+/* Why a request with a key was refused (roster_api_key_rejected_total). */
+enum api_key_reject {
+    API_KEY_INVALID, /* no such key */
+    API_KEY_REVOKED,
+    API_KEY_EXPIRED,
+    API_KEY_MODEL, /* the key may not use the model */
+    API_KEY_REJECT_N
+};
+
+/* Per-key counters, kept for the life of the process by key name. */
+struct api_kstats {
+    char key[65];
+    _Atomic uint64_t requests; /* admitted */
+    _Atomic uint64_t rejected[API_KEY_REJECT_N];
+    struct api_kstats *next;
+};
+/* The counters of key `name` (created on first use; NULL when out of
+ * memory). Any thread. */
+struct api_kstats *api_kstats_get(struct api_server *srv, const char *name);
+
 /* ---- events (api_events.c) ----------------------------------------------------
  *
  * What changed, for operators: instances that joined, left, became
@@ -302,6 +374,11 @@ struct api_server {
     _Atomic uint64_t log_seq;  /* requests seen by the access log */
     pthread_mutex_t latest_mu; /* guards latest */
     struct api_table *latest;
+    pthread_mutex_t settings_mu; /* guards settings */
+    struct api_settings *settings;
+    pthread_mutex_t kstats_mu; /* guards the list (the counters are atomics) */
+    struct api_kstats *kstats;
+    _Atomic uint64_t key_invalid; /* requests with a key no setting or flag has */
 };
 
 /* Why an instance is not routed to when its address is outside
@@ -315,9 +392,13 @@ bool api_addr_allowed(const struct api_server *srv, const struct sockaddr *sa, u
 /* This loop's state for a request being handled (loop thread). */
 struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);
 
-/* True when the request carries one of --api_keys (or none are set);
+/* True when the request carries one of --api_keys or a key of the
+ * settings that is neither revoked nor expired (or no key exists at all);
  * otherwise replies 401 in OpenAI's shape and returns false. Loop thread. */
 bool api_check_key(struct api_server *srv, struct http_request *req);
+/* After api_check_key, once the model is known: false (having replied
+ * 403) when the request's key may not use `model`. Loop thread. */
+bool api_check_key_model(struct api_server *srv, struct http_request *req, const char *model);
 
 /* The API server's own /metrics samples (per model and instance), without
  * the HTTP server's. Loop thread (it reads that loop's table). 0 or -1. */

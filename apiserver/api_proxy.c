@@ -906,7 +906,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->start_us = now_us();
     px->deadline_us = px->start_us + srv->cfg->request_timeout_ms * 1000; /* all attempts */
     name = parse(req, &root, &px->stream, px->key, &px->keylen);
-    if (!name) {
+    if (!name || !api_check_key_model(srv, req, name)) {
         goto fail;
     }
     if (!l->table) {

@@ -53,28 +53,117 @@ api_mstats_get(struct api_server *srv, const char *model)
 
 /* ---- authentication --------------------------------------------------------------- */
 
-bool
-api_check_key(struct api_server *srv, struct http_request *req)
+struct api_kstats *
+api_kstats_get(struct api_server *srv, const char *name)
 {
-    const char *auth;
-    const char *key = NULL;
+    struct api_kstats *k;
 
-    if (srv->nkeys == 0) {
-        return true;
+    pthread_mutex_lock(&srv->kstats_mu);
+    for (k = srv->kstats; k && strcmp(k->key, name) != 0; k = k->next) {
     }
-    auth = http_req_header(req, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        key = auth + 7;
+    if (!k && (k = calloc(1, sizeof(*k)))) {
+        util_strlcpy(k->key, name, sizeof(k->key));
+        k->next = srv->kstats;
+        srv->kstats = k;
     }
+    pthread_mutex_unlock(&srv->kstats_mu);
+    return k;
+}
+
+static void
+count_reject(struct api_server *srv, const struct api_key *k, enum api_key_reject why)
+{
+    struct api_kstats *ks = k ? api_kstats_get(srv, k->name) : NULL;
+
+    if (ks) {
+        atomic_fetch_add(&ks->rejected[why], 1);
+    } else {
+        atomic_fetch_add(&srv->key_invalid, 1);
+    }
+}
+
+/* The bearer token of a request, or NULL. */
+static const char *
+bearer_of(struct http_request *req)
+{
+    const char *auth = http_req_header(req, "Authorization");
+
+    return auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
+}
+
+static bool
+flag_key(const struct api_server *srv, const char *key)
+{
     for (size_t i = 0; key && i < srv->nkeys; i++) {
         if (util_ct_equal(key, strlen(key), srv->keys[i], strlen(srv->keys[i]))) {
             return true;
         }
     }
-    http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
-                     key ? "incorrect API key provided"
-                         : "no API key provided (Authorization: Bearer KEY)");
     return false;
+}
+
+bool
+api_check_key(struct api_server *srv, struct http_request *req)
+{
+    struct api_settings *s = api_settings_acquire(srv);
+    const char *key = bearer_of(req);
+    const struct api_key *k = NULL;
+    bool ok = false;
+
+    if ((srv->nkeys == 0 && (!s || s->nkeys == 0)) || flag_key(srv, key)) {
+        api_settings_unref(s);
+        return true;
+    }
+    if (key) {
+        k = api_settings_key(s, key);
+    }
+    if (!key) {
+        http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
+                         "no API key provided (Authorization: Bearer KEY)");
+    } else if (!k) {
+        count_reject(srv, NULL, API_KEY_INVALID);
+        http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
+                         "incorrect API key provided");
+    } else if (k->revoked_ms > 0) {
+        count_reject(srv, k, API_KEY_REVOKED);
+        http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
+                         "the API key '%s' (%s...) has been revoked", k->name, k->prefix);
+    } else if (k->expires_ms > 0 && util_wall_ms() >= k->expires_ms) {
+        count_reject(srv, k, API_KEY_EXPIRED);
+        http_reply_error(req, 401, "invalid_request_error", "invalid_api_key",
+                         "the API key '%s' (%s...) has expired", k->name, k->prefix);
+    } else {
+        struct api_kstats *ks = api_kstats_get(srv, k->name);
+        if (ks) {
+            atomic_fetch_add(&ks->requests, 1);
+        }
+        ok = true;
+    }
+    api_settings_unref(s);
+    return ok;
+}
+
+bool
+api_check_key_model(struct api_server *srv, struct http_request *req, const char *model)
+{
+    struct api_settings *s;
+    const char *key = bearer_of(req);
+    const struct api_key *k;
+    bool ok;
+
+    if (!key || flag_key(srv, key)) {
+        return true;
+    }
+    s = api_settings_acquire(srv);
+    k = api_settings_key(s, key);
+    ok = api_key_allows(k, model);
+    if (!ok) {
+        count_reject(srv, k, API_KEY_MODEL);
+        http_reply_error(req, 403, "permission_error", "model_not_allowed",
+                         "the API key '%s' may not use the model '%s'", k->name, model);
+    }
+    api_settings_unref(s);
+    return ok;
 }
 
 static bool
@@ -358,6 +447,50 @@ write_stat(struct buf *b, const char *name, const char *lab, const struct api_st
     return 0;
 }
 
+static const char *const key_reject_names[API_KEY_REJECT_N] = {"invalid", "revoked", "expired",
+                                                               "model"};
+
+static int
+write_key_metrics(struct api_server *srv, struct buf *b)
+{
+    char lab[LABELS_MAX];
+    int rc = 0;
+
+    rc |= metrics_header(b, "roster_api_settings_version", "gauge",
+                         "Version of the cluster settings in force here (-1: none yet).");
+    rc |= metrics_sample(b, "roster_api_settings_version", NULL, (double)api_settings_version(srv));
+    rc |= metrics_header(b, "roster_api_key_requests_total", "counter",
+                         "Requests admitted with an API key of the settings, by key name.");
+    pthread_mutex_lock(&srv->kstats_mu);
+    for (struct api_kstats *k = srv->kstats; k; k = k->next) {
+        lab[0] = '\0';
+        rc |= metrics_label_add(lab, sizeof(lab), "key", k->key);
+        rc |= metrics_sample(b, "roster_api_key_requests_total", lab,
+                             (double)atomic_load(&k->requests));
+    }
+    pthread_mutex_unlock(&srv->kstats_mu);
+    rc |= metrics_header(b, "roster_api_key_rejected_total", "counter",
+                         "Requests refused for their API key, by key name and reason (invalid: "
+                         "no such key, key=\"\").");
+    lab[0] = '\0';
+    rc |= metrics_label_add(lab, sizeof(lab), "key", "");
+    rc |= metrics_label_add(lab, sizeof(lab), "reason", "invalid");
+    rc |= metrics_sample(b, "roster_api_key_rejected_total", lab,
+                         (double)atomic_load(&srv->key_invalid));
+    pthread_mutex_lock(&srv->kstats_mu);
+    for (struct api_kstats *k = srv->kstats; k; k = k->next) {
+        for (int r = API_KEY_REVOKED; r < API_KEY_REJECT_N; r++) {
+            lab[0] = '\0';
+            rc |= metrics_label_add(lab, sizeof(lab), "key", k->key);
+            rc |= metrics_label_add(lab, sizeof(lab), "reason", key_reject_names[r]);
+            rc |= metrics_sample(b, "roster_api_key_rejected_total", lab,
+                                 (double)atomic_load(&k->rejected[r]));
+        }
+    }
+    pthread_mutex_unlock(&srv->kstats_mu);
+    return rc;
+}
+
 int
 api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
 {
@@ -394,6 +527,7 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
     rc |= metrics_header(b, "roster_api_errors_total", "counter",
                          "Requests that failed before a model was found, by class.");
     rc |= write_stat(b, "roster_api_errors_total", "model=\"\"", &srv->total, NULL, ST_ERRORS);
+    rc |= write_key_metrics(srv, b);
     return rc ? -1 : 0;
 }
 
@@ -511,6 +645,8 @@ api_server_new(struct api_config *cfg, struct api_server **out)
     pthread_mutex_init(&srv->mstats_mu, NULL);
     pthread_mutex_init(&srv->ev_mu, NULL);
     pthread_mutex_init(&srv->latest_mu, NULL);
+    pthread_mutex_init(&srv->settings_mu, NULL);
+    pthread_mutex_init(&srv->kstats_mu, NULL);
     srv->events = calloc(API_EVENTS_MAX, sizeof(*srv->events));
     srv->cfg = cfg;
     srv->started_mono_ms = util_mono_ms();
@@ -614,10 +750,18 @@ api_server_free(struct api_server *srv)
         free(srv->keys[i]);
     }
     free(srv->keys);
+    while (srv->kstats) {
+        struct api_kstats *k = srv->kstats;
+        srv->kstats = k->next;
+        free(k);
+    }
     api_table_unref(srv->latest);
+    api_settings_unref(srv->settings);
     netaddr_list_cleanup(&srv->inst_nets);
     free(srv->events);
     pthread_mutex_destroy(&srv->latest_mu);
+    pthread_mutex_destroy(&srv->settings_mu);
+    pthread_mutex_destroy(&srv->kstats_mu);
     pthread_mutex_destroy(&srv->ev_mu);
     pthread_mutex_destroy(&srv->mstats_mu);
     free(srv);

@@ -99,8 +99,10 @@ struct api_watch {
     struct api_inst **known; /* sorted by (model, host, port); one reference each */
     size_t nknown;
     uint64_t version;
-    bool first_list; /* no table built yet: no per-instance events */
-    size_t nevents;  /* events reported for the list being taken */
+    bool first_list;      /* no table built yet: no per-instance events */
+    size_t nevents;       /* events reported for the list being taken */
+    int64_t settings;     /* the settings version in force (-1: none yet): settings= */
+    bool settings_warned; /* a failed settings fetch was logged (until one succeeds) */
 };
 
 /* ---- tables and instances ---------------------------------------------------- */
@@ -738,7 +740,8 @@ struct call {
     struct api_watch *w;
     struct buf body;
     char etag[128];
-    char view[64]; /* X-Roster-View: the answer's view token ("": none, or not a token) */
+    char view[64];    /* X-Roster-View: the answer's view token ("": none, or not a token) */
+    int64_t settings; /* X-Roster-Settings: the controller's settings version (-1: none) */
 };
 
 static size_t
@@ -768,6 +771,22 @@ on_header(char *p, size_t size, size_t n, void *arg)
         c->view[0] = '\0';
         if (b - a < sizeof(c->view) && strspn(p + a, "0123456789abcdef-") >= b - a) {
             snprintf(c->view, sizeof(c->view), "%.*s", (int)(b - a), p + a);
+        }
+    } else if (len > 18 && strncasecmp(p, "X-Roster-Settings:", 18) == 0) {
+        char num[24];
+        size_t a = 18, b = len;
+        int64_t v;
+        while (a < b && (p[a] == ' ' || p[a] == '\t')) {
+            a++;
+        }
+        while (b > a && (p[b - 1] == '\r' || p[b - 1] == '\n' || p[b - 1] == ' ')) {
+            b--;
+        }
+        if (b - a < sizeof(num)) {
+            snprintf(num, sizeof(num), "%.*s", (int)(b - a), p + a);
+            if (util_parse_i64(num, 0, INT64_MAX, &v) == 0) {
+                c->settings = v;
+            }
         }
     }
     return len;
@@ -864,7 +883,7 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
 {
     const struct api_config *cfg = w->srv->cfg;
     struct curl_slist *hl = NULL, *probe_hl = NULL, *n;
-    char url[700], probe_url[700], inm[160], secret[600];
+    char url[700], probe_url[700], inm[160], secret[600], settings[40] = "";
     long status = -1;
     CURL *h = curl_easy_init();
     CURLM *m = curl_multi_init();
@@ -877,11 +896,15 @@ watch_call(struct api_watch *w, int ctl, struct call *c, char *err, size_t errca
         snprintf(err, errcap, "cannot create a curl handle");
         goto out;
     }
+    if (w->settings >= 0) {
+        /* the settings version held: the watch answers when it moves */
+        snprintf(settings, sizeof(settings), "&settings=%lld", (long long)w->settings);
+    }
     if (w->etag[0]) {
         /* with the view token of the table held: a change comes as a delta */
-        snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld%s%s",
+        snprintf(url, sizeof(url), "%s/api/controller/models?view=full&wait=%lld%s%s%s",
                  w->srv->ctl[ctl], (long long)cfg->watch_wait_secs, w->view[0] ? "&since=" : "",
-                 w->view);
+                 w->view, settings);
     } else {
         snprintf(url, sizeof(url), "%s/api/controller/models?view=full", w->srv->ctl[ctl]);
     }
@@ -1213,7 +1236,7 @@ watch_main(void *arg)
     bool warned = false;
 
     while (!atomic_load(&w->stop)) {
-        struct call c = {.w = w};
+        struct call c = {.w = w, .settings = -1};
         char err[256] = "";
         long st;
 
@@ -1243,6 +1266,24 @@ watch_main(void *arg)
             st = -1;
         }
         buf_cleanup(&c.body);
+        if (st == 200 && c.settings >= 0 && c.settings != w->settings) {
+            /* the settings moved: fetch them from the same controller */
+            char serr[256];
+            if (api_settings_fetch(w->srv, (size_t)w->cur, serr, sizeof(serr)) == 0) {
+                w->settings = api_settings_version(w->srv);
+                w->settings_warned = false;
+            } else {
+                if (!w->settings_warned) {
+                    log_warn("controller %s: the settings (version %lld) could not be read: %s; "
+                             "retrying every second with the old ones in force",
+                             w->srv->ctl_shown[w->cur], (long long)c.settings, serr);
+                    w->settings_warned = true;
+                }
+                if (wait_ms(w, 1000)) {
+                    break;
+                }
+            }
+        }
         if (st == 200 || st == 304) {
             if (warned) {
                 log_info("watching %s", w->srv->ctl_shown[w->cur]);
@@ -1304,6 +1345,7 @@ api_watch_start(struct api_server *srv, char *err, size_t errcap)
     }
     w->srv = srv;
     w->first_list = true;
+    w->settings = -1;
     w->cur = (int)util_random_below(srv->nctl);
     util_strlcpy(w->st.current, srv->ctl[w->cur], sizeof(w->st.current));
     pthread_mutex_init(&w->mu, NULL);
