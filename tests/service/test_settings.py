@@ -1,0 +1,213 @@
+"""Cluster settings as data (docs/settings.md): API keys created, listed and
+revoked through any controller of three on one MariaDB database, in force
+on three apiservers (each watching a different controller) within 1 s, with
+no restart; a request in flight when its key is revoked completes; the
+database and every log hold no key in clear; expiry, model limits, keys
+from --api_keys beside them; bad input and missing secrets refused.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import harness as h  # noqa: E402
+from test_apiserver import apiserver  # noqa: E402
+
+IN_FORCE_S = 1.0  # a change through one controller is in force on every apiserver within this
+SECRET = "settings-test-secret"
+SECRET_ENV = {"ROSTER_CLUSTER_SECRET": SECRET}
+ADMIN = {"X-Roster-Secret": SECRET}
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def cluster(t, api_args=()):
+    """Three controllers on one database, a worker, an apiserver per controller.
+    Only the secret authorises settings (no trusted network)."""
+    db = t.mysql_database()
+    closed = ["--trusted_networks", ""]
+    ctls = [t.controller(f"c{i}", db=db, args=closed, env=SECRET_ENV) for i in (1, 2, 3)]
+    t.start("w1", ["start", "worker", "--model_name", "tiny", "--host", "127.0.0.1",
+                   "--controller_addr", ctls[0].url, "--heartbeat_interval", "0.5",
+                   "--decode_delay_ms", "40"], env=SECRET_ENV)
+    apis = [apiserver(t, [c], args=list(api_args), env=SECRET_ENV, name=f"api{i}")
+            for i, c in enumerate(ctls, 1)]
+    for a in apis:
+        h.wait_until(lambda a=a: models_status(a, {}) in (200, 401) and routable(a), 10,
+                     what=f"{a.name} routes tiny")
+    return db, ctls, apis
+
+
+def routable(a):
+    r = h.request("GET", a.url + "/api/health")
+    return r.status == 200 and r.json().get("table", {}).get("routable", 0) >= 1
+
+
+def models_status(a, headers):
+    return h.request("GET", a.url + "/v1/models", headers=headers).status
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def create_key(ctl, body, status=201):
+    r = h.request("POST", ctl.url + "/api/roster/keys", body=json.dumps(body).encode(),
+                  headers=ADMIN)
+    h.eq(r.status, status, f"create key {body}: {r}")
+    return r.json()
+
+
+def time_until_all(apis, cond, timeout=5.0):
+    """Seconds until cond(api) holds on every apiserver (polled together)."""
+    t0 = time.monotonic()
+    pending = list(apis)
+    while pending:
+        pending = [a for a in pending if not cond(a)]
+        if not pending:
+            break
+        if time.monotonic() - t0 > timeout:
+            raise h.Failure(f"not in force on {[a.name for a in pending]} after {timeout}s")
+        time.sleep(0.01)  # polling interval, not a readiness wait
+    return time.monotonic() - t0
+
+
+def open_stream(a, headers, max_tokens):
+    body = dict(CHAT, stream=True, max_tokens=max_tokens)
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers)
+    return h.Background(lambda: h.request("POST", a.url + "/v1/chat/completions",
+                                          body=json.dumps(body).encode(), headers=hdrs,
+                                          timeout=20))
+
+
+def test_keys_everywhere_within_a_second(t):
+    db, ctls, apis = cluster(t)
+    # before any key exists the API is open (as with no --api_keys)
+    for a in apis:
+        h.eq(models_status(a, {}), 200, f"{a.name} open before any key")
+    made = create_key(ctls[0], {"name": "team-a"})
+    key = made["key"]
+    h.check(key.startswith("sk-roster-") and len(key) == 50, f"key shape: {key[:12]}...")
+    h.eq(made["prefix"], key[:16])
+    h.check("hash" not in made, "the answer holds no hash")
+    dt = time_until_all(apis, lambda a: models_status(a, bearer(key)) == 200)
+    h.check(dt < IN_FORCE_S, f"a key created through c1 works everywhere after {dt:.2f}s")
+    for a in apis:
+        h.eq(models_status(a, {}), 401, f"{a.name}: keys exist, so a request without one")
+        h.eq(models_status(a, bearer(key + "x")), 401, f"{a.name}: a wrong key")
+        r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(CHAT).encode(),
+                      headers=bearer(key))
+        h.eq(r.status, 200, f"{a.name} chat with the key: {r}")
+    # listed through another controller, without its hash
+    r = h.request("GET", ctls[2].url + "/api/roster/keys", headers=ADMIN)
+    h.eq(r.status, 200, f"{r}")
+    listed = {k["name"]: k for k in r.json()}
+    h.check("team-a" in listed and "hash" not in listed["team-a"], f"listed: {listed}")
+    h.eq(listed["team-a"]["prefix"], key[:16])
+
+    # revoked through c3 while a stream runs on api1: the stream completes,
+    # new requests are refused everywhere within 1 s
+    admitted = h.metric_sample(apis[0].url, "roster_api_key_requests_total", {"key": "team-a"})
+    s = open_stream(apis[0], bearer(key), max_tokens=25)
+    h.wait_until(lambda: h.metric_sample(apis[0].url, "roster_api_key_requests_total",
+                                         {"key": "team-a"}) > admitted, 5,
+                 what="the stream admitted")
+    time.sleep(0.3)  # the stream is under way (25 tokens at 40 ms)
+    r = h.request("DELETE", ctls[2].url + "/api/roster/keys?name=team-a", headers=ADMIN)
+    h.eq(r.status, 200, f"revoke: {r}")
+    h.check(r.json().get("revoked") is True, f"{r}")
+    dt = time_until_all(apis, lambda a: models_status(a, bearer(key)) == 401)
+    h.check(dt < IN_FORCE_S, f"a key revoked through c3 refused everywhere after {dt:.2f}s")
+    got = s.result(20)
+    h.eq(got.status, 200, f"the stream in flight: {got}")
+    h.check(got.body.rstrip().endswith(b"data: [DONE]"), f"the stream completed: {got.body[-200:]}")
+    r = h.request("GET", apis[1].url + "/v1/models", headers=bearer(key))
+    h.check(b"revoked" in r.body, f"the refusal says why: {r}")
+    h.eq(h.metric_sample(apis[1].url, "roster_api_key_rejected_total",
+                         {"key": "team-a", "reason": "revoked"}) >= 1, True)
+
+    # the database and the logs hold no key in clear
+    dump = "\n".join("\t".join(row) for row in h.sql("SELECT * FROM roster_settings", db))
+    h.check(key not in dump and key[16:] not in dump, "the settings table holds no key")
+    h.check(made["prefix"] in dump, "it holds the key's prefix (to tell keys apart)")
+    for p in t.procs:
+        log = p.logs()
+        h.check(key[16:] not in log, f"{p.name}'s log holds no key")
+
+    # a purged key is gone from the list; the name is free again
+    r = h.request("DELETE", ctls[1].url + "/api/roster/keys?name=team-a&purge=true", headers=ADMIN)
+    h.eq(r.status, 200, f"purge: {r}")
+    r = h.request("GET", ctls[1].url + "/api/roster/keys", headers=ADMIN)
+    h.eq(r.json(), [], "no key left (read back through the controller that wrote)")
+    dt = time_until_all(ctls, lambda c: h.request("GET", c.url + "/api/roster/keys",
+                                                  headers=ADMIN).json() == [])
+    h.check(dt < IN_FORCE_S, f"the purge listed by every controller after {dt:.2f}s")
+    create_key(ctls[0], {"name": "team-a"})
+
+
+def test_key_limits_and_expiry(t):
+    db, ctls, apis = cluster(t, api_args=["--api_keys", "flag-key-1"])
+    only = create_key(ctls[1], {"name": "only-tiny", "models": ["tiny"]})["key"]
+    other = create_key(ctls[2], {"name": "other", "models": ["not-tiny"]})["key"]
+    soon = create_key(ctls[0], {"name": "soon", "expires_at": int(time.time()) + 2})["key"]
+    time_until_all(apis, lambda a: models_status(a, bearer(soon)) == 200)
+    for a in apis:
+        r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(CHAT).encode(),
+                      headers=bearer(only))
+        h.eq(r.status, 200, f"{a.name}: a key limited to tiny uses tiny: {r}")
+        r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(CHAT).encode(),
+                      headers=bearer(other))
+        h.check_error(r.status, r.body, 403, "a key limited to another model")
+        h.eq(r.json()["error"]["code"], "model_not_allowed")
+        # --api_keys keep working beside the keys of the settings
+        h.eq(models_status(a, bearer("flag-key-1")), 200, f"{a.name}: a --api_keys key")
+    h.wait_until(lambda: models_status(apis[2], bearer(soon)) == 401, 5, what="expiry")
+    r = h.request("GET", apis[2].url + "/v1/models", headers=bearer(soon))
+    h.check(b"expired" in r.body, f"{r}")
+
+
+def test_settings_bad_input(t):
+    db = t.mysql_database()
+    c = t.controller("c1", db=db, args=["--trusted_networks", ""], env=SECRET_ENV)
+    u = c.url
+    # the secret is required for every settings route, reads included
+    for method, path in [("GET", "/api/roster/settings"), ("GET", "/api/roster/keys"),
+                         ("POST", "/api/roster/keys"), ("DELETE", "/api/roster/keys?name=a"),
+                         ("PUT", "/api/roster/aliases"), ("GET", "/api/roster/aliases")]:
+        r = h.request(method, u + path, body=b"{}" if method in ("POST", "PUT") else None)
+        h.check_error(r.status, r.body, 401, f"{method} {path} without the secret")
+    cases = [
+        (b"{", 400), (b"[]", 422), (b'{"name":""}', 422), (b'{"name":"a b"}', 422),
+        (b'{"name":"' + b"x" * 65 + b'"}', 422), (b'{"name":"a","models":"tiny"}', 422),
+        (b'{"name":"a","models":[1]}', 422), (b'{"name":"a","rpm":-1}', 422),
+        (b'{"name":"a","rpm":1.5}', 422), (b'{"name":"a","priority":10}', 422),
+        (b'{"name":"a","expires_at":1}', 422),
+    ]
+    for body, status in cases:
+        r = h.request("POST", u + "/api/roster/keys", body=body, headers=ADMIN)
+        h.check_error(r.status, r.body, status, f"create key {body[:40]!r}")
+    create_key(c, {"name": "a"})
+    r = h.request("POST", u + "/api/roster/keys", body=b'{"name":"a"}', headers=ADMIN)
+    h.check_error(r.status, r.body, 409, "a name taken")
+    for q, status in [("", 422), ("?name=", 422), ("?name=zz", 404), ("?name=a&purge=maybe", 422)]:
+        r = h.request("DELETE", u + "/api/roster/keys" + q, headers=ADMIN)
+        h.check_error(r.status, r.body, status, f"revoke {q!r}")
+    for body, status in [(b'{"name":"g"}', 422), (b'{"name":"g","models":[]}', 422),
+                         (b'{"name":"g","models":["a","b","c","d","e","f","g","h","i"]}', 422)]:
+        r = h.request("PUT", u + "/api/roster/aliases", body=body, headers=ADMIN)
+        h.check_error(r.status, r.body, status, f"alias {body!r}")
+    r = h.request("DELETE", u + "/api/roster/aliases?name=nope", headers=ADMIN)
+    h.check_error(r.status, r.body, 404, "remove a missing alias")
+    # what was stored before the bad input is intact
+    r = h.request("GET", u + "/api/roster/settings", headers=ADMIN)
+    h.eq(r.status, 200)
+    doc = r.json()
+    h.eq([k["name"] for k in doc["keys"]], ["a"])
+    h.eq(doc["aliases"], [])
+    h.eq(r.header("X-Roster-Settings"), str(doc["version"]))
+
+
+if __name__ == "__main__":
+    h.main(globals())
