@@ -6,7 +6,7 @@
 #      node killed and stopped under load), the security suite (label
 #      security), replay of the fuzz corpora;
 #   2. unit and SQLite registry tests, and controllers and workers under
-#      thirteen service tests, in valgrind (memcheck, leaks);
+#      fourteen service tests, in valgrind (memcheck, leaks);
 #   3. the same suite built with ASan+UBSan; the controller's unit and
 #      service tests under ThreadSanitizer (scripts/tsan.sh); then every fuzz
 #      target run by libFuzzer (ASan+UBSan) for 30 s, two at a time
