@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
@@ -203,10 +202,9 @@ def model_gauges(url, model):
 
 
 def test_view_model_metrics(t):
-    c = t.controller(args=["--heartbeat_timeout_secs", "1"])
-    fast = dict(heartbeat_interval_secs=0.3)  # a 0.9 s lease
-    h.register(c.url, h.instance(port=8001, **fast))
-    h.register(c.url, h.instance(port=8002, **fast))
+    c = t.controller()
+    h.register(c.url, h.instance(port=8001))  # the 60 s default lease
+    h.register(c.url, h.instance(port=8002))
     h.register(c.url, h.instance(model="other@llm", port=8003, check_healthy=False))
     h.eq(h.metric(c.url, "roster_db_up"), 1.0, "roster_db_up on SQLite:")
     h.eq(model_gauges(c.url, "vicuna@llm"), (2.0, 2.0, 2.0, 0.0), "vicuna (2 alive):")
@@ -221,15 +219,19 @@ def test_view_model_metrics(t):
     h.eq((r.status, r.body), (200, b"true"), "deregister")
     h.eq(model_gauges(c.url, "vicuna@llm"), (2.0, 1.0, 0.0, 0.0),
          "vicuna after disable 8001, deregister 8002:")
-    # 8001's lease runs out (0.9 s): one expiry, and none for 8002
-    h.wait_until(lambda: model_gauges(c.url, "vicuna@llm")[1] == 0.0, 5, interval=0.05,
+    # 8001 heartbeats with a 0.3 s interval (a 0.9 s lease) and stops: one
+    # expiry, none for 8002
+    fast = dict(heartbeat_interval_secs=0.3)
+    h.heartbeat(c.url, port=8001, **fast)
+    h.wait_until(lambda: model_gauges(c.url, "vicuna@llm")[3] == 1.0, 10, interval=0.05,
                  what="8001's lease to run out")
     h.eq(model_gauges(c.url, "vicuna@llm"), (2.0, 0.0, 0.0, 1.0), "vicuna after the expiry:")
-    # back with a heartbeat, out again: counted again; other@llm never expires
+    # back with a heartbeat and out again: counted again (the counter moves
+    # only when an alive instance stops being alive); other@llm never expires
     h.heartbeat(c.url, port=8001, **fast)
-    h.eq(model_gauges(c.url, "vicuna@llm")[1], 1.0, "8001 alive again:")
-    h.wait_until(lambda: model_gauges(c.url, "vicuna@llm")[3] == 2.0, 5, interval=0.05,
+    h.wait_until(lambda: model_gauges(c.url, "vicuna@llm")[3] == 2.0, 10, interval=0.05,
                  what="the second expiry")
+    h.eq(model_gauges(c.url, "vicuna@llm")[:3], (2.0, 0.0, 0.0), "vicuna after the second expiry:")
     h.eq(model_gauges(c.url, "other@llm"), (1.0, 1.0, 1.0, 0.0), "other (check_healthy false):")
 
 
