@@ -260,6 +260,7 @@ struct ctl_model_snap {
     char *strs;              /* the hosts and templates of v, at their length (same block) */
     size_t n_alive;
     size_t n_routable;
+    uint64_t expired; /* leases that ran out in this view, ever (a counter) */
     uint64_t etag[2]; /* [0] all instances, [1] routable only (routing fields) */
     /* the view version (ctl_snap.version) of the snapshot in which this
      * model's routing fields (host, port, effective weight, alive, enabled,

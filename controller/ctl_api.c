@@ -724,6 +724,53 @@ gauge(struct buf *b, const char *name, const char *help, double v)
     return metrics_header(b, name, "gauge", help) | metrics_sample(b, name, NULL, v);
 }
 
+static bool
+db_reachable(struct ctl_server *srv)
+{
+    bool reachable;
+
+    pthread_mutex_lock(&srv->db.mu);
+    reachable = srv->db.reachable;
+    pthread_mutex_unlock(&srv->db.mu);
+    return reachable;
+}
+
+/* The per-model counts of the view (the alert rules' "no routable
+ * instance" and "instance down", compose/prometheus/alerts.yml): a family
+ * at a time, every model of the snapshot (a model stays in the view while
+ * it has rows, down ones included, until --registry_gc_secs). */
+static int
+write_model_families(struct buf *b, const struct ctl_snap *snap)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fams[] = {
+        {"roster_view_model_instances", "gauge", "Instances of each model in the view."},
+        {"roster_view_model_alive_instances", "gauge",
+         "Alive instances of each model (lease current, healthy)."},
+        {"roster_view_model_routable_instances", "gauge",
+         "Routable instances of each model (alive, enabled, weight above 0): 0 means "
+         "requests for the model fail."},
+        {"roster_view_model_expired_total", "counter",
+         "Instances of each model whose lease ran out in this controller's view (stopped "
+         "heartbeating without deregistering)."},
+    };
+    char lab[4 * REG_NAME_MAX + 16];
+    int rc = 0;
+
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        rc |= metrics_header(b, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < snap->nmodels; i++) {
+            const struct ctl_model_snap *m = snap->models[i];
+            uint64_t v = f == 0 ? m->n : f == 1 ? m->n_alive : f == 2 ? m->n_routable : m->expired;
+            lab[0] = '\0';
+            rc |= metrics_label_add(lab, sizeof(lab), "model", m->name);
+            rc |= metrics_sample(b, fams[f].name, lab, (double)v);
+        }
+    }
+    return rc;
+}
+
 int
 ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
 {
@@ -795,6 +842,11 @@ ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
     rc |= gauge(b, "roster_view_models", "Models in the view.", (double)snap->nmodels);
     rc |= gauge(b, "roster_view_age_seconds", "Time since the table was last read.",
                 refreshed ? (double)(util_mono_ms() - refreshed) / 1000.0 : -1);
+    rc |= gauge(b, "roster_db_up",
+                "1 while the database answers (the last operation reached it), 0 after a "
+                "failure: /api/health's database.reachable.",
+                db_reachable(srv) ? 1 : 0);
+    rc |= write_model_families(b, snap);
     rc |= metrics_header(b, "roster_registry_commit_seconds", "histogram",
                          "Write transaction latency.");
     rc |= metrics_hist_write(b, "roster_registry_commit_seconds", NULL, &m->commit_latency);
@@ -820,7 +872,7 @@ h_metrics(struct http_request *req, void *arg)
     struct buf b;
     int rc;
 
-    buf_init(&b, 1024 * 1024);
+    buf_init(&b, 16 * 1024 * 1024); /* a cap: the per-model gauges grow with the models */
     rc = metrics_write_http(&b, srv->http);
     rc |= ctl_api_write_metrics(srv, &b);
     rc |= metrics_write_budget(&b);

@@ -124,6 +124,7 @@ struct vmodel {
     size_t n;
     size_t cap;
     bool dirty;
+    uint64_t expired;            /* leases that ran out here (see set_alive) */
     struct ctl_model_snap *snap; /* published; the master holds a reference */
 };
 
@@ -901,6 +902,24 @@ compute_alive(const struct ctl_view *v, const struct vinst *in, int64_t now)
     return in->rec.has_last_heartbeat && now - in->hb_mono_ms <= lease_of(v, in);
 }
 
+/* Sets a recomputed `alive` of instance `in` of model m; true when it
+ * changed. An instance that stops being alive while its row still says
+ * healthy has had its lease run out (a deregistration or a sweep elsewhere
+ * clears `healthy` first): m->expired counts those, the alert rules'
+ * "instance down" (roster_view_model_expired_total). */
+static bool
+set_alive(struct vmodel *m, struct vinst *in, bool a)
+{
+    if (a == in->alive) {
+        return false;
+    }
+    if (!a && in->rec.healthy) {
+        m->expired++;
+    }
+    in->alive = a;
+    return true;
+}
+
 static int
 key_cmp(const char *host, int port, const struct vinst *in)
 {
@@ -1189,6 +1208,7 @@ build_model_snap(struct ctl_view *v, struct vmodel *m, int64_t now, struct ctl_s
     s->db_offset_ms = v->db_offset_ms;
     util_strlcpy(s->name, m->name, sizeof(s->name));
     s->n = m->n;
+    s->expired = m->expired;
     for (size_t i = 0; i < m->n; i++) {
         struct vinst *in = m->v[i];
         struct ctl_snap_inst *si = &s->v[i];
@@ -1671,9 +1691,7 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row 
             if (min_lease == 0 || lease_of(v, m->v[i]) < min_lease) {
                 min_lease = lease_of(v, m->v[i]);
             }
-            bool a = compute_alive(v, m->v[i], mono_end);
-            if (a != m->v[i]->alive) {
-                m->v[i]->alive = a;
+            if (set_alive(m, m->v[i], compute_alive(v, m->v[i], mono_end))) {
                 mark(v, m);
             }
         }
@@ -1764,9 +1782,7 @@ tick_once(struct ctl_view *v)
     for (size_t mi = 0; mi < v->nmodels; mi++) {
         struct vmodel *m = v->models[mi];
         for (size_t i = 0; i < m->n; i++) {
-            bool a = compute_alive(v, m->v[i], now);
-            if (a != m->v[i]->alive) {
-                m->v[i]->alive = a;
+            if (set_alive(m, m->v[i], compute_alive(v, m->v[i], now))) {
                 mark(v, m);
             }
         }

@@ -11,6 +11,7 @@
 #                           debootstrap (the debian:12 base image), podman with runc and
 #                           catatonit (the Kubernetes manifests played), kubectl (kustomize),
 #                           yamllint, and the kubernetes-models npm package;
+#                           prometheus (promtool: the alert rules' checks);
 #                           for `bench/run --quick`, wrk, nginx and gnuplot
 #   scripts/deps.sh bench   + wrk and nginx (the baseline the benchmarks compare against)
 #                           and gnuplot (the charts)
@@ -23,7 +24,7 @@ build=(build-essential cmake pkg-config libevent-dev default-libmysqlclient-dev 
 test=(mariadb-server mariadb-client galera-4 rsync python3 faketime curl valgrind clang libclang-rt-14-dev
       clang-format chromium systemd man-db groff-base
       docker.io docker-compose debootstrap yamllint python3-yaml podman runc catatonit
-      wrk nginx-light gnuplot-nox)
+      prometheus wrk nginx-light gnuplot-nox)
 bench=(wrk nginx-light mariadb-server mariadb-client curl python3 gnuplot-nox)
 
 case "$mode" in

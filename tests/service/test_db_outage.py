@@ -142,6 +142,8 @@ def test_database_outage_and_recovery(t):
                 return r if r.status == 503 and r.json()["database"]["reachable"] is False else None
             r = h.wait_until(down, BUDGET_S + 5, what=f"{c.name} /api/health to report the outage")
             h.eq(r.json()["status"], "degraded")
+            # and so does /metrics (the alert rules' RosterDatabaseUnreachable)
+            h.eq(h.metric(c.url, "roster_db_up"), 0.0, f"{c.name} roster_db_up during the outage:")
         # reads from memory; nothing expires although the 3 s lease has passed
         h.wait_until(lambda: time.monotonic() - killed > 3.5, 10, interval=0.1)
         for c in ctls:
@@ -159,6 +161,8 @@ def test_database_outage_and_recovery(t):
         h.wait_until(lambda c=c: h.request("GET", c.url + "/api/health").status == 200, 10,
                      what=f"{c.name} to report the database back")
     h.check(time.monotonic() - back < 6.0, f"recovery took {time.monotonic() - back:.1f}s")
+    for c in ctls:
+        h.eq(h.metric(c.url, "roster_db_up"), 1.0, f"{c.name} roster_db_up after the outage:")
     for c in ctls:
         h.register(c.url, h.instance(port=8004))
         h.eq(healthy(c.url, 8001), True, f"{c.name}: alive before the outage, healthy after it")
