@@ -83,7 +83,12 @@ struct reg_backend_ops {
                          struct reg_settings *rows);
     int (*settings_write)(struct reg_store *st, int64_t expect, const struct reg_setting *w,
                           size_t n, bool *applied);
+    /* key usage (registry.h): one attempt each */
+    int (*usage_take)(struct reg_store *st, int64_t window, struct reg_usage_take *t, size_t n);
+    int (*usage_gc)(struct reg_store *st, int64_t window);
 };
+/* The grants of a take given the window's current totals (both backends). */
+void reg__usage_grant(struct reg_usage_take *t, int64_t used_requests, int64_t used_tokens);
 
 /* One armed time guard (reg_store.c): while armed, a watchdog thread
  * shuts `fd` down (shutdown(2), never close) once `deadline_ms` passes,

@@ -86,6 +86,10 @@ enum stmt_id {
     S_SET_BUMP,
     S_SET_UPSERT,
     S_SET_DELETE,
+    S_USE_INIT,
+    S_USE_GET,
+    S_USE_SET,
+    S_USE_GC,
     S_COUNT
 };
 
@@ -161,6 +165,12 @@ static const char *const stmt_sql[S_COUNT] = {
                      " VALUES (?, ?, ?, " NOW_MS ") ON DUPLICATE KEY UPDATE"
                      " value = VALUES(value), updated_ms = VALUES(updated_ms)",
     [S_SET_DELETE] = "DELETE FROM roster_settings WHERE kind = ? AND name = ?",
+    /* the upsert takes the row's exclusive lock for the transaction */
+    [S_USE_INIT] = "INSERT INTO roster_key_usage (name, win) VALUES (?, ?)"
+                   " ON DUPLICATE KEY UPDATE requests = requests",
+    [S_USE_GET] = "SELECT requests, tokens FROM roster_key_usage WHERE name = ? AND win = ?",
+    [S_USE_SET] = "UPDATE roster_key_usage SET requests = ?, tokens = ? WHERE name = ? AND win = ?",
+    [S_USE_GC] = "DELETE FROM roster_key_usage WHERE win < ?",
 };
 
 struct db_server {
@@ -1331,6 +1341,101 @@ be_settings_write(struct reg_store *st, int64_t expect, const struct reg_setting
     return rc;
 }
 
+/* ---- key usage ------------------------------------------------------------- */
+
+/* Reads the window's two totals of one key (the row exists). */
+static int
+use_get(struct reg_store *st, MYSQL_BIND *key, int64_t *r, int64_t *k)
+{
+    MYSQL_STMT *s = NULL;
+    MYSQL_BIND rb[2];
+    my_bool null[2] = {0};
+    long long v[2] = {0};
+    int rc = prep(st, S_USE_GET, &s);
+    int fetched;
+
+    if (rc == REG_OK) {
+        rc = execute(st, s, key, "key usage");
+    }
+    if (rc != REG_OK) {
+        return rc;
+    }
+    memset(rb, 0, sizeof(rb));
+    for (int i = 0; i < 2; i++) {
+        rb[i].buffer_type = MYSQL_TYPE_LONGLONG;
+        rb[i].buffer = &v[i];
+        rb[i].is_null = &null[i];
+    }
+    if (mysql_stmt_bind_result(s, rb) != 0 || mysql_stmt_store_result(s) != 0) {
+        rc = fail_stmt(st, s, "key usage");
+    } else if ((fetched = mysql_stmt_fetch(s)) != 0) {
+        rc = fetched == 1 ? fail_stmt(st, s, "key usage") : REG_EBACKEND;
+        if (fetched != 1) {
+            reg__set_err(st, "key usage: the window's row is missing");
+        }
+    }
+    mysql_stmt_free_result(s);
+    *r = v[0];
+    *k = v[1];
+    return rc;
+}
+
+static int
+be_usage_take(struct reg_store *st, int64_t window, struct reg_usage_take *t, size_t n)
+{
+    MYSQL_STMT *s = NULL;
+    MYSQL_BIND key[2], set[4];
+    int rc = query(st, "START TRANSACTION");
+
+    for (size_t i = 0; rc == REG_OK && i < n; i++) {
+        int64_t r = 0, k = 0;
+        memset(key, 0, sizeof(key));
+        bind_text(&key[0], t[i].name);
+        bind_i64(&key[1], &window);
+        rc = prep(st, S_USE_INIT, &s);
+        if (rc == REG_OK) {
+            rc = execute(st, s, key, "key usage");
+        }
+        if (rc == REG_OK) {
+            rc = use_get(st, key, &r, &k);
+        }
+        if (rc == REG_OK) {
+            reg__usage_grant(&t[i], r, k);
+            rc = prep(st, S_USE_SET, &s);
+        }
+        if (rc == REG_OK) {
+            memset(set, 0, sizeof(set));
+            bind_i64(&set[0], &t[i].used_requests);
+            bind_i64(&set[1], &t[i].used_tokens);
+            bind_text(&set[2], t[i].name);
+            bind_i64(&set[3], &window);
+            rc = execute(st, s, set, "key usage");
+        }
+    }
+    if (rc == REG_OK) {
+        rc = query(st, "COMMIT");
+    }
+    if (rc != REG_OK) {
+        rollback(st, rc);
+    }
+    return rc;
+}
+
+static int
+be_usage_gc(struct reg_store *st, int64_t window)
+{
+    MYSQL_STMT *s = NULL;
+    MYSQL_BIND b;
+    int rc = prep(st, S_USE_GC, &s);
+
+    if (rc == REG_OK) {
+        memset(&b, 0, sizeof(b));
+        bind_i64(&b, &window);
+        rc = execute(st, s, &b, "key usage gc");
+    }
+    return rc;
+}
+
 /* ---- migrations ------------------------------------------------------------ */
 
 static int
@@ -1452,4 +1557,6 @@ const struct reg_backend_ops reg_mysql_ops = {
     .socket_fd = be_socket_fd,
     .settings_read = be_settings_read,
     .settings_write = be_settings_write,
+    .usage_take = be_usage_take,
+    .usage_gc = be_usage_gc,
 };

@@ -53,6 +53,10 @@ enum stmt_id {
     S_SET_BUMP,
     S_SET_UPSERT,
     S_SET_DELETE,
+    S_USE_INIT,
+    S_USE_GET,
+    S_USE_SET,
+    S_USE_GC,
     S_COUNT
 };
 
@@ -116,6 +120,11 @@ static const char *const stmt_sql[S_COUNT] = {
                      " VALUES (?1, ?2, ?3, " NOW_MS ") ON CONFLICT (kind, name) DO UPDATE SET"
                      " value = excluded.value, updated_ms = excluded.updated_ms",
     [S_SET_DELETE] = "DELETE FROM roster_settings WHERE kind = ?1 AND name = ?2",
+    [S_USE_INIT] = "INSERT OR IGNORE INTO roster_key_usage (name, win) VALUES (?1, ?2)",
+    [S_USE_GET] = "SELECT requests, tokens FROM roster_key_usage WHERE name = ?1 AND win = ?2",
+    [S_USE_SET] =
+        "UPDATE roster_key_usage SET requests = ?3, tokens = ?4 WHERE name = ?1 AND win = ?2",
+    [S_USE_GC] = "DELETE FROM roster_key_usage WHERE win < ?1",
 };
 
 struct sqlite_be {
@@ -759,6 +768,76 @@ be_settings_write(struct reg_store *st, int64_t expect, const struct reg_setting
     return rc;
 }
 
+/* ---- key usage ------------------------------------------------------------------ */
+
+static int
+use_step(struct reg_store *st, enum stmt_id id, const struct reg_usage_take *t, int64_t window,
+         int64_t *r, int64_t *k)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = prep(st, id, &s);
+    int code;
+
+    if (rc != REG_OK) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, window);
+    if (id == S_USE_SET) {
+        sqlite3_bind_int64(s, 3, *r);
+        sqlite3_bind_int64(s, 4, *k);
+    }
+    if (id != S_USE_GET) {
+        return step_done(st, s, "key usage");
+    }
+    code = sqlite3_step(s);
+    if (code != SQLITE_ROW) {
+        rc = fail(st, "key usage");
+        sqlite3_reset(s);
+        return rc == REG_OK ? REG_EBACKEND : rc;
+    }
+    *r = sqlite3_column_int64(s, 0);
+    *k = sqlite3_column_int64(s, 1);
+    sqlite3_reset(s);
+    return REG_OK;
+}
+
+static int
+be_usage_take(struct reg_store *st, int64_t window, struct reg_usage_take *t, size_t n)
+{
+    int rc = exec_simple(st, "BEGIN IMMEDIATE");
+
+    for (size_t i = 0; rc == REG_OK && i < n; i++) {
+        int64_t r = 0, k = 0;
+        rc = use_step(st, S_USE_INIT, &t[i], window, NULL, NULL);
+        if (rc == REG_OK) {
+            rc = use_step(st, S_USE_GET, &t[i], window, &r, &k);
+        }
+        if (rc == REG_OK) {
+            reg__usage_grant(&t[i], r, k);
+            rc = use_step(st, S_USE_SET, &t[i], window, &t[i].used_requests, &t[i].used_tokens);
+        }
+    }
+    if (rc == REG_OK) {
+        rc = exec_simple(st, "COMMIT");
+    }
+    rollback(st, rc);
+    return rc;
+}
+
+static int
+be_usage_gc(struct reg_store *st, int64_t window)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = prep(st, S_USE_GC, &s);
+
+    if (rc == REG_OK) {
+        sqlite3_bind_int64(s, 1, window);
+        rc = step_done(st, s, "key usage gc");
+    }
+    return rc;
+}
+
 const struct reg_backend_ops reg_sqlite_ops = {
     .version = REG_BACKEND_OPS_VERSION,
     .name = "sqlite",
@@ -777,4 +856,6 @@ const struct reg_backend_ops reg_sqlite_ops = {
     .ping = be_ping,
     .settings_read = be_settings_read,
     .settings_write = be_settings_write,
+    .usage_take = be_usage_take,
+    .usage_gc = be_usage_gc,
 };

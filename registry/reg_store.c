@@ -671,7 +671,9 @@ enum call_kind {
     CALL_PING,
     CALL_MIGRATE,
     CALL_SETTINGS_READ,
-    CALL_SETTINGS_WRITE
+    CALL_SETTINGS_WRITE,
+    CALL_USAGE_TAKE,
+    CALL_USAGE_GC
 };
 
 struct call {
@@ -693,6 +695,7 @@ struct call {
     struct reg_settings *settings;
     const struct reg_setting *writes;
     bool *applied;
+    struct reg_usage_take *takes;
 };
 
 static int
@@ -715,6 +718,10 @@ attempt(struct reg_store *st, struct call *c)
         return st->ops->settings_read(st, c->version, c->version_out, c->settings);
     case CALL_SETTINGS_WRITE:
         return st->ops->settings_write(st, c->version, c->writes, c->n, c->applied);
+    case CALL_USAGE_TAKE:
+        return st->ops->usage_take(st, c->version, c->takes, c->n);
+    case CALL_USAGE_GC:
+        return st->ops->usage_gc(st, c->version);
     }
     return REG_EINVAL;
 }
@@ -1012,6 +1019,49 @@ reg_settings_write(struct reg_store *st, int64_t expect_version, const struct re
         *applied_out = true;
         return REG_OK;
     }
+    return run(st, &c, budget_deadline(st));
+}
+
+void
+reg__usage_grant(struct reg_usage_take *t, int64_t used_requests, int64_t used_tokens)
+{
+    int64_t r = used_requests - t->ret_requests;
+    int64_t k = used_tokens - t->ret_tokens;
+
+    r = r < 0 ? 0 : r;
+    k = k < 0 ? 0 : k;
+    t->granted_requests = t->want_requests;
+    if (t->limit_requests > 0 && r + t->granted_requests > t->limit_requests) {
+        t->granted_requests = t->limit_requests > r ? t->limit_requests - r : 0;
+    }
+    t->granted_tokens = t->want_tokens;
+    if (t->limit_tokens > 0 && k + t->granted_tokens > t->limit_tokens) {
+        t->granted_tokens = t->limit_tokens > k ? t->limit_tokens - k : 0;
+    }
+    t->used_requests = r + t->granted_requests;
+    t->used_tokens = k + t->granted_tokens;
+}
+
+int
+reg_usage_take(struct reg_store *st, int64_t window, struct reg_usage_take *t, size_t n)
+{
+    struct call c = {.kind = CALL_USAGE_TAKE, .version = window, .takes = t, .n = n};
+
+    for (size_t i = 0; i < n; i++) {
+        if (!bounded_text(t[i].name, REG_SETTING_NAME_MAX, false) || t[i].want_requests < 0 ||
+            t[i].want_tokens < 0 || t[i].ret_requests < 0 || t[i].ret_tokens < 0) {
+            reg__set_err(st, "usage take %zu: name or amounts out of bounds", i);
+            return REG_EINVAL;
+        }
+    }
+    return n ? run(st, &c, budget_deadline(st)) : REG_OK;
+}
+
+int
+reg_usage_gc(struct reg_store *st, int64_t window)
+{
+    struct call c = {.kind = CALL_USAGE_GC, .version = window};
+
     return run(st, &c, budget_deadline(st));
 }
 

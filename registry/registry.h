@@ -321,6 +321,29 @@ void reg_settings_free(struct reg_settings *s); /* NULL-safe; leaves it zeroed *
 REG_MUSTCHECK int reg_settings_write(struct reg_store *st, int64_t expect_version,
                                      const struct reg_setting *w, size_t n, bool *applied_out);
 
+/* ---- API key usage (table roster_key_usage) ----
+ *
+ * Per key and window (epoch minute), the requests and tokens handed out.
+ * A take asks for more (want), gives back what went unused (ret), and is
+ * granted at most what keeps the window's total within the limit (0: no
+ * limit): so the sum of grants in a window never exceeds it. */
+struct reg_usage_take {
+    const char *name;
+    int64_t want_requests, want_tokens;
+    int64_t ret_requests, ret_tokens;
+    int64_t limit_requests, limit_tokens;
+    /* out */
+    int64_t granted_requests, granted_tokens;
+    int64_t used_requests, used_tokens; /* the window's totals after this take */
+};
+
+/* Applies `n` takes of one window in one transaction (all or none).
+ * Blocks: yes. */
+REG_MUSTCHECK int reg_usage_take(struct reg_store *st, int64_t window, struct reg_usage_take *t,
+                                 size_t n);
+/* Deletes the rows of windows before `window`. Blocks: yes. */
+REG_MUSTCHECK int reg_usage_gc(struct reg_store *st, int64_t window);
+
 /* A cheap round trip to the database ("SELECT 1"), reconnecting if needed.
  * Returns REG_OK or REG_EUNAVAIL. Blocks: yes. */
 REG_MUSTCHECK int reg_ping(struct reg_store *st);

@@ -1613,6 +1613,94 @@ t_settings(void)
     reg_settings_free(&sb);
 }
 
+/* ---- cases: key usage ---------------------------------------------------------------- */
+
+struct usage_arg {
+    struct reg_store *st;
+    int64_t granted;
+    int errors;
+};
+
+/* Takes one request at a time until none is granted. */
+static void *
+usage_thread(void *p)
+{
+    struct usage_arg *a = p;
+
+    for (;;) {
+        struct reg_usage_take t = {.name = "k", .want_requests = 1, .limit_requests = 100};
+        if (reg_usage_take(a->st, 7, &t, 1) != REG_OK) {
+            a->errors++;
+            continue;
+        }
+        if (t.granted_requests == 0) {
+            return NULL;
+        }
+        a->granted += t.granted_requests;
+    }
+}
+
+static void
+t_usage(void)
+{
+    struct reg_store *a = open_migrated();
+    struct reg_store *b = open_migrated();
+    struct reg_usage_take t = {.name = "team-a",
+                               .want_requests = 6,
+                               .want_tokens = 500,
+                               .limit_requests = 10,
+                               .limit_tokens = 800};
+    struct usage_arg args[4] = {{0}};
+    pthread_t th[4];
+    int64_t total = 0;
+
+    CHECK(a && b);
+    CHECK_EQ_INT(reg_usage_take(a, 100, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.granted_requests, 6);
+    CHECK_EQ_INT(t.granted_tokens, 500);
+    /* the second store gets what is left, never more */
+    CHECK_EQ_INT(reg_usage_take(b, 100, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.granted_requests, 4);
+    CHECK_EQ_INT(t.granted_tokens, 300);
+    CHECK_EQ_INT(t.used_requests, 10);
+    /* unused units come back and go out again */
+    t.want_requests = 0;
+    t.want_tokens = 0;
+    t.ret_requests = 3;
+    CHECK_EQ_INT(reg_usage_take(a, 100, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.used_requests, 7);
+    t.ret_requests = 0;
+    t.want_requests = 5;
+    CHECK_EQ_INT(reg_usage_take(b, 100, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.granted_requests, 3);
+    /* another window starts from zero; no limit grants everything */
+    t.want_requests = 5;
+    CHECK_EQ_INT(reg_usage_take(a, 101, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.granted_requests, 5);
+    t.limit_requests = 0;
+    t.want_requests = 50;
+    CHECK_EQ_INT(reg_usage_take(a, 101, &t, 1), REG_OK);
+    CHECK_EQ_INT(t.granted_requests, 50);
+    CHECK_EQ_INT(reg_usage_gc(a, 101), REG_OK);
+    CHECK_SQL_INT("SELECT COUNT(*) FROM roster_key_usage", 1);
+    t.name = "";
+    CHECK_EQ_INT(reg_usage_take(a, 101, &t, 1), REG_EINVAL);
+    /* four stores racing one unit at a time: exactly the limit in all */
+    for (int i = 0; i < 4; i++) {
+        args[i].st = open_migrated();
+        CHECK(args[i].st);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&th[i], NULL, usage_thread, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        total += args[i].granted;
+        CHECK_EQ_INT(args[i].errors, 0);
+    }
+    CHECK_EQ_INT(total, 100);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1647,6 +1735,7 @@ main(int argc, char **argv)
     RUN(t_sweep);
     RUN(t_lock_wait);
     RUN(t_settings);
+    RUN(t_usage);
     if (g_mysql) {
         RUN(t_mysql_kill);
         RUN(t_mysql_bad_password);
