@@ -467,7 +467,13 @@ struct ctl_settings_doc {
     size_t nkeys, naliases;
 };
 
-enum ctl_set_op { CTL_SET_PUT, CTL_SET_CREATE, CTL_SET_DELETE, CTL_SET_REVOKE };
+enum ctl_set_op {
+    CTL_SET_PUT,
+    CTL_SET_CREATE,
+    CTL_SET_DELETE,
+    CTL_SET_REVOKE,
+    CTL_USAGE_TAKE /* value: the body of POST /api/roster/keys/usage; answer: the grants */
+};
 
 /* A settings write from a loop thread: owned by that thread until
  * ctl_settings_submit, by the settings thread until it posts `task` back
@@ -481,6 +487,7 @@ struct ctl_set_job {
     char kind[REG_SETTING_KIND_MAX + 1];
     char name[REG_SETTING_NAME_MAX + 1];
     char *value;     /* PUT, CREATE: the JSON to store (owned) */
+    char *answer;    /* CTL_USAGE_TAKE: the JSON answer (owned) */
     char secret[64]; /* a created key, answered once (wiped with the job) */
     int status;      /* settings thread: 200/201, or 404, 409, 422, 503 with err */
     char err[256];

@@ -294,8 +294,142 @@ decide(struct ctl_set_job *job, const struct reg_settings *rows, struct reg_sett
         w->value = *owned;
         return 0;
     }
+    case CTL_USAGE_TAKE:
+        break; /* run_usage */
     }
     return 500;
+}
+
+/* ---- key usage (settings thread) -------------------------------------------------- */
+
+#define USAGE_MAX_KEYS 1024
+#define WINDOW_MS      60000
+
+static int
+take_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct reg_usage_take *)a)->name,
+                  ((const struct reg_usage_take *)b)->name);
+}
+
+/* A key's limits from the settings read last (0, 0 for an unknown key:
+ * *known false). */
+static void
+key_limits(const struct reg_settings *rows, const char *name, int64_t *rpm, int64_t *tpm,
+           bool *known)
+{
+    const struct reg_setting *r = find_row(rows, "key", name);
+    cJSON *v = r ? cJSON_Parse(r->value) : NULL;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "rpm");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(v, "tpm");
+    const cJSON *rev = cJSON_GetObjectItemCaseSensitive(v, "revoked_ms");
+
+    *known = r != NULL && !(cJSON_IsNumber(rev) && rev->valuedouble > 0);
+    *rpm = cJSON_IsNumber(a) ? (int64_t)a->valuedouble : 0;
+    *tpm = cJSON_IsNumber(b) ? (int64_t)b->valuedouble : 0;
+    cJSON_Delete(v);
+}
+
+/* POST /api/roster/keys/usage: leases of requests and tokens for the
+ * current minute window, within each key's limits (docs/settings.md). */
+static void
+run_usage(struct ctl_settings *s, struct ctl_set_job *job)
+{
+    cJSON *in = cJSON_Parse(job->value);
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(in, "keys");
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(in, "window");
+    const cJSON *it;
+    int64_t now = util_wall_ms();
+    int64_t window = now / WINDOW_MS;
+    bool same_window = cJSON_IsNumber(w) && (int64_t)w->valuedouble == window;
+    size_t n = (size_t)cJSON_GetArraySize(keys);
+    struct reg_usage_take *t = NULL;
+    bool *known = NULL;
+    cJSON *out = NULL, *arr;
+    int rc;
+
+    job->status = 422;
+    if (!cJSON_IsArray(keys) || n > USAGE_MAX_KEYS) {
+        snprintf(job->err, sizeof(job->err),
+                 "the body must be {\"window\":W,\"keys\":[...]} with at most %d keys",
+                 USAGE_MAX_KEYS);
+        goto out;
+    }
+    t = calloc(n ? n : 1, sizeof(*t));
+    known = calloc(n ? n : 1, sizeof(*known));
+    if (!t || !known) {
+        job->status = 503;
+        snprintf(job->err, sizeof(job->err), "out of memory");
+        goto out;
+    }
+    n = 0;
+    cJSON_ArrayForEach(it, keys)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+        const char *f[4] = {"want_requests", "want_tokens", "return_requests", "return_tokens"};
+        int64_t v[4] = {0};
+        for (int i = 0; i < 4; i++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(it, f[i]);
+            if (x && (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 1e12)) {
+                snprintf(job->err, sizeof(job->err), "'%s' must be a number from 0 to 10^12", f[i]);
+                goto out;
+            }
+            v[i] = x ? (int64_t)x->valuedouble : 0;
+        }
+        if (!cJSON_IsString(name) || !*name->valuestring ||
+            strlen(name->valuestring) > REG_SETTING_NAME_MAX) {
+            snprintf(job->err, sizeof(job->err), "every key needs a 'name'");
+            goto out;
+        }
+        t[n].name = name->valuestring;
+        key_limits(&s->rows, name->valuestring, &t[n].limit_requests, &t[n].limit_tokens,
+                   &known[n]);
+        t[n].want_requests = known[n] ? v[0] : 0;
+        t[n].want_tokens = known[n] ? v[1] : 0;
+        t[n].ret_requests = same_window ? v[2] : 0;
+        t[n].ret_tokens = same_window ? v[3] : 0;
+        n++;
+    }
+    /* every controller locks the rows in the same order */
+    qsort(t, n, sizeof(*t), take_cmp);
+    rc = reg_usage_take(s->store, window, t, n);
+    if (rc != REG_OK) {
+        job->status = 503;
+        snprintf(job->err, sizeof(job->err), "the registry database is unavailable (%s); retry",
+                 reg_strerror(rc));
+        goto out;
+    }
+    out = cJSON_CreateObject();
+    arr = out ? cJSON_AddArrayToObject(out, "keys") : NULL;
+    if (arr) {
+        cJSON_AddNumberToObject(out, "window", (double)window);
+        cJSON_AddNumberToObject(out, "reset_ms", (double)((window + 1) * WINDOW_MS - now));
+        for (size_t i = 0; i < n; i++) {
+            cJSON *k = cJSON_CreateObject();
+            bool kn;
+            int64_t rpm, tpm;
+            key_limits(&s->rows, t[i].name, &rpm, &tpm, &kn);
+            cJSON_AddStringToObject(k, "name", t[i].name);
+            cJSON_AddBoolToObject(k, "known", kn);
+            cJSON_AddNumberToObject(k, "requests", (double)t[i].granted_requests);
+            cJSON_AddNumberToObject(k, "tokens", (double)t[i].granted_tokens);
+            cJSON_AddNumberToObject(k, "used_requests", (double)t[i].used_requests);
+            cJSON_AddNumberToObject(k, "used_tokens", (double)t[i].used_tokens);
+            cJSON_AddNumberToObject(k, "limit_requests", (double)t[i].limit_requests);
+            cJSON_AddNumberToObject(k, "limit_tokens", (double)t[i].limit_tokens);
+            cJSON_AddItemToArray(arr, k);
+        }
+        job->answer = cJSON_PrintUnformatted(out);
+    }
+    job->status = job->answer ? 200 : 503;
+    if (!job->answer) {
+        snprintf(job->err, sizeof(job->err), "out of memory");
+    }
+out:
+    cJSON_Delete(out);
+    cJSON_Delete(in);
+    free(t);
+    free(known);
 }
 
 static void
@@ -303,6 +437,10 @@ run_job(struct ctl_settings *s, struct ctl_set_job *job)
 {
     int rc = REG_OK;
 
+    if (job->op == CTL_USAGE_TAKE) {
+        run_usage(s, job);
+        return;
+    }
     job->status = 503;
     for (int tries = 0; tries < WRITE_TRIES; tries++) {
         struct reg_setting w;
@@ -381,6 +519,7 @@ settings_main(void *arg)
     struct ctl_settings *s = arg;
     int64_t poll_ms = s->srv->cfg->view_poll_ms;
     int64_t next_poll = 0;
+    int64_t gc_window = -1;
 
     pthread_mutex_lock(&s->mu);
     while (!s->stop || s->head) {
@@ -400,8 +539,12 @@ settings_main(void *arg)
             continue;
         }
         if (util_mono_ms() >= next_poll) {
+            int64_t window = util_wall_ms() / WINDOW_MS;
             pthread_mutex_unlock(&s->mu);
             (void)refresh(s);
+            if (window != gc_window && reg_usage_gc(s->store, window - 1) == REG_OK) {
+                gc_window = window; /* windows before the last one are gone */
+            }
             next_poll = util_mono_ms() + poll_ms;
             pthread_mutex_lock(&s->mu);
             continue;

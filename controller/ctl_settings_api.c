@@ -10,6 +10,7 @@
  *                                          key, shown this once
  *   GET    /api/roster/keys                list (prefixes, never hashes)
  *   DELETE /api/roster/keys?name=N         revoke (&purge=true: delete the row)
+ *   POST   /api/roster/keys/usage          apiservers' leases of the keys' limits
  *   PUT    /api/roster/aliases             {name, models: [...]} (set)
  *   GET    /api/roster/aliases             list
  *   DELETE /api/roster/aliases?name=N      remove
@@ -103,6 +104,7 @@ job_free(struct ctl_set_job *job)
 {
     explicit_bzero(job->secret, sizeof(job->secret));
     free(job->value);
+    free(job->answer);
     free(job);
 }
 
@@ -123,6 +125,11 @@ job_done(struct http_task *t)
         http_reply_error(req, job->status,
                          job->status >= 500 ? "server_error" : "invalid_request_error", code, "%s",
                          job->err);
+        job_free(job);
+        return;
+    }
+    if (job->answer) {
+        http_reply(req, job->status, "application/json", job->answer, strlen(job->answer), NULL);
         job_free(job);
         return;
     }
@@ -494,7 +501,41 @@ h_alias_delete(struct http_request *req, void *arg)
     delete_named(req, arg, "alias", false);
 }
 
+/* ---- key usage --------------------------------------------------------------------- */
+
+/* POST /api/roster/keys/usage {"window":W,"keys":[{name, want_requests,
+ * want_tokens, return_requests, return_tokens}]}: apiservers' leases of
+ * their keys' per-minute limits (checked and granted by the settings
+ * thread: ctl_settings.c). */
+static void
+h_key_usage(struct http_request *req, void *arg)
+{
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    struct ctl_set_job *job;
+    char err[160];
+
+    if (json_check(body, len, MAX_JSON_DEPTH, err, sizeof(err)) != 0) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_json", "%s", err);
+        return;
+    }
+    job = job_new(req, CTL_USAGE_TAKE, "usage", "-");
+    if (!job) {
+        return;
+    }
+    job->value = malloc(len + 1);
+    if (!job->value) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        job_free(job);
+        return;
+    }
+    memcpy(job->value, body, len);
+    job->value[len] = '\0';
+    submit(req, server_of(arg), job);
+}
+
 const struct http_route ctl_settings_routes[] = {
+    {"POST", "/api/roster/keys/usage", h_key_usage, CTL_ROUTE_WRITE},
     {"GET", "/api/roster/settings", h_settings, CTL_ROUTE_WRITE},
     {"POST", "/api/roster/keys", h_key_create, CTL_ROUTE_WRITE},
     {"GET", "/api/roster/keys", h_keys_list, CTL_ROUTE_WRITE},
