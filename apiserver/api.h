@@ -265,6 +265,7 @@ enum api_key_reject {
     API_KEY_REVOKED,
     API_KEY_EXPIRED,
     API_KEY_MODEL, /* the key may not use the model */
+    API_KEY_RATE,  /* over its requests or tokens per minute (429) */
     API_KEY_REJECT_N
 };
 
@@ -273,6 +274,8 @@ struct api_kstats {
     char key[65];
     _Atomic uint64_t requests; /* admitted */
     _Atomic uint64_t rejected[API_KEY_REJECT_N];
+    _Atomic uint64_t prompt_tokens; /* of whole answers (usage) */
+    _Atomic uint64_t completion_tokens;
     struct api_kstats *next;
 };
 /* The counters of key `name` (created on first use; NULL when out of
@@ -327,6 +330,53 @@ size_t api_controller_order(struct api_server *srv, size_t order[API_MAX_CTLS]);
  * secret; the caller wipes `out` (explicit_bzero) after use. */
 const char *api_secret_header(const struct api_server *srv, char *out, size_t cap);
 
+/* ---- API keys' limits per minute (api_limit.c) --------------------------------- */
+
+struct api_limit_refusal {
+    char headers[400]; /* Retry-After, x-ratelimit-* */
+    char body[512];
+};
+
+/* A request's admission under its key's limits (inside the request's state). */
+struct api_limit_ticket {
+    char key[65];      /* the limited key ("": none applies) */
+    int64_t tokens;    /* reserved: set by the caller (api_limit_estimate) before admit */
+    int64_t window;    /* the window its units came from */
+    bool parked;       /* waiting for units */
+    bool admitted;     /* holds units (api_limit_done corrects the tokens) */
+    char headers[400]; /* x-ratelimit-* lines for the answer */
+    struct api_limit_refusal *refusal; /* set when refused (api_limit_reply_refusal) */
+    struct http_request *req;
+    /* a parked request's verdict, on its loop: admitted, or refused (reply
+     * with api_limit_reply_refusal) */
+    void (*resume)(struct api_limit_ticket *t, bool admitted);
+    struct api_limit_ticket *prev, *next; /* the loop's parked list */
+};
+
+enum api_limit_result { API_LIMIT_OK, API_LIMIT_PARKED, API_LIMIT_REFUSED };
+
+struct api_loop;
+/* Tokens a request reserves: its prompt (body bytes / 4) and max_tokens. */
+int64_t api_limit_estimate(size_t body_len, int64_t max_tokens);
+/* Admits a request of a limited key now (OK), parks it until units come
+ * (PARKED: t->resume runs later on this loop), or refuses it (REFUSED:
+ * reply with api_limit_reply_refusal). A request without a limited key is
+ * OK at once. Loop thread. */
+enum api_limit_result api_limit_admit(struct api_server *srv, struct api_loop *l,
+                                      struct api_limit_ticket *t, struct http_request *req);
+/* A parked request that goes away (client gone, shutdown). Loop thread. */
+void api_limit_cancel(struct api_server *srv, struct api_loop *l, struct api_limit_ticket *t);
+/* The request ended; `answer` (NULL: a stream) is its whole answer, whose
+ * usage corrects the tokens reserved and counts per key. Loop thread. */
+void api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *answer,
+                    size_t len);
+/* Sends a refused request's 429 and frees the refusal. Loop thread. */
+void api_limit_reply_refusal(struct http_request *req, struct api_limit_ticket *t);
+/* The limiter thread (api_server_start / _stop / _free). */
+int api_limit_start(struct api_server *srv);
+void api_limit_stop(struct api_server *srv);
+void api_limit_free(struct api_server *srv);
+
 /* ---- the server (api_proxy.c, api_server.c) ---------------------------------- */
 
 struct api_watch;
@@ -337,9 +387,12 @@ struct api_px;
 struct api_loop {
     struct api_server *srv;
     struct http_loop *loop;
-    struct hu_pool *hu;      /* keep-alive connections to the instances */
-    struct api_table *table; /* this loop's reference; NULL until loaded */
-    struct api_px *active;   /* requests in progress (cancelled at shutdown) */
+    struct hu_pool *hu;              /* keep-alive connections to the instances */
+    struct api_table *table;         /* this loop's reference; NULL until loaded */
+    struct api_px *active;           /* requests in progress (cancelled at shutdown) */
+    struct api_limit_ticket *parked; /* requests waiting for their key's units (api_limit.c) */
+    struct http_task limit_task;     /* wakes them */
+    _Atomic bool limit_posted;
 };
 
 /* Sets up and tears down a loop's request-path state (api_proxy.c).
@@ -378,7 +431,9 @@ struct api_server {
     struct api_settings *settings;
     pthread_mutex_t kstats_mu; /* guards the list (the counters are atomics) */
     struct api_kstats *kstats;
-    _Atomic uint64_t key_invalid; /* requests with a key no setting or flag has */
+    _Atomic uint64_t key_invalid;     /* requests with a key no setting or flag has */
+    struct api_limiter *limiter;      /* api_limit.c */
+    _Atomic uint64_t limit_unchecked; /* requests of limited keys admitted with no controller */
 };
 
 /* Why an instance is not routed to when its address is outside

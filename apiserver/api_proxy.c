@@ -114,6 +114,7 @@ struct api_px {
     int fail_status; /* what to answer if every attempt fails (0: nothing yet) */
     char fail_code[32];
     char fail_msg[640];
+    struct api_limit_ticket lt; /* the key's limits (api_limit.c) */
     struct api_px *prev, *next; /* l->active */
 };
 
@@ -222,6 +223,8 @@ px_free(struct api_px *px)
     if (px->trial) {
         route_trial_abort(&px->inst->rt);
     }
+    api_limit_cancel(px->srv, px->l, &px->lt);
+    free(px->lt.refusal);
     metrics_hist_observe_us(&px->model->stats->s.latency, us);
     if (px->inst) {
         metrics_hist_observe_us(&px->inst->s.latency, us);
@@ -431,7 +434,8 @@ added_header(struct api_px *px, int64_t upstream_us, char *out, size_t cap)
 {
     int64_t added = now_us() - px->start_us - upstream_us;
 
-    snprintf(out, cap, "X-Roster-Added-Ms: %.3f\r\n", (double)(added > 0 ? added : 0) / 1000.0);
+    snprintf(out, cap, "X-Roster-Added-Ms: %.3f\r\n%s", (double)(added > 0 ? added : 0) / 1000.0,
+             px->lt.headers);
 }
 
 static void
@@ -448,7 +452,7 @@ up_head(void *arg, int status, const char *content_type)
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
     px->resp.max = status / 100 == 2 ? (size_t)px->srv->cfg->max_answer_bytes : MAX_ERROR_BODY;
     if (status / 100 == 2 && px->stream) {
-        char hdr[64];
+        char hdr[512];
         int64_t queue = (int64_t)QUEUE_STEP + (int64_t)MAX_PENDING;
         if (!budget_take(queue)) {
             refuse_over_budget(px, "another stream");
@@ -634,9 +638,13 @@ up_done(void *arg, enum hu_result res)
                              "the answer of instance %.150s exceeds --max_answer_bytes %lld",
                              px->inst->label, (long long)px->srv->cfg->max_answer_bytes);
         } else {
-            char hdr[64];
+            char hdr[512];
             added_header(px, now_us() - px->attempt_us, hdr, sizeof(hdr));
+            api_limit_done(px->srv, &px->lt, px->resp.data, px->resp.len);
             reply_held(px, hdr);
+        }
+        if (px->started) {
+            api_limit_done(px->srv, &px->lt, NULL, 0);
         }
         px_free(px);
         return;
@@ -889,6 +897,21 @@ parse(struct http_request *req, cJSON **root, bool *stream, char *key, size_t *k
     return m->valuestring;
 }
 
+/* A parked request's verdict under its key's limits (api_limit.c). */
+static void
+on_limit_verdict(struct api_limit_ticket *t, bool admitted)
+{
+    struct api_px *px = (struct api_px *)((char *)t - offsetof(struct api_px, lt));
+
+    if (admitted) {
+        attempt(px);
+        return;
+    }
+    http_req_on_close(px->req, NULL, NULL);
+    api_limit_reply_refusal(px->req, t);
+    px_free(px);
+}
+
 static void
 handle(struct http_request *req, void *arg, enum px_kind kind)
 {
@@ -898,6 +921,8 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     struct api_px *px = calloc(1, sizeof(*px));
     cJSON *root = NULL;
     const char *name;
+    int64_t max_tokens = 0;
+    size_t body_len = 0;
 
     if (!px) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
@@ -908,6 +933,14 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     name = parse(req, &root, &px->stream, px->key, &px->keylen);
     if (!name || !api_check_key_model(srv, req, name)) {
         goto fail;
+    }
+    {
+        const cJSON *mt = json_get(root, "max_tokens");
+        if (!mt) {
+            mt = json_get(root, "max_completion_tokens");
+        }
+        max_tokens = cJSON_IsNumber(mt) && mt->valuedouble > 0 ? (int64_t)mt->valuedouble : 0;
+        (void)http_req_body(req, &body_len);
     }
     if (!l->table) {
         http_reply_error(req, 503, "server_error", "no_table",
@@ -948,7 +981,21 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     l->active = px;
     http_req_set_data(req, px);
     http_req_on_close(req, on_client_gone, px);
-    attempt(px);
+    px->lt.req = req;
+    px->lt.resume = on_limit_verdict;
+    px->lt.tokens = api_limit_estimate(body_len, max_tokens);
+    switch (api_limit_admit(srv, l, &px->lt, req)) {
+    case API_LIMIT_OK:
+        attempt(px);
+        break;
+    case API_LIMIT_PARKED:
+        break; /* on_limit_verdict */
+    case API_LIMIT_REFUSED:
+        http_req_on_close(req, NULL, NULL);
+        api_limit_reply_refusal(req, &px->lt);
+        px_free(px);
+        break;
+    }
     return;
 fail:
     cJSON_Delete(root);

@@ -448,7 +448,7 @@ write_stat(struct buf *b, const char *name, const char *lab, const struct api_st
 }
 
 static const char *const key_reject_names[API_KEY_REJECT_N] = {"invalid", "revoked", "expired",
-                                                               "model"};
+                                                               "model", "rate_limited"};
 
 static int
 write_key_metrics(struct api_server *srv, struct buf *b)
@@ -459,8 +459,11 @@ write_key_metrics(struct api_server *srv, struct buf *b)
     rc |= metrics_header(b, "roster_api_settings_version", "gauge",
                          "Version of the cluster settings in force here (-1: none yet).");
     rc |= metrics_sample(b, "roster_api_settings_version", NULL, (double)api_settings_version(srv));
-    rc |= metrics_header(b, "roster_api_key_requests_total", "counter",
-                         "Requests admitted with an API key of the settings, by key name.");
+    rc |= metrics_header(
+        b, "roster_api_key_requests_total", "counter",
+        "Requests authenticated by an API key of the settings, by key name (those then refused "
+        "for the key's model or limits count under "
+        "roster_api_key_rejected_total too).");
     pthread_mutex_lock(&srv->kstats_mu);
     for (struct api_kstats *k = srv->kstats; k; k = k->next) {
         lab[0] = '\0';
@@ -469,6 +472,26 @@ write_key_metrics(struct api_server *srv, struct buf *b)
                              (double)atomic_load(&k->requests));
     }
     pthread_mutex_unlock(&srv->kstats_mu);
+    rc |= metrics_header(b, "roster_api_key_tokens_total", "counter",
+                         "Tokens of whole answers to requests with an API key of the settings, by "
+                         "key name and kind (prompt, completion).");
+    pthread_mutex_lock(&srv->kstats_mu);
+    for (struct api_kstats *k = srv->kstats; k; k = k->next) {
+        for (int kind = 0; kind < 2; kind++) {
+            lab[0] = '\0';
+            rc |= metrics_label_add(lab, sizeof(lab), "key", k->key);
+            rc |= metrics_label_add(lab, sizeof(lab), "kind", kind ? "completion" : "prompt");
+            rc |= metrics_sample(
+                b, "roster_api_key_tokens_total", lab,
+                (double)atomic_load(kind ? &k->completion_tokens : &k->prompt_tokens));
+        }
+    }
+    pthread_mutex_unlock(&srv->kstats_mu);
+    rc |= metrics_header(b, "roster_api_key_limit_unchecked_total", "counter",
+                         "Requests of keys with limits admitted while no controller could grant "
+                         "their units.");
+    rc |= metrics_sample(b, "roster_api_key_limit_unchecked_total", NULL,
+                         (double)atomic_load(&srv->limit_unchecked));
     rc |= metrics_header(b, "roster_api_key_rejected_total", "counter",
                          "Requests refused for their API key, by key name and reason (invalid: "
                          "no such key, key=\"\").");
@@ -714,6 +737,10 @@ api_server_start(struct api_server *srv)
         log_error("%s", err);
         return EX_OSERR;
     }
+    if (api_limit_start(srv) != 0) {
+        log_error("cannot start the API key limiter thread");
+        return EX_OSERR;
+    }
     return 0;
 }
 
@@ -724,6 +751,7 @@ api_server_stop(struct api_server *srv)
         return;
     }
     api_watch_stop(srv); /* no more tables posted from here on */
+    api_limit_stop(srv); /* nor wake-ups of parked requests */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         api_loop_cleanup(&srv->loops[i]);
     }
@@ -757,6 +785,7 @@ api_server_free(struct api_server *srv)
     }
     api_table_unref(srv->latest);
     api_settings_unref(srv->settings);
+    api_limit_free(srv); /* after http_server_free ran the wake-ups still queued */
     netaddr_list_cleanup(&srv->inst_nets);
     free(srv->events);
     pthread_mutex_destroy(&srv->latest_mu);
