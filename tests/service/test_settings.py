@@ -44,6 +44,12 @@ def routable(a):
     return r.status == 200 and r.json().get("table", {}).get("routable", 0) >= 1
 
 
+def has_settings(a, version):
+    """The apiserver has loaded settings `version` (or a later one)."""
+    v = h.metric(a.url, "roster_api_settings_version")
+    return v is not None and v >= version
+
+
 def models_status(a, headers):
     return h.request("GET", a.url + "/v1/models", headers=headers).status
 
@@ -92,7 +98,9 @@ def test_keys_everywhere_within_a_second(t):
     h.check(key.startswith("sk-roster-") and len(key) == 50, f"key shape: {key[:12]}...")
     h.eq(made["prefix"], key[:16])
     h.check("hash" not in made, "the answer holds no hash")
-    dt = time_until_all(apis, lambda a: models_status(a, bearer(key)) == 200)
+    # (the API was open: "in force" is the key accepted and a request without one refused)
+    dt = time_until_all(apis, lambda a: models_status(a, {}) == 401 and
+                        models_status(a, bearer(key)) == 200)
     h.check(dt < IN_FORCE_S, f"a key created through c1 works everywhere after {dt:.2f}s")
     for a in apis:
         h.eq(models_status(a, {}), 401, f"{a.name}: keys exist, so a request without one")
@@ -151,8 +159,9 @@ def test_key_limits_and_expiry(t):
     db, ctls, apis = cluster(t, api_args=["--api_keys", "flag-key-1"])
     only = create_key(ctls[1], {"name": "only-tiny", "models": ["tiny"]})["key"]
     other = create_key(ctls[2], {"name": "other", "models": ["not-tiny"]})["key"]
-    soon = create_key(ctls[0], {"name": "soon", "expires_at": int(time.time()) + 2})["key"]
-    time_until_all(apis, lambda a: models_status(a, bearer(soon)) == 200)
+    made = create_key(ctls[0], {"name": "soon", "expires_at": int(time.time()) + 2})
+    soon = made["key"]
+    time_until_all(apis, lambda a: has_settings(a, made["version"]))
     for a in apis:
         r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(CHAT).encode(),
                       headers=bearer(only))
@@ -166,6 +175,86 @@ def test_key_limits_and_expiry(t):
     h.wait_until(lambda: models_status(apis[2], bearer(soon)) == 401, 5, what="expiry")
     r = h.request("GET", apis[2].url + "/v1/models", headers=bearer(soon))
     h.check(b"expired" in r.body, f"{r}")
+
+
+def within_one_window(seconds_needed=8):
+    """Waits (at most seconds_needed) so that what follows runs inside one
+    minute window of the controllers' clock (this machine's)."""
+    into = time.time() % 60
+    if into > 60 - seconds_needed:
+        time.sleep(60 - into + 0.05)
+
+
+def spray(apis, key, n, body=None):
+    """n requests round-robin over the apiservers from three threads; returns
+    the answers (status, headers, body)."""
+    body = json.dumps(body or CHAT).encode()
+    hdrs = dict(bearer(key), **{"Content-Type": "application/json"})
+
+    def one(i):
+        a = apis[i % len(apis)]
+        r = h.request("POST", a.url + "/v1/chat/completions", body=body, headers=hdrs)
+        return r
+
+    out = []
+
+    def worker_fn(start):
+        return [one(i) for i in range(start, n, 3)]
+
+    for part in h.in_threads([lambda s=s: worker_fn(s) for s in range(3)]):
+        out += part
+    return out
+
+
+def test_limits_cluster_wide(t):
+    db, ctls, apis = cluster(t)
+    n = 20
+    made = create_key(ctls[0], {"name": "rpm", "rpm": n})
+    key = made["key"]
+    time_until_all(apis, lambda a: has_settings(a, made["version"]))
+    used_by_probes = 0  # GET /v1/models takes no units
+    within_one_window()
+    first = spray(apis, key, 3 * n)
+    ok = [r for r in first if r.status == 200]
+    refused = [r for r in first if r.status == 429]
+    h.eq(len(ok) + len(refused), 3 * n, f"only 200 or 429: {[r.status for r in first]}")
+    h.check(len(ok) + used_by_probes <= n, f"{len(ok)} + {used_by_probes} accepted, limit {n}")
+    for r in refused:
+        h.check(r.header("Retry-After") and int(r.header("Retry-After")) >= 1, f"{r}")
+        h.eq(r.header("x-ratelimit-limit-requests"), str(n))
+        h.eq(r.header("x-ratelimit-remaining-requests"), "0")
+        h.check(r.header("x-ratelimit-reset-requests").endswith("s"), f"{r}")
+        h.eq(r.json()["error"]["code"], "rate_limit_exceeded")
+    h.check(ok[0].header("x-ratelimit-limit-requests") == str(n), f"headers on a 200: {ok[0]}")
+    # units a node held unused go back within a second: a second round gets
+    # exactly the rest of the limit (never more)
+    time.sleep(1.0)
+    second = spray(apis, key, 3 * n)
+    got = len(ok) + used_by_probes + sum(r.status == 200 for r in second)
+    h.eq(got, n, "requests accepted over the window across three apiservers (epsilon 0)")
+    rej = sum(h.metric_sample(a.url, "roster_api_key_rejected_total",
+                              {"key": "rpm", "reason": "rate_limited"}) for a in apis)
+    h.eq(rej, 6 * n - (got - used_by_probes), "refusals counted per key")
+
+    # tokens: what the answers report stays within the limit
+    tpm = 300
+    made = create_key(ctls[1], {"name": "tpm", "tpm": tpm})
+    tkey = made["key"]
+    time_until_all(apis, lambda a: has_settings(a, made["version"]))
+    within_one_window()
+    body = dict(CHAT, max_tokens=10)
+    est = len(json.dumps(body)) // 4 + 10
+    answers = spray(apis, tkey, 60, body) + (time.sleep(1.0) or spray(apis, tkey, 60, body))
+    used = sum(r.json()["usage"]["total_tokens"] for r in answers if r.status == 200)
+    h.check(all(r.status in (200, 429) for r in answers), "only 200 or 429")
+    h.check(tpm - 3 * est <= used <= tpm, f"{used} tokens accepted, limit {tpm} (est {est})")
+    r = next(r for r in answers if r.status == 429)
+    h.eq(r.header("x-ratelimit-limit-tokens"), str(tpm))
+    prompt = sum(h.metric_sample(a.url, "roster_api_key_tokens_total",
+                                 {"key": "tpm", "kind": "prompt"}) for a in apis)
+    completion = sum(h.metric_sample(a.url, "roster_api_key_tokens_total",
+                                     {"key": "tpm", "kind": "completion"}) for a in apis)
+    h.eq(prompt + completion, used, "tokens counted per key")
 
 
 def test_settings_bad_input(t):
