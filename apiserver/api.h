@@ -14,7 +14,12 @@
  *   api_proxy.c   the request path: keep-alive HTTP to the workers on each
  *                 loop (http_upstream.h), retries, timeouts, streaming,
  *                 cancellation
- *   api_server.c  api_main: wiring, models, health, metrics, access log
+ *   api_server.c  api_main: wiring, models, health, metrics, access log,
+ *                 API key checks
+ *   api_settings.c the cluster settings (API keys, aliases) fetched from the
+ *                 controllers when the watch names a new version
+ *   api_limit.c   API keys' per-minute limits: leases from the controllers'
+ *                 shared counter, requests parked while units come
  *
  * Threads: --threads event loops serve requests, each with its own pool of
  * keep-alive connections to workers and its own reference

@@ -36,6 +36,11 @@
  * A controller that sends no X-Roster-View (DB-GPT's, an older roster) is
  * watched with full lists.
  *
+ * Settings: the watch also names the cluster settings version it holds
+ * (settings=V) and the controller answers as soon as its version differs
+ * (X-Roster-Settings); the watcher then fetches the settings from the same
+ * controller (api_settings.c), retrying every second while that fails.
+ *
  * Failover: on an error, a timeout or a 5xx the watcher moves to the next
  * controller of --controller_addr at once; once every controller has
  * failed in a row it waits (100 ms doubling to 2 s, with jitter) and goes
