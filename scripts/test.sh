@@ -49,7 +49,7 @@ if [ "$quick" -eq 0 ]; then
     # (ctest starts the MariaDB fixture; the tests skipped here bound times
     # (leases of 0.5 s, cancellation within 1 s, refusals within 0.5 s) too
     # tightly for valgrind's slowdown; the ASan pass runs them)
-    (cd build && ROSTER_TEST_WRAPPER="$vg" ROSTER_TEST_SKIP=failover,cancelled,back_pressure,queue_wait,weights,kill9,sigstop,within_a_second,disconnect,10k,dashboard_stream,action_in_flight \
+    (cd build && ROSTER_TEST_WRAPPER="$vg" ROSTER_TEST_SKIP=failover,cancelled,back_pressure,queue_wait,weights,kill9,sigstop,within_a_second,disconnect,10k,dashboard_stream,action_in_flight,limits_cluster_wide \
         ctest --output-on-failure --timeout 600 \
         -R '^(test_smoke|test_api|test_bad_input|test_watch|test_auth|test_cli|test_cli_chat|test_dbgpt_client|test_worker|test_backends|test_apiserver|test_webserver|test_start_errors|test_settings)$')
 
