@@ -211,6 +211,42 @@ created_s(void)
     return util_wall_ms() / 1000;
 }
 
+/* Routable instances of model `name` (any type but service). */
+static size_t
+routable_of(const struct api_table *t, const char *name)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; t && i < t->nmodels; i++) {
+        if (listed(&t->models[i]) && strcmp(t->models[i].name, name) == 0) {
+            n += t->models[i].set.n;
+        }
+    }
+    return n;
+}
+
+/* An alias as a model: owned_by "roster-alias", its models in order, and
+ * the routable instances behind them. */
+static void
+alias_json(struct jw *w, const struct api_alias *a, const struct api_table *t, int64_t created)
+{
+    size_t n = 0;
+
+    jw_raw(w, "{\"id\":");
+    jw_str(w, a->name);
+    jw_raw(w, ",\"object\":\"model\",\"created\":");
+    jw_i64(w, created);
+    jw_raw(w, ",\"owned_by\":\"roster-alias\",\"models\":[");
+    for (size_t i = 0; i < a->nmodels; i++) {
+        jw_raw(w, i ? "," : "");
+        jw_str(w, a->models[i]);
+        n += routable_of(t, a->models[i]);
+    }
+    jw_raw(w, "],\"instances\":");
+    jw_i64(w, (int64_t)n);
+    jw_raw(w, "}");
+}
+
 static void
 h_models(struct http_request *req, void *arg)
 {
@@ -237,6 +273,17 @@ h_models(struct http_request *req, void *arg)
         model_json(&w, &t->models[i], created_s());
         first = false;
     }
+    /* aliases, but for a name a model has (the model wins) */
+    struct api_settings *s = api_settings_acquire(srv);
+    for (size_t i = 0; s && i < s->naliases; i++) {
+        if (t && api_table_has_name(t, s->aliases[i].name)) {
+            continue;
+        }
+        jw_raw(&w, first ? "" : ",");
+        alias_json(&w, &s->aliases[i], t, created_s());
+        first = false;
+    }
+    api_settings_unref(s);
     jw_raw(&w, "]}");
     reply_json(req, &b, &w);
     buf_cleanup(&b);
@@ -278,8 +325,19 @@ h_model(struct http_request *req, void *arg)
             return;
         }
     }
-    http_reply_error(req, 404, "invalid_request_error", "model_not_found",
-                     "the model '%.128s' does not exist or has no routable instance", name);
+    struct api_settings *s = api_settings_acquire(srv);
+    const struct api_alias *a = api_settings_alias(s, name);
+    if (a) {
+        buf_init(&b, 64 * 1024);
+        jw_init(&w, &b);
+        alias_json(&w, a, l->table, created_s());
+        reply_json(req, &b, &w);
+        buf_cleanup(&b);
+    } else {
+        http_reply_error(req, 404, "invalid_request_error", "model_not_found",
+                         "the model '%.128s' does not exist or has no routable instance", name);
+    }
+    api_settings_unref(s);
 }
 
 /* ---- health and metrics ----------------------------------------------------------- */
