@@ -394,6 +394,7 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
     rc |= metrics_header(b, "roster_api_errors_total", "counter",
                          "Requests that failed before a model was found, by class.");
     rc |= write_stat(b, "roster_api_errors_total", "model=\"\"", &srv->total, NULL, ST_ERRORS);
+    rc |= api_probe_write_metrics(srv, b);
     return rc ? -1 : 0;
 }
 
@@ -574,7 +575,8 @@ api_server_start(struct api_server *srv)
 {
     char err[256];
 
-    if (api_watch_start(srv, err, sizeof(err)) != 0) {
+    if (api_watch_start(srv, err, sizeof(err)) != 0 ||
+        api_probe_start(srv, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return EX_OSERR;
     }
@@ -587,6 +589,7 @@ api_server_stop(struct api_server *srv)
     if (!srv) {
         return;
     }
+    api_probe_stop(srv);
     api_watch_stop(srv); /* no more tables posted from here on */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         api_loop_cleanup(&srv->loops[i]);
