@@ -65,7 +65,8 @@ const struct flag_def api_flag_defs[] = {
       "see --connect_timeout_ms)."),
     F(eject_ms, FLAG_INT, "5000", 1, 3600000, NULL, 0, "MS",
       "How long an instance that failed (connect error, timeout, 5xx) gets no requests; then "
-      "one trial request decides."),
+      "one trial request decides (with probes on, a probe sent at once decides sooner, and "
+      "while probes fail no trial is sent)."),
     F(probe_interval_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
       "Active probes: every MS each routable llm and text2vec instance gets a tiny generation "
       "from this server (a 1-token chat completion, a one-word embedding), and at once after "
