@@ -9,10 +9,13 @@ a 429 (at capacity) is alive, not a failure.
 The engine is tests/lib/stub_engine.py in a process of its own (so that
 SIGSTOP freezes it and nothing else), behind a worker with the openai
 backend."""
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -94,9 +97,10 @@ def probes(a, result):
     return h.metric_sample(a.url, "roster_api_probes_total", {"result": result}) or 0
 
 
-def routable(a):
+def routable(a, model="tiny"):
     r = h.request("GET", a.url + "/v1/models")
-    return {m["id"]: m["instances"] for m in r.json()["data"]}.get("tiny", 0) if r.status == 200 else 0
+    return {m["id"]: m["instances"] for m in r.json()["data"]}.get(model, 0) if r.status == 200 \
+        else 0
 
 
 def healthy_at_controller(c, w):
@@ -196,6 +200,91 @@ def test_wrong_answers_eject_and_429_does_not(t):
     finally:
         nonsense.close()
         busy.close()
+
+
+class Fleet:
+    """n minimal OpenAI-style servers, one port each, on one asyncio thread,
+    recording when each got a request: (monotonic time, port)."""
+
+    ANSWER = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": [{"index": 0, "finish_reason": "length",
+                                      "message": {"role": "assistant", "content": "p"}}]}).encode()
+
+    def __init__(self, n):
+        self.hits, self.ports, self.servers = [], [], []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(n, ready), daemon=True).start()
+        h.check(ready.wait(10), "the fleet listens")
+
+    def _run(self, n, ready):
+        asyncio.set_event_loop(self.loop)
+
+        async def start():
+            for _ in range(n):
+                srv = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                self.servers.append(srv)
+                self.ports.append(srv.sockets[0].getsockname()[1])
+        self.loop.run_until_complete(start())
+        ready.set()
+        self.loop.run_forever()
+
+    async def _serve(self, reader, writer):
+        port = writer.get_extra_info("sockname")[1]
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                self.hits.append((time.monotonic(), port))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(self.ANSWER) + self.ANSWER)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_probes_spread_over_the_interval(t):
+    """Many instances appearing at once are probed over the interval, not in
+    a burst, each about once per interval."""
+    n, interval = 200, 1.0
+    fleet = Fleet(n)
+    try:
+        c = t.controller()
+        for port in fleet.ports:
+            h.register(c.url, model="spread@llm", port=port)
+        a = apiserver(t, c, "api", int(interval * 1000))
+        h.wait_until(lambda: routable(a, "spread") == n, 10, what=f"{n} routable instances")
+        h.wait_until(lambda: fleet.hits, 5, what="a first probe")
+        first = fleet.hits[0][0]
+        time.sleep(max(0.0, first + 2.5 * interval - time.monotonic()))
+        hits = [(tm - first, port) for tm, port in list(fleet.hits) if tm - first < 2.5 * interval]
+        per_port = {p: 0 for p in fleet.ports}
+        for _, port in hits:
+            per_port[port] += 1
+        counts = sorted(per_port.values())
+        print(f"{len(hits)} probes in {2.5 * interval:.1f}s; per instance {counts[0]}..{counts[-1]}")
+        h.check(counts[0] >= 2 and counts[-1] <= 4,
+                f"each instance probed about once per interval: {counts[0]}..{counts[-1]}")
+        buckets = [0] * 10
+        for tm, _ in hits:
+            if tm < interval:
+                buckets[int(tm / interval * 10)] += 1
+        print(f"first interval, per tenth: {buckets}")
+        h.check(sum(buckets) >= n * 0.7, f"most first probes within the first interval: {buckets}")
+        h.check(max(buckets) <= 3 * n / 10, f"no burst: {buckets}")
+        h.eq(h.metric(a.url, "roster_api_probe_ejections_total"), 0.0)
+        a.stop_clean()
+    finally:
+        fleet.close()
 
 
 if __name__ == "__main__":
