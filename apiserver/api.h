@@ -11,6 +11,8 @@
  *                 new table to every event loop; no controller call is
  *                 ever made on a request's path
  *   api_route.c   the routing policies and passive ejection
+ *   api_probe.c   active probes: a thread of its own sends each instance a
+ *                 tiny generation on a schedule; a failure ejects it
  *   api_proxy.c   the request path: keep-alive HTTP to the workers on each
  *                 loop (http_upstream.h), retries, timeouts, streaming,
  *                 cancellation
@@ -19,7 +21,9 @@
  * Threads: --threads event loops serve requests, each with its own pool of
  * keep-alive connections to workers and its own reference
  * to the current table; the watcher thread makes blocking control-plane
- * calls and never touches a loop's state except through http_loop_post.
+ * calls and never touches a loop's state except through http_loop_post;
+ * the probe thread (api_probe.c) has its own event base and connection pool
+ * and shares only the instances' atomics and counters with the loops.
  */
 #ifndef ROSTER_API_H
 #define ROSTER_API_H

@@ -220,10 +220,11 @@ probe_ok(struct probe *pr)
     struct api_inst *i = pr->inst;
     int64_t until = atomic_load(&i->rt.ejected_until_ms);
 
-    /* Only an instance that was out when the probe left comes back: an
-     * ejection since then (a request failed meanwhile) is news the answer
-     * does not cover; the next tick probes again (suspicion). */
-    if (until != 0 && pr->sent_until != 0) {
+    /* Only an instance that was out when the probe left, and no more
+     * since, comes back: an ejection since then (a request failed
+     * meanwhile) is news the answer does not cover; the next tick probes
+     * again (suspicion). */
+    if (until != 0 && until == pr->sent_until) {
         route_success(&i->rt);
         i->probe_seen_until = 0;
         atomic_fetch_add(&p->readmissions, 1);

@@ -280,7 +280,10 @@ def test_probes_spread_over_the_interval(t):
                 buckets[int(tm / interval * 10)] += 1
         print(f"first interval, per tenth: {buckets}")
         h.check(sum(buckets) >= n * 0.7, f"most first probes within the first interval: {buckets}")
-        h.check(max(buckets) <= 3 * n / 10, f"no burst: {buckets}")
+        # (a tick the loaded machine ran late bunches two or three ticks' worth;
+        # a burst would put nearly all n in one tenth)
+        h.check(max(buckets) <= n / 2 and sum(b > 0 for b in buckets) >= 7,
+                f"no burst: {buckets}")
         h.eq(h.metric(a.url, "roster_api_probe_ejections_total"), 0.0)
         a.stop_clean()
     finally:
