@@ -37,6 +37,8 @@ mode = sys.argv[2]
 def answer(ex):
     if mode == "busy":
         ex.send_json(429, {"error": {"message": "at capacity", "type": "rate_limit"}})
+    elif mode == "picky" and ex.body.get("max_tokens") != 1:
+        ex.send_json(500, {"error": {"message": "only probes succeed here", "type": "x"}})
     elif mode == "nonsense":
         ex.send_body(200, "application/json", b'{"object":"chat.completion"}')
     else:
@@ -200,6 +202,37 @@ def test_wrong_answers_eject_and_429_does_not(t):
     finally:
         nonsense.close()
         busy.close()
+
+
+def test_an_ejection_by_a_request_is_decided_by_a_probe(t):
+    """Suspicion: an instance a request ejected is probed at once, and the
+    probe's success readmits it long before --eject_ms (and the interval)."""
+    picky = Engine(t, "picky", "picky")
+    try:
+        c = t.controller()
+        w1 = worker(t, c, "w_picky", picky.url)
+        w2 = worker(t, c, "w_builtin")
+        a = apiserver(t, c, "api", 60000, ["--eject_ms", "60000"])
+        h.wait_until(lambda: routable(a) == 2, 10, what="2 routable instances")
+        statuses = []
+        for _ in range(40):
+            statuses.append(h.request("POST", a.url + "/v1/chat/completions", CHAT).status)
+            if inst_metric(a, "roster_api_instance_ejections_total", w1):
+                break
+        ejected_at = time.monotonic()
+        h.eq(inst_metric(a, "roster_api_instance_ejections_total", w1), 1.0,
+             "a 5xx to a request ejected the picky instance")
+        h.eq(set(statuses), {200}, "the client saw none of it (retried elsewhere)")
+        h.wait_until(lambda: ejected(a, w1) == 0.0, 2.0,
+                     what="readmission by the probe sent on suspicion")
+        print(f"readmitted {time.monotonic() - ejected_at:.2f}s after the ejection "
+              "(--eject_ms 60000, --probe_interval_ms 60000)")
+        h.eq(h.metric(a.url, "roster_api_probe_readmissions_total"), 1.0)
+        h.eq(h.metric(a.url, "roster_api_probe_ejections_total"), 0.0)
+        h.check("event readmitted: tiny@llm at 127.0.0.1:%d" % w1.port in a.logs())
+        a.stop_clean()
+    finally:
+        picky.close()
 
 
 class Fleet:
