@@ -304,7 +304,8 @@ def test_probes_spread_over_the_interval(t):
         for _, port in hits:
             per_port[port] += 1
         counts = sorted(per_port.values())
-        print(f"{len(hits)} probes in {2.5 * interval:.1f}s; per instance {counts[0]}..{counts[-1]}")
+        print(f"{len(hits)} probes in {2.5 * interval:.1f}s; "
+              f"per instance {counts[0]}..{counts[-1]}")
         h.check(counts[0] >= 2 and counts[-1] <= 4,
                 f"each instance probed about once per interval: {counts[0]}..{counts[-1]}")
         buckets = [0] * 10
