@@ -11,6 +11,8 @@
  *                 new table to every event loop; no controller call is
  *                 ever made on a request's path
  *   api_route.c   the routing policies and passive ejection
+ *   api_probe.c   active probes: a thread of its own sends each instance a
+ *                 tiny generation on a schedule; a failure ejects it
  *   api_proxy.c   the request path: keep-alive HTTP to the workers on each
  *                 loop (http_upstream.h), retries, timeouts, streaming,
  *                 cancellation
@@ -24,7 +26,9 @@
  * Threads: --threads event loops serve requests, each with its own pool of
  * keep-alive connections to workers and its own reference
  * to the current table; the watcher thread makes blocking control-plane
- * calls and never touches a loop's state except through http_loop_post.
+ * calls and never touches a loop's state except through http_loop_post;
+ * the probe thread (api_probe.c) has its own event base and connection pool
+ * and shares only the instances' atomics and counters with the loops.
  */
 #ifndef ROSTER_API_H
 #define ROSTER_API_H
@@ -68,6 +72,8 @@ struct api_config {
     char *instance_networks; /* CIDRs; empty: any address */
     int64_t max_attempts;
     int64_t eject_ms;
+    int64_t probe_interval_ms; /* api_probe.c; 0: no probes */
+    int64_t probe_timeout_ms;
     int64_t watch_wait_secs;
     int64_t control_timeout_ms;
     char *cluster_secret;
@@ -164,6 +170,10 @@ struct api_inst {
      * never): a connect that times out on an instance heard from this
      * recently meets a full accept queue, not a dead worker (api_proxy.c) */
     _Atomic int64_t heard_ms;
+    /* active probes (api_probe.c): the probe thread's alone */
+    int64_t probe_due_ms;     /* the next probe (util_mono_ms; 0: not scheduled yet) */
+    int64_t probe_seen_until; /* rt.ejected_until_ms as the probe thread last knew it */
+    bool probing;             /* a probe in flight */
 };
 
 /* What a model's routing is built from, shared by every table in which
@@ -439,6 +449,7 @@ struct api_server {
     _Atomic uint64_t key_invalid;     /* requests with a key no setting or flag has */
     struct api_limiter *limiter;      /* api_limit.c */
     _Atomic uint64_t limit_unchecked; /* requests of limited keys admitted with no controller */
+    struct api_probe *probe;          /* NULL: probes disabled (api_probe.c) */
 };
 
 /* Why an instance is not routed to when its address is outside
@@ -484,6 +495,28 @@ void api_h_embeddings(struct http_request *req, void *arg);
 void api_proxy_cancel_all(struct api_loop *l);
 /* The instance that served the request ("host:port"), or NULL. */
 const char *api_px_instance(struct http_request *req);
+
+/* ---- active probes (api_probe.c) ----------------------------------------------
+ *
+ * A thread of its own sends each routable llm/text2vec instance a tiny
+ * generation every --probe_interval_ms (and at once after an ejection it
+ * did not make); a failed probe ejects the instance until a probe
+ * succeeds. See the top of api_probe.c. */
+struct api_probe;
+struct api_probe_opts {
+    int64_t interval_ms; /* 0: not probed */
+    int64_t timeout_ms;
+};
+/* The probe settings of model m (today the flags'). Any thread. */
+struct api_probe_opts api_probe_opts(const struct api_server *srv, const struct api_model *m);
+/* Starts the probe thread when --probe_interval_ms > 0 (after
+ * http_server_new: it relies on libevent's threading). Returns 0, or -1
+ * with a reason in err. */
+int api_probe_start(struct api_server *srv, char *err, size_t errcap);
+/* Stops and joins it, cancelling probes in flight. NULL-safe. */
+void api_probe_stop(struct api_server *srv);
+/* The probes' /metrics families (zeros when disabled). 0 or -1. Any thread. */
+int api_probe_write_metrics(const struct api_server *srv, struct buf *b);
 
 /* ---- the API server as a component (api_server.c) ---------------------------- *
  *

@@ -65,7 +65,16 @@ const struct flag_def api_flag_defs[] = {
       "see --connect_timeout_ms)."),
     F(eject_ms, FLAG_INT, "5000", 1, 3600000, NULL, 0, "MS",
       "How long an instance that failed (connect error, timeout, 5xx) gets no requests; then "
-      "one trial request decides."),
+      "one trial request decides (with probes on, a probe sent at once decides sooner, and "
+      "while probes fail no trial is sent)."),
+    F(probe_interval_ms, FLAG_INT, "10000", 0, 3600000, NULL, 0, "MS",
+      "Active probes: every MS each routable llm and text2vec instance gets a tiny generation "
+      "from this server (a 1-token chat completion, a one-word embedding), and at once after "
+      "a request ejected it; a probe that fails ejects the instance until one succeeds, which "
+      "readmits it (0 = no probes)."),
+    F(probe_timeout_ms, FLAG_INT, "5000", 1, 600000, NULL, 0, "MS",
+      "A probe without its whole answer within MS has failed; keep it above the engine's "
+      "worst queueing delay for a 1-token request under load."),
     F(watch_wait_secs, FLAG_INT, "30", 1, 60, NULL, 0, "SECS",
       "Long-poll duration of the controller watch."),
     F(control_timeout_ms, FLAG_INT, "2000", 50, 60000, NULL, 0, "MS",

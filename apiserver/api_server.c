@@ -609,6 +609,7 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
                          "Requests that failed before a model was found, by class.");
     rc |= write_stat(b, "roster_api_errors_total", "model=\"\"", &srv->total, NULL, ST_ERRORS);
     rc |= write_key_metrics(srv, b);
+    rc |= api_probe_write_metrics(srv, b);
     return rc ? -1 : 0;
 }
 
@@ -791,7 +792,8 @@ api_server_start(struct api_server *srv)
 {
     char err[256];
 
-    if (api_watch_start(srv, err, sizeof(err)) != 0) {
+    if (api_watch_start(srv, err, sizeof(err)) != 0 ||
+        api_probe_start(srv, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return EX_OSERR;
     }
@@ -808,6 +810,7 @@ api_server_stop(struct api_server *srv)
     if (!srv) {
         return;
     }
+    api_probe_stop(srv);
     api_watch_stop(srv); /* no more tables posted from here on */
     api_limit_stop(srv); /* nor wake-ups of parked requests */
     for (int i = 0; srv->loops && i < srv->nloops; i++) {

@@ -1468,6 +1468,7 @@ const EVENT_WORDS = {
   disabled: "disabled",
   enabled: "enabled",
   ejected: "ejected",
+  probe_failed: "failed a probe: ejected",
   readmitted: "readmitted",
   controller_down: "controller down",
   controller_up: "controller up",
@@ -1477,6 +1478,7 @@ const EVENT_WORDS = {
 const EVENT_CLASS = {
   unhealthy: "bad",
   ejected: "bad",
+  probe_failed: "bad",
   left: "bad",
   controller_down: "bad",
   drained: "warn",
@@ -1485,6 +1487,7 @@ const EVENT_CLASS = {
 const PROBLEMS = new Set([
   "unhealthy",
   "ejected",
+  "probe_failed",
   "left",
   "controller_down",
   "drained",

@@ -52,6 +52,10 @@ def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items()
            if not ((k.startswith("ROSTER_") and not k.startswith(_KEEP_ROSTER_VARS))
                    or k in ("CONTROLLER_ADDRESS", "CONTROLLER_REGISTRY_DB_PASSWORD"))}
+    # active probes (on by default in roster) send workers requests of their
+    # own, which tests counting a worker's requests would see: off unless a
+    # test turns them on (test_probe.py passes --probe_interval_ms)
+    env["ROSTER_PROBE_INTERVAL_MS"] = "0"
     env.update(extra or {})
     return env
 
