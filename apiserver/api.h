@@ -216,6 +216,14 @@ struct api_model *api_table_find(struct api_table *t, const char *name, const ch
 bool api_table_has_name(struct api_table *t, const char *name);
 
 void api_inst_unref(struct api_inst *i);
+/* An instance heard from within this long is alive: a connect that times
+ * out on it meets a full accept queue, not a dead worker (api_proxy.c). */
+#define API_ALIVE_MS 1000
+/* The instance showed it is alive: answer bytes, or a new connection's
+ * handshake (written at most once per millisecond: loops share it). */
+void api_inst_heard(struct api_inst *i);
+/* Whether it showed that within the last API_ALIVE_MS. */
+bool api_inst_heard_lately(const struct api_inst *i);
 /* The instance ("name@type", host, port) of t->all, or NULL. */
 struct api_inst *api_table_inst(struct api_table *t, const char *model, const char *host, int port);
 /* The newest table the watcher built, with a reference (NULL before the

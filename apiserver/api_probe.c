@@ -108,7 +108,6 @@
 #define MAX_PER_TICK   200
 #define MAX_ANSWER     (256u * 1024) /* a probe's answer, held whole */
 #define MAX_JSON_DEPTH 64
-#define ALIVE_MS       1000 /* heard from this recently: alive (api_proxy.c) */
 
 enum probe_result { PR_OK, PR_BUSY, PR_REJECTED, PR_CONNECT, PR_TIMEOUT, PR_5XX, PR_MALFORMED };
 #define PR_RESULTS 7
@@ -159,25 +158,6 @@ api_probe_opts(const struct api_server *srv, const struct api_model *m)
 }
 
 /* ---- verdicts ------------------------------------------------------------------ */
-
-/* Whether the instance answered anything within the last ALIVE_MS. */
-static bool
-heard_lately(const struct api_inst *i)
-{
-    int64_t t = atomic_load_explicit(&i->heard_ms, memory_order_relaxed);
-
-    return t != 0 && util_mono_ms() - t < ALIVE_MS;
-}
-
-static void
-heard(struct api_inst *i)
-{
-    int64_t now = util_mono_ms();
-
-    if (atomic_load_explicit(&i->heard_ms, memory_order_relaxed) != now) {
-        atomic_store_explicit(&i->heard_ms, now, memory_order_relaxed);
-    }
-}
 
 /* The next probe of inst after one sent at `sent`: one interval later,
  * less a random tenth of it. */
@@ -302,7 +282,7 @@ up_head(void *arg, int status, const char *content_type)
 
     (void)content_type;
     pr->status = status;
-    heard(pr->inst);
+    api_inst_heard(pr->inst);
 }
 
 static void
@@ -326,7 +306,7 @@ up_done(void *arg, enum hu_result res)
     case HU_OK:
         break;
     case HU_CONNECT_TIMEOUT:
-        if (heard_lately(pr->inst)) {
+        if (api_inst_heard_lately(pr->inst)) {
             probe_end(pr, PR_BUSY, "connect timed out while it answers others");
             return;
         }

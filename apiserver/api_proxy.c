@@ -26,7 +26,7 @@
  *   stream held back for a slow client ends at the deadline, but the
  *   instance stays in).
  *   Overload is not death: a connect that times out on an instance this
- *   server has heard from within the last ALIVE_MS (any loop: answer
+ *   server has heard from within the last API_ALIVE_MS (any loop: answer
  *   bytes read, or a new connection's handshake completed, which a
  *   non-streamed answer still generating gives no other sign of) meets a
  *   full accept queue (the kernel drops the SYN and the client
@@ -66,8 +66,7 @@
 #define QUEUE_STEP     (16u * 1024) /* streams: the client's queue is reserved in these steps */
 #define MAX_JSON_DEPTH 64
 #define MAX_KEY        256
-#define ALIVE_MS       1000 /* heard from this recently: alive (see the top) */
-#define MAX_RECONNECTS 3    /* connect timeouts on an alive instance, per request */
+#define MAX_RECONNECTS 3 /* connect timeouts on an alive instance, per request */
 
 enum px_kind { PX_CHAT, PX_COMPLETIONS, PX_EMBEDDINGS };
 
@@ -190,27 +189,6 @@ instance_ok(struct api_px *px)
         api_event_add(px->srv, "readmitted", px->inst->model->model, px->inst->host, px->inst->port,
                       "its trial request succeeded");
     }
-}
-
-/* The instance showed it is alive: answer bytes, or a new connection's
- * handshake (written at most once per millisecond: loops share it). */
-static void
-heard(struct api_px *px)
-{
-    int64_t now = util_mono_ms();
-
-    if (atomic_load_explicit(&px->inst->heard_ms, memory_order_relaxed) != now) {
-        atomic_store_explicit(&px->inst->heard_ms, now, memory_order_relaxed);
-    }
-}
-
-/* Whether the instance answered anything within the last ALIVE_MS. */
-static bool
-heard_lately(const struct api_px *px)
-{
-    int64_t t = atomic_load_explicit(&px->inst->heard_ms, memory_order_relaxed);
-
-    return t != 0 && util_mono_ms() - t < ALIVE_MS;
 }
 
 /* The request is answered: forget it. */
@@ -446,7 +424,7 @@ up_head(void *arg, int status, const char *content_type)
 
     px->got_header = true;
     px->status = status;
-    heard(px);
+    api_inst_heard(px->inst);
     util_strlcpy(px->ct, content_type ? content_type : "application/json", sizeof(px->ct));
     metrics_hist_observe_us(&px->inst->s.ttfb, ttfb);
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
@@ -495,7 +473,7 @@ up_flush(void *arg)
         http_stream_write(px->req, px->pending.data, px->pending.len);
         buf_reset(&px->pending);
         px->last_data_us = now_us(); /* the idle timer checks it when it fires */
-        heard(px);
+        api_inst_heard(px->inst);
     }
     if (!px->started) {
         return; /* a whole answer: nothing queued for the client yet */
@@ -589,7 +567,7 @@ transfer_failed(struct api_px *px, enum hu_result res)
     char msg[640];
     const char *why = result_text(res);
 
-    if (res == HU_CONNECT_TIMEOUT && !px->trial && heard_lately(px)) {
+    if (res == HU_CONNECT_TIMEOUT && !px->trial && api_inst_heard_lately(px->inst)) {
         /* overloaded, not dead (see the top): retried, not ejected */
         log_debug("request %s: connect to %s timed out while it answers others; retried",
                   http_req_id(px->req), px->inst->label);
@@ -683,7 +661,7 @@ up_done(void *arg, enum hu_result res)
 static void
 up_connected(void *arg)
 {
-    heard(arg);
+    api_inst_heard(((struct api_px *)arg)->inst);
 }
 
 static const struct hu_callbacks up_callbacks = {up_head, up_data, up_flush, up_done, up_connected};

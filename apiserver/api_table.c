@@ -121,6 +121,24 @@ api_inst_unref(struct api_inst *i)
     }
 }
 
+void
+api_inst_heard(struct api_inst *i)
+{
+    int64_t now = util_mono_ms();
+
+    if (atomic_load_explicit(&i->heard_ms, memory_order_relaxed) != now) {
+        atomic_store_explicit(&i->heard_ms, now, memory_order_relaxed);
+    }
+}
+
+bool
+api_inst_heard_lately(const struct api_inst *i)
+{
+    int64_t t = atomic_load_explicit(&i->heard_ms, memory_order_relaxed);
+
+    return t != 0 && util_mono_ms() - t < API_ALIVE_MS;
+}
+
 struct api_table *
 api_table_ref(struct api_table *t)
 {
