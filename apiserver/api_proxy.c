@@ -117,8 +117,7 @@ struct api_px {
     char fail_msg[640];
     struct api_px *prev, *next; /* l->active */
     /* the wait queue (api_queue.c): every instance tried was at capacity */
-    struct api_waiter w;      /* its place in the queue */
-    int priority;             /* higher is served first (request_priority) */
+    struct api_waiter w;      /* its place in the queue; w.priority: request_priority */
     bool waited;              /* it entered the queue (at least once) */
     bool wait_expired;        /* ... and ran out of time there */
     int64_t wait_deadline_us; /* its first wait + --queue_timeout_ms */
@@ -1099,7 +1098,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     evtimer_assign(&px->wait_ev, http_loop_base(l->loop), on_wait_timer, px);
     px->w.loop = http_loop_index(l->loop);
     px->w.ready = on_ready;
-    px->priority = px->w.priority = request_priority(srv, req);
+    px->w.priority = request_priority(srv, req);
     snprintf(px->headers, sizeof(px->headers),
              "Content-Type: application/json\r\nX-Request-Id: %.120s\r\n", http_req_id(req));
     px->next = l->active;

@@ -152,24 +152,37 @@ def test_burst_of_twice_the_capacity(t):
 
 
 def test_bound(t):
-    """One slot, --queue_max 3: of 7 requests at once, one runs, three wait
-    (and are served), exactly three get 429 queue_full with Retry-After."""
+    """One slot, --queue_max 3. A long request holds the slot and a stream
+    waits (the queued gauge shows it); then of 5 more at once, two wait and
+    exactly three get 429 queue_full with Retry-After at once. Every
+    admitted request is served, the stream whole."""
     c = t.controller()
-    worker(t, c, "w", 1, 100)
+    w = worker(t, c, "w", 1, 100)
     a = apiserver(t, c, "api", ["--queue_timeout_ms", "10000", "--queue_max", "3"])
     routable(a, 1)
-    res = burst(a.port, 7, 3, stream_every=2)
+    th, held = hold_slot(a.port, 12)
+    busy(w)
+    streamed = []
+    st = threading.Thread(target=lambda: streamed.append(chat(a.port, 3, stream=True) + (True,)))
+    st.start()
+    h.wait_until(lambda: metric(a, QUEUED) == 1.0, 5, interval=0.02, what="the stream to wait")
+    res = burst(a.port, 5, 2)
     full = [r for r in res if r[0] == 429]
     h.eq(len(full), 3, f"exactly the surplus refused: {[r[0] for r in res]}")
-    for st, hdrs, body, dt, _ in full:
-        h.check_error(st, body, 429, "past --queue_max")
+    for st_, hdrs, body, dt, _ in full:
+        h.check_error(st_, body, 429, "past --queue_max")
         h.eq(hdrs.get("retry-after"), "1")
         h.eq(json.loads(body)["error"]["code"], "queue_full")
         h.check(dt < 1.0, f"refused at once, not after a wait ({dt:.2f} s)")
     for r in res:
         if r[0] != 429:
             check_served(r, "an admitted request")
+    st.join(10)
+    check_served(streamed[0], "the stream that waited")
+    th.join(10)
+    h.eq(held[0][0], 200)
     h.eq(metric(a, 'roster_api_queue_rejected_total{model="tiny@llm"}'), 3.0)
+    h.eq(metric(a, 'roster_api_queue_wait_seconds_count{model="tiny@llm"}'), 3.0)
 
 
 def test_deadline_disconnect_and_shutdown(t):
