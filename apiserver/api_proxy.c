@@ -119,6 +119,7 @@ struct api_px {
     /* the wait queue (api_queue.c): every instance tried was at capacity */
     struct api_waiter w;      /* its place in the queue; w.priority: request_priority */
     bool waited;              /* it entered the queue (at least once) */
+    bool dispatched;          /* ... and was handed a slot (at least once) */
     bool wait_expired;        /* ... and ran out of time there */
     int64_t wait_deadline_us; /* its first wait + --queue_timeout_ms */
     int64_t wait_since_us;    /* the current wait's start (0: not waiting) */
@@ -268,6 +269,7 @@ static void
 px_free(struct api_px *px)
 {
     int64_t us = now_us() - px->start_us;
+    bool waiting = px->wait_since_us != 0; /* ended while it waited: it held no slot */
 
     end_attempt(px);
     if (px->trial) {
@@ -277,8 +279,10 @@ px_free(struct api_px *px)
         wait_end(px);
         api_queue_done(px->srv, px->model->stats, px->wait_expired, px->waited_us);
     }
-    if (px->inst && px->status != 429) {
-        api_queue_kick(px->srv, px->model->stats, 1); /* its slot is free: a waiter's turn */
+    if ((px->inst || px->dispatched) && px->status != 429 && !waiting) {
+        /* its slot is free (or, a waiter that found no instance at all,
+         * the next one learns so at once): a waiter's turn */
+        api_queue_kick(px->srv, px->model->stats, 1);
     }
     metrics_hist_observe_us(&px->model->stats->s.latency, us);
     if (px->inst) {
@@ -404,6 +408,7 @@ on_ready(struct api_waiter *w)
             px->model = m;
         }
     }
+    px->dispatched = true;
     px->inst = NULL; /* perhaps the old table's */
     px->status = 0;
     px->ntried = 0;
@@ -1108,7 +1113,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     l->active = px;
     http_req_set_data(req, px);
     http_req_on_close(req, on_client_gone, px);
-    if (api_queue_waiting(srv, px->model->stats) && wait_start(px)) {
+    if (px->model->set.n > 0 && api_queue_waiting(srv, px->model->stats) && wait_start(px)) {
         return; /* others wait for this model already: behind them (by priority) */
     }
     attempt(px);

@@ -184,6 +184,17 @@ def test_bound(t):
     h.eq(metric(a, 'roster_api_queue_rejected_total{model="tiny@llm"}'), 3.0)
     h.eq(metric(a, 'roster_api_queue_wait_seconds_count{model="tiny@llm"}'), 3.0)
 
+    # a slot held by a client this apiserver never sees (straight to the
+    # worker): its waiter learns of the free slot from the table's load
+    # reports or its probe, soon after the slot frees
+    th, held = hold_slot(w.port, 8)
+    busy(w)
+    st, _, body, dt = chat(a.port, 1)
+    th.join(10)
+    h.eq((held[0][0], st), (200, 200), f"both served: {body[:200]!r}")
+    h.check(dt < held[0][3] + 0.6, f"served {dt - held[0][3]:.2f} s after the slot freed")
+    h.eq(metric(a, 'roster_api_queue_wait_seconds_count{model="tiny@llm"}'), 4.0)
+
 
 def test_deadline_disconnect_and_shutdown(t):
     """One slot held ~3 s. Two waiters with --queue_timeout_ms 800 get 503
