@@ -192,7 +192,7 @@ def test_bound(t):
     st, _, body, dt = chat(a.port, 1)
     th.join(10)
     h.eq((held[0][0], st), (200, 200), f"both served: {body[:200]!r}")
-    h.check(dt < held[0][3] + 0.6, f"served {dt - held[0][3]:.2f} s after the slot freed")
+    h.check(dt < held[0][3] + 1.5, f"served {dt - held[0][3]:.2f} s after the slot freed")
     h.eq(metric(a, 'roster_api_queue_wait_seconds_count{model="tiny@llm"}'), 4.0)
 
 
