@@ -199,7 +199,9 @@ struct row {
     bool routable;
     bool alive;
     bool enabled;
-    int64_t capacity, busy; /* its load report (the wait queue's) */
+    struct {
+        int64_t capacity, busy; /* running + queued */
+    } load;                     /* its load report (the wait queue's) */
 };
 
 static int
@@ -371,9 +373,9 @@ load_of(const cJSON *load, struct row *r)
     const cJSON *c = json_get(load, "capacity"), *f = json_get(load, "in_flight");
     const cJSON *q = json_get(load, "queue_length");
 
-    r->capacity = cJSON_IsNumber(c) && c->valuedouble > 0 ? (int64_t)c->valuedouble : 0;
-    r->busy = (cJSON_IsNumber(f) && f->valuedouble > 0 ? (int64_t)f->valuedouble : 0) +
-              (cJSON_IsNumber(q) && q->valuedouble > 0 ? (int64_t)q->valuedouble : 0);
+    r->load.capacity = cJSON_IsNumber(c) && c->valuedouble > 0 ? (int64_t)c->valuedouble : 0;
+    r->load.busy = (cJSON_IsNumber(f) && f->valuedouble > 0 ? (int64_t)f->valuedouble : 0) +
+                   (cJSON_IsNumber(q) && q->valuedouble > 0 ? (int64_t)q->valuedouble : 0);
 }
 
 /* Reads the rows of the controller's view=full list. Returns the count, or
@@ -406,15 +408,9 @@ parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
         if (!al) {
             al = json_get(it, "healthy");
         }
-        rows[k] = (struct row){m->valuestring,
-                               h->valuestring,
-                               (int)p->valuedouble,
-                               wt->valuedouble,
-                               cJSON_IsTrue(rt),
-                               cJSON_IsTrue(al),
-                               !cJSON_IsFalse(en),
-                               0,
-                               0};
+        rows[k] =
+            (struct row){m->valuestring,   h->valuestring,   (int)p->valuedouble, wt->valuedouble,
+                         cJSON_IsTrue(rt), cJSON_IsTrue(al), !cJSON_IsFalse(en),  {0, 0}};
         load_of(json_get(it, "load"), &rows[k++]);
     }
     qsort(rows, k, sizeof(*rows), row_cmp);
@@ -509,8 +505,8 @@ model_build(struct api_watch *w, struct api_table *t, struct api_model *m, const
     for (size_t k = 0; k < d->nrows; k++) {
         const struct row *r = &d->rows[k];
         bool ex = excluded(w, next[k], nexcluded);
-        atomic_store_explicit(&next[k]->load_capacity, r->capacity, memory_order_relaxed);
-        atomic_store_explicit(&next[k]->load_busy, r->busy, memory_order_relaxed);
+        atomic_store_explicit(&next[k]->load_capacity, r->load.capacity, memory_order_relaxed);
+        atomic_store_explicit(&next[k]->load_busy, r->load.busy, memory_order_relaxed);
         m->alive += r->alive;
         m->excluded += ex;
         if (r->routable && r->weight > 0 && !ex) {
