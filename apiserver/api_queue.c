@@ -22,7 +22,10 @@
  *     loop): one slot freed, one waiter;
  *   - when a new table arrives (api_queue_table, the watcher thread): as
  *     many waiters as the instances' load reports show free slots
- *     (capacity - running - queued; one probe when none reports capacity);
+ *     (capacity - running - queued; one probe when none reports capacity).
+ *     The controller's watch sends a table on routing changes (an
+ *     instance joins, leaves, is drained...), not on load reports alone:
+ *     this is how a new instance's slots are used at once;
  *   - as a backstop, every API_QUEUE_POLL_MS on loop 0, one waiter of a
  *     model that nothing dispatched during the last period (the slots may
  *     be held by other apiservers, whose completions this one never sees).
