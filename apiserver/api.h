@@ -284,7 +284,7 @@ const char *api_secret_header(const struct api_server *srv, char *out, size_t ca
  * task, which then calls the waiter's `ready` on that loop's thread. */
 #define API_QUEUE_POLL_MS 200
 
-/* The queue's tunables for one model (today the flags; later the
+/* The queue's tunables for model "name@type" (today the flags; later the
  * per-model settings). Any thread. */
 struct api_queue_opts {
     int64_t timeout_ms; /* the deadline from the first wait; 0: no queueing */
