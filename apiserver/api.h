@@ -16,6 +16,9 @@
  *   api_proxy.c   the request path: keep-alive HTTP to the workers on each
  *                 loop (http_upstream.h), retries, timeouts, streaming,
  *                 cancellation
+ *   api_queue.c   the wait queue: a request that finds every instance of
+ *                 its model at capacity waits (bounded, with a deadline)
+ *                 until capacity frees
  *   api_server.c  api_main: wiring, models, health, metrics, access log,
  *                 API key checks
  *   api_settings.c the cluster settings (API keys, aliases) fetched from the
@@ -81,6 +84,8 @@ struct api_config {
     int64_t access_log_sample;
     char *port_file;
     int64_t shutdown_grace_ms;
+    int64_t queue_timeout_ms; /* the wait queue (api_queue.c); 0: none */
+    int64_t queue_max;
     char *log_level;
     bool check; /* --check: validate, print, exit */
 };
@@ -146,6 +151,7 @@ struct api_mstats {
     char model[API_NAME_MAX + 1]; /* "name@type" */
     struct api_stats s;
     struct api_window win; /* the dashboard feed thread's */
+    struct api_mq *mq;     /* its wait queue (api_queue.c, under the queue's lock) */
     struct api_mstats *next;
 };
 
@@ -174,6 +180,9 @@ struct api_inst {
     int64_t probe_due_ms;     /* the next probe (util_mono_ms; 0: not scheduled yet) */
     int64_t probe_seen_until; /* rt.ejected_until_ms as the probe thread last knew it */
     bool probing;             /* a probe in flight */
+    /* its last load report, from the table (the watcher writes; the wait
+     * queue reads): capacity (0: none reported) and running + queued */
+    _Atomic int64_t load_capacity, load_busy;
 };
 
 /* What a model's routing is built from, shared by every table in which
@@ -399,6 +408,82 @@ void api_limit_reply_refusal(struct http_request *req, struct api_limit_ticket *
 int api_limit_start(struct api_server *srv);
 void api_limit_stop(struct api_server *srv);
 void api_limit_free(struct api_server *srv);
+/* ---- the wait queue (api_queue.c) ---------------------------------------------
+ *
+ * When every instance of a model that a request tried answered 429 (at
+ * capacity), the request waits in its model's queue instead of failing:
+ * highest priority first, first come first served within a priority, at
+ * most queue_max waiting per model (429 beyond), each until its deadline
+ * (queue_timeout_ms: 503). A waiter is dispatched (tried again from
+ * scratch) when a request of its model ends on this server (on any loop),
+ * when a new table shows a free slot in the instances' load reports, and,
+ * as a backstop, by a probe every API_QUEUE_POLL_MS while nothing else
+ * woke the model. A waiter holds no upstream connection and no budget.
+ *
+ * Threads: one lock guards every model's queue and the per-loop lists of
+ * waiters handed over for dispatch; it is held only for list operations.
+ * A waiter is a field of its request and belongs to the request's loop:
+ * only that loop enters, leaves and frees it; other threads only move it
+ * from its model's queue to its loop's ready list and post the loop a
+ * task, which then calls the waiter's `ready` on that loop's thread. */
+#define API_QUEUE_POLL_MS 200
+
+/* The queue's tunables for model "name@type" (today the flags; later the
+ * per-model settings). Any thread. */
+struct api_queue_opts {
+    int64_t timeout_ms; /* the deadline from the first wait; 0: no queueing */
+    int64_t max;        /* waiters per model */
+};
+struct api_queue_opts api_queue_opts(const struct api_server *srv, const char *model);
+
+struct api_mq;
+struct api_loop;
+struct api_waiter {
+    struct api_waiter *prev, *next;      /* in its model's queue, or its loop's ready list */
+    struct api_mq *q;                    /* the queue it is in (NULL: none) */
+    int state;                           /* API_W_* (the queue's lock guards it) */
+    int loop;                            /* its request's loop index */
+    int priority;                        /* higher first */
+    uint64_t seq;                        /* arrival order, set at its first entry */
+    void (*ready)(struct api_waiter *w); /* dispatched: runs on its loop */
+};
+enum { API_W_NONE, API_W_WAITING, API_W_READY };
+
+/* Creates and frees the queue (srv->queue): new after the loops are known
+ * (0, or -1 when out of memory); free after http_server_free. */
+int api_queue_new(struct api_server *srv);
+void api_queue_free(struct api_server *srv);
+/* Starts and stops the backstop probe on loop 0 (its thread, or before
+ * the loops run / after they stopped). */
+int api_queue_loop_start(struct api_server *srv, struct api_loop *l);
+void api_queue_loop_stop(struct api_server *srv, struct api_loop *l);
+
+enum api_queue_rc { API_Q_OK, API_Q_FULL };
+/* Puts w (its loop, priority and ready set) in the queue of model `m`. A
+ * waiter entering for the first time (again = false) takes a new place in
+ * line and counts against `max`; one that comes back after a dispatch
+ * found no room (again) keeps its place and is never refused. Loop thread
+ * of w. */
+enum api_queue_rc api_queue_enter(struct api_server *srv, struct api_mstats *m,
+                                  struct api_waiter *w, int64_t max, bool again);
+/* Takes w out of whatever list it is in (NULL-safe on a waiter in none).
+ * A waiter handed a free slot that it will not use passes it on. Loop
+ * thread of w. */
+void api_queue_leave(struct api_server *srv, struct api_waiter *w);
+/* n slots of model `m` freed (a request ended): the first n waiters are
+ * dispatched. Cheap when nobody waits. Any thread. */
+void api_queue_kick(struct api_server *srv, struct api_mstats *m, int n);
+/* True when requests of model `m` are waiting. Any thread. */
+bool api_queue_waiting(struct api_server *srv, struct api_mstats *m);
+/* A new table: dispatches waiters into the free slots its load reports
+ * show. Any thread (the watcher's). */
+void api_queue_table(struct api_server *srv, struct api_table *t);
+/* A request that waited is over: its time in the queue (all its waits)
+ * for the histogram, and whether it ran out of time. Any thread. */
+void api_queue_done(struct api_server *srv, struct api_mstats *m, bool timed_out, int64_t wait_us);
+/* roster_api_queue* samples. Any thread. 0 or -1. */
+struct buf;
+int api_queue_write_metrics(struct api_server *srv, struct buf *b);
 
 /* ---- the server (api_proxy.c, api_server.c) ---------------------------------- */
 
@@ -458,6 +543,7 @@ struct api_server {
     struct api_limiter *limiter;      /* api_limit.c */
     _Atomic uint64_t limit_unchecked; /* requests of limited keys admitted with no controller */
     struct api_probe *probe;          /* NULL: probes disabled (api_probe.c) */
+    struct api_queue *queue;          /* the wait queue (api_queue.c) */
 };
 
 /* Why an instance is not routed to when its address is outside
@@ -501,6 +587,8 @@ void api_h_completions(struct http_request *req, void *arg);
 void api_h_embeddings(struct http_request *req, void *arg);
 /* After the loops have stopped: ends every request still in progress. */
 void api_proxy_cancel_all(struct api_loop *l);
+/* Shutdown has begun: ends the loop's waiting requests (503). Loop thread. */
+void api_proxy_drain(struct api_loop *l);
 /* The instance that served the request ("host:port"), or NULL. */
 const char *api_px_instance(struct http_request *req);
 

@@ -75,6 +75,14 @@ const struct flag_def api_flag_defs[] = {
     F(probe_timeout_ms, FLAG_INT, "5000", 1, 600000, NULL, 0, "MS",
       "A probe without its whole answer within MS has failed; keep it above the engine's "
       "worst queueing delay for a 1-token request under load."),
+    F(queue_timeout_ms, FLAG_INT, "30000", 0, 3600000, NULL, 0, "MS",
+      "When every instance of a model that a request tried is at capacity (429), the request "
+      "waits in the model's queue up to this long (from its first wait) for a free slot, "
+      "instead of failing at once; past it: 503 with Retry-After (0 = no queueing: 429 at "
+      "once). The wait does not count against --request_timeout_ms."),
+    F(queue_max, FLAG_INT, "1000", 1, 1000000, NULL, 0, "N",
+      "Requests waiting per model (see --queue_timeout_ms); one more gets 429 with "
+      "Retry-After."),
     F(watch_wait_secs, FLAG_INT, "30", 1, 60, NULL, 0, "SECS",
       "Long-poll duration of the controller watch."),
     F(control_timeout_ms, FLAG_INT, "2000", 50, 60000, NULL, 0, "MS",

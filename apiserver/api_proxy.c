@@ -45,9 +45,11 @@
  */
 #include "api.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -115,9 +117,20 @@ struct api_px {
     char fail_msg[640];
     struct api_limit_ticket lt; /* the key's limits (api_limit.c) */
     struct api_px *prev, *next; /* l->active */
+    /* the wait queue (api_queue.c): every instance tried was at capacity */
+    struct api_waiter w;      /* its place in the queue; w.priority: request_priority */
+    bool waited;              /* it entered the queue (at least once) */
+    bool dispatched;          /* ... and was handed a slot (at least once) */
+    bool wait_expired;        /* ... and ran out of time there */
+    int64_t wait_deadline_us; /* its first wait + --queue_timeout_ms */
+    int64_t wait_since_us;    /* the current wait's start (0: not waiting) */
+    int64_t waited_us;        /* its waits so far */
+    struct event wait_ev;     /* the deadline while it waits */
+    bool wait_armed;
 };
 
 static void attempt(struct api_px *px);
+static void resp_reset(struct api_px *px);
 
 /* ---- bookkeeping ----------------------------------------------------------- */
 
@@ -191,11 +204,62 @@ instance_ok(struct api_px *px)
     }
 }
 
+/* ---- the wait queue (api_queue.c) ---------------------------------------------
+ *
+ * A request whose every attempt met 429 (each instance tried at capacity)
+ * waits for a free slot instead of failing (wait_start, from fail_all), as
+ * does a new request of a model that has waiters already (it takes its
+ * place behind them). While it waits it holds no connection and no
+ * budget, only its body and this struct; its timers: the queue's deadline
+ * (wait_ev), the request's own (timer) stopped. Dispatched (on_ready), it
+ * starts over as if just arrived: every instance may be tried again and
+ * --request_timeout_ms counts from then. Meeting 429 everywhere again, it
+ * goes back to its place in line. Past --queue_timeout_ms since its first
+ * wait: 503 queue_timeout. Past --queue_max waiting: 429 queue_full. Its
+ * client going away or shutdown take it out at once (px_free). */
+
+/* The request's priority in the queue: its API key's (0..9; 0 without a
+ * key of the settings). */
+static int
+request_priority(struct api_server *srv, struct http_request *req)
+{
+    const char *auth = http_req_header(req, "Authorization");
+    struct api_settings *s;
+    const struct api_key *k;
+    int prio;
+
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    s = api_settings_acquire(srv);
+    k = api_settings_key(s, auth + 7);
+    prio = k ? k->priority : 0;
+    api_settings_unref(s);
+    return prio;
+}
+
+/* Out of the queue, its time there counted. NULL-safe on a request not
+ * waiting. */
+static void
+wait_end(struct api_px *px)
+{
+    api_queue_leave(px->srv, &px->w);
+    if (px->wait_armed) {
+        event_del(&px->wait_ev);
+        px->wait_armed = false;
+    }
+    if (px->wait_since_us) {
+        px->waited_us += now_us() - px->wait_since_us;
+        px->wait_since_us = 0;
+    }
+}
+
 /* The request is answered: forget it. */
 static void
 px_free(struct api_px *px)
 {
     int64_t us = now_us() - px->start_us;
+    bool waiting = px->wait_since_us != 0; /* ended while it waited: it held no slot */
 
     end_attempt(px);
     if (px->trial) {
@@ -203,6 +267,15 @@ px_free(struct api_px *px)
     }
     api_limit_cancel(px->srv, px->l, &px->lt);
     free(px->lt.refusal);
+    if (px->waited) {
+        wait_end(px);
+        api_queue_done(px->srv, px->model->stats, px->wait_expired, px->waited_us);
+    }
+    if ((px->inst || px->dispatched) && px->status != 429 && !waiting) {
+        /* its slot is free (or, a waiter that found no instance at all,
+         * the next one learns so at once): a waiter's turn */
+        api_queue_kick(px->srv, px->model->stats, 1);
+    }
     metrics_hist_observe_us(&px->model->stats->s.latency, us);
     if (px->inst) {
         metrics_hist_observe_us(&px->inst->s.latency, us);
@@ -243,12 +316,111 @@ stream_error(struct api_px *px, const char *msg)
     px_free(px);
 }
 
+/* Past --queue_timeout_ms since its first wait: 503. */
+static void
+wait_timed_out(struct api_px *px)
+{
+    struct api_queue_opts o = api_queue_opts(px->srv, px->model->stats->model);
+    char msg[320];
+
+    wait_end(px);
+    px->wait_expired = true;
+    count_error(px, API_ERR_NO_INSTANCE);
+    snprintf(msg, sizeof(msg),
+             "every instance of '%s' stayed at capacity for %lld ms (--queue_timeout_ms); retry",
+             px->model->name, (long long)o.timeout_ms);
+    finish_error(px, 503, "server_error", "queue_timeout", msg);
+}
+
+static void
+on_wait_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct api_px *px = arg;
+
+    (void)fd;
+    (void)what;
+    px->wait_armed = false;
+    wait_timed_out(px);
+}
+
+/* Puts the request in its model's queue (px->status: why). Returns true
+ * when it waits or was answered (past the bound or the deadline), false
+ * when queueing is off (--queue_timeout_ms 0) or shutdown has begun. */
+static bool
+wait_start(struct api_px *px)
+{
+    struct api_queue_opts o = api_queue_opts(px->srv, px->model->stats->model);
+    int64_t now = now_us(), ms;
+    char msg[320];
+
+    if (o.timeout_ms <= 0 || http_loop_draining(px->l->loop)) {
+        return false;
+    }
+    if (px->waited && now >= px->wait_deadline_us) {
+        wait_timed_out(px);
+        return true;
+    }
+    end_attempt(px);
+    resp_reset(px); /* a waiter holds none of the budget */
+    if (api_queue_enter(px->srv, px->model->stats, &px->w, o.max, px->waited) != API_Q_OK) {
+        count_error(px, API_ERR_NO_INSTANCE);
+        snprintf(msg, sizeof(msg),
+                 "every instance of '%s' is at capacity and %lld requests wait for it already "
+                 "(--queue_max); retry",
+                 px->model->name, (long long)o.max);
+        finish_error(px, 429, "rate_limit_exceeded", "queue_full", msg);
+        return true;
+    }
+    if (!px->waited) {
+        px->waited = true;
+        px->wait_deadline_us = now + o.timeout_ms * 1000;
+    }
+    px->wait_since_us = now;
+    ms = (px->wait_deadline_us - now + 999) / 1000;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(&px->wait_ev, &tv);
+    px->wait_armed = true;
+    return true;
+}
+
+/* A slot is free (api_queue.c, on the request's loop): try again from
+ * scratch, on the loop's current table. */
+static void
+on_ready(struct api_waiter *w)
+{
+    struct api_px *px = (struct api_px *)(void *)((char *)w - offsetof(struct api_px, w));
+    struct api_table *t = px->l->table;
+
+    wait_end(px);
+    if (t && t != px->table) {
+        struct api_model *m = api_table_find(t, px->model->name, px->model->type);
+        if (m) {
+            api_table_unref(px->table);
+            px->table = api_table_ref(t);
+            px->model = m;
+        }
+    }
+    px->dispatched = true;
+    px->inst = NULL; /* perhaps the old table's */
+    px->status = 0;
+    px->ntried = 0;
+    px->saw_429 = false;
+    px->fail_status = 0;
+    px->again = false;
+    px->reconnects = 0;
+    px->deadline_us = now_us() + px->srv->cfg->request_timeout_ms * 1000;
+    attempt(px);
+}
+
 /* Every attempt failed, or no instance was usable. */
 static void
 fail_all(struct api_px *px)
 {
     char msg[512];
 
+    if (px->saw_429 && wait_start(px)) {
+        return; /* waits for a free slot (or was answered past the bound or deadline) */
+    }
     if (px->saw_429 && px->fail_status == 0) {
         snprintf(msg, sizeof(msg), "every instance of '%s' is at capacity; retry", px->model->name);
         count_error(px, API_ERR_NO_INSTANCE);
@@ -875,6 +1047,17 @@ parse(struct http_request *req, cJSON **root, bool *stream, char *key, size_t *k
     return m->valuestring;
 }
 
+/* An admitted request's first attempt - or its place in the wait queue,
+ * behind the requests of its model that wait already (by priority). */
+static void
+begin(struct api_px *px)
+{
+    if (px->model->set.n > 0 && api_queue_waiting(px->srv, px->model->stats) && wait_start(px)) {
+        return;
+    }
+    attempt(px);
+}
+
 /* A parked request's verdict under its key's limits (api_limit.c). */
 static void
 on_limit_verdict(struct api_limit_ticket *t, bool admitted)
@@ -882,7 +1065,7 @@ on_limit_verdict(struct api_limit_ticket *t, bool admitted)
     struct api_px *px = (struct api_px *)((char *)t - offsetof(struct api_px, lt));
 
     if (admitted) {
-        attempt(px);
+        begin(px);
         return;
     }
     http_req_on_close(px->req, NULL, NULL);
@@ -950,6 +1133,10 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     buf_init(&px->pending, MAX_PENDING);
     evtimer_assign(&px->timer_ev, http_loop_base(l->loop), on_timer, px);
     px->timer = &px->timer_ev;
+    evtimer_assign(&px->wait_ev, http_loop_base(l->loop), on_wait_timer, px);
+    px->w.loop = http_loop_index(l->loop);
+    px->w.ready = on_ready;
+    px->w.priority = request_priority(srv, req);
     snprintf(px->headers, sizeof(px->headers),
              "Content-Type: application/json\r\nX-Request-Id: %.120s\r\n", http_req_id(req));
     px->next = l->active;
@@ -964,7 +1151,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->lt.tokens = api_limit_estimate(body_len, max_tokens);
     switch (api_limit_admit(srv, l, &px->lt, req)) {
     case API_LIMIT_OK:
-        attempt(px);
+        begin(px);
         break;
     case API_LIMIT_PARKED:
         break; /* on_limit_verdict */
@@ -1021,16 +1208,34 @@ api_proxy_cancel_all(struct api_loop *l)
     }
 }
 
+void
+api_proxy_drain(struct api_loop *l)
+{
+    struct api_px *next;
+
+    for (struct api_px *px = l->active; px; px = next) {
+        next = px->next;
+        if (px->wait_since_us) {
+            finish_error(px, 503, "server_error", "shutting_down",
+                         "the apiserver is shutting down; retry");
+        }
+    }
+}
+
 int
 api_loop_init(struct api_loop *l)
 {
     l->hu = hu_pool_new(http_loop_base(l->loop), (int)l->srv->cfg->connect_timeout_ms, 256);
-    return l->hu ? 0 : -1;
+    if (!l->hu || api_queue_loop_start(l->srv, l) != 0) {
+        return -1;
+    }
+    return 0;
 }
 
 void
 api_loop_cleanup(struct api_loop *l)
 {
+    api_queue_loop_stop(l->srv, l);
     api_proxy_cancel_all(l);
     hu_pool_free(l->hu);
     l->hu = NULL;

@@ -610,6 +610,7 @@ api_write_metrics(struct api_server *srv, struct api_loop *l, struct buf *b)
     rc |= write_stat(b, "roster_api_errors_total", "model=\"\"", &srv->total, NULL, ST_ERRORS);
     rc |= write_key_metrics(srv, b);
     rc |= api_probe_write_metrics(srv, b);
+    rc |= api_queue_write_metrics(srv, b);
     return rc ? -1 : 0;
 }
 
@@ -688,6 +689,15 @@ on_grace_expired(struct http_loop *loop, void *arg)
     api_proxy_cancel_all(&srv->loops[http_loop_index(loop)]);
 }
 
+/* Shutdown begins: requests waiting in the queue get their 503 now. */
+static void
+on_drain(struct http_loop *loop, void *arg)
+{
+    struct api_server *srv = arg;
+
+    api_proxy_drain(&srv->loops[http_loop_index(loop)]);
+}
+
 /* Splits a comma-separated list into srv->keys. Returns 0 or -1. */
 static int
 split_keys(struct api_server *srv, const char *list)
@@ -761,13 +771,14 @@ api_server_mount(struct api_server *srv, struct http_server *http)
         .arg = srv,
         .guard = guard,
         .access_log = access_log,
+        .on_drain = on_drain,
         .on_expire = on_grace_expired,
     };
 
     srv->http = http;
     srv->nloops = http_server_nloops(http);
     srv->loops = calloc((size_t)srv->nloops, sizeof(*srv->loops));
-    if (!srv->loops) {
+    if (!srv->loops || api_queue_new(srv) != 0) {
         log_error("out of memory");
         return EX_OSERR;
     }
@@ -825,6 +836,7 @@ api_server_free(struct api_server *srv)
         return;
     }
     /* the table swaps still queued ran in http_server_free, before this */
+    api_queue_free(srv);
     for (int i = 0; srv->loops && i < srv->nloops; i++) {
         api_table_unref(srv->loops[i].table);
     }

@@ -224,6 +224,9 @@ struct row {
     bool routable;
     bool alive;
     bool enabled;
+    struct {
+        int64_t capacity, busy; /* running + queued */
+    } load;                     /* its load report (the wait queue's) */
 };
 
 static int
@@ -387,6 +390,19 @@ excluded(struct api_watch *w, struct api_inst *i, size_t *count)
     return ex;
 }
 
+/* The load report of a row ({"in_flight","queue_length","capacity"}; the
+ * controller checked their ranges), for the wait queue. */
+static void
+load_of(const cJSON *load, struct row *r)
+{
+    const cJSON *c = json_get(load, "capacity"), *f = json_get(load, "in_flight");
+    const cJSON *q = json_get(load, "queue_length");
+
+    r->load.capacity = cJSON_IsNumber(c) && c->valuedouble > 0 ? (int64_t)c->valuedouble : 0;
+    r->load.busy = (cJSON_IsNumber(f) && f->valuedouble > 0 ? (int64_t)f->valuedouble : 0) +
+                   (cJSON_IsNumber(q) && q->valuedouble > 0 ? (int64_t)q->valuedouble : 0);
+}
+
 /* Reads the rows of the controller's view=full list. Returns the count, or
  * -1 with a reason in err. *rows_out points into `root`. */
 static long
@@ -417,9 +433,10 @@ parse_rows(const cJSON *root, struct row **rows_out, char *err, size_t errcap)
         if (!al) {
             al = json_get(it, "healthy");
         }
-        rows[k++] =
+        rows[k] =
             (struct row){m->valuestring,   h->valuestring,   (int)p->valuedouble, wt->valuedouble,
-                         cJSON_IsTrue(rt), cJSON_IsTrue(al), !cJSON_IsFalse(en)};
+                         cJSON_IsTrue(rt), cJSON_IsTrue(al), !cJSON_IsFalse(en),  {0, 0}};
+        load_of(json_get(it, "load"), &rows[k++]);
     }
     qsort(rows, k, sizeof(*rows), row_cmp);
     *rows_out = rows;
@@ -513,6 +530,8 @@ model_build(struct api_watch *w, struct api_table *t, struct api_model *m, const
     for (size_t k = 0; k < d->nrows; k++) {
         const struct row *r = &d->rows[k];
         bool ex = excluded(w, next[k], nexcluded);
+        atomic_store_explicit(&next[k]->load_capacity, r->load.capacity, memory_order_relaxed);
+        atomic_store_explicit(&next[k]->load_busy, r->load.busy, memory_order_relaxed);
         m->alive += r->alive;
         m->excluded += ex;
         if (r->routable && r->weight > 0 && !ex) {
@@ -721,6 +740,7 @@ publish(struct api_watch *w, struct api_table *t)
         s->table = t;
         http_loop_post(srv->loops[i].loop, &s->task);
     }
+    api_queue_table(srv, t); /* free slots in its load reports: waiters go */
     if (srv->notify) {
         srv->notify(srv->notify_arg);
     }
