@@ -255,11 +255,17 @@ api_limit_admit(struct api_server *srv, struct api_loop *l, struct api_limit_tic
     }
     s = api_settings_acquire(srv);
     key = api_settings_key(s, auth + 7);
-    if (!key || (key->rpm == 0 && key->tpm == 0)) {
+    if (!key) {
         api_settings_unref(s);
         return API_LIMIT_OK;
     }
-    util_strlcpy(t->key, key->name, sizeof(t->key));
+    util_strlcpy(t->key, key->name, sizeof(t->key)); /* its usage is counted */
+    if (key->rpm == 0 && key->tpm == 0) {
+        t->tokens = 0; /* nothing reserved, nothing to correct */
+        t->admitted = true;
+        api_settings_unref(s);
+        return API_LIMIT_OK;
+    }
     if (key->tpm == 0) {
         t->tokens = 0;
     }
@@ -426,8 +432,11 @@ on_wake(struct http_task *task)
             pthread_cond_signal(&lm->cond);
         }
         pthread_mutex_unlock(&lm->mu);
+        if (verdict == 3) {
+            t->tokens = 0; /* no longer limited: nothing was reserved */
+        }
         if (verdict != 0) {
-            t->admitted = verdict == 1;
+            t->admitted = verdict != 2;
             t->resume(t, verdict != 2); /* refused: it answers t->refusal */
         }
     }

@@ -242,8 +242,12 @@ api_settings_parse(const char *json, size_t len, char *err, size_t errcap)
             log_warn("settings version %lld: a malformed alias; left out", (long long)s->version);
         }
     }
-    qsort(s->keys, s->nkeys, sizeof(*s->keys), key_cmp);
-    qsort(s->aliases, s->naliases, sizeof(*s->aliases), alias_cmp);
+    if (s->nkeys > 1) {
+        qsort(s->keys, s->nkeys, sizeof(*s->keys), key_cmp);
+    }
+    if (s->naliases > 1) {
+        qsort(s->aliases, s->naliases, sizeof(*s->aliases), alias_cmp);
+    }
     cJSON_Delete(root);
     return s;
 fail:
