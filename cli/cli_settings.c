@@ -120,7 +120,8 @@ const char cli_key_summary[] =
     "Creates API keys (the key is printed once, on stdout: store it then), lists them "
     "(never their hashes), revokes or deletes them, through the first controller of "
     "--controller_addr that answers (the cluster secret is needed); shows each key's requests "
-    "admitted and refused, summed over the /metrics of the apiservers of --api_base.";
+    "admitted and refused and its tokens, summed over the /metrics of the apiservers of "
+    "--api_base.";
 
 const char cli_alias_summary[] =
     "Sets, lists and removes model aliases: a name that resolves to an ordered list of models "
@@ -614,17 +615,20 @@ alias_rm(const struct settings_opts *o, char **pos, int npos)
 
 /* ---- key usage ---------------------------------------------------------------- */
 
-/* The per-key counters of an apiserver's /metrics, and the JSON field each
- * becomes. A counter whose samples carry a "reason" label becomes an object
- * by reason, and one column per reason seen. A new counter (tokens) is one
- * line here. */
+/* The per-key counters of an apiserver's /metrics, in the order of the
+ * table's columns, and the JSON field each becomes. A counter split by a
+ * second label (`by`: the reason of a refusal, the kind of tokens) becomes
+ * an object by that label's value, and one column per value seen. A new
+ * counter is one line here. */
 static const struct usage_metric {
     const char *metric;
     const char *field;
     const char *column;
+    const char *by; /* the label that splits it, or NULL */
 } usage_metrics[] = {
-    {"roster_api_key_requests_total", "requests", "Requests"},
-    {"roster_api_key_rejected_total", "rejected", "Rejected"},
+    {"roster_api_key_requests_total", "requests", "Requests", NULL},
+    {"roster_api_key_tokens_total", "tokens", "Tokens", "kind"},
+    {"roster_api_key_rejected_total", "rejected", "Rejected", "reason"},
 };
 
 /* Reads one label value at *p (just past `="`), unescaping \\, \" and \n
@@ -648,16 +652,16 @@ label_value(const char *p, const char *end, char *out, size_t cap)
 }
 
 /* Parses one sample line "name{k="v",...} value" of a usage metric into
- * the key's entry of `keys` (an object: key name -> {field: n or {reason:
- * n}}), adding its value. Other lines are ignored. */
+ * the key's entry of `keys` (an object: key name -> {field: n, or {value of
+ * its `by` label: n}}), adding its value. Other lines are ignored. */
 static void
 usage_line(const char *line, const char *end, cJSON *keys, const char *only)
 {
     for (size_t i = 0; i < UTIL_ARRAY_LEN(usage_metrics); i++) {
         const struct usage_metric *um = &usage_metrics[i];
         size_t ml = strlen(um->metric);
-        char key[160] = "", reason[160] = "", name[64], val[64];
-        bool has_key = false, has_reason = false;
+        char key[160] = "", sub[160] = "", name[64], val[64];
+        bool has_key = false, has_sub = false;
         const char *p = line + ml;
         double v;
         cJSON *entry, *slot;
@@ -666,8 +670,11 @@ usage_line(const char *line, const char *end, cJSON *keys, const char *only)
             continue;
         }
         for (p++; p < end && *p != '}';) {
-            size_t nl = strcspn(p, "=}");
-            if (p + nl >= end || p[nl] != '=' || p[nl + 1] != '"' || nl >= sizeof(name)) {
+            size_t nl = 0;
+            while (p + nl < end && p[nl] != '=' && p[nl] != '}') {
+                nl++;
+            }
+            if (p + nl + 1 >= end || p[nl] != '=' || p[nl + 1] != '"' || nl >= sizeof(name)) {
                 return;
             }
             memcpy(name, p, nl);
@@ -675,9 +682,9 @@ usage_line(const char *line, const char *end, cJSON *keys, const char *only)
             if (strcmp(name, "key") == 0) {
                 p = label_value(p + nl + 2, end, key, sizeof(key));
                 has_key = true;
-            } else if (strcmp(name, "reason") == 0) {
-                p = label_value(p + nl + 2, end, reason, sizeof(reason));
-                has_reason = true;
+            } else if (um->by && strcmp(name, um->by) == 0) {
+                p = label_value(p + nl + 2, end, sub, sizeof(sub));
+                has_sub = true;
             } else {
                 char skip[160];
                 p = label_value(p + nl + 2, end, skip, sizeof(skip));
@@ -689,7 +696,7 @@ usage_line(const char *line, const char *end, cJSON *keys, const char *only)
                 p++;
             }
         }
-        if (!has_key || p >= end || (only && strcmp(only, key) != 0)) {
+        if (!has_key || p >= end || (only && strcmp(only, key) != 0) || has_sub != !!um->by) {
             return;
         }
         p++;
@@ -708,14 +715,14 @@ usage_line(const char *line, const char *end, cJSON *keys, const char *only)
         if (!entry) {
             return;
         }
-        if (has_reason) {
+        if (has_sub) {
             cJSON *by = cJSON_GetObjectItemCaseSensitive(entry, um->field);
             if (!by) {
                 by = cJSON_AddObjectToObject(entry, um->field);
             }
             entry = by;
         }
-        const char *leaf = has_reason ? reason : um->field;
+        const char *leaf = has_sub ? sub : um->field;
         slot = entry ? cJSON_GetObjectItemCaseSensitive(entry, leaf) : NULL;
         if (cJSON_IsNumber(slot)) {
             cJSON_SetNumberValue(slot, slot->valuedouble + v);
@@ -767,9 +774,10 @@ out:
     return rc;
 }
 
-/* Adds to `cols` (an array of names) each reason of `by` not yet in it. */
+/* Adds to `cols` (an array of names) each member name of `by` not yet in
+ * it. */
 static void
-add_reasons(cJSON *cols, const cJSON *by)
+add_subs(cJSON *cols, const cJSON *by)
 {
     const cJSON *r;
 
@@ -793,7 +801,7 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
     const char *only = npos ? pos[0] : NULL;
     cJSON *keys = cJSON_CreateObject();
     cJSON *bases = cJSON_CreateArray();
-    cJSON *reasons[UTIL_ARRAY_LEN(usage_metrics)] = {NULL};
+    cJSON *subs[UTIL_ARRAY_LEN(usage_metrics)] = {NULL};
     cJSON *rows = NULL, *head = NULL, *doc = NULL;
     const char *p, *item;
     size_t len;
@@ -858,17 +866,17 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
         }
         goto out;
     }
-    /* the columns: Key, each counter; a counter by reason, one per reason seen */
+    /* the columns: Key, each counter; a split counter, one per value seen */
     for (size_t i = 0; i < UTIL_ARRAY_LEN(usage_metrics); i++) {
         const cJSON *k;
         cJSON_ArrayForEach(k, keys)
         {
             const cJSON *f = json_get(k, usage_metrics[i].field);
             if (cJSON_IsObject(f)) {
-                if (!reasons[i]) {
-                    reasons[i] = cJSON_CreateArray();
+                if (!subs[i]) {
+                    subs[i] = cJSON_CreateArray();
                 }
-                add_reasons(reasons[i], f);
+                add_subs(subs[i], f);
             }
         }
     }
@@ -881,11 +889,14 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
     cJSON_AddItemToArray(head, cJSON_CreateString("Key"));
     for (size_t i = 0; i < UTIL_ARRAY_LEN(usage_metrics); i++) {
         const cJSON *r;
-        if (!reasons[i]) {
+        if (!subs[i] && usage_metrics[i].by) {
+            continue; /* not exported by these apiservers */
+        }
+        if (!subs[i]) {
             cJSON_AddItemToArray(head, cJSON_CreateString(usage_metrics[i].column));
             continue;
         }
-        cJSON_ArrayForEach(r, reasons[i])
+        cJSON_ArrayForEach(r, subs[i])
         {
             char col[200];
             snprintf(col, sizeof(col), "%s (%s)", usage_metrics[i].column, r->valuestring);
@@ -906,12 +917,15 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
         for (size_t i = 0; i < UTIL_ARRAY_LEN(usage_metrics); i++) {
             const cJSON *f = json_get(k, usage_metrics[i].field);
             const cJSON *r;
-            if (!reasons[i]) {
+            if (!subs[i] && usage_metrics[i].by) {
+                continue;
+            }
+            if (!subs[i]) {
                 snprintf(cell, sizeof(cell), "%.0f", cJSON_IsNumber(f) ? f->valuedouble : 0);
                 cJSON_AddItemToArray(row, cJSON_CreateString(cell));
                 continue;
             }
-            cJSON_ArrayForEach(r, reasons[i])
+            cJSON_ArrayForEach(r, subs[i])
             {
                 const cJSON *v = json_get(f, r->valuestring);
                 snprintf(cell, sizeof(cell), "%.0f", cJSON_IsNumber(v) ? v->valuedouble : 0);
@@ -927,7 +941,7 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
     }
 out:
     for (size_t i = 0; i < UTIL_ARRAY_LEN(usage_metrics); i++) {
-        cJSON_Delete(reasons[i]);
+        cJSON_Delete(subs[i]);
     }
     cJSON_Delete(head);
     cJSON_Delete(rows);
@@ -1066,7 +1080,8 @@ static const struct settings_cmd key_cmds[] = {
      "(the name is free again).",
      revoke_opts, 1, 1, key_revoke},
     {"usage", "usage [NAME] --api_base URL[,URL...] [--json]",
-     "Requests admitted and refused (by reason) per key, summed over the /metrics of the "
+     "Requests admitted, tokens (by kind) and requests refused (by reason) per key, summed "
+     "over the /metrics of the "
      "apiservers of --api_base (counted since each apiserver started). Exit status 69 when "
      "one could not be read (the sums leave it out).",
      usage_opts, 0, 1, key_usage},
