@@ -166,6 +166,13 @@ def test_keys_within_a_second(t):
             h.check(k[16:] not in log, f"{p.name}'s log holds no key")
 
 
+def chat(a, key, max_tokens):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": max_tokens}
+    return h.request("POST", a.url + "/v1/chat/completions", body=body,
+                     headers={"Authorization": f"Bearer {key}"})
+
+
 def usage_of(c, args):
     r = ok(roster(c, ["key", "usage"] + args), f"usage {args}")
     rows = parse_table(r.stdout)
@@ -174,22 +181,31 @@ def usage_of(c, args):
 
 def test_usage_sums_apiservers(t):
     c, (a1, a2) = setup(t, apis=2)
-    key = create(c, "team-a")
+    t.start("w1", ["start", "worker", "--model_name", "tiny", "--host", "127.0.0.1",
+                   "--controller_addr", c.url, "--heartbeat_interval", "0.5"], env=SECRET_ENV)
+    key = create(c, "team-a", ["--rpm", "1000"])  # (tokens are counted for keys with limits)
     create(c, "idle")
     within([a1, a2], lambda a: models_status(a, key) == 200)
     for _ in range(3):
         h.eq(models_status(a1, key), 200)
     h.eq(models_status(a2, key), 200)
+    # tokens: a chat on each apiserver (2 and 3 completion tokens)
+    for a, n in ((a1, 2), (a2, 3)):
+        h.wait_until(lambda a=a: chat(a, key, n).status == 200, 10, what=f"{a.name} chats")
     h.eq(models_status(a2, "sk-roster-no-such-key"), 401)
     ok(roster(c, ["key", "revoke", "team-a"]), "revoke")
     within([a1, a2], lambda a: models_status(a, key) == 401)
 
     def sample(labels):
-        name = "roster_api_key_rejected_total" if "reason" in labels else \
-            "roster_api_key_requests_total"
+        name = ("roster_api_key_rejected_total" if "reason" in labels else
+                "roster_api_key_tokens_total" if "kind" in labels else
+                "roster_api_key_requests_total")
         return sum(h.metric_sample(a.url, name, labels) or 0 for a in (a1, a2))
 
     admitted = sample({"key": "team-a"})
+    prompt = sample({"key": "team-a", "kind": "prompt"})
+    completion = sample({"key": "team-a", "kind": "completion"})
+    h.check(prompt > 0 and completion >= 5, f"tokens counted: {prompt} {completion}")
     revoked = sample({"key": "team-a", "reason": "revoked"})
     invalid = sample({"key": "", "reason": "invalid"})
     h.check(admitted >= 5 and revoked >= 2 and invalid >= 1, f"{admitted} {revoked} {invalid}")
@@ -202,6 +218,8 @@ def test_usage_sums_apiservers(t):
     col = {name: i for i, name in enumerate(head[1:])}
     h.check("Rejected (revoked)" in col and "Rejected (invalid)" in col, f"columns {head}")
     h.eq(int(rows["team-a"][col["Requests"]]), admitted, "requests summed over both")
+    h.eq(int(rows["team-a"][col["Tokens (prompt)"]]), prompt, "prompt tokens summed over both")
+    h.eq(int(rows["team-a"][col["Tokens (completion)"]]), completion, "completion tokens")
     h.eq(int(rows["team-a"][col["Rejected (revoked)"]]), revoked, "revoked summed over both")
     h.eq(int(rows["(no such key)"][col["Rejected (invalid)"]]), invalid, "unknown keys")
     h.check("idle" not in rows, "a key no apiserver has counted is not listed")
@@ -214,6 +232,7 @@ def test_usage_sums_apiservers(t):
     h.eq(len(doc["apiservers"]), 2)
     h.eq(doc["keys"]["team-a"]["requests"], admitted)
     h.eq(doc["keys"]["team-a"]["rejected"]["revoked"], revoked)
+    h.eq(doc["keys"]["team-a"]["tokens"], {"prompt": prompt, "completion": completion})
 
     # an apiserver that cannot be read: the sums of the others, and exit 69
     dead_sock, dead = h.dead_port()
