@@ -774,6 +774,20 @@ out:
     return rc;
 }
 
+/* The sum of every number in `e` (an entry of key usage). */
+static double
+entry_total(const cJSON *e)
+{
+    const cJSON *v;
+    double sum = 0;
+
+    cJSON_ArrayForEach(v, e)
+    {
+        sum += cJSON_IsNumber(v) ? v->valuedouble : entry_total(v);
+    }
+    return sum;
+}
+
 /* Adds to `cols` (an array of names) each member name of `by` not yet in
  * it. */
 static void
@@ -908,8 +922,12 @@ key_usage(const struct settings_opts *o, char **pos, int npos)
     const cJSON *k;
     cJSON_ArrayForEach(k, keys)
     {
-        cJSON *row = cJSON_CreateArray();
+        cJSON *row;
         char cell[64];
+        if (!*k->string && entry_total(k) == 0) {
+            continue; /* no request with an unknown key */
+        }
+        row = cJSON_CreateArray();
         if (!row) {
             break;
         }

@@ -240,7 +240,9 @@ def test_usage_sums_apiservers(t):
         r = roster(c, ["key", "usage", "--api_base", f"{a1.url},http://127.0.0.1:{dead}"])
         h.eq(r.returncode, EX_UNAVAILABLE, f"{r.stderr}")
         h.check(str(dead) in r.stderr and "leave out 1" in r.stderr, r.stderr)
-        h.eq(int({row[0]: row for row in parse_table(r.stdout)}["team-a"][1]), one)
+        rows = {row[0]: row for row in parse_table(r.stdout)}
+        h.eq(int(rows["team-a"][1]), one)
+        h.check("(no such key)" not in rows, "no row for unknown keys where none came")
         r = roster(c, ["key", "usage", "--api_base", f"http://127.0.0.1:{dead}"])
         h.eq(r.returncode, EX_UNAVAILABLE, f"{r.stderr}")
     finally:
