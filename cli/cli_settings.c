@@ -278,7 +278,7 @@ ask(const struct settings_opts *o, const char *what, const char *method, const c
 {
     struct cli_model_opts m;
     struct http_client_response resp;
-    char err[160];
+    char err[160] = "neither an object nor a list";
     int code = 0;
 
     memset(&m, 0, sizeof(m));
@@ -313,7 +313,7 @@ ask(const struct settings_opts *o, const char *what, const char *method, const c
 
 /* The controller's JSON, printed as it came (--json). */
 static void
-print_raw(char *raw)
+print_raw(const char *raw)
 {
     size_t n = strlen(raw);
 
