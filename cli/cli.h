@@ -8,6 +8,8 @@
  *                table and controller client every model command shares)
  *   cli_chat.c   roster model chat
  *   cli_health.c roster health (container health checks)
+ *   cli_settings.c roster key create|list|revoke|usage, roster alias
+ *                set|list|rm (the cluster settings)
  *
  * The CLI is single-threaded and blocking (libcurl's easy interface); no
  * event loop runs in it.
@@ -35,6 +37,21 @@ struct cli_cmd {
 extern const struct cli_cmd cli_cmd_start;
 extern const struct cli_cmd cli_cmd_model;
 extern const struct cli_cmd cli_cmd_health;
+extern const struct cli_cmd cli_cmd_key;
+extern const struct cli_cmd cli_cmd_alias;
+
+/* `roster key` and `roster alias` (cli_settings.c): their option tables
+ * (each command takes the subset it names) and summaries, for the docs and
+ * the man page. */
+extern const struct flag_def cli_key_flag_defs[];
+extern const char cli_key_summary[];
+extern const struct flag_def cli_alias_flag_defs[];
+extern const char cli_alias_summary[];
+
+/* Prints `rows` (a JSON array of arrays of strings, the first the header)
+ * as the framed table `roster model list` prints ("+---+" rules, "| a |"
+ * cells padded to the widest, counted in code points). */
+void cli_print_table(FILE *out, const cJSON *rows);
 
 /* `roster health` (cli_health.c): its options, for --help, the docs and
  * the man page. */

@@ -85,8 +85,8 @@ const struct cli_cmd cli_cmd_start = {
 
 /* The commands of cli_main.c, in its order (the install test checks that
  * every command of `roster --help` is in the man page). */
-static const struct cli_cmd *const man_commands[] = {&cli_cmd_start, &cli_cmd_model,
-                                                     &cli_cmd_health};
+static const struct cli_cmd *const man_commands[] = {&cli_cmd_start, &cli_cmd_model, &cli_cmd_key,
+                                                     &cli_cmd_alias, &cli_cmd_health};
 
 static const char man_config_text[] =
     "Every option can be given as `--name value`, `--name=value`, with dashes or\n"
@@ -231,13 +231,17 @@ man_section(FILE *out, const char *title, const char *usage, const char *summary
     man_options(out, defs);
 }
 
-/* `roster model`: its usage lines and command list come from its --help
- * (cli_model.c keeps the command table), one per line:
- *   "usage: roster model CMD ..." or "       roster model CMD ..."
+/* A command with subcommands (`roster model`, `roster key`, `roster
+ * alias`): its usage lines and command list come from its --help (its file
+ * keeps the command table), one per line:
+ *   "usage: roster NAME CMD ..." or "       roster NAME CMD ..."
  *   "commands:" then "  NAME     SUMMARY" lines up to a blank line. */
 static int
-man_model(FILE *out)
+man_subcommands(FILE *out, const struct cli_cmd *cmd, const char *cmd_summary,
+                const struct flag_def *defs)
 {
+    char prefix[64], title[64];
+    size_t plen;
     char *text = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len);
@@ -247,11 +251,19 @@ man_model(FILE *out)
     if (!mem) {
         return -1;
     }
-    cli_cmd_model.help(mem);
+    snprintf(prefix, sizeof(prefix), "roster %s ", cmd->name);
+    plen = strlen(prefix);
+    snprintf(title, sizeof(title), "roster %s", cmd->name);
+    for (char *t = title; *t; t++) {
+        *t = (char)toupper((unsigned char)*t);
+    }
+    cmd->help(mem);
     if (fclose(mem) != 0 || !text) {
         goto out;
     }
-    fputs(".SH \"ROSTER MODEL\"\n", out);
+    fputs(".SH \"", out);
+    roff(out, title, false);
+    fputs("\"\n", out);
     for (char *line = text, *next; *line; line = next) {
         char *nl = strchr(line, '\n');
         next = nl ? nl + 1 : line + strlen(line);
@@ -265,13 +277,13 @@ man_model(FILE *out)
         while (*p == ' ') {
             p++;
         }
-        if (strncmp(p, "roster model ", 13) == 0) {
+        if (strncmp(p, prefix, plen) == 0) {
             fputs(".B ", out);
             roff(out, p, false);
             fputs("\n.br\n", out);
         } else if (strcmp(line, "commands:") == 0) {
             fputs(".PP\n", out);
-            roff_line(out, cli_model_summary);
+            roff_line(out, cmd_summary);
             fputs(".SS Commands\n", out);
             in_commands = true;
         } else if (in_commands && *line == '\0') {
@@ -294,11 +306,10 @@ man_model(FILE *out)
             roff_line(out, summary);
         }
     }
-    fputs(".SS Options\n"
-          "Each command takes the options it names (\\fBroster model \\fIcommand\\fB "
-          "\\-\\-help\\fR lists them).\n",
-          out);
-    man_options(out, cli_model_flag_defs);
+    fputs(".SS Options\nEach command takes the options it names (\\fB", out);
+    roff(out, prefix, false);
+    fputs("\\fIcommand\\fB \\-\\-help\\fR lists them).\n", out);
+    man_options(out, defs);
     rc = 0;
 out:
     free(text);
@@ -357,7 +368,9 @@ print_man(FILE *out)
               web_flag_defs, NULL);
     man_group(out, "Embedded mode: controller options", "roster start controller --help",
               ctl_flag_defs, web_flag_defs, api_flag_defs);
-    if (man_model(out) != 0) {
+    if (man_subcommands(out, &cli_cmd_model, cli_model_summary, cli_model_flag_defs) != 0 ||
+        man_subcommands(out, &cli_cmd_key, cli_key_summary, cli_key_flag_defs) != 0 ||
+        man_subcommands(out, &cli_cmd_alias, cli_alias_summary, cli_alias_flag_defs) != 0) {
         return -1;
     }
     man_section(out, "ROSTER HEALTH", cli_cmd_health.usage, cli_health_summary,
@@ -412,6 +425,8 @@ cli_config_doc(int argc, char **argv)
     flags_print_markdown(stdout, "roster start apiserver", api_summary, api_flag_defs);
     cli_webserver_doc(stdout);
     flags_print_markdown(stdout, "roster model", cli_model_summary, cli_model_flag_defs);
+    flags_print_markdown(stdout, "roster key", cli_key_summary, cli_key_flag_defs);
+    flags_print_markdown(stdout, "roster alias", cli_alias_summary, cli_alias_flag_defs);
     flags_print_markdown(stdout, "roster health", cli_health_summary, cli_health_flag_defs);
     return 0;
 }
