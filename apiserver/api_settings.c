@@ -320,30 +320,17 @@ api_settings_fetch(struct api_server *srv, size_t ctl, char *err, size_t errcap)
 const struct api_key *
 api_settings_key(const struct api_settings *s, const char *bearer)
 {
-    char hash[SHA256_HEX];
-    size_t lo = 0, hi = s ? s->nkeys : 0;
+    struct api_key probe;
+    const struct api_key *k;
 
-    if (hi == 0) {
+    if (!s || s->nkeys == 0) {
         return NULL;
     }
-    sha256_hex(bearer, strlen(bearer), hash);
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(hash, s->keys[mid].hash);
-        if (c == 0) {
-            /* found by a comparison that may exit early, on a hash: the
-             * constant-time check confirms it without timing the key */
-            return util_ct_equal(hash, SHA256_HEX - 1, s->keys[mid].hash, SHA256_HEX - 1)
-                       ? &s->keys[mid]
-                       : NULL;
-        }
-        if (c < 0) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    return NULL;
+    sha256_hex(bearer, strlen(bearer), probe.hash);
+    k = bsearch(&probe, s->keys, s->nkeys, sizeof(*s->keys), key_cmp);
+    /* found by comparisons that may exit early, on a hash: the
+     * constant-time check confirms it without timing the key */
+    return k && util_ct_equal(probe.hash, SHA256_HEX - 1, k->hash, SHA256_HEX - 1) ? k : NULL;
 }
 
 bool
@@ -363,19 +350,11 @@ api_key_allows(const struct api_key *k, const char *model)
 const struct api_alias *
 api_settings_alias(const struct api_settings *s, const char *name)
 {
-    size_t lo = 0, hi = s ? s->naliases : 0;
+    struct api_alias probe;
 
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(name, s->aliases[mid].name);
-        if (c == 0) {
-            return &s->aliases[mid];
-        }
-        if (c < 0) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
+    if (!s || s->naliases == 0 || strlen(name) >= sizeof(probe.name)) {
+        return NULL;
     }
-    return NULL;
+    util_strlcpy(probe.name, name, sizeof(probe.name));
+    return bsearch(&probe, s->aliases, s->naliases, sizeof(*s->aliases), alias_cmp);
 }

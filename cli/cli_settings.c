@@ -517,9 +517,41 @@ out:
     return code;
 }
 
-/* ---- key list ------------------------------------------------------------------ */
+#define KEY_COLS 9 /* the widest list */
 
-#define KEY_COLS 9
+/* ---- lists -------------------------------------------------------------------------- */
+
+/* GETs a list from the controllers. With --json prints it as it came and
+ * returns -1 (done); otherwise returns 0 with the array in *answer and, in
+ * *rows, a table holding the header `head` for the caller to fill. Else an
+ * exit code (after printing why). */
+static int
+list_fetch(const struct settings_opts *o, const char *what, const char *path,
+           const char *const *head, int ncols, cJSON **answer, char **raw, cJSON **rows)
+{
+    char cells[KEY_COLS][MAX_CELL];
+    int code = ask(o, what, "GET", path, NULL, 200, answer, raw);
+
+    if (code != 0) {
+        return code;
+    }
+    if (!cJSON_IsArray(*answer)) {
+        fprintf(stderr, "roster: %s: the controller's answer is not a JSON list\n", what);
+        return EX_PROTOCOL;
+    }
+    if (o->json) {
+        print_raw(*raw);
+        return -1;
+    }
+    *rows = cJSON_CreateArray();
+    for (int c = 0; c < ncols; c++) {
+        snprintf(cells[c], MAX_CELL, "%s", head[c]);
+    }
+    table_add(*rows, cells, ncols);
+    return 0;
+}
+
+/* ---- key list ------------------------------------------------------------------ */
 
 static int
 key_list(const struct settings_opts *o, char **pos, int npos)
@@ -533,24 +565,11 @@ key_list(const struct settings_opts *o, char **pos, int npos)
     int code;
 
     (void)pos, (void)npos;
-    code = ask(o, "key list", "GET", "/api/roster/keys", NULL, 200, &answer, &raw);
+    code = list_fetch(o, "key list", "/api/roster/keys", head, KEY_COLS, &answer, &raw, &rows);
     if (code != 0) {
+        code = code < 0 ? 0 : code;
         goto out;
     }
-    if (!cJSON_IsArray(answer)) {
-        fprintf(stderr, "roster: key list: the controller's answer is not a JSON list\n");
-        code = EX_PROTOCOL;
-        goto out;
-    }
-    if (o->json) {
-        print_raw(raw);
-        goto out;
-    }
-    rows = cJSON_CreateArray();
-    for (int c = 0; c < KEY_COLS; c++) {
-        snprintf(cells[c], MAX_CELL, "%s", head[c]);
-    }
-    table_add(rows, cells, KEY_COLS);
     cJSON_ArrayForEach(k, answer)
     {
         snprintf(cells[0], MAX_CELL, "%s", str_field(k, "name"));
@@ -1028,24 +1047,12 @@ alias_list(const struct settings_opts *o, char **pos, int npos)
     int code;
 
     (void)pos, (void)npos;
-    code = ask(o, "alias list", "GET", "/api/roster/aliases", NULL, 200, &answer, &raw);
+    code =
+        list_fetch(o, "alias list", "/api/roster/aliases", head, ALIAS_COLS, &answer, &raw, &rows);
     if (code != 0) {
+        code = code < 0 ? 0 : code;
         goto out;
     }
-    if (!cJSON_IsArray(answer)) {
-        fprintf(stderr, "roster: alias list: the controller's answer is not a JSON list\n");
-        code = EX_PROTOCOL;
-        goto out;
-    }
-    if (o->json) {
-        print_raw(raw);
-        goto out;
-    }
-    rows = cJSON_CreateArray();
-    for (int c = 0; c < ALIAS_COLS; c++) {
-        snprintf(cells[c], MAX_CELL, "%s", head[c]);
-    }
-    table_add(rows, cells, ALIAS_COLS);
     cJSON_ArrayForEach(a, answer)
     {
         snprintf(cells[0], MAX_CELL, "%s", str_field(a, "name"));
