@@ -116,6 +116,7 @@ struct api_px {
     char fail_code[32];
     char fail_msg[640];
     struct api_limit_ticket lt; /* the key's limits (api_limit.c) */
+    struct px_alias *alias;     /* asked for an alias of the settings (NULL: a model) */
     struct api_px *prev, *next; /* l->active */
     /* the wait queue (api_queue.c): every instance tried was at capacity */
     struct api_waiter w;      /* its place in the queue; w.priority: request_priority */
@@ -127,6 +128,20 @@ struct api_px {
     int64_t waited_us;        /* its waits so far */
     struct event wait_ev;     /* the deadline while it waits */
     bool wait_armed;
+};
+
+/* A request for an alias (docs/settings.md): the models it names, in
+ * order; the one being tried; the body with its "model" rewritten to it
+ * (a worker serves its own model's name). */
+#define ALIAS_MAX 8
+struct px_alias {
+    char name[API_NAME_MAX + 1];
+    char models[ALIAS_MAX][API_NAME_MAX + 1];
+    size_t n;
+    size_t cur;
+    cJSON *root;
+    char *body;
+    size_t len;
 };
 
 static void attempt(struct api_px *px);
@@ -267,6 +282,11 @@ px_free(struct api_px *px)
     }
     api_limit_cancel(px->srv, px->l, &px->lt);
     free(px->lt.refusal);
+    if (px->alias) {
+        cJSON_Delete(px->alias->root);
+        free(px->alias->body);
+        free(px->alias);
+    }
     if (px->waited) {
         wait_end(px);
         api_queue_done(px->srv, px->model->stats, px->wait_expired, px->waited_us);
@@ -412,12 +432,62 @@ on_ready(struct api_waiter *w)
     attempt(px);
 }
 
+/* Points the alias's request at model `m` (index i of its list). */
+static bool
+alias_target(struct api_px *px, struct api_model *m, size_t i)
+{
+    struct px_alias *a = px->alias;
+    char *body;
+
+    if (!cJSON_ReplaceItemInObjectCaseSensitive(a->root, "model", cJSON_CreateString(m->name)) ||
+        !(body = cJSON_PrintUnformatted(a->root))) {
+        return false;
+    }
+    free(a->body);
+    a->body = body;
+    a->len = strlen(body);
+    a->cur = i;
+    px->model = m;
+    return true;
+}
+
+/* The alias's next model with a routable instance, after every attempt at
+ * the current one failed before the first byte: true once the request
+ * points at it (nothing tried there yet). */
+static bool
+alias_next(struct api_px *px)
+{
+    struct px_alias *a = px->alias;
+
+    for (size_t i = a->cur + 1; i < a->n; i++) {
+        struct api_model *m = api_table_find(px->table, a->models[i], px->model->type);
+        if (m && m->set.n > 0 && alias_target(px, m, i)) {
+            log_info("request %s: alias '%s': '%s' failed, falling back to '%s'",
+                     http_req_id(px->req), a->name, a->models[a->cur > 0 ? a->cur - 1 : 0],
+                     m->name);
+            atomic_fetch_add_explicit(&m->stats->s.requests, 1, memory_order_relaxed);
+            atomic_fetch_add(&m->stats->s.retries, 1);
+            px->ntried = 0;
+            px->saw_429 = false;
+            px->fail_status = 0;
+            px->again = false;
+            px->reconnects = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Every attempt failed, or no instance was usable. */
 static void
 fail_all(struct api_px *px)
 {
     char msg[512];
 
+    if (px->alias && alias_next(px)) {
+        attempt(px); /* the alias's next model, before the first byte reached the client */
+        return;
+    }
     if (px->saw_429 && wait_start(px)) {
         return; /* waits for a free slot (or was answered past the bound or deadline) */
     }
@@ -584,8 +654,10 @@ added_header(struct api_px *px, int64_t upstream_us, char *out, size_t cap)
 {
     int64_t added = now_us() - px->start_us - upstream_us;
 
-    snprintf(out, cap, "X-Roster-Added-Ms: %.3f\r\n%s", (double)(added > 0 ? added : 0) / 1000.0,
-             px->lt.headers);
+    snprintf(out, cap, "X-Roster-Added-Ms: %.3f\r\n%s%s%s%s",
+             (double)(added > 0 ? added : 0) / 1000.0, px->lt.headers,
+             px->alias ? "X-Roster-Model: " : "", px->alias ? px->model->name : "",
+             px->alias ? "\r\n" : "");
 }
 
 static void
@@ -602,7 +674,7 @@ up_head(void *arg, int status, const char *content_type)
     metrics_hist_observe_us(&px->model->stats->s.ttfb, ttfb);
     px->resp.max = status / 100 == 2 ? (size_t)px->srv->cfg->max_answer_bytes : MAX_ERROR_BODY;
     if (status / 100 == 2 && px->stream) {
-        char hdr[512];
+        char hdr[1024];
         int64_t queue = (int64_t)QUEUE_STEP + (int64_t)MAX_PENDING;
         if (!budget_take(queue)) {
             refuse_over_budget(px, "another stream");
@@ -788,7 +860,7 @@ up_done(void *arg, enum hu_result res)
                              "the answer of instance %.150s exceeds --max_answer_bytes %lld",
                              px->inst->label, (long long)px->srv->cfg->max_answer_bytes);
         } else {
-            char hdr[512];
+            char hdr[1024];
             added_header(px, now_us() - px->attempt_us, hdr, sizeof(hdr));
             api_limit_done(px->srv, &px->lt, px->resp.data, px->resp.len);
             reply_held(px, hdr);
@@ -900,6 +972,10 @@ start_transfer(struct api_px *px)
     size_t len;
     const char *body = http_req_body(px->req, &len);
 
+    if (px->alias) {
+        body = px->alias->body;
+        len = px->alias->len;
+    }
     px->status = 0;
     px->got_header = false;
     px->too_large = false;
@@ -1047,6 +1123,58 @@ parse(struct http_request *req, cJSON **root, bool *stream, char *key, size_t *k
     return m->valuestring;
 }
 
+/* A request for `name`, an alias of the settings: 1 with px->model the
+ * first of its models that has a routable instance (else the first that
+ * exists, so that the answer says why none is routable), px->alias set and
+ * `root` taken; 0 when no alias has the name; -1 after answering (none of
+ * its models exists as `type`, or no memory). */
+static int
+alias_start(struct api_px *px, struct api_server *srv, struct http_request *req,
+            struct api_table *t, const char *name, const char *type, cJSON *root)
+{
+    struct api_settings *s = api_settings_acquire(srv);
+    const struct api_alias *al = api_settings_alias(s, name);
+    struct px_alias *a;
+    struct api_model *first = NULL;
+    size_t first_i = 0;
+    int rc = 0;
+
+    if (!al) {
+        goto out;
+    }
+    a = calloc(1, sizeof(*a));
+    if (!a) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        rc = -1;
+        goto out;
+    }
+    util_strlcpy(a->name, al->name, sizeof(a->name));
+    for (size_t i = 0; i < al->nmodels && a->n < ALIAS_MAX; i++) {
+        util_strlcpy(a->models[a->n++], al->models[i], sizeof(a->models[0]));
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        struct api_model *m = api_table_find(t, a->models[i], type);
+        if (m && (!first || (first->set.n == 0 && m->set.n > 0))) {
+            first = m;
+            first_i = i;
+        }
+    }
+    px->alias = a;
+    a->root = root;
+    if (!first || !alias_target(px, first, first_i)) {
+        a->root = NULL; /* the caller still owns it */
+        px->alias = NULL;
+        free(a->body);
+        free(a);
+        rc = 0;
+        goto out;
+    }
+    rc = 1;
+out:
+    api_settings_unref(s);
+    return rc;
+}
+
 /* An admitted request's first attempt - or its place in the wait queue,
  * behind the requests of its model that wait already (by priority). */
 static void
@@ -1109,6 +1237,15 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
         goto fail;
     }
     px->model = api_table_find(l->table, name, type);
+    if (!px->model && !api_table_has_name(l->table, name)) {
+        int a = alias_start(px, srv, req, l->table, name, type, root);
+        if (a < 0) {
+            goto fail; /* answered */
+        }
+        if (a > 0) {
+            root = NULL; /* the alias's now */
+        }
+    }
     if (!px->model) {
         if (api_table_has_name(l->table, name)) {
             http_reply_error(req, 404, "invalid_request_error", "model_not_found",
