@@ -262,9 +262,28 @@ struct api_alias {
     size_t nmodels;
 };
 
+/* A model's settings of the cluster (-1 or "": not set, the flags apply). */
+struct api_model_cfg {
+    char name[API_NAME_MAX + 1];
+    int policy; /* enum route_policy, -1 */
+    int64_t max_attempts, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms;
+    int64_t queue_timeout_ms, queue_max, probe_interval_ms, probe_timeout_ms;
+    char session_header[65];
+};
+
+/* What applies to a model: its settings over the flags. */
+struct api_model_opts {
+    enum route_policy policy;
+    int64_t max_attempts, first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms;
+    int64_t queue_timeout_ms, queue_max, probe_interval_ms, probe_timeout_ms;
+    char session_header[65];
+};
+
 struct api_settings {
     _Atomic int refs;
     int64_t version;
+    struct api_model_cfg *models; /* sorted by name */
+    size_t nmodels;
     struct api_key *keys; /* sorted by hash */
     size_t nkeys;
     struct api_alias *aliases; /* sorted by name */
@@ -290,6 +309,9 @@ const struct api_key *api_settings_key(const struct api_settings *s, const char 
 bool api_key_allows(const struct api_key *k, const char *model);
 /* The alias `name`, or NULL. */
 const struct api_alias *api_settings_alias(const struct api_settings *s, const char *name);
+/* The options of model `name` ("name" or "name@type"): its settings of the
+ * cluster over the flags. Any thread. */
+struct api_model_opts api_model_opts(const struct api_server *srv, const char *name);
 
 /* Why a request with a key was refused (roster_api_key_rejected_total). */
 enum api_key_reject {

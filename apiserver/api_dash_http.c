@@ -120,6 +120,9 @@ feed_update(struct dash_client *c, struct dash_snap *snap)
         http_stream_writev(c->req, iov, 3);
         c->snap_seq = snap->seq;
     }
+    if (c->snap_seq == 0) {
+        return; /* the state comes first: events wait for the feed's first snapshot */
+    }
     if (api_events_seq(d->api) == c->ev_seq || !(ev = calloc(FEED_EVENTS, sizeof(*ev)))) {
         return;
     }

@@ -153,8 +153,10 @@ struct probe {
 struct api_probe_opts
 api_probe_opts(const struct api_server *srv, const struct api_model *m)
 {
-    (void)m; /* per-model settings plug in here */
-    return (struct api_probe_opts){srv->cfg->probe_interval_ms, srv->cfg->probe_timeout_ms};
+    /* the model's cluster settings over the flags (api_settings.c) */
+    struct api_model_opts o = api_model_opts(srv, m->name);
+
+    return (struct api_probe_opts){o.probe_interval_ms, o.probe_timeout_ms};
 }
 
 /* ---- verdicts ------------------------------------------------------------------ */

@@ -115,6 +115,7 @@ struct api_px {
     int fail_status; /* what to answer if every attempt fails (0: nothing yet) */
     char fail_code[32];
     char fail_msg[640];
+    struct api_model_opts o;    /* the model's options: its settings over the flags */
     struct api_limit_ticket lt; /* the key's limits (api_limit.c) */
     struct px_alias *alias;     /* asked for an alias of the settings (NULL: a model) */
     struct api_px *prev, *next; /* l->active */
@@ -428,7 +429,7 @@ on_ready(struct api_waiter *w)
     px->fail_status = 0;
     px->again = false;
     px->reconnects = 0;
-    px->deadline_us = now_us() + px->srv->cfg->request_timeout_ms * 1000;
+    px->deadline_us = now_us() + px->o.request_timeout_ms * 1000;
     attempt(px);
 }
 
@@ -448,6 +449,7 @@ alias_target(struct api_px *px, struct api_model *m, size_t i)
     a->len = strlen(body);
     a->cur = i;
     px->model = m;
+    px->o = api_model_opts(px->srv, m->name);
     return true;
 }
 
@@ -685,9 +687,9 @@ up_head(void *arg, int status, const char *content_type)
         http_stream_start(px->req, status, px->ct, hdr);
         px->started = true;
         px->last_data_us = now_us();
-        arm(px, px->srv->cfg->idle_timeout_ms);
+        arm(px, px->o.idle_timeout_ms);
     } else {
-        arm(px, px->srv->cfg->request_timeout_ms); /* the rest of the answer */
+        arm(px, px->o.request_timeout_ms); /* the rest of the answer */
     }
 }
 
@@ -919,20 +921,20 @@ on_timer(evutil_socket_t fd, short what, void *arg)
     char msg[320];
     bool first = !px->got_header;
     bool total = now_us() >= px->deadline_us;
-    int64_t ms = total   ? px->srv->cfg->request_timeout_ms
-                 : first ? px->srv->cfg->first_byte_timeout_ms
-                         : px->srv->cfg->idle_timeout_ms;
+    int64_t ms = total   ? px->o.request_timeout_ms
+                 : first ? px->o.first_byte_timeout_ms
+                         : px->o.idle_timeout_ms;
 
     (void)fd;
     (void)what;
     if (px->started && !total && px->paused) {
-        arm(px, px->srv->cfg->idle_timeout_ms); /* waiting for the client, not the instance */
+        arm(px, px->o.idle_timeout_ms); /* waiting for the client, not the instance */
         return;
     }
     if (px->started && !total) {
         int64_t quiet_ms = (now_us() - px->last_data_us) / 1000;
-        if (quiet_ms < px->srv->cfg->idle_timeout_ms) {
-            arm(px, px->srv->cfg->idle_timeout_ms - quiet_ms); /* data came meanwhile */
+        if (quiet_ms < px->o.idle_timeout_ms) {
+            arm(px, px->o.idle_timeout_ms - quiet_ms); /* data came meanwhile */
             return;
         }
     }
@@ -990,7 +992,7 @@ start_transfer(struct api_px *px)
     if (!px->up) {
         return -1;
     }
-    arm(px, px->srv->cfg->first_byte_timeout_ms);
+    arm(px, px->o.first_byte_timeout_ms);
     return 0;
 }
 
@@ -1002,8 +1004,8 @@ attempt(struct api_px *px)
         bool trial = false;
         int i = -1;
 
-        if (px->ntried < (size_t)px->srv->cfg->max_attempts) {
-            i = route_pick(&px->model->set, px->srv->policy, px->tried, px->ntried, px->key,
+        if (px->ntried < (size_t)px->o.max_attempts) {
+            i = route_pick(&px->model->set, px->o.policy, px->tried, px->ntried, px->key,
                            px->keylen, util_mono_ms(), &trial);
         }
         if (i < 0 && px->again && px->reconnects < MAX_RECONNECTS) {
@@ -1218,7 +1220,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
         return;
     }
     px->start_us = now_us();
-    px->deadline_us = px->start_us + srv->cfg->request_timeout_ms * 1000; /* all attempts */
+    px->srv = srv; /* alias_start reads the settings through it */
     name = parse(req, &root, &px->stream, px->key, &px->keylen);
     if (!name || !api_check_key_model(srv, req, name)) {
         goto fail;
@@ -1260,8 +1262,20 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     }
     cJSON_Delete(root);
     root = NULL;
+    if (!px->alias) {
+        px->o = api_model_opts(srv, px->model->name);
+    }
+    px->deadline_us = px->start_us + px->o.request_timeout_ms * 1000; /* all attempts */
+    if (strcasecmp(px->o.session_header, "X-Session-Id") != 0) {
+        /* the model's own session header (its settings) */
+        const char *sid = http_req_header(req, px->o.session_header);
+        if (sid && *sid) {
+            px->keylen = strnlen(sid, MAX_KEY - 1);
+            memcpy(px->key, sid, px->keylen);
+            px->key[px->keylen] = '\0';
+        }
+    }
     px->l = l;
-    px->srv = srv;
     px->req = req;
     px->kind = kind;
     px->table = api_table_ref(l->table);
@@ -1301,6 +1315,11 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     return;
 fail:
     cJSON_Delete(root);
+    if (px->alias) {
+        cJSON_Delete(px->alias->root);
+        free(px->alias->body);
+        free(px->alias);
+    }
     free(px);
 }
 

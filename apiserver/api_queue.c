@@ -84,8 +84,10 @@ struct api_queue {
 struct api_queue_opts
 api_queue_opts(const struct api_server *srv, const char *model)
 {
-    (void)model; /* per-model settings: issue 13's settings store */
-    return (struct api_queue_opts){srv->cfg->queue_timeout_ms, srv->cfg->queue_max};
+    /* the model's cluster settings over the flags (api_settings.c) */
+    struct api_model_opts o = api_model_opts(srv, model);
+
+    return (struct api_queue_opts){o.queue_timeout_ms, o.queue_max};
 }
 
 /* ---- lists (q->mu held) ------------------------------------------------------- */

@@ -23,6 +23,7 @@
  */
 #include "api.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -62,6 +63,7 @@ settings_free(struct api_settings *s)
     }
     free(s->keys);
     free(s->aliases);
+    free(s->models);
     free(s);
 }
 
@@ -156,6 +158,44 @@ key_cmp(const void *a, const void *b)
 }
 
 static int
+mcfg_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct api_model_cfg *)a)->name, ((const struct api_model_cfg *)b)->name);
+}
+
+/* A model's settings; members that are absent or malformed stay unset. */
+static void
+parse_model(const cJSON *o, struct api_model_cfg *m)
+{
+    static const struct {
+        const char *field;
+        size_t off;
+    } ints[] = {
+        {"max_attempts", offsetof(struct api_model_cfg, max_attempts)},
+        {"first_byte_timeout_ms", offsetof(struct api_model_cfg, first_byte_timeout_ms)},
+        {"idle_timeout_ms", offsetof(struct api_model_cfg, idle_timeout_ms)},
+        {"request_timeout_ms", offsetof(struct api_model_cfg, request_timeout_ms)},
+        {"queue_timeout_ms", offsetof(struct api_model_cfg, queue_timeout_ms)},
+        {"queue_max", offsetof(struct api_model_cfg, queue_max)},
+        {"probe_interval_ms", offsetof(struct api_model_cfg, probe_interval_ms)},
+        {"probe_timeout_ms", offsetof(struct api_model_cfg, probe_timeout_ms)},
+    };
+    const cJSON *routing = cJSON_GetObjectItemCaseSensitive(o, "routing");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(o, "session_header");
+    enum route_policy p;
+
+    m->policy =
+        cJSON_IsString(routing) && route_policy_parse(routing->valuestring, &p) == 0 ? (int)p : -1;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, ints[i].field);
+        *(int64_t *)((char *)m + ints[i].off) =
+            cJSON_IsNumber(v) && v->valuedouble >= 0 ? (int64_t)v->valuedouble : -1;
+    }
+    util_strlcpy(m->session_header, cJSON_IsString(sh) ? sh->valuestring : "",
+                 sizeof(m->session_header));
+}
+
+static int
 alias_cmp(const void *a, const void *b)
 {
     return strcmp(((const struct api_alias *)a)->name, ((const struct api_alias *)b)->name);
@@ -211,6 +251,27 @@ api_settings_parse(const char *json, size_t len, char *err, size_t errcap)
         goto fail;
     }
     s->version = num_of(root, "version");
+    {
+        const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+        size_t nm = (size_t)cJSON_GetArraySize(models);
+        s->models = nm ? calloc(nm, sizeof(*s->models)) : NULL;
+        if (nm && !s->models) {
+            snprintf(err, errcap, "out of memory");
+            goto fail;
+        }
+        cJSON_ArrayForEach(it, models)
+        {
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (cJSON_IsString(name) && strlen(name->valuestring) <= API_NAME_MAX) {
+                util_strlcpy(s->models[s->nmodels].name, name->valuestring,
+                             sizeof(s->models[0].name));
+                parse_model(it, &s->models[s->nmodels++]);
+            }
+        }
+        if (s->nmodels > 1) {
+            qsort(s->models, s->nmodels, sizeof(*s->models), mcfg_cmp);
+        }
+    }
     nk = (size_t)cJSON_GetArraySize(keys);
     na = (size_t)cJSON_GetArraySize(aliases);
     s->keys = nk ? calloc(nk, sizeof(*s->keys)) : NULL;
@@ -357,4 +418,55 @@ api_settings_alias(const struct api_settings *s, const char *name)
     }
     util_strlcpy(probe.name, name, sizeof(probe.name));
     return bsearch(&probe, s->aliases, s->naliases, sizeof(*s->aliases), alias_cmp);
+}
+
+struct api_model_opts
+api_model_opts(const struct api_server *csrv, const char *name)
+{
+    struct api_server *srv = (struct api_server *)csrv; /* its settings lock only */
+    const struct api_config *c = srv->cfg;
+    struct api_model_opts o = {
+        .policy = srv->policy,
+        .max_attempts = c->max_attempts,
+        .first_byte_timeout_ms = c->first_byte_timeout_ms,
+        .idle_timeout_ms = c->idle_timeout_ms,
+        .request_timeout_ms = c->request_timeout_ms,
+        .queue_timeout_ms = c->queue_timeout_ms,
+        .queue_max = c->queue_max,
+        .probe_interval_ms = c->probe_interval_ms,
+        .probe_timeout_ms = c->probe_timeout_ms,
+        .session_header = "X-Session-Id",
+    };
+    struct api_settings *s = api_settings_acquire(srv);
+    struct api_model_cfg probe;
+    const struct api_model_cfg *m = NULL;
+    const char *at = strchr(name, '@');
+    size_t n = at ? (size_t)(at - name) : strlen(name);
+
+    if (s && s->nmodels > 0 && n < sizeof(probe.name)) {
+        memcpy(probe.name, name, n);
+        probe.name[n] = '\0';
+        m = bsearch(&probe, s->models, s->nmodels, sizeof(*s->models), mcfg_cmp);
+    }
+    if (m) {
+        o.policy = m->policy >= 0 ? (enum route_policy)m->policy : o.policy;
+#define OVER(f) o.f = m->f >= 0 ? m->f : o.f
+        OVER(max_attempts);
+        OVER(first_byte_timeout_ms);
+        OVER(idle_timeout_ms);
+        OVER(request_timeout_ms);
+        OVER(queue_timeout_ms);
+        OVER(queue_max);
+        OVER(probe_interval_ms);
+        OVER(probe_timeout_ms);
+#undef OVER
+        if (m->session_header[0]) {
+            util_strlcpy(o.session_header, m->session_header, sizeof(o.session_header));
+        }
+    }
+    if (o.max_attempts > API_MAX_ATTEMPTS) {
+        o.max_attempts = API_MAX_ATTEMPTS;
+    }
+    api_settings_unref(s);
+    return o;
 }

@@ -464,6 +464,8 @@ struct ctl_settings_doc {
     size_t keys_len;
     char *aliases_json; /* GET /api/roster/aliases */
     size_t aliases_len;
+    char *models_json; /* GET /api/roster/models */
+    size_t models_len;
     size_t nkeys, naliases;
 };
 
@@ -472,6 +474,7 @@ enum ctl_set_op {
     CTL_SET_CREATE,
     CTL_SET_DELETE,
     CTL_SET_REVOKE,
+    CTL_SET_MERGE, /* value's members replace the stored ones; a null removes one */
     CTL_USAGE_TAKE /* value: the body of POST /api/roster/keys/usage; answer: the grants */
 };
 

@@ -65,6 +65,7 @@ ctl_settings_doc_release(struct ctl_settings_doc *d)
         free(d->json);
         free(d->keys_json);
         free(d->aliases_json);
+        free(d->models_json);
         free(d);
     }
 }
@@ -105,7 +106,8 @@ doc_build(const struct reg_settings *rows)
     cJSON *all = cJSON_CreateObject();
     cJSON *keys = cJSON_CreateArray();
     cJSON *aliases = cJSON_CreateArray();
-    bool ok = d && all && keys && aliases;
+    cJSON *models = cJSON_CreateArray();
+    bool ok = d && all && keys && aliases && models;
 
     if (ok) {
         cJSON_AddNumberToObject(all, "version", (double)rows->version);
@@ -138,6 +140,8 @@ doc_build(const struct reg_settings *rows)
         } else if (strcmp(r->kind, "alias") == 0) {
             ok = cJSON_AddItemToArray(aliases, cJSON_Duplicate(v, 1));
             d->naliases++;
+        } else if (strcmp(r->kind, "model") == 0) {
+            ok = cJSON_AddItemToArray(models, cJSON_Duplicate(v, 1));
         }
         ok = ok && cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(all, sec), v);
     }
@@ -147,12 +151,14 @@ doc_build(const struct reg_settings *rows)
         d->json = print_take(all, &d->len);
         d->keys_json = print_take(keys, &d->keys_len);
         d->aliases_json = print_take(aliases, &d->aliases_len);
-        all = keys = aliases = NULL;
-        ok = d->json && d->keys_json && d->aliases_json;
+        d->models_json = print_take(models, &d->models_len);
+        all = keys = aliases = models = NULL;
+        ok = d->json && d->keys_json && d->aliases_json && d->models_json;
     }
     cJSON_Delete(all);
     cJSON_Delete(keys);
     cJSON_Delete(aliases);
+    cJSON_Delete(models);
     if (!ok && d) {
         atomic_init(&d->refs, 1);
         ctl_settings_doc_release(d);
@@ -284,6 +290,42 @@ decide(struct ctl_set_job *job, const struct reg_settings *rows, struct reg_sett
         if (!cJSON_IsNumber(at) || at->valuedouble <= 0) {
             cJSON_DeleteItemFromObjectCaseSensitive(v, "revoked_ms");
             cJSON_AddNumberToObject(v, "revoked_ms", (double)util_wall_ms());
+        }
+        *owned = cJSON_PrintUnformatted(v);
+        cJSON_Delete(v);
+        if (!*owned) {
+            snprintf(job->err, sizeof(job->err), "out of memory");
+            return 503;
+        }
+        w->value = *owned;
+        return 0;
+    }
+    case CTL_SET_MERGE: {
+        cJSON *v = cur ? cJSON_Parse(cur->value) : cJSON_CreateObject();
+        cJSON *in = cJSON_Parse(job->value);
+        cJSON *it;
+        if (!cJSON_IsObject(v) || !cJSON_IsObject(in)) {
+            cJSON_Delete(v);
+            cJSON_Delete(in);
+            snprintf(job->err, sizeof(job->err), "%s '%s' is not a JSON object", what, job->name);
+            return 500;
+        }
+        cJSON_ArrayForEach(it, in)
+        {
+            cJSON_DeleteItemFromObjectCaseSensitive(v, it->string);
+            if (!cJSON_IsNull(it)) {
+                cJSON_AddItemToObject(v, it->string, cJSON_Duplicate(it, 1));
+            }
+        }
+        cJSON_Delete(in);
+        if (!v->child) {
+            cJSON_Delete(v); /* nothing left: the row goes */
+            w->value = NULL;
+            if (!cur) {
+                snprintf(job->err, sizeof(job->err), "no settings of %s '%s'", what, job->name);
+                return 404;
+            }
+            return 0;
         }
         *owned = cJSON_PrintUnformatted(v);
         cJSON_Delete(v);
@@ -469,10 +511,10 @@ run_job(struct ctl_settings *s, struct ctl_set_job *job)
             job->version = s->rows.version;
             job->status = job->op == CTL_SET_CREATE ? 201 : 200;
             log_info("settings: %s %s '%s' (version %lld)",
-                     job->op == CTL_SET_CREATE   ? "created"
-                     : job->op == CTL_SET_PUT    ? "set"
-                     : job->op == CTL_SET_REVOKE ? "revoked"
-                                                 : "deleted",
+                     job->op == CTL_SET_CREATE                            ? "created"
+                     : job->op == CTL_SET_PUT || job->op == CTL_SET_MERGE ? "set"
+                     : job->op == CTL_SET_REVOKE                          ? "revoked"
+                                                                          : "deleted",
                      job->kind, job->name, (long long)job->version);
             return;
         }

@@ -14,6 +14,10 @@
  *   PUT    /api/roster/aliases             {name, models: [...]} (set)
  *   GET    /api/roster/aliases             list
  *   DELETE /api/roster/aliases?name=N      remove
+ *   PUT    /api/roster/models              {name: MODEL, setting: value|null, ...}:
+ *                                          per-model routing settings (merged)
+ *   GET    /api/roster/models              list
+ *   DELETE /api/roster/models?name=MODEL   remove them all
  *
  * A key is "sk-roster-" and 40 characters of [0-9A-Za-z] from getrandom(2)
  * (238 bits). Only its SHA-256 is stored, with its first 16 characters
@@ -73,8 +77,10 @@ reply_doc(struct http_request *req, struct ctl_server *srv, int which)
         http_reply(req, 200, "application/json", d->json, d->len, hdr);
     } else if (which == 1) {
         http_reply(req, 200, "application/json", d->keys_json, d->keys_len, hdr);
-    } else {
+    } else if (which == 2) {
         http_reply(req, 200, "application/json", d->aliases_json, d->aliases_len, hdr);
+    } else {
+        http_reply(req, 200, "application/json", d->models_json, d->models_len, hdr);
     }
     ctl_settings_doc_release(d);
 }
@@ -534,7 +540,161 @@ h_key_usage(struct http_request *req, void *arg)
     submit(req, server_of(arg), job);
 }
 
+/* ---- per-model settings ---------------------------------------------------------- */
+
+/* The settings a model may have, with their bounds (the apiserver's flags
+ * of the same names: docs/configuration.md). */
+static const struct {
+    const char *field;
+    int64_t lo, hi;
+} model_ints[] = {
+    {"max_attempts", 1, 8},
+    {"first_byte_timeout_ms", 1, 3600000},
+    {"idle_timeout_ms", 1, 3600000},
+    {"request_timeout_ms", 1, 86400000},
+    {"queue_timeout_ms", 0, 3600000},
+    {"queue_max", 1, 1000000},
+    {"probe_interval_ms", 0, 3600000},
+    {"probe_timeout_ms", 1, 600000},
+};
+
+static const char *const policies[] = {"p2c", "weighted_random", "round_robin", "least_inflight",
+                                       "session"};
+
+/* Checks one member of a model's settings; 0 or -1 with err. */
+static int
+check_model_field(const cJSON *it, char *err, size_t cap)
+{
+    if (cJSON_IsNull(it)) {
+        return 0; /* removes it */
+    }
+    if (strcmp(it->string, "routing") == 0) {
+        for (size_t i = 0; cJSON_IsString(it) && i < sizeof(policies) / sizeof(policies[0]); i++) {
+            if (strcmp(it->valuestring, policies[i]) == 0) {
+                return 0;
+            }
+        }
+        snprintf(err, cap,
+                 "'routing' must be p2c, weighted_random, round_robin, least_inflight or session");
+        return -1;
+    }
+    if (strcmp(it->string, "session_header") == 0) {
+        size_t n = cJSON_IsString(it) ? strlen(it->valuestring) : 0;
+        bool ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++) {
+            char c = it->valuestring[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_';
+        }
+        if (!ok) {
+            snprintf(err, cap, "'session_header' must be a header name (1 to 64 of [A-Za-z0-9_-])");
+        }
+        return ok ? 0 : -1;
+    }
+    for (size_t i = 0; i < sizeof(model_ints) / sizeof(model_ints[0]); i++) {
+        if (strcmp(it->string, model_ints[i].field) != 0) {
+            continue;
+        }
+        if (cJSON_IsNumber(it) && it->valuedouble == (double)(int64_t)it->valuedouble &&
+            it->valuedouble >= (double)model_ints[i].lo &&
+            it->valuedouble <= (double)model_ints[i].hi) {
+            return 0;
+        }
+        snprintf(err, cap, "'%s' must be an integer from %lld to %lld", model_ints[i].field,
+                 (long long)model_ints[i].lo, (long long)model_ints[i].hi);
+        return -1;
+    }
+    snprintf(err, cap,
+             "unknown setting '%.64s' (routing, max_attempts, first_byte_timeout_ms, "
+             "idle_timeout_ms, request_timeout_ms, session_header, queue_timeout_ms, queue_max, "
+             "probe_interval_ms, probe_timeout_ms)",
+             it->string);
+    return -1;
+}
+
+/* PUT /api/roster/models {"name": MODEL, setting: value|null, ...}: the
+ * members given replace the model's stored ones, null removes one. */
+static void
+h_model_set(struct http_request *req, void *arg)
+{
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    const cJSON *name, *it;
+    cJSON *in = NULL;
+    struct ctl_set_job *job;
+    char err[320];
+
+    if (json_parse(body, len, MAX_JSON_DEPTH, &in, err, sizeof(err)) != 0) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_json", "%s", err);
+        return;
+    }
+    name = cJSON_GetObjectItemCaseSensitive(in, "name");
+    if (!cJSON_IsObject(in) || !valid_model(name)) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_setting",
+                         "the body must be an object with the model's 'name' (1 to %d "
+                         "characters) and the settings to change",
+                         REG_NAME_MAX);
+        cJSON_Delete(in);
+        return;
+    }
+    cJSON_ArrayForEach(it, in)
+    {
+        if (strcmp(it->string, "name") != 0 && check_model_field(it, err, sizeof(err)) != 0) {
+            http_reply_error(req, 422, "invalid_request_error", "invalid_setting", "%s", err);
+            cJSON_Delete(in);
+            return;
+        }
+    }
+    job = job_new(req, CTL_SET_MERGE, "model", name->valuestring);
+    cJSON_DeleteItemFromObjectCaseSensitive(in, "name");
+    if (job && !(job->value = cJSON_PrintUnformatted(in))) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        job_free(job);
+        job = NULL;
+    }
+    cJSON_Delete(in);
+    if (job) {
+        submit(req, server_of(arg), job);
+    }
+}
+
+static void
+h_models_list(struct http_request *req, void *arg)
+{
+    reply_doc(req, server_of(arg), 3);
+}
+
+static void
+h_model_delete(struct http_request *req, void *arg)
+{
+    const char *q = http_req_query(req);
+    struct query query;
+    const char *name;
+    struct ctl_set_job *job = NULL;
+    char err[160];
+
+    if (query_parse(q, strlen(q), &query, err, sizeof(err)) != 0) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query", "%s", err);
+        return;
+    }
+    name = query_get(&query, "name");
+    if (!name || !*name || strlen(name) > REG_NAME_MAX) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_query",
+                         "query parameter 'name' (the model, 1 to %d characters) is required",
+                         REG_NAME_MAX);
+    } else {
+        job = job_new(req, CTL_SET_DELETE, "model", name);
+    }
+    query_cleanup(&query);
+    if (job) {
+        submit(req, server_of(arg), job);
+    }
+}
+
 const struct http_route ctl_settings_routes[] = {
+    {"PUT", "/api/roster/models", h_model_set, CTL_ROUTE_WRITE},
+    {"GET", "/api/roster/models", h_models_list, CTL_ROUTE_WRITE},
+    {"DELETE", "/api/roster/models", h_model_delete, CTL_ROUTE_WRITE},
     {"POST", "/api/roster/keys/usage", h_key_usage, CTL_ROUTE_WRITE},
     {"GET", "/api/roster/settings", h_settings, CTL_ROUTE_WRITE},
     {"POST", "/api/roster/keys", h_key_create, CTL_ROUTE_WRITE},

@@ -123,5 +123,61 @@ def test_alias_errors(t):
     h.wait_until(lambda: chat(a, "embed-only").status == 404, 5, what="the alias removed")
 
 
+def set_model(c, body):
+    r = h.request("PUT", c.url + "/api/roster/models", body=json.dumps(body).encode())
+    h.eq(r.status, 200, f"model settings {body}: {r}")
+    return r.json()["version"]
+
+
+def served(w):
+    return int(h.metric(w.url, "roster_worker_requests_total"))
+
+
+def test_model_settings_live(t):
+    """Per-model routing settings (policy, session header, timeouts) change
+    an apiserver's routing live, and removing them brings the flags back."""
+    c = t.controller()
+    ws = [worker(t, c, f"w{i}", model="tiny", args=["--decode_delay_ms", "60"]) for i in (1, 2)]
+    a = apiserver(t, [c])
+    h.wait_until(lambda: listed(a).get("tiny", {}).get("instances") == 2, 10, what="2 instances")
+
+    def in_force(v):
+        h.wait_until(lambda: h.metric(a.url, "roster_api_settings_version") >= v, 5,
+                     what=f"settings version {v} at the apiserver")
+
+    # consistent hashing on a header of the model's own choosing
+    in_force(set_model(c, {"name": "tiny", "routing": "session", "session_header": "X-User"}))
+    before = [served(w) for w in ws]
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 1}).encode()
+    for _ in range(12):
+        r = h.request("POST", a.url + "/v1/chat/completions", body=body,
+                      headers={"Content-Type": "application/json", "X-User": "alice"})
+        h.eq(r.status, 200, f"{r}")
+    got = sorted(served(w) - b for w, b in zip(ws, before))
+    h.eq(got, [0, 12], "one user's requests on one instance")
+
+    # a first-byte timeout below the model's answer time: 504, live
+    in_force(set_model(c, {"name": "tiny", "first_byte_timeout_ms": 50, "max_attempts": 1}))
+    r = chat(a, "tiny")
+    h.check_error(r.status, r.body, 504, "the model's own first-byte timeout")
+    # removed (null), the flags apply again
+    in_force(set_model(c, {"name": "tiny", "first_byte_timeout_ms": None}))
+    r = h.request("GET", c.url + "/api/roster/models")
+    h.eq(r.json()[0].get("first_byte_timeout_ms"), None)
+    h.eq(r.json()[0]["routing"], "session")
+    h.eq(chat(a, "tiny").status, 200)
+    r = h.request("DELETE", c.url + "/api/roster/models?name=tiny")
+    h.eq(r.status, 200)
+    # bad settings are refused, nothing stored changes
+    for bad in [{"name": "tiny", "routing": "fastest"}, {"name": "tiny", "max_attempts": 0},
+                {"name": "tiny", "session_header": "X User"}, {"name": "tiny", "colour": 1},
+                {"routing": "p2c"}, {"name": "", "routing": "p2c"}]:
+        r = h.request("PUT", c.url + "/api/roster/models", body=json.dumps(bad).encode())
+        h.check_error(r.status, r.body, 422, f"model settings {bad}")
+    r = h.request("DELETE", c.url + "/api/roster/models?name=tiny")
+    h.check_error(r.status, r.body, 404, "no settings left")
+
+
 if __name__ == "__main__":
     h.main(globals())
