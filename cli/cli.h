@@ -39,6 +39,7 @@ extern const struct cli_cmd cli_cmd_model;
 extern const struct cli_cmd cli_cmd_health;
 extern const struct cli_cmd cli_cmd_key;
 extern const struct cli_cmd cli_cmd_alias;
+extern const struct cli_cmd cli_cmd_config;
 
 /* `roster key` and `roster alias` (cli_settings.c): their option tables
  * (each command takes the subset it names) and summaries, for the docs and
@@ -47,6 +48,7 @@ extern const struct flag_def cli_key_flag_defs[];
 extern const char cli_key_summary[];
 extern const struct flag_def cli_alias_flag_defs[];
 extern const char cli_alias_summary[];
+extern const char cli_config_summary[];
 
 /* Prints `rows` (a JSON array of arrays of strings, the first the header)
  * as the framed table `roster model list` prints ("+---+" rules, "| a |"

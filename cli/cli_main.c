@@ -18,8 +18,8 @@
 #define ROSTER_VERSION "dev"
 #endif
 
-static const struct cli_cmd *const commands[] = {&cli_cmd_start, &cli_cmd_model, &cli_cmd_key,
-                                                 &cli_cmd_alias, &cli_cmd_health};
+static const struct cli_cmd *const commands[] = {&cli_cmd_start, &cli_cmd_model,  &cli_cmd_key,
+                                                 &cli_cmd_alias, &cli_cmd_config, &cli_cmd_health};
 
 static void
 usage(FILE *out)

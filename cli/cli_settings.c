@@ -123,6 +123,13 @@ const char cli_key_summary[] =
     "admitted and refused and its tokens, summed over the /metrics of the apiservers of "
     "--api_base.";
 
+const char cli_config_summary[] =
+    "Shows, sets and removes per-model settings of the cluster (routing, max_attempts, "
+    "first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms, session_header, "
+    "queue_timeout_ms, queue_max, probe_interval_ms, probe_timeout_ms): in force on every "
+    "apiserver within a second, over their flags, through the first controller of "
+    "--controller_addr that answers (the cluster secret is needed).";
+
 const char cli_alias_summary[] =
     "Sets, lists and removes model aliases: a name that resolves to an ordered list of models "
     "(the first routable serves; the next ones are fallbacks), through the first controller of "
@@ -1068,6 +1075,126 @@ out:
     return code;
 }
 
+/* ---- config get, set, rm -------------------------------------------------------------- */
+
+static int
+config_get(const struct settings_opts *o, char **pos, int npos)
+{
+    cJSON *answer = NULL;
+    const cJSON *m;
+    char *raw = NULL;
+    int code = ask(o, "config get", "GET", "/api/roster/models", NULL, 200, &answer, &raw);
+    bool any = false;
+
+    if (code != 0) {
+        goto out;
+    }
+    if (!cJSON_IsArray(answer)) {
+        fprintf(stderr, "roster: config get: the controller's answer is not a JSON list\n");
+        code = EX_PROTOCOL;
+        goto out;
+    }
+    if (o->json && npos == 0) {
+        print_raw(raw);
+        goto out;
+    }
+    cJSON_ArrayForEach(m, answer)
+    {
+        const cJSON *it;
+        if (npos > 0 && strcmp(str_field(m, "name"), pos[0]) != 0) {
+            continue;
+        }
+        any = true;
+        if (o->json) {
+            char *one = cJSON_PrintUnformatted(m);
+            printf("%s\n", one ? one : "{}");
+            free(one);
+            continue;
+        }
+        printf("%s\n", str_field(m, "name"));
+        cJSON_ArrayForEach(it, m)
+        {
+            if (strcmp(it->string, "name") == 0 || strcmp(it->string, "updated_ms") == 0) {
+                continue;
+            }
+            if (cJSON_IsString(it)) {
+                printf("  %s = %s\n", it->string, it->valuestring);
+            } else {
+                printf("  %s = %.0f\n", it->string, cJSON_GetNumberValue(it));
+            }
+        }
+    }
+    if (npos > 0 && !any) {
+        fprintf(stderr, "roster: config get: no settings of the model '%s' (the flags apply)\n",
+                pos[0]);
+        code = EX_DATAERR;
+    }
+out:
+    free(raw);
+    cJSON_Delete(answer);
+    return code;
+}
+
+/* config set MODEL KEY=VALUE...: numbers for the numeric settings, text
+ * for routing and session_header; KEY= (empty) removes the setting. */
+static int
+config_set(const struct settings_opts *o, char **pos, int npos)
+{
+    cJSON *body = cJSON_CreateObject();
+    cJSON *answer = NULL;
+    char *text = NULL;
+    int code = EX_USAGE;
+
+    if (!body) {
+        return EX_OSERR;
+    }
+    cJSON_AddStringToObject(body, "name", pos[0]);
+    for (int i = 1; i < npos; i++) {
+        const char *eq = strchr(pos[i], '=');
+        char key[64];
+        int64_t v;
+        if (!eq || eq == pos[i] || (size_t)(eq - pos[i]) >= sizeof(key)) {
+            fprintf(stderr, "roster: config set: '%s' is not KEY=VALUE\n", pos[i]);
+            goto out;
+        }
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - pos[i]), pos[i]);
+        if (!eq[1]) {
+            cJSON_AddNullToObject(body, key);
+        } else if (strcmp(key, "routing") == 0 || strcmp(key, "session_header") == 0) {
+            cJSON_AddStringToObject(body, key, eq + 1);
+        } else if (util_parse_i64(eq + 1, 0, INT64_C(1000000000000), &v) == 0) {
+            cJSON_AddNumberToObject(body, key, (double)v);
+        } else {
+            fprintf(stderr, "roster: config set: %s must be a number (milliseconds or a count)\n",
+                    key);
+            goto out;
+        }
+    }
+    text = cJSON_PrintUnformatted(body);
+    if (!text) {
+        code = EX_OSERR;
+        goto out;
+    }
+    code = ask(o, "config set", "PUT", "/api/roster/models", text, 200, &answer, NULL);
+    if (code == 0) {
+        printf("Settings of '%s' changed (settings version %.0f)\n", pos[0],
+               num_field(answer, "version"));
+    }
+out:
+    free(text);
+    cJSON_Delete(answer);
+    cJSON_Delete(body);
+    return code;
+}
+
+static int
+config_rm(const struct settings_opts *o, char **pos, int npos)
+{
+    (void)npos;
+    return remove_named(o, "config rm", "Settings of", "/api/roster/models", pos[0], false,
+                        "removed");
+}
+
 /* ---- the command tables ------------------------------------------------------------ */
 
 static const char *const create_opts[] = {"controller_addr",
@@ -1120,6 +1247,23 @@ static const struct settings_cmd alias_cmds[] = {
     {"list", "list [--json]", "Lists the aliases and their models.", list_opts, 0, 0, alias_list},
     {"rm", "rm NAME", "Removes an alias.", change_opts, 1, 1, alias_rm},
 };
+
+static const struct settings_cmd config_cmds[] = {
+    {"get", "get [MODEL] [--json]",
+     "Shows the per-model settings of the cluster (of MODEL only, if given); a setting not "
+     "shown is the apiservers' flag.",
+     list_opts, 0, 1, config_get},
+    {"set", "set MODEL KEY=VALUE...",
+     "Changes settings of MODEL (KEY= removes one): routing, max_attempts, "
+     "first_byte_timeout_ms, idle_timeout_ms, request_timeout_ms, session_header, "
+     "queue_timeout_ms, queue_max, probe_interval_ms, probe_timeout_ms.",
+     change_opts, 2, -1, config_set},
+    {"rm", "rm MODEL", "Removes every setting of MODEL (the flags apply again).", change_opts, 1, 1,
+     config_rm},
+};
+
+static const struct settings_group config_group = {
+    "config", cli_config_summary, cli_alias_flag_defs, config_cmds, UTIL_ARRAY_LEN(config_cmds)};
 
 static const struct settings_group key_group = {"key", cli_key_summary, cli_key_flag_defs, key_cmds,
                                                 UTIL_ARRAY_LEN(key_cmds)};
@@ -1309,6 +1453,27 @@ alias_help(FILE *out)
 {
     group_help(out, &alias_group);
 }
+
+static int
+config_run(int argc, char **argv)
+{
+    return group_run(&config_group, argc, argv);
+}
+
+static void
+config_help(FILE *out)
+{
+    group_help(out, &config_group);
+}
+
+const struct cli_cmd cli_cmd_config = {
+    .name = "config",
+    .usage = "roster config get|set|rm [options]",
+    .summary = "show and change per-model settings of the cluster (routing, timeouts, queue, "
+               "probes)",
+    .run = config_run,
+    .help = config_help,
+};
 
 const struct cli_cmd cli_cmd_key = {
     .name = "key",

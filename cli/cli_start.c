@@ -85,8 +85,8 @@ const struct cli_cmd cli_cmd_start = {
 
 /* The commands of cli_main.c, in its order (the install test checks that
  * every command of `roster --help` is in the man page). */
-static const struct cli_cmd *const man_commands[] = {&cli_cmd_start, &cli_cmd_model, &cli_cmd_key,
-                                                     &cli_cmd_alias, &cli_cmd_health};
+static const struct cli_cmd *const man_commands[] = {
+    &cli_cmd_start, &cli_cmd_model, &cli_cmd_key, &cli_cmd_alias, &cli_cmd_config, &cli_cmd_health};
 
 static const char man_config_text[] =
     "Every option can be given as `--name value`, `--name=value`, with dashes or\n"
@@ -370,7 +370,8 @@ print_man(FILE *out)
               ctl_flag_defs, web_flag_defs, api_flag_defs);
     if (man_subcommands(out, &cli_cmd_model, cli_model_summary, cli_model_flag_defs) != 0 ||
         man_subcommands(out, &cli_cmd_key, cli_key_summary, cli_key_flag_defs) != 0 ||
-        man_subcommands(out, &cli_cmd_alias, cli_alias_summary, cli_alias_flag_defs) != 0) {
+        man_subcommands(out, &cli_cmd_alias, cli_alias_summary, cli_alias_flag_defs) != 0 ||
+        man_subcommands(out, &cli_cmd_config, cli_config_summary, cli_alias_flag_defs) != 0) {
         return -1;
     }
     man_section(out, "ROSTER HEALTH", cli_cmd_health.usage, cli_health_summary,
@@ -427,6 +428,7 @@ cli_config_doc(int argc, char **argv)
     flags_print_markdown(stdout, "roster model", cli_model_summary, cli_model_flag_defs);
     flags_print_markdown(stdout, "roster key", cli_key_summary, cli_key_flag_defs);
     flags_print_markdown(stdout, "roster alias", cli_alias_summary, cli_alias_flag_defs);
+    flags_print_markdown(stdout, "roster config", cli_config_summary, cli_alias_flag_defs);
     flags_print_markdown(stdout, "roster health", cli_health_summary, cli_health_flag_defs);
     return 0;
 }

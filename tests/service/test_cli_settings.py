@@ -272,5 +272,24 @@ def test_aliases(t):
     fails(roster(c, ["alias", "list"], secret=False), EX_NOPERM, ["401"], "no secret")
 
 
+def test_config(t):
+    c, _ = setup(t, apis=0)
+    r = ok(roster(c, ["config", "set", "tiny", "routing=least_inflight", "max_attempts=2"]),
+           "config set")
+    h.check("'tiny'" in r.stdout, r.stdout)
+    r = ok(roster(c, ["config", "get"]), "config get")
+    h.check("routing = least_inflight" in r.stdout and "max_attempts = 2" in r.stdout, r.stdout)
+    ok(roster(c, ["config", "set", "tiny", "max_attempts="]), "config set KEY= removes")
+    got = json.loads(ok(roster(c, ["config", "get", "tiny", "--json"]), "get --json").stdout)
+    h.eq((got["routing"], got.get("max_attempts")), ("least_inflight", None))
+    fails(roster(c, ["config", "set", "tiny", "routing=fastest"]), EX_DATAERR, ["422", "routing"],
+          "a policy that does not exist")
+    fails(roster(c, ["config", "set", "tiny", "max_attempts"]), 64, ["KEY=VALUE"], "no '='")
+    fails(roster(c, ["config", "set", "tiny", "queue_max=many"]), 64, ["number"], "not a number")
+    ok(roster(c, ["config", "rm", "tiny"]), "config rm")
+    fails(roster(c, ["config", "get", "tiny"]), EX_DATAERR, ["no settings"], "nothing left")
+    fails(roster(c, ["config", "get"], secret=False), EX_NOPERM, ["401"], "no secret")
+
+
 if __name__ == "__main__":
     h.main(globals())
