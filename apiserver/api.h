@@ -399,6 +399,10 @@ struct api_limit_ticket {
     bool parked;       /* waiting for units */
     bool admitted;     /* holds units (api_limit_done corrects the tokens) */
     char headers[400]; /* x-ratelimit-* lines for the answer */
+    /* a stream's usage, as its chunks pass (api_limit_stream_data; -1 (the
+     * caller's initial value): none seen) */
+    int64_t s_prompt, s_completion, s_total;
+    int64_t s_chunks; /* chunks with content: its completion tokens, when no usage comes */
     struct api_limit_refusal *refusal; /* set when refused (api_limit_reply_refusal) */
     struct http_request *req;
     /* a parked request's verdict, on its loop: admitted, or refused (reply
@@ -424,6 +428,9 @@ void api_limit_cancel(struct api_server *srv, struct api_loop *l, struct api_lim
  * usage corrects the tokens reserved and counts per key. Loop thread. */
 void api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *answer,
                     size_t len);
+/* A chunk of a streamed answer of the request (usage, if it carries one,
+ * and content chunks are counted). Loop thread. */
+void api_limit_stream_data(struct api_limit_ticket *t, const char *p, size_t len);
 /* Sends a refused request's 429 and frees the refusal. Loop thread. */
 void api_limit_reply_refusal(struct http_request *req, struct api_limit_ticket *t);
 /* The limiter thread (api_server_start / _stop / _free). */

@@ -36,6 +36,7 @@
  * the limiter thread makes the blocking controller calls without holding
  * it and wakes the loops with http_loop_post.
  */
+#define _GNU_SOURCE 1 /* memmem */
 #include "api.h"
 
 #include <errno.h>
@@ -362,6 +363,12 @@ api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *a
         prompt = scan_number(answer, len, "prompt_tokens");
         completion = scan_number(answer, len, "completion_tokens");
         total = scan_number(answer, len, "total_tokens");
+    } else if (!answer && t->s_total >= 0) {
+        prompt = t->s_prompt; /* a stream's usage chunk */
+        completion = t->s_completion;
+        total = t->s_total;
+    } else if (!answer) {
+        completion = t->s_chunks; /* no usage asked for: a token per content chunk */
     }
     ks = api_kstats_get(srv, t->key);
     if (ks) {
@@ -377,6 +384,24 @@ api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *a
         pthread_mutex_unlock(&lm->mu);
     }
     t->admitted = false;
+}
+
+void
+api_limit_stream_data(struct api_limit_ticket *t, const char *p, size_t len)
+{
+    int64_t v;
+
+    if (!t->key[0]) {
+        return;
+    }
+    for (const char *q = p; (q = memmem(q, len - (size_t)(q - p), "\"content\":\"", 11)); q += 11) {
+        t->s_chunks += q[11] != '"'; /* an empty content is no token */
+    }
+    if ((v = scan_number(p, len, "total_tokens")) >= 0) {
+        t->s_total = v;
+        t->s_prompt = scan_number(p, len, "prompt_tokens");
+        t->s_completion = scan_number(p, len, "completion_tokens");
+    }
 }
 
 /* ---- waking parked requests (loop thread) ------------------------------------------ */

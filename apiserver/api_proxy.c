@@ -756,6 +756,7 @@ up_data(void *arg, const char *p, size_t len)
     struct api_px *px = arg;
 
     if (px->started) {
+        api_limit_stream_data(&px->lt, p, len);
         if (buf_append(&px->pending, p, len) != 0) {
             up_flush(px); /* over the gathering cap: forward what there is */
             http_stream_write(px->req, p, len);
@@ -1299,6 +1300,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     http_req_on_close(req, on_client_gone, px);
     px->lt.req = req;
     px->lt.resume = on_limit_verdict;
+    px->lt.s_prompt = px->lt.s_completion = px->lt.s_total = -1;
     px->lt.tokens = api_limit_estimate(body_len, max_tokens);
     switch (api_limit_admit(srv, l, &px->lt, req)) {
     case API_LIMIT_OK:

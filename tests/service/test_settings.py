@@ -172,6 +172,29 @@ def test_key_limits_and_expiry(t):
         h.eq(r.json()["error"]["code"], "model_not_allowed")
         # --api_keys keep working beside the keys of the settings
         h.eq(models_status(a, bearer("flag-key-1")), 200, f"{a.name}: a --api_keys key")
+    # a stream's tokens count for its key: its usage chunk, or a token per chunk
+    a = apis[0]
+
+    def tokens(kind):
+        return h.metric_sample(a.url, "roster_api_key_tokens_total",
+                               {"key": "only-tiny", "kind": kind}) or 0
+
+    p0, c0 = tokens("prompt"), tokens("completion")
+    body = dict(CHAT, stream=True, max_tokens=5, stream_options={"include_usage": True})
+    r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(body).encode(),
+                  headers=dict(bearer(only), **{"Content-Type": "application/json"}), timeout=10)
+    h.eq(r.status, 200, f"{r}")
+    usage = [json.loads(line[6:]) for line in r.body.decode().splitlines()
+             if line.startswith("data: {") and '"usage":{' in line][-1]["usage"]
+    h.eq((tokens("prompt") - p0, tokens("completion") - c0),
+         (usage["prompt_tokens"], usage["completion_tokens"]), "a stream's usage chunk counted")
+    c1 = tokens("completion")
+    body.pop("stream_options")
+    r = h.request("POST", a.url + "/v1/chat/completions", body=json.dumps(body).encode(),
+                  headers=dict(bearer(only), **{"Content-Type": "application/json"}), timeout=10)
+    chunks = sum(1 for line in r.body.decode().splitlines()
+                 if '"content":"' in line and '"content":""' not in line)
+    h.eq(tokens("completion") - c1, chunks, "a stream without usage: a token per content chunk")
     h.wait_until(lambda: models_status(apis[2], bearer(soon)) == 401, 5, what="expiry")
     r = h.request("GET", apis[2].url + "/v1/models", headers=bearer(soon))
     h.check(b"expired" in r.body, f"{r}")
