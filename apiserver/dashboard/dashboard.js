@@ -1808,7 +1808,7 @@ async function playgroundSend(e) {
 // "new key" box, and lives nowhere else in the page: not in S, not in
 // sessionStorage; closing the box (or creating another) blanks it.
 
-const K = { loaded: false, busy: false };
+const K = { loaded: false, busy: false, nkeys: 0 };
 
 function fmtDate(ms) {
   if (!ms) return "never";
@@ -1885,6 +1885,7 @@ async function loadKeys() {
   $("keys-body").hidden = false;
   $("keys-body").dataset.controller = r.body.controller || "";
   renderKeys(r.body.keys || []);
+  K.nkeys = (r.body.keys || []).length;
   renderAliases(r.body.aliases || []);
 }
 
@@ -2031,11 +2032,31 @@ async function createKey(e) {
   $("new-key-value").focus();
   $("new-key-value").select();
   $("key-create").reset();
+  const sv = (S.state && S.state.server) || {};
+  const closing = K.nkeys === 0 && !sv.api_keys && !load(KEY_STORE);
   showKeysResult(
     "ok",
-    "Created key " + name + " (" + res.prefix + "…) through controller " + r.body.controller + ".",
+    "Created key " +
+      name +
+      " (" +
+      res.prefix +
+      "…) through controller " +
+      r.body.controller +
+      "." +
+      (closing
+        ? " It is the first key: the API, this page's data included, now needs a key " +
+          "(this one works); the page will ask for one."
+        : ""),
   );
-  await loadKeys();
+  if (closing) {
+    // reading the list now would ask for an API key over the new key's
+    // box: show the row from the answer (without the key) instead
+    const row = Object.assign({}, res, { key: undefined });
+    renderKeys([row]);
+    K.nkeys = 1;
+  } else {
+    await loadKeys();
+  }
 }
 
 async function keyAction(name, purge) {
