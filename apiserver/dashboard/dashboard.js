@@ -2074,8 +2074,14 @@ async function keyAction(name, purge) {
   if (r.ok) {
     showKeysResult(
       "ok",
-      verb + " key " + name + ": done (controller " + r.body.controller + ", settings version " +
-        ((r.body.result && r.body.result.version) ?? "?") + ").",
+      verb +
+        " key " +
+        name +
+        ": done (controller " +
+        r.body.controller +
+        ", settings version " +
+        ((r.body.result && r.body.result.version) ?? "?") +
+        ").",
     );
   } else {
     showKeysResult("error", verb + " key " + name + ": failed; " + describeError(r.error));

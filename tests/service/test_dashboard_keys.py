@@ -14,6 +14,9 @@ test_dashboard_keys_browser (embedded mode: the controller in the process): the 
 creates a key, shows it once; the key works against the same webserver's
 /v1/models; the page revokes it (with confirmation) and it is refused; an
 alias is set and removed through the page. No process log holds a key.
+
+test_dashboard_keys_no_secret: without a secret, loopback only, and no
+other site's page.
 """
 import json
 import os
@@ -142,6 +145,23 @@ def test_dashboard_keys_routes(t):
     h.check(r.json()["error"]["code"] == "unreachable", f"{r}")
     for p in (ws, c):
         h.check(key not in p.logs() and key[16:] not in p.logs(), f"{p.name}: no key in its log")
+
+
+def test_dashboard_keys_no_secret(t):
+    """Without --cluster_secret: from the webserver's machine only, and not
+    from another site's page (the list is an operator's read too)."""
+    c = t.controller()
+    ws = webserver(t, ["--controller_addr", c.url])
+    r = dash(ws, "POST", "aliases", {"name": "local", "models": ["m"]}, headers={})
+    h.eq(r.status, 200, f"from loopback: {r}")
+    h.eq(dash(ws, "GET", "keys", headers={}).json()["aliases"][0]["models"], ["m"])
+    evil = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    for method, path, body in (("GET", "keys", None), ("POST", "keys", {"name": "x"}),
+                               ("POST", "aliases/remove", {"name": "local"})):
+        err = dash(ws, method, path, body, headers=evil).error(403, f"{method} {path} cross-site")
+        h.eq(err["code"], "cross_site_request")
+    _, aliases, _ = listing(ws)
+    h.eq(list(aliases), ["local"], "the cross-site calls changed nothing:")
 
 
 def test_dashboard_keys_browser(t):
