@@ -9,10 +9,17 @@
  *   GET  /api/dashboard/instances?model=... one page of a model's instances
  *   POST /api/dashboard/instance            weight/enabled, through a controller
  *   POST /api/dashboard/apply               stop/start/restart, through the worker
+ *   GET  /api/dashboard/keys                keys and aliases (a controller's) with
+ *                                           this server's usage per key
+ *   POST /api/dashboard/keys                create a key (the answer shows it once)
+ *   POST /api/dashboard/keys/revoke         {name, purge?}
+ *   POST /api/dashboard/aliases             {name, models}: set
+ *   POST /api/dashboard/aliases/remove      {name}
  *
  * The data routes need an API key when the API server has --api_keys; the
  * actions need the cluster secret too (X-Roster-Secret) when one is set,
- * and come from loopback otherwise. An action is checked on the loop (the
+ * and come from loopback otherwise; so do the settings routes (keys and
+ * aliases), reads included: they are an operator's. An action is checked on the loop (the
  * instance must be in the registry: no calls to arbitrary addresses), then
  * made by the action thread, whose answer is posted back to the loop.
  *
@@ -45,8 +52,9 @@
 #define FEED_BACKLOG (1024 * 1024) /* a feed this far behind skips a state */
 #define FEED_EVENTS  200           /* events sent at once */
 #define PAGE_MAX     500
-#define MAX_ACTION   (64u * 1024) /* an action's answer */
-#define APPLY_MIN_MS 10000        /* a worker's apply may take a moment */
+#define MAX_ACTION   (64u * 1024)       /* an action's answer */
+#define APPLY_MIN_MS 10000              /* a worker's apply may take a moment */
+#define MAX_SETTINGS (4u * 1024 * 1024) /* a controller's key or alias list */
 #define SECURITY_HEADERS                                                                           \
     "Content-Security-Policy: default-src 'self'; img-src 'self' data:; style-src 'self'; "        \
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "             \
@@ -587,14 +595,21 @@ h_instances(struct http_request *req, void *arg)
 
 /* ---- actions --------------------------------------------------------------------------- */
 
-enum job_kind { JOB_ADMIN, JOB_APPLY };
+enum job_kind { JOB_ADMIN, JOB_APPLY, JOB_SETTINGS };
 
 struct dash_job {
     struct http_task task; /* the answer, on the request's loop */
     struct http_request *req;
     struct http_loop *loop;
     enum job_kind kind;
-    char *body; /* what to send (owned) */
+    char *body; /* what to send (owned; NULL: none) */
+    /* JOB_SETTINGS: the controller's route, and for the list a second
+     * GET of the aliases from the same controller */
+    struct api_dash *d;
+    const char *method;
+    char path[160];
+    bool list;
+    struct buf answer2;
     char url[API_NAME_MAX + 64];
     long status; /* 0: no answer */
     struct buf answer;
@@ -606,9 +621,86 @@ struct dash_job {
 static void
 job_free(struct dash_job *j)
 {
+    if (j->answer.data) {
+        explicit_bzero(j->answer.data, j->answer.len); /* a created key */
+    }
     buf_cleanup(&j->answer);
+    buf_cleanup(&j->answer2);
     free(j->body);
     free(j);
+}
+
+/* This server's counters of key `name` into `usage` (a lookup: no entry
+ * is made for a key that had no request here). */
+static void
+add_usage(struct api_server *api, cJSON *key, const char *name)
+{
+    static const char *const reasons[API_KEY_REJECT_N] = {"invalid", "revoked", "expired", "model",
+                                                          "rate_limited"};
+    cJSON *u = cJSON_AddObjectToObject(key, "usage");
+    cJSON *rej = u ? cJSON_AddObjectToObject(u, "rejected") : NULL;
+    const struct api_kstats *k;
+
+    if (!rej) {
+        return;
+    }
+    pthread_mutex_lock(&api->kstats_mu);
+    for (k = api->kstats; k && strcmp(k->key, name) != 0; k = k->next) {
+    }
+    cJSON_AddNumberToObject(u, "requests", k ? (double)atomic_load(&k->requests) : 0);
+    for (int r = API_KEY_REVOKED; r < API_KEY_REJECT_N; r++) {
+        cJSON_AddNumberToObject(rej, reasons[r], k ? (double)atomic_load(&k->rejected[r]) : 0);
+    }
+    cJSON_AddNumberToObject(u, "prompt_tokens", k ? (double)atomic_load(&k->prompt_tokens) : 0);
+    cJSON_AddNumberToObject(u, "completion_tokens",
+                            k ? (double)atomic_load(&k->completion_tokens) : 0);
+    pthread_mutex_unlock(&api->kstats_mu);
+}
+
+/* The settings list: {"controller", "keys": [the controller's, no hash,
+ * with "usage"], "aliases": [...]}. */
+static void
+reply_settings_list(struct api_dash *d, struct dash_job *j)
+{
+    struct http_request *req = j->req;
+    cJSON *keys = NULL, *aliases = NULL, *out = NULL, *k;
+    char err[64];
+    char *body = NULL;
+
+    if (json_parse(j->answer.data, j->answer.len, 16, &keys, err, sizeof(err)) != 0 ||
+        !cJSON_IsArray(keys) ||
+        json_parse(j->answer2.data, j->answer2.len, 16, &aliases, err, sizeof(err)) != 0 ||
+        !cJSON_IsArray(aliases)) {
+        http_reply_error(req, 502, "server_error", "bad_answer",
+                         "controller %s: the key or alias list is not a JSON array", j->from);
+        goto out;
+    }
+    cJSON_ArrayForEach(k, keys)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(k, "name");
+        cJSON_DeleteItemFromObjectCaseSensitive(k, "hash"); /* never to a browser */
+        if (cJSON_IsObject(k) && cJSON_IsString(name)) {
+            add_usage(d->api, k, name->valuestring);
+        }
+    }
+    out = cJSON_CreateObject();
+    if (out && cJSON_AddStringToObject(out, "controller", j->from)) {
+        cJSON_AddItemToObject(out, "keys", keys);
+        keys = NULL;
+        cJSON_AddItemToObject(out, "aliases", aliases);
+        aliases = NULL;
+        body = cJSON_PrintUnformatted(out);
+    }
+    if (body) {
+        http_reply(req, 200, "application/json", body, strlen(body), NO_STORE);
+    } else {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+    }
+out:
+    free(body);
+    cJSON_Delete(out);
+    cJSON_Delete(keys);
+    cJSON_Delete(aliases);
 }
 
 /* Back on the loop: the answer. */
@@ -621,6 +713,17 @@ on_job_done(struct http_task *t)
 
     if (j->status == 0) {
         http_reply_error(req, 502, "server_error", "unreachable", "%s", j->err);
+    } else if (j->kind == JOB_SETTINGS && (j->status < 200 || j->status > 299)) {
+        json_error_message(j->answer.data, j->answer.len, msg, sizeof(msg));
+        http_reply_error(req, (int)j->status,
+                         j->status < 500 ? "invalid_request_error" : "server_error",
+                         j->status == 404   ? "not_found"
+                         : j->status == 409 ? "already_exists"
+                         : j->status == 422 ? "invalid_setting"
+                                            : "controller_refused",
+                         "controller %s: %s", j->from, msg);
+    } else if (j->kind == JOB_SETTINGS && j->list) {
+        reply_settings_list(j->d, j);
     } else if (j->kind == JOB_ADMIN && j->status != 200) {
         /* the controller's error, as it said it */
         json_error_message(j->answer.data, j->answer.len, msg, sizeof(msg));
@@ -648,7 +751,7 @@ on_job_done(struct http_task *t)
         jw_init(&w, &b);
         jw_raw(&w, "{\"ok\":");
         jw_bool(&w, ok);
-        jw_raw(&w, j->kind == JOB_ADMIN ? ",\"controller\":" : ",\"worker\":");
+        jw_raw(&w, j->kind != JOB_APPLY ? ",\"controller\":" : ",\"worker\":");
         jw_str(&w, j->from);
         jw_raw(&w, ",\"result\":");
         if (ans) {
@@ -658,14 +761,44 @@ on_job_done(struct http_task *t)
         }
         jw_raw(&w, "}");
         reply_buf(req, &b, &w);
+        if (b.data) {
+            explicit_bzero(b.data, b.len); /* a created key */
+        }
         buf_cleanup(&b);
         cJSON_Delete(ans);
     }
     job_free(j);
 }
 
-/* The action thread: one POST, with a timeout; admin changes go to the
- * first controller that answers below 500. */
+/* The second GET of a settings list (aliases), from the controller that
+ * answered the first. False when it failed (j->err says why). */
+static bool
+run_list_aliases(struct api_dash *d, struct dash_job *j, const char *ctl,
+                 const char *const *headers)
+{
+    struct http_client_response resp;
+    char url[700], e[256];
+
+    snprintf(url, sizeof(url), "%s/api/roster/aliases", ctl);
+    if (http_client_request_cancel("GET", url, NULL, 0, headers, (int)d->cfg.control_timeout_ms,
+                                   MAX_SETTINGS, &d->act_cancel, &resp, e, sizeof(e)) != 0) {
+        snprintf(j->err, sizeof(j->err), "%s: %s", j->from, e);
+        return false;
+    }
+    if (resp.status != 200) {
+        /* its error is the answer */
+        j->status = resp.status;
+        buf_cleanup(&j->answer);
+        j->answer = resp.body;
+        return true;
+    }
+    buf_cleanup(&j->answer2);
+    j->answer2 = resp.body; /* taken */
+    return true;
+}
+
+/* The action thread: one call, with a timeout; admin changes and settings
+ * go to the first controller that answers below 500. */
 static void
 run_job(struct api_dash *d, struct dash_job *j)
 {
@@ -673,30 +806,34 @@ run_job(struct api_dash *d, struct dash_job *j)
     const char *headers[3] = {"Content-Type: application/json",
                               api_secret_header(d->api, secret, sizeof(secret)), NULL};
     size_t order[API_MAX_CTLS];
-    size_t n = 0;
+    size_t n = 1;
+    bool to_ctl = j->kind != JOB_APPLY;
 
-    if (j->kind == JOB_ADMIN) {
+    if (to_ctl) {
         n = api_controller_order(d->api, order);
         snprintf(j->err, sizeof(j->err), "no controller answered");
     }
-    for (size_t k = 0; k < (j->kind == JOB_ADMIN ? n : 1); k++) {
+    for (size_t k = 0; k < n; k++) {
         struct http_client_response resp;
         char url[700], e[256];
         int timeout = (int)d->cfg.control_timeout_ms;
-        if (j->kind == JOB_ADMIN) {
+        const char *method = j->kind == JOB_SETTINGS ? j->method : "POST";
+        if (to_ctl) {
             util_strlcpy(j->from, d->api->ctl_shown[order[k]], sizeof(j->from));
-            snprintf(url, sizeof(url), "%s/api/roster/instance", d->api->ctl[order[k]]);
+            snprintf(url, sizeof(url), "%s%s", d->api->ctl[order[k]],
+                     j->kind == JOB_SETTINGS ? j->path : "/api/roster/instance");
         } else {
             util_strlcpy(j->from, j->url, sizeof(j->from));
             snprintf(url, sizeof(url), "%s/api/worker/apply", j->url);
             timeout = timeout > APPLY_MIN_MS ? timeout : APPLY_MIN_MS;
         }
-        if (http_client_request_cancel("POST", url, j->body, strlen(j->body), headers, timeout,
-                                       MAX_ACTION, &d->act_cancel, &resp, e, sizeof(e)) != 0) {
+        if (http_client_request_cancel(method, url, j->body, j->body ? strlen(j->body) : 0, headers,
+                                       timeout, j->kind == JOB_SETTINGS ? MAX_SETTINGS : MAX_ACTION,
+                                       &d->act_cancel, &resp, e, sizeof(e)) != 0) {
             snprintf(j->err, sizeof(j->err), "%s: %s", j->from, e);
             continue;
         }
-        if (j->kind == JOB_ADMIN && resp.status >= 500 && k + 1 < n) {
+        if (to_ctl && resp.status >= 500 && k + 1 < n) {
             snprintf(j->err, sizeof(j->err), "%s: status %ld", j->from, resp.status);
             http_client_response_cleanup(&resp);
             continue;
@@ -704,6 +841,11 @@ run_job(struct api_dash *d, struct dash_job *j)
         j->status = resp.status;
         buf_cleanup(&j->answer);
         j->answer = resp.body; /* taken */
+        if (j->list && j->status == 200 &&
+            !run_list_aliases(d, j, d->api->ctl[order[k]], headers)) {
+            j->status = 0;
+            continue;
+        }
         break;
     }
     explicit_bzero(secret, sizeof(secret));
@@ -756,10 +898,11 @@ submit(struct api_dash *d, struct dash_job *j)
     pthread_mutex_unlock(&d->act_mu);
 }
 
-/* Actions: the API key (when keys are on), then the cluster secret (when
- * one is set) or a loopback client. */
+/* Actions, and the settings reads (json_body false: a GET): the API key
+ * (when keys are on), then the cluster secret (when one is set) or a
+ * loopback client. */
 static bool
-action_allowed(struct api_dash *d, struct http_request *req)
+action_allowed(struct api_dash *d, struct http_request *req, bool json_body)
 {
     const char *secret = d->cfg.secret;
 
@@ -770,7 +913,7 @@ action_allowed(struct api_dash *d, struct http_request *req)
     }
     /* a JSON body: a page of another site cannot send one without the
      * browser asking first (a CORS preflight, which is never allowed) */
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
+    if (json_body && (!ct || strncasecmp(ct, "application/json", 16) != 0)) {
         http_reply_error(req, 415, "invalid_request_error", "unsupported_media_type",
                          "actions take a JSON body (Content-Type: application/json)");
         return false;
@@ -854,7 +997,7 @@ job_new(struct http_request *req, enum job_kind kind, struct buf *body)
 {
     struct dash_job *j = calloc(1, sizeof(*j));
 
-    if (!j || !(j->body = buf_take(body))) {
+    if (!j || (body && !(j->body = buf_take(body)))) {
         free(j);
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
         return NULL;
@@ -863,6 +1006,7 @@ job_new(struct http_request *req, enum job_kind kind, struct buf *body)
     j->loop = http_req_loop(req);
     j->kind = kind;
     buf_init(&j->answer, MAX_ACTION);
+    buf_init(&j->answer2, MAX_SETTINGS);
     return j;
 }
 
@@ -877,7 +1021,7 @@ h_instance(struct http_request *req, void *arg)
     struct buf b;
     struct jw w;
 
-    if (!action_allowed(d, req) || !(root = action_target(d, req, &model, &host, &port))) {
+    if (!action_allowed(d, req, true) || !(root = action_target(d, req, &model, &host, &port))) {
         return;
     }
     /* json_get hides JSON null, which here means "clear the override" */
@@ -939,7 +1083,7 @@ h_apply(struct http_request *req, void *arg)
     struct buf b;
     struct jw w;
 
-    if (!action_allowed(d, req) || !(root = action_target(d, req, &model, &host, &port))) {
+    if (!action_allowed(d, req, true) || !(root = action_target(d, req, &model, &host, &port))) {
         return;
     }
     const cJSON *t = json_get(root, "apply_type");
@@ -973,6 +1117,188 @@ h_apply(struct http_request *req, void *arg)
     cJSON_Delete(root);
 }
 
+/* ---- settings: keys and aliases, through a controller ----------------------------- */
+
+/* Key and alias names as the controllers take them (they go into a query
+ * string here): 1..64 of [A-Za-z0-9._-]. */
+static bool
+valid_setting_name(const cJSON *n)
+{
+    size_t len = cJSON_IsString(n) ? strlen(n->valuestring) : 0;
+
+    if (len == 0 || len > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = n->valuestring[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Submits `method path` (with `body`, owned, or NULL) to a controller. */
+static void
+settings_submit(struct api_dash *d, struct http_request *req, const char *method, const char *path,
+                char *body, bool list)
+{
+    struct dash_job *j = job_new(req, JOB_SETTINGS, NULL);
+
+    if (!j) {
+        free(body);
+        return;
+    }
+    j->body = body;
+    j->d = d;
+    j->method = method;
+    j->list = list;
+    util_strlcpy(j->path, path, sizeof(j->path));
+    submit(d, j);
+}
+
+/* The JSON object of a settings action with a valid "name", or NULL after
+ * replying. */
+static cJSON *
+settings_body(struct http_request *req)
+{
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    cJSON *root = NULL;
+    char err[160];
+
+    if (json_parse(body, len, 16, &root, err, sizeof(err)) != 0 || !cJSON_IsObject(root)) {
+        http_reply_error(req, 400, "invalid_request_error", "invalid_json",
+                         "the body must be a JSON object: %s", root ? "not an object" : err);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (!valid_setting_name(json_get(root, "name"))) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_setting",
+                         "'name' must be 1 to 64 characters from [A-Za-z0-9._-]");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* A copy of `in` with only `fields` (those present), printed; NULL when
+ * out of memory. */
+static char *
+settings_pick(const cJSON *in, const char *const *fields)
+{
+    cJSON *out = cJSON_CreateObject();
+    char *s = NULL;
+
+    for (size_t i = 0; out && fields[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, fields[i]);
+        if (v && !cJSON_AddItemToObject(out, fields[i], cJSON_Duplicate(v, 1))) {
+            goto out;
+        }
+    }
+    s = out ? cJSON_PrintUnformatted(out) : NULL;
+out:
+    cJSON_Delete(out);
+    return s;
+}
+
+static void
+h_keys_list(struct http_request *req, void *arg)
+{
+    struct api_dash *d = arg;
+
+    if (action_allowed(d, req, false)) {
+        settings_submit(d, req, "GET", "/api/roster/keys", NULL, true);
+    }
+}
+
+static void
+h_key_create(struct http_request *req, void *arg)
+{
+    static const char *const fields[] = {"name",     "models",     "rpm", "tpm",
+                                         "priority", "expires_at", NULL};
+    struct api_dash *d = arg;
+    cJSON *root;
+    char *body;
+
+    if (!action_allowed(d, req, true) || !(root = settings_body(req))) {
+        return;
+    }
+    body = settings_pick(root, fields);
+    /* the name only: the key is in the answer, never in a log line */
+    log_info("settings from %s: create key %s", http_req_peer_str(req),
+             json_get(root, "name")->valuestring);
+    cJSON_Delete(root);
+    if (!body) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    settings_submit(d, req, "POST", "/api/roster/keys", body, false);
+}
+
+/* {name, purge?} -> DELETE /api/roster/{keys|aliases}?name=N */
+static void
+settings_delete(struct http_request *req, struct api_dash *d, const char *what)
+{
+    cJSON *root;
+    char path[160];
+
+    if (!action_allowed(d, req, true) || !(root = settings_body(req))) {
+        return;
+    }
+    const cJSON *purge = json_get(root, "purge");
+    if (purge && !cJSON_IsBool(purge)) {
+        http_reply_error(req, 422, "invalid_request_error", "invalid_setting",
+                         "'purge' must be true or false");
+        cJSON_Delete(root);
+        return;
+    }
+    snprintf(path, sizeof(path), "/api/roster/%s?name=%s%s", what,
+             json_get(root, "name")->valuestring, cJSON_IsTrue(purge) ? "&purge=true" : "");
+    log_info("settings from %s: %s %s %s", http_req_peer_str(req),
+             strcmp(what, "aliases") == 0 ? "remove"
+             : cJSON_IsTrue(purge)        ? "purge"
+                                          : "revoke",
+             strcmp(what, "aliases") == 0 ? "alias" : "key", json_get(root, "name")->valuestring);
+    cJSON_Delete(root);
+    settings_submit(d, req, "DELETE", path, NULL, false);
+}
+
+static void
+h_key_revoke(struct http_request *req, void *arg)
+{
+    settings_delete(req, arg, "keys");
+}
+
+static void
+h_alias_set(struct http_request *req, void *arg)
+{
+    static const char *const fields[] = {"name", "models", NULL};
+    struct api_dash *d = arg;
+    cJSON *root;
+    char *body;
+
+    if (!action_allowed(d, req, true) || !(root = settings_body(req))) {
+        return;
+    }
+    body = settings_pick(root, fields);
+    log_info("settings from %s: set alias %s", http_req_peer_str(req),
+             json_get(root, "name")->valuestring);
+    cJSON_Delete(root);
+    if (!body) {
+        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        return;
+    }
+    settings_submit(d, req, "PUT", "/api/roster/aliases", body, false);
+}
+
+static void
+h_alias_remove(struct http_request *req, void *arg)
+{
+    settings_delete(req, arg, "aliases");
+}
+
 /* ---- wiring -------------------------------------------------------------------------- */
 
 static void
@@ -1000,6 +1326,11 @@ static const struct http_route routes[] = {
     {"GET", "/api/dashboard/instances", h_instances, 0},
     {"POST", "/api/dashboard/instance", h_instance, 0},
     {"POST", "/api/dashboard/apply", h_apply, 0},
+    {"GET", "/api/dashboard/keys", h_keys_list, 0},
+    {"POST", "/api/dashboard/keys", h_key_create, 0},
+    {"POST", "/api/dashboard/keys/revoke", h_key_revoke, 0},
+    {"POST", "/api/dashboard/aliases", h_alias_set, 0},
+    {"POST", "/api/dashboard/aliases/remove", h_alias_remove, 0},
     {NULL, NULL, NULL, 0},
 };
 

@@ -22,7 +22,8 @@
 //
 // Actions (drain, weight, enable/disable, stop/start) are POSTs the server
 // forwards to a controller or a worker; the page shows the server's answer,
-// never a guess. The cluster secret (X-Roster-Secret) and the API key
+// never a guess. Keys and aliases (the Keys section) are read and changed
+// the same way, through a controller. The cluster secret (X-Roster-Secret) and the API key
 // (Authorization: Bearer) are asked for in dialogs when needed and kept in
 // sessionStorage (this tab only).
 //
@@ -1799,6 +1800,341 @@ async function playgroundSend(e) {
   $("pg-stop").disabled = true;
 }
 
+// ---- keys and aliases (cluster settings) ---------------------------------------------
+//
+// Read and changed through the webserver (/api/dashboard/keys, /aliases),
+// which forwards to a controller with its own secret; the page sends the
+// cluster secret like an action. A created key is shown once, in the
+// "new key" box, and lives nowhere else in the page: not in S, not in
+// sessionStorage; closing the box (or creating another) blanks it.
+
+const K = { loaded: false, busy: false, nkeys: 0 };
+
+function fmtDate(ms) {
+  if (!ms) return "never";
+  const d = new Date(ms);
+  return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+}
+
+function splitModels(text) {
+  return text
+    .split(",")
+    .map((m) => m.trim())
+    .filter((m) => m);
+}
+
+function showKeysResult(kind, text) {
+  const el = $("keys-result");
+  el.hidden = false;
+  el.dataset.kind = kind;
+  el.className = "action-result " + kind;
+  el.textContent = "";
+  el.append(
+    h("span", { class: "msg" }, text),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "btn small-btn",
+        "aria-label": "Dismiss",
+        onclick: () => {
+          el.hidden = true;
+        },
+      },
+      "×",
+    ),
+  );
+}
+
+/** Makes sure the page holds a cluster secret when the server wants one. */
+async function haveSecret(what) {
+  const sv = (S.state && S.state.server) || {};
+  if (!sv.secret_required || load(SECRET_STORE)) return true;
+  if (await askSecret("")) return true;
+  showKeysResult("cancelled", what + ": cancelled (no cluster secret).");
+  return false;
+}
+
+async function settingsCall(path, method, body) {
+  const opts = { method, secret: true };
+  if (body !== undefined) {
+    opts.body = JSON.stringify(body);
+    opts.headers = { "Content-Type": "application/json" };
+  }
+  return api(path, opts);
+}
+
+function forgetNewKey() {
+  $("new-key-value").value = "";
+  $("new-key").hidden = true;
+}
+
+async function loadKeys() {
+  if (K.busy || !(await haveSecret("Show keys"))) return;
+  K.busy = true;
+  $("keys-load").disabled = true;
+  const r = await settingsCall("/api/dashboard/keys", "GET");
+  K.busy = false;
+  $("keys-load").disabled = false;
+  if (!r.ok || !r.body) {
+    showKeysResult("error", "Reading the keys failed: " + describeError(r.error));
+    return;
+  }
+  K.loaded = true;
+  $("keys-load").textContent = "Refresh";
+  $("keys-body").hidden = false;
+  $("keys-body").dataset.controller = r.body.controller || "";
+  renderKeys(r.body.keys || []);
+  K.nkeys = (r.body.keys || []).length;
+  renderAliases(r.body.aliases || []);
+}
+
+function refusals(u) {
+  const rej = (u && u.rejected) || {};
+  const bits = Object.entries(rej)
+    .filter(([, n]) => n > 0)
+    .map(([why, n]) => why + " " + fmtInt(n));
+  return bits.length ? bits.join(", ") : "0";
+}
+
+function keyStatus(k) {
+  if (k.revoked_ms) return "revoked";
+  if (k.expires_ms && k.expires_ms <= serverNow()) return "expired";
+  return "active";
+}
+
+function renderKeys(keys) {
+  const body = $("keys-rows");
+  body.textContent = "";
+  keys.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const k of keys) {
+    const u = k.usage || {};
+    const st = keyStatus(k);
+    const acts = h("td", { class: "acts" });
+    if (st !== "revoked")
+      acts.append(
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn small-btn",
+            "data-testid": "key-revoke",
+            onclick: () => keyAction(k.name, false),
+          },
+          "Revoke",
+        ),
+      );
+    acts.append(
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn small-btn",
+          "data-testid": "key-purge",
+          onclick: () => keyAction(k.name, true),
+        },
+        "Delete",
+      ),
+    );
+    body.append(
+      h(
+        "tr",
+        { "data-testid": "key-row", dataset: { name: k.name, status: st } },
+        h("td", null, h("code", null, k.name)),
+        h("td", null, h("code", null, (k.prefix || "") + "…")),
+        h(
+          "td",
+          { "data-testid": "key-models" },
+          k.models && k.models.length ? k.models.join(", ") : "all",
+        ),
+        h("td", { class: "num" }, k.rpm ? fmtInt(k.rpm) : "—"),
+        h("td", { class: "num" }, k.tpm ? fmtInt(k.tpm) : "—"),
+        h("td", { class: "num" }, String(k.priority ?? 0)),
+        h("td", null, fmtDate(k.expires_ms)),
+        h(
+          "td",
+          { "data-testid": "key-status" },
+          h(
+            "span",
+            { class: st === "active" ? "ok-text" : "bad-text" },
+            st + (k.revoked_ms ? " " + fmtDate(k.revoked_ms) : ""),
+          ),
+        ),
+        h("td", { class: "num", "data-testid": "key-requests" }, fmtInt(u.requests ?? 0)),
+        h("td", { "data-testid": "key-refused" }, refusals(u)),
+        h(
+          "td",
+          { class: "num", "data-testid": "key-tokens" },
+          fmtInt(u.prompt_tokens ?? 0) + " / " + fmtInt(u.completion_tokens ?? 0),
+        ),
+        acts,
+      ),
+    );
+  }
+  $("keys-empty").hidden = keys.length > 0;
+}
+
+function renderAliases(aliases) {
+  const body = $("alias-rows");
+  body.textContent = "";
+  aliases.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const a of aliases) {
+    body.append(
+      h(
+        "tr",
+        { "data-testid": "alias-row", dataset: { name: a.name } },
+        h("td", null, h("code", null, a.name)),
+        h("td", { "data-testid": "alias-models" }, (a.models || []).join(" → ")),
+        h("td", null, a.updated_ms ? fmtDate(a.updated_ms) : "—"),
+        h(
+          "td",
+          { class: "acts" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "btn small-btn",
+              "data-testid": "alias-remove",
+              onclick: () => aliasRemove(a.name),
+            },
+            "Remove",
+          ),
+        ),
+      ),
+    );
+  }
+  $("aliases-empty").hidden = aliases.length > 0;
+}
+
+async function createKey(e) {
+  e.preventDefault();
+  const name = $("kc-name").value.trim();
+  const body = { name };
+  const models = splitModels($("kc-models").value);
+  if (models.length) body.models = models;
+  for (const f of ["rpm", "tpm", "priority"]) {
+    const v = Number($("kc-" + f).value || 0);
+    if (v) body[f] = v;
+  }
+  const exp = $("kc-expires").value;
+  if (exp) body.expires_at = Math.floor(new Date(exp).getTime() / 1000);
+  if (!(await haveSecret("Create key " + name))) return;
+  forgetNewKey();
+  showKeysResult("pending", "Create key " + name + "…");
+  const r = await settingsCall("/api/dashboard/keys", "POST", body);
+  const res = r.ok && r.body && r.body.result;
+  if (!res || !res.key) {
+    showKeysResult("error", "Create key " + name + ": failed; " + describeError(r.error || {}));
+    return;
+  }
+  $("new-key-value").value = res.key;
+  $("new-key").hidden = false;
+  $("new-key-value").focus();
+  $("new-key-value").select();
+  $("key-create").reset();
+  const sv = (S.state && S.state.server) || {};
+  const closing = K.nkeys === 0 && !sv.api_keys && !load(KEY_STORE);
+  showKeysResult(
+    "ok",
+    "Created key " +
+      name +
+      " (" +
+      res.prefix +
+      "…) through controller " +
+      r.body.controller +
+      "." +
+      (closing
+        ? " It is the first key: the API, this page's data included, now needs a key " +
+          "(this one works); the page will ask for one."
+        : ""),
+  );
+  if (closing) {
+    // reading the list now would ask for an API key over the new key's
+    // box: show the row from the answer (without the key) instead
+    const row = Object.assign({}, res, { key: undefined });
+    renderKeys([row]);
+    K.nkeys = 1;
+  } else {
+    await loadKeys();
+  }
+}
+
+async function keyAction(name, purge) {
+  const verb = purge ? "Delete" : "Revoke";
+  const ok = await confirmDialog(
+    verb + " key " + name + "?",
+    purge
+      ? "Deletes the key: it is refused on every node within a second and its name is free again."
+      : "Refused on every node within a second (requests in flight finish). The key stays listed as revoked.",
+    verb,
+  );
+  if (!ok || !(await haveSecret(verb + " key " + name))) return;
+  showKeysResult("pending", verb + " key " + name + "…");
+  const r = await settingsCall("/api/dashboard/keys/revoke", "POST", { name, purge });
+  if (r.ok) {
+    showKeysResult(
+      "ok",
+      verb +
+        " key " +
+        name +
+        ": done (controller " +
+        r.body.controller +
+        ", settings version " +
+        ((r.body.result && r.body.result.version) ?? "?") +
+        ").",
+    );
+  } else {
+    showKeysResult("error", verb + " key " + name + ": failed; " + describeError(r.error));
+  }
+  await loadKeys();
+}
+
+async function setAlias(e) {
+  e.preventDefault();
+  const name = $("as-name").value.trim();
+  const models = splitModels($("as-models").value);
+  if (!(await haveSecret("Set alias " + name))) return;
+  showKeysResult("pending", "Set alias " + name + "…");
+  const r = await settingsCall("/api/dashboard/aliases", "POST", { name, models });
+  if (r.ok) {
+    showKeysResult("ok", "Set alias " + name + " → " + models.join(", ") + ".");
+    $("alias-set").reset();
+  } else {
+    showKeysResult("error", "Set alias " + name + ": failed; " + describeError(r.error));
+  }
+  await loadKeys();
+}
+
+async function aliasRemove(name) {
+  if (!(await confirmDialog("Remove alias " + name + "?", "Requests for it fail.", "Remove")))
+    return;
+  if (!(await haveSecret("Remove alias " + name))) return;
+  const r = await settingsCall("/api/dashboard/aliases/remove", "POST", { name });
+  if (r.ok) showKeysResult("ok", "Removed alias " + name + ".");
+  else showKeysResult("error", "Remove alias " + name + ": failed; " + describeError(r.error));
+  await loadKeys();
+}
+
+async function copyNewKey() {
+  const input = $("new-key-value");
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(input.value);
+    ok = true;
+  } catch (e) {
+    input.select();
+    try {
+      ok = document.execCommand("copy");
+    } catch (x) {
+      ok = false;
+    }
+  }
+  $("new-key-copy").textContent = ok ? "Copied" : "Select and copy";
+  setTimeout(() => {
+    $("new-key-copy").textContent = "Copy";
+  }, 2000);
+}
+
 // ---- the 1 s tick ------------------------------------------------------------------------
 
 function tick() {
@@ -1901,6 +2237,11 @@ function init() {
     }, 2000);
   });
   $("pg-form").addEventListener("submit", playgroundSend);
+  $("keys-load").addEventListener("click", loadKeys);
+  $("key-create").addEventListener("submit", createKey);
+  $("alias-set").addEventListener("submit", setAlias);
+  $("new-key-copy").addEventListener("click", copyNewKey);
+  $("new-key-done").addEventListener("click", forgetNewKey);
   $("pg-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) playgroundSend(e);
   });

@@ -8,7 +8,8 @@
 //
 // env:
 //   ROSTER_DASHBOARD_URL   the page (http://127.0.0.1:PORT/)
-//   ROSTER_SCENARIO        acceptance (default) | scale
+//   ROSTER_SCENARIO        acceptance (default) | scale | keys (the Keys view: create a key,
+//                          use it on /v1/models, revoke it, an alias set and removed)
 //   ROSTER_API_KEY         enter this key when the page asks (a wrong one first)
 //   ROSTER_CLUSTER_SECRET  enter this secret when an action asks (a wrong one first)
 //   ROSTER_EXPECT          JSON [{"model":"m@llm","instance":"host:port"}]: rows to find
@@ -76,9 +77,13 @@ let authPhase = Boolean(env.ROSTER_API_KEY); // 401s are expected until the key 
 // Chromium logs every 4xx as a console error: the 401s the run provokes on
 // purpose (no key yet, a wrong key, a wrong secret) are counted apart.
 out.console_401 = 0;
+out.console_409 = 0; // the keys scenario provokes one (a name taken)
+out.expected_409 = 0;
+let expected409 = 0;
 page.on("console", (m) => {
   if (m.type() !== "error" && m.type() !== "warning") return;
   if (/status of 401/.test(m.text())) out.console_401++;
+  else if (/status of 409/.test(m.text())) out.console_409++;
   else out.console.push(m.type() + ": " + m.text());
 });
 page.on("pageerror", (e) => out.page_errors.push(String(e.message || e)));
@@ -105,6 +110,11 @@ page.on("response", (r) => {
   const u = new URL(r.url());
   if (r.status() === 401 && authPhase) {
     out.expected_401++;
+    return;
+  }
+  if (r.status() === 409 && expected409 > 0 && u.pathname.startsWith("/api/dashboard/")) {
+    expected409--;
+    out.expected_409++;
     return;
   }
   if (r.status() === 401 && expectedSecret401 > 0 && u.pathname.startsWith("/api/dashboard/")) {
@@ -411,10 +421,138 @@ async function scale() {
   out.max_longtask_ms = Math.max(0, ...out.longtasks_ms);
 }
 
+// ---- the Keys view --------------------------------------------------------------------
+
+/** GET /v1/models of the same webserver with `key` until it answers `want`
+ *  (settings reach the node within a second). Returns the last status. */
+async function modelsWith(key, want) {
+  const deadline = performance.now() + waitMs;
+  let status = 0;
+  while (performance.now() < deadline) {
+    const r = await fetch(new URL("/v1/models", url), {
+      headers: { Authorization: "Bearer " + key },
+    });
+    status = r.status;
+    await r.arrayBuffer();
+    if (status === want) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return status;
+}
+
+const keyRow = (name) => `[data-testid=key-row][data-name="${name}"]`;
+const aliasRow = (name) => `[data-testid=alias-row][data-name="${name}"]`;
+
+async function keysResult() {
+  const r = page.locator("[data-testid=keys-result]:is([data-kind=ok],[data-kind=error])");
+  await r.waitFor();
+  const kind = await r.getAttribute("data-kind");
+  const text = await r.locator(".msg").textContent();
+  await r.locator("button").click(); // dismiss: the next wait sees the next answer
+  return { kind, text };
+}
+
+async function keys() {
+  await load();
+  const k = (out.keys = {});
+  await page.locator("#keys").scrollIntoViewIfNeeded();
+  await page.click("[data-testid=keys-load]");
+  if (env.ROSTER_CLUSTER_SECRET) {
+    // a wrong secret first: refused (401), asked again
+    await page.locator("#secret-dialog[open]").waitFor();
+    expectedSecret401 = 1;
+    await page.fill("[data-testid=secret-input]", "wrong-" + env.ROSTER_CLUSTER_SECRET);
+    await page.click("[data-testid=secret-submit]");
+    await page.locator("#secret-dialog[open] #secret-error:not([hidden])").waitFor();
+    k.secret_error_text = await page.textContent("#secret-error");
+    await page.fill("[data-testid=secret-input]", env.ROSTER_CLUSTER_SECRET);
+    await page.click("[data-testid=secret-submit]");
+  }
+  await page.locator("#keys-body:not([hidden])").waitFor();
+  step("keys shown");
+
+  // create: shown once
+  await page.fill("[data-testid=kc-name]", "ui-key");
+  await page.fill("[data-testid=kc-models]", "roster-chat");
+  await page.fill("[data-testid=kc-priority]", "2");
+  await page.click("[data-testid=kc-submit]");
+  await page.locator("[data-testid=new-key]:not([hidden])").waitFor();
+  k.created_key = await page.inputValue("[data-testid=new-key-value]");
+  k.warning = (await page.textContent("[data-testid=new-key]")).replace(/\s+/g, " ");
+  await page.locator(keyRow("ui-key")).waitFor();
+  k.row_status_before = await page.getAttribute(keyRow("ui-key"), "data-status");
+  k.row_models = await page.textContent(keyRow("ui-key") + " [data-testid=key-models]");
+  k.storage_has_key = await page.evaluate(
+    (key) =>
+      JSON.stringify(Object.entries(sessionStorage)).includes(key) ||
+      JSON.stringify(Object.entries(localStorage)).includes(key),
+    k.created_key,
+  );
+  k.create_result = await keysResult();
+  step("key created");
+
+  // it works against this webserver
+  k.works_status = await modelsWith(k.created_key, 200);
+  step("key works", { status: k.works_status });
+
+  // an alias, set through the page (then the screenshot of the whole view)
+  await page.fill("[data-testid=as-name]", "fast");
+  await page.fill("[data-testid=as-models]", "roster-chat, roster-embed");
+  await page.click("[data-testid=as-submit]");
+  await page.locator(aliasRow("fast")).waitFor();
+  k.alias_models = await page.textContent(aliasRow("fast") + " [data-testid=alias-models]");
+  await keysResult();
+  await page.locator("#keys").scrollIntoViewIfNeeded();
+  await shot("keys");
+
+  // closing the box forgets the key
+  await page.click("[data-testid=new-key-done]");
+  k.box_after_done = await page.inputValue("[data-testid=new-key-value]");
+  await page.locator("[data-testid=new-key]").waitFor({ state: "hidden" });
+
+  // its use shows (this webserver's counters), after a refresh
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    await page.click("[data-testid=keys-load]");
+    await page.waitForTimeout(100);
+    k.requests_shown = await page.textContent(keyRow("ui-key") + " [data-testid=key-requests]");
+    if (k.requests_shown !== "0" || performance.now() > deadline) break;
+  }
+
+  // a name taken: the controller's message
+  expected409 = 1;
+  await page.fill("[data-testid=kc-name]", "ui-key");
+  await page.click("[data-testid=kc-submit]");
+  const dup = await keysResult();
+  k.dup_error = dup.kind === "error" ? dup.text : "not an error: " + dup.text;
+  k.new_key_hidden_after_dup = await page.locator("[data-testid=new-key]").isHidden();
+
+  // revoke, confirmed
+  await page.click(keyRow("ui-key") + " [data-testid=key-revoke]");
+  await page.locator("#confirm-dialog[open]").waitFor();
+  k.confirm_text = (await page.textContent("#confirm-dialog")).replace(/\s+/g, " ").trim();
+  await page.click("[data-testid=confirm-ok]");
+  k.revoke_result = await keysResult();
+  await page.locator(keyRow("ui-key") + "[data-status=revoked]").waitFor();
+  k.row_status_after = await page.getAttribute(keyRow("ui-key"), "data-status");
+  k.refused_status = await modelsWith(k.created_key, 401);
+  step("key revoked", { status: k.refused_status });
+
+  // the alias removed, confirmed
+  await page.click(aliasRow("fast") + " [data-testid=alias-remove]");
+  await page.locator("#confirm-dialog[open]").waitFor();
+  await page.click("[data-testid=confirm-ok]");
+  await keysResult();
+  await page.locator(aliasRow("fast")).waitFor({ state: "detached" });
+  k.alias_removed = (await page.locator(aliasRow("fast")).count()) === 0;
+  step("alias removed");
+}
+
 let code = 0;
 try {
   if (!url) throw new Error("ROSTER_DASHBOARD_URL is not set");
   if (scenario === "scale") await scale();
+  else if (scenario === "keys") await keys();
   else await acceptance();
 } catch (e) {
   out.error = String(e && e.stack ? e.stack : e).slice(0, 3000);
