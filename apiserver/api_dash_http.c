@@ -1213,12 +1213,13 @@ h_keys_list(struct http_request *req, void *arg)
     }
 }
 
+/* Forwards the `fields` of a {name, ...} body to the controllers
+ * (`method` `path`); logs what (`what` and the name: a created key is in
+ * the answer, never in a log line). */
 static void
-h_key_create(struct http_request *req, void *arg)
+settings_forward(struct http_request *req, struct api_dash *d, const char *const *fields,
+                 const char *what, const char *method, const char *path)
 {
-    static const char *const fields[] = {"name",     "models",     "rpm", "tpm",
-                                         "priority", "expires_at", NULL};
-    struct api_dash *d = arg;
     cJSON *root;
     char *body;
 
@@ -1226,15 +1227,23 @@ h_key_create(struct http_request *req, void *arg)
         return;
     }
     body = settings_pick(root, fields);
-    /* the name only: the key is in the answer, never in a log line */
-    log_info("settings from %s: create key %s", http_req_peer_str(req),
+    log_info("settings from %s: %s %s", http_req_peer_str(req), what,
              json_get(root, "name")->valuestring);
     cJSON_Delete(root);
     if (!body) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
         return;
     }
-    settings_submit(d, req, "POST", "/api/roster/keys", body, false);
+    settings_submit(d, req, method, path, body, false);
+}
+
+static void
+h_key_create(struct http_request *req, void *arg)
+{
+    static const char *const fields[] = {"name",     "models",     "rpm", "tpm",
+                                         "priority", "expires_at", NULL};
+
+    settings_forward(req, arg, fields, "create key", "POST", "/api/roster/keys");
 }
 
 /* {name, purge?} -> DELETE /api/roster/{keys|aliases}?name=N */
@@ -1275,22 +1284,8 @@ static void
 h_alias_set(struct http_request *req, void *arg)
 {
     static const char *const fields[] = {"name", "models", NULL};
-    struct api_dash *d = arg;
-    cJSON *root;
-    char *body;
 
-    if (!action_allowed(d, req, true) || !(root = settings_body(req))) {
-        return;
-    }
-    body = settings_pick(root, fields);
-    log_info("settings from %s: set alias %s", http_req_peer_str(req),
-             json_get(root, "name")->valuestring);
-    cJSON_Delete(root);
-    if (!body) {
-        http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
-        return;
-    }
-    settings_submit(d, req, "PUT", "/api/roster/aliases", body, false);
+    settings_forward(req, arg, fields, "set alias", "PUT", "/api/roster/aliases");
 }
 
 static void
