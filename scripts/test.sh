@@ -61,7 +61,7 @@ if [ "$quick" -eq 0 ]; then
     # (the Galera test runs in the release pass only: its time is the
     # cluster's start-up, and the controller's MySQL paths it drives run
     # under ASan in test_ha, test_db_outage and the fault suite)
-    (cd build-asan && ctest --output-on-failure --timeout 900 -E '^(galera_start|galera_stop|test_galera)$')
+    (cd build-asan && ctest -j"$jobs" --output-on-failure --timeout 900 -E '^(galera_start|galera_stop|test_galera)$')
 
     step "ThreadSanitizer: the controller's unit and service tests"
     scripts/tsan.sh
