@@ -30,7 +30,10 @@
  *
  * When no controller answers, a limited key's requests are admitted
  * (availability first; counted in roster_api_key_limit_unchecked_total and
- * logged): limits are enforced again with the next answer.
+ * logged): limits are enforced again with the next answer. So are the
+ * requests waiting when the controller does not know the key yet (its
+ * settings trail this apiserver's by up to a poll period): a parked
+ * request never waits for a lease that cannot come.
  *
  * Threads: loops admit and park under `mu` (held for a few instructions);
  * the limiter thread makes the blocking controller calls without holding
@@ -653,6 +656,19 @@ pass(struct api_limiter *lm)
             struct lim_key *k = cJSON_IsString(name) ? key_get(lm, name->valuestring) : NULL;
             int64_t gr, gt;
             if (!k) {
+                continue;
+            }
+            if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "known"))) {
+                /* the controller has not read this key yet (its settings
+                 * trail this apiserver's by up to a poll period), or has
+                 * read its revocation first: the requests waiting now go
+                 * through unchecked rather than wait on a lease that
+                 * cannot come (this apiserver refuses a revoked key as
+                 * soon as it reads the revocation) */
+                atomic_fetch_add(&srv->limit_unchecked, (uint64_t)k->need_r);
+                k->have_r += k->need_r;
+                k->have_t += k->need_t;
+                k->asked_r = 0;
                 continue;
             }
             gr = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(it, "requests"));
