@@ -383,14 +383,15 @@ size_t ctl_view_missing(struct ctl_view *v, const struct reg_op *ops, size_t n, 
 
 /* Merging rows read from the database (refresher thread): call
  * ctl_view_refresh_begin() before the query, then ctl_view_refresh_apply()
- * with the rows, the database's clock and the monotonic time the query
- * returned. Local writes that happened meanwhile win over the (older) rows.
+ * with the rows, the database's clock and the monotonic times the query
+ * was sent and returned. Local writes that happened meanwhile win over the (older) rows.
  * A `full` refresh also drops instances the database no longer has.
  * Returns how many rows were ignored because the view already held
  * max_instances instances (or memory ran out). */
 uint64_t ctl_view_refresh_begin(struct ctl_view *v);
 size_t ctl_view_refresh_apply(struct ctl_view *v, uint64_t begin_token, const struct reg_row *rows,
-                              size_t n, bool full, int64_t db_now_ms, int64_t query_end_mono_ms);
+                              size_t n, bool full, int64_t db_now_ms, int64_t query_start_mono_ms,
+                              int64_t query_end_mono_ms);
 /* The database became (un)reachable: freezes lease expiry while it is down
  * and grants one lease of grace after it returns (the mass-eviction brake). */
 void ctl_view_set_db_reachable(struct ctl_view *v, bool reachable);

@@ -213,6 +213,9 @@ struct ctl_snap_slab {
 /* A model snapshot whose database clock offset is this far from the
  * view's is rebuilt at the next full refresh (its listed ages). */
 #define DRIFT_MS 5000
+/* the most a read-back heartbeat may lie after the view's time and count as
+ * the same beat (merge_row): a query slower than this is a retried one */
+#define SLACK_MAX_MS 1000
 
 /* Publishes whose rebuilt snapshots take at least this much build them in
  * one mapping; smaller ones use malloc. */
@@ -1585,8 +1588,16 @@ displayed_fields_differ(const struct reg_row *a, const struct reg_row *b)
            a->lease_ms != b->lease_ms || a->has_last_heartbeat != b->has_last_heartbeat;
 }
 
+/* A row's heartbeat, placed on the monotonic clock from its age, is late by
+ * up to the query's duration (db now is taken when the statement starts,
+ * mono_end after its last row). So a poll that reads back a heartbeat
+ * committed here can place it up to that long after the commit time the
+ * view holds: a row within `slack` of the view's time is that same beat,
+ * and the listed time stays (the lists made between two polls agree). A
+ * beat through another controller that close costs the lease those few ms. */
 static void
-merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t mono_end)
+merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t mono_end,
+          int64_t slack)
 {
     struct vmodel *m = NULL;
     size_t idx = 0;
@@ -1610,7 +1621,7 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t
     in->seen_gen = v->gen;
     if (in->write_seq > token) {
         /* written here while the query ran: local state is newer */
-        if (row->has_last_heartbeat && hb > in->hb_mono_ms) {
+        if (row->has_last_heartbeat && hb > in->hb_mono_ms + slack) {
             in->hb_mono_ms = hb;
             store_hb(v, m, idx, in);
         }
@@ -1625,10 +1636,10 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t
                       in->rec.queue_length != row->queue_length ||
                       in->rec.capacity != row->capacity;
     vinst_assign(in, row);
-    if (!differ && beat && hb <= in->hb_mono_ms) {
+    if (!differ && beat && hb <= in->hb_mono_ms + slack) {
         /* a poll reads this controller's own heartbeats back too, stamped at
          * their statement, a little before the commit time the view holds:
-         * a listed time never goes back for that */
+         * the listed time neither goes back nor moves for that */
         return;
     }
     if (row->has_last_heartbeat) {
@@ -1641,8 +1652,11 @@ merge_row(struct ctl_view *v, uint64_t token, const struct reg_row *row, int64_t
 
 size_t
 ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row *rows, size_t n,
-                       bool full, int64_t db_now_ms, int64_t mono_end)
+                       bool full, int64_t db_now_ms, int64_t mono_start, int64_t mono_end)
 {
+    int64_t slack = mono_end - mono_start;
+
+    slack = slack < 0 ? 0 : slack > SLACK_MAX_MS ? SLACK_MAX_MS : slack;
     bool changed;
     size_t ignored;
 
@@ -1651,7 +1665,7 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row 
     v->ignored = 0;
     v->db_offset_ms = db_now_ms - mono_end; /* before store_hb uses it */
     for (size_t i = 0; i < n; i++) {
-        merge_row(v, token, &rows[i], mono_end);
+        merge_row(v, token, &rows[i], mono_end, slack);
     }
     if (full) {
         for (size_t mi = 0; mi < v->nmodels; mi++) {

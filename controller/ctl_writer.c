@@ -484,7 +484,7 @@ do_refresh(struct ctl_refresher *r, bool full)
     int64_t t1 = util_mono_ms();
     metrics_hist_observe_us(&srv->metrics.refresh_latency, (t1 - t0) * 1000);
     ctl_view_set_db_reachable(srv->view, true);
-    size_t ignored = ctl_view_refresh_apply(srv->view, token, rows, nrows, full, db_now, t1);
+    size_t ignored = ctl_view_refresh_apply(srv->view, token, rows, nrows, full, db_now, t0, t1);
     r->poll_since_ms = db_now - POLL_SLACK_MS;
     r->hb_since_ms = db_now - HB_POLL_SLACK_MS;
     int64_t offset = table_rows - (int64_t)ctl_view_count(srv->view);

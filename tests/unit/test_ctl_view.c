@@ -6,7 +6,8 @@
  * rows when they are listed, the list JSON charged to the process budget,
  * readers on other threads while merges and writes publish snapshots, and
  * a heartbeat's time listed at once without a snapshot rebuild, never torn
- * while readers copy the JSON (run under TSan by scripts/tsan.sh), and the
+ * while readers copy the JSON (run under TSan by scripts/tsan.sh) and kept
+ * when a poll reads it back, and the
  * versions behind incremental watches (since=, ctl_snap_delta_json), and
  * full refreshes that rebuild only models whose load moved.
  */
@@ -81,7 +82,8 @@ refresh(struct ctl_view *v, const struct reg_instance *rows, size_t n, bool full
     for (size_t i = 0; i < n; i++) {
         reg_row_from_instance(&r[i], &rows[i]);
     }
-    ignored = ctl_view_refresh_apply(v, token, r, n, full, util_wall_ms(), util_mono_ms());
+    int64_t now = util_mono_ms();
+    ignored = ctl_view_refresh_apply(v, token, r, n, full, util_wall_ms(), now, now);
     free(r);
     return ignored;
 }
@@ -497,6 +499,63 @@ test_heartbeat_listed_at_once(void)
     ctl_view_free(st.v);
 }
 
+/* The listed heartbeat time of port 7 (m@llm) in the current snapshot. */
+static void
+listed_hb(struct ctl_view *v, char *out)
+{
+    struct ctl_snap *s = ctl_view_acquire(v);
+    struct ctl_json *j = ctl_snap_json(s, "m@llm", CTL_JSON_ALL);
+
+    hb_of(j, 7, out);
+    ctl_json_release(j);
+    ctl_snap_release(s);
+}
+
+/* A poll that reads back a heartbeat committed here places it, from its
+ * age, up to the query's duration after the commit time the view holds:
+ * that is the same beat, and its listed time does not move (the lists made
+ * between two polls agree). A later beat (another controller's) moves it. */
+static void
+test_own_heartbeat_read_back(void)
+{
+    struct ctl_view *v = view(100, NULL);
+    struct reg_op o = op(REG_OP_REGISTER, "10.0.0.1", 7);
+    char before[32];
+    char after[32];
+
+    CHECK(v);
+    ctl_view_apply_ops(v, &o, 1);
+    o.kind = REG_OP_HEARTBEAT;
+    ctl_view_apply_ops(v, &o, 1);
+    int64_t c = util_mono_ms(); /* at or after the commit */
+    listed_hb(v, before);
+    CHECK(well_formed(before));
+
+    /* sent at c, back at c + 100; the row aged 50 ms at the statement:
+     * placed at c + 50, within the query's 100 ms of the commit */
+    struct reg_instance r = row("m@llm", "10.0.0.1", 7);
+    struct reg_row rr;
+    int64_t db_now = util_wall_ms();
+    r.age_ms = 50;
+    r.last_heartbeat_ms = db_now - 50;
+    reg_row_from_instance(&rr, &r);
+    uint64_t token = ctl_view_refresh_begin(v);
+    CHECK_EQ_INT(ctl_view_refresh_apply(v, token, &rr, 1, false, db_now, c, c + 100), 0);
+    listed_hb(v, after);
+    CHECK(strcmp(after, before) == 0);
+
+    /* a later beat: 2 s after the commit, read by a 10 ms query */
+    r.age_ms = 0;
+    r.last_heartbeat_ms = db_now + 2000;
+    reg_row_from_instance(&rr, &r);
+    token = ctl_view_refresh_begin(v);
+    CHECK_EQ_INT(ctl_view_refresh_apply(v, token, &rr, 1, false, db_now + 2000, c + 1990, c + 2000),
+                 0);
+    listed_hb(v, after);
+    CHECK(well_formed(after) && strcmp(after, before) > 0);
+    ctl_view_free(v);
+}
+
 /* The number after "key": in j (e.g. "heartbeat_age_ms") of the first
  * instance whose port is `port`; -1 if none. */
 static long long
@@ -721,6 +780,7 @@ main(void)
     CHECK_RUN(test_readers_during_merges);
     CHECK_RUN(test_large_snapshots_mapped);
     CHECK_RUN(test_heartbeat_listed_at_once);
+    CHECK_RUN(test_own_heartbeat_read_back);
     CHECK_RUN(test_versions_and_delta);
     CHECK_RUN(test_full_refresh_rebuilds_changed_load_only);
     CHECK_RUN(test_quiet_models_free_their_mapping);
