@@ -310,8 +310,11 @@ bool api_key_allows(const struct api_key *k, const char *model);
 /* The alias `name`, or NULL. */
 const struct api_alias *api_settings_alias(const struct api_settings *s, const char *name);
 /* The options of model `name` ("name" or "name@type"): its settings of the
- * cluster over the flags. Any thread. */
+ * cluster over the flags. Any thread. api_model_opts_in reads settings `s`
+ * (NULL: the flags only) the caller holds. */
 struct api_model_opts api_model_opts(const struct api_server *srv, const char *name);
+struct api_model_opts api_model_opts_in(const struct api_server *srv, const struct api_settings *s,
+                                        const char *name);
 
 /* Why a request with a key was refused (roster_api_key_rejected_total). */
 enum api_key_reject {
@@ -416,12 +419,12 @@ enum api_limit_result { API_LIMIT_OK, API_LIMIT_PARKED, API_LIMIT_REFUSED };
 struct api_loop;
 /* Tokens a request reserves: its prompt (body bytes / 4) and max_tokens. */
 int64_t api_limit_estimate(size_t body_len, int64_t max_tokens);
-/* Admits a request of a limited key now (OK), parks it until units come
- * (PARKED: t->resume runs later on this loop), or refuses it (REFUSED:
- * reply with api_limit_reply_refusal). A request without a limited key is
- * OK at once. Loop thread. */
+/* Admits a request of key `key` (NULL: none of the settings) now (OK),
+ * parks it until units come (PARKED: t->resume runs later on this loop), or
+ * refuses it (REFUSED: reply with api_limit_reply_refusal). A request
+ * without a limited key is OK at once. Loop thread. */
 enum api_limit_result api_limit_admit(struct api_server *srv, struct api_loop *l,
-                                      struct api_limit_ticket *t, struct http_request *req);
+                                      struct api_limit_ticket *t, const struct api_key *key);
 /* A parked request that goes away (client gone, shutdown). Loop thread. */
 void api_limit_cancel(struct api_server *srv, struct api_loop *l, struct api_limit_ticket *t);
 /* The request ended; `answer` (NULL: a stream) is its whole answer, whose
@@ -590,9 +593,15 @@ struct api_loop *api_loop_of(struct api_server *srv, struct http_request *req);
  * settings that is neither revoked nor expired (or no key exists at all);
  * otherwise replies 401 in OpenAI's shape and returns false. Loop thread. */
 bool api_check_key(struct api_server *srv, struct http_request *req);
+/* The request's key among settings `s` (the caller's reference), resolved
+ * once per request: NULL without a bearer, for a --api_keys key, or for
+ * none of the settings. */
+const struct api_key *api_request_key(const struct api_server *srv, const struct api_settings *s,
+                                      struct http_request *req);
 /* After api_check_key, once the model is known: false (having replied
- * 403) when the request's key may not use `model`. Loop thread. */
-bool api_check_key_model(struct api_server *srv, struct http_request *req, const char *model);
+ * 403) when key `k` (api_request_key) may not use `model`. Loop thread. */
+bool api_check_key_model(struct api_server *srv, struct http_request *req, const struct api_key *k,
+                         const char *model);
 
 /* The API server's own /metrics samples (per model and instance), without
  * the HTTP server's. Loop thread (it reads that loop's table). 0 or -1. */

@@ -244,30 +244,20 @@ api_limit_estimate(size_t body_len, int64_t max_tokens)
 
 enum api_limit_result
 api_limit_admit(struct api_server *srv, struct api_loop *l, struct api_limit_ticket *t,
-                struct http_request *req)
+                const struct api_key *key)
 {
     struct api_limiter *lm = srv->limiter;
-    struct api_settings *s;
-    const struct api_key *key;
-    const char *auth = http_req_header(req, "Authorization");
     struct lim_key *k;
     int64_t now = util_mono_ms();
     enum api_limit_result r = API_LIMIT_OK;
 
-    if (!lm || !auth || strncasecmp(auth, "Bearer ", 7) != 0) {
-        return API_LIMIT_OK;
-    }
-    s = api_settings_acquire(srv);
-    key = api_settings_key(s, auth + 7);
-    if (!key) {
-        api_settings_unref(s);
+    if (!lm || !key) {
         return API_LIMIT_OK;
     }
     util_strlcpy(t->key, key->name, sizeof(t->key)); /* its usage is counted */
     if (key->rpm == 0 && key->tpm == 0) {
         t->tokens = 0; /* nothing reserved, nothing to correct */
         t->admitted = true;
-        api_settings_unref(s);
         return API_LIMIT_OK;
     }
     if (key->tpm == 0) {
@@ -305,7 +295,6 @@ api_limit_admit(struct api_server *srv, struct api_loop *l, struct api_limit_tic
         }
     }
     pthread_mutex_unlock(&lm->mu);
-    api_settings_unref(s);
     return r;
 }
 

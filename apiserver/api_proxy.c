@@ -120,7 +120,7 @@ struct api_px {
     struct px_alias *alias;     /* asked for an alias of the settings (NULL: a model) */
     struct api_px *prev, *next; /* l->active */
     /* the wait queue (api_queue.c): every instance tried was at capacity */
-    struct api_waiter w;      /* its place in the queue; w.priority: request_priority */
+    struct api_waiter w;      /* its place in the queue; w.priority: its key's */
     bool waited;              /* it entered the queue (at least once) */
     bool dispatched;          /* ... and was handed a slot (at least once) */
     bool wait_expired;        /* ... and ran out of time there */
@@ -233,26 +233,6 @@ instance_ok(struct api_px *px)
  * goes back to its place in line. Past --queue_timeout_ms since its first
  * wait: 503 queue_timeout. Past --queue_max waiting: 429 queue_full. Its
  * client going away or shutdown take it out at once (px_free). */
-
-/* The request's priority in the queue: its API key's (0..9; 0 without a
- * key of the settings). */
-static int
-request_priority(struct api_server *srv, struct http_request *req)
-{
-    const char *auth = http_req_header(req, "Authorization");
-    struct api_settings *s;
-    const struct api_key *k;
-    int prio;
-
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
-        return 0;
-    }
-    s = api_settings_acquire(srv);
-    k = api_settings_key(s, auth + 7);
-    prio = k ? k->priority : 0;
-    api_settings_unref(s);
-    return prio;
-}
 
 /* Out of the queue, its time there counted. NULL-safe on a request not
  * waiting. */
@@ -1132,24 +1112,21 @@ parse(struct http_request *req, cJSON **root, bool *stream, char *key, size_t *k
  * `root` taken; 0 when no alias has the name; -1 after answering (none of
  * its models exists as `type`, or no memory). */
 static int
-alias_start(struct api_px *px, struct api_server *srv, struct http_request *req,
+alias_start(struct api_px *px, const struct api_settings *s, struct http_request *req,
             struct api_table *t, const char *name, const char *type, cJSON *root)
 {
-    struct api_settings *s = api_settings_acquire(srv);
     const struct api_alias *al = api_settings_alias(s, name);
     struct px_alias *a;
     struct api_model *first = NULL;
     size_t first_i = 0;
-    int rc = 0;
 
     if (!al) {
-        goto out;
+        return 0;
     }
     a = calloc(1, sizeof(*a));
     if (!a) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
-        rc = -1;
-        goto out;
+        return -1;
     }
     util_strlcpy(a->name, al->name, sizeof(a->name));
     for (size_t i = 0; i < al->nmodels && a->n < ALIAS_MAX; i++) {
@@ -1169,13 +1146,9 @@ alias_start(struct api_px *px, struct api_server *srv, struct http_request *req,
         px->alias = NULL;
         free(a->body);
         free(a);
-        rc = 0;
-        goto out;
+        return 0;
     }
-    rc = 1;
-out:
-    api_settings_unref(s);
-    return rc;
+    return 1;
 }
 
 /* An admitted request's first attempt - or its place in the wait queue,
@@ -1211,6 +1184,10 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     struct api_loop *l = api_loop_of(srv, req);
     const char *type = kind == PX_EMBEDDINGS ? "text2vec" : "llm";
     struct api_px *px = calloc(1, sizeof(*px));
+    /* the settings, and the request's key among them, read once: held to
+     * the end of this function (the key's fields are copied from there) */
+    struct api_settings *s = api_settings_acquire(srv);
+    const struct api_key *key = api_request_key(srv, s, req);
     cJSON *root = NULL;
     const char *name;
     int64_t max_tokens = 0;
@@ -1218,12 +1195,13 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
 
     if (!px) {
         http_reply_error(req, 503, "server_error", "out_of_memory", "out of memory");
+        api_settings_unref(s);
         return;
     }
     px->start_us = now_us();
-    px->srv = srv; /* alias_start reads the settings through it */
+    px->srv = srv; /* alias_target reads the settings through it */
     name = parse(req, &root, &px->stream, px->key, &px->keylen);
-    if (!name || !api_check_key_model(srv, req, name)) {
+    if (!name || !api_check_key_model(srv, req, key, name)) {
         goto fail;
     }
     {
@@ -1241,7 +1219,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     }
     px->model = api_table_find(l->table, name, type);
     if (!px->model && !api_table_has_name(l->table, name)) {
-        int a = alias_start(px, srv, req, l->table, name, type, root);
+        int a = alias_start(px, s, req, l->table, name, type, root);
         if (a < 0) {
             goto fail; /* answered */
         }
@@ -1264,7 +1242,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     cJSON_Delete(root);
     root = NULL;
     if (!px->alias) {
-        px->o = api_model_opts(srv, px->model->name);
+        px->o = api_model_opts_in(srv, s, px->model->name);
     }
     px->deadline_us = px->start_us + px->o.request_timeout_ms * 1000; /* all attempts */
     if (strcasecmp(px->o.session_header, "X-Session-Id") != 0) {
@@ -1288,7 +1266,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     evtimer_assign(&px->wait_ev, http_loop_base(l->loop), on_wait_timer, px);
     px->w.loop = http_loop_index(l->loop);
     px->w.ready = on_ready;
-    px->w.priority = request_priority(srv, req);
+    px->w.priority = key ? key->priority : 0; /* its place in the queue */
     snprintf(px->headers, sizeof(px->headers),
              "Content-Type: application/json\r\nX-Request-Id: %.120s\r\n", http_req_id(req));
     px->next = l->active;
@@ -1302,7 +1280,9 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->lt.resume = on_limit_verdict;
     px->lt.s_prompt = px->lt.s_completion = px->lt.s_total = -1;
     px->lt.tokens = api_limit_estimate(body_len, max_tokens);
-    switch (api_limit_admit(srv, l, &px->lt, req)) {
+    enum api_limit_result verdict = api_limit_admit(srv, l, &px->lt, key);
+    api_settings_unref(s); /* nothing below reads `key` */
+    switch (verdict) {
     case API_LIMIT_OK:
         begin(px);
         break;
@@ -1316,6 +1296,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     }
     return;
 fail:
+    api_settings_unref(s);
     cJSON_Delete(root);
     if (px->alias) {
         cJSON_Delete(px->alias->root);

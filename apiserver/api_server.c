@@ -143,27 +143,26 @@ api_check_key(struct api_server *srv, struct http_request *req)
     return ok;
 }
 
-bool
-api_check_key_model(struct api_server *srv, struct http_request *req, const char *model)
+const struct api_key *
+api_request_key(const struct api_server *srv, const struct api_settings *s,
+                struct http_request *req)
 {
-    struct api_settings *s;
     const char *key = bearer_of(req);
-    const struct api_key *k;
-    bool ok;
 
-    if (!key || flag_key(srv, key)) {
+    return key && s && s->nkeys > 0 && !flag_key(srv, key) ? api_settings_key(s, key) : NULL;
+}
+
+bool
+api_check_key_model(struct api_server *srv, struct http_request *req, const struct api_key *k,
+                    const char *model)
+{
+    if (api_key_allows(k, model)) {
         return true;
     }
-    s = api_settings_acquire(srv);
-    k = api_settings_key(s, key);
-    ok = api_key_allows(k, model);
-    if (!ok) {
-        count_reject(srv, k, API_KEY_MODEL);
-        http_reply_error(req, 403, "permission_error", "model_not_allowed",
-                         "the API key '%s' may not use the model '%s'", k->name, model);
-    }
-    api_settings_unref(s);
-    return ok;
+    count_reject(srv, k, API_KEY_MODEL);
+    http_reply_error(req, 403, "permission_error", "model_not_allowed",
+                     "the API key '%s' may not use the model '%s'", k->name, model);
+    return false;
 }
 
 static bool

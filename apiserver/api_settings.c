@@ -424,6 +424,16 @@ struct api_model_opts
 api_model_opts(const struct api_server *csrv, const char *name)
 {
     struct api_server *srv = (struct api_server *)csrv; /* its settings lock only */
+    struct api_settings *s = api_settings_acquire(srv);
+    struct api_model_opts o = api_model_opts_in(srv, s, name);
+
+    api_settings_unref(s);
+    return o;
+}
+
+struct api_model_opts
+api_model_opts_in(const struct api_server *srv, const struct api_settings *s, const char *name)
+{
     const struct api_config *c = srv->cfg;
     struct api_model_opts o = {
         .policy = srv->policy,
@@ -437,7 +447,6 @@ api_model_opts(const struct api_server *csrv, const char *name)
         .probe_timeout_ms = c->probe_timeout_ms,
         .session_header = "X-Session-Id",
     };
-    struct api_settings *s = api_settings_acquire(srv);
     struct api_model_cfg probe;
     const struct api_model_cfg *m = NULL;
     const char *at = strchr(name, '@');
@@ -467,6 +476,5 @@ api_model_opts(const struct api_server *csrv, const char *name)
     if (o.max_attempts > API_MAX_ATTEMPTS) {
         o.max_attempts = API_MAX_ATTEMPTS;
     }
-    api_settings_unref(s);
     return o;
 }
