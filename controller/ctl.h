@@ -493,7 +493,7 @@ struct ctl_set_job {
     char *value;     /* PUT, CREATE: the JSON to store (owned) */
     char *answer;    /* CTL_USAGE_TAKE: the JSON answer (owned) */
     char secret[64]; /* a created key, answered once (wiped with the job) */
-    int status;      /* settings thread: 200/201, or 404, 409, 422, 503 with err */
+    int status;      /* settings thread: 200/201, or 400, 404, 409, 422, 503 with err */
     char err[256];
     int64_t version; /* the settings version the write made */
     struct ctl_set_job *next;

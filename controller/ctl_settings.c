@@ -373,7 +373,10 @@ key_limits(const struct reg_settings *rows, const char *name, int64_t *rpm, int6
 }
 
 /* POST /api/roster/keys/usage: leases of requests and tokens for the
- * current minute window, within each key's limits (docs/settings.md). */
+ * current minute window, within each key's limits (docs/settings.md).
+ * Keys the settings do not hold (revoked, or not read yet by the asking
+ * apiserver) are answered "known": false and touch no row: t[0..nk) are
+ * the known ones, t[nk..n) the others. */
 static void
 run_usage(struct ctl_settings *s, struct ctl_set_job *job)
 {
@@ -385,11 +388,16 @@ run_usage(struct ctl_settings *s, struct ctl_set_job *job)
     int64_t window = now / WINDOW_MS;
     bool same_window = cJSON_IsNumber(w) && (int64_t)w->valuedouble == window;
     size_t n = (size_t)cJSON_GetArraySize(keys);
+    size_t nk = 0;
     struct reg_usage_take *t = NULL;
-    bool *known = NULL;
     cJSON *out = NULL, *arr;
     int rc;
 
+    if (!in) { /* json_check on the loop checked bytes and depth only */
+        job->status = 400;
+        snprintf(job->err, sizeof(job->err), "the body is not valid JSON");
+        goto out;
+    }
     job->status = 422;
     if (!cJSON_IsArray(keys) || n > USAGE_MAX_KEYS) {
         snprintf(job->err, sizeof(job->err),
@@ -398,15 +406,16 @@ run_usage(struct ctl_settings *s, struct ctl_set_job *job)
         goto out;
     }
     t = calloc(n ? n : 1, sizeof(*t));
-    known = calloc(n ? n : 1, sizeof(*known));
-    if (!t || !known) {
+    if (!t) {
         job->status = 503;
         snprintf(job->err, sizeof(job->err), "out of memory");
         goto out;
     }
-    n = 0;
+    size_t end = n;
     cJSON_ArrayForEach(it, keys)
     {
+        struct reg_usage_take k = {0};
+        bool known;
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
         const char *f[4] = {"want_requests", "want_tokens", "return_requests", "return_tokens"};
         int64_t v[4] = {0};
@@ -423,18 +432,21 @@ run_usage(struct ctl_settings *s, struct ctl_set_job *job)
             snprintf(job->err, sizeof(job->err), "every key needs a 'name'");
             goto out;
         }
-        t[n].name = name->valuestring;
-        key_limits(&s->rows, name->valuestring, &t[n].limit_requests, &t[n].limit_tokens,
-                   &known[n]);
-        t[n].want_requests = known[n] ? v[0] : 0;
-        t[n].want_tokens = known[n] ? v[1] : 0;
-        t[n].ret_requests = same_window ? v[2] : 0;
-        t[n].ret_tokens = same_window ? v[3] : 0;
-        n++;
+        k.name = name->valuestring;
+        key_limits(&s->rows, name->valuestring, &k.limit_requests, &k.limit_tokens, &known);
+        if (known) {
+            k.want_requests = v[0];
+            k.want_tokens = v[1];
+            k.ret_requests = same_window ? v[2] : 0;
+            k.ret_tokens = same_window ? v[3] : 0;
+            t[nk++] = k;
+        } else {
+            t[--end] = k;
+        }
     }
     /* every controller locks the rows in the same order */
-    qsort(t, n, sizeof(*t), take_cmp);
-    rc = reg_usage_take(s->store, window, t, n);
+    qsort(t, nk, sizeof(*t), take_cmp);
+    rc = reg_usage_take(s->store, window, t, nk);
     if (rc != REG_OK) {
         job->status = 503;
         snprintf(job->err, sizeof(job->err), "the registry database is unavailable (%s); retry",
@@ -448,11 +460,8 @@ run_usage(struct ctl_settings *s, struct ctl_set_job *job)
         cJSON_AddNumberToObject(out, "reset_ms", (double)((window + 1) * WINDOW_MS - now));
         for (size_t i = 0; i < n; i++) {
             cJSON *k = cJSON_CreateObject();
-            bool kn;
-            int64_t rpm, tpm;
-            key_limits(&s->rows, t[i].name, &rpm, &tpm, &kn);
             cJSON_AddStringToObject(k, "name", t[i].name);
-            cJSON_AddBoolToObject(k, "known", kn);
+            cJSON_AddBoolToObject(k, "known", i < nk);
             cJSON_AddNumberToObject(k, "requests", (double)t[i].granted_requests);
             cJSON_AddNumberToObject(k, "tokens", (double)t[i].granted_tokens);
             cJSON_AddNumberToObject(k, "used_requests", (double)t[i].used_requests);
@@ -471,7 +480,6 @@ out:
     cJSON_Delete(out);
     cJSON_Delete(in);
     free(t);
-    free(known);
 }
 
 static void

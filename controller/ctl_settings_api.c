@@ -124,7 +124,8 @@ job_done(struct http_task *t)
     char *body;
 
     if (job->status >= 300) {
-        const char *code = job->status == 404   ? "not_found"
+        const char *code = job->status == 400   ? "invalid_json"
+                           : job->status == 404 ? "not_found"
                            : job->status == 409 ? "already_exists"
                            : job->status == 422 ? "invalid_setting"
                                                 : "registry_unavailable";
@@ -323,7 +324,9 @@ parse_body(struct http_request *req, const char **name_out)
 /* ---- keys ------------------------------------------------------------------------ */
 
 /* A new key: KEY_PREFIX and KEY_RANDOM characters drawn without bias
- * from the kernel's generator. -1 if it cannot be read. */
+ * from the kernel's generator. -1 (errno) if it cannot be read: on a loop
+ * thread it never waits (GRND_NONBLOCK: EAGAIN only before the kernel's
+ * pool is initialised, early at boot). */
 static int
 make_key(char out[KEY_LEN + 1])
 {
@@ -333,7 +336,7 @@ make_key(char out[KEY_LEN + 1])
 
     memcpy(out, KEY_PREFIX, n);
     while (n < KEY_LEN) {
-        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r)) {
             explicit_bzero(out, KEY_LEN + 1);
             return -1;
         }

@@ -321,5 +321,64 @@ def test_settings_bad_input(t):
     h.eq(r.header("X-Roster-Settings"), str(doc["version"]))
 
 
+def usage(c, body, status=200):
+    r = h.request("POST", c.url + "/api/roster/keys/usage", body=json.dumps(body).encode(),
+                  headers=ADMIN)
+    if status != 200:
+        h.check_error(r.status, r.body, status, f"usage {body}")
+        return None
+    h.eq(r.status, 200, f"usage {body}: {r}")
+    return {k["name"]: k for k in r.json()["keys"]}, r.json()
+
+
+def test_usage_leases(t):
+    """POST /api/roster/keys/usage, what apiservers call for leases: never
+    beyond a key's limit in a window, units given back in the same window
+    count again, keys the settings do not hold (unknown, revoked) are
+    answered known=false and write no row."""
+    c = t.controller("c1", args=["--trusted_networks", ""], env=SECRET_ENV)
+    create_key(c, {"name": "lim", "rpm": 10, "tpm": 1000})
+    create_key(c, {"name": "gone", "rpm": 10})
+    h.eq(h.request("DELETE", c.url + "/api/roster/keys?name=gone", headers=ADMIN).status, 200)
+    _, doc = usage(c, {"keys": []})
+    if doc["reset_ms"] < 3000:  # the minute window turns within the test: start in the next
+        time.sleep(doc["reset_ms"] / 1000 + 0.05)
+    keys, doc = usage(c, {"keys": [{"name": "lim", "want_requests": 4, "want_tokens": 300},
+                                   {"name": "nobody", "want_requests": 5, "return_requests": 2},
+                                   {"name": "gone", "want_requests": 1}]})
+    w = doc["window"]
+    h.eq((keys["lim"]["known"], keys["lim"]["requests"], keys["lim"]["tokens"]), (True, 4, 300))
+    h.eq((keys["lim"]["limit_requests"], keys["lim"]["limit_tokens"]), (10, 1000))
+    for name in ("nobody", "gone"):
+        h.eq((keys[name]["known"], keys[name]["requests"], keys[name]["used_requests"]),
+             (False, 0, 0), f"{name}: {keys[name]}")
+    # the rest of the window's budget and no more
+    keys, _ = usage(c, {"window": w, "keys": [{"name": "lim", "want_requests": 50,
+                                               "want_tokens": 5000}]})
+    h.eq((keys["lim"]["requests"], keys["lim"]["tokens"]), (6, 700))
+    h.eq((keys["lim"]["used_requests"], keys["lim"]["used_tokens"]), (10, 1000))
+    keys, _ = usage(c, {"window": w, "keys": [{"name": "lim", "want_requests": 1}]})
+    h.eq(keys["lim"]["requests"], 0, "past the limit")
+    # units given back in the same window are granted again
+    keys, _ = usage(c, {"window": w, "keys": [{"name": "lim", "return_requests": 3,
+                                               "want_requests": 2}]})
+    h.eq((keys["lim"]["requests"], keys["lim"]["used_requests"]), (2, 9))
+    rows = h.sqlite_dump(t.sqlite_path, table="roster_key_usage").decode()
+    h.check("'lim'" in rows and "nobody" not in rows and "gone" not in rows,
+            f"only known keys have counters: {rows}")
+    # bad input: a clear 4xx, the counters intact
+    for body, status in [({"keys": "lim"}, 422), ({"keys": [{"want_requests": 1}]}, 422),
+                         ({"keys": [{"name": "lim", "want_requests": -1}]}, 422),
+                         ({"keys": [{"name": "lim", "want_tokens": "9"}]}, 422),
+                         ({"keys": [{"name": f"k{i}"} for i in range(1025)]}, 422)]:
+        usage(c, body, status)
+    r = h.request("POST", c.url + "/api/roster/keys/usage", body=b"{", headers=ADMIN)
+    h.check_error(r.status, r.body, 400, "bad JSON")
+    r = h.request("POST", c.url + "/api/roster/keys/usage", body=b'{"keys":[]}')
+    h.check_error(r.status, r.body, 401, "without the secret")
+    keys, _ = usage(c, {"window": w, "keys": [{"name": "lim"}]})
+    h.eq(keys["lim"]["used_requests"], 9, "after the bad input")
+
+
 if __name__ == "__main__":
     h.main(globals())
