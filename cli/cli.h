@@ -30,8 +30,10 @@ struct cli_cmd {
     const char *name; /* "start", "model" */
     const char *usage;
     const char *summary;
-    int (*run)(int argc, char **argv); /* argv[0] is the first argument after the name */
-    void (*help)(FILE *out);
+    /* argv[0] is the first argument after the name; `self` is this entry */
+    int (*run)(const struct cli_cmd *self, int argc, char **argv);
+    void (*help)(const struct cli_cmd *self, FILE *out);
+    const void *data; /* the command's own (cli_settings.c: its command group) */
 };
 
 extern const struct cli_cmd cli_cmd_start;

@@ -58,8 +58,9 @@ const char cli_health_summary[] =
     "why). For container health checks and probes in images without curl.";
 
 static void
-help(FILE *out)
+help(const struct cli_cmd *self, FILE *out)
 {
+    (void)self;
     flags_print_help(out, cli_health_usage, cli_health_summary, cli_health_flag_defs);
 }
 
@@ -96,7 +97,7 @@ quote(const struct buf *b, char *out, size_t cap)
 }
 
 static int
-run(int argc, char **argv)
+run(const struct cli_cmd *self, int argc, char **argv)
 {
     struct health_opts o;
     struct http_client_response resp = {0};
@@ -109,7 +110,7 @@ run(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     rc = flags_parse(cli_health_flag_defs, &o, argc, argv, NULL, err, sizeof(err));
     if (rc == 1) {
-        help(stdout);
+        help(self, stdout);
         code = 0;
         goto out;
     }

@@ -64,7 +64,7 @@ main(int argc, char **argv)
     if (strcmp(argv[1], "help") == 0) {
         cmd = argc > 2 ? lookup(argv[2]) : NULL;
         if (cmd) {
-            cmd->help(stdout);
+            cmd->help(cmd, stdout);
         } else {
             usage(stdout);
         }
@@ -83,7 +83,7 @@ main(int argc, char **argv)
         fprintf(stderr, "roster: cannot initialise libraries\n");
         return EX_SOFTWARE;
     }
-    code = cmd->run(argc - 2, argv + 2);
+    code = cmd->run(cmd, argc - 2, argv + 2);
     reg_library_end();
     curl_global_cleanup();
     return code;

@@ -750,8 +750,9 @@ cmd_help(FILE *out, const struct model_cmd *c)
 }
 
 static void
-help(FILE *out)
+help(const struct cli_cmd *self, FILE *out)
 {
+    (void)self;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(commands); i++) {
         fprintf(out, "%s roster model %s\n", i ? "      " : "usage:", commands[i].usage);
     }
@@ -763,7 +764,7 @@ help(FILE *out)
 }
 
 static int
-run(int argc, char **argv)
+run(const struct cli_cmd *self, int argc, char **argv)
 {
     struct flag_def defs[MAX_OPTS];
     enum flag_source src[MAX_OPTS];
@@ -776,13 +777,13 @@ run(int argc, char **argv)
     int rc;
 
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        help(argc < 1 ? stderr : stdout);
+        help(self, argc < 1 ? stderr : stdout);
         return argc < 1 ? EX_USAGE : 0;
     }
     c = find_cmd(argv[0]);
     if (!c) {
         fprintf(stderr, "roster: unknown model command '%s'\n\n", argv[0]);
-        help(stderr);
+        help(self, stderr);
         return EX_USAGE;
     }
     /* DB-GPT's `dbgpt model chat -m NAME` */

@@ -1431,39 +1431,15 @@ group_run(const struct settings_group *g, int argc, char **argv)
 }
 
 static int
-key_run(int argc, char **argv)
+group_cmd_run(const struct cli_cmd *self, int argc, char **argv)
 {
-    return group_run(&key_group, argc, argv);
+    return group_run(self->data, argc, argv);
 }
 
 static void
-key_help(FILE *out)
+group_cmd_help(const struct cli_cmd *self, FILE *out)
 {
-    group_help(out, &key_group);
-}
-
-static int
-alias_run(int argc, char **argv)
-{
-    return group_run(&alias_group, argc, argv);
-}
-
-static void
-alias_help(FILE *out)
-{
-    group_help(out, &alias_group);
-}
-
-static int
-config_run(int argc, char **argv)
-{
-    return group_run(&config_group, argc, argv);
-}
-
-static void
-config_help(FILE *out)
-{
-    group_help(out, &config_group);
+    group_help(out, self->data);
 }
 
 const struct cli_cmd cli_cmd_config = {
@@ -1471,22 +1447,25 @@ const struct cli_cmd cli_cmd_config = {
     .usage = "roster config get|set|rm [options]",
     .summary = "show and change per-model settings of the cluster (routing, timeouts, queue, "
                "probes)",
-    .run = config_run,
-    .help = config_help,
+    .run = group_cmd_run,
+    .help = group_cmd_help,
+    .data = &config_group,
 };
 
 const struct cli_cmd cli_cmd_key = {
     .name = "key",
     .usage = "roster key create|list|revoke|usage [options]",
     .summary = "create, list and revoke API keys; per-key usage from the apiservers",
-    .run = key_run,
-    .help = key_help,
+    .run = group_cmd_run,
+    .help = group_cmd_help,
+    .data = &key_group,
 };
 
 const struct cli_cmd cli_cmd_alias = {
     .name = "alias",
     .usage = "roster alias set|list|rm [options]",
     .summary = "set, list and remove model aliases (a name for an ordered list of models)",
-    .run = alias_run,
-    .help = alias_help,
+    .run = group_cmd_run,
+    .help = group_cmd_help,
+    .data = &alias_group,
 };

@@ -39,8 +39,9 @@ static const struct role roles[] = {
 };
 
 static void
-help(FILE *out)
+help(const struct cli_cmd *self, FILE *out)
 {
+    (void)self;
     fprintf(out, "usage: roster start <role> [options]\n\nroles:\n");
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
         fprintf(out, "  %-11s %s\n", roles[i].name, roles[i].summary);
@@ -49,10 +50,10 @@ help(FILE *out)
 }
 
 static int
-run(int argc, char **argv)
+run(const struct cli_cmd *self, int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        help(argc < 1 ? stderr : stdout);
+        help(self, argc < 1 ? stderr : stdout);
         return argc < 1 ? EX_USAGE : 0;
     }
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
@@ -69,7 +70,7 @@ run(int argc, char **argv)
         return roles[i].main(argc - 1, argv + 1);
     }
     fprintf(stderr, "roster: unknown role '%s'\n\n", argv[0]);
-    help(stderr);
+    help(self, stderr);
     return EX_USAGE;
 }
 
@@ -257,7 +258,7 @@ man_subcommands(FILE *out, const struct cli_cmd *cmd, const char *cmd_summary,
     for (char *t = title; *t; t++) {
         *t = (char)toupper((unsigned char)*t);
     }
-    cmd->help(mem);
+    cmd->help(cmd, mem);
     if (fclose(mem) != 0 || !text) {
         goto out;
     }

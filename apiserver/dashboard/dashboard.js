@@ -1429,8 +1429,9 @@ function describeRecord(rec) {
 }
 
 let resultTimer = null;
-function showResult(kind, text) {
-  const el = $("action-result");
+// A result line under a form (id), with a dismiss button; returns it.
+function showBanner(id, kind, text) {
+  const el = $(id);
   el.hidden = false;
   el.dataset.kind = kind;
   el.className = "action-result " + kind;
@@ -1450,6 +1451,11 @@ function showResult(kind, text) {
       "×",
     ),
   );
+  return el;
+}
+
+function showResult(kind, text) {
+  const el = showBanner("action-result", kind, text);
   clearTimeout(resultTimer);
   if (kind === "ok")
     resultTimer = setTimeout(() => {
@@ -1824,26 +1830,7 @@ function splitModels(text) {
 }
 
 function showKeysResult(kind, text) {
-  const el = $("keys-result");
-  el.hidden = false;
-  el.dataset.kind = kind;
-  el.className = "action-result " + kind;
-  el.textContent = "";
-  el.append(
-    h("span", { class: "msg" }, text),
-    h(
-      "button",
-      {
-        type: "button",
-        class: "btn small-btn",
-        "aria-label": "Dismiss",
-        onclick: () => {
-          el.hidden = true;
-        },
-      },
-      "×",
-    ),
-  );
+  showBanner("keys-result", kind, text);
 }
 
 /** Makes sure the page holds a cluster secret when the server wants one. */
