@@ -396,12 +396,13 @@ struct api_limit_refusal {
 
 /* A request's admission under its key's limits (inside the request's state). */
 struct api_limit_ticket {
-    char key[65];      /* the limited key ("": none applies) */
-    int64_t tokens;    /* reserved: set by the caller (api_limit_estimate) before admit */
-    int64_t window;    /* the window its units came from */
-    bool parked;       /* waiting for units */
-    bool admitted;     /* holds units (api_limit_done corrects the tokens) */
-    char headers[400]; /* x-ratelimit-* lines for the answer */
+    char key[65];       /* the limited key ("": none applies) */
+    int64_t tokens;     /* reserved: set by api_limit_reserve before admit */
+    int64_t prompt_est; /* its prompt's part of `tokens` (body bytes / 4) */
+    int64_t window;     /* the window its units came from */
+    bool parked;        /* waiting for units */
+    bool admitted;      /* holds units (api_limit_done corrects the tokens) */
+    char headers[400];  /* x-ratelimit-* lines for the answer */
     /* a stream's usage, as its chunks pass (api_limit_stream_data; -1 (the
      * caller's initial value): none seen) */
     int64_t s_prompt, s_completion, s_total;
@@ -417,8 +418,9 @@ struct api_limit_ticket {
 enum api_limit_result { API_LIMIT_OK, API_LIMIT_PARKED, API_LIMIT_REFUSED };
 
 struct api_loop;
-/* Tokens a request reserves: its prompt (body bytes / 4) and max_tokens. */
-int64_t api_limit_estimate(size_t body_len, int64_t max_tokens);
+/* Sets the tokens a request reserves: its prompt (body bytes / 4) and
+ * max_tokens (a default when it names none). */
+void api_limit_reserve(struct api_limit_ticket *t, size_t body_len, int64_t max_tokens);
 /* Admits a request of key `key` (NULL: none of the settings) now (OK),
  * parks it until units come (PARKED: t->resume runs later on this loop), or
  * refuses it (REFUSED: reply with api_limit_reply_refusal). A request
@@ -427,8 +429,11 @@ enum api_limit_result api_limit_admit(struct api_server *srv, struct api_loop *l
                                       struct api_limit_ticket *t, const struct api_key *key);
 /* A parked request that goes away (client gone, shutdown). Loop thread. */
 void api_limit_cancel(struct api_server *srv, struct api_loop *l, struct api_limit_ticket *t);
-/* The request ended; `answer` (NULL: a stream) is its whole answer, whose
- * usage corrects the tokens reserved and counts per key. Loop thread. */
+/* The request ended; `answer` is its whole answer, whose usage corrects
+ * the tokens reserved and counts per key. NULL: a stream (its usage chunk,
+ * else its prompt as estimated and a token per content chunk), or a request
+ * that failed or lost its client (the same). Once per admission: later
+ * calls do nothing. Loop thread. */
 void api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *answer,
                     size_t len);
 /* A chunk of a streamed answer of the request (usage, if it carries one,

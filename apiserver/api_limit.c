@@ -236,10 +236,11 @@ api_limit_reply_refusal(struct http_request *req, struct api_limit_ticket *t)
     }
 }
 
-int64_t
-api_limit_estimate(size_t body_len, int64_t max_tokens)
+void
+api_limit_reserve(struct api_limit_ticket *t, size_t body_len, int64_t max_tokens)
 {
-    return (int64_t)(body_len / 4) + (max_tokens > 0 ? max_tokens : DEFAULT_COMPLETION);
+    t->prompt_est = (int64_t)(body_len / 4);
+    t->tokens = t->prompt_est + (max_tokens > 0 ? max_tokens : DEFAULT_COMPLETION);
 }
 
 enum api_limit_result
@@ -360,7 +361,12 @@ api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *a
         completion = t->s_completion;
         total = t->s_total;
     } else if (!answer) {
-        completion = t->s_chunks; /* no usage asked for: a token per content chunk */
+        /* a stream that asked for no usage: a token per content chunk,
+         * and the prompt as estimated (its reservation corrected all the
+         * same: keeping max_tokens would charge the key for tokens never
+         * generated) */
+        completion = t->s_chunks;
+        total = t->prompt_est + t->s_chunks;
     }
     ks = api_kstats_get(srv, t->key);
     if (ks) {

@@ -262,6 +262,9 @@ px_free(struct api_px *px)
         route_trial_abort(&px->inst->rt);
     }
     api_limit_cancel(px->srv, px->l, &px->lt);
+    /* admitted and not answered (failed, or its client left): charged its
+     * prompt as estimated and the content chunks it passed */
+    api_limit_done(px->srv, &px->lt, NULL, 0);
     free(px->lt.refusal);
     if (px->alias) {
         cJSON_Delete(px->alias->root);
@@ -848,10 +851,7 @@ up_done(void *arg, enum hu_result res)
             api_limit_done(px->srv, &px->lt, px->resp.data, px->resp.len);
             reply_held(px, hdr);
         }
-        if (px->started) {
-            api_limit_done(px->srv, &px->lt, NULL, 0);
-        }
-        px_free(px);
+        px_free(px); /* a stream's tokens: api_limit_done there */
         return;
     }
     json_error_message(px->resp.data, px->resp.len, msg, sizeof(msg));
@@ -1279,7 +1279,7 @@ handle(struct http_request *req, void *arg, enum px_kind kind)
     px->lt.req = req;
     px->lt.resume = on_limit_verdict;
     px->lt.s_prompt = px->lt.s_completion = px->lt.s_total = -1;
-    px->lt.tokens = api_limit_estimate(body_len, max_tokens);
+    api_limit_reserve(&px->lt, body_len, max_tokens);
     enum api_limit_result verdict = api_limit_admit(srv, l, &px->lt, key);
     api_settings_unref(s); /* nothing below reads `key` */
     switch (verdict) {

@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import harness as h  # noqa: E402
 from test_apiserver import apiserver  # noqa: E402
+from test_worker import open_stream as open_raw_stream  # noqa: E402
 
 IN_FORCE_S = 1.0  # a change through one controller is in force on every apiserver within this
 SECRET = "settings-test-secret"
@@ -195,6 +196,22 @@ def test_key_limits_and_expiry(t):
     chunks = sum(1 for line in r.body.decode().splitlines()
                  if '"content":"' in line and '"content":""' not in line)
     h.eq(tokens("completion") - c1, chunks, "a stream without usage: a token per content chunk")
+    # a stream its client leaves is charged what it passed, not max_tokens:
+    # reserving 400 of 1000 each, five left after two content chunks all start
+    made = create_key(ctls[0], {"name": "cut", "tpm": 1000})
+    time_until_all([a], lambda a: has_settings(a, made["version"]))
+    within_one_window()
+    body = dict(CHAT, stream=True, max_tokens=400)
+
+    def cut_tokens():
+        return h.metric_sample(a.url, "roster_api_key_tokens_total",
+                               {"key": "cut", "kind": "completion"}) or 0
+
+    for i in range(5):
+        before = cut_tokens()
+        open_raw_stream(a.port, body, headers=bearer(made["key"])).close()
+        h.wait_until(lambda: cut_tokens() >= before + 2, 5,
+                     what=f"stream {i}'s chunks charged when its client left")
     h.wait_until(lambda: models_status(apis[2], bearer(soon)) == 401, 5, what="expiry")
     r = h.request("GET", apis[2].url + "/v1/models", headers=bearer(soon))
     h.check(b"expired" in r.body, f"{r}")

@@ -361,13 +361,14 @@ def test_streaming(t):
          (whole, "length", 0))
 
 
-def open_stream(port, body):
+def open_stream(port, body, headers=None):
     """A raw connection with a streamed chat request under way (three SSE
     events read), for closing it mid-stream."""
     data = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+              b"application/json\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(data)) + data)
     got = b""
     while got.count(b"data: ") < 3:
         chunk = s.recv(65536)
