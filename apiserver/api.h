@@ -579,6 +579,8 @@ struct api_server {
     _Atomic uint64_t key_invalid;     /* requests with a key no setting or flag has */
     struct api_limiter *limiter;      /* api_limit.c */
     _Atomic uint64_t limit_unchecked; /* requests of limited keys admitted with no controller */
+    _Atomic uint64_t limit_waits;     /* requests parked for units (api_limit.c) */
+    _Atomic uint64_t limit_calls;     /* lease calls to the controllers */
     struct api_probe *probe;          /* NULL: probes disabled (api_probe.c) */
     struct api_queue *queue;          /* the wait queue (api_queue.c) */
 };

@@ -15,7 +15,10 @@
  * requests). Units a node holds but does not use would be lost to the
  * others (under-admission), so leases are small - sized to a quarter
  * second of the key's recent rate here, and never above an eighth of what
- * the window has left - and units idle for LEASE_IDLE_MS go back. A
+ * the window has left - and units idle for LEASE_IDLE_MS go back. A key
+ * in use asks for its next lease when it holds half of one (the low
+ * water), so that under steady traffic requests find units instead of
+ * waiting a round trip for each lease. A
  * request that finds the window spent gets 429 with Retry-After (the
  * seconds to the window's end) and OpenAI's x-ratelimit-* headers.
  *
@@ -25,8 +28,9 @@
  * back to the lease, what was under is taken from it (it may go below
  * zero: the next lease pays it back). So tokens can exceed the limit by
  * the under-estimates of the requests in flight (their completions beyond
- * max_tokens, which workers do not produce, or a stream's: streams keep
- * their reservation).
+ * max_tokens, which workers do not produce). A request that ends without
+ * usage (a stream that asked for none, a failure, a client gone) is
+ * charged its prompt estimate and a token per content chunk it passed.
  *
  * When no controller answers, a limited key's requests are admitted
  * (availability first; counted in roster_api_key_limit_unchecked_total and
@@ -37,7 +41,8 @@
  *
  * Threads: loops admit and park under `mu` (held for a few instructions);
  * the limiter thread makes the blocking controller calls without holding
- * it and wakes the loops with http_loop_post.
+ * it (one kept-alive connection per controller) and wakes the loops with
+ * http_loop_post.
  */
 #define _GNU_SOURCE 1 /* memmem */
 #include "api.h"
@@ -58,6 +63,7 @@
 #define LEASE_IDLE_MS      500  /* units unused this long go back to the counter */
 #define PASS_MS            100  /* the thread's period when nothing wakes it */
 #define LEASE_MAX          1000 /* requests per lease */
+#define RATE_MIN_MS        100  /* the shortest time a rate is read over */
 #define DEFAULT_COMPLETION 256  /* tokens reserved for a request without max_tokens */
 #define MAX_ANSWER         (1024 * 1024)
 
@@ -74,6 +80,7 @@ struct lim_key {
     int64_t last_use;                         /* monotonic ms */
     int64_t sec_start, sec_n, rate;           /* admissions per second (the last whole one) */
     int64_t avg_tokens;                       /* running estimate per request */
+    bool refill; /* at the low water: the thread was woken for the next lease */
     struct lim_key *next;
 };
 
@@ -86,7 +93,8 @@ struct api_limiter {
     bool stop;
     bool wake;
     struct lim_key *keys;
-    bool warned; /* a failed call was logged (until one succeeds) */
+    bool warned;              /* a failed call was logged (until one succeeds) */
+    CURL *curl[API_MAX_CTLS]; /* the thread's, per controller (kept alive) */
 };
 
 static struct lim_key *
@@ -126,6 +134,40 @@ note_use(struct lim_key *k, int64_t now)
         k->sec_n = 0;
     }
     k->sec_n++;
+}
+
+/* The units of a lease: a quarter second of the key's recent rate, never
+ * above an eighth of what its window has left, 1 to LEASE_MAX. The rate
+ * is the last whole second's, or the current second's so far when higher,
+ * read over RATE_MIN_MS at least (a burst after a quiet spell grows its
+ * leases with its first requests, not after a second of leases of one
+ * unit). */
+static int64_t
+lease_size(const struct lim_key *k, int64_t now)
+{
+    int64_t el = now - k->sec_start;
+    int64_t cur = el < 1000 ? k->sec_n * 1000 / (el > RATE_MIN_MS ? el : RATE_MIN_MS) : 0;
+    int64_t lease = (cur > k->rate ? cur : k->rate) / 4;
+
+    if (k->limit_r > 0) {
+        int64_t left = k->limit_r - k->used_r;
+        lease = lease > left / 8 ? left / 8 : lease;
+    }
+    return lease < 1 ? 1 : lease > LEASE_MAX ? LEASE_MAX : lease;
+}
+
+/* A key in use, with units of the current window, that holds half a lease
+ * or less: time to ask for the next one. */
+static bool
+low_water(const struct lim_key *k, int64_t now)
+{
+    int64_t half = lease_size(k, now) / 2;
+
+    if (k->window < 0 || k->exhausted || k->unchecked || now - k->last_use > LEASE_IDLE_MS) {
+        return false;
+    }
+    return (k->limit_r > 0 && k->have_r <= half) ||
+           (k->limit_t > 0 && k->have_t <= half * k->avg_tokens);
 }
 
 /* Takes a request's units if held. */
@@ -278,12 +320,18 @@ api_limit_admit(struct api_server *srv, struct api_loop *l, struct api_limit_tic
             t->window = k->window;
             t->admitted = true;
             headers_of(k, key, now, false, t->headers, sizeof(t->headers));
+            if (!k->refill && low_water(k, now)) {
+                k->refill = true; /* cleared once the lease asked for is in */
+                lm->wake = true;
+                pthread_cond_signal(&lm->cond);
+            }
         } else if (k->exhausted) {
             r = API_LIMIT_REFUSED;
             refusal_make(srv, t, k, key);
         } else {
             k->need_r++;
             k->need_t += t->tokens;
+            atomic_fetch_add_explicit(&srv->limit_waits, 1, memory_order_relaxed);
             t->parked = true;
             t->next = l->parked;
             if (l->parked) {
@@ -488,11 +536,13 @@ on_body(char *p, size_t size, size_t n, void *arg)
 }
 
 /* POSTs `body` to the controllers in the watcher's order; the answer in
- * *out. 0 or -1 with err. */
+ * *out. 0 or -1 with err. Limiter thread: its handles keep a connection to
+ * each controller alive between calls. */
 static int
-call_controllers(struct api_server *srv, const char *body, struct buf *out, char *err,
+call_controllers(struct api_limiter *lm, const char *body, struct buf *out, char *err,
                  size_t errcap)
 {
+    struct api_server *srv = lm->srv;
     size_t order[API_MAX_CTLS];
     size_t n = api_controller_order(srv, order);
     char secret[600];
@@ -500,7 +550,7 @@ call_controllers(struct api_server *srv, const char *body, struct buf *out, char
     int rc = -1;
 
     for (size_t i = 0; i < n && rc != 0; i++) {
-        CURL *h = curl_easy_init();
+        CURL *h = lm->curl[order[i]] ? lm->curl[order[i]] : curl_easy_init();
         struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
         char url[700];
         long status = 0;
@@ -528,7 +578,13 @@ call_controllers(struct api_server *srv, const char *body, struct buf *out, char
         curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
         cc = curl_easy_perform(h);
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_cleanup(h);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL); /* hl is freed below */
+        if (cc == CURLE_OK) {
+            lm->curl[order[i]] = h;
+        } else {
+            curl_easy_cleanup(h); /* a failed connection is not kept */
+            lm->curl[order[i]] = NULL;
+        }
         curl_slist_free_all(hl);
         if (cc == CURLE_OK && status == 200) {
             rc = 0;
@@ -565,12 +621,7 @@ pass(struct api_limiter *lm)
         int64_t want_r = 0, want_t = 0, ret_r = 0, ret_t = 0;
         roll(k, now);
         if (k->need_r > 0 && !k->exhausted) {
-            int64_t lease = k->rate / 4;
-            if (k->limit_r > 0) {
-                int64_t left = k->limit_r - k->used_r;
-                lease = lease > left / 8 ? left / 8 : lease;
-            }
-            lease = lease < 1 ? 1 : lease > LEASE_MAX ? LEASE_MAX : lease;
+            int64_t lease = lease_size(k, now);
             want_r = k->need_r > lease ? k->need_r : lease;
             want_t = k->need_t + (want_r - k->need_r) * k->avg_tokens;
             if (k->have_t > 0) {
@@ -578,6 +629,11 @@ pass(struct api_limiter *lm)
             } else {
                 want_t -= k->have_t; /* a debt from under-estimates is paid first */
             }
+        } else if (low_water(k, now)) {
+            /* ahead of need: a lease on top of what is held */
+            int64_t lease = lease_size(k, now);
+            want_r = k->limit_r > 0 ? lease : 0;
+            want_t = k->limit_t > 0 ? lease * k->avg_tokens - (k->have_t < 0 ? k->have_t : 0) : 0;
         } else if (k->window >= 0 && now - k->last_use > LEASE_IDLE_MS &&
                    (k->have_r > 0 || k->have_t > 0)) {
             ret_r = k->have_r;
@@ -586,6 +642,7 @@ pass(struct api_limiter *lm)
             k->have_t -= ret_t;
         }
         if (want_r == 0 && want_t == 0 && ret_r == 0 && ret_t == 0) {
+            k->refill = false; /* no longer low (its window ended, it went idle) */
             continue;
         }
         window = k->window >= 0 ? k->window : window;
@@ -610,7 +667,8 @@ pass(struct api_limiter *lm)
     if (asked == 0 || w.err) {
         goto out;
     }
-    if (call_controllers(srv, buf_str(&body), &answer, err, sizeof(err)) != 0 ||
+    atomic_fetch_add_explicit(&srv->limit_calls, 1, memory_order_relaxed);
+    if (call_controllers(lm, buf_str(&body), &answer, err, sizeof(err)) != 0 ||
         !(root = cJSON_ParseWithLength(answer.data, answer.len)) ||
         !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "keys"))) {
         /* no controller answered: admit (see the top) */
@@ -627,6 +685,7 @@ pass(struct api_limiter *lm)
                 atomic_fetch_add(&srv->limit_unchecked, (uint64_t)k->need_r);
                 k->asked_r = 0;
             }
+            k->refill = false;
         }
         pthread_mutex_unlock(&lm->mu);
         wake_loops(srv);
@@ -664,6 +723,7 @@ pass(struct api_limiter *lm)
                 k->have_r += k->need_r;
                 k->have_t += k->need_t;
                 k->asked_r = 0;
+                k->refill = false;
                 continue;
             }
             gr = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(it, "requests"));
@@ -692,6 +752,7 @@ pass(struct api_limiter *lm)
                 k->exhausted = true;
             }
             k->asked_r = 0;
+            k->refill = false;
         }
         pthread_mutex_unlock(&lm->mu);
         wake_loops(srv);
@@ -775,6 +836,9 @@ api_limit_free(struct api_server *srv)
         struct lim_key *k = lm->keys;
         lm->keys = k->next;
         free(k);
+    }
+    for (size_t i = 0; i < API_MAX_CTLS; i++) {
+        curl_easy_cleanup(lm->curl[i]); /* NULL-safe */
     }
     pthread_mutex_destroy(&lm->mu);
     pthread_cond_destroy(&lm->cond);

@@ -549,6 +549,16 @@ write_key_metrics(struct api_server *srv, struct buf *b)
                          "their units.");
     rc |= metrics_sample(b, "roster_api_key_limit_unchecked_total", NULL,
                          (double)atomic_load(&srv->limit_unchecked));
+    rc |= metrics_header(b, "roster_api_key_limit_waits_total", "counter",
+                         "Requests of keys with limits that waited for units (a lease from a "
+                         "controller).");
+    rc |= metrics_sample(b, "roster_api_key_limit_waits_total", NULL,
+                         (double)atomic_load(&srv->limit_waits));
+    rc |= metrics_header(b, "roster_api_key_limit_calls_total", "counter",
+                         "Calls to the controllers for units of keys with limits (leases asked "
+                         "and given back).");
+    rc |= metrics_sample(b, "roster_api_key_limit_calls_total", NULL,
+                         (double)atomic_load(&srv->limit_calls));
     rc |= metrics_header(b, "roster_api_key_rejected_total", "counter",
                          "Requests refused for their API key, by key name and reason (invalid: "
                          "no such key, key=\"\").");

@@ -297,6 +297,36 @@ def test_limits_cluster_wide(t):
     h.eq(prompt + completion, used, "tokens counted per key")
 
 
+def test_leases_ahead_of_need(t):
+    """Under steady traffic a limited key's requests find units: the
+    apiserver sizes leases to the key's rate within a tenth of a second of
+    a burst and asks for the next one at half a lease, so few requests
+    wait for a controller's answer and few calls are made."""
+    c = t.controller("c1")
+    t.start("w1", ["start", "worker", "--model_name", "tiny", "--host", "127.0.0.1",
+                   "--controller_addr", c.url, "--concurrency", "64"])
+    a = apiserver(t, [c])
+    made = create_key_trusted(c, {"name": "steady", "rpm": 1000000, "tpm": 100000000})
+    h.wait_until(lambda: has_settings(a, made["version"]) and routable(a), 10,
+                 what="the key and the worker at the apiserver")
+    within_one_window(seconds_needed=5)
+    n = 1200
+    answers = spray([a], made["key"], n)
+    h.eq(sum(r.status == 200 for r in answers), n, "every request admitted")
+    waits = h.metric(a.url, "roster_api_key_limit_waits_total")
+    calls = h.metric(a.url, "roster_api_key_limit_calls_total")
+    print(f"  {n} requests: {waits:.0f} waited for units, {calls:.0f} lease calls")
+    h.check(waits <= n * 0.05, f"{waits} of {n} requests waited for a lease")
+    h.check(calls <= n * 0.05, f"{calls} lease calls for {n} requests")
+
+
+def create_key_trusted(c, body):
+    """A key through a controller that trusts loopback (no secret)."""
+    r = h.request("POST", c.url + "/api/roster/keys", body=json.dumps(body).encode())
+    h.eq(r.status, 201, f"create key {body}: {r}")
+    return r.json()
+
+
 def test_settings_bad_input(t):
     db = t.mysql_database()
     c = t.controller("c1", db=db, args=["--trusted_networks", ""], env=SECRET_ENV)
