@@ -7,8 +7,9 @@
 #      security), replay of the fuzz corpora;
 #   2. unit and SQLite registry tests, and controllers and workers under
 #      fourteen service tests, in valgrind (memcheck, leaks);
-#   3. the same suite built with ASan+UBSan; the controller's unit and
-#      service tests under ThreadSanitizer (scripts/tsan.sh); then every fuzz
+#   3. the same suite built with ASan+UBSan; the unit tests and the
+#      controller's, apiserver's and webserver's service tests under
+#      ThreadSanitizer (scripts/tsan.sh); then every fuzz
 #      target run by libFuzzer (ASan+UBSan) for 30 s, two at a time
 #      (tests/fuzz/run.sh: a crash, leak or hang fails the run and prints
 #      the reproducer); then `bench/run --quick`, a smoke run of every
@@ -63,7 +64,7 @@ if [ "$quick" -eq 0 ]; then
     # under ASan in test_ha, test_db_outage and the fault suite)
     (cd build-asan && ctest -j"$jobs" --output-on-failure --timeout 900 -E '^(galera_start|galera_stop|test_galera)$')
 
-    step "ThreadSanitizer: the controller's unit and service tests"
+    step "ThreadSanitizer: unit tests, controller, apiserver and webserver"
     scripts/tsan.sh
 
     step "fuzzing: every target for 30 s, two at a time"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The controller under ThreadSanitizer (issue 11): builds build-tsan with
-# -DROSTER_SANITIZE=thread and runs the unit tests and the controller's
-# service tests in it (the MariaDB fixture starts for test_ha and
-# test_db_outage). A race report makes the process exit non-zero (ctest's
+# ThreadSanitizer (issue 11): builds build-tsan with -DROSTER_SANITIZE=thread
+# and runs the unit tests, the controller's service tests (the MariaDB
+# fixture starts for test_ha and test_db_outage) and the apiserver's and
+# webserver's in it. tests/tsan.supp holds the one suppression (libevent's
+# deferred epoll_ctl after a close, and why it is harmless). A race report makes the process exit non-zero (ctest's
 # TSAN_OPTIONS has halt_on_error=1) and the harness also fails a test whose
 # process logged "WARNING: ThreadSanitizer", so any report fails the run.
 #
@@ -21,3 +22,7 @@ cd build-tsan
 ctest --output-on-failure --timeout 600 -L unit
 ctest --output-on-failure --timeout 600 \
     -R '^(test_smoke|test_api|test_bad_input|test_watch|test_ha|test_db_outage|test_ctl_limits)$'
+# the apiserver's threads (settings, limiter, probes, dashboard feed) beside
+# its loops, and the webserver's whole system in one process; two at a time
+ctest -j2 --output-on-failure --timeout 600 \
+    -R '^(test_apiserver|test_webserver|test_settings|test_alias|test_probe|test_queue)$'
