@@ -289,6 +289,7 @@ struct ctl_snap {
     uint64_t etag[2];
     pthread_mutex_t json_mu;          /* guards the json slots */
     struct ctl_json *_Atomic json[4]; /* hb_gen: the sum of its models' */
+    struct ctl_snap *retired_next;    /* the view's retired list (its mu) */
 };
 
 struct ctl_view;

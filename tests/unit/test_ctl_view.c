@@ -346,10 +346,15 @@ test_large_snapshots_mapped(void)
     const struct ctl_snap_inst *i3 = inst_at(m3, "192.168.1.1");
     CHECK(i3 && i3->rec.has_prompt_template && strcmp(i3->rec.prompt_template, "local") == 0);
 
-    /* the first mapping goes with its last holder; the rest still reads */
+    /* the first mapping goes once its last reader is done, and not on that
+     * reader's thread: the view frees it at its next publish (a heartbeat
+     * here; the tick every tick_ms in a controller); the rest still reads */
     int64_t before = ctl_view_mapped_bytes();
     ctl_json_release(f1);
     ctl_snap_release(s1);
+    CHECK_EQ_INT(ctl_view_mapped_bytes(), before);
+    struct reg_op beat = op(REG_OP_HEARTBEAT, "10.0.0.1", 1);
+    ctl_view_apply_ops(v, &beat, 1);
     CHECK_EQ_INT(ctl_view_mapped_bytes(), before - one_slab);
     ctl_json_release(j1);
     struct ctl_json *j3 = ctl_snap_json(s3, "m007@llm", CTL_JSON_ALL);
