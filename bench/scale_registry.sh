@@ -16,6 +16,9 @@
 #              (100 instances) on controller A (default refresh period)
 #   list all   wrk -t1 -c1 GET /api/controller/models (every instance);
 #              its size in bytes
+#   list one while all   list one (as above) while a wrk -c1 asks for the
+#              whole list back to back and a heartbeat every 50 ms makes
+#              each one new: what a whole list costs the loop's others
 #   RSS        controller A's VmRSS after the lists (so with the list-all
 #              JSON cached); per instance above the RSS of a controller on
 #              an empty table (measured in each run)
@@ -44,6 +47,7 @@
 #
 # Keys (x = instances): registry.list_one_p50_ms, list_one_p99_ms,
 # list_one_nginx_p99_ms, list_one_p99_ratio (list one p99 / nginx p99),
+# list_one_during_all_p99_ms (list one p99 while whole lists are built),
 # list_all_p50_ms, list_all_p99_ms, list_all_bytes, ctl_rss_kib,
 # ctl_rss_empty_kib, rss_per_instance_bytes, refresh_ms, stall_max_ms,
 # stall_base_max_ms, stall_busy_max_ms, stall_base_busy_max_ms, watch_ms.
@@ -202,6 +206,23 @@ for x in "${sizes[@]}"; do
         read -r _ all_p50 all_p99 _ < <(wrk -t1 -c1 -d"${secs}s" --timeout 10s --latency \
             "http://127.0.0.1:$a_port/api/controller/models" | summarize)
         all_bytes=$(curl -fsS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$a_port/api/controller/models")
+        # list one model while whole lists are asked for back to back, with
+        # a heartbeat every 50 ms (so every whole list is built anew): the
+        # loop serving the lists must not be the one building them
+        hb='{"model_name":"bench-0@llm","host":"10.0.0.0","port":8000,"weight":1.0,"check_healthy":true,"healthy":true,"enabled":true}'
+        (
+            end=$((SECONDS + secs + 1))
+            while [ "$SECONDS" -lt "$end" ]; do
+                curl -s -o /dev/null -d "$hb" "http://127.0.0.1:$a_port/api/controller/heartbeat"
+                sleep 0.05
+            done
+        ) &
+        hb_loop=$!
+        wrk -t1 -c1 -d"${secs}s" --timeout 10s "http://127.0.0.1:$a_port/api/controller/models" >/dev/null &
+        all_loop=$!
+        read -r _ _ busy_one_p99 _ < <(wrk -t1 -c4 -d"${secs}s" --latency \
+            "http://127.0.0.1:$a_port/api/controller/models?model_name=$probe" | summarize)
+        wait "$all_loop" "$hb_loop"
         rss=$(rss_kib "$a_pid")
         per_inst=$(awk -v a="$rss" -v b="$rss0" -v n="$x" 'BEGIN{printf "%.0f", (a - b) * 1024 / n}')
         w_ms=$(watch_ms "$a_port" "$api_port" "$x-$run" "$((x >= 100000 ? 1 : 3))")
@@ -225,6 +246,7 @@ for x in "${sizes[@]}"; do
         emit registry.list_one_p99_ms "$x" "$run" "$one_p99"
         emit registry.list_one_nginx_p99_ms "$x" "$run" "$ng_p99"
         emit registry.list_one_p99_ratio "$x" "$run" "$(ratio "$one_p99" "$ng_p99")"
+        emit registry.list_one_during_all_p99_ms "$x" "$run" "$busy_one_p99"
         emit registry.list_all_p50_ms "$x" "$run" "$all_p50"
         emit registry.list_all_p99_ms "$x" "$run" "$all_p99"
         emit registry.list_all_bytes "$x" "$run" "$all_bytes"

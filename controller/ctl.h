@@ -323,6 +323,8 @@ void ctl_view_stop(struct ctl_view *v);
 /* The current snapshot, with a reference the caller drops with
  * ctl_snap_release(). Any thread; never blocks for long. */
 struct ctl_snap *ctl_view_acquire(struct ctl_view *v);
+/* Another reference to `s` (one the caller holds). Any thread. */
+struct ctl_snap *ctl_snap_ref(struct ctl_snap *s);
 void ctl_snap_release(struct ctl_snap *s);
 
 /* Looks up one model (binary search); NULL if absent. Borrowed from `s`. */
@@ -523,6 +525,34 @@ int64_t ctl_settings_version(struct ctl_settings *s);
 
 extern const struct http_route ctl_settings_routes[];
 
+/* ---- whole lists built off the loops (ctl_lists.c) ------------------------- */
+
+/* A whole list (every model) of a snapshot this large is built on the
+ * lists thread; smaller ones where they are asked for. */
+#define CTL_LIST_OFFLOAD_MIN 2000
+#define CTL_LISTS_MAX_QUEUE  64
+
+/* A list to build: `json` is set on the lists thread (NULL: over the memory
+ * budget), then task.fn runs on `loop`. */
+struct ctl_list_job {
+    struct http_task task;
+    struct http_loop *loop;
+    struct ctl_snap *snap; /* a reference, the job's */
+    enum ctl_json_variant var;
+    struct ctl_json *json;
+    struct ctl_list_job *next;
+};
+
+struct ctl_lists;
+
+int ctl_lists_new(struct ctl_lists **out);
+int ctl_lists_start(struct ctl_lists *l);
+/* Queues a build; false when the queue is full or stopping (reply 503). */
+bool ctl_lists_submit(struct ctl_lists *l, struct ctl_list_job *job);
+/* Builds and answers what is queued, then stops. */
+void ctl_lists_stop(struct ctl_lists *l);
+void ctl_lists_free(struct ctl_lists *l);
+
 /* ---- the server (ctl_server.c, ctl_api.c) ----------------------------------- */
 
 struct ctl_db_state {
@@ -543,6 +573,7 @@ struct ctl_metrics {
     _Atomic uint64_t rejected_auth;
     _Atomic uint64_t refreshes;
     _Atomic uint64_t full_refreshes;
+    _Atomic uint64_t lists_offloaded; /* whole lists built on the lists thread */
     _Atomic uint64_t refresh_errors;
     _Atomic uint64_t sweep_marked;
     _Atomic uint64_t sweep_deleted;
@@ -569,6 +600,7 @@ struct ctl_server {
     struct ctl_writer *writer;
     struct ctl_refresher *refresher;
     struct ctl_settings *settings;
+    struct ctl_lists *lists;
     struct netaddr_list trusted;
     struct netaddr_list instance_nets;
     struct ctl_db_state db;

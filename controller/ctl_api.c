@@ -315,28 +315,25 @@ etag_matches(const char *inm, uint64_t etag)
     return false;
 }
 
-/* The list, or with `has_since` (view=full of every model) the delta
- * since that version when it is the smaller answer. view=full answers
- * carry the view's token (X-Roster-View) for the next since=. */
+static bool
+is_routable_variant(enum ctl_json_variant var)
+{
+    return var == CTL_JSON_ROUTABLE || var == CTL_JSON_FULL_ROUTABLE;
+}
+
+/* Answers a list with `json` (the caller's reference, taken; NULL: over
+ * the memory budget) of `snap`, with its ETag and view token. */
 static void
-reply_list(struct http_request *req, struct ctl_server *srv, struct ctl_snap *snap,
-           const char *model, enum ctl_json_variant var, bool routable_only, bool has_since,
-           uint64_t since)
+reply_json(struct http_request *req, struct ctl_server *srv, struct ctl_snap *snap,
+           const char *model, enum ctl_json_variant var, struct ctl_json *json)
 {
     bool full_form = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
-    bool use_full = true;
-    struct ctl_json *json = NULL;
+    bool routable_only = is_routable_variant(var);
     char etag[24];
     char token[48];
     char settings[48];
     char hdr[224];
 
-    if (has_since && full_form && !(model && *model)) {
-        json = ctl_snap_delta_json(snap, since, var, &use_full);
-    }
-    if (!json && use_full) {
-        json = ctl_snap_json(snap, model, var);
-    }
     if (!json) {
         http_reply_error(req, 503, "server_error", "memory_budget_exceeded",
                          "the list does not fit in the controller's memory budget "
@@ -356,6 +353,73 @@ reply_list(struct http_request *req, struct ctl_server *srv, struct ctl_snap *sn
     snprintf(hdr, sizeof(hdr), "ETag: %s\r\nCache-Control: no-cache\r\n%s%s%s%s", etag,
              token[0] ? "X-Roster-View: " : "", token, token[0] ? "\r\n" : "", settings);
     http_reply_ref(req, 200, "application/json", json->data, json->len, hdr, json_done, json);
+}
+
+/* A whole list built on the lists thread, back on its loop. */
+struct list_job {
+    struct ctl_list_job job;
+    struct http_request *req;
+    struct ctl_server *srv;
+};
+
+static void
+list_job_done(struct http_task *t)
+{
+    struct list_job *lj = (struct list_job *)t;
+
+    reply_json(lj->req, lj->srv, lj->job.snap, NULL, lj->job.var, lj->job.json);
+    ctl_snap_release(lj->job.snap);
+    free(lj);
+}
+
+/* Hands a whole list of a large snapshot to the lists thread (ctl_lists.c);
+ * false when it is built here instead (small, or no room for the job). */
+static bool
+offload_list(struct http_request *req, struct ctl_server *srv, struct ctl_snap *snap,
+             enum ctl_json_variant var)
+{
+    struct list_job *lj;
+
+    if (snap->n_instances < CTL_LIST_OFFLOAD_MIN || !srv->lists || !(lj = calloc(1, sizeof(*lj)))) {
+        return false;
+    }
+    lj->job.task.fn = list_job_done;
+    lj->job.loop = http_req_loop(req);
+    lj->job.snap = ctl_snap_ref(snap);
+    lj->job.var = var;
+    lj->req = req;
+    lj->srv = srv;
+    if (!ctl_lists_submit(srv->lists, &lj->job)) {
+        ctl_snap_release(snap);
+        free(lj);
+        return false; /* the queue is full: built here, as before */
+    }
+    atomic_fetch_add(&srv->metrics.lists_offloaded, 1);
+    return true;
+}
+
+/* The list, or with `has_since` (view=full of every model) the delta
+ * since that version when it is the smaller answer. view=full answers
+ * carry the view's token (X-Roster-View) for the next since=. A whole list
+ * of a large snapshot is answered later, from the lists thread. */
+static void
+reply_list(struct http_request *req, struct ctl_server *srv, struct ctl_snap *snap,
+           const char *model, enum ctl_json_variant var, bool has_since, uint64_t since)
+{
+    bool full_form = var == CTL_JSON_FULL_ALL || var == CTL_JSON_FULL_ROUTABLE;
+    bool use_full = true;
+    struct ctl_json *json = NULL;
+
+    if (has_since && full_form && !(model && *model)) {
+        json = ctl_snap_delta_json(snap, since, var, &use_full);
+    }
+    if (!json && use_full) {
+        if (!(model && *model) && offload_list(req, srv, snap, var)) {
+            return;
+        }
+        json = ctl_snap_json(snap, model, var);
+    }
+    reply_json(req, srv, snap, model, var, json);
 }
 
 static void
@@ -526,7 +590,7 @@ h_list(struct http_request *req, void *arg)
             reply_not_modified(req, etag);
         }
     } else {
-        reply_list(req, srv, snap, model, var, routable_only, has_since, since);
+        reply_list(req, srv, snap, model, var, has_since, since);
     }
     ctl_snap_release(snap);
     query_cleanup(&query);
@@ -578,8 +642,7 @@ on_view_changed_task(struct http_task *t)
         if (ctl_snap_etag(snap, w->model, w->routable_only) != w->etag ||
             (w->settings >= 0 && ctl_settings_version(cl->srv->settings) != w->settings)) {
             http_req_on_close(w->req, NULL, NULL);
-            reply_list(w->req, cl->srv, snap, w->model, w->var, w->routable_only, w->has_since,
-                       w->since);
+            reply_list(w->req, cl->srv, snap, w->model, w->var, w->has_since, w->since);
             watcher_unlink(w);
         }
     }
@@ -825,6 +888,9 @@ ctl_api_write_metrics(struct ctl_server *srv, struct buf *b)
     rc |= counter(b, "roster_view_full_refreshes_total",
                   "Reads of the whole registry table (the others read recent changes).",
                   atomic_load(&m->full_refreshes));
+    rc |= counter(b, "roster_lists_offloaded_total",
+                  "Whole lists of a large registry built on the lists thread, not a loop's.",
+                  atomic_load(&m->lists_offloaded));
     rc |= counter(b, "roster_view_refresh_errors_total", "Failed reads of the registry table.",
                   atomic_load(&m->refresh_errors));
     rc |= counter(b, "roster_sweep_marked_total", "Rows the sweep marked unhealthy.",

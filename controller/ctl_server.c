@@ -157,7 +157,7 @@ ctl_server_open(struct ctl_config *cfg, struct ctl_server **out)
     }
     if (ctl_view_new(&vc, ctl_api_view_changed, srv, &srv->view) != 0 ||
         ctl_writer_new(srv, &srv->writer) != 0 || ctl_refresher_new(srv, &srv->refresher) != 0 ||
-        ctl_settings_new(srv, &srv->settings) != 0) {
+        ctl_settings_new(srv, &srv->settings) != 0 || ctl_lists_new(&srv->lists) != 0) {
         log_error("cannot set up the controller (out of memory or bad registry settings)");
         return EX_SOFTWARE;
     }
@@ -210,7 +210,8 @@ int
 ctl_server_start(struct ctl_server *srv)
 {
     if (ctl_view_start(srv->view) != 0 || ctl_writer_start(srv->writer) != 0 ||
-        ctl_refresher_start(srv->refresher) != 0 || ctl_settings_start(srv->settings) != 0) {
+        ctl_refresher_start(srv->refresher) != 0 || ctl_settings_start(srv->settings) != 0 ||
+        ctl_lists_start(srv->lists) != 0) {
         log_error("cannot start controller threads");
         return EX_OSERR;
     }
@@ -227,6 +228,7 @@ ctl_server_stop(struct ctl_server *srv)
     /* stop every thread that may post to the loops before they are freed */
     ctl_refresher_stop(srv->refresher);
     ctl_settings_stop(srv->settings); /* answers the settings writes queued */
+    ctl_lists_stop(srv->lists);       /* answers the lists queued */
     if (srv->view) {
         ctl_view_stop(srv->view);
     }
@@ -252,6 +254,7 @@ ctl_server_free(struct ctl_server *srv)
     free(srv->loops);
     ctl_refresher_free(srv->refresher);
     ctl_settings_free(srv->settings);
+    ctl_lists_free(srv->lists);
     ctl_writer_free(srv->writer);
     ctl_view_free(srv->view);
     netaddr_list_cleanup(&srv->trusted);

@@ -294,6 +294,13 @@ ctl_snap_release(struct ctl_snap *s)
 }
 
 struct ctl_snap *
+ctl_snap_ref(struct ctl_snap *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+struct ctl_snap *
 ctl_view_acquire(struct ctl_view *v)
 {
     struct ctl_snap *s;

@@ -7,8 +7,10 @@ admin endpoint, leases, /api/health and /metrics, the embedded registry,
 and persistence across a restart on the same SQLite file.
 """
 import datetime
+import json
 import os
 import re
+import socket
 import sys
 import time
 
@@ -236,6 +238,70 @@ def test_view_full(t):
                   "&model_name=vicuna%40llm")
     h.eq(r.status, 200)
     h.eq([(i["model_name"], sorted(i.keys()) == FULL_KEYS) for i in r.json()], [("vicuna@llm", True)])
+
+
+def register_many(url, n, models):
+    """n instances over `models` models, through four keep-alive connections."""
+    import http.client
+    from urllib.parse import urlparse
+    port = urlparse(url).port
+
+    def part(k):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for i in range(k, n, 4):
+                body = json.dumps(h.instance(model=f"m{i % models:03d}@llm",
+                                             host=f"10.2.{i // 250}.{i % 250 + 1}", port=8000))
+                conn.request("POST", "/api/controller/models", body,
+                             {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                h.eq((r.status, r.read()), (200, b"true"), f"register #{i}")
+        finally:
+            conn.close()
+
+    h.in_threads([lambda k=k: part(k) for k in range(4)])
+
+
+def test_whole_list_built_off_the_loop(t):
+    """A whole list of a registry of 2,000 instances or more is built on the
+    lists thread and answered from the loop: the same answer (every
+    instance, ETag, view token, 304 on a match), counted; a list of one
+    model is built in place; a client that leaves while its list is built
+    costs nothing."""
+    c = t.controller()
+    n = 2100
+    register_many(c.url, n, 21)
+
+    def offloaded():
+        return h.metric(c.url, "roster_lists_offloaded_total")
+
+    base = offloaded()
+    r = h.request("GET", c.url + "/api/controller/models")
+    h.eq(r.status, 200)
+    h.eq(len(r.json()), n, "every instance listed")
+    h.eq(offloaded(), base + 1, "built on the lists thread")
+    etag = r.header("ETag")
+    h.check(etag, f"an ETag: {r}")
+    r = h.request("GET", c.url + "/api/controller/models", headers={"If-None-Match": etag})
+    h.eq(r.status, 304, "unchanged: not modified")
+    r = h.request("GET", c.url + "/api/controller/models?view=full&healthy_only=true")
+    h.eq((r.status, len(r.json())), (200, n))
+    h.check(r.header("X-Roster-View"), f"view=full carries its token: {r}")
+    h.eq(sorted(r.json()[0].keys()), FULL_KEYS)
+    h.eq(offloaded(), base + 2)
+    r = h.request("GET", c.url + "/api/controller/models?model_name=m007%40llm")
+    h.eq((r.status, len(r.json())), (200, n // 21))
+    h.eq(offloaded(), base + 2, "one model: built in place")
+    # clients that leave while their list is built: nothing breaks, nothing leaks
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", c.port), timeout=5)
+        s.sendall(b"GET /api/controller/models?view=full HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()
+    h.wait_until(lambda: offloaded() == base + 7, 5, what="the five lists built")
+    h.eq(h.heartbeat(c.url, h.instance(model="m001@llm", host="10.2.0.2", port=8000)).status,
+         200)
+    r = h.request("GET", c.url + "/api/controller/models?view=full")
+    h.eq((r.status, len(r.json())), (200, n))
 
 
 def test_admin(t):
