@@ -409,10 +409,10 @@ api_limit_done(struct api_server *srv, struct api_limit_ticket *t, const char *a
         completion = t->s_completion;
         total = t->s_total;
     } else if (!answer) {
-        /* a stream that asked for no usage: a token per content chunk,
-         * and the prompt as estimated (its reservation corrected all the
-         * same: keeping max_tokens would charge the key for tokens never
-         * generated) */
+        /* no usage: a stream that asked for none, or a request that
+         * failed or lost its client. A token per content chunk passed and
+         * the prompt as estimated (keeping the reservation would charge
+         * the key for max_tokens never generated) */
         completion = t->s_chunks;
         total = t->prompt_est + t->s_chunks;
     }
