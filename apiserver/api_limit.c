@@ -366,28 +366,35 @@ api_limit_cancel(struct api_server *srv, struct api_loop *l, struct api_limit_ti
     pthread_mutex_unlock(&lm->mu);
 }
 
-/* A numeric field's value in a JSON text, found by a scan (-1: none). */
+/* A numeric field's value in a JSON text: the first "field" (-1: none). */
 static int64_t
 scan_number(const char *p, size_t len, const char *field)
 {
+    char pat[40]; /* "field", quotes included */
     size_t fl = strlen(field);
+    const char *q;
+    size_t j;
+    int64_t v = 0;
+    bool any = false;
 
-    for (size_t i = 0; i + fl + 2 < len; i++) {
-        if (p[i] == '"' && memcmp(p + i + 1, field, fl) == 0 && p[i + 1 + fl] == '"') {
-            size_t j = i + fl + 2;
-            int64_t v = 0;
-            bool any = false;
-            while (j < len && (p[j] == ' ' || p[j] == ':')) {
-                j++;
-            }
-            while (j < len && p[j] >= '0' && p[j] <= '9' && v < INT64_C(1000000000000)) {
-                v = v * 10 + (p[j++] - '0');
-                any = true;
-            }
-            return any ? v : -1;
-        }
+    if (fl + 2 > sizeof(pat)) {
+        return -1;
     }
-    return -1;
+    pat[0] = '"';
+    memcpy(pat + 1, field, fl);
+    pat[fl + 1] = '"';
+    if (!(q = memmem(p, len, pat, fl + 2))) {
+        return -1;
+    }
+    j = (size_t)(q - p) + fl + 2;
+    while (j < len && (p[j] == ' ' || p[j] == ':')) {
+        j++;
+    }
+    while (j < len && p[j] >= '0' && p[j] <= '9' && v < INT64_C(1000000000000)) {
+        v = v * 10 + (p[j++] - '0');
+        any = true;
+    }
+    return any ? v : -1;
 }
 
 void

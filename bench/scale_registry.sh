@@ -206,7 +206,11 @@ for x in "${sizes[@]}"; do
         read -r _ all_p50 all_p99 _ < <(wrk -t1 -c1 -d"${secs}s" --timeout 10s --latency \
             "http://127.0.0.1:$a_port/api/controller/models" | summarize)
         all_bytes=$(curl -fsS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$a_port/api/controller/models")
-        # list one model while whole lists are asked for back to back, with
+        rss=$(rss_kib "$a_pid")
+        per_inst=$(awk -v a="$rss" -v b="$rss0" -v n="$x" 'BEGIN{printf "%.0f", (a - b) * 1024 / n}')
+        w_ms=$(watch_ms "$a_port" "$api_port" "$x-$run" "$((x >= 100000 ? 1 : 3))")
+        # (after the RSS and the watch: the lists below churn the heap) list
+        # one model while whole lists are asked for back to back, with
         # a heartbeat every 50 ms (so every whole list is built anew): the
         # loop serving the lists must not be the one building them
         hb='{"model_name":"bench-0@llm","host":"10.0.0.0","port":8000,"weight":1.0,"check_healthy":true,"healthy":true,"enabled":true}'
@@ -223,9 +227,6 @@ for x in "${sizes[@]}"; do
         read -r _ _ busy_one_p99 _ < <(wrk -t1 -c4 -d"${secs}s" --latency \
             "http://127.0.0.1:$a_port/api/controller/models?model_name=$probe" | summarize)
         wait "$all_loop" "$hb_loop"
-        rss=$(rss_kib "$a_pid")
-        per_inst=$(awk -v a="$rss" -v b="$rss0" -v n="$x" 'BEGIN{printf "%.0f", (a - b) * 1024 / n}')
-        w_ms=$(watch_ms "$a_port" "$api_port" "$x-$run" "$((x >= 100000 ? 1 : 3))")
         kill -STOP "$a_pid" "$api_pid"
 
         # ---- controller B: full refreshes back to back --------------------------------
