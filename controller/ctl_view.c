@@ -1691,11 +1691,11 @@ size_t
 ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row *rows, size_t n,
                        bool full, int64_t db_now_ms, int64_t mono_start, int64_t mono_end)
 {
-    int64_t slack = mono_end - mono_start;
-
-    slack = slack < 0 ? 0 : slack > SLACK_MAX_MS ? SLACK_MAX_MS : slack;
+    int64_t slack = mono_end - mono_start; /* merge_row: the query's duration, bounded */
     bool changed;
     size_t ignored;
+
+    slack = slack < 0 ? 0 : slack > SLACK_MAX_MS ? SLACK_MAX_MS : slack;
 
     pthread_mutex_lock(&v->mu);
     v->gen++;

@@ -2102,8 +2102,10 @@ async function aliasRemove(name) {
   await loadKeys();
 }
 
-async function copyNewKey() {
-  const input = $("new-key-value");
+// Copies the text field `inputId` to the clipboard (or selects it for a
+// manual copy when the page may not write there); button `buttonId` says which.
+async function copyField(inputId, buttonId) {
+  const input = $(inputId);
   let ok = false;
   try {
     await navigator.clipboard.writeText(input.value);
@@ -2116,9 +2118,9 @@ async function copyNewKey() {
       ok = false;
     }
   }
-  $("new-key-copy").textContent = ok ? "Copied" : "Select and copy";
+  $(buttonId).textContent = ok ? "Copied" : "Select and copy";
   setTimeout(() => {
-    $("new-key-copy").textContent = "Copy";
+    $(buttonId).textContent = "Copy";
   }, 2000);
 }
 
@@ -2204,30 +2206,12 @@ function init() {
     if (S.conn === "auth" && !(await askKey(""))) return;
     if (S.retryNow) S.retryNow();
   });
-  $("copy-url").addEventListener("click", async () => {
-    const input = $("base-url");
-    let ok = false;
-    try {
-      await navigator.clipboard.writeText(input.value);
-      ok = true;
-    } catch (e) {
-      input.select();
-      try {
-        ok = document.execCommand("copy");
-      } catch (x) {
-        ok = false;
-      }
-    }
-    $("copy-url").textContent = ok ? "Copied" : "Select and copy";
-    setTimeout(() => {
-      $("copy-url").textContent = "Copy";
-    }, 2000);
-  });
+  $("copy-url").addEventListener("click", () => copyField("base-url", "copy-url"));
   $("pg-form").addEventListener("submit", playgroundSend);
   $("keys-load").addEventListener("click", loadKeys);
   $("key-create").addEventListener("submit", createKey);
   $("alias-set").addEventListener("submit", setAlias);
-  $("new-key-copy").addEventListener("click", copyNewKey);
+  $("new-key-copy").addEventListener("click", () => copyField("new-key-value", "new-key-copy"));
   $("new-key-done").addEventListener("click", forgetNewKey);
   $("pg-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) playgroundSend(e);
