@@ -224,6 +224,10 @@ struct ctl_snap_slab {
 /* the most a read-back heartbeat may lie after the view's time and count as
  * the same beat (merge_row): a query slower than this is a retried one */
 #define SLACK_MAX_MS 1000
+/* ... plus the clocks' grain: ages and monotonic times are whole ms, and
+ * SQLite's julianday() arithmetic rounds to the ms (a sub-ms query placed
+ * its own beat 1-2 ms after the commit) */
+#define CLOCK_GRAIN_MS 2
 
 /* Publishes whose rebuilt snapshots take at least this much build them in
  * one mapping; smaller ones use malloc. */
@@ -1627,9 +1631,9 @@ displayed_fields_differ(const struct reg_row *a, const struct reg_row *b)
 
 /* A row's heartbeat, placed on the monotonic clock from its age, is late by
  * up to the query's duration (db now is taken when the statement starts,
- * mono_end after its last row). So a poll that reads back a heartbeat
- * committed here can place it up to that long after the commit time the
- * view holds: a row within `slack` of the view's time is that same beat,
+ * mono_end after its last row) and the clocks' grain. So a poll that reads
+ * back a heartbeat committed here can place it up to that long after the
+ * commit time the view holds: a row within `slack` of it is that same beat,
  * and the listed time stays (the lists made between two polls agree). A
  * beat through another controller that close costs the lease those few ms. */
 static void
@@ -1695,7 +1699,7 @@ ctl_view_refresh_apply(struct ctl_view *v, uint64_t token, const struct reg_row 
     bool changed;
     size_t ignored;
 
-    slack = slack < 0 ? 0 : slack > SLACK_MAX_MS ? SLACK_MAX_MS : slack;
+    slack = (slack < 0 ? 0 : slack > SLACK_MAX_MS ? SLACK_MAX_MS : slack) + CLOCK_GRAIN_MS;
 
     pthread_mutex_lock(&v->mu);
     v->gen++;
