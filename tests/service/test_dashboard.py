@@ -259,7 +259,10 @@ def test_dashboard_api_keys_and_secret(t):
     auth = {"Authorization": f"Bearer {KEY}"}
     # the back end's side of what the page relies on
     h.request("GET", ws.url + "/api/dashboard/state").error(401, "state without a key")
-    h.eq(h.request("GET", ws.url + "/api/dashboard/state", headers=auth).status, 200)
+    # the feed thread's first state may trail the routing table (503 "starting")
+    h.wait_until(lambda: h.request("GET", ws.url + "/api/dashboard/state",
+                                   headers=auth).status == 200, 10,
+                 what="the dashboard's first state")
     body = {"model_name": "chat@llm", "host": "127.0.0.1", "port": w1.port, "weight": 0}
     err = h.request("POST", ws.url + "/api/dashboard/instance", body, headers=auth).error(401)
     h.eq(err["code"], "cluster_secret_required")
